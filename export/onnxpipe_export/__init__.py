@@ -1,0 +1,51 @@
+"""onnxpipe's export stage: a PyTorch checkpoint in, a verified model folder out.
+
+    >>> from onnxpipe_export import export
+    >>> export("../shared/checkpoints/minilm-sst2", task="text-classification", out="models/minilm-sst2")
+
+Needs the export extra (pip install 'onnxpipe[export]'). This module imports nothing heavy until
+``export`` runs, so the CLI can explain a missing extra instead of failing with a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from onnxpipe.errors import ExportExtraMissingError
+
+__all__ = ["export", "require_extra", "SUPPORTED_TASKS", "ARCHITECTURES"]
+
+from ._registry import ARCHITECTURES, SUPPORTED_TASKS  # noqa: E402  (plain data, no heavy imports)
+
+_EXTRA = ("torch", "transformers", "optimum.exporters.onnx", "onnx")
+
+
+def require_extra() -> None:
+    """Raise ExportExtraMissingError naming the missing packages and the install line."""
+    missing = []
+    for mod in _EXTRA:
+        try:
+            found = importlib.util.find_spec(mod) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            missing.append(mod.split(".")[0])
+    if missing:
+        raise ExportExtraMissingError(
+            f"the export stage needs {', '.join(missing)}, which are not installed. "
+            "Install the export extra: pip install 'onnxpipe[export]'"
+        )
+
+
+def export(source, task="text-classification", out=None, precisions=("int8", "fp32", "fp16"), force=False,
+           allow_pickle=False, trust_remote_code=False, revision=None, progress=True):
+    """Export ``source`` (a checkpoint folder or hub id) for ``task`` into the model folder ``out``.
+
+    Steps: load -> ONNX fp32 (optimum-onnx) -> graph fusion -> INT8 / fp16 variants -> validation against
+    PyTorch -> tokenizer and manifest -> atomic move into place. Returns the folder's path.
+    """
+    require_extra()
+    from ._recipe import run_export
+
+    return run_export(source, task=task, out=out, precisions=precisions, force=force, allow_pickle=allow_pickle,
+                      trust_remote_code=trust_remote_code, revision=revision, progress=progress)

@@ -1,0 +1,59 @@
+"""fp32 ONNX export through optimum-onnx, with dynamic batch and sequence axes.
+
+For classification we also expose the encoder's last hidden state as a second graph output: one graph then
+serves pipeline("text-classification") and AutoModel, and onnxruntime only computes the outputs asked for.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from pathlib import Path
+
+from optimum.exporters.onnx import onnx_export_from_model
+from optimum.exporters.onnx.model_patcher import ModelPatcher
+from optimum.exporters.tasks import TasksManager
+
+
+class _HiddenStatePatcher(ModelPatcher):
+    def __init__(self, config, model, model_kwargs=None):
+        super().__init__(config, model, model_kwargs)
+        orig = self.orig_forward
+
+        @functools.wraps(orig)  # optimum checks the dummy inputs against this signature
+        def forward(*args, **kwargs):
+            bound = inspect.signature(orig).bind_partial(*args, **kwargs)
+            bound.arguments["output_hidden_states"] = True
+            bound.arguments["return_dict"] = True
+            out = orig(*bound.args, **bound.kwargs)
+            return {"logits": out.logits, "last_hidden_state": out.hidden_states[-1]}
+
+        self.patched_forward = forward
+
+
+def _with_hidden_state(base_config):
+    base = type(base_config)
+
+    class WithHiddenState(base):
+        @property
+        def outputs(self):
+            outs = dict(super().outputs)
+            outs["last_hidden_state"] = {0: "batch_size", 1: "sequence_length"}
+            return outs
+
+        def patch_model_for_export(self, model, model_kwargs=None):
+            return _HiddenStatePatcher(self, model, model_kwargs)
+
+    return WithHiddenState(base_config._config, task=base_config.task)
+
+
+def export_fp32(model, task: str, out_dir: Path) -> Path:
+    """Write ``out_dir/model.onnx`` (fp32, unfused) and return its path."""
+    ctor = TasksManager.get_exporter_config_constructor(
+        exporter="onnx", model=model, task=task, library_name="transformers"
+    )
+    onnx_config = ctor(model.config, task=task)
+    custom = {"model": _with_hidden_state(onnx_config)} if task == "text-classification" else None
+    onnx_export_from_model(model, out_dir, task=task, custom_onnx_configs=custom, do_validation=False,
+                           no_post_process=True)
+    return out_dir / "model.onnx"

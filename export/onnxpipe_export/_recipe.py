@@ -1,0 +1,240 @@
+"""The export recipe, start to finish, in one readable function.
+
+refuse an existing output unless forced -> load -> export fp32 -> fuse -> quantize / fp16 -> write tokenizer
+and config -> validate every variant against PyTorch -> write the manifest -> move the finished folder into
+place. Everything is built in a hidden sibling folder and renamed at the end, so an interrupted export
+never leaves a half-written model folder behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import signal
+import tempfile
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from onnxpipe._manifest import FORMAT_VERSION, Manifest, dump_manifest, sha256_file
+from onnxpipe._tokenizer import AutoTokenizer
+from onnxpipe.errors import ExportError, OutputExistsError
+
+from ._registry import SUPPORTED_TASKS, canonical_export_task
+
+VARIANT_FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model_quantized.onnx", "fp16": "onnx/model_fp16.onnx"}
+
+
+def _parse_precisions(precisions) -> list[str]:
+    if isinstance(precisions, str):
+        precisions = [p.strip() for p in precisions.split(",") if p.strip()]
+    bad = [p for p in precisions if p not in VARIANT_FILES]
+    if bad or not precisions:
+        raise ExportError(f"unknown precision(s) {bad or precisions}; choose from {sorted(VARIANT_FILES)}")
+    return list(dict.fromkeys(precisions))
+
+
+@contextmanager
+def _staging(out: Path):
+    """A temporary folder next to ``out`` (same filesystem, so the final rename is atomic)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a killed export
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    # SIGTERM normally kills without running finally blocks; turn it into an exception so cleanup runs.
+    previous = signal.getsignal(signal.SIGTERM)
+    installed = False
+    try:
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt("SIGTERM")))
+        installed = True
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield tmp
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("onnxpipe", "torch", "transformers", "optimum-onnx", "onnx", "onnxruntime", "tokenizers"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _max_length(ckpt) -> int:
+    tok_max = getattr(ckpt.tokenizer, "model_max_length", None) or 10**9
+    pos = getattr(ckpt.config, "max_position_embeddings", None) or 512
+    # RoBERTa-style position ids start after the padding index, so fewer positions are usable.
+    pad = getattr(ckpt.config, "pad_token_id", None)
+    if ckpt.config.model_type in ("roberta", "xlm-roberta", "camembert") and pad is not None:
+        pos -= pad + 1
+    return int(min(tok_max, pos))
+
+
+def _pooling(ckpt) -> dict:
+    """Pooling as sentence-transformers configures it (modules.json), else mean + L2 normalisation."""
+    if ckpt.local is not None and (ckpt.local / "modules.json").is_file():
+        modules = json.loads((ckpt.local / "modules.json").read_text())
+        pooling = {"mode": "mean", "normalize": False, "source": "sentence-transformers modules.json"}
+        for m in modules:
+            if m.get("type", "").endswith("Pooling"):
+                cfg = json.loads((ckpt.local / m["path"] / "config.json").read_text())
+                for mode in ("cls", "mean", "max"):
+                    if cfg.get(f"pooling_mode_{mode}_token" if mode == "cls" else f"pooling_mode_{mode}_tokens"):
+                        pooling["mode"] = mode
+            if m.get("type", "").endswith("Normalize"):
+                pooling["normalize"] = True
+        return pooling
+    return {"mode": "mean", "normalize": True, "source": "default"}
+
+
+def _write_tokenizer(ckpt, folder: Path, max_length: int) -> None:
+    backend = ckpt.tokenizer.backend_tokenizer
+    backend.no_padding()
+    backend.enable_truncation(max_length=max_length)
+    backend.save(str(folder / "tokenizer.json"))
+
+
+def _provenance(ckpt, revision) -> dict:
+    prov = {"source": ckpt.source, "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "tools": _versions()}
+    if ckpt.local is not None:
+        prov["source_kind"] = "local folder"
+        weights = sorted(ckpt.local.glob("*.safetensors")) or sorted(ckpt.local.glob("*.bin"))
+        prov["weights_sha256"] = {w.name: sha256_file(w) for w in weights}
+    else:
+        prov["source_kind"] = "hub"
+        prov["revision"] = getattr(ckpt.config, "_commit_hash", None) or revision or "main"
+    return prov
+
+
+def run_export(source, task="text-classification", out=None, precisions=("int8", "fp32", "fp16"), force=False,
+               allow_pickle=False, trust_remote_code=False, revision=None, progress=True) -> Path:
+    task = canonical_export_task(task)
+    precisions = _parse_precisions(precisions)
+    if out is None:
+        raise ExportError("no output folder given: pass --out DIR (out=DIR)")
+    out = Path(out)
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out} already exists; pass --force (force=True) to replace it")
+
+    from ._load import load_checkpoint
+    from ._onnx import export_fp32
+    from ._optimize import fuse, quantize_int8, to_fp16
+    from ._validate import torch_reference, validate_variant
+
+    steps = ["load checkpoint", "export fp32 ONNX", "fuse graph", *[f"make {p}" for p in precisions if p != "fp32"],
+             "validate against PyTorch", "write manifest"]
+    bar = tqdm(total=len(steps), desc=f"export {Path(str(source)).name}", unit="step", disable=not progress)
+
+    def step(name):
+        bar.set_postfix_str(name)
+
+    with _staging(out) as tmp:
+        step("load checkpoint")
+        ckpt = load_checkpoint(str(source), task, allow_pickle, trust_remote_code, revision)
+        bar.update()
+
+        step("export fp32 ONNX")
+        raw = export_fp32(ckpt.model, task, tmp / "raw")
+        bar.update()
+
+        step("fuse graph")
+        (tmp / "onnx").mkdir()
+        fp32 = tmp / VARIANT_FILES["fp32"]
+        fused_ops = fuse(raw, fp32, ckpt.settings["fusion"], ckpt.config)
+        bar.update()
+
+        variants: dict[str, dict] = {"fp32": {"file": VARIANT_FILES["fp32"], "fused_operators": fused_ops}}
+        for p in precisions:
+            if p == "int8":
+                step("make int8")
+                recipe = quantize_int8(fp32, tmp / VARIANT_FILES["int8"])
+                variants["int8"] = {"file": VARIANT_FILES["int8"], "recipe": recipe, "fused_operators": fused_ops}
+                bar.update()
+            elif p == "fp16":
+                step("make fp16")
+                to_fp16(fp32, tmp / VARIANT_FILES["fp16"])
+                variants["fp16"] = {"file": VARIANT_FILES["fp16"], "fused_operators": fused_ops,
+                                    "note": "fp16 weights, fp32 inputs/outputs; meant for CUDA"}
+                bar.update()
+        shutil.rmtree(tmp / "raw")
+
+        max_length = _max_length(ckpt)
+        _write_tokenizer(ckpt, tmp, max_length)
+        ckpt.config.save_pretrained(tmp)
+        cfg = ckpt.config
+        data = {
+            "format_version": FORMAT_VERSION,
+            "task": task,
+            "tasks": SUPPORTED_TASKS[task],
+            "architecture": cfg.model_type,
+            "inputs": _graph_inputs(fp32),
+            "outputs": ["logits", "last_hidden_state"] if task == "text-classification" else ["last_hidden_state"],
+            "hidden_size": int(getattr(cfg, "hidden_size", None) or getattr(cfg, "dim")),
+            "max_length": max_length,
+            "pad_token_id": int(ckpt.tokenizer.pad_token_id or 0),
+            "tokenizer": "tokenizer.json",
+            "variants": variants,
+            "files": {},
+            "provenance": _provenance(ckpt, revision),
+        }
+        if task == "text-classification":
+            data["labels"] = {str(k): v for k, v in sorted(cfg.id2label.items())}
+            data["problem_type"] = cfg.problem_type or "single_label_classification"
+        else:
+            data["pooling"] = _pooling(ckpt)
+
+        step("validate against PyTorch")
+        ref = torch_reference(ckpt, task)
+        tokenizer = AutoTokenizer((tmp / "tokenizer.json").read_text(encoding="utf-8"), max_length, data["inputs"],
+                                  data["pad_token_id"])
+        manifest = Manifest(folder=tmp, data=data)
+        for p in variants:
+            try:
+                variants[p]["validation"] = validate_variant(manifest, p, tokenizer, ref)
+            except ExportError:
+                raise
+            except Exception as e:  # e.g. fp16 kernels the CPU provider lacks: recorded, not fatal
+                if p == "fp32":
+                    raise
+                variants[p]["validation"] = {"skipped": f"could not run on CPU: {str(e).splitlines()[0][:200]}"}
+        bar.update()
+
+        step("write manifest")
+        for p in list(variants):
+            if p not in precisions:  # fp32 was only the intermediate; its figures stay as provenance
+                (tmp / variants[p]["file"]).unlink()
+                data.setdefault("intermediate_validation", {})[p] = variants.pop(p)["validation"]
+        for path in sorted(tmp.rglob("*")):
+            if path.is_file():
+                rel = path.relative_to(tmp).as_posix()
+                data["files"][rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+        (tmp / "manifest.json").write_text(dump_manifest(data), encoding="utf-8")
+        if out.exists():
+            backup = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(backup)
+            tmp.rename(out)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            tmp.rename(out)
+        bar.update()
+    bar.close()
+    return out
+
+
+def _graph_inputs(path: Path) -> list[str]:
+    import onnx
+
+    names = {i.name for i in onnx.load(str(path), load_external_data=False).graph.input}
+    return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names]

@@ -1,0 +1,66 @@
+"""Validate every exported variant against the PyTorch model on real sentences, through the runtime itself.
+
+The ONNX side runs through onnxpipe's own tokenizer and session code, so validation also checks that the
+written tokenizer.json gives transformers' ids.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from onnxpipe._manifest import Manifest
+from onnxpipe._model import OnnxModel
+from onnxpipe._tokenizer import AutoTokenizer
+from onnxpipe.errors import ValidationError
+
+from ._sentences import VALIDATION_SENTENCES
+
+FP32_ATOL = 1e-4
+
+
+def torch_reference(checkpoint, task: str, sentences=VALIDATION_SENTENCES) -> dict[str, np.ndarray]:
+    enc = checkpoint.tokenizer(list(sentences), padding=True, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        out = checkpoint.model(**enc, output_hidden_states=(task == "text-classification"))
+    ref = {"input_ids": enc["input_ids"].numpy(), "attention_mask": enc["attention_mask"].numpy()}
+    if task == "text-classification":
+        ref["logits"] = out.logits.numpy()
+        ref["last_hidden_state"] = out.hidden_states[-1].numpy()
+    else:
+        ref["last_hidden_state"] = out.last_hidden_state.numpy()
+    return ref
+
+
+def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    m = mask[:, :, None].astype(np.float64)
+    v = (hidden * m).sum(1) / np.clip(m.sum(1), 1e-9, None)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def validate_variant(manifest: Manifest, precision: str, tokenizer: AutoTokenizer, ref: dict,
+                     sentences=VALIDATION_SENTENCES) -> dict:
+    """Return the figures for one variant; raise ValidationError when fp32 is off by more than FP32_ATOL."""
+    model = OnnxModel(manifest, device="cpu", precision=precision)
+    feeds = tokenizer(list(sentences), padding=True, truncation=True, return_tensors="np")
+    if not np.array_equal(feeds["input_ids"], ref["input_ids"]):
+        raise ValidationError("tokenizer.json gives other token ids than the checkpoint's transformers tokenizer")
+    names = [n for n in ("logits", "last_hidden_state") if n in ref]
+    got = dict(zip(names, model.run(model.feeds(feeds), names)))
+    mask = ref["attention_mask"].astype(bool)
+    figures = {"sentences": len(sentences)}
+    hidden_diff = float(np.abs(got["last_hidden_state"][mask] - ref["last_hidden_state"][mask]).max())
+    figures["max_abs_diff_hidden"] = hidden_diff
+    cos = (_mean_pool(got["last_hidden_state"], mask) * _mean_pool(ref["last_hidden_state"], mask)).sum(1)
+    figures["min_cosine_mean_pooled"] = float(cos.min())
+    worst = hidden_diff
+    if "logits" in ref:
+        figures["max_abs_diff_logits"] = float(np.abs(got["logits"] - ref["logits"]).max())
+        figures["label_agreement"] = float((got["logits"].argmax(1) == ref["logits"].argmax(1)).mean())
+        worst = max(worst, figures["max_abs_diff_logits"])
+    if precision == "fp32" and worst > FP32_ATOL:
+        raise ValidationError(
+            f"the fp32 ONNX graph differs from PyTorch by {worst:.2e} (> {FP32_ATOL}); the export is wrong. "
+            "Report this with the checkpoint's config."
+        )
+    return figures

@@ -1,0 +1,33 @@
+"""onnxpipe: Hugging Face transformer pipelines on onnxruntime, without PyTorch.
+
+    >>> from onnxpipe import pipeline
+    >>> pipeline("sentiment-analysis")("I love this!")
+    [{'label': 'POSITIVE', 'score': 0.99...}]
+
+This package imports onnxruntime, tokenizers and numpy only; the export stage lives in ``onnxpipe_export``.
+"""
+
+from __future__ import annotations
+
+from . import errors
+from ._factory import pipeline
+from ._manifest import FORMAT_VERSION
+from ._model import AutoModel, AutoModelForSequenceClassification, ModelOutput
+from ._pipelines import TASKS, Pipeline
+from ._tokenizer import AutoTokenizer, BatchEncoding
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "pipeline",
+    "AutoTokenizer",
+    "AutoModel",
+    "AutoModelForSequenceClassification",
+    "BatchEncoding",
+    "ModelOutput",
+    "Pipeline",
+    "TASKS",
+    "FORMAT_VERSION",
+    "errors",
+    "__version__",
+]

@@ -1,0 +1,186 @@
+"""The ``onnxpipe`` command: export, predict, info.
+
+Errors that onnxpipe raises on purpose print one line (``error: ...``) and exit 2; ``export`` without the
+export extra says which pip line installs it. ``predict`` streams one JSON line per input as it goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ._manifest import load_manifest
+from ._resolve import DEFAULT_MODELS, resolve_model
+from .errors import OnnxpipeError
+
+
+def _jsonable(x):
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(type(x).__name__)
+
+
+def _lines(stream) -> Iterator[str]:
+    for line in stream:
+        yield line.rstrip("\r\n")
+
+
+class _Progress:
+    """A counter on stderr (only when it is a terminal), refreshed at most 4 times a second."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.n = 0
+        self.start = self.last = time.perf_counter()
+
+    def tick(self) -> None:
+        self.n += 1
+        now = time.perf_counter()
+        if self.enabled and now - self.last > 0.25:
+            self.last = now
+            print(f"\r{self.n} inputs, {self.n / (now - self.start):.0f}/s", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled and self.n:
+            print(f"\r{self.n} inputs in {time.perf_counter() - self.start:.1f}s", file=sys.stderr)
+
+
+def cmd_predict(args) -> int:
+    from ._factory import pipeline
+
+    if args.input and args.texts:
+        raise SystemExit("error: give texts as arguments or --input FILE, not both")
+    if args.input == "-" or args.texts == ["-"]:
+        source: Iterable[str] = _lines(sys.stdin)
+    elif args.input:
+        source = _lines(open(args.input, encoding="utf-8", errors="replace"))
+    elif args.texts:
+        source = args.texts
+    else:
+        raise SystemExit("error: no input: pass TEXT..., --input FILE, or - for stdin")
+    task = args.task
+    if task is None:
+        task = load_manifest(resolve_model(args.model), verify=False).task if args.model else "text-classification"
+    pipe = pipeline(task, model=args.model, device=args.device, precision=args.precision,
+                    batch_size=args.batch_size, verify=not args.no_verify)
+    kwargs = {} if args.top_k is None else {"top_k": None if args.top_k == 0 else args.top_k}
+    progress = _Progress(enabled=not args.texts)
+    out = sys.stdout
+    for result in pipe.iter(source, **kwargs):
+        out.write(json.dumps(result, default=_jsonable, ensure_ascii=False) + "\n")
+        progress.tick()
+    out.flush()
+    progress.close()
+    return 0
+
+
+def cmd_info(args) -> int:
+    manifest = load_manifest(resolve_model(args.model), verify=not args.no_verify)
+    d = manifest.data
+    if args.json:
+        print(json.dumps(d, indent=2, sort_keys=True))
+        return 0
+    print(f"folder:        {manifest.folder}")
+    print(f"format:        {d['format_version']}")
+    print(f"task:          {d['task']} (serves: {', '.join(manifest.tasks)})")
+    print(f"architecture:  {d.get('architecture')}, hidden {d.get('hidden_size')}, max length {d['max_length']}")
+    if manifest.labels:
+        print(f"labels:        {', '.join(f'{k}={v}' for k, v in sorted(manifest.labels.items()))}")
+    if d.get("pooling"):
+        print(f"pooling:       {d['pooling']['mode']}, normalize={d['pooling'].get('normalize')}")
+    print(f"inputs:        {', '.join(manifest.inputs)}")
+    print("variants:")
+    for p, v in manifest.variants.items():
+        size = d["files"][v["file"]]["size"] / 1e6
+        val = v.get("validation", {})
+        figures = ", ".join(f"{k} {val[k]:.3g}" for k in ("max_abs_diff_logits", "max_abs_diff_hidden",
+                                                            "label_agreement", "min_cosine_mean_pooled") if k in val)
+        print(f"  {p:5s} {v['file']:28s} {size:7.1f} MB  {figures or val.get('skipped', '')}")
+    prov = d.get("provenance", {})
+    print(f"source:        {prov.get('source')} ({prov.get('source_kind')}), exported {prov.get('exported_at')}")
+    print(f"verified:      {'no (--no-verify)' if args.no_verify else 'sha256 of every file matches'}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    try:
+        export = importlib.import_module("onnxpipe_export")
+        export.require_extra()
+    except ImportError as e:
+        print(f"error: {e}" if "onnxpipe[export]" in str(e) else
+              "error: the export stage is not installed. Install it with: pip install 'onnxpipe[export]'",
+              file=sys.stderr)
+        return 2
+    out = export.export(args.source, task=args.task, out=args.out, precisions=args.precision, force=args.force,
+                        allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code,
+                        revision=args.revision, progress=not args.quiet)
+    print(f"wrote {out}")
+    args.model, args.json = str(out), False
+    return cmd_info(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="onnxpipe", description="Hugging Face pipelines on onnxruntime, no PyTorch.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("export", help="turn a PyTorch checkpoint into a model folder (needs onnxpipe[export])")
+    e.add_argument("source", help="checkpoint folder or hub model id")
+    e.add_argument("--task", default="text-classification",
+                   help="text-classification (alias sentiment-analysis) or feature-extraction")
+    e.add_argument("--out", required=True, help="model folder to create")
+    e.add_argument("--precision", default="int8,fp32,fp16", help="comma-separated: int8, fp32, fp16")
+    e.add_argument("--force", action="store_true", help="replace an existing output folder")
+    e.add_argument("--allow-pickle", action="store_true", help="allow pickled (.bin) weights: runs code; trust it")
+    e.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
+    e.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
+    e.set_defaults(func=cmd_export)
+
+    pr = sub.add_parser("predict", help="run a model folder on texts; one JSON line per input")
+    pr.add_argument("texts", nargs="*", help="texts to classify; '-' reads stdin, one text per line")
+    pr.add_argument("--input", help="file with one text per line ('-' for stdin)")
+    pr.add_argument("--model", help=f"model folder or name (default: {DEFAULT_MODELS['text-classification'][0]})")
+    pr.add_argument("--task", help="default: the model folder's task")
+    pr.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    pr.add_argument("--precision", choices=["int8", "fp32", "fp16"])
+    pr.add_argument("--top-k", type=int, help="labels per input, best first (0: all)")
+    pr.add_argument("--batch-size", type=int, default=32)
+    pr.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
+    pr.set_defaults(func=cmd_predict)
+
+    i = sub.add_parser("info", help="summarise a model folder's manifest")
+    i.add_argument("model", help="model folder or name")
+    i.add_argument("--json", action="store_true", help="print the whole manifest")
+    i.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except OnnxpipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (TypeError, ValueError) as e:  # bad input, named by index
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `onnxpipe predict ... | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The model folder contract: read manifest.json, check it, and hash the files it lists.
+
+The export stage writes the manifest with :func:`dump_manifest`, so both halves agree on one format.
+Hashing ~23 MB costs ~15 ms; it runs at load by default because a truncated or tampered ONNX file
+otherwise fails later with an opaque onnxruntime message (``verify=False`` skips it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import IntegrityError, ManifestError
+
+FORMAT_VERSION = "1.0"
+MANIFEST_NAME = "manifest.json"
+PRECISIONS = ("int8", "fp32", "fp16")
+
+REEXPORT_HINT = "re-export it: onnxpipe export SOURCE --task TASK --out {folder} --force"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parsed manifest of one model folder (read-only)."""
+
+    folder: Path
+    data: dict[str, Any] = field(repr=False)
+
+    @property
+    def task(self) -> str:
+        return self.data["task"]
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.data.get("tasks", [self.task]))
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return {int(k): v for k, v in self.data.get("labels", {}).items()}
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(self.data["inputs"])
+
+    @property
+    def outputs(self) -> list[str]:
+        return list(self.data["outputs"])
+
+    @property
+    def max_length(self) -> int:
+        return int(self.data["max_length"])
+
+    @property
+    def variants(self) -> dict[str, dict[str, Any]]:
+        return self.data["variants"]
+
+    def variant_path(self, precision: str) -> Path:
+        return safe_path(self.folder, self.variants[precision]["file"])
+
+    def hint(self) -> str:
+        src = self.data.get("provenance", {}).get("source", "SOURCE")
+        return REEXPORT_HINT.replace("SOURCE", str(src)).replace("TASK", self.task).format(folder=self.folder)
+
+
+def safe_path(folder: Path, rel: str) -> Path:
+    """Resolve ``rel`` inside ``folder``; refuse absolute paths, ``..`` and symlinks that leave it."""
+    if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise IntegrityError(
+            f"manifest entry {rel!r} in {folder} points outside the model folder; "
+            "only relative paths inside it are allowed. Re-export the folder."
+        )
+    path = folder / rel
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise IntegrityError(
+            f"{path} resolves to {path.resolve()}, outside the model folder {folder} (a symlink out?). "
+            "Replace it with the real file or re-export the folder."
+        )
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_manifest(folder: str | Path, verify: bool = True) -> Manifest:
+    """Parse ``folder/manifest.json``; with ``verify`` also check size and sha256 of every listed file."""
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(
+            f"{path} is missing: {folder} is not an onnxpipe model folder. "
+            "Create one with: onnxpipe export SOURCE --task TASK --out DIR"
+        ) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{path} is not valid JSON ({e}). Re-export the folder with --force.") from e
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path} must hold a JSON object, found {type(data).__name__}. Re-export the folder.")
+    version = str(data.get("format_version", ""))
+    if version.split(".")[0] != FORMAT_VERSION.split(".")[0]:
+        raise ManifestError(
+            f"{path} has format_version {version or '(none)'!r}; this onnxpipe reads {FORMAT_VERSION.split('.')[0]}.x. "
+            "Re-export the folder with this version of onnxpipe (onnxpipe export ... --force), "
+            "or install the onnxpipe version that wrote it."
+        )
+    missing = [k for k in ("task", "inputs", "outputs", "max_length", "variants", "files") if k not in data]
+    if missing:
+        raise ManifestError(f"{path} lacks the keys {missing}. Re-export the folder.")
+    manifest = Manifest(folder=folder, data=data)
+    for info in manifest.variants.values():
+        if info.get("file") not in data["files"]:
+            raise ManifestError(f"{path}: variant file {info.get('file')!r} is not listed under 'files'. Re-export.")
+    if verify:
+        verify_files(manifest)
+    else:
+        for rel in data["files"]:
+            safe_path(folder, rel)
+    return manifest
+
+
+def verify_files(manifest: Manifest) -> None:
+    for rel, info in manifest.data["files"].items():
+        path = safe_path(manifest.folder, rel)
+        if not path.is_file():
+            raise IntegrityError(f"{path} is listed in the manifest but missing; {manifest.hint()}")
+        size = path.stat().st_size
+        if size != info.get("size"):
+            raise IntegrityError(
+                f"{path} is {size} bytes, the manifest says {info.get('size')} (truncated or replaced?); {manifest.hint()}"
+            )
+        if sha256_file(path) != info.get("sha256"):
+            raise IntegrityError(
+                f"{path} does not match its sha256 in the manifest (modified or corrupted); {manifest.hint()}. "
+                "To load it anyway, pass verify=False (CLI: --no-verify)."
+            )
+
+
+def dump_manifest(data: dict[str, Any]) -> str:
+    """Serialise a manifest: format_version first, sorted keys, 2-space indent, trailing newline."""
+    ordered = {"format_version": data["format_version"], **{k: v for k, v in sorted(data.items()) if k != "format_version"}}
+    body = json.dumps({k: v for k, v in ordered.items() if k != "format_version"}, indent=2, sort_keys=True)
+    return '{\n  "format_version": ' + json.dumps(ordered["format_version"]) + ",\n" + body[2:] + "\n"

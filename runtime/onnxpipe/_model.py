@@ -1,0 +1,125 @@
+"""AutoModel classes: one ONNX session of a model folder, called with tokenizer output like a PyTorch model."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ._manifest import Manifest, load_manifest
+from ._resolve import resolve_model
+from ._session import choose, create_session
+from .errors import InferenceError, TaskMismatchError
+
+
+class ModelOutput(dict):
+    """Model outputs by name (``out.logits``, ``out["last_hidden_state"]``), as numpy arrays."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"this output has {list(self)}, not {name!r}") from None
+
+
+class OnnxModel:
+    """One loaded variant of a model folder. ``run`` is the only code that calls onnxruntime."""
+
+    output_name: str | None = None  # what __call__ returns; None: every graph output
+
+    def __init__(self, manifest: Manifest, device: str = "cpu", precision: str | None = None,
+                 threads: int | None = None):
+        if self.output_name is not None and self.output_name not in manifest.outputs:
+            raise TaskMismatchError(
+                f"{manifest.folder} (task {manifest.task!r}) has outputs {manifest.outputs}, not {self.output_name!r}. "
+                f"Use a folder exported for that head, or the class for its task."
+            )
+        self.manifest = manifest
+        self.choice = choose(manifest, device, precision)
+        self.session = create_session(manifest, self.choice, threads)
+        self._graph_inputs = [i.name for i in self.session.get_inputs()]
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, device: str = "cpu", precision: str | None = None,
+                        threads: int | None = None, verify: bool = True):
+        """Load a model folder by path or name; ``device`` is "cpu", "cuda" or "auto"."""
+        return cls(load_manifest(resolve_model(name_or_path), verify=verify), device, precision, threads)
+
+    @property
+    def device(self) -> str:
+        return self.choice.device
+
+    @property
+    def precision(self) -> str:
+        return self.choice.precision
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return self.manifest.labels
+
+    def feeds(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        ids = np.asarray(inputs["input_ids"], dtype=np.int64)
+        if ids.ndim == 1:
+            ids = ids[None, :]
+        out = {"input_ids": ids}
+        for name in self._graph_inputs:
+            if name == "input_ids":
+                continue
+            if inputs.get(name) is not None:
+                out[name] = np.asarray(inputs[name], dtype=np.int64).reshape(ids.shape)
+            elif name == "attention_mask":
+                out[name] = np.ones_like(ids)
+            elif name == "token_type_ids":
+                out[name] = np.zeros_like(ids)
+            else:
+                raise ValueError(f"the graph needs input {name!r}; got {sorted(inputs)}")
+        return out
+
+    def run(self, feeds: dict[str, np.ndarray], output_names: list[str]) -> list[np.ndarray]:
+        try:
+            return self.session.run(output_names, feeds)
+        except Exception as e:
+            shapes = {k: v.shape for k, v in feeds.items()}
+            raise InferenceError(
+                f"onnxruntime failed on {self.manifest.folder} ({self.precision}, {self.device}) "
+                f"with inputs {shapes}: {e}"
+            ) from e
+
+    def __call__(self, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None,
+                 **kwargs: Any) -> ModelOutput:
+        if input_ids is None:
+            raise TypeError("input_ids is required (pass the tokenizer's output: model(**inputs))")
+        if kwargs:
+            raise TypeError(f"unexpected inputs {sorted(kwargs)}; this model takes {self._graph_inputs}")
+        feeds = self.feeds({"input_ids": input_ids, "attention_mask": attention_mask,
+                            "token_type_ids": token_type_ids})
+        names = [self.output_name] if self.output_name else self.manifest.outputs
+        return ModelOutput(zip(names, self.run(feeds, names)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.manifest.folder}, device={self.device!r}, precision={self.precision!r})"
+
+
+class AutoModel(OnnxModel):
+    """The encoder: ``model(**inputs).last_hidden_state`` has shape (batch, sequence, hidden).
+
+    Example:
+        >>> model = AutoModel.from_pretrained("minilm-sst2")
+        >>> model(**tokenizer(["hi"], return_tensors="np")).last_hidden_state.shape
+        (1, 3, 384)
+    """
+
+    output_name = "last_hidden_state"
+
+
+class AutoModelForSequenceClassification(OnnxModel):
+    """Encoder plus classification head: ``model(**inputs).logits`` has shape (batch, num_labels).
+
+    Example:
+        >>> model = AutoModelForSequenceClassification.from_pretrained("minilm-sst2")
+        >>> model.labels
+        {0: 'NEGATIVE', 1: 'POSITIVE'}
+    """
+
+    output_name = "logits"

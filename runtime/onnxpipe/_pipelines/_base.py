@@ -1,0 +1,116 @@
+"""The shared pipeline loop: preprocess -> forward -> postprocess, over length-sorted batches.
+
+Inputs are processed in chunks of ``chunk_size`` so a list of 100,000 texts never holds more than one
+chunk's encodings and outputs at a time; ``iter`` streams results in input order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+from tokenizers import Encoding
+
+from .._batching import plan_batches
+from .._inputs import clean_text
+from .._model import OnnxModel
+from .._tokenizer import AutoTokenizer
+from ..errors import InputTooLongError
+
+
+class Pipeline:
+    """Base of every task pipeline. Subclasses set ``task``/``output_names`` and implement
+    ``_sanitize_parameters``, ``preprocess`` (optional) and ``postprocess``; only ``_forward`` runs the model."""
+
+    task = ""
+    output_names: tuple[str, ...] = ()
+
+    def __init__(self, model: OnnxModel, tokenizer: AutoTokenizer, batch_size: int = 32,
+                 max_batch_tokens: int = 16384, chunk_size: int = 2048):
+        if batch_size < 1 or max_batch_tokens < 1 or chunk_size < 1:
+            raise ValueError("batch_size, max_batch_tokens and chunk_size must be positive integers")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.chunk_size = chunk_size
+
+    # -- per-task hooks -------------------------------------------------------------------------------
+    def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Split call kwargs into (preprocess params, postprocess params); reject unknown ones."""
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}")
+        return {}, {}
+
+    def _normalize(self, inputs: Any) -> tuple[bool, list[Any]]:
+        """Return (was a single input, the list of inputs)."""
+        if isinstance(inputs, str):
+            return True, [inputs]
+        if isinstance(inputs, (list, tuple)):
+            return False, list(inputs)
+        raise TypeError(f"inputs must be a str or a list of str, got {type(inputs).__name__}")
+
+    def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True) -> list[Encoding]:
+        texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
+        encodings = self.tokenizer.encode_batch(texts, truncation=truncation)
+        if not truncation:
+            self._check_lengths(encodings, offset)
+        return encodings
+
+    def postprocess(self, outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray], **params: Any) -> list[Any]:
+        raise NotImplementedError
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def _check_lengths(self, encodings: Sequence[Encoding], offset: int) -> None:
+        limit = self.tokenizer.model_max_length
+        for i, e in enumerate(encodings):
+            if len(e.ids) > limit:
+                raise InputTooLongError(
+                    f"input {offset + i} has {len(e.ids)} tokens; the model accepts at most {limit}. "
+                    "Shorten it, or pass truncation=True to cut it to the limit."
+                )
+
+    def _forward(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = list(self.output_names)
+        return dict(zip(names, self.model.run(self.model.feeds(feeds), names)))
+
+    def iter(self, inputs: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
+        """Yield one result per input, in input order, holding at most one chunk in memory."""
+        pre, post = self._sanitize_parameters(**kwargs)
+        chunk: list[Any] = []
+        offset = 0
+        for item in inputs:
+            chunk.append(item)
+            if len(chunk) == self.chunk_size:
+                yield from self._run_chunk(chunk, offset, pre, post)
+                offset += len(chunk)
+                chunk = []
+        if chunk:
+            yield from self._run_chunk(chunk, offset, pre, post)
+
+    def _run_chunk(self, items: list[Any], offset: int, pre: dict, post: dict) -> list[Any]:
+        encodings = self.preprocess(items, offset, **pre)
+        results: list[Any] = [None] * len(encodings)
+        lengths = [len(e.ids) for e in encodings]
+        for batch in plan_batches(lengths, self.batch_size, self.max_batch_tokens):
+            feeds = self.tokenizer.pad([encodings[i] for i in batch])
+            for i, result in zip(batch, self.postprocess(self._forward(feeds), feeds, **post)):
+                results[i] = result
+        return results
+
+    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+        single, items = self._normalize(inputs)
+        results = list(self.iter(items, **kwargs))
+        return results[0] if single else results
+
+    @property
+    def device(self) -> str:
+        return self.model.device
+
+    @property
+    def precision(self) -> str:
+        return self.model.precision
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(task={self.task!r}, model={str(self.model.manifest.folder)!r}, "
+                f"device={self.device!r}, precision={self.precision!r})")

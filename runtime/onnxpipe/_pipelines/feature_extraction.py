@@ -1,0 +1,34 @@
+"""feature-extraction: the encoder's last hidden state per input, unpadded, as transformers returns it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._base import Pipeline
+
+
+class FeatureExtractionPipeline(Pipeline):
+    """Hidden states per input: nested lists of shape [1, tokens, hidden] (``return_tensors=True``: numpy).
+
+    Example:
+        >>> extractor = pipeline("feature-extraction")
+        >>> np.array(extractor("Hello world")).shape
+        (1, 4, 384)
+    """
+
+    task = "feature-extraction"
+    output_names = ("last_hidden_state",)
+
+    def _sanitize_parameters(self, return_tensors: bool = False, truncation: bool = True, **kwargs: Any):
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}; feature-extraction takes return_tensors, "
+                            "truncation")
+        return {"truncation": truncation}, {"return_tensors": bool(return_tensors)}
+
+    def postprocess(self, outputs, feeds, return_tensors=False) -> list[Any]:
+        hidden = outputs["last_hidden_state"]
+        lengths = feeds["attention_mask"].sum(axis=1)
+        rows = [np.ascontiguousarray(hidden[i : i + 1, : int(n)], dtype=np.float32) for i, n in enumerate(lengths)]
+        return rows if return_tensors else [r.tolist() for r in rows]

@@ -1,0 +1,114 @@
+"""text-classification / sentiment-analysis, with transformers' output format and top_k semantics."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from tokenizers import Encoding
+
+from .._inputs import clean_text
+from ._base import Pipeline
+
+_FUNCTIONS = ("softmax", "sigmoid", "none")
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class TextClassificationPipeline(Pipeline):
+    """Labels and scores per text (or per ``{"text": ..., "text_pair": ...}``), like transformers.
+
+    Example:
+        >>> classifier = pipeline("sentiment-analysis")
+        >>> classifier("I hate this so much!")
+        [{'label': 'NEGATIVE', 'score': 0.99...}]
+        >>> classifier("I hate this so much!", top_k=None)   # every label, best first
+    """
+
+    task = "text-classification"
+    output_names = ("logits",)
+
+    def _normalize(self, inputs: Any) -> tuple[bool, list[Any]]:
+        if isinstance(inputs, dict):
+            return True, [inputs]
+        return super()._normalize(inputs)
+
+    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+        # transformers wraps a single str input's result in a list unless top_k was given.
+        result = super().__call__(inputs, **kwargs)
+        if isinstance(inputs, str) and "top_k" not in kwargs:
+            return [result]
+        return result
+
+    def _sanitize_parameters(self, top_k: Any = "", function_to_apply: str | None = None,
+                             truncation: bool = True, **kwargs: Any):
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}; text-classification takes top_k, "
+                            "function_to_apply, truncation")
+        if function_to_apply is not None:
+            function_to_apply = str(function_to_apply).lower()
+            if function_to_apply not in _FUNCTIONS:
+                raise ValueError(f"function_to_apply={function_to_apply!r}; use one of {list(_FUNCTIONS)}")
+        legacy = top_k == ""
+        if not legacy and top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k={top_k!r}; use a positive int, or None for every label")
+        return {"truncation": truncation}, {"top_k": 1 if legacy else top_k, "legacy": legacy,
+                                            "function_to_apply": function_to_apply}
+
+    def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True) -> list[Encoding]:
+        singles, pairs = [], []
+        for i, item in enumerate(items):
+            if isinstance(item, dict):
+                if "text" not in item or set(item) - {"text", "text_pair"}:
+                    raise ValueError(f"input {offset + i}: a dict input takes the keys 'text' and 'text_pair', "
+                                     f"got {sorted(item)}")
+                pair = item.get("text_pair")
+                if pair is None:
+                    singles.append((i, clean_text(item["text"], offset + i)))
+                else:
+                    pairs.append((i, clean_text(item["text"], offset + i), clean_text(pair, offset + i, "text_pair")))
+            else:
+                singles.append((i, clean_text(item, offset + i)))
+        out: list[Any] = [None] * len(items)
+        if singles:
+            for (i, _), e in zip(singles, self.tokenizer.encode_batch([t for _, t in singles], truncation=truncation)):
+                out[i] = e
+        if pairs:
+            encs = self.tokenizer.encode_batch([a for _, a, _ in pairs], [b for _, _, b in pairs], truncation=truncation)
+            for (i, _, _), e in zip(pairs, encs):
+                out[i] = e
+        if not truncation:
+            self._check_lengths(out, offset)
+        return out
+
+    def _function(self) -> str:
+        data = self.model.manifest.data
+        if data.get("problem_type") == "regression":
+            return "none"
+        if data.get("problem_type") == "multi_label_classification" or len(self.model.labels) == 1:
+            return "sigmoid"
+        return "softmax"
+
+    def postprocess(self, outputs, feeds, top_k=1, legacy=True, function_to_apply=None) -> list[Any]:
+        logits = outputs["logits"].astype(np.float32)
+        fn = function_to_apply or self._function()
+        scores = softmax(logits) if fn == "softmax" else sigmoid(logits) if fn == "sigmoid" else logits
+        labels = self.model.labels
+        results = []
+        for row in scores:
+            if legacy:
+                best = int(row.argmax())
+                results.append({"label": labels.get(best, f"LABEL_{best}"), "score": float(row[best])})
+                continue
+            ranked = sorted(range(len(row)), key=lambda j: -row[j])
+            if top_k is not None:
+                ranked = ranked[:top_k]
+            results.append([{"label": labels.get(j, f"LABEL_{j}"), "score": float(row[j])} for j in ranked])
+        return results

@@ -1,0 +1,93 @@
+"""The one place that creates onnxruntime sessions: provider check, precision choice, threads.
+
+A session is configured here once and never changed afterwards, so one session can be shared by threads.
+onnxruntime's Python wrapper silently rebuilds a failed CUDA session on CPU; we turn that off, because a
+rebuild under other threads' feet is worse than a clear error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import onnxruntime as ort
+
+from ._manifest import Manifest
+from .errors import ModelLoadError, PrecisionUnavailableError, ProviderUnavailableError
+
+log = logging.getLogger("onnxpipe")
+
+DEVICES = ("cpu", "cuda", "auto")
+_PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+# Dynamic INT8 is a CPU recipe: on CUDA it runs several times slower than fp32, so it is never a CUDA default.
+_PRECISION_ORDER = {"cpu": ("int8", "fp32", "fp16"), "cuda": ("fp16", "fp32")}
+
+
+@dataclass(frozen=True)
+class SessionChoice:
+    device: str
+    precision: str
+
+
+def choose(manifest: Manifest, device: str = "cpu", precision: str | None = None) -> SessionChoice:
+    """Pick the device and precision; raise with the valid choices when the request cannot be met."""
+    if device not in DEVICES:
+        raise ValueError(f"device={device!r} is not one of {list(DEVICES)}")
+    available = ort.get_available_providers()
+    if device == "auto":
+        device = "cuda" if _PROVIDER["cuda"] in available else "cpu"
+        log.info("device='auto' chose %s (providers: %s)", device, ", ".join(available))
+    elif device == "cuda" and _PROVIDER["cuda"] not in available:
+        raise ProviderUnavailableError(
+            f"device='cuda' needs CUDAExecutionProvider, which this onnxruntime does not have. "
+            f"Available providers: {', '.join(available)}. Fix: pip uninstall -y onnxruntime && "
+            "pip install onnxruntime-gpu (the two packages must not be installed together), or use device='cpu'."
+        )
+    variants = manifest.variants
+    if precision is None:
+        for p in _PRECISION_ORDER[device]:
+            if p in variants:
+                return SessionChoice(device, p)
+        raise PrecisionUnavailableError(
+            f"{manifest.folder} has variants {sorted(variants)}, none usable on {device} "
+            f"({', '.join(_PRECISION_ORDER[device])}). Re-export with --precision {_PRECISION_ORDER[device][0]}."
+        )
+    if precision not in variants:
+        raise PrecisionUnavailableError(
+            f"{manifest.folder} has no {precision!r} variant; it has {sorted(variants)}. "
+            f"Pick one of those, or re-export with --precision {precision}."
+        )
+    return SessionChoice(device, precision)
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def create_session(manifest: Manifest, choice: SessionChoice, threads: int | None = None) -> ort.InferenceSession:
+    path = manifest.variant_path(choice.precision)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or default_threads()
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # The export stage already fused the graph; "extended" re-applies only the cheap rewrites.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.log_severity_level = 3
+    providers = [_PROVIDER[choice.device]]
+    if choice.device == "cuda":
+        providers.append(_PROVIDER["cpu"])  # shape ops that CUDA does not implement; not a fallback
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as e:  # onnxruntime raises its own untyped exceptions (Fail, InvalidGraph, ...)
+        if choice.device == "cuda" and "CUDA" in str(e):
+            raise ProviderUnavailableError(f"CUDAExecutionProvider failed to start for {path}: {e}") from e
+        raise ModelLoadError(f"onnxruntime could not load {path}: {e}. {manifest.hint()}") from e
+    if hasattr(session, "disable_fallback"):
+        session.disable_fallback()
+    if session.get_providers()[0] != _PROVIDER[choice.device]:
+        raise ProviderUnavailableError(
+            f"asked for {_PROVIDER[choice.device]} but onnxruntime created the session on "
+            f"{session.get_providers()}; check the CUDA / cuDNN installation (onnxruntime-gpu's requirements)."
+        )
+    return session

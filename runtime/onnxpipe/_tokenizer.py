@@ -1,0 +1,161 @@
+"""AutoTokenizer: transformers' call shape on top of the Rust ``tokenizers`` library.
+
+The Rust tokenizer is never reconfigured after it is built (reconfiguring while another thread encodes is
+what raises "Already borrowed"): one frozen copy per truncation length, built once under a lock. Padding
+happens here in numpy, so the same encodings can be padded per length-sorted batch.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from ._inputs import clean_texts
+from ._manifest import Manifest, load_manifest, safe_path
+from ._resolve import resolve_model
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class BatchEncoding(dict):
+    """A dict of model inputs, as transformers returns them; keys are also attributes."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class AutoTokenizer:
+    """Tokenizer of a model folder, called like transformers' tokenizers.
+
+    Example:
+        >>> tok = AutoTokenizer.from_pretrained("minilm-sst2")
+        >>> tok(["I hate this so much!"], padding=True, truncation=True, return_tensors="np")["input_ids"]
+        array([[ 101, 1045, 5223, 2023, 2061, 2172,  999,  102]])
+    """
+
+    def __init__(self, tokenizer_json: str, max_length: int, input_names: Sequence[str], pad_token_id: int = 0):
+        self._json = tokenizer_json
+        self.model_max_length = int(max_length)
+        self.model_input_names = [n for n in _MODEL_INPUTS if n in input_names]
+        self.pad_token_id = int(pad_token_id)
+        self._frozen: dict[int | None, Tokenizer] = {}
+        self._lock = threading.Lock()
+        self._base = self._for(self.model_max_length)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, verify: bool = True) -> "AutoTokenizer":
+        """Load the tokenizer of a model folder (a path, or a name such as ``"minilm-sst2"``)."""
+        return cls.from_manifest(load_manifest(resolve_model(name_or_path), verify=verify))
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> "AutoTokenizer":
+        text = safe_path(manifest.folder, manifest.data.get("tokenizer", "tokenizer.json")).read_text(encoding="utf-8")
+        return cls(text, manifest.max_length, manifest.inputs, manifest.data.get("pad_token_id", 0))
+
+    def _for(self, max_length: int | None) -> Tokenizer:
+        tok = self._frozen.get(max_length)
+        if tok is None:
+            with self._lock:
+                tok = self._frozen.get(max_length)
+                if tok is None:
+                    tok = Tokenizer.from_str(self._json)
+                    tok.no_padding()
+                    if max_length is None:
+                        tok.no_truncation()
+                    else:
+                        tok.enable_truncation(max_length=max_length)
+                    self._frozen[max_length] = tok
+        return tok
+
+    @property
+    def backend(self) -> Tokenizer:
+        """The underlying ``tokenizers.Tokenizer`` (truncating at the model maximum). Do not reconfigure it."""
+        return self._base
+
+    def encode_batch(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None, truncation: bool = True,
+        max_length: int | None = None,
+    ) -> list[Encoding]:
+        tok = self._for(min(max_length or self.model_max_length, self.model_max_length) if truncation else None)
+        batch = list(texts) if pairs is None else list(zip(texts, pairs))
+        return tok.encode_batch(batch)
+
+    def pad(self, encodings: Sequence[Encoding], pad_to: int | None = None) -> BatchEncoding:
+        """Right-pad encodings into int64 arrays, to the longest one or to ``pad_to``."""
+        lengths = [len(e.ids) for e in encodings]
+        width = max(lengths, default=0) if pad_to is None else max(pad_to, max(lengths, default=0))
+        n = len(encodings)
+        ids = np.full((n, width), self.pad_token_id, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        types = np.zeros((n, width), dtype=np.int64) if "token_type_ids" in self.model_input_names else None
+        for i, (e, length) in enumerate(zip(encodings, lengths)):
+            ids[i, :length] = e.ids
+            mask[i, :length] = 1
+            if types is not None:
+                types[i, :length] = e.type_ids
+        out = BatchEncoding(input_ids=ids, attention_mask=mask)
+        if types is not None:
+            out["token_type_ids"] = types
+        return BatchEncoding((k, out[k]) for k in self.model_input_names if k in out)
+
+    def __call__(
+        self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None, padding: bool | str = False,
+        truncation: bool | str | None = None, max_length: int | None = None, return_tensors: str | None = None,
+        **unsupported: Any,
+    ) -> BatchEncoding:
+        if unsupported:
+            raise TypeError(f"unsupported tokenizer arguments {sorted(unsupported)}; supported: padding, truncation, "
+                            "max_length, return_tensors, text_pair")
+        if return_tensors not in (None, "np"):
+            raise ValueError(f"return_tensors={return_tensors!r}: onnxpipe returns numpy only; use return_tensors='np'")
+        single = isinstance(text, str)
+        texts = [text] if single else list(text)
+        pairs = None if text_pair is None else ([text_pair] if isinstance(text_pair, str) else list(text_pair))
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"got {len(texts)} texts and {len(pairs)} text pairs; they must match")
+        texts = clean_texts(texts)
+        if pairs is not None:
+            pairs = clean_texts(pairs)
+        truncate = bool(truncation) if truncation is not None else max_length is not None
+        encodings = self.encode_batch(texts, pairs, truncation=truncate, max_length=max_length)
+        if padding in (False, "do_not_pad"):
+            if return_tensors == "np" and len({len(e.ids) for e in encodings}) > 1:
+                raise ValueError("inputs have different lengths; pass padding=True to return_tensors='np'")
+            pad_to = None
+        elif padding in (True, "longest"):
+            pad_to = None
+        elif padding == "max_length":
+            pad_to = max_length or self.model_max_length
+        else:
+            raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False")
+        if padding in (False, "do_not_pad") and return_tensors is None:
+            out = BatchEncoding(input_ids=[e.ids for e in encodings], attention_mask=[e.attention_mask for e in encodings])
+            if "token_type_ids" in self.model_input_names:
+                out["token_type_ids"] = [e.type_ids for e in encodings]
+            out = BatchEncoding((k, out[k]) for k in self.model_input_names)
+        else:
+            out = self.pad(encodings, pad_to)
+            if return_tensors is None:
+                out = BatchEncoding((k, v.tolist()) for k, v in out.items())
+        if single and return_tensors is None:
+            out = BatchEncoding((k, v[0]) for k, v in out.items())
+        return out
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._for(None).encode(text, add_special_tokens=False).tokens
+
+    def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str]:
+        return [self._base.id_to_token(int(i)) for i in ids]
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self._base.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def __repr__(self) -> str:
+        return f"AutoTokenizer(max_length={self.model_max_length}, inputs={self.model_input_names})"

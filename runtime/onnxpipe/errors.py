@@ -1,0 +1,120 @@
+"""Every error onnxpipe raises on purpose. Catch ``OnnxpipeError`` to catch them all.
+
+Hierarchy::
+
+    OnnxpipeError
+    ├── ModelFolderError              a model folder cannot be used as it is
+    │   ├── ModelNotFoundError        no folder for that name or path
+    │   ├── ManifestError             manifest.json missing, malformed, or of an unknown format_version
+    │   ├── IntegrityError            a file is missing, has the wrong size or sha256, or escapes the folder
+    │   ├── TaskMismatchError         the folder was not exported for the requested task
+    │   ├── PrecisionUnavailableError the folder has no variant of the requested precision
+    │   └── ModelLoadError            onnxruntime rejected an ONNX file
+    ├── ProviderUnavailableError      the requested execution provider is not installed or failed
+    ├── UnknownTaskError              a task name that no pipeline implements (also a ValueError)
+    ├── InputTooLongError             truncation=False and an input is over the model's maximum (also a ValueError)
+    ├── InferenceError                onnxruntime failed while running a batch
+    └── ExportError                   the export stage could not produce a model folder
+        ├── ExportExtraMissingError   the export extra (torch, transformers, optimum-onnx, onnx) is not installed
+        ├── UnsupportedArchitectureError  no export settings for that model type
+        ├── UnsafeCheckpointError     pickled weights or remote code without the flag that allows them
+        ├── OutputExistsError         the output folder exists and --force was not given
+        └── ValidationError           an exported variant disagrees with PyTorch beyond tolerance
+
+Bad Python types in the input (None, bytes, numbers) raise the built-in ``TypeError``, naming the index.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "OnnxpipeError",
+    "ModelFolderError",
+    "ModelNotFoundError",
+    "ManifestError",
+    "IntegrityError",
+    "TaskMismatchError",
+    "PrecisionUnavailableError",
+    "ModelLoadError",
+    "ProviderUnavailableError",
+    "UnknownTaskError",
+    "InputTooLongError",
+    "InferenceError",
+    "ExportError",
+    "ExportExtraMissingError",
+    "UnsupportedArchitectureError",
+    "UnsafeCheckpointError",
+    "OutputExistsError",
+    "ValidationError",
+]
+
+
+class OnnxpipeError(Exception):
+    """Base class of every error onnxpipe raises on purpose."""
+
+
+class ModelFolderError(OnnxpipeError):
+    """A model folder cannot be used as it is."""
+
+
+class ModelNotFoundError(ModelFolderError):
+    """No model folder exists for the given name or path."""
+
+
+class ManifestError(ModelFolderError):
+    """manifest.json is missing, malformed, or has an unknown format_version."""
+
+
+class IntegrityError(ModelFolderError):
+    """A listed file is missing, has the wrong size or sha256, or points outside the folder."""
+
+
+class TaskMismatchError(ModelFolderError):
+    """The model folder was not exported for the requested task."""
+
+
+class PrecisionUnavailableError(ModelFolderError):
+    """The model folder holds no ONNX variant of the requested precision."""
+
+
+class ModelLoadError(ModelFolderError):
+    """onnxruntime refused to load an ONNX file of the folder."""
+
+
+class ProviderUnavailableError(OnnxpipeError):
+    """The requested execution provider is not available or failed to initialise."""
+
+
+class UnknownTaskError(OnnxpipeError, ValueError):
+    """No pipeline implements the requested task."""
+
+
+class InputTooLongError(OnnxpipeError, ValueError):
+    """An input has more tokens than the model accepts and truncation was turned off."""
+
+
+class InferenceError(OnnxpipeError):
+    """onnxruntime failed while running a batch."""
+
+
+class ExportError(OnnxpipeError):
+    """The export stage could not produce a model folder."""
+
+
+class ExportExtraMissingError(ExportError, ImportError):
+    """The export extra is not installed."""
+
+
+class UnsupportedArchitectureError(ExportError):
+    """The checkpoint's model type has no export settings."""
+
+
+class UnsafeCheckpointError(ExportError):
+    """The checkpoint needs pickled weights or remote code and the user did not allow it."""
+
+
+class OutputExistsError(ExportError):
+    """The output folder already exists and overwriting was not requested."""
+
+
+class ValidationError(ExportError):
+    """An exported variant disagrees with the PyTorch model beyond tolerance."""
