@@ -1,0 +1,193 @@
+"""Tiny random Hugging Face checkpoints for the tests, built offline from a config (no hub, no network).
+
+Every checkpoint has 2 layers, hidden size 32, 4 heads and 128 positions, random weights from a fixed seed,
+safetensors weights and a *fast* tokenizer (tokenizer.json) that ``transformers.AutoTokenizer`` loads. The
+tokenizers are real ones for their architecture (WordPiece over BERT's vocabulary, byte-level BPE for
+RoBERTa, SentencePiece-style Unigram for XLM-R / ALBERT / DeBERTa-v2), trained here on a small built-in
+corpus, because a tokenizer that only maps a toy alphabet would hide the bugs that matter (special tokens,
+pair templates, type ids, padding ids).
+
+    >>> build_checkpoint("roberta", "text-classification", Path("/tmp/tiny-roberta"))
+    PosixPath('/tmp/tiny-roberta')
+
+Needs torch, transformers and tokenizers (the export extra); import it only from torch-marked code.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+ARCHS = ["bert", "distilbert", "roberta", "xlm-roberta", "albert", "electra", "mpnet", "deberta-v2"]
+
+# head -> transformers auto class the checkpoint is saved with. Another head is one line here (plus, where it
+# needs them, extra config keys in _HEAD_CONFIG).
+HEADS: dict[str, str] = {
+    "text-classification": "AutoModelForSequenceClassification",
+    "feature-extraction": "AutoModel",
+}
+
+LABELS = {0: "NEGATIVE", 1: "NEUTRAL", 2: "POSITIVE"}
+_HEAD_CONFIG: dict[str, dict] = {
+    "text-classification": {"id2label": LABELS, "label2id": {v: k for k, v in LABELS.items()},
+                            "problem_type": "single_label_classification"},
+}
+
+SEED = 1234
+MAX_POSITIONS = 128
+_BERT_VOCAB = Path(__file__).resolve().parents[2] / "shared" / "checkpoints" / "minilm-sst2" / "vocab.txt"
+
+_COMMON = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 37,
+           "max_position_embeddings": MAX_POSITIONS, "hidden_act": "gelu"}
+
+# model_type -> config keys on top of _COMMON (names as each config class spells them).
+_CONFIGS: dict[str, dict] = {
+    "bert": {"type_vocab_size": 2, "pad_token_id": 0},
+    "electra": {"type_vocab_size": 2, "pad_token_id": 0, "embedding_size": 16},  # embeddings projected up
+    "distilbert": {"n_layers": 2, "dim": 32, "n_heads": 4, "hidden_dim": 37, "pad_token_id": 0},
+    "roberta": {"type_vocab_size": 1, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2},
+    "xlm-roberta": {"type_vocab_size": 1, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2},
+    "mpnet": {"pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "relative_attention_num_buckets": 32},
+    "albert": {"embedding_size": 16, "num_hidden_groups": 1, "pad_token_id": 0, "bos_token_id": 2,
+               "eos_token_id": 3, "type_vocab_size": 2},
+    # DeBERTa-v3 style: relative attention with both disentangled terms, no absolute positions, no type ids.
+    "deberta-v2": {"type_vocab_size": 0, "pad_token_id": 0, "relative_attention": True, "max_relative_positions": -1,
+                   "position_buckets": 64, "pos_att_type": ["p2c", "c2p"], "position_biased_input": False,
+                   "norm_rel_ebd": "layer_norm", "share_att_key": True},
+}
+
+# A small corpus for training the BPE / Unigram tokenizers: plain English, punctuation, digits, accents,
+# CJK and emoji, so that the test sentences are covered by learned pieces rather than <unk>.
+_SUBJECTS = ["The film", "This movie", "The food", "My phone", "The service", "Our hotel", "The book", "The plot",
+             "Das Essen", "La película", "Le café", "東京の店"]
+_VERBS = ["was", "is", "seemed", "felt", "became", "remains", "war", "est", "fue", "だった"]
+_ENDS = ["great!", "terrible.", "not bad at all.", "a charming, funny and moving portrait.", "boring, honestly...",
+         "slow 😞", "amazing 👍👍", "fine; it was OK.", "worse than 42 others in 2026.", "naïve — résumé, Zürich",
+         "ausgezeichnet, aber laut.", "très bien — merci !", "buenísima y barata.", "最高です。", "🔋 dies fast"]
+
+
+_PROSE = (
+    "I've been waiting for a HuggingFace course my whole life. I hate this so much! The quick brown fox jumps "
+    "over the lazy dog. What time does the train to Edinburgh leave on Sunday morning? Hello world, hello again. "
+    "A gorgeous, witty, seductive movie; a cookie-cutter job, cut-and-paste from start to finish. The actors seem "
+    "as bored as the audience by the time the credits roll, which cannot come soon enough for anyone who paid for "
+    "a ticket. Nobody apologised, the soup was cold and the waiter forgot our drinks. Not a good product, and I "
+    "would not buy it again. A masterpiece of storytelling, surprising, tender and wise. Pair text, question and "
+    "answer, context and summary: tokenizers learn pieces such as ing, tion, ment, ness, ly, un, re and pre. "
+    "Numbers 0 1 2 3 4 5 6 7 8 9 10 100 1000 3.14 -7 +42 %; symbols # @ & * ( ) [ ] { } / \\ | ~ ^ _ = < > ' \" `."
+).split(". ")
+
+
+def corpus() -> list[str]:
+    """A few hundred deterministic sentences for tokenizer training."""
+    return [f"{s} {v} {e}" for s, v, e in itertools.product(_SUBJECTS, _VERBS, _ENDS)][::3] + _PROSE * 3
+
+
+# -- tokenizers -------------------------------------------------------------------------------------------
+def _wordpiece(arch: str, out_dir: Path):
+    """BERT's real WordPiece vocabulary; MPNet's is the same with RoBERTa-style specials around it."""
+    from transformers import BertTokenizerFast, DistilBertTokenizerFast, ElectraTokenizerFast, MPNetTokenizerFast
+
+    if not _BERT_VOCAB.is_file():
+        raise FileNotFoundError(f"{_BERT_VOCAB} is missing: the tiny BERT-family tokenizers use its vocabulary")
+    vocab = _BERT_VOCAB.read_text(encoding="utf-8").splitlines()
+    if arch == "mpnet":  # as microsoft/mpnet-base: <s> <pad> </s> <unk> + BERT's vocab + <mask>
+        vocab = ["<s>", "<pad>", "</s>", "<unk>", *vocab, "<mask>"]
+    path = out_dir / "vocab.txt"
+    path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    cls = {"bert": BertTokenizerFast, "distilbert": DistilBertTokenizerFast, "electra": ElectraTokenizerFast,
+           "mpnet": MPNetTokenizerFast}[arch]
+    # From vocab_file, transformers builds tokenizer.json with its own converter: exactly what a hub
+    # checkpoint of this family ships.
+    return cls(vocab_file=str(path), do_lower_case=True)
+
+
+def _byte_level_bpe():
+    from tokenizers import ByteLevelBPETokenizer, processors
+    from transformers import RobertaTokenizerFast
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4, as roberta-base
+    bpe = ByteLevelBPETokenizer(add_prefix_space=False, trim_offsets=True)
+    bpe.train_from_iterator(corpus(), vocab_size=600, min_frequency=1, special_tokens=specials, show_progress=False)
+    tok = bpe._tokenizer
+    tok.post_processor = processors.RobertaProcessing(sep=("</s>", 2), cls=("<s>", 0), trim_offsets=True,
+                                                      add_prefix_space=False)
+    return RobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+
+
+def _unigram(arch: str):
+    """A SentencePiece-style Unigram model (Metaspace pre-tokenizer), with each family's specials and templates."""
+    from tokenizers import SentencePieceUnigramTokenizer, processors
+    from transformers import AlbertTokenizerFast, DebertaV2TokenizerFast, XLMRobertaTokenizerFast
+
+    if arch == "xlm-roberta":
+        specials, unk = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"], "<unk>"
+        cls_tok, sep_tok, pair_sep = "<s>", "</s>", "</s> </s>"
+    elif arch == "albert":
+        specials, unk = ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"], "<unk>"
+        cls_tok, sep_tok, pair_sep = "[CLS]", "[SEP]", "[SEP]"
+    else:  # deberta-v2
+        specials, unk = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"], "[UNK]"
+        cls_tok, sep_tok, pair_sep = "[CLS]", "[SEP]", "[SEP]"
+    sp = SentencePieceUnigramTokenizer()
+    sp.train_from_iterator(corpus(), vocab_size=700, special_tokens=specials, unk_token=unk, show_progress=False)
+    tok = sp._tokenizer
+    ids = {t: tok.token_to_id(t) for t in specials}
+    # XLM-R gives both segments type 0; ALBERT and DeBERTa mark the second segment with type 1.
+    b_type = 0 if arch == "xlm-roberta" else 1
+    second = " ".join(f"{t}:{b_type}" for t in ["$B", sep_tok])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{cls_tok} $A {sep_tok}", pair=f"{cls_tok} $A {pair_sep} {second}",
+        special_tokens=[(t, ids[t]) for t in {cls_tok, sep_tok}],
+    )
+    if arch == "xlm-roberta":
+        return XLMRobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                       cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+    cls = AlbertTokenizerFast if arch == "albert" else DebertaV2TokenizerFast
+    return cls(tokenizer_object=tok, unk_token=unk, pad_token=specials[0], cls_token=cls_tok, sep_token=sep_tok,
+               mask_token=specials[4], do_lower_case=False)
+
+
+def build_tokenizer(arch: str, out_dir: Path):
+    """The fast tokenizer of ``arch`` (a transformers PreTrainedTokenizerFast), with the usable max length set."""
+    if arch in ("bert", "distilbert", "electra", "mpnet"):
+        tok = _wordpiece(arch, out_dir)
+    elif arch == "roberta":
+        tok = _byte_level_bpe()
+    else:
+        tok = _unigram(arch)
+    # RoBERTa-style models number positions after the padding index, so two positions are unusable.
+    tok.model_max_length = MAX_POSITIONS - 2 if arch in ("roberta", "xlm-roberta", "mpnet") else MAX_POSITIONS
+    return tok
+
+
+# -- checkpoints ------------------------------------------------------------------------------------------
+def build_config(arch: str, head: str, vocab_size: int):
+    from transformers import AutoConfig
+
+    if head not in HEADS:
+        raise KeyError(f"unknown head {head!r}; known: {sorted(HEADS)}")
+    if arch not in _CONFIGS:
+        raise KeyError(f"unknown arch {arch!r}; known: {ARCHS}")
+    kw = {**_COMMON, **_CONFIGS[arch], **_HEAD_CONFIG.get(head, {}), "vocab_size": vocab_size}
+    return AutoConfig.for_model(arch, **kw)
+
+
+def build_checkpoint(arch: str, head: str, out_dir: Path) -> Path:
+    """Write a tiny random checkpoint of ``arch`` with ``head`` into ``out_dir`` (created); return it."""
+    import torch
+    import transformers
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(arch, out_dir)
+    config = build_config(arch, head, vocab_size=len(tokenizer))
+    torch.manual_seed(SEED)
+    model = getattr(transformers, HEADS[head]).from_config(config)
+    model.eval()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "tiny.json").write_text(json.dumps({"arch": arch, "head": head, "seed": SEED}) + "\n")
+    return out_dir

@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny checkpoints and their exports, built once per session; device and extra markers.
+
+Torch-needing code is imported inside the fixtures, so runtime-only tests collect and run without the
+export extra (tests marked ``torch`` are skipped there, tests marked ``cuda`` skip without a CUDA provider).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(Path(__file__).parent))  # so test modules can `import _tiny`
+
+
+def _has_export_extra() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers", "optimum", "onnx"))
+
+
+def _has_cuda() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+HAS_EXPORT_EXTRA = _has_export_extra()
+HAS_CUDA = _has_cuda()
+
+# The one definition of the device marker (as CTranslate2's require_cuda): use @require_cuda or
+# @pytest.mark.cuda; both skip cleanly where onnxruntime has no CUDA provider.
+require_cuda = pytest.mark.cuda
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_torch = pytest.mark.skip(reason="needs the export extra: pip install 'onnxpipe[export]'")
+    skip_cuda = pytest.mark.skip(reason="needs CUDAExecutionProvider (onnxruntime-gpu and a GPU)")
+    for item in items:
+        if "torch" in item.keywords and not HAS_EXPORT_EXTRA:
+            item.add_marker(skip_torch)
+        if "cuda" in item.keywords and not HAS_CUDA:
+            item.add_marker(skip_cuda)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """Factory: ``tiny_checkpoint(arch, head)`` -> folder of a tiny random HF checkpoint (built once)."""
+    cache: dict[tuple[str, str], Path] = {}
+
+    def make(arch: str, head: str = "text-classification") -> Path:
+        key = (arch, head)
+        if key not in cache:
+            from _tiny import build_checkpoint
+
+            cache[key] = build_checkpoint(arch, head, tmp_path_factory.mktemp(f"ckpt-{arch}-{head}"))
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_checkpoint, tmp_path_factory):
+    """Factory: ``tiny_export(arch, head, precisions="int8,fp32")`` -> exported model folder (built once)."""
+    cache: dict[tuple[str, str, str], Path] = {}
+
+    def make(arch: str, head: str = "text-classification", precisions: str = "int8,fp32") -> Path:
+        key = (arch, head, precisions)
+        if key not in cache:
+            from onnxpipe_export import export
+
+            out = tmp_path_factory.mktemp(f"export-{arch}-{head}-{precisions.replace(',', '-')}") / "model"
+            cache[key] = export(tiny_checkpoint(arch, head), task=head, out=out, precisions=precisions,
+                                progress=False)
+        return cache[key]
+
+    return make
