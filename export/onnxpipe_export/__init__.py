@@ -38,14 +38,17 @@ def require_extra() -> None:
 
 
 def export(source, task="text-classification", out=None, precisions=("int8", "fp32", "fp16"), force=False,
-           allow_pickle=False, trust_remote_code=False, revision=None, progress=True):
+           allow_pickle=False, trust_remote_code=False, revision=None, progress=True, validation_data=None):
     """Export ``source`` (a checkpoint folder or hub id) for ``task`` into the model folder ``out``.
 
     Steps: load -> ONNX fp32 (optimum-onnx) -> graph fusion -> INT8 / fp16 variants -> validation against
     PyTorch -> tokenizer and manifest -> atomic move into place. Returns the folder's path.
+    ``validation_data``: a labelled TSV (``label<TAB>text`` after a header) whose accuracy and label
+    agreement per variant are recorded in the manifest (text-classification only).
     """
     require_extra()
     from ._recipe import run_export
 
     return run_export(source, task=task, out=out, precisions=precisions, force=force, allow_pickle=allow_pickle,
-                      trust_remote_code=trust_remote_code, revision=revision, progress=progress)
+                      trust_remote_code=trust_remote_code, revision=revision, progress=progress,
+                      validation_data=validation_data)

@@ -45,6 +45,7 @@ def _staging(out: Path):
     for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a killed export
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the finished folder must be readable like any other
     # SIGTERM normally kills without running finally blocks; turn it into an exception so cleanup runs.
     previous = signal.getsignal(signal.SIGTERM)
     installed = False
@@ -119,7 +120,8 @@ def _provenance(ckpt, revision) -> dict:
 
 
 def run_export(source, task="text-classification", out=None, precisions=("int8", "fp32", "fp16"), force=False,
-               allow_pickle=False, trust_remote_code=False, revision=None, progress=True) -> Path:
+               allow_pickle=False, trust_remote_code=False, revision=None, progress=True,
+               validation_data=None) -> Path:
     task = canonical_export_task(task)
     precisions = _parse_precisions(precisions)
     if out is None:
@@ -131,7 +133,7 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
     from ._load import load_checkpoint
     from ._onnx import export_fp32
     from ._optimize import fuse, quantize_int8, to_fp16
-    from ._validate import torch_reference, validate_variant
+    from ._validate import dataset_figures, torch_reference, validate_variant
 
     steps = ["load checkpoint", "export fp32 ONNX", "fuse graph", *[f"make {p}" for p in precisions if p != "fp32"],
              "validate against PyTorch", "write manifest"]
@@ -209,6 +211,10 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
                 if p == "fp32":
                     raise
                 variants[p]["validation"] = {"skipped": f"could not run on CPU: {str(e).splitlines()[0][:200]}"}
+        if validation_data is not None:
+            if task != "text-classification":
+                raise ExportError("--validation-data (labelled sentences) applies to text-classification exports only")
+            data["validation_data"] = dataset_figures(ckpt, manifest, tokenizer, validation_data)
         bar.update()
 
         step("write manifest")

@@ -64,3 +64,38 @@ def validate_variant(manifest: Manifest, precision: str, tokenizer: AutoTokenize
             "Report this with the checkpoint's config."
         )
     return figures
+
+
+def read_labelled_tsv(path) -> tuple[list[str], list[int]]:
+    """``label<TAB>text`` rows after a header line (the GLUE / SST-2 layout); quotes are literal text."""
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    return [r[1] for r in rows], [int(r[0]) for r in rows]
+
+
+def dataset_figures(checkpoint, manifest: Manifest, tokenizer: AutoTokenizer, path, batch_size: int = 64) -> dict:
+    """Accuracy of PyTorch and of every variant on a labelled set, and each variant's label agreement."""
+    texts, labels = read_labelled_tsv(path)
+    gold = np.array(labels)
+    ref = []
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            enc = checkpoint.tokenizer(texts[i : i + batch_size], padding=True, truncation=True, return_tensors="pt")
+            ref.append(checkpoint.model(**enc).logits.argmax(-1).numpy())
+    ref_labels = np.concatenate(ref)
+    figures = {"file": str(path), "sentences": len(texts), "pytorch_accuracy": float((ref_labels == gold).mean()),
+               "variants": {}}
+    for precision in manifest.variants:
+        try:
+            model = OnnxModel(manifest, device="cpu", precision=precision)
+        except Exception as e:  # fp16 kernels missing on CPU: recorded by validate_variant already
+            figures["variants"][precision] = {"skipped": str(e).splitlines()[0][:200]}
+            continue
+        # One sentence per run: dynamic int8 scales activations per batch, so batch-1 is the reproducible figure.
+        got = np.array([model.run(model.feeds(tokenizer([t], truncation=True, return_tensors="np")), ["logits"])[0][0]
+                        .argmax() for t in texts])
+        figures["variants"][precision] = {"accuracy": float((got == gold).mean()),
+                                          "label_agreement_with_pytorch": float((got == ref_labels).mean())}
+    return figures

@@ -104,6 +104,11 @@ def cmd_info(args) -> int:
         figures = ", ".join(f"{k} {val[k]:.3g}" for k in ("max_abs_diff_logits", "max_abs_diff_hidden",
                                                             "label_agreement", "min_cosine_mean_pooled") if k in val)
         print(f"  {p:5s} {v['file']:28s} {size:7.1f} MB  {figures or val.get('skipped', '')}")
+    if d.get("validation_data"):
+        vd = d["validation_data"]
+        per = ", ".join(f"{p} {v['accuracy']:.4f} (agrees {v['label_agreement_with_pytorch']:.1%})"
+                        for p, v in vd["variants"].items() if "accuracy" in v)
+        print(f"accuracy:      {vd['sentences']} labelled sentences: PyTorch {vd['pytorch_accuracy']:.4f}, {per}")
     prov = d.get("provenance", {})
     print(f"source:        {prov.get('source')} ({prov.get('source_kind')}), exported {prov.get('exported_at')}")
     print(f"verified:      {'no (--no-verify)' if args.no_verify else 'sha256 of every file matches'}")
@@ -121,7 +126,7 @@ def cmd_export(args) -> int:
         return 2
     out = export.export(args.source, task=args.task, out=args.out, precisions=args.precision, force=args.force,
                         allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code,
-                        revision=args.revision, progress=not args.quiet)
+                        revision=args.revision, progress=not args.quiet, validation_data=args.validation_data)
     print(f"wrote {out}")
     args.model, args.json = str(out), False
     return cmd_info(args)
@@ -141,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--allow-pickle", action="store_true", help="allow pickled (.bin) weights: runs code; trust it")
     e.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
     e.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    e.add_argument("--validation-data", metavar="TSV",
+                   help="labelled sentences (label<TAB>text, header line) to record accuracy per variant")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_export)
