@@ -1,0 +1,54 @@
+"""One line: batch-1 latency of the seed sentence, transformers' pipeline on PyTorch vs onnxpipe (int8).
+
+Each engine runs in its own process (thread pools of one engine otherwise steal cores from the next);
+the two alternate for ROUNDS rounds and the medians are compared. Needs the export extra (torch).
+"""
+
+import json
+import statistics
+import subprocess
+import sys
+
+CHECKPOINT = "../shared/checkpoints/minilm-sst2"
+SENTENCE = "I've been waiting for a HuggingFace course my whole life."
+WARMUP, RUNS, ROUNDS = 10, 100, 3
+
+ENGINES = {
+    "PyTorch (transformers pipeline, fp32)": (
+        "import torch; from transformers import pipeline; p = pipeline('sentiment-analysis', model={ckpt!r}, device='cpu')"
+    ),
+    "onnxpipe (int8)": "from onnxpipe import pipeline; p = pipeline('sentiment-analysis')",
+}
+
+TIMER = """
+import json, time
+{setup}
+for _ in range({warmup}): p({sentence!r})
+t = []
+for _ in range({runs}):
+    s = time.perf_counter(); p({sentence!r}); t.append(time.perf_counter() - s)
+t.sort(); print(json.dumps({{"p50_ms": t[len(t) // 2] * 1e3, "label": p({sentence!r})[0]["label"]}}))
+"""
+
+
+def measure(setup: str) -> dict:
+    code = TIMER.format(setup=setup.format(ckpt=CHECKPOINT), warmup=WARMUP, runs=RUNS, sentence=SENTENCE)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    results = {name: [] for name in ENGINES}
+    for _ in range(ROUNDS):
+        for name, setup in ENGINES.items():
+            results[name].append(measure(setup))
+    p50 = {name: statistics.median(r["p50_ms"] for r in rs) for name, rs in results.items()}
+    labels = {name: rs[0]["label"] for name, rs in results.items()}
+    (torch_name, torch_ms), (ours_name, ours_ms) = p50.items()
+    print(f"latency, seed sentence, batch 1 (median of {ROUNDS} rounds x p50 of {RUNS}): "
+          f"{torch_name} {torch_ms:.2f} ms [{labels[torch_name]}], {ours_name} {ours_ms:.2f} ms "
+          f"[{labels[ours_name]}] -> {torch_ms / ours_ms:.1f}x faster")
+
+
+if __name__ == "__main__":
+    main()
