@@ -26,10 +26,19 @@ ARCHS = ["bert", "distilbert", "roberta", "xlm-roberta", "albert", "electra", "m
 HEADS: dict[str, str] = {
     "text-classification": "AutoModelForSequenceClassification",
     "feature-extraction": "AutoModel",
+    "fill-mask": "AutoModelForMaskedLM",
+    "token-classification": "AutoModelForTokenClassification",
+    "question-answering": "AutoModelForQuestionAnswering",
+    "zero-shot-classification": "AutoModelForSequenceClassification",  # an NLI classifier
 }
 
 LABELS = {0: "NEGATIVE", 1: "NEUTRAL", 2: "POSITIVE"}
+# BIO tags plus a bare tag (MISC), which transformers' grouping treats as a continuation.
+NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC", 5: "B-ORG", 6: "I-ORG", 7: "MISC"}
+NLI_LABELS = {0: "contradiction", 1: "neutral", 2: "entailment"}
 _HEAD_CONFIG: dict[str, dict] = {
+    "token-classification": {"id2label": NER_LABELS, "label2id": {v: k for k, v in NER_LABELS.items()}},
+    "zero-shot-classification": {"id2label": NLI_LABELS, "label2id": {v: k for k, v in NLI_LABELS.items()}},
     "text-classification": {"id2label": LABELS, "label2id": {v: k for k, v in LABELS.items()},
                             "problem_type": "single_label_classification"},
 }
@@ -177,6 +186,20 @@ def build_config(arch: str, head: str, vocab_size: int):
     return AutoConfig.for_model(arch, **kw)
 
 
+def _center_classifier(model, tokenizer) -> None:
+    """Shift the output bias so each label's mean logit over the corpus is zero.
+
+    A random head has a per-label offset larger than the per-sentence variation, so it predicts one label for
+    almost everything; centred, the predictions spread over the labels and label agreement means something.
+    """
+    import torch
+
+    out = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == len(LABELS)][-1]
+    with torch.no_grad():
+        enc = tokenizer(corpus(), padding=True, truncation=True, return_tensors="pt")
+        out.bias -= model(**enc).logits.mean(0)
+
+
 def build_checkpoint(arch: str, head: str, out_dir: Path) -> Path:
     """Write a tiny random checkpoint of ``arch`` with ``head`` into ``out_dir`` (created); return it."""
     import torch
@@ -189,6 +212,8 @@ def build_checkpoint(arch: str, head: str, out_dir: Path) -> Path:
     torch.manual_seed(SEED)
     model = getattr(transformers, HEADS[head]).from_config(config)
     model.eval()
+    if head == "text-classification":
+        _center_classifier(model, tokenizer)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "tiny.json").write_text(json.dumps({"arch": arch, "head": head, "seed": SEED}) + "\n")

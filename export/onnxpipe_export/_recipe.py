@@ -75,9 +75,9 @@ def _versions() -> dict[str, str]:
 def _max_length(ckpt) -> int:
     tok_max = getattr(ckpt.tokenizer, "model_max_length", None) or 10**9
     pos = getattr(ckpt.config, "max_position_embeddings", None) or 512
-    # RoBERTa-style position ids start after the padding index, so fewer positions are usable.
+    # RoBERTa-style position ids (RoBERTa, XLM-R, MPNet) start after the padding index: fewer are usable.
     pad = getattr(ckpt.config, "pad_token_id", None)
-    if ckpt.config.model_type in ("roberta", "xlm-roberta", "camembert") and pad is not None:
+    if ckpt.settings.get("positions_after_pad") and pad is not None:
         pos -= pad + 1
     return int(min(tok_max, pos))
 

@@ -13,17 +13,22 @@ SUPPORTED_TASKS: dict[str, list[str]] = {
 TASK_ALIASES = {"sentiment-analysis": "text-classification", "sentence-embeddings": "feature-extraction"}
 
 # model_type -> settings. "fusion": onnxruntime.transformers optimizer model type (None: no fusion pass).
-# "expect_fused": operators the fusion must produce (tested); architectures whose attention onnxruntime
-# cannot fuse (relative position bias in MPNet, disentangled attention in DeBERTa-v2) expect only what they get.
+# "expect_fused": operators the fusion must produce (tested against the written graph). onnxruntime cannot fuse
+# the attention of MPNet (relative position bias added to the scores) or DeBERTa-v2 (disentangled attention);
+# in ALBERT it fuses every layer but the first (whose residual input is the embedding projection; tested).
+# "positions_after_pad": position ids start at pad_token_id + 1 (RoBERTa-style), so that many fewer
+# positions are usable than max_position_embeddings.
 ARCHITECTURES: dict[str, dict] = {
     "bert": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"]},
     "distilbert": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"]},
-    "roberta": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"]},
-    "xlm-roberta": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"]},
+    "roberta": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"],
+                "positions_after_pad": True},
+    "xlm-roberta": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"],
+                    "positions_after_pad": True},
     "electra": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"]},
-    "albert": {"fusion": "bert", "expect_fused": ["SkipLayerNormalization"]},
-    "mpnet": {"fusion": "bert", "expect_fused": ["SkipLayerNormalization"]},
-    "deberta-v2": {"fusion": "bert", "expect_fused": []},
+    "albert": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"]},
+    "mpnet": {"fusion": "bert", "expect_fused": ["SkipLayerNormalization"], "positions_after_pad": True},
+    "deberta-v2": {"fusion": "bert", "expect_fused": ["SkipLayerNormalization"]},
 }
 
 
