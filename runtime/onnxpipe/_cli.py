@@ -1,4 +1,4 @@
-"""The ``onnxpipe`` command: export, predict, info.
+"""The ``onnxpipe`` command: export, predict, info, bench.
 
 Errors that onnxpipe raises on purpose print one line (``error: ...``) and exit 2; ``export`` without the
 export extra says which pip line installs it. ``predict`` streams one JSON line per input as it goes.
@@ -132,6 +132,28 @@ def cmd_export(args) -> int:
     return cmd_info(args)
 
 
+def cmd_bench(args) -> int:
+    from ._bench import bench, format_table
+
+    def ints(text: str, what: str) -> list[int]:
+        try:
+            return [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"--{what} {text!r}: give comma-separated integers, e.g. 1,8,32") from None
+
+    report = bench(args.model, task=args.task, precision=args.precision, device=args.device, threads=args.threads,
+                   batch_sizes=ints(args.batch_sizes, "batch-sizes"), seq_lengths=ints(args.seq_lengths, "seq-lengths"),
+                   runs=args.runs, warmup=args.warmup, verify=not args.no_verify)
+    print(format_table(report), file=sys.stderr)
+    text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onnxpipe", description="Hugging Face pipelines on onnxruntime, no PyTorch.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -169,6 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the whole manifest")
     i.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
     i.set_defaults(func=cmd_info)
+
+    b = sub.add_parser("bench", help="time a model folder: p50/p90/p99 over a batch x length sweep, JSON out")
+    b.add_argument("model", help="model folder or name")
+    b.add_argument("--task", help="default: the model folder's task")
+    b.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    b.add_argument("--precision", choices=["int8", "fp32", "fp16"])
+    b.add_argument("--threads", type=int, help="intra-op threads (default: the usable cores)")
+    b.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default 1,8,32)")
+    b.add_argument("--seq-lengths", default="16,64,128", help="tokens per input, comma-separated (default 16,64,128)")
+    b.add_argument("--runs", type=int, default=20, help="timed runs per configuration (default 20)")
+    b.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    b.add_argument("--json-out", metavar="FILE", help="write the JSON report here (default: stdout)")
+    b.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
+    b.set_defaults(func=cmd_bench)
     return p
 
 
