@@ -123,7 +123,9 @@ class AutoTokenizer:
         texts = clean_texts(texts)
         if pairs is not None:
             pairs = clean_texts(pairs)
-        truncate = bool(truncation) if truncation is not None else max_length is not None
+        # As transformers: an unset truncation with max_length truncates only when not padding.
+        truncate = (bool(truncation) if truncation is not None
+                    else max_length is not None and padding in (False, "do_not_pad"))
         encodings = self.encode_batch(texts, pairs, truncation=truncate, max_length=max_length)
         if padding in (False, "do_not_pad"):
             if return_tensors == "np" and len({len(e.ids) for e in encodings}) > 1:
