@@ -45,7 +45,7 @@ class AutoTokenizer:
         self.model_max_length = int(max_length)
         self.model_input_names = [n for n in _MODEL_INPUTS if n in input_names]
         self.pad_token_id = int(pad_token_id)
-        self._frozen: dict[int | None, Tokenizer] = {}
+        self._frozen: dict[Any, Tokenizer] = {}
         self._lock = threading.Lock()
         self._base = self._for(self.model_max_length)
 
@@ -59,19 +59,22 @@ class AutoTokenizer:
         text = safe_path(manifest.folder, manifest.data.get("tokenizer", "tokenizer.json")).read_text(encoding="utf-8")
         return cls(text, manifest.max_length, manifest.inputs, manifest.data.get("pad_token_id", 0))
 
-    def _for(self, max_length: int | None) -> Tokenizer:
-        tok = self._frozen.get(max_length)
+    def _for(self, max_length: int | None, stride: int = 0, strategy: str = "longest_first") -> Tokenizer:
+        # Windows (stride > 0, kept in Encoding.overflowing) and pair strategies ("only_first",
+        # "only_second") are further frozen copies, keyed by all three settings.
+        key = max_length if (stride, strategy) == (0, "longest_first") else (max_length, stride, strategy)
+        tok = self._frozen.get(key)
         if tok is None:
             with self._lock:
-                tok = self._frozen.get(max_length)
+                tok = self._frozen.get(key)
                 if tok is None:
                     tok = Tokenizer.from_str(self._json)
                     tok.no_padding()
                     if max_length is None:
                         tok.no_truncation()
                     else:
-                        tok.enable_truncation(max_length=max_length)
-                    self._frozen[max_length] = tok
+                        tok.enable_truncation(max_length=max_length, stride=stride, strategy=strategy)
+                    self._frozen[key] = tok
         return tok
 
     @property
@@ -81,9 +84,10 @@ class AutoTokenizer:
 
     def encode_batch(
         self, texts: Sequence[str], pairs: Sequence[str] | None = None, truncation: bool = True,
-        max_length: int | None = None,
+        max_length: int | None = None, stride: int = 0, strategy: str = "longest_first",
     ) -> list[Encoding]:
-        tok = self._for(min(max_length or self.model_max_length, self.model_max_length) if truncation else None)
+        limit = min(max_length or self.model_max_length, self.model_max_length) if truncation else None
+        tok = self._for(limit, stride, strategy)
         batch = list(texts) if pairs is None else list(zip(texts, pairs))
         return tok.encode_batch(batch)
 

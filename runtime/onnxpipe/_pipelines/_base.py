@@ -24,6 +24,11 @@ class Pipeline:
 
     task = ""
     output_names: tuple[str, ...] = ()
+    # grouped = True: one input becomes several encodings (question-answering windows, one NLI pair per
+    # candidate label) or its result needs its encodings (offsets). ``preprocess`` then returns one
+    # ``(info, [Encoding, ...])`` per input, ``postprocess(outputs, feeds)`` one compact row per encoding, and
+    # ``gather(info, encodings, rows, **params)`` turns an input's rows into its result.
+    grouped = False
 
     def __init__(self, model: OnnxModel, tokenizer: AutoTokenizer, batch_size: int = 32,
                  max_batch_tokens: int = 16384, chunk_size: int = 2048):
@@ -58,6 +63,14 @@ class Pipeline:
         return encodings
 
     def postprocess(self, outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray], **params: Any) -> list[Any]:
+        if not self.grouped:
+            raise NotImplementedError
+        # Grouped default: every output per row, cut to the row's own tokens where it has a token axis.
+        lengths, width = feeds["attention_mask"].sum(axis=1), feeds["attention_mask"].shape[1]
+        return [{k: (v[i, : int(n)] if v.ndim > 1 and v.shape[1] == width else v[i]) for k, v in outputs.items()}
+                for i, n in enumerate(lengths)]
+
+    def gather(self, info: Any, encodings: list[Encoding], rows: list[Any], **params: Any) -> Any:
         raise NotImplementedError
 
     # -- the loop ---------------------------------------------------------------------------------------
@@ -89,14 +102,22 @@ class Pipeline:
             yield from self._run_chunk(chunk, offset, pre, post)
 
     def _run_chunk(self, items: list[Any], offset: int, pre: dict, post: dict) -> list[Any]:
-        encodings = self.preprocess(items, offset, **pre)
+        prepared = self.preprocess(items, offset, **pre)
+        encodings = [e for _, group in prepared for e in group] if self.grouped else prepared
         results: list[Any] = [None] * len(encodings)
         lengths = [len(e.ids) for e in encodings]
         for batch in plan_batches(lengths, self.batch_size, self.max_batch_tokens):
             feeds = self.tokenizer.pad([encodings[i] for i in batch])
-            for i, result in zip(batch, self.postprocess(self._forward(feeds), feeds, **post)):
+            rows = self.postprocess(self._forward(feeds), feeds, **({} if self.grouped else post))
+            for i, result in zip(batch, rows):
                 results[i] = result
-        return results
+        if not self.grouped:
+            return results
+        out, start = [], 0
+        for info, group in prepared:
+            out.append(self.gather(info, group, results[start : start + len(group)], **post))
+            start += len(group)
+        return out
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
         single, items = self._normalize(inputs)
