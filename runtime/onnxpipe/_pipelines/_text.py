@@ -1,0 +1,53 @@
+"""Token-level helpers the span and mask pipelines share: special-token ids from the manifest, and decoding
+exactly as transformers' fast tokenizers decode (Rust decode, then the optional English space clean-up)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ManifestError
+
+# transformers' PreTrainedTokenizerBase.clean_up_tokenization, in order.
+_CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+
+
+def tokenizer_config(manifest: Any, *required: str) -> dict[str, Any]:
+    """The manifest's ``tokenizer_config`` (special-token ids, clean-up flag); raise if a required key is missing."""
+    config = manifest.data.get("tokenizer_config") or {}
+    missing = [k for k in required if config.get(k) is None]
+    if missing:
+        raise ManifestError(
+            f"{manifest.folder}/manifest.json has no tokenizer_config {missing} (the checkpoint's tokenizer "
+            f"defines no such token, or the folder predates them); {manifest.hint()}"
+        )
+    return config
+
+
+def clean_up(text: str) -> str:
+    for a, b in _CLEANUPS:
+        text = text.replace(a, b)
+    return text
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Decoder:
+    """``decode`` and ``convert_tokens_to_string`` of one frozen Rust tokenizer, as transformers calls them."""
+
+    def __init__(self, backend: Any, clean_up_spaces: bool):
+        self.backend = backend
+        self.clean_up_spaces = bool(clean_up_spaces)
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        text = self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        return clean_up(text) if self.clean_up_spaces else text
+
+    def tokens_to_string(self, tokens: list[str]) -> str:
+        decoder = self.backend.decoder
+        return decoder.decode(tokens) if decoder is not None else " ".join(tokens)

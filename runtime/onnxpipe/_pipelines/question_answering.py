@@ -1,0 +1,169 @@
+"""question-answering: extractive answers, with long contexts read in overlapping ``doc_stride`` windows.
+
+Span scoring is transformers' ``select_starts_ends`` / ``decode_spans`` kept line for line (numpy both
+sides), quirks included: results must match transformers' pipeline, which users compare against.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .._inputs import clean_text
+from ._base import Pipeline
+from ._text import tokenizer_config
+
+
+class QuestionAnsweringPipeline(Pipeline):
+    """Answers as ``{'score', 'start', 'end', 'answer'}``, with character offsets into the context.
+
+    Example:
+        >>> qa = pipeline("question-answering", model="models/distilbert-base-cased-distilled-squad")
+        >>> qa(question="Where do I live?", context="My name is Wolfgang and I live in Berlin")
+        {'score': 0.9..., 'start': 34, 'end': 40, 'answer': 'Berlin'}
+    """
+
+    task = "question-answering"
+    output_names = ("start_logits", "end_logits")
+    grouped = True
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.cls_id = tokenizer_config(self.model.manifest).get("cls_token_id")
+
+    def __call__(self, *args: Any, question: Any = None, context: Any = None, **kwargs: Any) -> Any:
+        if args and (question is not None or context is not None):
+            raise TypeError("pass question=/context=, or inputs as dicts, not both")
+        if len(args) == 2 and all(isinstance(a, str) for a in args):
+            args = ({"question": args[0], "context": args[1]},)
+        elif question is not None or context is not None:
+            args = (_pairs(question, context),)
+        if len(args) != 1:
+            raise TypeError("pass question= and context=, a {'question': ..., 'context': ...} dict, or a list of them")
+        inputs = args[0]
+        result = super().__call__(inputs[0] if isinstance(inputs, list) and len(inputs) == 1 else inputs, **kwargs)
+        return result  # a list of one input gives a bare result, as in transformers
+
+    def _normalize(self, inputs: Any) -> tuple[bool, list[Any]]:
+        if isinstance(inputs, dict):
+            return True, [inputs]
+        if isinstance(inputs, (list, tuple)):
+            return False, list(inputs)
+        raise TypeError(f"inputs must be a {{'question': ..., 'context': ...}} dict or a list of them, "
+                        f"got {type(inputs).__name__}")
+
+    def _sanitize_parameters(self, top_k: int = 1, doc_stride: int | None = None, max_answer_len: int = 15,
+                             max_seq_len: int | None = None, max_question_len: int = 64,
+                             handle_impossible_answer: bool = False, align_to_words: bool = True, **kwargs: Any):
+        # max_question_len is accepted for compatibility: with fast tokenizers transformers ignores it too.
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}; question-answering takes top_k, doc_stride, "
+                            "max_answer_len, max_seq_len, max_question_len, handle_impossible_answer, align_to_words")
+        for name, value in (("top_k", top_k), ("max_answer_len", max_answer_len)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}; use an int >= 1")
+        max_seq_len = min(self.tokenizer.model_max_length, 384) if max_seq_len is None else max_seq_len
+        doc_stride = min(max_seq_len // 2, 128) if doc_stride is None else doc_stride
+        if doc_stride > max_seq_len:
+            raise ValueError(f"doc_stride ({doc_stride}) is larger than max_seq_len ({max_seq_len})")
+        return ({"max_seq_len": max_seq_len, "doc_stride": doc_stride},
+                {"top_k": top_k, "max_answer_len": max_answer_len, "impossible": bool(handle_impossible_answer),
+                 "align": bool(align_to_words)})
+
+    def preprocess(self, items: Sequence[Any], offset: int, max_seq_len: int = 384, doc_stride: int = 128) -> list:
+        pairs = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or set(item) != {"question", "context"}:
+                raise ValueError(f"input {offset + i}: expected a dict with the keys 'question' and 'context', "
+                                 f"got {sorted(item) if isinstance(item, dict) else type(item).__name__}")
+            question, context = (clean_text(item[k], offset + i, k) for k in ("question", "context"))
+            if not question or not context:
+                raise ValueError(f"input {offset + i}: question and context must not be empty")
+            pairs.append((question, context))
+        try:
+            encodings = self.tokenizer.encode_batch([q for q, _ in pairs], [c for _, c in pairs], max_length=max_seq_len,
+                                                    stride=doc_stride, strategy="only_second")
+        except Exception as e:  # the Rust tokenizer: a question leaving no room for the context
+            raise ValueError(f"inputs {offset}..{offset + len(pairs) - 1}: {e}. A question must leave room for "
+                             f"context within max_seq_len={max_seq_len} tokens; shorten it or raise max_seq_len") from e
+        return [(context, [e, *e.overflowing]) for (_, context), e in zip(pairs, encodings)]
+
+    def gather(self, context: str, encodings, rows, top_k=1, max_answer_len=15, impossible=False, align=True):
+        min_null_score, answers = 1000000.0, []
+        for enc, row in zip(encodings, rows):
+            # p_mask: 1 where an answer cannot be (question, special tokens), but the CLS token stays allowed.
+            p_mask = np.array([s != 1 for s in enc.sequence_ids], dtype=np.int64)
+            if self.cls_id is not None:
+                p_mask[np.array(enc.ids) == self.cls_id] = 0
+            starts, ends, scores, min_null_score = _select_starts_ends(
+                row["start_logits"][None].astype(np.float32), row["end_logits"][None].astype(np.float32), p_mask,
+                np.array(enc.attention_mask), min_null_score, top_k * 2 + 10 if align else top_k, impossible,
+                max_answer_len)
+            for s, e, score in zip(starts, ends, scores):
+                start, end = _char_span(enc, int(s), int(e), align)
+                same = next((a for a in answers if a["answer"].lower() == context[start:end].lower()), None)
+                if same:
+                    same["score"] += score.item()
+                else:
+                    answers.append({"score": score.item(), "start": start, "end": end, "answer": context[start:end]})
+        if impossible:
+            answers.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
+        answers = sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
+        return answers[0] if len(answers) == 1 else answers
+
+
+def _pairs(question: Any, context: Any) -> Any:
+    if isinstance(question, str) and isinstance(context, str):
+        return {"question": question, "context": context}
+    if isinstance(question, list) and isinstance(context, str):
+        return [{"question": q, "context": context} for q in question]
+    if isinstance(question, list) and isinstance(context, list) and len(question) == len(context):
+        return [{"question": q, "context": c} for q, c in zip(question, context)]
+    raise ValueError("question/context: pass two strings, a list of questions and one context, "
+                     "or two lists of the same length")
+
+
+def _char_span(enc, s: int, e: int, align: bool) -> tuple[int, int]:
+    if align:
+        try:  # whole words of the context; special tokens have no word, so fall back on token offsets
+            return enc.word_to_chars(enc.token_to_word(s), 1)[0], enc.word_to_chars(enc.token_to_word(e), 1)[1]
+        except Exception:
+            pass
+    return enc.offsets[s][0], enc.offsets[e][1]
+
+
+def _select_starts_ends(start, end, p_mask, attention_mask, min_null_score, top_k, handle_impossible, max_answer_len):
+    undesired_tokens = np.abs(np.array(p_mask) - 1) & attention_mask
+    undesired_tokens_mask = undesired_tokens == 0.0
+    start = np.where(undesired_tokens_mask, -10000.0, start)
+    end = np.where(undesired_tokens_mask, -10000.0, end)
+    start = np.exp(start - start.max(axis=-1, keepdims=True))
+    start = start / start.sum()
+    end = np.exp(end - end.max(axis=-1, keepdims=True))
+    end = end / end.sum()
+    if handle_impossible:
+        min_null_score = min(min_null_score, (start[0, 0] * end[0, 0]).item())
+    start[0, 0] = end[0, 0] = 0.0
+    starts, ends, scores = _decode_spans(start, end, top_k, max_answer_len, undesired_tokens[None])
+    return starts, ends, scores, min_null_score
+
+
+def _decode_spans(start, end, topk, max_answer_len, undesired_tokens):
+    outer = np.matmul(np.expand_dims(start, -1), np.expand_dims(end, 1))
+    candidates = np.tril(np.triu(outer), max_answer_len - 1)
+    scores_flat = candidates.flatten()
+    if topk == 1:
+        idx_sort = [np.argmax(scores_flat)]
+    elif len(scores_flat) < topk:
+        idx_sort = np.argsort(-scores_flat)
+    else:
+        idx = np.argpartition(-scores_flat, topk)[0:topk]
+        idx_sort = idx[np.argsort(-scores_flat[idx])]
+    starts, ends = np.unravel_index(idx_sort, candidates.shape)[1:]
+    # transformers tests membership in nonzero()'s (rows, columns) tuple, so index 0 always passes: kept.
+    desired_spans = np.isin(starts, undesired_tokens.nonzero()) & np.isin(ends, undesired_tokens.nonzero())
+    starts = starts[desired_spans]
+    ends = ends[desired_spans]
+    scores = candidates[0, starts, ends]
+    return starts, ends, scores

@@ -1,0 +1,154 @@
+"""token-classification / ner: per-token labels, optionally grouped into entities, with transformers' rules.
+
+``word``, ``start`` and ``end`` come from the tokenizer's character offsets into the input; how sub-words
+join (``aggregation_strategy``) follows transformers' TokenClassificationPipeline step for step, quirks
+included, because users compare the two outputs. ``stride`` runs long texts in overlapping windows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .._inputs import clean_text
+from ._base import Pipeline
+from ._text import Decoder, softmax, tokenizer_config
+
+STRATEGIES = ("none", "simple", "first", "average", "max")
+
+
+class TokenClassificationPipeline(Pipeline):
+    """Entities per text: ``[{'entity', 'score', 'index', 'word', 'start', 'end'}, ...]``, or with an
+    aggregation strategy ``[{'entity_group', 'score', 'word', 'start', 'end'}, ...]``.
+
+    Example:
+        >>> ner = pipeline("ner", model="models/bert-base-ner")
+        >>> ner("My name is Wolfgang and I live in Berlin", aggregation_strategy="simple")
+        [{'entity_group': 'PER', 'score': 0.99..., 'word': 'Wolfgang', 'start': 11, 'end': 19}, ...]
+    """
+
+    task = "token-classification"
+    output_names = ("logits",)
+    grouped = True
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        config = tokenizer_config(self.model.manifest)
+        self.unk_id = config.get("unk_token_id")
+        self.decoder = Decoder(self.tokenizer.backend, config.get("clean_up_tokenization_spaces", False))
+        # Word-aware tokenizers (WordPiece's "##") tell sub-words apart exactly; others fall back on spaces.
+        self.word_aware = bool(getattr(self.tokenizer.backend.model, "continuing_subword_prefix", None))
+
+    def _sanitize_parameters(self, aggregation_strategy: str | None = None, ignore_labels: Sequence[str] | None = None,
+                             stride: int | None = None, **kwargs: Any):
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}; token-classification takes "
+                            "aggregation_strategy, ignore_labels, stride")
+        strategy = str(getattr(aggregation_strategy, "value", aggregation_strategy) or "none").lower()
+        if strategy not in STRATEGIES:
+            raise ValueError(f"aggregation_strategy={aggregation_strategy!r}; use one of {list(STRATEGIES)}")
+        if stride is not None:
+            if not isinstance(stride, int) or not 0 <= stride < self.tokenizer.model_max_length:
+                raise ValueError(f"stride={stride!r}; use an int from 0 to {self.tokenizer.model_max_length - 1}")
+            if strategy == "none":
+                raise ValueError("stride needs an aggregation_strategy other than 'none' to merge the windows")
+        ignore = ["O"] if ignore_labels is None else list(ignore_labels)
+        return {"stride": stride}, {"strategy": strategy, "ignore_labels": ignore}
+
+    def preprocess(self, items: Sequence[Any], offset: int, stride: int | None = None) -> list:
+        texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
+        encodings = self.tokenizer.encode_batch(texts, stride=stride or 0)
+        return [(text, [e, *e.overflowing] if stride is not None else [e]) for text, e in zip(texts, encodings)]
+
+    def gather(self, text: str, encodings, rows, strategy="none", ignore_labels=("O",)) -> list[dict]:
+        entities: list[dict] = []
+        for enc, row in zip(encodings, rows):
+            tokens = self._tokens(text, enc, softmax(row["logits"].astype(np.float32)), strategy)
+            grouped = self._aggregate(tokens, strategy)
+            entities += [e for e in grouped if e.get("entity", e.get("entity_group")) not in ignore_labels]
+        return _merge_windows(entities) if len(encodings) > 1 else entities
+
+    def _tokens(self, text: str, enc, scores: np.ndarray, strategy: str) -> list[dict]:
+        out = []
+        for idx, (token_id, word, (start, end), special) in enumerate(
+                zip(enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask)):
+            if special:
+                continue
+            word_ref = text[start:end]
+            if self.word_aware:
+                is_subword = len(word) != len(word_ref)
+            else:
+                is_subword = start > 0 and " " not in text[start - 1 : start + 1]
+            if token_id == self.unk_id:
+                word, is_subword = word_ref, False
+            out.append({"word": word, "scores": scores[idx], "start": start, "end": end, "index": idx,
+                        "is_subword": is_subword})
+        return out
+
+    def _label(self, scores: np.ndarray) -> tuple[str, float]:
+        best = int(scores.argmax())
+        return self.model.labels.get(best, f"LABEL_{best}"), float(scores[best])
+
+    def _aggregate(self, tokens: list[dict], strategy: str) -> list[dict]:
+        if strategy in ("none", "simple"):
+            entities = [{"entity": label, "score": score, "index": t["index"], "word": t["word"],
+                         "start": t["start"], "end": t["end"]}
+                        for t in tokens for label, score in [self._label(t["scores"])]]
+        else:
+            words: list[list[dict]] = []
+            for t in tokens:
+                if words and t["is_subword"]:
+                    words[-1].append(t)
+                else:
+                    words.append([t])
+            entities = [self._word(w, strategy) for w in words]
+        return entities if strategy == "none" else self._group(entities)
+
+    def _word(self, tokens: list[dict], strategy: str) -> dict:
+        if strategy == "first":
+            scores = tokens[0]["scores"]
+        elif strategy == "max":
+            scores = max(tokens, key=lambda t: t["scores"].max())["scores"]
+        else:  # average
+            scores = np.nanmean(np.stack([t["scores"] for t in tokens]), axis=0)
+        label, score = self._label(scores)
+        return {"entity": label, "score": score, "word": self.decoder.tokens_to_string([t["word"] for t in tokens]),
+                "start": tokens[0]["start"], "end": tokens[-1]["end"]}
+
+    def _group(self, entities: list[dict]) -> list[dict]:
+        groups: list[list[dict]] = []
+        for e in entities:
+            bi, tag = _tag(e["entity"])
+            if groups and bi != "B" and tag == _tag(groups[-1][-1]["entity"])[1]:
+                groups[-1].append(e)
+            else:
+                groups.append([e])
+        return [{"entity_group": g[0]["entity"].split("-", 1)[-1],
+                 "score": float(np.mean(np.nanmean([e["score"] for e in g]))),
+                 "word": self.decoder.tokens_to_string([e["word"] for e in g]),
+                 "start": g[0]["start"], "end": g[-1]["end"]} for g in groups]
+
+
+def _tag(label: str) -> tuple[str, str]:
+    if label.startswith(("B-", "I-")):
+        return label[0], label[2:]
+    return "I", label  # not in B-/I- form: a continuation
+
+
+def _merge_windows(entities: list[dict]) -> list[dict]:
+    """Of entities that overlap across windows keep the longest, then the higher-scoring (as transformers)."""
+    if not entities:
+        return entities
+    entities = sorted(entities, key=lambda x: x["start"])
+    merged, previous = [], entities[0]
+    for e in entities:
+        if previous["start"] <= e["start"] < previous["end"]:
+            length, previous_length = e["end"] - e["start"], previous["end"] - previous["start"]
+            if length > previous_length or (length == previous_length and e["score"] > previous["score"]):
+                previous = e
+        else:
+            merged.append(previous)
+            previous = e
+    merged.append(previous)
+    return merged
