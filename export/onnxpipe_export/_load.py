@@ -8,7 +8,7 @@ from typing import Any
 
 from onnxpipe.errors import ExportError, UnsafeCheckpointError
 
-from ._registry import settings_for
+from ._registry import HEADS, settings_for
 
 _PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "tf_model.h5")
 
@@ -38,7 +38,8 @@ def _check_local_weights(path: Path, allow_pickle: bool) -> None:
 
 def load_checkpoint(source: str, task: str, allow_pickle: bool, trust_remote_code: bool,
                     revision: str | None) -> Checkpoint:
-    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
 
     local = Path(source).expanduser()
     local = local if local.is_dir() else None
@@ -61,7 +62,7 @@ def load_checkpoint(source: str, task: str, allow_pickle: bool, trust_remote_cod
             "download it on a connected machine first), or pass the path of a checkpoint folder."
         ) from e
     settings = settings_for(config.model_type)
-    cls = AutoModelForSequenceClassification if task == "text-classification" else AutoModel
+    cls = getattr(transformers, HEADS[task]["model_class"])
     try:
         model = cls.from_pretrained(source, use_safetensors=None if allow_pickle else True, **kw)
     except OSError as e:
@@ -78,3 +79,13 @@ def load_checkpoint(source: str, task: str, allow_pickle: bool, trust_remote_cod
             "Convert it with transformers (AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(DIR))."
         )
     return Checkpoint(source, local, model, tokenizer, config, settings)
+
+
+def tokenizer_config(tokenizer) -> dict:
+    """What the runtime needs beyond tokenizer.json to decode and find tokens as transformers does."""
+    config = {"clean_up_tokenization_spaces": bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))}
+    for name in ("mask", "cls", "unk", "sep"):
+        token = getattr(tokenizer, f"{name}_token", None)
+        config[f"{name}_token"] = None if token is None else str(token)
+        config[f"{name}_token_id"] = getattr(tokenizer, f"{name}_token_id", None)
+    return config

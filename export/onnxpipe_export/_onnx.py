@@ -1,7 +1,8 @@
 """fp32 ONNX export through optimum-onnx, with dynamic batch and sequence axes.
 
-For classification we also expose the encoder's last hidden state as a second graph output: one graph then
-serves pipeline("text-classification") and AutoModel, and onnxruntime only computes the outputs asked for.
+Every head graph (classification, fill-mask, token classification, question answering) also exposes the
+encoder's last hidden state as an extra output: one graph then serves the task's pipeline and AutoModel, and
+onnxruntime only computes the outputs asked for.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from optimum.exporters.tasks import TasksManager
 
 
 class _HiddenStatePatcher(ModelPatcher):
-    def __init__(self, config, model, model_kwargs=None):
+    def __init__(self, config, model, model_kwargs=None, head_outputs=("logits",)):
         super().__init__(config, model, model_kwargs)
         orig = self.orig_forward
 
@@ -26,7 +27,7 @@ class _HiddenStatePatcher(ModelPatcher):
             bound.arguments["output_hidden_states"] = True
             bound.arguments["return_dict"] = True
             out = orig(*bound.args, **bound.kwargs)
-            return {"logits": out.logits, "last_hidden_state": out.hidden_states[-1]}
+            return {**{name: out[name] for name in head_outputs}, "last_hidden_state": out.hidden_states[-1]}
 
         self.patched_forward = forward
 
@@ -42,7 +43,7 @@ def _with_hidden_state(base_config):
             return outs
 
         def patch_model_for_export(self, model, model_kwargs=None):
-            return _HiddenStatePatcher(self, model, model_kwargs)
+            return _HiddenStatePatcher(self, model, model_kwargs, head_outputs=list(super().outputs))
 
     return WithHiddenState(base_config._config, task=base_config.task)
 
@@ -53,7 +54,7 @@ def export_fp32(model, task: str, out_dir: Path) -> Path:
         exporter="onnx", model=model, task=task, library_name="transformers"
     )
     onnx_config = ctor(model.config, task=task)
-    custom = {"model": _with_hidden_state(onnx_config)} if task == "text-classification" else None
+    custom = {"model": _with_hidden_state(onnx_config)} if task != "feature-extraction" else None
     onnx_export_from_model(model, out_dir, task=task, custom_onnx_configs=custom, do_validation=False,
                            no_post_process=True)
     return out_dir / "model.onnx"

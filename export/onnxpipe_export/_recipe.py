@@ -24,7 +24,7 @@ from onnxpipe._manifest import FORMAT_VERSION, Manifest, dump_manifest, sha256_f
 from onnxpipe._tokenizer import AutoTokenizer
 from onnxpipe.errors import ExportError, OutputExistsError
 
-from ._registry import SUPPORTED_TASKS, canonical_export_task
+from ._registry import HEADS, canonical_export_task, folder_tasks
 
 VARIANT_FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model_quantized.onnx", "fp16": "onnx/model_fp16.onnx"}
 
@@ -122,7 +122,7 @@ def _provenance(ckpt, revision) -> dict:
 def run_export(source, task="text-classification", out=None, precisions=("int8", "fp32", "fp16"), force=False,
                allow_pickle=False, trust_remote_code=False, revision=None, progress=True,
                validation_data=None) -> Path:
-    task = canonical_export_task(task)
+    requested, task = task, canonical_export_task(task)
     precisions = _parse_precisions(precisions)
     if out is None:
         raise ExportError("no output folder given: pass --out DIR (out=DIR)")
@@ -130,7 +130,7 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
     if out.exists() and not force:
         raise OutputExistsError(f"{out} already exists; pass --force (force=True) to replace it")
 
-    from ._load import load_checkpoint
+    from ._load import load_checkpoint, tokenizer_config
     from ._onnx import export_fp32
     from ._optimize import fuse, quantize_int8, to_fp16
     from ._validate import dataset_figures, torch_reference, validate_variant
@@ -145,6 +145,7 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
     with _staging(out) as tmp:
         step("load checkpoint")
         ckpt = load_checkpoint(str(source), task, allow_pickle, trust_remote_code, revision)
+        tasks = folder_tasks(requested, ckpt.config)  # refuses zero-shot for a model without NLI labels
         bar.update()
 
         step("export fp32 ONNX")
@@ -179,10 +180,11 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
         data = {
             "format_version": FORMAT_VERSION,
             "task": task,
-            "tasks": SUPPORTED_TASKS[task],
+            "tasks": tasks,
             "architecture": cfg.model_type,
             "inputs": _graph_inputs(fp32),
-            "outputs": ["logits", "last_hidden_state"] if task == "text-classification" else ["last_hidden_state"],
+            "outputs": [*HEADS[task]["outputs"], "last_hidden_state"],
+            "tokenizer_config": tokenizer_config(ckpt.tokenizer),
             "hidden_size": int(getattr(cfg, "hidden_size", None) or getattr(cfg, "dim")),
             "max_length": max_length,
             "pad_token_id": int(ckpt.tokenizer.pad_token_id or 0),
@@ -191,9 +193,10 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
             "files": {},
             "provenance": _provenance(ckpt, revision),
         }
-        if task == "text-classification":
+        if task in ("text-classification", "token-classification"):
             data["labels"] = {str(k): v for k, v in sorted(cfg.id2label.items())}
-            data["problem_type"] = cfg.problem_type or "single_label_classification"
+            if task == "text-classification":
+                data["problem_type"] = cfg.problem_type or "single_label_classification"
         else:
             data["pooling"] = _pooling(ckpt)
 

@@ -14,6 +14,7 @@ from onnxpipe._model import OnnxModel
 from onnxpipe._tokenizer import AutoTokenizer
 from onnxpipe.errors import ValidationError
 
+from ._registry import HEADS
 from ._sentences import VALIDATION_SENTENCES
 
 FP32_ATOL = 1e-4
@@ -21,14 +22,13 @@ FP32_ATOL = 1e-4
 
 def torch_reference(checkpoint, task: str, sentences=VALIDATION_SENTENCES) -> dict[str, np.ndarray]:
     enc = checkpoint.tokenizer(list(sentences), padding=True, truncation=True, return_tensors="pt")
+    head = task != "feature-extraction"
     with torch.no_grad():
-        out = checkpoint.model(**enc, output_hidden_states=(task == "text-classification"))
+        out = checkpoint.model(**enc, output_hidden_states=head)
     ref = {"input_ids": enc["input_ids"].numpy(), "attention_mask": enc["attention_mask"].numpy()}
-    if task == "text-classification":
-        ref["logits"] = out.logits.numpy()
-        ref["last_hidden_state"] = out.hidden_states[-1].numpy()
-    else:
-        ref["last_hidden_state"] = out.last_hidden_state.numpy()
+    for name in HEADS[task]["outputs"]:
+        ref[name] = out[name].numpy()
+    ref["last_hidden_state"] = (out.hidden_states[-1] if head else out.last_hidden_state).numpy()
     return ref
 
 
@@ -45,7 +45,7 @@ def validate_variant(manifest: Manifest, precision: str, tokenizer: AutoTokenize
     feeds = tokenizer(list(sentences), padding=True, truncation=True, return_tensors="np")
     if not np.array_equal(feeds["input_ids"], ref["input_ids"]):
         raise ValidationError("tokenizer.json gives other token ids than the checkpoint's transformers tokenizer")
-    names = [n for n in ("logits", "last_hidden_state") if n in ref]
+    names = [n for n in ref if n not in ("input_ids", "attention_mask")]
     got = dict(zip(names, model.run(model.feeds(feeds), names)))
     mask = ref["attention_mask"].astype(bool)
     figures = {"sentences": len(sentences)}
@@ -54,10 +54,20 @@ def validate_variant(manifest: Manifest, precision: str, tokenizer: AutoTokenize
     cos = (_mean_pool(got["last_hidden_state"], mask) * _mean_pool(ref["last_hidden_state"], mask)).sum(1)
     figures["min_cosine_mean_pooled"] = float(cos.min())
     worst = hidden_diff
-    if "logits" in ref:
-        figures["max_abs_diff_logits"] = float(np.abs(got["logits"] - ref["logits"]).max())
-        figures["label_agreement"] = float((got["logits"].argmax(1) == ref["logits"].argmax(1)).mean())
-        worst = max(worst, figures["max_abs_diff_logits"])
+    for name in names:
+        if name == "last_hidden_state":
+            continue
+        # Per-token outputs (fill-mask, token classification, QA) are compared on real tokens only.
+        per_token = manifest.task != "text-classification"
+        a, b = (got[name][mask], ref[name][mask]) if per_token else (got[name], ref[name])
+        figures[f"max_abs_diff_{name}"] = float(np.abs(a - b).max())
+        worst = max(worst, figures[f"max_abs_diff_{name}"])
+        if name == "logits":  # per sequence, or per token
+            figures["label_agreement"] = float((a.argmax(-1) == b.argmax(-1)).mean())
+        else:  # QA start/end logits: where the span would start/end, per sentence
+            hit = [np.argmax(np.where(m, g, -np.inf)) == np.argmax(np.where(m, r, -np.inf))
+                   for g, r, m in zip(got[name], ref[name], mask)]
+            figures[f"argmax_agreement_{name}"] = float(np.mean(hit))
     if precision == "fp32" and worst > FP32_ATOL:
         raise ValidationError(
             f"the fp32 ONNX graph differs from PyTorch by {worst:.2e} (> {FP32_ATOL}); the export is wrong. "
