@@ -1,8 +1,18 @@
-"""Input checks shared by the tokenizer and every pipeline: types named by index, unencodable text repaired."""
+"""Input checks shared by the tokenizer and every pipeline: types named by index, unencodable text repaired.
+
+The policy (docs/input-policy.md): any ``str`` is a valid input, including "" and text no UTF-8 encoder
+accepts (lone surrogates become U+FFFD); anything else is a ``TypeError`` naming its index and type. We
+repair rather than refuse text because it usually comes from sources nobody controls (logs, scraped pages,
+``surrogateescape``-decoded file names), and one bad character should not fail a batch of thousands.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Sequence
+
+# transformers' TruncationStrategy values that mean "cut at the limit" / "do not cut". The pair-specific
+# strategies ("only_first", "only_second") are not offered by the pipelines.
+_TRUNCATE = {True: True, "longest_first": True, False: False, "do_not_truncate": False}
 
 
 def _repair(text: str) -> str:
@@ -12,11 +22,15 @@ def _repair(text: str) -> str:
 
 
 def clean_text(text: Any, index: int = 0, what: str = "input") -> str:
+    """Return ``text`` as a str the tokenizer accepts; raise TypeError naming ``what index`` and the type.
+
+    >>> clean_text("caf\\udce9") == "caf\\ufffd"
+    True
+    """
     if not isinstance(text, str):
-        raise TypeError(
-            f"{what} {index} is {type(text).__name__} ({text!r:.60}); expected str. "
-            "Convert it (e.g. str(x) or bytes.decode()) or drop it."
-        )
+        hint = ("nested lists are not inputs; for a text pair pass {'text': ..., 'text_pair': ...}"
+                if isinstance(text, (list, tuple)) else "convert it (e.g. str(x) or bytes.decode()) or drop it")
+        raise TypeError(f"{what} {index} is {type(text).__name__} ({text!r:.60}); expected str: {hint}.")
     if not text.isascii():
         try:
             text.encode("utf-8")
@@ -28,3 +42,25 @@ def clean_text(text: Any, index: int = 0, what: str = "input") -> str:
 def clean_texts(texts: Sequence[Any], what: str = "input") -> list[str]:
     """Return the texts as str, repaired; raise TypeError naming the first bad index and its type."""
     return [clean_text(t, i, what) for i, t in enumerate(texts)]
+
+
+def as_text_list(inputs: Any, what: str = "text") -> tuple[bool, list[Any]]:
+    """(was a single str, the inputs as a list) for a str or a list/tuple; TypeError naming the type otherwise."""
+    if isinstance(inputs, str):
+        return True, [inputs]
+    if isinstance(inputs, (list, tuple)):
+        return False, list(inputs)
+    raise TypeError(
+        f"{what} must be a str or a list of str, got {type(inputs).__name__} ({inputs!r:.60}). "
+        "Wrap one text in a list, convert other sequences with list(...), or stream an iterable with pipe.iter(...)."
+    )
+
+
+def truncation_flag(value: Any) -> bool:
+    """Map transformers' truncation values (True/False, "longest_first", "do_not_truncate") to a bool."""
+    if isinstance(value, (bool, str)) and value in _TRUNCATE:
+        return _TRUNCATE[value]
+    raise ValueError(
+        f"truncation={value!r} is not supported; use True (or 'longest_first') to cut inputs at the model's "
+        "maximum, or False (or 'do_not_truncate') to raise InputTooLongError instead"
+    )

@@ -14,9 +14,10 @@ from typing import Any, Sequence
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from ._inputs import clean_texts
+from ._inputs import as_text_list, clean_texts, truncation_flag
 from ._manifest import Manifest, load_manifest, safe_path
 from ._resolve import resolve_model
+from .errors import IntegrityError, ModelLoadError
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -56,8 +57,17 @@ class AutoTokenizer:
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> "AutoTokenizer":
-        text = safe_path(manifest.folder, manifest.data.get("tokenizer", "tokenizer.json")).read_text(encoding="utf-8")
-        return cls(text, manifest.max_length, manifest.inputs, manifest.data.get("pad_token_id", 0))
+        path = safe_path(manifest.folder, manifest.data.get("tokenizer", "tokenizer.json"))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise IntegrityError(f"{path} is missing; {manifest.hint()}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ModelLoadError(f"cannot read {path} ({e}); {manifest.hint()}") from e
+        try:
+            return cls(text, manifest.max_length, manifest.inputs, manifest.data.get("pad_token_id", 0))
+        except Exception as e:  # tokenizers raises a bare Exception for JSON it cannot parse
+            raise ModelLoadError(f"the tokenizers library rejected {path}: {e}. {manifest.hint()}") from e
 
     def _for(self, max_length: int | None, stride: int = 0, strategy: str = "longest_first") -> Tokenizer:
         # Windows (stride > 0, kept in Encoding.overflowing) and pair strategies ("only_first",
@@ -119,16 +129,15 @@ class AutoTokenizer:
                             "max_length, return_tensors, text_pair")
         if return_tensors not in (None, "np"):
             raise ValueError(f"return_tensors={return_tensors!r}: onnxpipe returns numpy only; use return_tensors='np'")
-        single = isinstance(text, str)
-        texts = [text] if single else list(text)
-        pairs = None if text_pair is None else ([text_pair] if isinstance(text_pair, str) else list(text_pair))
+        single, texts = as_text_list(text, "text")
+        pairs = None if text_pair is None else as_text_list(text_pair, "text_pair")[1]
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"got {len(texts)} texts and {len(pairs)} text pairs; they must match")
-        texts = clean_texts(texts)
+        texts = clean_texts(texts, "text")
         if pairs is not None:
-            pairs = clean_texts(pairs)
+            pairs = clean_texts(pairs, "text_pair")
         # As transformers: an unset truncation with max_length truncates only when not padding.
-        truncate = (bool(truncation) if truncation is not None
+        truncate = (truncation_flag(truncation) if truncation is not None
                     else max_length is not None and padding in (False, "do_not_pad"))
         encodings = self.encode_batch(texts, pairs, truncation=truncate, max_length=max_length)
         if padding in (False, "do_not_pad"):

@@ -12,7 +12,7 @@ import numpy as np
 from tokenizers import Encoding
 
 from .._batching import plan_batches
-from .._inputs import clean_text
+from .._inputs import as_text_list, clean_text, truncation_flag
 from .._model import OnnxModel
 from .._tokenizer import AutoTokenizer
 from ..errors import InputTooLongError
@@ -49,11 +49,7 @@ class Pipeline:
 
     def _normalize(self, inputs: Any) -> tuple[bool, list[Any]]:
         """Return (was a single input, the list of inputs)."""
-        if isinstance(inputs, str):
-            return True, [inputs]
-        if isinstance(inputs, (list, tuple)):
-            return False, list(inputs)
-        raise TypeError(f"inputs must be a str or a list of str, got {type(inputs).__name__}")
+        return as_text_list(inputs, "inputs")
 
     def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True) -> list[Encoding]:
         texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
@@ -88,8 +84,18 @@ class Pipeline:
         return dict(zip(names, self.model.run(self.model.feeds(feeds), names)))
 
     def iter(self, inputs: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
-        """Yield one result per input, in input order, holding at most one chunk in memory."""
+        """Yield one result per input, in input order, holding at most one chunk in memory.
+
+        Example:
+            >>> lines = (line.rstrip("\\n") for line in open("reviews.txt"))  # any iterable, read lazily
+            >>> for result in classifier.iter(lines):
+            ...     print(result)
+        """
         pre, post = self._sanitize_parameters(**kwargs)
+        if "truncation" in pre:
+            pre["truncation"] = truncation_flag(pre["truncation"])
+        if isinstance(inputs, (str, dict)):  # one input, not an iterable of characters / keys
+            inputs = [inputs]
         chunk: list[Any] = []
         offset = 0
         for item in inputs:
