@@ -1,0 +1,133 @@
+"""Build what the foreign engines need from the same sources, once, into the cache folder (bench/.cache/).
+
+- Optimum's own recipe (engine b): export the checkpoint with ORTModel, ORTOptimizer O2 / O3, then
+  ORTQuantizer with AutoQuantizationConfig.avx512_vnni(is_static=False) (Optimum's defaults: per-channel).
+- fastembed (engine c): a folder whose ONNX files are symlinks to the very files onnxpipe loads, beside the
+  tokenizer files fastembed insists on.
+- CTranslate2 (engine f): the feature-extraction checkpoint converted to an int8 encoder.
+Each step that fails writes ``FAILED.txt`` with the reason, which the engine then reports as unavailable.
+
+    .venv-bench/bin/python bench/prepare.py --model /tmp/full-sst2 --fe-model /tmp/minilm-fe
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import sys
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engines import VARIANT_FILES  # noqa: E402
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json", "vocab.txt")
+
+
+def _step(out: Path, build) -> None:
+    if out.is_dir() and not (out / "FAILED.txt").exists():
+        print(f"  {out.name}: cached")
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        build(tmp)
+        tmp.rename(out)
+        print(f"  {out.name}: built")
+    except Exception as e:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "FAILED.txt").write_text(f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"  {out.name}: FAILED ({type(e).__name__}: {str(e)[:200]})")
+
+
+@contextlib.contextmanager
+def _default_tensor_type():
+    """Shim: with onnxruntime >= 1.2x, quantizing an ORTOptimizer-fused graph fails ("Unable to find data type
+    for weight_name=...": shape inference cannot type the outputs of com.microsoft ops). onnxruntime's fix is
+    extra_options DefaultTensorType=FLOAT, which ORTQuantizer does not expose, so it is injected here; the
+    recipe is otherwise Optimum's, unchanged."""
+    import onnx
+    from optimum.onnxruntime import quantization as oq
+
+    original = oq.ONNXQuantizer
+
+    class Quantizer(original):
+        def __init__(self, *args, extra_options=None, **kwargs):
+            super().__init__(*args, extra_options={**(extra_options or {}),
+                                                   "DefaultTensorType": onnx.TensorProto.FLOAT}, **kwargs)
+
+    oq.ONNXQuantizer = Quantizer
+    try:
+        yield
+    finally:
+        oq.ONNXQuantizer = original
+
+
+def optimum_recipe(checkpoint: Path, task: str, level: str):
+    def build(tmp: Path) -> None:
+        from optimum.onnxruntime import (AutoOptimizationConfig, AutoQuantizationConfig, ORTModelForFeatureExtraction,
+                                         ORTModelForSequenceClassification, ORTOptimizer, ORTQuantizer)
+        from transformers import AutoTokenizer
+
+        cls = ORTModelForSequenceClassification if task == "cls" else ORTModelForFeatureExtraction
+        model = cls.from_pretrained(str(checkpoint), export=True)
+        optimizer = ORTOptimizer.from_pretrained(model)
+        optimizer.optimize(getattr(AutoOptimizationConfig, level)(), save_dir=tmp)
+        quantizer = ORTQuantizer.from_pretrained(tmp, file_name="model_optimized.onnx")
+        with _default_tensor_type():
+            quantizer.quantize(AutoQuantizationConfig.avx512_vnni(is_static=False), save_dir=tmp)
+        AutoTokenizer.from_pretrained(str(checkpoint)).save_pretrained(tmp)
+        if not (tmp / "model_optimized_quantized.onnx").is_file():
+            raise FileNotFoundError(f"the quantizer wrote {sorted(p.name for p in tmp.iterdir())}")
+    return build
+
+
+def fastembed_folder(fe_model: Path, fe_checkpoint: Path, precision: str):
+    def build(tmp: Path) -> None:
+        src = fe_model / VARIANT_FILES[precision]
+        if not src.is_file():
+            raise FileNotFoundError(src)
+        (tmp / "onnx").mkdir()
+        (tmp / VARIANT_FILES[precision]).symlink_to(src.resolve())
+        for name in TOKENIZER_FILES:
+            if (fe_checkpoint / name).is_file():
+                shutil.copy(fe_checkpoint / name, tmp / name)
+    return build
+
+
+def ct2_int8(fe_checkpoint: Path):
+    def build(tmp: Path) -> None:
+        import ctranslate2
+
+        ctranslate2.converters.TransformersConverter(str(fe_checkpoint)).convert(str(tmp), quantization="int8",
+                                                                                 force=True)
+    return build
+
+
+def prepare(cache: Path, model: Path, checkpoint: Path, fe_model: Path | None, fe_checkpoint: Path | None,
+            optimum_levels: tuple[str, ...] = ("O2", "O3")) -> None:
+    cache.mkdir(parents=True, exist_ok=True)
+    print(f"preparing foreign-engine artifacts in {cache}")
+    for level in optimum_levels:
+        _step(cache / f"optimum-cls-{level}", optimum_recipe(checkpoint, "cls", level))
+    if fe_model is not None and fe_checkpoint is not None:
+        for level in optimum_levels:
+            _step(cache / f"optimum-fe-{level}", optimum_recipe(fe_checkpoint, "fe", level))
+        for p in ("int8", "fp32"):
+            _step(cache / f"fastembed-{p}", fastembed_folder(fe_model, fe_checkpoint, p))
+        _step(cache / "ct2-int8", ct2_int8(fe_checkpoint))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cache", type=Path, default=Path(__file__).resolve().parent / ".cache")
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--fe-model", type=Path)
+    ap.add_argument("--fe-checkpoint", type=Path)
+    a = ap.parse_args()
+    prepare(a.cache, a.model, a.checkpoint, a.fe_model, a.fe_checkpoint)

