@@ -73,9 +73,13 @@ def safe_path(folder: Path, rel: str) -> Path:
             "only relative paths inside it are allowed. Re-export the folder."
         )
     path = folder / rel
-    if not path.resolve().is_relative_to(folder.resolve()):
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop
+        raise IntegrityError(f"{path} cannot be resolved ({e}). Replace it with the real file or re-export.") from e
+    if not resolved.is_relative_to(folder.resolve()):
         raise IntegrityError(
-            f"{path} resolves to {path.resolve()}, outside the model folder {folder} (a symlink out?). "
+            f"{path} resolves to {resolved}, outside the model folder {folder} (a symlink out?). "
             "Replace it with the real file or re-export the folder."
         )
     return path
@@ -100,6 +104,8 @@ def load_manifest(folder: str | Path, verify: bool = True) -> Manifest:
             f"{path} is missing: {folder} is not an onnxpipe model folder. "
             "Create one with: onnxpipe export SOURCE --task TASK --out DIR"
         ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ManifestError(f"cannot read {path} ({e}). Re-export the folder with --force.") from e
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -116,16 +122,60 @@ def load_manifest(folder: str | Path, verify: bool = True) -> Manifest:
     missing = [k for k in ("task", "inputs", "outputs", "max_length", "variants", "files") if k not in data]
     if missing:
         raise ManifestError(f"{path} lacks the keys {missing}. Re-export the folder.")
+    _check_shape(path, data)
     manifest = Manifest(folder=folder, data=data)
-    for info in manifest.variants.values():
-        if info.get("file") not in data["files"]:
-            raise ManifestError(f"{path}: variant file {info.get('file')!r} is not listed under 'files'. Re-export.")
+    # Every file the runtime opens must be listed under 'files', so that verify covers it.
+    for rel in [info["file"] for info in manifest.variants.values()] + [data.get("tokenizer", "tokenizer.json")]:
+        if rel not in data["files"]:
+            raise ManifestError(f"{path}: {rel!r} is used but not listed under 'files', so it cannot be verified. "
+                                "Re-export the folder.")
     if verify:
         verify_files(manifest)
-    else:
+    else:  # no hashing, but still no path outside the folder and no missing file
         for rel in data["files"]:
-            safe_path(folder, rel)
+            if not safe_path(folder, rel).is_file():
+                raise IntegrityError(f"{folder / rel} is listed in the manifest but missing; {manifest.hint()}")
     return manifest
+
+
+def _is_str_list(x: Any) -> bool:
+    return isinstance(x, list) and all(isinstance(i, str) for i in x)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+# key -> (check, what it must be). A hand-edited or damaged manifest fails here with the key named, instead of
+# an AttributeError deep inside a pipeline.
+_SHAPE = {
+    "task": (lambda x: isinstance(x, str), "a string"),
+    "tasks": (_is_str_list, "a list of strings"),
+    "inputs": (lambda x: _is_str_list(x) and "input_ids" in x, "a list of input names including 'input_ids'"),
+    "outputs": (lambda x: _is_str_list(x) and len(x) > 0, "a non-empty list of output names"),
+    "max_length": (lambda x: _is_int(x) and x > 0, "a positive integer"),
+    "pad_token_id": (_is_int, "an integer"),
+    "tokenizer": (lambda x: isinstance(x, str), "a path string"),
+    "variants": (lambda x: isinstance(x, dict) and len(x) > 0
+                 and all(isinstance(v, dict) and isinstance(v.get("file"), str) for v in x.values()),
+                 "an object of precision -> {'file': path, ...}"),
+    "files": (lambda x: isinstance(x, dict)
+              and all(isinstance(v, dict) and isinstance(v.get("sha256"), str) and _is_int(v.get("size"))
+                      for v in x.values()),
+              "an object of path -> {'sha256': hex, 'size': bytes}"),
+    "labels": (lambda x: isinstance(x, dict) and all(k.lstrip("-").isdigit() and isinstance(v, str)
+                                                       for k, v in x.items()),
+               "an object of class index -> label string"),
+}
+
+
+def _check_shape(path: Path, data: dict[str, Any]) -> None:
+    for key, (ok, what) in _SHAPE.items():
+        if key in data and not ok(data[key]):
+            raise ManifestError(
+                f"{path}: {key!r} must be {what}, found {json.dumps(data[key])[:80]}. "
+                "The manifest was edited or damaged; re-export the folder (onnxpipe export ... --force)."
+            )
 
 
 def verify_files(manifest: Manifest) -> None:

@@ -82,7 +82,12 @@ def create_session(manifest: Manifest, choice: SessionChoice, threads: int | Non
     except Exception as e:  # onnxruntime raises its own untyped exceptions (Fail, InvalidGraph, ...)
         if choice.device == "cuda" and "CUDA" in str(e):
             raise ProviderUnavailableError(f"CUDAExecutionProvider failed to start for {path}: {e}") from e
-        raise ModelLoadError(f"onnxruntime could not load {path}: {e}. {manifest.hint()}") from e
+        detail = str(e).strip().rstrip(".")[:500]
+        raise ModelLoadError(
+            f"onnxruntime {ort.__version__} could not load {path}: {detail}. The file is damaged or not ONNX: "
+            f"{manifest.hint()}. If it passed the sha256 check (verify=True, the default), the export may need a "
+            "newer onnxruntime: pip install -U onnxruntime"
+        ) from e
     if hasattr(session, "disable_fallback"):
         session.disable_fallback()
     if session.get_providers()[0] != _PROVIDER[choice.device]:

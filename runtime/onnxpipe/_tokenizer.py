@@ -67,7 +67,7 @@ class AutoTokenizer:
         try:
             return cls(text, manifest.max_length, manifest.inputs, manifest.data.get("pad_token_id", 0))
         except Exception as e:  # tokenizers raises a bare Exception for JSON it cannot parse
-            raise ModelLoadError(f"the tokenizers library rejected {path}: {e}. {manifest.hint()}") from e
+            raise ModelLoadError(f"the tokenizers library rejected {path}: {e}; {manifest.hint()}") from e
 
     def _for(self, max_length: int | None, stride: int = 0, strategy: str = "longest_first") -> Tokenizer:
         # Windows (stride > 0, kept in Encoding.overflowing) and pair strategies ("only_first",

@@ -9,7 +9,7 @@ Hierarchy::
     │   ├── IntegrityError            a file is missing, has the wrong size or sha256, or escapes the folder
     │   ├── TaskMismatchError         the folder was not exported for the requested task
     │   ├── PrecisionUnavailableError the folder has no variant of the requested precision
-    │   └── ModelLoadError            onnxruntime rejected an ONNX file
+    │   └── ModelLoadError            onnxruntime rejected an ONNX file, or tokenizers rejected tokenizer.json
     ├── ProviderUnavailableError      the requested execution provider is not installed or failed
     ├── UnknownTaskError              a task name that no pipeline implements (also a ValueError)
     ├── InputTooLongError             truncation=False and an input is over the model's maximum (also a ValueError)
@@ -21,7 +21,8 @@ Hierarchy::
         ├── OutputExistsError         the output folder exists and --force was not given
         └── ValidationError           an exported variant disagrees with PyTorch beyond tolerance
 
-Bad Python types in the input (None, bytes, numbers) raise the built-in ``TypeError``, naming the index.
+Bad Python types in the input (None, bytes, numbers, nested lists) raise the built-in ``TypeError``, naming
+the index and the type; see docs/input-policy.md for what every kind of text does.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class PrecisionUnavailableError(ModelFolderError):
 
 
 class ModelLoadError(ModelFolderError):
-    """onnxruntime refused to load an ONNX file of the folder."""
+    """onnxruntime refused an ONNX file of the folder, or the tokenizers library refused its tokenizer.json."""
 
 
 class ProviderUnavailableError(OnnxpipeError):
