@@ -15,7 +15,9 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ._cli_tasks import add_task_arguments, implied_task, question_answer_inputs, task_kwargs
 from ._manifest import load_manifest
+from ._pipelines import canonical_task
 from ._resolve import DEFAULT_MODELS, resolve_model
 from .errors import OnnxpipeError
 
@@ -65,13 +67,18 @@ def cmd_predict(args) -> int:
     elif args.texts:
         source = args.texts
     else:
-        raise SystemExit("error: no input: pass TEXT..., --input FILE, or - for stdin")
-    task = args.task
+        source = None
+    task = args.task or implied_task(args)
     if task is None:
         task = load_manifest(resolve_model(args.model), verify=False).task if args.model else "text-classification"
+    if canonical_task(task) == "question-answering":  # --question/--context, or JSON lines
+        source = question_answer_inputs(args, source)
+    elif source is None:
+        raise SystemExit("error: no input: pass TEXT..., --input FILE, or - for stdin")
     pipe = pipeline(task, model=args.model, device=args.device, precision=args.precision,
                     batch_size=args.batch_size, verify=not args.no_verify)
     kwargs = {} if args.top_k is None else {"top_k": None if args.top_k == 0 else args.top_k}
+    kwargs.update(task_kwargs(canonical_task(task), args))
     progress = _Progress(enabled=not args.texts)
     out = sys.stdout
     for result in pipe.iter(source, **kwargs):
@@ -161,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="turn a PyTorch checkpoint into a model folder (needs onnxpipe[export])")
     e.add_argument("source", help="checkpoint folder or hub model id")
     e.add_argument("--task", default="text-classification",
-                   help="text-classification (alias sentiment-analysis) or feature-extraction")
+                   help="text-classification (alias sentiment-analysis; an NLI model also serves "
+                        "zero-shot-classification), feature-extraction, fill-mask, token-classification (ner), "
+                        "question-answering")
     e.add_argument("--out", required=True, help="model folder to create")
     e.add_argument("--precision", default="int8,fp32,fp16", help="comma-separated: int8, fp32, fp16")
     e.add_argument("--force", action="store_true", help="replace an existing output folder")
@@ -181,9 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--task", help="default: the model folder's task")
     pr.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     pr.add_argument("--precision", choices=["int8", "fp32", "fp16"])
-    pr.add_argument("--top-k", type=int, help="labels per input, best first (0: all)")
+    pr.add_argument("--top-k", type=int, help="labels / tokens / answers per input, best first (0: all labels)")
     pr.add_argument("--batch-size", type=int, default=32)
     pr.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
+    add_task_arguments(pr)
     pr.set_defaults(func=cmd_predict)
 
     i = sub.add_parser("info", help="summarise a model folder's manifest")
