@@ -1,7 +1,7 @@
 """question-answering: extractive answers, with long contexts read in overlapping ``doc_stride`` windows.
 
-Span scoring is transformers' ``select_starts_ends`` / ``decode_spans`` kept line for line (numpy both
-sides), quirks included: results must match transformers' pipeline, which users compare against.
+Span scoring (``_spans.py``) is transformers' own, line for line; windows, p_mask, word alignment and the
+merging of equal answers across windows follow its QuestionAnsweringPipeline, so the outputs match.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import numpy as np
 
 from .._inputs import clean_text
 from ._base import Pipeline
+from ._spans import select_starts_ends
 from ._text import tokenizer_config
 
 
@@ -42,8 +43,8 @@ class QuestionAnsweringPipeline(Pipeline):
         if len(args) != 1:
             raise TypeError("pass question= and context=, a {'question': ..., 'context': ...} dict, or a list of them")
         inputs = args[0]
-        result = super().__call__(inputs[0] if isinstance(inputs, list) and len(inputs) == 1 else inputs, **kwargs)
-        return result  # a list of one input gives a bare result, as in transformers
+        # As transformers: a list of one input gives a bare result.
+        return super().__call__(inputs[0] if isinstance(inputs, list) and len(inputs) == 1 else inputs, **kwargs)
 
     def _normalize(self, inputs: Any) -> tuple[bool, list[Any]]:
         if isinstance(inputs, dict):
@@ -53,13 +54,14 @@ class QuestionAnsweringPipeline(Pipeline):
         raise TypeError(f"inputs must be a {{'question': ..., 'context': ...}} dict or a list of them, "
                         f"got {type(inputs).__name__}")
 
-    def _sanitize_parameters(self, top_k: int = 1, doc_stride: int | None = None, max_answer_len: int = 15,
+    def _sanitize_parameters(self, top_k: int | None = 1, doc_stride: int | None = None, max_answer_len: int = 15,
                              max_seq_len: int | None = None, max_question_len: int = 64,
                              handle_impossible_answer: bool = False, align_to_words: bool = True, **kwargs: Any):
         # max_question_len is accepted for compatibility: with fast tokenizers transformers ignores it too.
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; question-answering takes top_k, doc_stride, "
                             "max_answer_len, max_seq_len, max_question_len, handle_impossible_answer, align_to_words")
+        top_k = 1 if top_k is None else top_k
         for name, value in (("top_k", top_k), ("max_answer_len", max_answer_len)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}; use an int >= 1")
@@ -96,7 +98,7 @@ class QuestionAnsweringPipeline(Pipeline):
             p_mask = np.array([s != 1 for s in enc.sequence_ids], dtype=np.int64)
             if self.cls_id is not None:
                 p_mask[np.array(enc.ids) == self.cls_id] = 0
-            starts, ends, scores, min_null_score = _select_starts_ends(
+            starts, ends, scores, min_null_score = select_starts_ends(
                 row["start_logits"][None].astype(np.float32), row["end_logits"][None].astype(np.float32), p_mask,
                 np.array(enc.attention_mask), min_null_score, top_k * 2 + 10 if align else top_k, impossible,
                 max_answer_len)
@@ -131,39 +133,3 @@ def _char_span(enc, s: int, e: int, align: bool) -> tuple[int, int]:
         except Exception:
             pass
     return enc.offsets[s][0], enc.offsets[e][1]
-
-
-def _select_starts_ends(start, end, p_mask, attention_mask, min_null_score, top_k, handle_impossible, max_answer_len):
-    undesired_tokens = np.abs(np.array(p_mask) - 1) & attention_mask
-    undesired_tokens_mask = undesired_tokens == 0.0
-    start = np.where(undesired_tokens_mask, -10000.0, start)
-    end = np.where(undesired_tokens_mask, -10000.0, end)
-    start = np.exp(start - start.max(axis=-1, keepdims=True))
-    start = start / start.sum()
-    end = np.exp(end - end.max(axis=-1, keepdims=True))
-    end = end / end.sum()
-    if handle_impossible:
-        min_null_score = min(min_null_score, (start[0, 0] * end[0, 0]).item())
-    start[0, 0] = end[0, 0] = 0.0
-    starts, ends, scores = _decode_spans(start, end, top_k, max_answer_len, undesired_tokens[None])
-    return starts, ends, scores, min_null_score
-
-
-def _decode_spans(start, end, topk, max_answer_len, undesired_tokens):
-    outer = np.matmul(np.expand_dims(start, -1), np.expand_dims(end, 1))
-    candidates = np.tril(np.triu(outer), max_answer_len - 1)
-    scores_flat = candidates.flatten()
-    if topk == 1:
-        idx_sort = [np.argmax(scores_flat)]
-    elif len(scores_flat) < topk:
-        idx_sort = np.argsort(-scores_flat)
-    else:
-        idx = np.argpartition(-scores_flat, topk)[0:topk]
-        idx_sort = idx[np.argsort(-scores_flat[idx])]
-    starts, ends = np.unravel_index(idx_sort, candidates.shape)[1:]
-    # transformers tests membership in nonzero()'s (rows, columns) tuple, so index 0 always passes: kept.
-    desired_spans = np.isin(starts, undesired_tokens.nonzero()) & np.isin(ends, undesired_tokens.nonzero())
-    starts = starts[desired_spans]
-    ends = ends[desired_spans]
-    scores = candidates[0, starts, ends]
-    return starts, ends, scores
