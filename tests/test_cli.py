@@ -1,0 +1,143 @@
+"""The ``onnxpipe`` command, tested in-process: ``_cli.main(argv)`` with captured output and a fake stdin.
+
+``predict`` is checked over every input source (arguments, --input FILE, stdin via ``-`` and ``--input -``)
+against the Python pipeline on the same texts; ``info`` and ``export`` against the folder they describe
+or write.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+import onnxpipe
+from onnxpipe._cli import main
+
+TEXTS = ["I've been waiting for a HuggingFace course my whole life.", "I hate this so much!",
+         "Great phone 👍 but the battery dies fast", "naïve café — Zürich"]
+
+
+def _predict_argv(source: str, tmp_path, monkeypatch, texts=TEXTS) -> list[str]:
+    """argv (after 'predict') feeding ``texts`` through ``source``."""
+    if source == "args":
+        return list(texts)
+    if source == "file":
+        path = tmp_path / "in.txt"
+        path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+        return ["--input", str(path)]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(texts) + "\n"))
+    return ["-"] if source == "stdin-dash" else ["--input", "-"]
+
+
+def _json_lines(out: str) -> list:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.mark.parametrize("source", ["args", "file", "stdin-dash", "stdin-input"])
+def test_predict_default_model(source, tmp_path, monkeypatch, capsys):
+    argv = _predict_argv(source, tmp_path, monkeypatch)
+    assert main(["predict", *argv]) == 0
+    got = _json_lines(capsys.readouterr().out)
+    want = onnxpipe.pipeline("sentiment-analysis")(TEXTS)
+    assert len(got) == len(TEXTS)
+    assert [g["label"] for g in got] == [w["label"] for w in want]
+    assert got[0]["label"] == "POSITIVE" and got[1]["label"] == "NEGATIVE"
+    for g, w in zip(got, want):
+        assert g["score"] == pytest.approx(w["score"], abs=1e-6)
+
+
+@pytest.mark.parametrize("top_k,expected_len", [(0, 2), (1, 1)])
+def test_predict_top_k(top_k, expected_len, capsys):
+    assert main(["predict", "--top-k", str(top_k), *TEXTS[:2]]) == 0
+    got = _json_lines(capsys.readouterr().out)
+    assert [len(g) for g in got] == [expected_len] * 2
+    assert got[0][0]["label"] == "POSITIVE"
+    if top_k == 0:
+        assert {r["label"] for r in got[1]} == {"NEGATIVE", "POSITIVE"}
+        assert sum(r["score"] for r in got[1]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_predict_keeps_empty_lines_from_stdin(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("good\n\nbad\n"))
+    assert main(["predict", "-"]) == 0
+    assert len(_json_lines(capsys.readouterr().out)) == 3  # one line out per line in, empty ones included
+
+
+def test_predict_without_input_fails(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["predict"])
+    assert exc.value.code != 0
+    assert "no input" in str(exc.value.code)
+
+
+def test_predict_unknown_model_exits_2(tmp_path, capsys):
+    assert main(["predict", "--model", str(tmp_path / "nope"), "hello"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nope" in err and "onnxpipe export" in err
+
+
+def test_info_summarises_the_manifest(capsys):
+    assert main(["info", "minilm-sst2"]) == 0
+    out = capsys.readouterr().out
+    assert "text-classification" in out and "NEGATIVE" in out and "POSITIVE" in out
+    assert "onnx/model_quantized.onnx" in out and "MB" in out and "label_agreement" in out
+    assert main(["info", "minilm-sst2", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["format_version"] == onnxpipe.FORMAT_VERSION and data["labels"] == {"0": "NEGATIVE", "1": "POSITIVE"}
+
+
+def test_info_on_a_folder_without_manifest_exits_2(tmp_path, capsys):
+    assert main(["info", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "manifest.json" in err and "onnxpipe export" in err
+
+
+def test_export_without_the_extra_says_how_to_install(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    assert main(["export", "some/model", "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'onnxpipe[export]'" in err and "torch" in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.torch
+def test_export_then_refuse_existing_folder(tiny_checkpoint, tmp_path, capsys):
+    ckpt = tiny_checkpoint("bert", "feature-extraction")
+    out = tmp_path / "exported"
+    argv = ["export", str(ckpt), "--task", "feature-extraction", "--out", str(out), "--precision", "int8", "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "feature-extraction" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["variants"]) == {"int8"}  # fp32 was only the intermediate...
+    assert not (out / "onnx" / "model.onnx").exists()
+    assert manifest["intermediate_validation"]["fp32"]["max_abs_diff_hidden"] <= 1e-4  # ...its figures remain
+    before = (out / "manifest.json").read_bytes()
+
+    assert main(argv) == 2  # exists, no --force
+    err = capsys.readouterr().err
+    assert str(out) in err and "already exists" in err and "--force" in err
+    assert (out / "manifest.json").read_bytes() == before  # untouched
+    assert not list(tmp_path.glob(".exported.*"))  # no partial folder left behind
+
+    assert main([*argv, "--force"]) == 0
+    capsys.readouterr()
+    # the exported folder then serves predict, with the task read from its manifest
+    assert main(["predict", "--model", str(out), "hello world"]) == 0
+    (row,) = _json_lines(capsys.readouterr().out)
+    assert len(row) == 1 and len(row[0][0]) == 32  # [1, tokens, hidden] nested list
+
+
+@pytest.mark.torch
+def test_predict_on_a_tiny_classifier_matches_python(tiny_export, capsys):
+    folder = tiny_export("roberta", "text-classification")
+    assert main(["predict", "--model", str(folder), "--precision", "fp32", "--top-k", "0", *TEXTS]) == 0
+    got = _json_lines(capsys.readouterr().out)
+    want = onnxpipe.pipeline("text-classification", model=folder, precision="fp32")(TEXTS, top_k=None)
+    assert [[r["label"] for r in g] for g in got] == [[r["label"] for r in w] for w in want]
+    assert {r["label"] for r in got[0]} == {"NEGATIVE", "NEUTRAL", "POSITIVE"}
