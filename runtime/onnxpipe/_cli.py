@@ -108,7 +108,8 @@ def cmd_info(args) -> int:
     for p, v in manifest.variants.items():
         size = d["files"][v["file"]]["size"] / 1e6
         val = v.get("validation", {})
-        figures = ", ".join(f"{k} {val[k]:.3g}" for k in ("max_abs_diff_logits", "max_abs_diff_hidden",
+        figures = ", ".join(f"{k} {val[k]:.3g}" for k in ("max_abs_diff_logits", "max_abs_diff_start_logits",
+                                                            "max_abs_diff_end_logits", "max_abs_diff_hidden",
                                                             "label_agreement", "min_cosine_mean_pooled") if k in val)
         print(f"  {p:5s} {v['file']:28s} {size:7.1f} MB  {figures or val.get('skipped', '')}")
     if d.get("validation_data"):
