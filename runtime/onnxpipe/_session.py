@@ -1,8 +1,9 @@
 """The one place that creates onnxruntime sessions: provider check, precision choice, threads.
 
 A session is configured here once and never changed afterwards, so one session can be shared by threads.
-onnxruntime's Python wrapper silently rebuilds a failed CUDA session on CPU; we turn that off, because a
-rebuild under other threads' feet is worse than a clear error.
+onnxruntime's Python wrapper silently rebuilds a session on CPU when CUDA fails, both while creating it and
+in ``run``; we turn both off, because a rebuild under other threads' feet (or a CUDA deployment quietly
+running on CPU) is worse than a clear error.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def create_session(manifest: Manifest, choice: SessionChoice, threads: int | Non
     if choice.device == "cuda":
         providers.append(_PROVIDER["cpu"])  # shape ops that CUDA does not implement; not a fallback
     try:
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        # enable_fallback=0: no silent retry on CPU while creating (older onnxruntime ignores the keyword).
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers, enable_fallback=0)
     except Exception as e:  # onnxruntime raises its own untyped exceptions (Fail, InvalidGraph, ...)
         if choice.device == "cuda" and "CUDA" in str(e):
             raise ProviderUnavailableError(f"CUDAExecutionProvider failed to start for {path}: {e}") from e
@@ -89,7 +91,7 @@ def create_session(manifest: Manifest, choice: SessionChoice, threads: int | Non
             "newer onnxruntime: pip install -U onnxruntime"
         ) from e
     if hasattr(session, "disable_fallback"):
-        session.disable_fallback()
+        session.disable_fallback()  # and none in run()
     if session.get_providers()[0] != _PROVIDER[choice.device]:
         raise ProviderUnavailableError(
             f"asked for {_PROVIDER[choice.device]} but onnxruntime created the session on "
