@@ -36,6 +36,15 @@ def _check_local_weights(path: Path, allow_pickle: bool) -> None:
         raise ExportError(f"{path} holds no model weights (*.safetensors). Is it a Hugging Face checkpoint folder?")
 
 
+def _remote_code_error(source: str, e: ValueError, what: str = "cannot load") -> ExportError:
+    if "trust_remote_code" in str(e):
+        return UnsafeCheckpointError(
+            f"{source} needs custom code from its repository to load; pass --trust-remote-code "
+            "(trust_remote_code=True) only if you trust it."
+        )
+    return ExportError(f"{what} {source}: {e}")
+
+
 def load_checkpoint(source: str, task: str, allow_pickle: bool, trust_remote_code: bool,
                     revision: str | None) -> Checkpoint:
     import transformers
@@ -49,18 +58,21 @@ def load_checkpoint(source: str, task: str, allow_pickle: bool, trust_remote_cod
     try:
         config = AutoConfig.from_pretrained(source, **kw)
     except ValueError as e:
-        if "trust_remote_code" in str(e):
-            raise UnsafeCheckpointError(
-                f"{source} needs custom code from its repository to load; pass --trust-remote-code "
-                "(trust_remote_code=True) only if you trust it."
-            ) from e
-        raise ExportError(f"cannot read the config of {source}: {e}") from e
+        raise _remote_code_error(source, e, "cannot read the config of") from e
     except OSError as e:
         raise ExportError(
             f"cannot load {source!r}: {e}. It is neither a local checkpoint folder nor a hub id that could be "
             "fetched. Offline, hub ids work only from the local Hugging Face cache (set HF_HUB_OFFLINE=1 and "
             "download it on a connected machine first), or pass the path of a checkpoint folder."
         ) from e
+    custom = getattr(config, "auto_map", None) or {}
+    if custom and not trust_remote_code:
+        # transformers would quietly use its built-in classes for a known model_type and ignore this code; the
+        # export (and its validation, which runs the same classes) would then describe another model.
+        raise UnsafeCheckpointError(
+            f"{source} ships its own model code ({', '.join(f'{k} -> {v}' for k, v in sorted(custom.items()))}). "
+            "Pass --trust-remote-code (trust_remote_code=True) to run it, only if you trust the checkpoint."
+        )
     settings = settings_for(config.model_type)
     cls = getattr(transformers, HEADS[task]["model_class"])
     try:
@@ -71,8 +83,13 @@ def load_checkpoint(source: str, task: str, allow_pickle: bool, trust_remote_cod
                 f"{source} has no safetensors weights; pass --allow-pickle to load pickled weights if you trust it."
             ) from e
         raise ExportError(f"cannot load the weights of {source}: {e}") from e
+    except ValueError as e:
+        raise _remote_code_error(source, e) from e
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(source, **kw)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kw)
+    except ValueError as e:
+        raise _remote_code_error(source, e) from e
     if not getattr(tokenizer, "is_fast", False):
         raise ExportError(
             f"{source} has no fast (Rust) tokenizer, which the runtime needs as tokenizer.json. "

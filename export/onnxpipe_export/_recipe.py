@@ -3,7 +3,9 @@
 refuse an existing output unless forced -> load -> export fp32 -> fuse -> quantize / fp16 -> write tokenizer
 and config -> validate every variant against PyTorch -> write the manifest -> move the finished folder into
 place. Everything is built in a hidden sibling folder and renamed at the end, so an interrupted export
-never leaves a half-written model folder behind.
+never leaves a half-written model folder behind: SIGINT/SIGTERM/SIGHUP remove the staging folder on the way
+out, and what an uncatchable SIGKILL or a power cut leaves (a hidden ``.NAME.partial-PID-*`` folder) is
+removed by the next export to that folder, once no live process owns it.
 """
 
 from __future__ import annotations
@@ -38,28 +40,94 @@ def _parse_precisions(precisions) -> list[str]:
     return list(dict.fromkeys(precisions))
 
 
+def _owner_alive(path: Path) -> bool:
+    """Whether the export process named in a ``.NAME.partial-PID-*`` / ``.NAME.old-PID`` folder still runs."""
+    try:
+        pid = int(path.name.rsplit(".", 1)[-1].split("-")[1])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+def _recover(out: Path) -> None:
+    """Clean up after an export to ``out`` that was killed (SIGKILL, power cut) and so could not clean up.
+
+    A stale partial folder is deleted. A stale backup means the kill came between moving the old folder
+    aside and moving the new one in: the old folder is put back if nothing took its place, else deleted.
+    Folders of exports that are still running (another process, same output) are left alone.
+    """
+    if not out.parent.is_dir():
+        return
+    for stale in sorted(out.parent.glob(f".{out.name}.partial-*")):
+        if stale not in _ACTIVE and not _owner_alive(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+    for backup in sorted(out.parent.glob(f".{out.name}.old-*")):
+        if _owner_alive(backup):
+            continue
+        if out.exists():
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            backup.rename(out)
+
+
+_ACTIVE: set[Path] = set()  # staging folders of exports running in this process (other threads)
+
+
+def _raise_on_signal(signum, frame):
+    # 128 + signal number: the exit status a shell reports for a process the signal killed.
+    raise SystemExit(128 + signum)
+
+
 @contextmanager
 def _staging(out: Path):
     """A temporary folder next to ``out`` (same filesystem, so the final rename is atomic)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a killed export
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it owner-only; the finished folder must be readable like any other
-    # SIGTERM normally kills without running finally blocks; turn it into an exception so cleanup runs.
-    previous = signal.getsignal(signal.SIGTERM)
-    installed = False
-    try:
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt("SIGTERM")))
-        installed = True
-    except ValueError:  # not the main thread
-        pass
+    _ACTIVE.add(tmp)
+    # SIGTERM and SIGHUP kill without running finally blocks; turn them into SystemExit so cleanup runs
+    # (Ctrl-C already raises KeyboardInterrupt). Only the main thread may install handlers.
+    previous = {}
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is None:
+            continue
+        try:
+            previous[sig] = signal.signal(sig, _raise_on_signal)
+        except ValueError:  # not the main thread
+            break
     try:
         yield tmp
     finally:
-        if installed:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         shutil.rmtree(tmp, ignore_errors=True)
+        _ACTIVE.discard(tmp)
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # folders cannot be opened on Windows; nothing to flush there
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file, then every folder, to disk: a power cut after the rename must not leave empty files."""
+    paths = sorted(folder.rglob("*"))
+    for path in [p for p in paths if p.is_file()] + [p for p in paths if p.is_dir()] + [folder]:
+        _fsync(path)
 
 
 def _versions() -> dict[str, str]:
@@ -127,6 +195,7 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
     if out is None:
         raise ExportError("no output folder given: pass --out DIR (out=DIR)")
     out = Path(out)
+    _recover(out)
     if out.exists() and not force:
         raise OutputExistsError(f"{out} already exists; pass --force (force=True) to replace it")
 
@@ -230,6 +299,7 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
                 rel = path.relative_to(tmp).as_posix()
                 data["files"][rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
         (tmp / "manifest.json").write_text(dump_manifest(data), encoding="utf-8")
+        _fsync_tree(tmp)
         if out.exists():
             backup = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(backup)
@@ -237,6 +307,7 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
             shutil.rmtree(backup, ignore_errors=True)
         else:
             tmp.rename(out)
+        _fsync(out.parent)  # the rename itself
         bar.update()
     bar.close()
     return out
