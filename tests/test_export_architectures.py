@@ -88,6 +88,9 @@ def test_manifest_describes_the_folder(tiny_export, tiny_checkpoint, arch, head)
     assert data["hidden_size"] == 32
     hf_tok = _hf_tokenizer(tiny_checkpoint(arch, head))
     assert data["max_length"] == hf_tok.model_max_length
+    tokenizer_json = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    assert tokenizer_json["truncation"]["max_length"] == data["max_length"]  # truncates at the model's limit
+    assert tokenizer_json["padding"] is None  # the runtime pads per batch
     assert data["pad_token_id"] == hf_tok.pad_token_id
     if head == "text-classification":
         assert data["labels"] == {str(k): v for k, v in LABELS.items()}
