@@ -45,7 +45,7 @@ _HEAD_CONFIG: dict[str, dict] = {
 
 SEED = 1234
 MAX_POSITIONS = 128
-_BERT_VOCAB = Path(__file__).resolve().parents[2] / "shared" / "checkpoints" / "minilm-sst2" / "vocab.txt"
+_ROOT = Path(__file__).resolve().parents[1]
 
 # initializer_range 0.3 (not the usual 0.02): with tiny init every sentence gets ~1/3 per label and the same
 # argmax, and label agreement between PyTorch and ONNX would be a tautology. 0.3 spreads the predictions.
@@ -96,13 +96,24 @@ def corpus() -> list[str]:
 
 
 # -- tokenizers -------------------------------------------------------------------------------------------
+def bert_vocab() -> list[str]:
+    """BERT's uncased WordPiece vocabulary (30522 tokens), from the shared checkpoint or, in a checkout
+    without it, from the committed minilm-sst2 folder's tokenizer.json (the same vocabulary)."""
+    shared = _ROOT.parent / "shared" / "checkpoints" / "minilm-sst2" / "vocab.txt"
+    if shared.is_file():
+        return shared.read_text(encoding="utf-8").splitlines()
+    committed = _ROOT / "models" / "minilm-sst2" / "tokenizer.json"
+    if committed.is_file():
+        vocab = json.loads(committed.read_text(encoding="utf-8"))["model"]["vocab"]
+        return sorted(vocab, key=vocab.__getitem__)
+    raise FileNotFoundError(f"neither {shared} nor {committed} exists: the tiny BERT-family tokenizers need one")
+
+
 def _wordpiece(arch: str, out_dir: Path):
     """BERT's real WordPiece vocabulary; MPNet's is the same with RoBERTa-style specials around it."""
     from transformers import BertTokenizerFast, DistilBertTokenizerFast, ElectraTokenizerFast, MPNetTokenizerFast
 
-    if not _BERT_VOCAB.is_file():
-        raise FileNotFoundError(f"{_BERT_VOCAB} is missing: the tiny BERT-family tokenizers use its vocabulary")
-    vocab = _BERT_VOCAB.read_text(encoding="utf-8").splitlines()
+    vocab = bert_vocab()
     if arch == "mpnet":  # as microsoft/mpnet-base: <s> <pad> </s> <unk> + BERT's vocab + <mask>
         vocab = ["<s>", "<pad>", "</s>", "<unk>", *vocab, "<mask>"]
     path = out_dir / "vocab.txt"
