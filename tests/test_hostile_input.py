@@ -297,9 +297,9 @@ def test_one_str_given_to_iter_is_one_input(classifier):
 # st.characters() with no codec draws from every code point, lone surrogates included.
 any_text = st.one_of(
     st.text(st.characters(), max_size=40),
-    st.text(st.characters(), min_size=300, max_size=1_500),  # often over 512 tokens
+    st.text(st.characters(), min_size=400, max_size=1_000),  # mostly over 512 tokens
     st.lists(st.sampled_from(["a", " ", "😀", "好", "\u0301", "\u200b", "\ud800", "good ", "[SEP]"]),
-             max_size=900).map("".join),
+             max_size=300).map("".join),
 )
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example,
@@ -307,7 +307,7 @@ PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
 
 
 @PROPERTY_SETTINGS
-@given(texts=st.lists(any_text, min_size=1, max_size=4))
+@given(texts=st.lists(any_text, min_size=1, max_size=3))
 def test_property_any_text_gets_a_valid_prediction(classifier, texts):
     COUNTS["hypothesis examples"] += 1
     results = classifier(texts)
@@ -438,7 +438,7 @@ import json, re, sys, time
 from onnxpipe import pipeline
 folder, n = sys.argv[1], int(sys.argv[2])
 pipe = pipeline("feature-extraction", model=folder, batch_size=256)
-texts = lambda count: ("good " * (1 + (i * 7919) % 23) for i in range(count))
+texts = lambda count: ("good " * (1 + (i * 7919) % 9) for i in range(count))
 # VmHWM (peak RSS of this process image), not ru_maxrss: Linux carries ru_maxrss over from the parent
 # through fork and exec, so in a child of a big pytest process it would only show the parent's peak.
 maxrss = lambda: int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) / 1024
@@ -446,7 +446,7 @@ for _ in pipe.iter(texts(2 * pipe.chunk_size), return_tensors=True):
     pass
 before, t0, out_of_order, result_bytes, i = maxrss(), time.perf_counter(), 0, 0, -1
 for i, hidden in enumerate(pipe.iter(texts(n), return_tensors=True)):
-    out_of_order += hidden.shape[1] != 3 + (i * 7919) % 23   # token count identifies the input
+    out_of_order += hidden.shape[1] != 3 + (i * 7919) % 9   # token count identifies the input
     result_bytes += hidden.nbytes
 print(json.dumps({"n": i + 1, "out_of_order": out_of_order, "rss_before_mib": before, "rss_after_mib": maxrss(),
                   "results_mib": result_bytes / 2**20, "seconds": time.perf_counter() - t0,
@@ -470,8 +470,8 @@ def test_one_hundred_thousand_inputs_in_bounded_memory_and_in_order(tiny_export)
         f"{r['results_mib']:.0f} MiB of results, {r['seconds']:.1f} s")
     assert r["n"] == 100_000 and r["out_of_order"] == 0
     assert not r["torch_imported"]
-    # Holding the results would grow RSS by results_mib (~180 MiB); streaming stays within a few chunks.
-    assert r["results_mib"] > 100 and growth < 32, FIGURES["stream 100000 inputs (tiny bert, subprocess)"]
+    # Holding the results would grow RSS by more than results_mib (~85 MiB); streaming stays within a chunk.
+    assert r["results_mib"] > 64 and growth < 32, FIGURES["stream 100000 inputs (tiny bert, subprocess)"]
 
 
 # -- 6. the CLI streams and reports progress -----------------------------------------------------------------
