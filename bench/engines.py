@@ -179,8 +179,15 @@ def _feeds(tok, texts: Sequence[str], names: Sequence[str]) -> dict[str, np.ndar
 def load_ort(spec: Spec, paths: dict[str, Path]) -> Engine:
     import onnxruntime as ort
 
-    path = paths["model"] / VARIANT_FILES[spec.precision]
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # onnxruntime's defaults
+    if spec.options.get("session") == "onnxpipe":
+        # The very session onnxpipe builds (its options), run bare: the difference to (e) is onnxpipe's own work.
+        from onnxpipe._manifest import load_manifest
+        from onnxpipe._model import OnnxModel
+
+        sess = OnnxModel(load_manifest(paths["model"], verify=False), precision=spec.precision).session
+    else:
+        path = paths["model"] / VARIANT_FILES[spec.precision]
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # onnxruntime's defaults
     names = [i.name for i in sess.get_inputs()]
     out = "logits" if spec.task == "cls" else "last_hidden_state"
     tok = _hf_tokenizer(paths["model"])
