@@ -293,6 +293,78 @@ def test_unsupported_truncation_strategy_is_refused_with_the_valid_values(classi
         classifier("text", truncation="only_second")
 
 
+# Huge texts: with truncation on, only their start is tokenized (AutoTokenizer._head), which must give exactly
+# the tokens the whole text gives. (References are computed the old way, which keeps the whole overflow: for a
+# pair that is the product of both lengths, so pairs are checked at ~20k characters only.)
+HUGE_TEXTS = {
+    "english": "the movie was good but far too long " * 3_000,
+    "cjk": "这部电影很好看但是太长了" * 3_000,
+    "emoji_and_words": "great 😀👍🏽 plot " * 5_000,
+    "no_spaces": "abcdefghij" * 20_000,  # one giant word: [UNK], cut or not
+    "mostly_whitespace": " " * 1_000_000 + "but the ending was awful",  # head too short: whole text used
+    "combining_marks": ("e\u0301 " * 20_000),
+    "surrogates_and_zero_width": "bad\ud800 text\u200b " * 5_000,
+}
+
+
+@pytest.mark.parametrize("name", list(HUGE_TEXTS))
+def test_huge_text_gets_exactly_the_tokens_of_the_whole_text(classifier, name):
+    COUNTS["table"] += 1
+    text = clean_text(HUGE_TEXTS[name])
+    tok = classifier.tokenizer
+    head = tok.encode_batch([text], bounded=True)[0]
+    whole = tok.encode_batch([text])[0]
+    assert head.ids == whole.ids and head.type_ids == whole.type_ids
+    # Pairs: the same tokens, except that the odd token of an odd budget may go to the other text (documented).
+    a, b = text[:20_000], text[::-1][:20_000]
+    cut, whole = tok.encode_batch([a], [b], bounded=True)[0], tok.encode_batch([a], [b])[0]
+    for segment in (0, 1):
+        x, y = ([i for i, s in zip(e.ids, e.sequence_ids) if s == segment] for e in (cut, whole))
+        shorter, longer = sorted((x, y), key=len)
+        assert len(longer) - len(shorter) <= 1 and longer[: len(shorter)] == shorter
+    assert_valid(classifier(HUGE_TEXTS[name])[0])
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(pieces=st.lists(st.text(st.characters(), min_size=1, max_size=12), min_size=1, max_size=30))
+def test_property_the_head_of_a_huge_text_gives_its_tokens(classifier, pieces):
+    COUNTS["hypothesis examples"] += 1
+    unit = " ".join(pieces) + " "
+    text = clean_text(unit * (20_000 // len(unit) + 1))  # over the 16,384-character cut
+    tok = classifier.tokenizer
+    assert tok.encode_batch([text], bounded=True)[0].ids == tok.encode_batch([text])[0].ids
+
+
+_HUGE_CHILD = """
+import re, sys, time
+from onnxpipe import pipeline
+classifier = pipeline("sentiment-analysis")
+classifier("warm up")
+text = "good movie, but far too long " * 400_000   # 11.6 MB
+start = time.perf_counter()
+result = classifier(text)[0]
+# A pair of 60k-character texts: keeping the pair's overflow took ~1 GB (it grows with the product of lengths).
+pair = classifier({"text": text[:60_000], "text_pair": text[:60_000]})
+# Few tokens per character (150-letter words, each one [UNK]): the head has to grow to find enough tokens.
+sparse = ("x" * 150 + " ") * 13_000
+sparse_pair = classifier({"text": sparse, "text_pair": sparse})
+hwm = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) / 1024
+print(result["label"], pair["label"], sparse_pair["label"], round(time.perf_counter() - start, 2), round(hwm))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads peak RSS from /proc/self/status")
+def test_one_huge_input_does_not_take_gigabytes():
+    proc = subprocess.run([sys.executable, "-c", _HUGE_CHILD], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    *labels, seconds, peak_mib = proc.stdout.split()
+    COUNTS["table"] += 3
+    FIGURES["one 11.6 MB input + a 2x60k-char pair + a 2x2MB sparse pair"] = f"{seconds} s, peak RSS {peak_mib} MiB"
+    assert len(labels) == 3 and set(labels) <= LABELS
+    assert float(peak_mib) < 600, FIGURES["one 11.6 MB input + a 2x60k-char pair + a 2x2MB sparse pair"]
+
+
 # -- 3. non-strings: TypeError naming the index and the type, on every path -----------------------------------
 NON_STRINGS = [None, 0, 3.5, float("nan"), True, b"bytes", bytearray(b"ba"), ["nested"], ("a", "b"), {"x"},
                object(), np.int64(3)]

@@ -20,6 +20,10 @@ from ._resolve import resolve_model
 from .errors import IntegrityError, ModelLoadError
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# With truncation, a text longer than _CHARS_PER_TOKEN x the model maximum is tokenized from its start only,
+# cut _MARGIN tokens after the maximum (see AutoTokenizer._head).
+_CHARS_PER_TOKEN = 32
+_MARGIN = 64
 
 
 class BatchEncoding(dict):
@@ -94,12 +98,38 @@ class AutoTokenizer:
 
     def encode_batch(
         self, texts: Sequence[str], pairs: Sequence[str] | None = None, truncation: bool = True,
-        max_length: int | None = None, stride: int = 0, strategy: str = "longest_first",
+        max_length: int | None = None, stride: int = 0, strategy: str = "longest_first", bounded: bool = False,
     ) -> list[Encoding]:
+        """Encode texts (and pairs). ``bounded=True``, for callers that never read ``Encoding.overflowing``:
+        a truncated text is encoded from its start only, so one huge input cannot take gigabytes (for a pair,
+        the overflow the Rust tokenizer keeps grows with the product of both lengths: 1.2 GB for two texts of
+        60,000 characters). The kept tokens are the same, except that when a text of a pair is cut, which of
+        the two gets the odd token of an odd budget is decided on the cut text (transformers gives it to the
+        longer one): a difference of one token at the end of each segment, only for pairs with a text of more
+        than 32 x max_length characters."""
         limit = min(max_length or self.model_max_length, self.model_max_length) if truncation else None
         tok = self._for(limit, stride, strategy)
+        if bounded and limit is not None and stride == 0:
+            texts = [self._head(t, limit) for t in texts]
+            pairs = None if pairs is None else [self._head(t, limit) for t in pairs]
         batch = list(texts) if pairs is None else list(zip(texts, pairs))
         return tok.encode_batch(batch)
+
+    def _head(self, text: str, limit: int) -> str:
+        """The start of ``text`` that gives the same first ``limit`` tokens as the whole of it.
+
+        Truncation keeps the first tokens but the Rust tokenizer still encodes (and keeps, as overflow) the
+        whole text: an 11 MB input took 1.6 GB. A cut changes only the tokens of the word it falls in, so we
+        cut ``_MARGIN`` tokens after the limit, found by encoding a start of the text that grows 4x at a time
+        (mostly whitespace, or huge words, have few tokens per character); at worst that is the whole text.
+        """
+        cap = _CHARS_PER_TOKEN * limit
+        while len(text) > cap:
+            encoding = self._for(None).encode(text[:cap], add_special_tokens=False)
+            if len(encoding.ids) >= limit + _MARGIN:
+                return text[: encoding.offsets[limit + _MARGIN - 1][1]]
+            cap *= 4
+        return text
 
     def pad(self, encodings: Sequence[Encoding], pad_to: int | None = None) -> BatchEncoding:
         """Right-pad encodings into int64 arrays, to the longest one or to ``pad_to``."""
@@ -139,7 +169,8 @@ class AutoTokenizer:
         # As transformers: an unset truncation with max_length truncates only when not padding.
         truncate = (truncation_flag(truncation) if truncation is not None
                     else max_length is not None and padding in (False, "do_not_pad"))
-        encodings = self.encode_batch(texts, pairs, truncation=truncate, max_length=max_length)
+        # bounded: overflow is never returned here (and a pair's overflow grows with the product of the lengths)
+        encodings = self.encode_batch(texts, pairs, truncation=truncate, max_length=max_length, bounded=True)
         if padding in (False, "do_not_pad"):
             if return_tensors == "np" and len({len(e.ids) for e in encodings}) > 1:
                 raise ValueError("inputs have different lengths; pass padding=True to return_tensors='np'")

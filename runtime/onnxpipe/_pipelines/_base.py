@@ -53,7 +53,7 @@ class Pipeline:
 
     def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True) -> list[Encoding]:
         texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
-        encodings = self.tokenizer.encode_batch(texts, truncation=truncation)
+        encodings = self.tokenizer.encode_batch(texts, truncation=truncation, bounded=True)
         if not truncation:
             self._check_lengths(encodings, offset)
         return encodings

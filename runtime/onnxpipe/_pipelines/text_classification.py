@@ -78,10 +78,12 @@ class TextClassificationPipeline(Pipeline):
                 singles.append((i, clean_text(item, offset + i)))
         out: list[Any] = [None] * len(items)
         if singles:
-            for (i, _), e in zip(singles, self.tokenizer.encode_batch([t for _, t in singles], truncation=truncation)):
+            for (i, _), e in zip(singles, self.tokenizer.encode_batch([t for _, t in singles], truncation=truncation,
+                                                                            bounded=True)):
                 out[i] = e
         if pairs:
-            encs = self.tokenizer.encode_batch([a for _, a, _ in pairs], [b for _, _, b in pairs], truncation=truncation)
+            encs = self.tokenizer.encode_batch([a for _, a, _ in pairs], [b for _, _, b in pairs], truncation=truncation,
+                                               bounded=True)
             for (i, _, _), e in zip(pairs, encs):
                 out[i] = e
         if not truncation:
