@@ -198,6 +198,11 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
     _recover(out)
     if out.exists() and not force:
         raise OutputExistsError(f"{out} already exists; pass --force (force=True) to replace it")
+    if validation_data is not None:
+        if task != "text-classification":
+            raise ExportError("--validation-data (labelled sentences) applies to text-classification exports only")
+        if not Path(validation_data).is_file():
+            raise ExportError(f"--validation-data {validation_data}: no such file (expected label<TAB>text rows)")
 
     from ._load import load_checkpoint, tokenizer_config
     from ._onnx import export_fp32
@@ -284,8 +289,6 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
                     raise
                 variants[p]["validation"] = {"skipped": f"could not run on CPU: {str(e).splitlines()[0][:200]}"}
         if validation_data is not None:
-            if task != "text-classification":
-                raise ExportError("--validation-data (labelled sentences) applies to text-classification exports only")
             data["validation_data"] = dataset_figures(ckpt, manifest, tokenizer, validation_data)
         bar.update()
 
