@@ -25,8 +25,8 @@ from engines import VARIANT_FILES  # noqa: E402
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json", "vocab.txt")
 
 
-def _step(out: Path, build) -> None:
-    if out.is_dir() and not (out / "FAILED.txt").exists():
+def _step(out: Path, build, rebuild: bool = False) -> None:
+    if out.is_dir() and not (out / "FAILED.txt").exists() and not rebuild:
         print(f"  {out.name}: cached")
         return
     shutil.rmtree(out, ignore_errors=True)
@@ -114,11 +114,17 @@ def prepare(cache: Path, model: Path, checkpoint: Path, fe_model: Path | None, f
     print(f"preparing foreign-engine artifacts in {cache}")
     for level in optimum_levels:
         _step(cache / f"optimum-cls-{level}", optimum_recipe(checkpoint, "cls", level))
+    if fe_model is not None and fe_checkpoint is not None and not (fe_model / "manifest.json").is_file():
+        # No feature-extraction folder yet: export one (int8 + fp32) with onnxpipe's own export stage.
+        from onnxpipe_export import export
+
+        print(f"  exporting {fe_checkpoint} -> {fe_model}")
+        export(str(fe_checkpoint), task="feature-extraction", out=fe_model, precisions="int8,fp32", progress=False)
     if fe_model is not None and fe_checkpoint is not None:
         for level in optimum_levels:
             _step(cache / f"optimum-fe-{level}", optimum_recipe(fe_checkpoint, "fe", level))
-        for p in ("int8", "fp32"):
-            _step(cache / f"fastembed-{p}", fastembed_folder(fe_model, fe_checkpoint, p))
+        for p in ("int8", "fp32"):  # symlinks: rebuilt every time so they never point at a stale file
+            _step(cache / f"fastembed-{p}", fastembed_folder(fe_model, fe_checkpoint, p), rebuild=True)
         _step(cache / "ct2-int8", ct2_int8(fe_checkpoint))
 
 

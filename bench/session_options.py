@@ -25,8 +25,8 @@ VARIANTS = {
     "onnxpipe (2 threads, spin, arena, pattern, extended)": {},
     "1 thread": {"threads": 1},
     "no spinning": {"spinning": 0},
-    "spinning stops when run() returns": {"force_stop": 1},
-    "spin at most 50 us": {"spin_us": 50},
+    "spinning stopped when run() returns": {"force_stop": 1},
+    "spinning at most 50 us": {"spin_us": 50},
     "no arena": {"arena": 0},
     "no memory pattern": {"mem_pattern": 0},
     "opt all": {"opt": "all"},
@@ -89,8 +89,10 @@ def child(model: str, precision: str, opts: dict) -> dict:
     t = time.perf_counter()
     for b in batches:
         sess.run(["logits"], b)
-    return {"seed1_p50_ms": statistics.median(lat) * 1e3, "sst2_b32_sps": len(texts) / (time.perf_counter() - t),
-            "load_s": load}
+    sps = len(texts) / (time.perf_counter() - t)
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return {"seed1_p50_ms": statistics.median(lat) * 1e3, "sst2_b32_sps": sps, "load_s": load,
+            "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024}
 
 
 def main(argv=None) -> int:
@@ -120,10 +122,12 @@ def main(argv=None) -> int:
         rows.append({"options": name, **{k: round(statistics.median(r[k] for r in rs), 3) for k in rs[0]},
                      "rounds": len(rs)})
     base = rows[0]
-    print(f"{'options':52s} {'seed1 p50 ms':>12s} {'vs base':>8s} {'sst2-b32 /s':>12s} {'vs base':>8s} {'load s':>7s}")
+    print(f"{'options':52s} {'seed1 p50 ms':>12s} {'vs base':>8s} {'sst2-b32 /s':>12s} {'vs base':>8s} {'load s':>7s} "
+          f"{'peak MB':>8s}")
     for r in rows:
         print(f"{r['options']:52s} {r['seed1_p50_ms']:12.3f} {r['seed1_p50_ms'] / base['seed1_p50_ms']:8.2f} "
-              f"{r['sst2_b32_sps']:12.1f} {r['sst2_b32_sps'] / base['sst2_b32_sps']:8.2f} {r['load_s']:7.3f}")
+              f"{r['sst2_b32_sps']:12.1f} {r['sst2_b32_sps'] / base['sst2_b32_sps']:8.2f} {r['load_s']:7.3f} "
+              f"{r['peak_rss_mb']:8.1f}")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     from onnxpipe._bench import machine_info
 

@@ -45,9 +45,13 @@ def _compact(pred, task: str):
 def time_workload(engine, wl, timing: dict) -> dict:
     run = engine.predict
     inputs = [engine.prepare(r, wl.batch_size) if engine.prepare else r for r in wl.requests]
-    # Warm-up: the first requests (or repetitions of the only one) settle allocators and thread pools.
-    for x in inputs[: timing["warmup"]] * (timing["warmup"] if len(inputs) == 1 else 1):
-        run(x, wl.batch_size)
+    # Warm-up: up to `warmup` calls (cycling through the requests) settle allocators and thread pools; at most
+    # `warmup_time` seconds of them, but at least one, so a 872-sentence request is not warmed up five times.
+    start = time.perf_counter()
+    for i in range(timing["warmup"]):
+        run(inputs[i % len(inputs)], wl.batch_size)
+        if time.perf_counter() - start > timing.get("warmup_time", 1.0):
+            break
     lat: list[float] = []
     preds: list = []
     sentences = 0
@@ -70,7 +74,7 @@ def time_workload(engine, wl, timing: dict) -> dict:
     rec = {"workload": wl.name, "batch_size": wl.batch_size, "requests": len(lat), "passes": passes,
            "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
-           "throughput_sps": sentences / float(np.sum(lat))}
+           "throughput_sps": sentences / float(np.sum(lat)), "peak_rss_mb_so_far": _rss_mb()[1]}
     if preds and isinstance(preds[0], tuple) and wl.name != "sst2-stream":
         labels = [p[0] for p in preds]
         rec["accuracy"] = float(np.mean(np.array(labels) == np.array(wl.labels)))
