@@ -217,6 +217,8 @@ def charts(rows, out: Path) -> list[str]:
             continue
         engines = list(dict.fromkeys(r["engine"] for r in ok))
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+        for ax in (ax1, ax2):  # more engines than the default 10 colours
+            ax.set_prop_cycle(color=plt.cm.tab20.colors[: len(engines)])
         for e in engines:
             pts = sorted((r["batch_size"], r["p50_ms"], r["throughput_sps"]) for r in ok
                          if r["engine"] == e and r["workload"].startswith("sst2-b"))
