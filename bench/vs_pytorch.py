@@ -8,8 +8,10 @@ import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
-CHECKPOINT = "../shared/checkpoints/minilm-sst2"
+# ../shared beside the checkout, wherever the command is run from.
+CHECKPOINT = str(Path(__file__).resolve().parents[2] / "shared" / "checkpoints" / "minilm-sst2")
 SENTENCE = "I've been waiting for a HuggingFace course my whole life."
 WARMUP, RUNS, ROUNDS = 10, 100, 3
 
@@ -38,6 +40,8 @@ def measure(setup: str) -> dict:
 
 
 def main() -> None:
+    if not Path(CHECKPOINT, "config.json").is_file():
+        sys.exit(f"error: the PyTorch checkpoint {CHECKPOINT} is missing; ../shared must sit beside the checkout")
     results = {name: [] for name in ENGINES}
     for _ in range(ROUNDS):
         for name, setup in ENGINES.items():

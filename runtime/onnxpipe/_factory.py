@@ -11,6 +11,7 @@ from pathlib import Path
 from ._manifest import load_manifest
 from ._model import OnnxModel
 from ._pipelines import EXPORT_TASK, TASKS, Pipeline, canonical_task
+from ._pipelines._base import DEFAULT_BATCH_TOKENS
 from ._resolve import DEFAULT_MODELS, find_model, resolve_model
 from ._tokenizer import AutoTokenizer
 from .errors import ModelNotFoundError, TaskMismatchError
@@ -34,7 +35,7 @@ def _export_default(task: str, name: str, source: str) -> Path | None:
 
 
 def pipeline(task: str, model: str | os.PathLike | None = None, device: str = "cpu", precision: str | None = None,
-             batch_size: int = 32, max_batch_tokens: int = 16384, threads: int | None = None,
+             batch_size: int = 32, max_batch_tokens: int = DEFAULT_BATCH_TOKENS, threads: int | None = None,
              verify: bool = True) -> Pipeline:
     """Build a pipeline like ``transformers.pipeline``, running on onnxruntime.
 
