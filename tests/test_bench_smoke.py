@@ -115,3 +115,30 @@ def test_onnxpipe_bench_cli_rejects_bad_sweeps(capsys, argv, message):
         pytest.skip("models/minilm-sst2 is not in this checkout")
     assert cli_main(["bench", str(EMBEDDED), "--runs", "1", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.torch
+def test_tasks_benchmark_smoke(tiny_checkpoint, tmp_path):
+    """bench/tasks.py end to end on a tiny encoder: every task x engine row written, fp32 equal to transformers."""
+    import os
+    import subprocess
+
+    sst2 = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
+    if not sst2.is_file():
+        pytest.skip(f"needs {sst2}")
+    env = {**os.environ, "BENCH_TASKS_SMOKE": "1", "BENCH_TASKS_CACHE": str(tmp_path / "cache"),
+           "BENCH_TASKS_RESULTS": str(tmp_path / "results"),
+           "BENCH_TASKS_ENCODER": str(tiny_checkpoint("bert", "feature-extraction"))}
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "tasks.py")], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "results" / "tasks.jsonl").read_text().splitlines()]
+    assert {(row["task"], row["engine"]) for row in rows} == {
+        (t, e) for t in ("fill-mask", "token-classification", "question-answering", "zero-shot-classification")
+        for e in ("transformers-fp32", "onnxpipe-int8", "onnxpipe-fp32")}
+    for row in rows:
+        assert row["b1_p50_ms"] > 0 and row["throughput_per_s"] > 0
+        if row["engine"] == "onnxpipe-fp32":
+            equal, total = row["parity_vs_transformers"].split()[0].split("/")
+            assert equal == total, row
+    assert (tmp_path / "results" / "tasks.md").is_file()
