@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, Sequence
 
 import numpy as np
@@ -90,6 +91,7 @@ class TextClassificationPipeline(Pipeline):
             self._check_lengths(out, offset)
         return out
 
+    @cached_property
     def _function(self) -> str:
         data = self.model.manifest.data
         if data.get("problem_type") == "regression":
@@ -98,11 +100,16 @@ class TextClassificationPipeline(Pipeline):
             return "sigmoid"
         return "softmax"
 
+    @cached_property
+    def _labels(self) -> dict[int, str]:
+        # The manifest never changes after load; rebuilding the dict on every call costs batch-1 latency.
+        return self.model.labels
+
     def postprocess(self, outputs, feeds, top_k=1, legacy=True, function_to_apply=None) -> list[Any]:
         logits = outputs["logits"].astype(np.float32)
-        fn = function_to_apply or self._function()
+        fn = function_to_apply or self._function
         scores = softmax(logits) if fn == "softmax" else sigmoid(logits) if fn == "sigmoid" else logits
-        labels = self.model.labels
+        labels = self._labels
         results = []
         for row in scores:
             if legacy:
