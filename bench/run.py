@@ -24,6 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from engines import Spec  # noqa: E402
+from workloads import SST2_DEV  # noqa: E402
 
 # ---- configuration ---------------------------------------------------------------------------------------
 ROUNDS = 3  # each engine runs once per round in a fresh process; rounds rotate the engine order
@@ -196,6 +197,9 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", type=Path, help="raw.jsonl of an earlier run: its records for the tasks not run now "
                     "are reported too (e.g. rerun only --tasks fe)")
     a = ap.parse_args(argv)
+    if not SST2_DEV.is_file():  # every workload reads it; a worker would otherwise die after loading
+        print(f"error: {SST2_DEV} is missing; ../shared must sit beside the checkout", file=sys.stderr)
+        return 2
 
     cfg = {"rounds": ROUNDS, "timing": TIMING, "sst2_limit": None}
     cfg.update(SMOKE if a.smoke else QUICK if a.quick else {})
