@@ -88,6 +88,21 @@ def test_info_summarises_the_manifest(capsys):
     assert data["format_version"] == onnxpipe.FORMAT_VERSION and data["labels"] == {"0": "NEGATIVE", "1": "POSITIVE"}
 
 
+def test_info_shows_the_int8_recipe_search_the_embedded_model_was_chosen_by(capsys):
+    assert main(["info", "minilm-sst2"]) == 0
+    out = capsys.readouterr().out
+    from onnxpipe._manifest import load_manifest
+    from onnxpipe._resolve import resolve_model
+
+    found = load_manifest(resolve_model("minilm-sst2")).variants["int8"]
+    search = found["recipe_search"]
+    chosen_lines = [line for line in out.splitlines() if line.strip().startswith("* ")]
+    assert len(chosen_lines) == 1 and chosen_lines[0].split()[1] == search["chosen"] == found["recipe"]["name"]
+    assert sum(name in out for name in search["candidates"]) == len(search["candidates"]) >= 5
+    failing = [n for n, r in search["candidates"].items() if not r["gates_met"]]
+    assert all(any(line.strip().startswith(f"x {n} ") for line in out.splitlines()) for n in failing)
+
+
 def test_info_on_a_folder_without_manifest_exits_2(tmp_path, capsys):
     assert main(["info", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -53,3 +53,99 @@ def test_validation_data_refused_for_feature_extraction(tiny_checkpoint, tmp_pat
         export(tiny_checkpoint("bert", "feature-extraction"), task="feature-extraction", out=tmp_path / "m",
                precisions="fp32", progress=False, validation_data=tsv)
     assert not (tmp_path / "m").exists()
+
+
+# -- --int8-recipe search ------------------------------------------------------------------------------------
+def _tsv(tmp_path):
+    tsv = tmp_path / "dev.tsv"
+    tsv.write_text("label\tcontent\n" + "".join(f"{i % 2}\t{s}\n" for i, s in enumerate(SENTENCES * 4)),
+                   encoding="utf-8")
+    return tsv
+
+
+def test_int8_search_records_every_candidate_and_keeps_the_one_its_rule_picks(tiny_checkpoint, tmp_path):
+    import warnings
+
+    from onnxpipe import AutoModelForSequenceClassification as OnnxClassifier, AutoTokenizer
+    from onnxpipe._manifest import sha256_file
+    from onnxpipe_export import export
+    from onnxpipe_export._int8_search import QUALITY_GATES
+    from onnxpipe_export._optimize import DEFAULT_INT8, INT8_CANDIDATES
+
+    tsv = _tsv(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = export(tiny_checkpoint("bert", "text-classification"), task="text-classification", out=tmp_path / "m",
+                     precisions="int8", progress=False, validation_data=tsv, int8_recipe="search")
+    data = json.loads((out / "manifest.json").read_text())
+    int8 = data["variants"]["int8"]
+    found = int8["recipe_search"]
+    rows = found["candidates"]
+    assert set(rows) == set(INT8_CANDIDATES)  # every candidate was quantized, loaded and run
+    for name, row in rows.items():
+        assert row["recipe"]["graph"] in {"fused", "fused-attention-only", "fused-no-attention", "unfused"}
+        assert 0 <= row["accuracy"] <= 1 and 0 <= row["label_agreement_with_pytorch"] <= 1
+        assert row["sentences_per_s"] > 0 and row["batch1_p50_ms"] > 0 and row["size_mb"] > 0
+        drop_ok = row["accuracy"] >= found["data"]["pytorch_accuracy"] - QUALITY_GATES["max_accuracy_drop"]
+        assert row["gates_met"] == (drop_ok and row["label_agreement_with_pytorch"] >= QUALITY_GATES["min_label_agreement"])
+    assert rows[DEFAULT_INT8]["speed_vs_default"] == 1.0
+    chosen = found["chosen"]
+    passing = [n for n, r in rows.items() if r["gates_met"]]
+    if passing:
+        assert found["gates_met"] and chosen == max(passing, key=lambda n: rows[n]["speed_vs_default"])
+    else:
+        assert not found["gates_met"] and any("quality gates" in str(w.message) for w in caught)
+    assert int8["recipe"] == {**rows[chosen]["recipe"], "name": chosen}
+
+    # The kept file is the chosen candidate: the folder verifies, and its figures are the chosen row's.
+    assert data["files"]["onnx/model_quantized.onnx"]["sha256"] == sha256_file(out / "onnx/model_quantized.onnx")
+    assert not (out / "search").exists() and not (out / "raw").exists()
+    assert data["validation_data"]["variants"]["int8"]["accuracy"] == pytest.approx(rows[chosen]["accuracy"])
+    tok, model = AutoTokenizer.from_pretrained(out), OnnxClassifier.from_pretrained(out)
+    assert model(**tok(SENTENCES[:2], padding=True, return_tensors="np")).logits.shape == (2, 3)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"int8_recipe": "per-channel-please"}, "unknown int8 recipe 'per-channel-please'; valid: fused-pc-s8"),
+    ({"int8_recipe": "search"}, "--validation-data"),
+    ({"int8_recipe": "search", "precisions": "fp32", "validation_data": "TSV"}, "keep int8"),
+])
+def test_int8_recipe_mistakes_are_refused_before_any_work(tiny_checkpoint, tmp_path, kwargs, match):
+    from onnxpipe.errors import ExportError
+    from onnxpipe_export import export
+
+    if kwargs.get("validation_data") == "TSV":
+        kwargs["validation_data"] = _tsv(tmp_path)
+    kwargs.setdefault("precisions", "int8")
+    with pytest.raises(ExportError, match=match):
+        export(tiny_checkpoint("bert", "text-classification"), task="text-classification", out=tmp_path / "m",
+               progress=False, **kwargs)
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("name", ["fused-pc-s8", "unfused-pc-s8"])
+def test_a_named_int8_recipe_is_the_one_used(tiny_checkpoint, tmp_path, name):
+    from onnxpipe import pipeline
+    from onnxpipe_export import export
+
+    out = export(tiny_checkpoint("bert", "text-classification"), task="text-classification", out=tmp_path / "m",
+                 precisions="int8", progress=False, int8_recipe=name)
+    data = json.loads((out / "manifest.json").read_text())
+    assert data["variants"]["int8"]["recipe"]["name"] == name
+    assert ("fused_operators" in data["variants"]["int8"]) == (name == "fused-pc-s8")
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out / "onnx/model_quantized.onnx")).graph.node}
+    assert ("QAttention" in ops) == (name == "fused-pc-s8")  # the unfused graph keeps attention as MatMuls
+    assert len(pipeline("text-classification", model=str(out))(SENTENCES)) == len(SENTENCES)
+
+
+def test_cli_help_names_every_int8_recipe():
+    from onnxpipe._cli import build_parser
+    from onnxpipe_export._optimize import DEFAULT_INT8, INT8_CANDIDATES
+
+    export_parser = build_parser()._subparsers._group_actions[0].choices["export"]
+    help_text = next(a.help for a in export_parser._actions if a.dest == "int8_recipe")
+    named = set(help_text.split("or a candidate: ")[1].replace(" ", "").split(","))
+    assert named == set(INT8_CANDIDATES)
+    assert help_text.split("default (")[1].split(":")[0] == DEFAULT_INT8

@@ -38,17 +38,24 @@ def require_extra() -> None:
 
 
 def export(source, task="text-classification", out=None, precisions=("int8", "fp32", "fp16"), force=False,
-           allow_pickle=False, trust_remote_code=False, revision=None, progress=True, validation_data=None):
+           allow_pickle=False, trust_remote_code=False, revision=None, progress=True, validation_data=None,
+           int8_recipe="default"):
     """Export ``source`` (a checkpoint folder or hub id) for ``task`` into the model folder ``out``.
 
     Steps: load -> ONNX fp32 (optimum-onnx) -> graph fusion -> INT8 / fp16 variants -> validation against
     PyTorch -> tokenizer and manifest -> atomic move into place. Returns the folder's path.
     ``validation_data``: a labelled TSV (``label<TAB>text`` after a header) whose accuracy and label
     agreement per variant are recorded in the manifest (text-classification only).
+    ``int8_recipe``: "default" (per-channel QInt8 on the fused graph), a candidate name from
+    ``INT8_CANDIDATES``, or "search": quantize every candidate, score it on ``validation_data``, time it on
+    this machine, keep the fastest within the quality gates and record all candidates' figures in the manifest.
+
+    >>> export("../shared/checkpoints/minilm-sst2", out="models/minilm-sst2", precisions="int8",
+    ...        validation_data="../shared/data/sst2/dev.tsv", int8_recipe="search")  # doctest: +SKIP
     """
     require_extra()
     from ._recipe import run_export
 
     return run_export(source, task=task, out=out, precisions=precisions, force=force, allow_pickle=allow_pickle,
                       trust_remote_code=trust_remote_code, revision=revision, progress=progress,
-                      validation_data=validation_data)
+                      validation_data=validation_data, int8_recipe=int8_recipe)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from pathlib import Path
 
+import torch
 from optimum.exporters.onnx import onnx_export_from_model
 from optimum.exporters.onnx.model_patcher import ModelPatcher
 from optimum.exporters.tasks import TasksManager
@@ -55,6 +57,10 @@ def export_fp32(model, task: str, out_dir: Path) -> Path:
     )
     onnx_config = ctor(model.config, task=task)
     custom = {"model": _with_hidden_state(onnx_config)} if task != "feature-extraction" else None
-    onnx_export_from_model(model, out_dir, task=task, custom_onnx_configs=custom, do_validation=False,
-                           no_post_process=True)
+    with warnings.catch_warnings():
+        # The tracer warns about constants in transformers' mask code on every export; the graph is validated
+        # against PyTorch afterwards, which is the check that matters, so the warning is only noise here.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        onnx_export_from_model(model, out_dir, task=task, custom_onnx_configs=custom, do_validation=False,
+                               no_post_process=True)
     return out_dir / "model.onnx"

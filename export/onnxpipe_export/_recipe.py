@@ -189,7 +189,7 @@ def _provenance(ckpt, revision) -> dict:
 
 def run_export(source, task="text-classification", out=None, precisions=("int8", "fp32", "fp16"), force=False,
                allow_pickle=False, trust_remote_code=False, revision=None, progress=True,
-               validation_data=None) -> Path:
+               validation_data=None, int8_recipe="default") -> Path:
     requested, task = task, canonical_export_task(task)
     precisions = _parse_precisions(precisions)
     if out is None:
@@ -203,11 +203,18 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
             raise ExportError("--validation-data (labelled sentences) applies to text-classification exports only")
         if not Path(validation_data).is_file():
             raise ExportError(f"--validation-data {validation_data}: no such file (expected label<TAB>text rows)")
+    search = int8_recipe == "search"
+    if search and (validation_data is None or "int8" not in precisions):
+        raise ExportError("--int8-recipe search scores candidates on labelled data: pass --validation-data TSV "
+                          "(text-classification) and keep int8 in --precision")
+    from ._optimize import DEFAULT_INT8, recipe_named
+
+    recipe = None if search else recipe_named(DEFAULT_INT8 if int8_recipe == "default" else int8_recipe)
 
     from ._load import load_checkpoint, tokenizer_config
     from ._onnx import export_fp32
-    from ._optimize import fuse, quantize_int8, to_fp16
-    from ._validate import dataset_figures, torch_reference, validate_variant
+    from ._optimize import fuse, int8_source, quantize_int8, to_fp16
+    from ._validate import dataset_figures, pytorch_labels, read_labelled_tsv, torch_reference, validate_variant
 
     steps = ["load checkpoint", "export fp32 ONNX", "fuse graph", *[f"make {p}" for p in precisions if p != "fp32"],
              "validate against PyTorch", "write manifest"]
@@ -236,17 +243,17 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
         for p in precisions:
             if p == "int8":
                 step("make int8")
-                recipe = quantize_int8(fp32, tmp / VARIANT_FILES["int8"])
-                variants["int8"] = {"file": VARIANT_FILES["int8"], "recipe": recipe, "fused_operators": fused_ops}
+                if not search:  # a search quantizes its candidates once the folder can be loaded, below
+                    source = int8_source(recipe, raw, fp32, ckpt.settings["fusion"], ckpt.config)
+                    quantize_int8(source, tmp / VARIANT_FILES["int8"], recipe)
+                    variants["int8"] = {"file": VARIANT_FILES["int8"], "recipe": recipe}
                 bar.update()
             elif p == "fp16":
                 step("make fp16")
                 to_fp16(fp32, tmp / VARIANT_FILES["fp16"])
-                variants["fp16"] = {"file": VARIANT_FILES["fp16"], "fused_operators": fused_ops,
+                variants["fp16"] = {"file": VARIANT_FILES["fp16"],
                                     "note": "fp16 weights, fp32 inputs/outputs; meant for CUDA"}
                 bar.update()
-        shutil.rmtree(tmp / "raw")
-
         max_length = _max_length(ckpt)
         _write_tokenizer(ckpt, tmp, max_length)
         ckpt.config.save_pretrained(tmp)
@@ -279,6 +286,20 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
         tokenizer = AutoTokenizer((tmp / "tokenizer.json").read_text(encoding="utf-8"), max_length, data["inputs"],
                                   data["pad_token_id"])
         manifest = Manifest(folder=tmp, data=data)
+        if search:
+            from ._int8_search import search as search_int8
+
+            texts, gold = read_labelled_tsv(validation_data)
+            found = search_int8(tmp, manifest, tokenizer, lambda r: int8_source(r, raw, fp32, ckpt.settings["fusion"],
+                                                                                ckpt.config),
+                                texts, gold, pytorch_labels(ckpt, texts), progress=step)
+            variants["int8"] = {"file": VARIANT_FILES["int8"],
+                                "recipe": found["candidates"][found["chosen"]]["recipe"] | {"name": found["chosen"]},
+                                "recipe_search": found}
+        shutil.rmtree(tmp / "raw")
+        for p, v in variants.items():  # an unfused int8 graph is fused by onnxruntime at load, not here
+            if v.get("recipe", {}).get("graph", "fused") == "fused":
+                v.setdefault("fused_operators", fused_ops)
         for p in variants:
             try:
                 variants[p]["validation"] = validate_variant(manifest, p, tokenizer, ref)

@@ -85,16 +85,20 @@ def read_labelled_tsv(path) -> tuple[list[str], list[int]]:
     return [r[1] for r in rows], [int(r[0]) for r in rows]
 
 
-def dataset_figures(checkpoint, manifest: Manifest, tokenizer: AutoTokenizer, path, batch_size: int = 64) -> dict:
-    """Accuracy of PyTorch and of every variant on a labelled set, and each variant's label agreement."""
-    texts, labels = read_labelled_tsv(path)
-    gold = np.array(labels)
-    ref = []
+def pytorch_labels(checkpoint, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    out = []
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
             enc = checkpoint.tokenizer(texts[i : i + batch_size], padding=True, truncation=True, return_tensors="pt")
-            ref.append(checkpoint.model(**enc).logits.argmax(-1).numpy())
-    ref_labels = np.concatenate(ref)
+            out.append(checkpoint.model(**enc).logits.argmax(-1).numpy())
+    return np.concatenate(out)
+
+
+def dataset_figures(checkpoint, manifest: Manifest, tokenizer: AutoTokenizer, path) -> dict:
+    """Accuracy of PyTorch and of every variant on a labelled set, and each variant's label agreement."""
+    texts, labels = read_labelled_tsv(path)
+    gold = np.array(labels)
+    ref_labels = pytorch_labels(checkpoint, texts)
     figures = {"file": str(path), "sentences": len(texts), "pytorch_accuracy": float((ref_labels == gold).mean()),
                "variants": {}}
     for precision in manifest.variants:

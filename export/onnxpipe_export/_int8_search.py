@@ -1,0 +1,147 @@
+"""Choose the INT8 recipe by measurement: quantize every candidate, score it on labelled data, time it here.
+
+Dynamic INT8 recipes differ a lot per checkpoint (on minilm-sst2 per-tensor weights lose ~1.7 points of
+accuracy, per-channel ~0.1) and per CPU (which kernels onnxruntime has for QAttention, QUInt8 vs QInt8). So
+`--int8-recipe search` measures instead of guessing, and the manifest keeps every candidate's figures:
+
+- quality, on the labelled set, one sentence per run (dynamic INT8 scales activations per batch, so batch-1
+  is the reproducible figure): accuracy and label agreement with PyTorch;
+- speed, on this machine, through the runtime's own session code: batch-1 p50 over the first
+  BATCH1_SENTENCES sentences one by one, and throughput over the whole set in the runtime's length-sorted
+  batches; best of ``rounds`` passes with the candidates alternated (the machine is noisy; only one session is
+  alive at a time, so no idle thread pool competes for the cores).
+
+The rule: among candidates within QUALITY_GATES of PyTorch, the best geometric mean of batch-1 speed and
+throughput, each relative to the default recipe (apps care about the first, batch jobs about the second;
+neither may buy the other cheaply). If none passes, the most faithful candidate is taken and the manifest says
+``"gates_met": false`` (the export also warns).
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from onnxpipe._batching import plan_batches
+from onnxpipe._manifest import Manifest
+from onnxpipe._model import OnnxModel
+from onnxpipe._tokenizer import AutoTokenizer
+
+from ._optimize import DEFAULT_INT8, INT8_CANDIDATES, quantize_int8, recipe_named
+
+QUALITY_GATES = {"max_accuracy_drop": 0.01, "min_label_agreement": 0.98}
+BATCH_TOKENS = 1024  # the runtime's default token budget per batch
+BATCH1_SENTENCES = 300
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _session_on(manifest: Manifest, rel_file: str) -> OnnxModel:
+    # The candidate is loaded as the folder's int8 variant, so it runs with exactly the runtime's options.
+    manifest.data["variants"]["int8"] = {"file": rel_file}
+    return OnnxModel(manifest, device="cpu", precision="int8")
+
+
+def _quality(model: OnnxModel, singles: list[dict], gold: np.ndarray, ref: np.ndarray) -> dict:
+    got = np.array([int(model.run(feeds, ["logits"])[0][0].argmax()) for feeds in singles])
+    return {"accuracy": float((got == gold).mean()), "label_agreement_with_pytorch": float((got == ref).mean())}
+
+
+def _batch1_p50_ms(model: OnnxModel, singles: list[dict]) -> float:
+    times = []
+    for feeds in singles:
+        t0 = time.perf_counter()
+        model.run(feeds, ["logits"])
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1e3
+
+
+def _throughput(model: OnnxModel, batches: list[dict], sentences: int) -> float:
+    t0 = time.perf_counter()
+    for feeds in batches:
+        model.run(feeds, ["logits"])
+    return sentences / (time.perf_counter() - t0)
+
+
+def search(folder: Path, manifest: Manifest, tokenizer: AutoTokenizer, source_for, texts: list[str], gold: list[int], ref_labels: np.ndarray, rounds: int = 2, progress=None) -> dict:
+    """Quantize and measure every candidate; return the manifest's ``recipe_search`` block.
+
+    ``source_for(recipe)`` gives the fp32 graph a recipe quantizes. The chosen candidate's file is left at
+    ``folder / "onnx/model_quantized.onnx"``.
+    """
+    gold_arr = np.asarray(gold)
+    pytorch_accuracy = float((ref_labels == gold_arr).mean())
+    singles = [tokenizer([t], truncation=True, return_tensors="np") for t in texts]
+    lengths = [int(s["input_ids"].shape[1]) for s in singles]
+    batches = [tokenizer([texts[i] for i in idx], padding=True, truncation=True, return_tensors="np")
+               for idx in plan_batches(lengths, batch_size=len(texts), max_batch_tokens=BATCH_TOKENS)]
+    work = folder / "search"
+    work.mkdir()
+    rows: dict[str, dict] = {}
+    for name in INT8_CANDIDATES:
+        if progress:
+            progress(f"int8 search: quantize {name}")
+        recipe = recipe_named(name)
+        path = work / f"{name}.onnx"
+        quantize_int8(source_for(recipe), path, recipe)
+        model = _session_on(manifest, f"search/{name}.onnx")
+        feeds = [model.feeds(s) for s in singles]
+        rows[name] = {"recipe": {k: v for k, v in recipe.items() if k != "name"},
+                      "size_mb": round(path.stat().st_size / 1e6, 2), **_quality(model, feeds, gold_arr, ref_labels)}
+        del model
+        gc.collect()
+    for r in range(rounds):
+        for name in rows:
+            if progress:
+                progress(f"int8 search: time {name} (round {r + 1}/{rounds})")
+            model = _session_on(manifest, f"search/{name}.onnx")
+            feeds = [model.feeds(b) for b in batches]
+            _throughput(model, feeds[:2], 0)  # warm-up: arena growth and first-run kernel choice
+            sps = _throughput(model, feeds, len(texts))
+            p50 = _batch1_p50_ms(model, [model.feeds(s) for s in singles[:BATCH1_SENTENCES]])
+            rows[name]["sentences_per_s"] = round(max(rows[name].get("sentences_per_s", 0.0), sps), 1)
+            rows[name]["batch1_p50_ms"] = round(min(rows[name].get("batch1_p50_ms", np.inf), p50), 3)
+            del model
+            gc.collect()
+    base = rows[DEFAULT_INT8]
+    for row in rows.values():
+        row["speed_vs_default"] = round(float(np.sqrt(row["sentences_per_s"] / base["sentences_per_s"]
+                                                      * base["batch1_p50_ms"] / row["batch1_p50_ms"])), 3)
+        row["gates_met"] = bool(row["accuracy"] >= pytorch_accuracy - QUALITY_GATES["max_accuracy_drop"]
+                                and row["label_agreement_with_pytorch"] >= QUALITY_GATES["min_label_agreement"])
+    passing = [n for n, row in rows.items() if row["gates_met"]]
+    if passing:
+        chosen = max(passing, key=lambda n: rows[n]["speed_vs_default"])
+    else:
+        chosen = max(rows, key=lambda n: rows[n]["label_agreement_with_pytorch"])
+        warnings.warn(f"no int8 recipe met the quality gates {QUALITY_GATES}; took the most faithful, {chosen!r} "
+                      f"(agreement {rows[chosen]['label_agreement_with_pytorch']:.3f}). Consider shipping fp32.",
+                      stacklevel=2)
+    (work / f"{chosen}.onnx").replace(folder / "onnx" / "model_quantized.onnx")
+    shutil.rmtree(work)
+    return {
+        "chosen": chosen,
+        "gates_met": bool(passing),
+        "rule": "best speed_vs_default (geometric mean of throughput and batch-1 speed, each relative to "
+                f"{DEFAULT_INT8}) among candidates with accuracy >= PyTorch's - {QUALITY_GATES['max_accuracy_drop']} "
+                f"and label agreement >= {QUALITY_GATES['min_label_agreement']}",
+        "data": {"sentences": len(texts), "pytorch_accuracy": pytorch_accuracy},
+        "timing": {"machine": _cpu_name(), "rounds": rounds, "batch_tokens": BATCH_TOKENS,
+                   "sentences_per_s": "whole set in length-sorted batches, best round",
+                   "batch1_p50_ms": f"one sentence per run, first {BATCH1_SENTENCES} sentences, best round"},
+        "candidates": rows,
+    }
