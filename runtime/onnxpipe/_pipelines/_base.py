@@ -18,9 +18,10 @@ from .._tokenizer import AutoTokenizer
 from ..errors import InputTooLongError
 
 
-# Padded tokens per batch. Measured on minilm-sst2 int8, 2-core AVX-512 VNNI (bench/README.md): SST-2 dev as
-# one list ran at 385 sentences/s with 16384, 663/s with 1024 (663/s with 512), and peak RSS at batch 128
-# fell from 334 to 154 MB: small batches stay in cache, and length-sorting already removes the padding.
+# Padded tokens per batch at most. Measured on minilm-sst2 int8, 2-core AVX-512 VNNI (bench/README.md): SST-2
+# dev as one list ran at 385 sentences/s with 16384, 663/s with 1024 (663/s with 512), and peak RSS at batch 128
+# fell from 334 to 154 MB: small batches stay in cache, and length-sorting already removes the padding. Where
+# to cut below the budget is plan_batches' cost model (_batching.py).
 DEFAULT_BATCH_TOKENS = 1024
 
 
