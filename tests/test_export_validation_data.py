@@ -149,3 +149,32 @@ def test_cli_help_names_every_int8_recipe():
     named = set(help_text.split("or a candidate: ")[1].replace(" ", "").split(","))
     assert named == set(INT8_CANDIDATES)
     assert help_text.split("default (")[1].split(":")[0] == DEFAULT_INT8
+
+
+def test_the_recipes_load_time_switches_reach_onnxruntime_on_cpu_only(tiny_checkpoint, tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    from onnxpipe import AutoModelForSequenceClassification as OnnxClassifier
+    from onnxpipe._manifest import load_manifest
+    from onnxpipe._session import SessionChoice, _disabled_optimizers
+    from onnxpipe_export import export
+
+    out = export(tiny_checkpoint("bert", "text-classification"), task="text-classification", out=tmp_path / "m",
+                 precisions="int8,fp32", progress=False, int8_recipe="fused-attention-only-pc-s8-no-skipln")
+    manifest = load_manifest(out)
+    assert manifest.variants["int8"]["cpu_disabled_optimizers"] == ["SkipLayerNormFusion"]
+    assert "cpu_disabled_optimizers" not in manifest.variants["fp32"]
+
+    seen = []
+    real = ort.InferenceSession
+
+    def spy(path, *args, **kwargs):
+        seen.append(kwargs.get("disabled_optimizers"))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    OnnxClassifier.from_pretrained(out, precision="int8")
+    OnnxClassifier.from_pretrained(out, precision="fp32")
+    assert seen == [["SkipLayerNormFusion"], None]
+    # CUDA sessions keep every fusion (its SkipLayerNorm kernel is a different one).
+    assert _disabled_optimizers(manifest, SessionChoice("cuda", "int8")) == {}

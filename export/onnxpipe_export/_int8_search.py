@@ -33,7 +33,7 @@ from onnxpipe._manifest import Manifest
 from onnxpipe._model import OnnxModel
 from onnxpipe._tokenizer import AutoTokenizer
 
-from ._optimize import DEFAULT_INT8, INT8_CANDIDATES, quantize_int8, recipe_named
+from ._optimize import DEFAULT_INT8, INT8_CANDIDATES, int8_variant, quantize_int8, recipe_named
 
 QUALITY_GATES = {"max_accuracy_drop": 0.01, "min_label_agreement": 0.98}
 BATCH_TOKENS = 1024  # the runtime's default token budget per batch
@@ -50,9 +50,9 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _session_on(manifest: Manifest, rel_file: str) -> OnnxModel:
+def _session_on(manifest: Manifest, rel_file: str, recipe: dict) -> OnnxModel:
     # The candidate is loaded as the folder's int8 variant, so it runs with exactly the runtime's options.
-    manifest.data["variants"]["int8"] = {"file": rel_file}
+    manifest.data["variants"]["int8"] = int8_variant(rel_file, recipe)
     return OnnxModel(manifest, device="cpu", precision="int8")
 
 
@@ -98,7 +98,7 @@ def search(folder: Path, manifest: Manifest, tokenizer: AutoTokenizer, source_fo
         recipe = recipe_named(name)
         path = work / f"{name}.onnx"
         quantize_int8(source_for(recipe), path, recipe)
-        model = _session_on(manifest, f"search/{name}.onnx")
+        model = _session_on(manifest, f"search/{name}.onnx", recipe)
         feeds = [model.feeds(s) for s in singles]
         rows[name] = {"recipe": {k: v for k, v in recipe.items() if k != "name"},
                       "size_mb": round(path.stat().st_size / 1e6, 2), **_quality(model, feeds, gold_arr, ref_labels)}
@@ -108,7 +108,7 @@ def search(folder: Path, manifest: Manifest, tokenizer: AutoTokenizer, source_fo
         for name in rows:
             if progress:
                 progress(f"int8 search: time {name} (round {r + 1}/{rounds})")
-            model = _session_on(manifest, f"search/{name}.onnx")
+            model = _session_on(manifest, f"search/{name}.onnx", rows[name]["recipe"])
             feeds = [model.feeds(b) for b in batches]
             _throughput(model, feeds[:2], 0)  # warm-up: arena growth and first-run kernel choice
             sps = _throughput(model, feeds, len(texts))

@@ -213,7 +213,7 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
 
     from ._load import load_checkpoint, tokenizer_config
     from ._onnx import export_fp32
-    from ._optimize import fuse, int8_source, quantize_int8, to_fp16
+    from ._optimize import fuse, int8_source, int8_variant, quantize_int8, to_fp16
     from ._validate import dataset_figures, pytorch_labels, read_labelled_tsv, torch_reference, validate_variant
 
     steps = ["load checkpoint", "export fp32 ONNX", "fuse graph", *[f"make {p}" for p in precisions if p != "fp32"],
@@ -246,7 +246,7 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
                 if not search:  # a search quantizes its candidates once the folder can be loaded, below
                     source = int8_source(recipe, raw, fp32, ckpt.settings["fusion"], ckpt.config)
                     quantize_int8(source, tmp / VARIANT_FILES["int8"], recipe)
-                    variants["int8"] = {"file": VARIANT_FILES["int8"], "recipe": recipe}
+                    variants["int8"] = {**int8_variant(VARIANT_FILES["int8"], recipe), "recipe": recipe}
                 bar.update()
             elif p == "fp16":
                 step("make fp16")
@@ -293,8 +293,8 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
             found = search_int8(tmp, manifest, tokenizer, lambda r: int8_source(r, raw, fp32, ckpt.settings["fusion"],
                                                                                 ckpt.config),
                                 texts, gold, pytorch_labels(ckpt, texts), progress=step)
-            variants["int8"] = {"file": VARIANT_FILES["int8"],
-                                "recipe": found["candidates"][found["chosen"]]["recipe"] | {"name": found["chosen"]},
+            chosen = found["candidates"][found["chosen"]]["recipe"] | {"name": found["chosen"]}
+            variants["int8"] = {**int8_variant(VARIANT_FILES["int8"], chosen), "recipe": chosen,
                                 "recipe_search": found}
         shutil.rmtree(tmp / "raw")
         for p, v in variants.items():  # an unfused int8 graph is fused by onnxruntime at load, not here

@@ -92,10 +92,11 @@ def cmd_predict(args) -> int:
 def _print_recipe_search(found: dict) -> None:
     print(f"        chosen by --int8-recipe search on {found['timing']['machine']} "
           f"({found['data']['sentences']} labelled sentences, PyTorch accuracy {found['data']['pytorch_accuracy']:.4f}):")
-    print(f"        {'candidate':28s} {'accuracy':>8s} {'agrees':>7s} {'batch-1':>9s} {'sent/s':>7s} {'speed':>6s}")
+    w = max(map(len, found["candidates"]))
+    print(f"        {'candidate':{w}s} {'accuracy':>8s} {'agrees':>7s} {'batch-1':>9s} {'sent/s':>7s} {'speed':>6s}")
     for name, row in sorted(found["candidates"].items(), key=lambda kv: -kv[1]["speed_vs_default"]):
         mark = "*" if name == found["chosen"] else ("" if row["gates_met"] else "x")
-        print(f"      {mark:1s} {name:28s} {row['accuracy']:8.4f} {row['label_agreement_with_pytorch']:7.1%} "
+        print(f"      {mark:1s} {name:{w}s} {row['accuracy']:8.4f} {row['label_agreement_with_pytorch']:7.1%} "
               f"{row['batch1_p50_ms']:6.2f} ms {row['sentences_per_s']:7.0f} {row['speed_vs_default']:5.2f}x")
     print(f"        (* chosen, x misses the quality gates; rule: {found['rule']})")
 
@@ -125,8 +126,9 @@ def cmd_info(args) -> int:
         print(f"  {p:5s} {v['file']:28s} {size:7.1f} MB  {figures or val.get('skipped', '')}")
         if v.get("recipe"):
             r = v["recipe"]
+            off = ", no " + " / ".join(v["cpu_disabled_optimizers"]) + " at load" if v.get("cpu_disabled_optimizers") else ""
             print(f"        recipe {r.get('name', '?')}: {r.get('method')} {r.get('weight_type')}, "
-                  f"{'per-channel' if r.get('per_channel') else 'per-tensor'}, graph {r.get('graph')}")
+                  f"{'per-channel' if r.get('per_channel') else 'per-tensor'}, graph {r.get('graph')}{off}")
         if v.get("recipe_search"):
             _print_recipe_search(v["recipe_search"])
     if d.get("validation_data"):
@@ -199,12 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--validation-data", metavar="TSV",
                    help="labelled sentences (label<TAB>text, header line) to record accuracy per variant")
     e.add_argument("--int8-recipe", default="default", metavar="NAME",
-                   help="default (fused-attention-only-pc-s8: per-channel QInt8, attention fused), search (quantize "
-                        "every candidate, score it on --validation-data, time it here, keep the fastest within 1 point "
-                        "of PyTorch and 98%% label agreement; all figures go in the manifest), or a candidate: "
+                   help="default (fused-attention-only-pc-s8-no-skipln: per-channel QInt8, attention fused, "
+                        "no SkipLayerNorm), search (quantize every candidate, score it on --validation-data, time it "
+                        "here, keep the fastest within 1 point of PyTorch and 98%% label agreement; all figures go in "
+                        "the manifest), or a candidate: "
                         "fused-pc-s8, fused-pc-s8-fp32-embeddings, fused-pc-s8-fp32-attention, fused-pt-s8, "
-                        "fused-pc-u8, fused-attention-only-pc-s8, fused-no-attention-pc-s8, unfused-pc-s8, "
-                        "unfused-pt-s8")
+                        "fused-pc-u8, fused-attention-only-pc-s8, fused-attention-only-pc-s8-no-skipln, "
+                        "fused-no-attention-pc-s8, unfused-pc-s8, unfused-pc-s8-no-skipln, unfused-pt-s8")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_export)

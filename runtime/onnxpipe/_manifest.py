@@ -157,8 +157,9 @@ _SHAPE = {
     "pad_token_id": (_is_int, "an integer"),
     "tokenizer": (lambda x: isinstance(x, str), "a path string"),
     "variants": (lambda x: isinstance(x, dict) and len(x) > 0
-                 and all(isinstance(v, dict) and isinstance(v.get("file"), str) for v in x.values()),
-                 "an object of precision -> {'file': path, ...}"),
+                 and all(isinstance(v, dict) and isinstance(v.get("file"), str)
+                         and _is_str_list(v.get("cpu_disabled_optimizers", [])) for v in x.values()),
+                 "an object of precision -> {'file': path, 'cpu_disabled_optimizers': [names], ...}"),
     "files": (lambda x: isinstance(x, dict)
               and all(isinstance(v, dict) and isinstance(v.get("sha256"), str) and _is_int(v.get("size"))
                       for v in x.values()),

@@ -66,6 +66,14 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def _disabled_optimizers(manifest: Manifest, choice: SessionChoice) -> dict:
+    # Load-time fusions the export measured as slower for this file on the CPU provider (the INT8 recipe's
+    # cpu_disabled_optimizers, e.g. SkipLayerNormFusion); other providers have their own kernels, so they keep
+    # every fusion.
+    names = manifest.variants[choice.precision].get("cpu_disabled_optimizers", []) if choice.device == "cpu" else []
+    return {"disabled_optimizers": list(names)} if names else {}
+
+
 def create_session(manifest: Manifest, choice: SessionChoice, threads: int | None = None) -> ort.InferenceSession:
     path = manifest.variant_path(choice.precision)
     opts = ort.SessionOptions()
@@ -84,7 +92,8 @@ def create_session(manifest: Manifest, choice: SessionChoice, threads: int | Non
         providers.append(_PROVIDER["cpu"])  # shape ops that CUDA does not implement; not a fallback
     try:
         # enable_fallback=0: no silent retry on CPU while creating (older onnxruntime ignores the keyword).
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers, enable_fallback=0)
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers, enable_fallback=0,
+                                       **_disabled_optimizers(manifest, choice))
     except Exception as e:  # onnxruntime raises its own untyped exceptions (Fail, InvalidGraph, ...)
         if choice.device == "cuda" and "CUDA" in str(e):
             raise ProviderUnavailableError(f"CUDAExecutionProvider failed to start for {path}: {e}") from e
