@@ -92,9 +92,12 @@ def load_transformers(spec: Spec, paths: dict[str, Path]) -> Engine:
         tok = pipe.tokenizer
 
         def predict(texts, bs):
-            # The pipeline returns unpadded hidden states per text; pool each as sentence-transformers does.
+            # With batch_size > 1 the pipeline returns each text's hidden states still padded to its batch's
+            # longest text (the pad positions hold real numbers), so each is cut to the text's own token count
+            # before pooling as sentence-transformers does; pooling the pads skewed short texts' vectors.
             outs = pipe(list(texts), batch_size=bs, truncation=True, return_tensors=True)
-            return np.stack([_pool(o.numpy(), np.ones(o.shape[:2]))[0] for o in outs])
+            counts = [len(ids) for ids in tok(list(texts), truncation=True)["input_ids"]]
+            return np.stack([_pool(o.numpy()[:, :n], np.ones((1, n)))[0] for o, n in zip(outs, counts)])
     return Engine(predict, {"torch": torch.__version__, "transformers": transformers.__version__}, "torch-cpu")
 
 
