@@ -70,6 +70,18 @@ def _pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return v / np.clip(np.linalg.norm(v, axis=1, keepdims=True), 1e-12, None)
 
 
+def _pool_pipeline_output(pipe, tok, texts: Sequence[str], bs: int) -> np.ndarray:
+    """Sentence embeddings from a transformers feature-extraction pipeline, pooled as sentence-transformers does.
+
+    With batch_size > 1 the pipeline returns each text's hidden states still padded to its batch's longest
+    text (the pad positions hold real numbers), so each is cut to the text's own token count first; pooling the
+    pads skewed short texts' vectors (cosine 0.67 with the real embedding).
+    """
+    outs = pipe(list(texts), batch_size=bs, truncation=True, return_tensors=True)
+    counts = [len(ids) for ids in tok(list(texts), truncation=True)["input_ids"]]
+    return np.stack([_pool(np.asarray(o)[:, :n], np.ones((1, n)))[0] for o, n in zip(outs, counts)])
+
+
 def _label_ids(results: list[dict], label2id: dict[str, int]) -> list[tuple[int, float]]:
     return [(label2id[r["label"]], float(r["score"])) for r in results]
 
@@ -92,12 +104,7 @@ def load_transformers(spec: Spec, paths: dict[str, Path]) -> Engine:
         tok = pipe.tokenizer
 
         def predict(texts, bs):
-            # With batch_size > 1 the pipeline returns each text's hidden states still padded to its batch's
-            # longest text (the pad positions hold real numbers), so each is cut to the text's own token count
-            # before pooling as sentence-transformers does; pooling the pads skewed short texts' vectors.
-            outs = pipe(list(texts), batch_size=bs, truncation=True, return_tensors=True)
-            counts = [len(ids) for ids in tok(list(texts), truncation=True)["input_ids"]]
-            return np.stack([_pool(o.numpy()[:, :n], np.ones((1, n)))[0] for o, n in zip(outs, counts)])
+            return _pool_pipeline_output(pipe, tok, texts, bs)
     return Engine(predict, {"torch": torch.__version__, "transformers": transformers.__version__}, "torch-cpu")
 
 
@@ -127,8 +134,7 @@ def load_optimum(spec: Spec, paths: dict[str, Path]) -> Engine:
         pipe = transformers.pipeline("feature-extraction", model=model, tokenizer=tok, device="cpu")
 
         def predict(texts, bs):
-            outs = pipe(list(texts), batch_size=bs, truncation=True, return_tensors=True)
-            return np.stack([_pool(np.asarray(o), np.ones(np.asarray(o).shape[:2]))[0] for o in outs])
+            return _pool_pipeline_output(pipe, tok, texts, bs)
     import onnxruntime
 
     return Engine(predict, {"optimum-onnx": _version("optimum-onnx"), "transformers": transformers.__version__,

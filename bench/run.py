@@ -174,14 +174,16 @@ def parity(raw: list[dict]) -> None:
                 r["parity_check"] = f"{'ok' if ok else 'MISMATCH'}: labels {sum(same)}/{len(same)} equal" + (
                     "" if diff is None else f", max |score diff| {diff:.4f}")
             else:
-                # Cosine of each seed sentence's embedding with PyTorch's; 0.98 is the int8 gate pytest applies
-                # to MiniLM (tests/test_real_weights.py), fp32 engines land at 1.0000.
+                # Cosine of each seed sentence's embedding with PyTorch's. This checks that an engine computes
+                # the same thing (wrong pooling gives ~0.7), not int8 quality, which pytest gates on 50 real
+                # sentences (tests/test_real_weights.py): fp32 must reach 0.9999, int8 0.95 on these two.
                 got, want = np.array(r["parity"], dtype=np.float64), np.array(ref["parity"], dtype=np.float64)
                 if got.shape != want.shape:
                     r["parity_check"] = f"MISMATCH: shape {got.shape} vs {want.shape}"
                     continue
                 cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
-                r["parity_check"] = f"{'ok' if cos.min() >= 0.98 else 'MISMATCH'}: min cosine {cos.min():.4f}"
+                gate = 0.9999 if r["precision"] == "fp32" else 0.95
+                r["parity_check"] = f"{'ok' if cos.min() >= gate else 'MISMATCH'}: min cosine {cos.min():.4f}"
 
 
 def main(argv=None) -> int:
