@@ -51,8 +51,8 @@ INT8_CANDIDATES = {
 
 
 # Chosen by `--int8-recipe search` on minilm-sst2 (2-core AVX-512 VNNI Xeon): SST-2 dev 0.8956 vs PyTorch's
-# 0.8933, 98.6 % label agreement; against the fully fused graph (fused-pc-s8) 1.41x the throughput (997 vs
-# 705 sentences/s) and 14 % less batch-1 latency (1.50 vs 1.75 ms). Most of it is SkipLayerNormalization's
+# 0.8933, 98.6 % label agreement; against the fully fused graph (fused-pc-s8) 1.36x the throughput (996 vs
+# 731 sentences/s) and 17 % less batch-1 latency (1.48 vs 1.78 ms). Most of it is SkipLayerNormalization's
 # CPU kernel, the rest export-time BiasGelu / EmbedLayerNorm fusions that onnxruntime's own load-time ones
 # beat. models/minilm-sst2/manifest.json keeps every candidate's figures.
 DEFAULT_INT8 = "fused-attention-only-pc-s8-no-skipln"
