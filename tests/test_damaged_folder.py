@@ -109,7 +109,8 @@ CASES = {
     "format_version_missing": (lambda f: edit_manifest(f, lambda d: d.pop("format_version")), errors.ManifestError,
                                [r"format_version '\(none\)'", r"onnxpipe export"]),
     "disabled_optimizers_not_names": (
-        lambda f: edit_manifest(f, lambda d: d["variants"]["int8"].update(cpu_disabled_optimizers="SkipLayerNormFusion")),
+        lambda f: edit_manifest(f, lambda d: d["variants"]["int8"].update(
+            cpu_disabled_optimizers="SkipLayerNormFusion")),
         errors.ManifestError, [r"'variants'", r"cpu_disabled_optimizers"]),
     "key_missing": (lambda f: edit_manifest(f, lambda d: d.pop("variants")), errors.ManifestError,
                     [r"manifest\.json lacks the keys \['variants'\]", r"[Rr]e-export"]),

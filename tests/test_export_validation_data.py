@@ -87,7 +87,8 @@ def test_int8_search_records_every_candidate_and_keeps_the_one_its_rule_picks(ti
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["label_agreement_with_pytorch"] <= 1
         assert row["sentences_per_s"] > 0 and row["batch1_p50_ms"] > 0 and row["size_mb"] > 0
         drop_ok = row["accuracy"] >= found["data"]["pytorch_accuracy"] - QUALITY_GATES["max_accuracy_drop"]
-        assert row["gates_met"] == (drop_ok and row["label_agreement_with_pytorch"] >= QUALITY_GATES["min_label_agreement"])
+        agree_ok = row["label_agreement_with_pytorch"] >= QUALITY_GATES["min_label_agreement"]
+        assert row["gates_met"] == (drop_ok and agree_ok)
     assert rows[DEFAULT_INT8]["speed_vs_default"] == 1.0
     chosen = found["chosen"]
     passing = [n for n, r in rows.items() if r["gates_met"]]

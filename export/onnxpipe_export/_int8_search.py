@@ -20,7 +20,6 @@ neither may buy the other cheaply). If none passes, the most faithful candidate 
 from __future__ import annotations
 
 import gc
-import platform
 import shutil
 import time
 import warnings
@@ -29,36 +28,23 @@ from pathlib import Path
 import numpy as np
 
 from onnxpipe._batching import plan_batches
+from onnxpipe._bench import machine_info
 from onnxpipe._manifest import Manifest
 from onnxpipe._model import OnnxModel
+from onnxpipe._pipelines._base import DEFAULT_BATCH_TOKENS as BATCH_TOKENS  # time batches as the runtime cuts them
 from onnxpipe._tokenizer import AutoTokenizer
 
 from ._optimize import DEFAULT_INT8, INT8_CANDIDATES, int8_variant, quantize_int8, recipe_named
+from ._validate import label_figures
 
 QUALITY_GATES = {"max_accuracy_drop": 0.01, "min_label_agreement": 0.98}
-BATCH_TOKENS = 1024  # the runtime's default token budget per batch
 BATCH1_SENTENCES = 300
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _session_on(manifest: Manifest, rel_file: str, recipe: dict) -> OnnxModel:
     # The candidate is loaded as the folder's int8 variant, so it runs with exactly the runtime's options.
     manifest.data["variants"]["int8"] = int8_variant(rel_file, recipe)
     return OnnxModel(manifest, device="cpu", precision="int8")
-
-
-def _quality(model: OnnxModel, singles: list[dict], gold: np.ndarray, ref: np.ndarray) -> dict:
-    got = np.array([int(model.run(feeds, ["logits"])[0][0].argmax()) for feeds in singles])
-    return {"accuracy": float((got == gold).mean()), "label_agreement_with_pytorch": float((got == ref).mean())}
 
 
 def _batch1_p50_ms(model: OnnxModel, singles: list[dict]) -> float:
@@ -77,7 +63,8 @@ def _throughput(model: OnnxModel, batches: list[dict], sentences: int) -> float:
     return sentences / (time.perf_counter() - t0)
 
 
-def search(folder: Path, manifest: Manifest, tokenizer: AutoTokenizer, source_for, texts: list[str], gold: list[int], ref_labels: np.ndarray, rounds: int = 2, progress=None) -> dict:
+def search(folder: Path, manifest: Manifest, tokenizer: AutoTokenizer, source_for, texts: list[str],
+           gold: list[int], ref_labels: np.ndarray, rounds: int = 2, progress=None) -> dict:
     """Quantize and measure every candidate; return the manifest's ``recipe_search`` block.
 
     ``source_for(recipe)`` gives the fp32 graph a recipe quantizes. The chosen candidate's file is left at
@@ -99,9 +86,9 @@ def search(folder: Path, manifest: Manifest, tokenizer: AutoTokenizer, source_fo
         path = work / f"{name}.onnx"
         quantize_int8(source_for(recipe), path, recipe)
         model = _session_on(manifest, f"search/{name}.onnx", recipe)
-        feeds = [model.feeds(s) for s in singles]
         rows[name] = {"recipe": {k: v for k, v in recipe.items() if k != "name"},
-                      "size_mb": round(path.stat().st_size / 1e6, 2), **_quality(model, feeds, gold_arr, ref_labels)}
+                      "size_mb": round(path.stat().st_size / 1e6, 2),
+                      **label_figures(model, singles, gold_arr, ref_labels)}
         del model
         gc.collect()
     for r in range(rounds):
@@ -140,7 +127,7 @@ def search(folder: Path, manifest: Manifest, tokenizer: AutoTokenizer, source_fo
                 f"{DEFAULT_INT8}) among candidates with accuracy >= PyTorch's - {QUALITY_GATES['max_accuracy_drop']} "
                 f"and label agreement >= {QUALITY_GATES['min_label_agreement']}",
         "data": {"sentences": len(texts), "pytorch_accuracy": pytorch_accuracy},
-        "timing": {"machine": _cpu_name(), "rounds": rounds, "batch_tokens": BATCH_TOKENS,
+        "timing": {"machine": machine_info()["cpu"], "rounds": rounds, "batch_tokens": BATCH_TOKENS,
                    "sentences_per_s": "whole set in length-sorted batches, best round",
                    "batch1_p50_ms": f"one sentence per run, first {BATCH1_SENTENCES} sentences, best round"},
         "candidates": rows,

@@ -94,7 +94,8 @@ def fuse(raw: Path, out: Path, fusion: str | None, config, graph: str = "fused")
     for name, value in GRAPHS[graph].items():
         setattr(options, name, value)
     heads, hidden = _heads_and_hidden(config)
-    model = optimize_model(str(raw), model_type=fusion, num_heads=heads, hidden_size=hidden, optimization_options=options)
+    model = optimize_model(str(raw), model_type=fusion, num_heads=heads, hidden_size=hidden,
+                           optimization_options=options)
     model.save_model_to_file(str(out))
     return {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
 

@@ -286,13 +286,15 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
         tokenizer = AutoTokenizer((tmp / "tokenizer.json").read_text(encoding="utf-8"), max_length, data["inputs"],
                                   data["pad_token_id"])
         manifest = Manifest(folder=tmp, data=data)
+        ref_labels = None  # PyTorch's labels on --validation-data: computed once, for the search and the figures
         if search:
             from ._int8_search import search as search_int8
 
             texts, gold = read_labelled_tsv(validation_data)
+            ref_labels = pytorch_labels(ckpt, texts)
             found = search_int8(tmp, manifest, tokenizer, lambda r: int8_source(r, raw, fp32, ckpt.settings["fusion"],
                                                                                 ckpt.config),
-                                texts, gold, pytorch_labels(ckpt, texts), progress=step)
+                                texts, gold, ref_labels, progress=step)
             chosen = found["candidates"][found["chosen"]]["recipe"] | {"name": found["chosen"]}
             variants["int8"] = {**int8_variant(VARIANT_FILES["int8"], chosen), "recipe": chosen,
                                 "recipe_search": found}
@@ -310,7 +312,7 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
                     raise
                 variants[p]["validation"] = {"skipped": f"could not run on CPU: {str(e).splitlines()[0][:200]}"}
         if validation_data is not None:
-            data["validation_data"] = dataset_figures(ckpt, manifest, tokenizer, validation_data)
+            data["validation_data"] = dataset_figures(ckpt, manifest, tokenizer, validation_data, ref_labels)
         bar.update()
 
         step("write manifest")

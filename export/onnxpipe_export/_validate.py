@@ -94,11 +94,22 @@ def pytorch_labels(checkpoint, texts: list[str], batch_size: int = 64) -> np.nda
     return np.concatenate(out)
 
 
-def dataset_figures(checkpoint, manifest: Manifest, tokenizer: AutoTokenizer, path) -> dict:
-    """Accuracy of PyTorch and of every variant on a labelled set, and each variant's label agreement."""
+def label_figures(model: OnnxModel, singles: list, gold: np.ndarray, ref_labels: np.ndarray) -> dict:
+    """Accuracy and label agreement with PyTorch of ``model`` on tokenized ``singles``, one sentence per run:
+    dynamic int8 scales activations per batch, so batch-1 is the reproducible figure."""
+    got = np.array([int(model.run(model.feeds(s), ["logits"])[0][0].argmax()) for s in singles])
+    return {"accuracy": float((got == gold).mean()), "label_agreement_with_pytorch": float((got == ref_labels).mean())}
+
+
+def dataset_figures(checkpoint, manifest: Manifest, tokenizer: AutoTokenizer, path,
+                    ref_labels: np.ndarray | None = None) -> dict:
+    """Accuracy of PyTorch and of every variant on a labelled set, and each variant's label agreement.
+    ``ref_labels``: PyTorch's labels on the set when the caller has them already."""
     texts, labels = read_labelled_tsv(path)
     gold = np.array(labels)
-    ref_labels = pytorch_labels(checkpoint, texts)
+    if ref_labels is None:
+        ref_labels = pytorch_labels(checkpoint, texts)
+    singles = [tokenizer([t], truncation=True, return_tensors="np") for t in texts]
     figures = {"file": str(path), "sentences": len(texts), "pytorch_accuracy": float((ref_labels == gold).mean()),
                "variants": {}}
     for precision in manifest.variants:
@@ -107,9 +118,5 @@ def dataset_figures(checkpoint, manifest: Manifest, tokenizer: AutoTokenizer, pa
         except Exception as e:  # fp16 kernels missing on CPU: recorded by validate_variant already
             figures["variants"][precision] = {"skipped": str(e).splitlines()[0][:200]}
             continue
-        # One sentence per run: dynamic int8 scales activations per batch, so batch-1 is the reproducible figure.
-        got = np.array([model.run(model.feeds(tokenizer([t], truncation=True, return_tensors="np")), ["logits"])[0][0]
-                        .argmax() for t in texts])
-        figures["variants"][precision] = {"accuracy": float((got == gold).mean()),
-                                          "label_agreement_with_pytorch": float((got == ref_labels).mean())}
+        figures["variants"][precision] = label_figures(model, singles, gold, ref_labels)
     return figures

@@ -90,8 +90,9 @@ def cmd_predict(args) -> int:
 
 
 def _print_recipe_search(found: dict) -> None:
+    data = found["data"]
     print(f"        chosen by --int8-recipe search on {found['timing']['machine']} "
-          f"({found['data']['sentences']} labelled sentences, PyTorch accuracy {found['data']['pytorch_accuracy']:.4f}):")
+          f"({data['sentences']} labelled sentences, PyTorch accuracy {data['pytorch_accuracy']:.4f}):")
     w = max(map(len, found["candidates"]))
     print(f"        {'candidate':{w}s} {'accuracy':>8s} {'agrees':>7s} {'batch-1':>9s} {'sent/s':>7s} {'speed':>6s}")
     for name, row in sorted(found["candidates"].items(), key=lambda kv: -kv[1]["speed_vs_default"]):
@@ -126,7 +127,8 @@ def cmd_info(args) -> int:
         print(f"  {p:5s} {v['file']:28s} {size:7.1f} MB  {figures or val.get('skipped', '')}")
         if v.get("recipe"):
             r = v["recipe"]
-            off = ", no " + " / ".join(v["cpu_disabled_optimizers"]) + " at load" if v.get("cpu_disabled_optimizers") else ""
+            disabled = v.get("cpu_disabled_optimizers")
+            off = f", no {' / '.join(disabled)} at load" if disabled else ""
             print(f"        recipe {r.get('name', '?')}: {r.get('method')} {r.get('weight_type')}, "
                   f"{'per-channel' if r.get('per_channel') else 'per-tensor'}, graph {r.get('graph')}{off}")
         if v.get("recipe_search"):
