@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
+
 # transformers' TruncationStrategy values that mean "cut at the limit" / "do not cut". The pair-specific
 # strategies ("only_first", "only_second") are not offered by the pipelines.
 _TRUNCATE = {True: True, "longest_first": True, False: False, "do_not_truncate": False}
@@ -64,3 +66,19 @@ def truncation_flag(value: Any) -> bool:
         f"truncation={value!r} is not supported; use True (or 'longest_first') to cut inputs at the model's "
         "maximum, or False (or 'do_not_truncate') to raise InputTooLongError instead"
     )
+
+
+def int_option(name: str, value: Any, minimum: int = 1, maximum: int | None = None, hint: str = "") -> int:
+    """``value`` as an int within ``minimum..maximum``; ValueError naming ``name``, the value and the range.
+
+    bool is refused although it is an int (``max_length=True`` is a mistake, not 1), and so are floats and
+    strings: numeric options pass through to onnxruntime and Rust, where a wrong type fails far from its cause.
+
+    >>> int_option("batch_size", 8)
+    8
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not (
+            minimum <= value and (maximum is None or value <= maximum)):
+        valid = f"an int from {minimum} to {maximum}" if maximum is not None else f"an int >= {minimum}"
+        raise ValueError(f"{name}={value!r} ({type(value).__name__}); use {valid}{' (' + hint + ')' if hint else ''}")
+    return int(value)
