@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._inputs import clean_text
+from .._inputs import clean_text, int_option
 from ._base import Pipeline
 from ._spans import select_starts_ends
 from ._text import tokenizer_config
@@ -62,13 +62,20 @@ class QuestionAnsweringPipeline(Pipeline):
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; question-answering takes top_k, doc_stride, "
                             "max_answer_len, max_seq_len, max_question_len, handle_impossible_answer, align_to_words")
         top_k = 1 if top_k is None else top_k
-        for name, value in (("top_k", top_k), ("max_answer_len", max_answer_len)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}; use an int >= 1")
-        max_seq_len = min(self.tokenizer.model_max_length, 384) if max_seq_len is None else max_seq_len
-        doc_stride = min(max_seq_len // 2, 128) if doc_stride is None else doc_stride
-        if doc_stride > max_seq_len:
-            raise ValueError(f"doc_stride ({doc_stride}) is larger than max_seq_len ({max_seq_len})")
+        top_k, max_answer_len = int_option("top_k", top_k), int_option("max_answer_len", max_answer_len)
+        # Checked here, not in the Rust tokenizer: 0 meant the model maximum, a negative value an OverflowError,
+        # and a stride that leaves no new context per window a panic.
+        specials, limit = self.tokenizer.num_special_tokens_to_add(pair=True), self.tokenizer.model_max_length
+        if max_seq_len is None:
+            max_seq_len = min(limit, 384)
+        else:
+            max_seq_len = min(int_option("max_seq_len", max_seq_len, specials + 2, None,
+                                         f"room for {specials} special tokens, a question and a context"), limit)
+        if doc_stride is None:
+            doc_stride = min(max_seq_len // 2, 128, max_seq_len - specials - 2)
+        else:
+            doc_stride = int_option("doc_stride", doc_stride, 0, max_seq_len - specials - 2,
+                                    f"windows of max_seq_len={max_seq_len} tokens must each add new context")
         return ({"max_seq_len": max_seq_len, "doc_stride": doc_stride},
                 {"top_k": top_k, "max_answer_len": max_answer_len, "impossible": bool(handle_impossible_answer),
                  "align": bool(align_to_words)})
@@ -86,9 +93,12 @@ class QuestionAnsweringPipeline(Pipeline):
         try:
             encodings = self.tokenizer.encode_batch([q for q, _ in pairs], [c for _, c in pairs], max_length=max_seq_len,
                                                     stride=doc_stride, strategy="only_second")
-        except Exception as e:  # the Rust tokenizer: a question leaving no room for the context
+        except BaseException as e:  # the Rust tokenizer: a question leaving no room for the context (an error),
+            if not isinstance(e, Exception) and type(e).__name__ != "PanicException":  # or a stride (a panic)
+                raise
             raise ValueError(f"inputs {offset}..{offset + len(pairs) - 1}: {e}. A question must leave room for "
-                             f"context within max_seq_len={max_seq_len} tokens; shorten it or raise max_seq_len") from e
+                             f"more than doc_stride={doc_stride} context tokens within max_seq_len={max_seq_len}; "
+                             "shorten it, raise max_seq_len or lower doc_stride") from e
         return [(context, [e, *e.overflowing]) for (_, context), e in zip(pairs, encodings)]
 
     def gather(self, context: str, encodings, rows, top_k=1, max_answer_len=15, impossible=False, align=True):

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._inputs import clean_text
+from .._inputs import clean_text, int_option
 from ._base import Pipeline
 from ._text import Decoder, softmax, tokenizer_config
 
@@ -49,8 +49,8 @@ class TokenClassificationPipeline(Pipeline):
         if strategy not in STRATEGIES:
             raise ValueError(f"aggregation_strategy={aggregation_strategy!r}; use one of {list(STRATEGIES)}")
         if stride is not None:
-            if not isinstance(stride, int) or not 0 <= stride < self.tokenizer.model_max_length:
-                raise ValueError(f"stride={stride!r}; use an int from 0 to {self.tokenizer.model_max_length - 1}")
+            # Windows hold model_max_length tokens, special ones included; the overlap must leave one new token.
+            int_option("stride", stride, 0, self.tokenizer.model_max_length - self.tokenizer.num_special_tokens_to_add() - 1)
             if strategy == "none":
                 raise ValueError("stride needs an aggregation_strategy other than 'none' to merge the windows")
         ignore = ["O"] if ignore_labels is None else list(ignore_labels)
