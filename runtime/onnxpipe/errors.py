@@ -14,6 +14,7 @@ Hierarchy::
     ├── UnknownTaskError              a task name that no pipeline implements (also a ValueError)
     ├── InputTooLongError             truncation=False and an input is over the model's maximum (also a ValueError)
     ├── InferenceError                onnxruntime failed while running a batch
+    │   └── NonFiniteOutputError      the model computed NaN or inf (``.output``, ``.rows``: where)
     └── ExportError                   the export stage could not produce a model folder
         ├── ExportExtraMissingError   the export extra (torch, transformers, optimum-onnx, onnx) is not installed
         ├── UnsupportedArchitectureError  no export settings for that model type
@@ -40,6 +41,7 @@ __all__ = [
     "UnknownTaskError",
     "InputTooLongError",
     "InferenceError",
+    "NonFiniteOutputError",
     "ExportError",
     "ExportExtraMissingError",
     "UnsupportedArchitectureError",
@@ -95,6 +97,13 @@ class InputTooLongError(OnnxpipeError, ValueError):
 
 class InferenceError(OnnxpipeError):
     """onnxruntime failed while running a batch."""
+
+
+class NonFiniteOutputError(InferenceError):
+    """The model computed NaN or inf; ``output`` names the output, ``rows`` the batch rows (or inputs)."""
+
+    output: str = ""
+    rows: list = []
 
 
 class ExportError(OnnxpipeError):

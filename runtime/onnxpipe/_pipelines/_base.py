@@ -12,10 +12,10 @@ import numpy as np
 from tokenizers import Encoding
 
 from .._batching import plan_batches
-from .._inputs import as_text_list, clean_text, truncation_flag
-from .._model import OnnxModel
+from .._inputs import as_text_list, clean_text, int_option, truncation_flag
+from .._model import _NOT_PICKLABLE, OnnxModel
 from .._tokenizer import AutoTokenizer
-from ..errors import InputTooLongError
+from ..errors import InputTooLongError, NonFiniteOutputError
 
 
 # Padded tokens per batch at most. Measured on minilm-sst2 int8, 2-core AVX-512 VNNI (bench/README.md): SST-2
@@ -39,13 +39,14 @@ class Pipeline:
 
     def __init__(self, model: OnnxModel, tokenizer: AutoTokenizer, batch_size: int = 32,
                  max_batch_tokens: int = DEFAULT_BATCH_TOKENS, chunk_size: int = 2048):
-        if batch_size < 1 or max_batch_tokens < 1 or chunk_size < 1:
-            raise ValueError("batch_size, max_batch_tokens and chunk_size must be positive integers")
         self.model = model
         self.tokenizer = tokenizer
-        self.batch_size = batch_size
-        self.max_batch_tokens = max_batch_tokens
-        self.chunk_size = chunk_size
+        self.batch_size = int_option("batch_size", batch_size)
+        self.max_batch_tokens = int_option("max_batch_tokens", max_batch_tokens)
+        self.chunk_size = int_option("chunk_size", chunk_size)
+
+    def __reduce__(self):
+        raise TypeError(_NOT_PICKLABLE.format(what=f"a {type(self).__name__}", how="pipeline(...)"))
 
     # -- per-task hooks -------------------------------------------------------------------------------
     def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -121,7 +122,11 @@ class Pipeline:
         lengths = [len(e.ids) for e in encodings]
         for batch in plan_batches(lengths, self.batch_size, self.max_batch_tokens):
             feeds = self.tokenizer.pad([encodings[i] for i in batch])
-            rows = self.postprocess(self._forward(feeds), feeds, **({} if self.grouped else post))
+            try:
+                outputs = self._forward(feeds)
+            except NonFiniteOutputError as e:  # name the caller's inputs, not rows of a length-sorted batch
+                raise self._name_inputs(e, [batch[r] for r in e.rows], prepared, offset) from None
+            rows = self.postprocess(outputs, feeds, **({} if self.grouped else post))
             for i, result in zip(batch, rows):
                 results[i] = result
         if not self.grouped:
@@ -131,6 +136,12 @@ class Pipeline:
             out.append(self.gather(info, group, results[start : start + len(group)], **post))
             start += len(group)
         return out
+
+    def _name_inputs(self, error: NonFiniteOutputError, encoding_ids: list[int], prepared: list,
+                     offset: int) -> NonFiniteOutputError:
+        owner = [k for k, (_, group) in enumerate(prepared) for _ in group] if self.grouped else None
+        inputs = sorted({offset + (owner[j] if owner else j) for j in encoding_ids})
+        return self.model.non_finite_error(error.output, inputs, "input")
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
         single, items = self._normalize(inputs)
