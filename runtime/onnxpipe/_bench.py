@@ -17,8 +17,10 @@ import onnxruntime as ort
 
 from . import __version__
 from ._factory import pipeline
+from ._inputs import int_option
 from ._manifest import load_manifest
 from ._resolve import resolve_model
+from ._session import check_threads
 
 _SIMD = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16")
 
@@ -85,12 +87,20 @@ def bench(model: str | os.PathLike, task: str | None = None, precision: str | No
         >>> report = bench("minilm-sst2", batch_sizes=[1, 32], seq_lengths=[16], runs=50)
         >>> report["results"][0]["pipeline"]["p50_ms"], report["results"][0]["overhead_pct"]
     """
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"runs={runs}, warmup={warmup}: need runs >= 1 and warmup >= 0")
+    # Checked before anything loads: a batch of 0 rows used to reach onnxruntime (SIGFPE in the int8 kernels).
+    int_option("runs (--runs)", runs, 1)
+    int_option("warmup (--warmup)", warmup, 0)
+    check_threads(threads)
+    if not batch_sizes or not seq_lengths:
+        raise ValueError("batch_sizes (--batch-sizes) and seq_lengths (--seq-lengths) need at least one value each")
+    for b in batch_sizes:
+        int_option("batch size (--batch-sizes)", b, 1, None, "e.g. --batch-sizes 1,8,32")
+    for n in seq_lengths:
+        int_option("sequence length (--seq-lengths)", n, 1, None, "e.g. --seq-lengths 16,64,128")
     folder = resolve_model(model)
     manifest = load_manifest(folder, verify=verify)
     task = task or manifest.task
-    too_long = [n for n in seq_lengths if n > manifest.max_length or n < 1]
+    too_long = [n for n in seq_lengths if n > manifest.max_length]
     if too_long:
         raise ValueError(f"seq_lengths {too_long} are outside 1..{manifest.max_length}, the model's maximum; "
                          "pick lengths within it")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import onnxruntime as ort
 
+from ._inputs import int_option
 from ._manifest import Manifest
 from .errors import ModelLoadError, PrecisionUnavailableError, ProviderUnavailableError
 
@@ -66,6 +67,20 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+# threads above this many per usable core are refused: onnxruntime starts every thread of the pool at session
+# creation (threads=5000 hung, and segfaulted under a memory limit), and past the core count they only contend.
+_THREADS_PER_CORE = 4
+
+
+def check_threads(threads: int | None) -> int:
+    """``threads`` (None: one per usable core) as an int within 1..4 x the usable cores; ValueError otherwise."""
+    cores = default_threads()
+    if threads is None:
+        return cores
+    return int_option("threads", threads, 1, _THREADS_PER_CORE * cores,
+                      f"{_THREADS_PER_CORE} x the {cores} usable cores; None gives one per core")
+
+
 def _disabled_optimizers(manifest: Manifest, choice: SessionChoice) -> dict:
     # Load-time fusions the export measured as slower for this file on the CPU provider (the INT8 recipe's
     # cpu_disabled_optimizers, e.g. SkipLayerNormFusion); other providers have their own kernels, so they keep
@@ -75,9 +90,10 @@ def _disabled_optimizers(manifest: Manifest, choice: SessionChoice) -> dict:
 
 
 def create_session(manifest: Manifest, choice: SessionChoice, threads: int | None = None) -> ort.InferenceSession:
+    threads = check_threads(threads)
     path = manifest.variant_path(choice.precision)
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or default_threads()
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # Intra-op spinning stays on (onnxruntime's default), chosen by measurement (bench/session_options.py, int8
