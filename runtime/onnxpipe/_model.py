@@ -161,7 +161,7 @@ class OnnxModel:
         names = [self.output_name] if self.output_name else self.manifest.outputs
         return ModelOutput(zip(names, self.run(feeds, names)))
 
-    def __reduce__(self):
+    def __getstate__(self):  # pickling refused (see _NOT_PICKLABLE); nothing here ever unpickles
         name = type(self).__name__
         raise TypeError(_NOT_PICKLABLE.format(what=f"a {name}", how=f"{name}.from_pretrained(...)"))
 

@@ -45,7 +45,7 @@ class Pipeline:
         self.max_batch_tokens = int_option("max_batch_tokens", max_batch_tokens)
         self.chunk_size = int_option("chunk_size", chunk_size)
 
-    def __reduce__(self):
+    def __getstate__(self):  # pickling refused (see _NOT_PICKLABLE); nothing here ever unpickles
         raise TypeError(_NOT_PICKLABLE.format(what=f"a {type(self).__name__}", how="pipeline(...)"))
 
     # -- per-task hooks -------------------------------------------------------------------------------
