@@ -149,7 +149,7 @@ def test_cli_help_names_every_int8_recipe():
     help_text = next(a.help for a in export_parser._actions if a.dest == "int8_recipe")
     named = set(help_text.split("or a candidate: ")[1].replace(" ", "").split(","))
     assert named == set(INT8_CANDIDATES)
-    assert help_text.split("default (")[1].split(":")[0] == DEFAULT_INT8
+    assert help_text.split("default (")[1].split(")")[0] == DEFAULT_INT8
 
 
 def test_the_recipes_load_time_switches_reach_onnxruntime_on_cpu_only(tiny_checkpoint, tmp_path, monkeypatch):

@@ -212,11 +212,11 @@ def test_int8_agreement_printed(pipes, task, capsys):
 
 # -- errors, registry, manifest, CLI ---------------------------------------------------------------------------
 def test_registry_and_aliases():
-    from onnxpipe._pipelines import EXPORT_TASK, canonical_task
+    from onnxpipe._tasks import canonical_task, folder_task
 
     assert set(TASKS) <= set(onnxpipe.TASKS)
     assert canonical_task("ner") == "token-classification"
-    assert EXPORT_TASK["zero-shot-classification"] == "zero-shot-classification"
+    assert folder_task("zero-shot-classification") == "zero-shot-classification"
 
 
 @pytest.mark.parametrize("task", ["fill-mask", "zero-shot-classification", "question-answering", "ner"])

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from onnxpipe._tasks import GRAPHS
 from onnxpipe._manifest import FORMAT_VERSION, Manifest, dump_manifest, sha256_file
 from onnxpipe._tokenizer import AutoTokenizer
 from onnxpipe.errors import ExportError, OutputExistsError
@@ -274,7 +275,7 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
             "files": {},
             "provenance": _provenance(ckpt, revision),
         }
-        if task in ("text-classification", "token-classification"):
+        if GRAPHS[task].labels:
             data["labels"] = {str(k): v for k, v in sorted(cfg.id2label.items())}
             if task == "text-classification":
                 data["problem_type"] = cfg.problem_type or "single_label_classification"

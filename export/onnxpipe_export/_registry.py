@@ -2,32 +2,27 @@
 
 from __future__ import annotations
 
+from onnxpipe._tasks import GRAPHS, TABLE, export_task_names, served_tasks
 from onnxpipe.errors import ExportError, UnsupportedArchitectureError
 
-# Tasks the export stage can produce, and the runtime tasks each folder then serves.
-SUPPORTED_TASKS: dict[str, list[str]] = {
-    # The classification graph also outputs last_hidden_state, so the same folder serves AutoModel.
-    "text-classification": ["text-classification", "feature-extraction"],
-    "feature-extraction": ["feature-extraction"],
-    # Every head graph also outputs last_hidden_state (see _onnx.py), so these folders serve AutoModel too.
-    "fill-mask": ["fill-mask", "feature-extraction"],
-    "token-classification": ["token-classification", "feature-extraction"],
-    "question-answering": ["question-answering", "feature-extraction"],
-}
-TASK_ALIASES = {"sentiment-analysis": "text-classification", "sentence-embeddings": "feature-extraction",
-                "ner": "token-classification",
-                # zero-shot runs an NLI text-classification graph; see folder_tasks for when a folder serves it.
-                "zero-shot-classification": "text-classification"}
+# The tasks themselves (names, aliases, graphs and their outputs, which tasks a folder serves) are the
+# runtime's task table, onnxpipe._tasks; this stage adds only what exporting needs.
 
-# export task -> the transformers class that loads the checkpoint, and the head outputs of the graph (each
-# graph also gets last_hidden_state).
-HEADS: dict[str, dict] = {
-    "text-classification": {"model_class": "AutoModelForSequenceClassification", "outputs": ["logits"]},
-    "feature-extraction": {"model_class": "AutoModel", "outputs": []},
-    "fill-mask": {"model_class": "AutoModelForMaskedLM", "outputs": ["logits"]},
-    "token-classification": {"model_class": "AutoModelForTokenClassification", "outputs": ["logits"]},
-    "question-answering": {"model_class": "AutoModelForQuestionAnswering", "outputs": ["start_logits", "end_logits"]},
+# graph -> the transformers class that loads a checkpoint for it.
+MODEL_CLASSES: dict[str, str] = {
+    "text-classification": "AutoModelForSequenceClassification",
+    "feature-extraction": "AutoModel",
+    "fill-mask": "AutoModelForMaskedLM",
+    "token-classification": "AutoModelForTokenClassification",
+    "question-answering": "AutoModelForQuestionAnswering",
 }
+
+# Derived: export task -> {"model_class", "outputs"} (head outputs; each graph also gets last_hidden_state),
+# every name --task accepts -> its graph, and the runtime tasks each graph's folder can serve.
+HEADS: dict[str, dict] = {g: {"model_class": MODEL_CLASSES[g], "outputs": list(graph.outputs)}
+                          for g, graph in GRAPHS.items()}
+TASK_ALIASES: dict[str, str] = {name: g for name, g in export_task_names().items() if name != g}
+SUPPORTED_TASKS: dict[str, list[str]] = {g: served_tasks(g) for g in GRAPHS}
 
 # model_type -> settings. "fusion": onnxruntime.transformers optimizer model type (None: no fusion pass).
 # "expect_fused": operators the fusion must produce (tested against the written graph). onnxruntime cannot fuse
@@ -59,19 +54,18 @@ def canonical_export_task(task: str) -> str:
 
 
 def folder_tasks(requested: str, config) -> list[str]:
-    """The runtime tasks a folder exported for ``requested`` serves; an NLI classifier also serves zero-shot."""
-    task = canonical_export_task(requested)
-    tasks = list(SUPPORTED_TASKS[task])
-    if task == "text-classification":
-        labels = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
-        if any(str(v).lower().startswith("entail") for v in labels.values()):
-            tasks.append("zero-shot-classification")
-        elif requested == "zero-shot-classification":
-            raise ExportError(
-                f"zero-shot-classification needs an NLI model with an 'entailment' label; this one has "
-                f"{sorted(labels.values())}. Use an NLI checkpoint, or name its labels in config.json "
-                "(id2label / label2id: contradiction, neutral, entailment)."
-            )
+    """The runtime tasks a folder exported for ``requested`` serves (an NLI classifier also serves zero-shot);
+    refuse a task the checkpoint's labels cannot serve."""
+    graph = canonical_export_task(requested)
+    labels = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    tasks = served_tasks(graph, labels)
+    wanted = TABLE.get(requested)
+    if wanted is not None and wanted.needs_label and requested not in tasks:
+        raise ExportError(
+            f"{requested} needs a model with a label starting with {wanted.needs_label!r} (an NLI model); this one "
+            f"has {sorted(labels.values())}. Use an NLI checkpoint, or name its labels in config.json "
+            "(id2label / label2id: contradiction, neutral, entailment)."
+        )
     return tasks
 
 

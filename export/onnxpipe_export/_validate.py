@@ -11,10 +11,10 @@ import torch
 
 from onnxpipe._manifest import Manifest
 from onnxpipe._model import OnnxModel
+from onnxpipe._tasks import GRAPHS
 from onnxpipe._tokenizer import AutoTokenizer
 from onnxpipe.errors import ValidationError
 
-from ._registry import HEADS
 from ._sentences import VALIDATION_SENTENCES
 
 FP32_ATOL = 1e-4
@@ -22,11 +22,11 @@ FP32_ATOL = 1e-4
 
 def torch_reference(checkpoint, task: str, sentences=VALIDATION_SENTENCES) -> dict[str, np.ndarray]:
     enc = checkpoint.tokenizer(list(sentences), padding=True, truncation=True, return_tensors="pt")
-    head = task != "feature-extraction"
+    head = bool(GRAPHS[task].outputs)
     with torch.no_grad():
         out = checkpoint.model(**enc, output_hidden_states=head)
     ref = {"input_ids": enc["input_ids"].numpy(), "attention_mask": enc["attention_mask"].numpy()}
-    for name in HEADS[task]["outputs"]:
+    for name in GRAPHS[task].outputs:
         ref[name] = out[name].numpy()
     ref["last_hidden_state"] = (out.hidden_states[-1] if head else out.last_hidden_state).numpy()
     return ref
@@ -58,7 +58,7 @@ def validate_variant(manifest: Manifest, precision: str, tokenizer: AutoTokenize
         if name == "last_hidden_state":
             continue
         # Per-token outputs (fill-mask, token classification, QA) are compared on real tokens only.
-        per_token = manifest.task != "text-classification"
+        per_token = GRAPHS[manifest.task].per_token
         a, b = (got[name][mask], ref[name][mask]) if per_token else (got[name], ref[name])
         figures[f"max_abs_diff_{name}"] = float(np.abs(a - b).max())
         worst = max(worst, figures[f"max_abs_diff_{name}"])

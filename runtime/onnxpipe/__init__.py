@@ -4,7 +4,7 @@
     >>> pipeline("sentiment-analysis")("I love this!")
     [{'label': 'POSITIVE', 'score': 0.99...}]
 
-This package imports onnxruntime, tokenizers and numpy only; the export stage lives in ``onnxpipe_export``.
+This package imports onnxruntime, tokenizers and numpy only; the export stage is a separate package (the ``onnxpipe[export]`` extra).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from . import errors
 from ._factory import pipeline
 from ._manifest import FORMAT_VERSION
 from ._model import AutoModel, AutoModelForSequenceClassification, ModelOutput
-from ._pipelines import TASKS, Pipeline
+from ._pipelines import Pipeline
+from ._tasks import TASKS
 from ._tokenizer import AutoTokenizer, BatchEncoding
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""The ``onnxpipe`` command: export, predict, info, bench.
+"""The ``onnxpipe`` command: predict, info, bench, and subcommands that other parts register (export).
 
 Errors that onnxpipe raises on purpose print one line (``error: ...``) and exit 2; ``export`` without the
 export extra says which pip line installs it. ``predict`` streams one JSON line per input as it goes.
@@ -7,18 +7,18 @@ export extra says which pip line installs it. ``predict`` streams one JSON line 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
+from importlib.metadata import entry_points
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ._cli_tasks import add_task_arguments, implied_task, question_answer_inputs, task_kwargs
+from ._cli_tasks import add_task_arguments, implied_task, task_inputs, task_kwargs
 from ._manifest import load_manifest
-from ._pipelines import canonical_task
-from ._resolve import DEFAULT_MODELS, resolve_model
+from ._resolve import resolve_model
+from ._tasks import TABLE, canonical_task
 from .errors import OnnxpipeError
 
 
@@ -71,9 +71,8 @@ def cmd_predict(args) -> int:
     task = args.task or implied_task(args)
     if task is None:
         task = load_manifest(resolve_model(args.model), verify=False).task if args.model else "text-classification"
-    if canonical_task(task) == "question-answering":  # --question/--context, or JSON lines
-        source = question_answer_inputs(args, source)
-    elif source is None:
+    source = task_inputs(canonical_task(task), args, source)
+    if source is None:
         raise SystemExit("error: no input: pass TEXT..., --input FILE, or - for stdin")
     pipe = pipeline(task, model=args.model, device=args.device, precision=args.precision,
                     batch_size=args.batch_size, verify=not args.no_verify)
@@ -144,24 +143,6 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
-    try:
-        export = importlib.import_module("onnxpipe_export")
-        export.require_extra()
-    except ImportError as e:
-        print(f"error: {e}" if "onnxpipe[export]" in str(e) else
-              "error: the export stage is not installed. Install it with: pip install 'onnxpipe[export]'",
-              file=sys.stderr)
-        return 2
-    out = export.export(args.source, task=args.task, out=args.out, precisions=args.precision, force=args.force,
-                        allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code,
-                        revision=args.revision, progress=not args.quiet, validation_data=args.validation_data,
-                        int8_recipe=args.int8_recipe)
-    print(f"wrote {out}")
-    args.model, args.json = str(out), False
-    return cmd_info(args)
-
-
 def cmd_bench(args) -> int:
     from ._bench import bench, format_table
 
@@ -184,40 +165,37 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _plugin_commands(sub: argparse._SubParsersAction) -> None:
+    """Subcommands other packages register under the ``onnxpipe.commands`` entry point (``onnxpipe export``
+    comes from the export stage this way, so the runtime never imports it by name)."""
+    for ep in sorted(entry_points(group="onnxpipe.commands"), key=lambda ep: ep.name):
+        try:
+            register = ep.load()
+        except Exception as e:  # a broken plugin must not break predict/info; the command says why
+            p = sub.add_parser(ep.name, help=f"unavailable: {e}")
+            p.set_defaults(func=_unavailable(ep.name, e))
+            continue
+        register(sub)
+
+
+def _unavailable(name: str, error: Exception):
+    def run(args: argparse.Namespace) -> int:
+        print(f"error: `onnxpipe {name}` could not be loaded ({error}); reinstall onnxpipe with its extras, "
+              "e.g. pip install 'onnxpipe[export]'", file=sys.stderr)
+        return 2
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onnxpipe", description="Hugging Face pipelines on onnxruntime, no PyTorch.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    e = sub.add_parser("export", help="turn a PyTorch checkpoint into a model folder (needs onnxpipe[export])")
-    e.add_argument("source", help="checkpoint folder or hub model id")
-    e.add_argument("--task", default="text-classification",
-                   help="text-classification (alias sentiment-analysis; an NLI model also serves "
-                        "zero-shot-classification), feature-extraction, fill-mask, token-classification (ner), "
-                        "question-answering")
-    e.add_argument("--out", required=True, help="model folder to create")
-    e.add_argument("--precision", default="int8,fp32,fp16", help="comma-separated: int8, fp32, fp16")
-    e.add_argument("--force", action="store_true", help="replace an existing output folder")
-    e.add_argument("--allow-pickle", action="store_true", help="allow pickled (.bin) weights: runs code; trust it")
-    e.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
-    e.add_argument("--revision", help="hub revision (branch, tag or commit)")
-    e.add_argument("--validation-data", metavar="TSV",
-                   help="labelled sentences (label<TAB>text, header line) to record accuracy per variant")
-    e.add_argument("--int8-recipe", default="default", metavar="NAME",
-                   help="default (fused-attention-only-pc-s8-no-skipln: per-channel QInt8, attention fused, "
-                        "no SkipLayerNorm), search (quantize every candidate, score it on --validation-data, time it "
-                        "here, keep the fastest within 1 point of PyTorch and 98%% label agreement; all figures go in "
-                        "the manifest), or a candidate: "
-                        "fused-pc-s8, fused-pc-s8-fp32-embeddings, fused-pc-s8-fp32-attention, fused-pt-s8, "
-                        "fused-pc-u8, fused-attention-only-pc-s8, fused-attention-only-pc-s8-no-skipln, "
-                        "fused-no-attention-pc-s8, unfused-pc-s8, unfused-pc-s8-no-skipln, unfused-pt-s8")
-    e.add_argument("--quiet", action="store_true", help="no progress bar")
-    e.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
-    e.set_defaults(func=cmd_export)
+    _plugin_commands(sub)
 
     pr = sub.add_parser("predict", help="run a model folder on texts; one JSON line per input")
     pr.add_argument("texts", nargs="*", help="texts to classify; '-' reads stdin, one text per line")
     pr.add_argument("--input", help="file with one text per line ('-' for stdin)")
-    pr.add_argument("--model", help=f"model folder or name (default: {DEFAULT_MODELS['text-classification'][0]})")
+    pr.add_argument("--model", help=f"model folder or name (default: {TABLE['text-classification'].default_model})")
     pr.add_argument("--task", help="default: the model folder's task")
     pr.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     pr.add_argument("--precision", choices=["int8", "fp32", "fp16"])

@@ -1,7 +1,7 @@
-"""Per-task options of ``onnxpipe predict``: what an input line is, and which flags become pipeline arguments.
+"""Per-task options of ``onnxpipe predict``, derived from the task table (``_tasks.TABLE``).
 
-question-answering reads ``--question/--context`` or JSON lines ``{"question": ..., "context": ...}``;
-zero-shot-classification takes ``--candidate-labels a,b,c``; token-classification ``--aggregation-strategy``.
+A task's flags become its pipeline arguments; a flag marked ``implies_task`` selects the task when --task
+is not given. question-answering reads ``--question/--context`` or JSON lines ``{"question", "context"}``.
 """
 
 from __future__ import annotations
@@ -10,28 +10,42 @@ import argparse
 import json
 from typing import Any, Iterable, Iterator
 
+from ._tasks import TABLE, Option
+
+
+def _options() -> list[tuple[str, Option]]:
+    return [(name, o) for name, t in TABLE.items() for o in t.options]
+
 
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("task options")
-    g.add_argument("--question", help="question-answering: the question (with --context)")
-    g.add_argument("--context", help="question-answering: the context (with --question)")
-    g.add_argument("--candidate-labels", help="zero-shot-classification: comma-separated labels (implies the task)")
-    g.add_argument("--hypothesis-template", help="zero-shot-classification: e.g. 'This example is {}.'")
-    g.add_argument("--multi-label", action="store_true", help="zero-shot-classification: labels scored independently")
-    g.add_argument("--aggregation-strategy", choices=["none", "simple", "first", "average", "max"],
-                   help="token-classification: how sub-word tokens become entities (default none)")
+    for task, o in _options():
+        kw: dict[str, Any] = {"help": f"{task}: {o.help}", "dest": o.kwarg}
+        if o.store_true:
+            kw["action"] = "store_true"
+            kw["default"] = None
+        if o.choices:
+            kw["choices"] = list(o.choices)
+        g.add_argument(o.flag, **kw)
+
+
+def _given(args: argparse.Namespace, o: Option) -> bool:
+    return getattr(args, o.kwarg, None) not in (None, False)
 
 
 def implied_task(args: argparse.Namespace) -> str | None:
     """The task the flags name, when --task is not given."""
-    if args.candidate_labels is not None:
-        return "zero-shot-classification"
-    if args.question is not None or args.context is not None:
-        return "question-answering"
-    return None
+    return next((task for task, o in _options() if o.implies_task and _given(args, o)), None)
 
 
-def question_answer_inputs(args: argparse.Namespace, lines: Iterable[str] | None) -> Iterable[Any]:
+def task_inputs(task: str, args: argparse.Namespace, lines: Iterable[str] | None) -> Iterable[Any] | None:
+    """What the pipeline iterates over: the lines themselves, or one object per line for structured tasks."""
+    if TABLE[task].cli_input == "question-context":
+        return _question_answer_inputs(args, lines)
+    return lines
+
+
+def _question_answer_inputs(args: argparse.Namespace, lines: Iterable[str] | None) -> Iterable[Any]:
     if (args.question is None) != (args.context is None):
         raise ValueError("question-answering needs both --question and --context (or JSON lines on input)")
     if args.question is not None:
@@ -56,19 +70,14 @@ def _json_lines(lines: Iterable[str]) -> Iterator[Any]:
 
 
 def task_kwargs(task: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline arguments of ``task``'s flags; a flag of another task is an error naming its task."""
     kwargs: dict[str, Any] = {}
-    if task == "zero-shot-classification":
-        if args.candidate_labels is None:
-            raise ValueError("zero-shot-classification needs --candidate-labels a,b,c")
-        kwargs["candidate_labels"] = args.candidate_labels
-        if args.hypothesis_template is not None:
-            kwargs["hypothesis_template"] = args.hypothesis_template
-        kwargs["multi_label"] = args.multi_label
-    elif args.candidate_labels is not None or args.hypothesis_template is not None or args.multi_label:
-        raise ValueError(f"--candidate-labels, --hypothesis-template and --multi-label are for "
-                         f"zero-shot-classification, not {task}")
-    if args.aggregation_strategy is not None:
-        if task not in ("token-classification", "ner"):
-            raise ValueError(f"--aggregation-strategy is for token-classification, not {task}")
-        kwargs["aggregation_strategy"] = args.aggregation_strategy
+    for owner, o in _options():
+        if not _given(args, o):
+            continue
+        if owner != task:
+            raise ValueError(f"{o.flag} is for {owner}, not {task}")
+        if TABLE[task].cli_input == "question-context" and o.kwarg in ("question", "context"):
+            continue  # inputs, not arguments
+        kwargs[o.kwarg] = getattr(args, o.kwarg)
     return kwargs

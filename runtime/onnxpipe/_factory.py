@@ -1,37 +1,33 @@
-"""pipeline(): resolve the model folder for a task, check it serves that task, build the task's pipeline."""
+"""pipeline(): resolve the model folder for a task, check it serves that task, build the task's pipeline.
+
+Nothing is exported or downloaded here: a missing default model is an error that says how to export it.
+"""
 
 from __future__ import annotations
 
-import importlib
-import logging
 import os
-import sys
-from pathlib import Path
 
 from ._manifest import load_manifest
 from ._model import OnnxModel
-from ._pipelines import EXPORT_TASK, TASKS, Pipeline, canonical_task
+from ._pipelines import Pipeline
 from ._pipelines._base import DEFAULT_BATCH_TOKENS
-from ._resolve import DEFAULT_MODELS, find_model, resolve_model
+from ._resolve import find_model, resolve_model
+from ._tasks import TABLE, canonical_task, folder_task
 from ._tokenizer import AutoTokenizer
 from .errors import ModelNotFoundError, TaskMismatchError
 
-log = logging.getLogger("onnxpipe")
 
-
-def _export_default(task: str, name: str, source: str) -> Path | None:
-    """With the export extra installed, export a missing default model into $ONNXPIPE_HOME (said on stderr)."""
-    try:
-        export = importlib.import_module("onnxpipe_export")
-        export.require_extra()
-    except ImportError:
-        return None
-    home = Path(os.environ.get("ONNXPIPE_HOME") or Path.home() / ".cache" / "onnxpipe")
-    out = home / name
-    print(f"onnxpipe: no local {name!r} model; exporting {source} into {out} (export extra installed)",
-          file=sys.stderr)
-    export.export(source, task=task, out=out)
-    return out
+def _default_folder(task: str):
+    t = TABLE[task]
+    found = find_model(t.default_model) if t.default_model else None
+    if found is None:
+        export_as = folder_task(task)
+        raise ModelNotFoundError(
+            f"the default {task} model {t.default_model!r} is not exported yet. Run `make demo` in a source "
+            f"checkout, or: pip install 'onnxpipe[export]' && onnxpipe export {t.default_source} --task {export_as} "
+            f"--out DIR, then pipeline({task!r}, model=DIR)"
+        )
+    return found
 
 
 def pipeline(task: str, model: str | os.PathLike | None = None, device: str = "cpu", precision: str | None = None,
@@ -49,24 +45,14 @@ def pipeline(task: str, model: str | os.PathLike | None = None, device: str = "c
         [{'label': 'POSITIVE', 'score': 0.84...}, {'label': 'NEGATIVE', 'score': 0.99...}]
     """
     name = canonical_task(task)
-    export_task = EXPORT_TASK[name]
-    if model is None:
-        default, source = DEFAULT_MODELS[export_task]
-        folder = find_model(default) or _export_default(export_task, default, source)
-        if folder is None:
-            raise ModelNotFoundError(
-                f"the default {export_task} model {default!r} is not exported yet. Run `make demo` in a source "
-                f"checkout, or: pip install 'onnxpipe[export]' && onnxpipe export {source} --task {export_task} "
-                f"--out DIR, then pipeline({task!r}, model=DIR)"
-            )
-    else:
-        folder = resolve_model(model)
+    folder = _default_folder(name) if model is None else resolve_model(model)
     manifest = load_manifest(folder, verify=verify)
-    if export_task not in manifest.tasks:
+    needed = folder_task(name)
+    if needed not in manifest.tasks:
         raise TaskMismatchError(
-            f"{folder} was exported for {manifest.tasks}, not {export_task!r} (needed by {task!r}). "
-            f"Export the checkpoint for it: onnxpipe export SOURCE --task {export_task} --out DIR"
+            f"{folder} was exported for {manifest.tasks}, not {needed!r} (needed by {task!r}). "
+            f"Export the checkpoint for it: onnxpipe export SOURCE --task {needed} --out DIR"
         )
     onnx_model = OnnxModel(manifest, device=device, precision=precision, threads=threads)
-    return TASKS[name](onnx_model, AutoTokenizer.from_manifest(manifest), batch_size=batch_size,
-                       max_batch_tokens=max_batch_tokens)
+    return TABLE[name].pipeline(onnx_model, AutoTokenizer.from_manifest(manifest), batch_size=batch_size,
+                                max_batch_tokens=max_batch_tokens)

@@ -12,19 +12,6 @@ from pathlib import Path
 from ._manifest import MANIFEST_NAME
 from .errors import ModelNotFoundError
 
-# task -> (embedded model name, the source the export stage builds it from)
-DEFAULT_MODELS: dict[str, tuple[str, str]] = {
-    "text-classification": ("minilm-sst2", "../shared/checkpoints/minilm-sst2"),
-    "feature-extraction": ("all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
-    # transformers' own pipeline defaults where our architectures cover them; for zero-shot (its default,
-    # BART, is not exportable here) a DeBERTa-v3 NLI cross-encoder. Exported on first use (needs the extra).
-    "fill-mask": ("distilroberta-base", "distilbert/distilroberta-base"),
-    "token-classification": ("bert-large-cased-finetuned-conll03-english",
-                             "dbmdz/bert-large-cased-finetuned-conll03-english"),
-    "question-answering": ("distilbert-base-cased-distilled-squad", "distilbert/distilbert-base-cased-distilled-squad"),
-    "zero-shot-classification": ("nli-deberta-v3-small", "cross-encoder/nli-deberta-v3-small"),
-}
-
 _PACKAGE_MODELS = Path(__file__).parent / "_models"
 _CHECKOUT_MODELS = Path(__file__).resolve().parents[2] / "models"
 

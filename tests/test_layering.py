@@ -1,0 +1,44 @@
+"""Dependencies point one way: checkpoint -> export -> model folder -> runtime. No runtime module imports,
+or loads by name, the export stage; the export stage reaches the runtime through its modules only."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _names(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom):
+        return [node.module or ""]
+    if isinstance(node, ast.Call):  # importlib.import_module("..."), entry point strings, ...
+        return [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    return []
+
+
+def test_no_runtime_module_reaches_into_the_export_stage():
+    hits = []
+    for path in sorted((ROOT / "runtime").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if any("onnxpipe_export" in n for n in _names(node)):
+                hits.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+        # Not even in a string: only comments may mention it (the AST has none).
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "onnxpipe_export" in node.value:
+                hits.append(f"{path.relative_to(ROOT)}:{node.lineno} (string)")
+    assert not hits, f"runtime/ names the export stage: {hits}"
+
+
+def test_export_command_is_registered_through_the_entry_point():
+    from importlib.metadata import entry_points
+
+    eps = {ep.name: ep.value for ep in entry_points(group="onnxpipe.commands")}
+    assert eps.get("export") == "onnxpipe_export._cli:register", \
+        "reinstall the package (pip install -e .) so the onnxpipe.commands entry point is registered"
+    from onnxpipe._cli import build_parser
+
+    assert "export" in build_parser()._subparsers._group_actions[0].choices
