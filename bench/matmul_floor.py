@@ -1,7 +1,7 @@
 """The physical limit: this CPU's int8 and fp32 matrix-multiply rate through onnxruntime, the SST-2 batch-32
 workload's multiply-accumulates from the model's shape, the floor time they imply, and onnxpipe's ratio to it.
 
-    .venv-bench/bin/python bench/matmul_floor.py [--model /tmp/full-sst2] [--quick]
+    .venv-bench/bin/python bench/matmul_floor.py [--model models/minilm-sst2] [--threads N] [--quick]
 
 The rate is measured on one-node graphs (MatMulInteger uint8 x int8 -> int32, MatMul fp32) at the shapes the
 encoder's projections have, with the session settings onnxpipe uses; the best shape counts as the peak. The
@@ -24,13 +24,15 @@ from onnx import TensorProto, helper, numpy_helper
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from provenance import provenance, rel  # noqa: E402
 from workloads import read_sst2  # noqa: E402
 
-# ---- configuration ---------------------------------------------------------------------------------------
+# ---- configuration (defaults of the arguments) -----------------------------------------------------------
 ROWS = (256, 768, 2048)  # activation rows (tokens in a batch): small, SST-2 batch-32-sized, large
-REPEATS = 30
+REPEATS = 30  # session.run calls per timed round
 ROUNDS = 7  # best of rounds
 PASSES = 3  # onnxpipe passes over SST-2 dev at batch 32
+QUICK = {"rounds": 2, "passes": 1}
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -62,7 +64,7 @@ def session(model_bytes: bytes, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def gmacs(m: int, k: int, n: int, int8: bool, threads: int) -> float:
+def gmacs(m: int, k: int, n: int, int8: bool, threads: int, rounds: int, repeats: int) -> float:
     """Multiply-accumulates per second (x1e9), best of rounds: a floor should be optimistic, and on a shared
     machine the best round is the one least disturbed."""
     sess = session(matmul_graph(m, k, n, int8), threads)
@@ -71,11 +73,11 @@ def gmacs(m: int, k: int, n: int, int8: bool, threads: int) -> float:
     for _ in range(5):
         sess.run(None, {"A": a})
     rates = []
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         t = time.perf_counter()
-        for _ in range(REPEATS):
+        for _ in range(repeats):
             sess.run(None, {"A": a})
-        rates.append(m * k * n * REPEATS / (time.perf_counter() - t) / 1e9)
+        rates.append(m * k * n * repeats / (time.perf_counter() - t) / 1e9)
     return float(np.max(rates))
 
 
@@ -105,7 +107,7 @@ def workload_macs(model: Path, batch: int = 32) -> dict:
             "attention_macs": attention, "hidden": h, "intermediate": inter, "layers": layers}
 
 
-def onnxpipe_seconds(model: Path, batch: int = 32) -> float:
+def onnxpipe_seconds(model: Path, passes: int, batch: int = 32) -> float:
     import onnxpipe
 
     texts, _ = read_sst2()
@@ -114,7 +116,7 @@ def onnxpipe_seconds(model: Path, batch: int = 32) -> float:
     for r in requests[:3]:
         pipe(r)
     times = []
-    for _ in range(PASSES):
+    for _ in range(passes):
         t = time.perf_counter()
         for r in requests:
             pipe(r)
@@ -123,29 +125,34 @@ def onnxpipe_seconds(model: Path, batch: int = 32) -> float:
 
 
 def main(argv=None) -> int:
-    global ROUNDS, PASSES
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=HERE.parent / "models" / "minilm-sst2")
+    ap.add_argument("--model", type=Path, default=HERE.parent / "models" / "minilm-sst2",
+                    help="int8 model folder (default models/minilm-sst2)")
     ap.add_argument("--threads", type=int, default=None, help="default: the usable cores")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "matmul_floor.json")
+    ap.add_argument("--rounds", type=int, help=f"timed rounds per shape, best counts (default {ROUNDS})")
+    ap.add_argument("--repeats", type=int, default=REPEATS, help=f"runs per round (default {REPEATS})")
+    ap.add_argument("--passes", type=int, help=f"onnxpipe passes over SST-2 dev, median (default {PASSES})")
+    ap.add_argument("--quick", action="store_true", help=f"defaults {QUICK} instead: a smoke, not figures")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "matmul_floor.json",
+                    help="JSON out (default bench/results/matmul_floor.json)")
+    argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv)
-    if a.quick:
-        ROUNDS, PASSES = 2, 1
-    from onnxpipe._bench import machine_info
-
-    threads = a.threads or machine_info()["cores"]
+    rounds = a.rounds or (QUICK["rounds"] if a.quick else ROUNDS)
+    passes = a.passes or (QUICK["passes"] if a.quick else PASSES)
+    prov = provenance(__file__, argv)
+    threads = a.threads or prov["machine"]["cores"]
     w = workload_macs(a.model)
     h, inter = w["hidden"], w["intermediate"]
     shapes = [(m, k, n) for m in ROWS for k, n in ((h, h), (h, inter), (inter, h))]
     rates = {"int8": {}, "fp32": {}}
     for m, k, n in shapes:
         for kind in rates:
-            rates[kind][f"{m}x{k}x{n}"] = round(gmacs(m, k, n, kind == "int8", threads), 2)
+            rates[kind][f"{m}x{k}x{n}"] = round(gmacs(m, k, n, kind == "int8", threads, rounds, a.repeats), 2)
     peak = {kind: max(r.values()) for kind, r in rates.items()}
     floor_s = w["linear_macs"] / (peak["int8"] * 1e9) + w["attention_macs"] / (peak["fp32"] * 1e9)
-    measured = onnxpipe_seconds(a.model)
-    result = {"machine": machine_info(), "threads": threads, "model": str(a.model), "workload": "sst2-b32",
+    measured = onnxpipe_seconds(a.model, passes)
+    result = {"provenance": prov, "machine": prov["machine"], "threads": threads, "model": rel(a.model),
+              "rounds": rounds, "repeats": a.repeats, "passes": passes, "workload": "sst2-b32",
               "macs": w, "gmacs_per_s": rates, "peak_gmacs_per_s": peak,
               "floor_s": round(floor_s, 4), "floor_sentences_per_s": round(w["sentences"] / floor_s, 1),
               "onnxpipe_int8_s": round(measured, 4), "onnxpipe_sentences_per_s": round(w["sentences"] / measured, 1),

@@ -7,7 +7,10 @@
 - CTranslate2 (engine f): the feature-extraction checkpoint converted to an int8 encoder.
 Each step that fails writes ``FAILED.txt`` with the reason, which the engine then reports as unavailable.
 
-    .venv-bench/bin/python bench/prepare.py --model /tmp/full-sst2 --fe-model /tmp/minilm-fe
+    .venv-bench/bin/python bench/prepare.py [--model models/minilm-sst2] [--checkpoint ../shared/checkpoints/minilm-sst2]
+        [--fe-model DIR --fe-checkpoint DIR] [--cache bench/.cache]
+
+run.py calls prepare() itself with its own paths; running this alone only builds the cache ahead of time.
 """
 
 from __future__ import annotations
@@ -130,10 +133,13 @@ def prepare(cache: Path, model: Path, checkpoint: Path, fe_model: Path | None, f
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache", type=Path, default=Path(__file__).resolve().parent / ".cache")
-    ap.add_argument("--model", type=Path, required=True)
-    ap.add_argument("--checkpoint", type=Path, required=True)
-    ap.add_argument("--fe-model", type=Path)
-    ap.add_argument("--fe-checkpoint", type=Path)
+    here = Path(__file__).resolve().parent
+    ap.add_argument("--cache", type=Path, default=here / ".cache", help="where to build (default bench/.cache)")
+    ap.add_argument("--model", type=Path, default=here.parent / "models" / "minilm-sst2",
+                    help="sentiment model folder (default models/minilm-sst2)")
+    ap.add_argument("--checkpoint", type=Path, default=here.parents[1] / "shared" / "checkpoints" / "minilm-sst2",
+                    help="its PyTorch checkpoint (default ../shared/checkpoints/minilm-sst2)")
+    ap.add_argument("--fe-model", type=Path, help="feature-extraction model folder; exported here when missing")
+    ap.add_argument("--fe-checkpoint", type=Path, help="its PyTorch checkpoint (both or neither)")
     a = ap.parse_args()
     prepare(a.cache, a.model, a.checkpoint, a.fe_model, a.fe_checkpoint)

@@ -1,4 +1,5 @@
-"""Turn aggregated rows into summary.json (targets and ratios), results.md and PNG charts.
+"""Turn aggregated rows into summary.json (targets and ratios), results.md and PNG charts (in charts/,
+replaced on every run).
 
 The targets are the issue's, computed from ratios measured in the same run. Engine (b) is the faster of
 Optimum on onnxpipe's own file and Optimum's own recipe, per workload.
@@ -11,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from provenance import markdown as provenance_lines
 
 ONNXPIPE = "onnxpipe-int8"
 TORCH_ENV = ["torch", "transformers"]
@@ -146,10 +148,9 @@ def _fmt(x, digits=3):
     return f"{x:.{digits}g}" if abs(x) < 1000 else f"{x:.0f}"
 
 
-def markdown(rows, mach, cfg, summary) -> str:
+def markdown(rows, cfg, summary) -> str:
     lines = [f"# onnxpipe benchmark results{' (QUICK run: not representative)' if summary['quick'] else ''}", "",
-             f"Machine: **{mach['cpu']}**, {mach['cores']} cores, {mach['memory_gb']} GB; SIMD: "
-             f"{' '.join(mach['simd_flags'])}; Python {mach['python']}; onnxruntime {mach['onnxruntime']}.",
+             *provenance_lines(summary["provenance"]), "",
              f"Rounds: {cfg['rounds']} (each engine in its own process per round, order rotated; medians). "
              f"Timing per workload: {json.dumps(cfg['timing'])}. Wall time {summary['elapsed_s']:.0f} s.", "",
              "## Targets (issue 3)", "", "| target | ratio | goal | met | detail |", "|---|---|---|---|---|"]
@@ -164,7 +165,7 @@ def markdown(rows, mach, cfg, summary) -> str:
         wls = list(dict.fromkeys(r["workload"] for r in mine if r["workload"] != "process"))
         engines = list(dict.fromkeys(r["engine"] for r in mine))
         idx = {(r["engine"], r["workload"]): r for r in mine}
-        lines += ["", f"## {title}", "", "p50 latency per request in ms (p90 / p99 in results.jsonl); "
+        lines += ["", f"## {title}", "", "p50 latency per request in ms (p90 / p99 in raw/results.jsonl, written by each run); "
                   "sentences/s for SST-2 workloads.", "",
                   "| engine | " + " | ".join(wls) + " |", "|---" * (len(wls) + 1) + "|"]
         for e in engines:
@@ -205,11 +206,15 @@ def markdown(rows, mach, cfg, summary) -> str:
 
 # -- charts ------------------------------------------------------------------------------------------------
 def charts(rows, out: Path) -> list[str]:
+    """Draw into ``out`` (one folder), after deleting the charts an earlier run left there."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
     written = []
     for task in ("cls", "fe"):
         ok = [r for r in rows if r["task"] == task and r.get("status") == "ok" and r["workload"] != "process"]
@@ -237,7 +242,7 @@ def charts(rows, out: Path) -> list[str]:
         path = out / f"latency_by_batch_{task}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
-        written.append(path.name)
+        written.append(f"{out.name}/{path.name}")
 
         seed = [r for r in ok if r["workload"] == "seed1"]
         if seed:
@@ -256,21 +261,21 @@ def charts(rows, out: Path) -> list[str]:
             path = out / f"latency_distribution_{task}.png"
             fig.savefig(path, dpi=110)
             plt.close(fig)
-            written.append(path.name)
+            written.append(f"{out.name}/{path.name}")
     return written
 
 
-def report(rows, mach, cfg, out: Path, paths, elapsed: float, quick: bool) -> dict:
+def report(rows, prov: dict, cfg, out: Path, paths: dict[str, str], elapsed: float, quick: bool) -> dict:
     sizes = env_sizes()
-    summary = {"machine": mach, "config": cfg, "paths": {k: str(v) for k, v in paths.items()}, "quick": quick,
+    summary = {"provenance": prov, "machine": prov["machine"], "config": cfg, "paths": paths, "quick": quick,
                "elapsed_s": elapsed, "sizes": sizes, "targets": targets(rows, sizes),
                "unavailable": {f"{r['task']}/{r['engine']}": r["status"] for r in rows
                                if r["workload"] == "process" and r["status"] != "ok"}}
     try:
-        summary["charts"] = charts(rows, out)
+        summary["charts"] = charts(rows, out / "charts")
     except ImportError as e:
         summary["charts"] = []
         summary["charts_note"] = f"Charts not drawn: {e} (matplotlib lives in the bench venv only)."
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    (out / "results.md").write_text(markdown(rows, mach, cfg, summary))
+    (out / "results.md").write_text(markdown(rows, cfg, summary))
     return summary

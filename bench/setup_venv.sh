@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Build the benchmark venv (.venv-bench): onnxpipe with its export extra plus the engines it is compared with.
 # Separate from the dev venv on purpose: fastembed, CTranslate2 and OpenVINO must never leak into it.
+#   bench/setup_venv.sh [VENV_DIR]     (default .venv-bench, relative to the repository root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${VENV:-.venv-bench}
+VENV=${1:-.venv-bench}
 python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q -U pip
 ENGINES=(fastembed ctranslate2 openvino matplotlib psutil pytest)

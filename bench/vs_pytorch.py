@@ -1,17 +1,21 @@
 """One line: batch-1 latency of the seed sentence, transformers' pipeline on PyTorch vs onnxpipe (int8).
 
 Each engine runs in its own process (thread pools of one engine otherwise steal cores from the next);
-the two alternate for ROUNDS rounds and the medians are compared. Needs the export extra (torch).
+the two alternate for --rounds rounds and the medians are compared. Needs the export extra (torch). Prints
+one line and writes no file (make compare runs it):
+
+    .venv/bin/python bench/vs_pytorch.py [--checkpoint ../shared/checkpoints/minilm-sst2] [--rounds 3] [--runs 100]
 """
 
+import argparse
 import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-# ../shared beside the checkout, wherever the command is run from.
-CHECKPOINT = str(Path(__file__).resolve().parents[2] / "shared" / "checkpoints" / "minilm-sst2")
+# ../shared beside the checkout, wherever the command is run from (default of --checkpoint).
+CHECKPOINT = Path(__file__).resolve().parents[2] / "shared" / "checkpoints" / "minilm-sst2"
 SENTENCE = "I've been waiting for a HuggingFace course my whole life."
 WARMUP, RUNS, ROUNDS = 10, 100, 3
 
@@ -33,23 +37,29 @@ t.sort(); print(json.dumps({{"p50_ms": t[len(t) // 2] * 1e3, "label": p({sentenc
 """
 
 
-def measure(setup: str) -> dict:
-    code = TIMER.format(setup=setup.format(ckpt=CHECKPOINT), warmup=WARMUP, runs=RUNS, sentence=SENTENCE)
+def measure(setup: str, checkpoint: Path, runs: int) -> dict:
+    code = TIMER.format(setup=setup.format(ckpt=str(checkpoint)), warmup=WARMUP, runs=runs, sentence=SENTENCE)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    if not Path(CHECKPOINT, "config.json").is_file():
-        sys.exit(f"error: the PyTorch checkpoint {CHECKPOINT} is missing; ../shared must sit beside the checkout")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, default=CHECKPOINT,
+                    help="PyTorch checkpoint (default ../shared/checkpoints/minilm-sst2)")
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds, engines alternated (default {ROUNDS})")
+    ap.add_argument("--runs", type=int, default=RUNS, help=f"timed calls per engine and round (default {RUNS})")
+    a = ap.parse_args()
+    if not (a.checkpoint / "config.json").is_file():
+        sys.exit(f"error: the PyTorch checkpoint {a.checkpoint} is missing; ../shared must sit beside the checkout")
     results = {name: [] for name in ENGINES}
-    for _ in range(ROUNDS):
+    for _ in range(a.rounds):
         for name, setup in ENGINES.items():
-            results[name].append(measure(setup))
+            results[name].append(measure(setup, a.checkpoint, a.runs))
     p50 = {name: statistics.median(r["p50_ms"] for r in rs) for name, rs in results.items()}
     labels = {name: rs[0]["label"] for name, rs in results.items()}
     (torch_name, torch_ms), (ours_name, ours_ms) = p50.items()
-    print(f"latency, seed sentence, batch 1 (median of {ROUNDS} rounds x p50 of {RUNS}): "
+    print(f"latency, seed sentence, batch 1 (median of {a.rounds} rounds x p50 of {a.runs}): "
           f"{torch_name} {torch_ms:.2f} ms [{labels[torch_name]}], {ours_name} {ours_ms:.2f} ms "
           f"[{labels[ours_name]}] -> {torch_ms / ours_ms:.1f}x faster")
 
