@@ -153,7 +153,8 @@ def check_head_size(checkpoint: Checkpoint, task: str, ref: dict) -> None:
     if sorted(int(k) for k in labels) != list(range(outputs)):
         raise ExportError(
             f"{checkpoint.source}: the classifier head has {outputs} outputs but config.json's id2label has "
-            f"{len(labels)} labels ({sorted(labels)}); give id2label and label2id one label per output, 0..{outputs - 1}"
+            f"{len(labels)} labels ({sorted(labels)}); give id2label and label2id one label per output, "
+            f"0..{outputs - 1}"
         )
 
 

@@ -109,11 +109,12 @@ def prepare(out, source, force: bool) -> Target:
     local = Path(str(source)).expanduser()
     if local.exists():
         src = local.resolve()
-        for overlaps, what in ((real == src, "is"), (_inside(real, src), "is inside"), (_inside(src, real), "contains")):
-            if overlaps:
-                raise ExportError(f"--out {out} ({real}) {what} the source checkpoint {source}; the export must "
-                                  f"not write into or replace its own input. Choose another folder, e.g. "
-                                  f"--out {src.parent / (src.name + '-onnx')}")
+        overlaps = {"is": real == src, "is inside": _inside(real, src), "contains": _inside(src, real)}
+        hits = [what for what, hit in overlaps.items() if hit]
+        if hits:
+            raise ExportError(f"--out {out} ({real}) {hits[0]} the source checkpoint {source}; the export must "
+                              f"not write into or replace its own input. Choose another folder, e.g. "
+                              f"--out {src.parent / (src.name + '-onnx')}")
     if not os.path.lexists(path):
         return Target(path, None)
     if not force:
