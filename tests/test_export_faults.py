@@ -79,8 +79,14 @@ def test_existing_output_is_refused_without_force(ckpt, tmp_path, capsys):
     assert cli_main(["export", str(ckpt), "--out", str(out), "--quiet"]) == 2
     assert "already exists; pass --force" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "user data"
-    _export(ckpt, out, force=True)
-    assert not (out / "keep.txt").exists() and (out / "manifest.json").is_file()
+    # --force replaces only a model folder (tests/test_export_output.py has the whole table)
+    with pytest.raises(errors.OutputExistsError, match=r"not an onnxpipe model folder"):
+        _export(ckpt, out, force=True)
+    assert (out / "keep.txt").read_text() == "user data" and _siblings(out) == []
+    (out / "keep.txt").unlink()
+    _export(ckpt, out, force=True)  # an empty folder may be replaced
+    assert (out / "manifest.json").is_file()
+    _export(ckpt, out, force=True)  # and a model folder
     assert _siblings(out) == []  # neither the staging folder nor the old folder is left
 
 

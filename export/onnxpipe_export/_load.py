@@ -74,6 +74,24 @@ def load_checkpoint(source: str, task: str, allow_pickle: bool, trust_remote_cod
             "Pass --trust-remote-code (trust_remote_code=True) to run it, only if you trust the checkpoint."
         )
     settings = settings_for(config.model_type)
+    if task in _LABELLED:
+        _check_labels(source, config)
+    # The tokenizer before the weights: it is the cheaper of the two to find missing.
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kw)
+    except ValueError as e:
+        raise _remote_code_error(source, e) from e
+    except (OSError, TypeError) as e:  # no tokenizer files: transformers fails on a None path (TypeError)
+        raise ExportError(
+            f"{source} has no usable tokenizer files ({e}); the export needs tokenizer.json, or the files "
+            "transformers builds it from (vocab.txt, vocab.json + merges.txt, or a SentencePiece *.model, with "
+            "tokenizer_config.json). Copy them from the base model the checkpoint was fine-tuned from."
+        ) from e
+    if not getattr(tokenizer, "is_fast", False):
+        raise ExportError(
+            f"{source} has no fast (Rust) tokenizer, which the runtime needs as tokenizer.json. "
+            "Convert it with transformers (AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(DIR))."
+        )
     cls = getattr(transformers, HEADS[task]["model_class"])
     try:
         model = cls.from_pretrained(source, use_safetensors=None if allow_pickle else True, **kw)
@@ -85,17 +103,59 @@ def load_checkpoint(source: str, task: str, allow_pickle: bool, trust_remote_cod
         raise ExportError(f"cannot load the weights of {source}: {e}") from e
     except ValueError as e:
         raise _remote_code_error(source, e) from e
-    model.eval()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kw)
-    except ValueError as e:
-        raise _remote_code_error(source, e) from e
-    if not getattr(tokenizer, "is_fast", False):
+    except RuntimeError as e:
+        if "size mismatch" not in str(e):
+            raise
+        detail = " ".join(line.strip() for line in str(e).splitlines() if "size mismatch" in line)
+        labels = f"; config.json's id2label has {len(config.id2label)} labels" if task in _LABELLED else ""
         raise ExportError(
-            f"{source} has no fast (Rust) tokenizer, which the runtime needs as tokenizer.json. "
-            "Convert it with transformers (AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(DIR))."
-        )
+            f"the weights of {source} do not fit its config.json ({detail}){labels}. For a classifier, id2label "
+            "and label2id must name one label per output of the head."
+        ) from e
+    model.eval()
+    _check_finite(source, model)
     return Checkpoint(source, local, model, tokenizer, config, settings)
+
+
+_LABELLED = ("text-classification", "token-classification")
+
+
+def _check_labels(source: str, config) -> None:
+    """Labels become JSON in the manifest and text in every prediction: they must be valid Unicode."""
+    for key, label in sorted(config.id2label.items()):
+        try:
+            str(label).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ExportError(
+                f"label {key} of {source}'s config.json is {label!r}, which is not valid text (a lone surrogate, "
+                "as a broken \\ud800-style escape gives); fix id2label and label2id in config.json"
+            ) from None
+
+
+def _check_finite(source: str, model) -> None:
+    """NaN or inf weights make every output NaN and crash the quantizer: refuse them, naming the tensor."""
+    import torch
+
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ExportError(
+                f"{source}: weight {name} holds {bad} non-finite value(s) (NaN or inf) of {tensor.numel()}; the "
+                "checkpoint is damaged or its training diverged. Export an earlier checkpoint or fix that tensor."
+            )
+
+
+def check_head_size(checkpoint: Checkpoint, task: str, ref: dict) -> None:
+    """id2label must name every output of the head, or the runtime would index past the labels."""
+    if task not in _LABELLED:
+        return
+    outputs, labels = int(ref["logits"].shape[-1]), checkpoint.config.id2label
+    if sorted(int(k) for k in labels) != list(range(outputs)):
+        raise ExportError(
+            f"{checkpoint.source}: the classifier head has {outputs} outputs but config.json's id2label has "
+            f"{len(labels)} labels ({sorted(labels)}); give id2label and label2id one label per output, "
+            f"0..{outputs - 1}"
+        )
 
 
 def tokenizer_config(tokenizer) -> dict:

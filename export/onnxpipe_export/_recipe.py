@@ -1,11 +1,11 @@
 """The export recipe, start to finish, in one readable function.
 
-refuse an existing output unless forced -> load -> export fp32 -> fuse -> quantize / fp16 -> write tokenizer
-and config -> validate every variant against PyTorch -> write the manifest -> move the finished folder into
-place. Everything is built in a hidden sibling folder and renamed at the end, so an interrupted export
-never leaves a half-written model folder behind: SIGINT/SIGTERM/SIGHUP remove the staging folder on the way
-out, and what an uncatchable SIGKILL or a power cut leaves (a hidden ``.NAME.partial-PID-*`` folder) is
-removed by the next export to that folder, once no live process owns it.
+refuse an output it must not write (_output.prepare) -> load and check the checkpoint -> PyTorch's reference
+outputs -> export fp32 -> fuse -> quantize / fp16 -> write tokenizer and config -> validate every variant
+against PyTorch -> write the manifest -> move the finished folder into place with a rename that never
+replaces what appeared meanwhile. Everything is built in a hidden sibling folder (_output.staging), so an
+interrupted export never leaves a half-written model folder behind. A file error on the way (full disk,
+permissions) is one ExportError naming the file and the remedy.
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import shutil
-import signal
-import tempfile
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -25,8 +23,9 @@ from tqdm.auto import tqdm
 from onnxpipe._tasks import GRAPHS
 from onnxpipe._manifest import FORMAT_VERSION, Manifest, dump_manifest, sha256_file
 from onnxpipe._tokenizer import AutoTokenizer
-from onnxpipe.errors import ExportError, OutputExistsError
+from onnxpipe.errors import ExportError
 
+from ._output import check_space, file_errors, fsync_tree, place, prepare, staging
 from ._registry import HEADS, canonical_export_task, folder_tasks
 
 VARIANT_FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model_quantized.onnx", "fp16": "onnx/model_fp16.onnx"}
@@ -39,96 +38,6 @@ def _parse_precisions(precisions) -> list[str]:
     if bad or not precisions:
         raise ExportError(f"unknown precision(s) {bad or precisions}; choose from {sorted(VARIANT_FILES)}")
     return list(dict.fromkeys(precisions))
-
-
-def _owner_alive(path: Path) -> bool:
-    """Whether the export process named in a ``.NAME.partial-PID-*`` / ``.NAME.old-PID`` folder still runs."""
-    try:
-        pid = int(path.name.rsplit(".", 1)[-1].split("-")[1])
-    except (IndexError, ValueError):
-        return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, but another user's
-        return True
-    return True
-
-
-def _recover(out: Path) -> None:
-    """Clean up after an export to ``out`` that was killed (SIGKILL, power cut) and so could not clean up.
-
-    A stale partial folder is deleted. A stale backup means the kill came between moving the old folder
-    aside and moving the new one in: the old folder is put back if nothing took its place, else deleted.
-    Folders of exports that are still running (another process, same output) are left alone.
-    """
-    if not out.parent.is_dir():
-        return
-    for stale in sorted(out.parent.glob(f".{out.name}.partial-*")):
-        if stale not in _ACTIVE and not _owner_alive(stale):
-            shutil.rmtree(stale, ignore_errors=True)
-    for backup in sorted(out.parent.glob(f".{out.name}.old-*")):
-        if _owner_alive(backup):
-            continue
-        if out.exists():
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            backup.rename(out)
-
-
-_ACTIVE: set[Path] = set()  # staging folders of exports running in this process (other threads)
-
-
-def _raise_on_signal(signum, frame):
-    # 128 + signal number: the exit status a shell reports for a process the signal killed.
-    raise SystemExit(128 + signum)
-
-
-@contextmanager
-def _staging(out: Path):
-    """A temporary folder next to ``out`` (same filesystem, so the final rename is atomic)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the finished folder must be readable like any other
-    _ACTIVE.add(tmp)
-    # SIGTERM and SIGHUP kill without running finally blocks; turn them into SystemExit so cleanup runs
-    # (Ctrl-C already raises KeyboardInterrupt). Only the main thread may install handlers.
-    previous = {}
-    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if sig is None:
-            continue
-        try:
-            previous[sig] = signal.signal(sig, _raise_on_signal)
-        except ValueError:  # not the main thread
-            break
-    try:
-        yield tmp
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        shutil.rmtree(tmp, ignore_errors=True)
-        _ACTIVE.discard(tmp)
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # folders cannot be opened on Windows; nothing to flush there
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(folder: Path) -> None:
-    """Flush every file, then every folder, to disk: a power cut after the rename must not leave empty files."""
-    paths = sorted(folder.rglob("*"))
-    for path in [p for p in paths if p.is_file()] + [p for p in paths if p.is_dir()] + [folder]:
-        _fsync(path)
 
 
 def _versions() -> dict[str, str]:
@@ -172,7 +81,14 @@ def _write_tokenizer(ckpt, folder: Path, max_length: int) -> None:
     backend = ckpt.tokenizer.backend_tokenizer
     backend.no_padding()
     backend.enable_truncation(max_length=max_length)
-    backend.save(str(folder / "tokenizer.json"))
+    path = folder / "tokenizer.json"
+    try:
+        backend.save(str(path))
+    except Exception as e:  # the Rust library raises a bare Exception, "... (os error 28)": make it an OSError
+        code = re.search(r"\(os error (\d+)\)", str(e))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from e
 
 
 def _provenance(ckpt, revision) -> dict:
@@ -193,12 +109,8 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
                validation_data=None, int8_recipe="default") -> Path:
     requested, task = task, canonical_export_task(task)
     precisions = _parse_precisions(precisions)
-    if out is None:
-        raise ExportError("no output folder given: pass --out DIR (out=DIR)")
-    out = Path(out)
-    _recover(out)
-    if out.exists() and not force:
-        raise OutputExistsError(f"{out} already exists; pass --force (force=True) to replace it")
+    target = prepare(out, source, force)
+    out = target.path
     if validation_data is not None:
         if task != "text-classification":
             raise ExportError("--validation-data (labelled sentences) applies to text-classification exports only")
@@ -212,7 +124,7 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
 
     recipe = None if search else recipe_named(DEFAULT_INT8 if int8_recipe == "default" else int8_recipe)
 
-    from ._load import load_checkpoint, tokenizer_config
+    from ._load import check_head_size, load_checkpoint, tokenizer_config
     from ._onnx import export_fp32
     from ._optimize import fuse, int8_source, int8_variant, quantize_int8, to_fp16
     from ._validate import dataset_figures, pytorch_labels, read_labelled_tsv, torch_reference, validate_variant
@@ -224,10 +136,15 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
     def step(name):
         bar.set_postfix_str(name)
 
-    with _staging(out) as tmp:
+    with staging(out) as tmp, file_errors(out):
+        check_space(tmp, source)
         step("load checkpoint")
         ckpt = load_checkpoint(str(source), task, allow_pickle, trust_remote_code, revision)
         tasks = folder_tasks(requested, ckpt.config)  # refuses zero-shot for a model without NLI labels
+        # PyTorch's outputs before the long work: non-finite ones, or a head of another size than the labels,
+        # are refused now rather than after export, fusion and quantization.
+        ref = torch_reference(ckpt, task)
+        check_head_size(ckpt, task, ref)
         bar.update()
 
         step("export fp32 ONNX")
@@ -283,7 +200,6 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
             data["pooling"] = _pooling(ckpt)
 
         step("validate against PyTorch")
-        ref = torch_reference(ckpt, task)
         tokenizer = AutoTokenizer((tmp / "tokenizer.json").read_text(encoding="utf-8"), max_length, data["inputs"],
                                   data["pad_token_id"])
         manifest = Manifest(folder=tmp, data=data)
@@ -326,15 +242,9 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
                 rel = path.relative_to(tmp).as_posix()
                 data["files"][rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
         (tmp / "manifest.json").write_text(dump_manifest(data), encoding="utf-8")
-        _fsync_tree(tmp)
-        if out.exists():
-            backup = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(backup)
-            tmp.rename(out)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            tmp.rename(out)
-        _fsync(out.parent)  # the rename itself
+        fsync_tree(tmp)
+        place(tmp, target)
+        fsync_tree(out.parent, recursive=False)  # the rename itself
         bar.update()
     bar.close()
     return out

@@ -29,7 +29,18 @@ def torch_reference(checkpoint, task: str, sentences=VALIDATION_SENTENCES) -> di
     for name in GRAPHS[task].outputs:
         ref[name] = out[name].numpy()
     ref["last_hidden_state"] = (out.hidden_states[-1] if head else out.last_hidden_state).numpy()
+    _check_finite(ref, "PyTorch's own outputs", "the checkpoint's weights overflow float32, so no export of it "
+                  "can be correct or validated; check the checkpoint")
     return ref
+
+
+def _check_finite(outputs: dict, whose: str, why: str) -> None:
+    # NaN fails every comparison, so `diff > tolerance` alone would pass a NaN output.
+    for name, value in outputs.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            bad = int((~np.isfinite(value)).sum())
+            raise ValidationError(f"{whose} hold {bad} non-finite value(s) (NaN or inf) in {name!r} on the "
+                                  f"validation sentences: {why}")
 
 
 def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -47,6 +58,8 @@ def validate_variant(manifest: Manifest, precision: str, tokenizer: AutoTokenize
         raise ValidationError("tokenizer.json gives other token ids than the checkpoint's transformers tokenizer")
     names = [n for n in ref if n not in ("input_ids", "attention_mask")]
     got = dict(zip(names, model.run(model.feeds(feeds), names)))
+    _check_finite(got, f"the {precision} ONNX model's outputs", "the export is wrong where PyTorch's are finite; "
+                  "report this with the checkpoint's config")
     mask = ref["attention_mask"].astype(bool)
     figures = {"sentences": len(sentences)}
     hidden_diff = float(np.abs(got["last_hidden_state"][mask] - ref["last_hidden_state"][mask]).max())
@@ -68,7 +81,7 @@ def validate_variant(manifest: Manifest, precision: str, tokenizer: AutoTokenize
             hit = [np.argmax(np.where(m, g, -np.inf)) == np.argmax(np.where(m, r, -np.inf))
                    for g, r, m in zip(got[name], ref[name], mask)]
             figures[f"argmax_agreement_{name}"] = float(np.mean(hit))
-    if precision == "fp32" and worst > FP32_ATOL:
+    if precision == "fp32" and not worst <= FP32_ATOL:  # `not <=`: NaN fails this gate too
         raise ValidationError(
             f"the fp32 ONNX graph differs from PyTorch by {worst:.2e} (> {FP32_ATOL}); the export is wrong. "
             "Report this with the checkpoint's config."
