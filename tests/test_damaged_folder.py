@@ -133,7 +133,8 @@ CASES = {
                                errors.ManifestError, [r"'labels' must be an object of class index"]),
     "unlisted_file_beside_the_onnx": (lambda f: garbage(f, "onnx/model_quantized.onnx_data", b"\0" * 64),
                                       errors.IntegrityError,
-                                      [r"holds files its manifest does not list: \['onnx/model_quantized\.onnx_data'\]",
+                                      [r"holds files its manifest does not list: "
+                                       r"\['onnx/model_quantized\.onnx_data'\]",
                                        r"external data", r"onnxpipe export .* --force", r"verify=False"]),
     "unlisted_file_at_the_top": (lambda f: garbage(f, "weights.bin", b"\0"), errors.IntegrityError,
                                  [r"does not list: \['weights\.bin'\]"]),
@@ -155,7 +156,8 @@ CASES = {
     "manifest_input_not_in_graph": (lambda f: edit_manifest(
         f, _set("inputs", ["input_ids", "attention_mask", "token_type_ids", "position_ids"])),
         errors.ManifestError, [r"but the manifest lists \['attention_mask', 'input_ids', 'position_ids'"]),
-    "manifest_output_not_in_graph": (lambda f: edit_manifest(f, _set("outputs", ["logits", "last_hidden_state", "pooler_output"])),
+    "manifest_output_not_in_graph": (lambda f: edit_manifest(
+        f, _set("outputs", ["logits", "last_hidden_state", "pooler_output"])),
                                      errors.ManifestError, [r"not \['pooler_output'\] that the manifest lists"]),
     "variant_file_unlisted": (lambda f: edit_manifest(f, lambda d: d["files"].pop(ONNX)), errors.ManifestError,
                               [re.escape(repr(ONNX)) + r" is used but not listed", r"[Rr]e-export"]),

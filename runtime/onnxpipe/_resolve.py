@@ -126,7 +126,7 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
             f"{path} has no {MANIFEST_NAME}: it is not an onnxpipe model folder. If it is a PyTorch checkpoint, "
             f"export it first: onnxpipe export {path} --task TASK --out DIR"
         )
-    export = (f"Export one with `onnxpipe export SOURCE --task TASK --out DIR` (needs pip install "
+    export = ("Export one with `onnxpipe export SOURCE --task TASK --out DIR` (needs pip install "
               "'onnxpipe[export]') and pass model=DIR (CLI: --model DIR)")
     if folder_name(os.fspath(name_or_path)) is None:
         raise ModelNotFoundError(
