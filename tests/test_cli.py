@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 import json
+import tracemalloc
 
 import pytest
 
 import onnxpipe
 from onnxpipe._cli import main
+from onnxpipe._cli_io import keep_chars, read_lines
 
 TEXTS = ["I've been waiting for a HuggingFace course my whole life.", "I hate this so much!",
          "Great phone 👍 but the battery dies fast", "naïve café — Zürich"]
@@ -156,3 +158,67 @@ def test_predict_on_a_tiny_classifier_matches_python(tiny_export, capsys):
     want = onnxpipe.pipeline("text-classification", model=folder, precision="fp32")(TEXTS, top_k=None)
     assert [[r["label"] for r in g] for g in got] == [[r["label"] for r in w] for w in want]
     assert {r["label"] for r in got[0]} == {"NEGATIVE", "NEUTRAL", "POSITIVE"}
+
+
+# -- how lines are read: the same rules for --input FILE and stdin (tests/test_cli_streams.py runs real streams) --
+
+@pytest.mark.parametrize("data,keep,lines", [
+    (b"a\rb\nc\r\nd", 100, ["a\rb", "c", "d"]),  # a bare \r stays inside its line; \r\n ends one
+    (b"\n\n", 100, ["", ""]),
+    (b"x\r", 100, ["x"]),
+    (b"a\r\r\n", 100, ["a\r"]),  # one trailing \r is dropped, not all
+    (b"\xffz\n\xc3\n", 100, ["\ufffdz", "\ufffd"]),  # invalid UTF-8 becomes U+FFFD
+    (b"", 100, []),
+    (b"abcdef\nxy\n", 3, ["abc", "xy"]),  # an overlong line keeps its start and still counts once
+    ("é😀€a\n".encode(), 2, ["é😀"]),
+    (b"a" * 300_000 + b"\r\nb\n", 10, ["a" * 10, "b"]),  # longer than a read piece
+    (b"a" * 65_535 + b"\r\nb", 10**6, ["a" * 65_535, "b"]),  # \r and \n in different pieces
+    (b"a" * 65_535 + "é".encode() + b"\n", 10**6, ["a" * 65_535 + "é"]),  # a character across two pieces
+    (b"a" * 65_536 + b"\xc3", 10**6, ["a" * 65_536 + "\ufffd"]),  # a cut character at the end of the input
+])
+def test_read_lines(data, keep, lines):
+    assert list(read_lines(io.BufferedReader(io.BytesIO(data)), keep)) == lines
+
+
+def test_keep_chars_covers_the_model_maximum():
+    assert keep_chars(512) == 1 << 20 and keep_chars(100_000) == 6_400_000
+
+
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_an_overlong_line_is_cut_without_changing_its_answer(source, tmp_path, monkeypatch, capsys):
+    """A 24 MiB line: read in pieces, only its start kept (Python-level peak far below the line's size), and
+    its answer equals the pipeline's on the whole text; the next line is still the next input."""
+    huge = "what a wonderful film, " * (24 * 2**20 // 23)
+    data = (huge + "\nterrible\n").encode()
+    if source == "file":
+        (tmp_path / "in.txt").write_bytes(data)
+        argv = ["--input", str(tmp_path / "in.txt")]
+    else:
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(data)), encoding="utf-8"))
+        argv = ["-"]
+    del data
+    tracemalloc.start()
+    try:
+        assert main(["predict", *argv]) == 0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    got = _json_lines(capsys.readouterr().out)
+    want = onnxpipe.pipeline("sentiment-analysis")([huge, "terrible"])
+    assert [g["label"] for g in got] == [w["label"] for w in want]
+    assert [g["score"] for g in got] == pytest.approx([w["score"] for w in want], abs=1e-6)
+    assert peak < len(huge) // 3, f"peak {peak / 2**20:.1f} MiB for a {len(huge) / 2**20:.0f} MiB line"
+
+
+def test_a_non_finite_result_is_an_error_not_invalid_json(monkeypatch, capsys):
+    class NaNPipeline:  # stands for a model whose outputs overflow: the CLI must not print NaN as JSON
+        def iter(self, inputs, **kwargs):
+            yield [{"label": "POSITIVE", "score": 0.9}]
+            yield [{"label": "NEGATIVE", "score": float("nan")}]
+
+    monkeypatch.setattr("onnxpipe._factory.pipeline", lambda *a, **k: NaNPipeline())
+    assert main(["predict", "fine", "broken"]) == 2
+    captured = capsys.readouterr()
+    assert _json_lines(captured.out) == [[{"label": "POSITIVE", "score": 0.9}]]  # what came before stays
+    assert captured.err.startswith("error: the result for input 1 holds a non-finite number")
+    assert captured.err.count("\n") == 1 and "NaN" not in captured.out

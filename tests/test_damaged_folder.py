@@ -120,6 +120,45 @@ CASES = {
                      [r"'files' must be an object of path", r"re-export"]),
     "labels_not_indices": (lambda f: edit_manifest(f, _set("labels", {"neg": "NEGATIVE"})), errors.ManifestError,
                            [r"'labels' must be an object of class index", r"re-export"]),
+    "manifest_deeply_nested": (lambda f: (f / "manifest.json").write_text("[" * 100_000 + "]" * 100_000),
+                               errors.ManifestError, [r"manifest\.json nests JSON too deeply", r"[Rr]e-export"]),
+    "inputs_without_attention_mask": (lambda f: edit_manifest(f, _set("inputs", ["input_ids", "token_type_ids"])),
+                                      errors.ManifestError,
+                                      [r"'inputs' must be a list of input names including 'input_ids' and "
+                                       r"'attention_mask'", r"re-export"]),
+    # '¹'.isdigit() is True, int('¹') raises: the key must be refused as a manifest error, not a ValueError later
+    "label_key_superscript": (lambda f: edit_manifest(f, _set("labels", {"0": "NEGATIVE", "\u00b9": "POSITIVE"})),
+                              errors.ManifestError, [r"'labels' must be an object of class index", r"re-export"]),
+    "label_key_arabic_digit": (lambda f: edit_manifest(f, _set("labels", {"0": "NEGATIVE", "\u0661": "POSITIVE"})),
+                               errors.ManifestError, [r"'labels' must be an object of class index"]),
+    "unlisted_file_beside_the_onnx": (lambda f: garbage(f, "onnx/model_quantized.onnx_data", b"\0" * 64),
+                                      errors.IntegrityError,
+                                      [r"holds files its manifest does not list: "
+                                       r"\['onnx/model_quantized\.onnx_data'\]",
+                                       r"external data", r"onnxpipe export .* --force", r"verify=False"]),
+    "unlisted_file_at_the_top": (lambda f: garbage(f, "weights.bin", b"\0"), errors.IntegrityError,
+                                 [r"does not list: \['weights\.bin'\]"]),
+    "unlisted_symlink_to_a_folder": (lambda f: os.symlink(f.parent, f / "onnx" / "up"), errors.IntegrityError,
+                                     [r"does not list: \['onnx/up'\]"]),
+    # The graph and the manifest disagree: caught once the session exists (so not by AutoTokenizer).
+    "one_label_on_two_logits": (lambda f: edit_manifest(f, _set("labels", {"0": "NEGATIVE"})), errors.ManifestError,
+                                [re.escape(ONNX) + r" gives 2 logits per row, but the manifest labels the indices "
+                                 r"\[0\]", r"must be 0\.\.1", r"onnxpipe export .* --force"]),
+    "three_labels_on_two_logits": (lambda f: edit_manifest(f, _set("labels", {"0": "a", "1": "b", "2": "c"})),
+                                   errors.ManifestError, [r"gives 2 logits per row.*\[0, 1, 2\]"]),
+    "labels_not_from_zero": (lambda f: edit_manifest(f, _set("labels", {"1": "a", "2": "b"})), errors.ManifestError,
+                             [r"gives 2 logits per row.*\[1, 2\]"]),
+    "graph_input_not_in_manifest": (lambda f: edit_manifest(f, _set("inputs", ["input_ids", "attention_mask"])),
+                                    errors.ManifestError,
+                                    [re.escape(ONNX) + r" takes the inputs \['attention_mask', 'input_ids', "
+                                     r"'token_type_ids'\], but the manifest lists \['attention_mask', 'input_ids'\]",
+                                     r"do not belong together", r"onnxpipe export"]),
+    "manifest_input_not_in_graph": (lambda f: edit_manifest(
+        f, _set("inputs", ["input_ids", "attention_mask", "token_type_ids", "position_ids"])),
+        errors.ManifestError, [r"but the manifest lists \['attention_mask', 'input_ids', 'position_ids'"]),
+    "manifest_output_not_in_graph": (lambda f: edit_manifest(
+        f, _set("outputs", ["logits", "last_hidden_state", "pooler_output"])),
+                                     errors.ManifestError, [r"not \['pooler_output'\] that the manifest lists"]),
     "variant_file_unlisted": (lambda f: edit_manifest(f, lambda d: d["files"].pop(ONNX)), errors.ManifestError,
                               [re.escape(repr(ONNX)) + r" is used but not listed", r"[Rr]e-export"]),
     "tokenizer_unlisted": (lambda f: edit_manifest(f, _set("tokenizer", "other.json")), errors.ManifestError,
@@ -175,7 +214,9 @@ CASES = {
 
 # Damage that only one loader can see: once the hashes check out, AutoTokenizer never opens the ONNX file and
 # AutoModel never opens tokenizer.json (the hash check itself runs in every loader).
-ONNX_ONLY = {"onnx_garbage_hash_matches", "onnx_is_text_hash_matches"}
+ONNX_ONLY = {"onnx_garbage_hash_matches", "onnx_is_text_hash_matches", "one_label_on_two_logits",
+             "three_labels_on_two_logits", "labels_not_from_zero", "graph_input_not_in_manifest",
+             "manifest_input_not_in_graph", "manifest_output_not_in_graph"}
 TOKENIZER_ONLY = {"tokenizer_garbage_hash_matches", "tokenizer_not_utf8_hash_matches"}
 
 LOADERS = {
@@ -274,7 +315,8 @@ def test_a_precision_the_folder_does_not_have(folder):
 
 
 def test_no_folder_at_all(tmp_path):
-    with pytest.raises(errors.ModelNotFoundError, match=r"no model folder named .*onnxpipe export"):
+    with pytest.raises(errors.ModelNotFoundError, match=r"no model folder at .*does-not-exist'?: the path does "
+                                                        r"not exist.*onnxpipe export"):
         pipeline("sentiment-analysis", model=tmp_path / "does-not-exist")
     with pytest.raises(errors.ModelNotFoundError, match=r"has no manifest\.json: it is not an onnxpipe model folder"):
         pipeline("sentiment-analysis", model=tmp_path)
@@ -294,3 +336,40 @@ def test_the_runtime_never_unpickles():
             for p in sources for n, line in enumerate(p.read_text().splitlines(), 1)
             for pattern in UNPICKLING if re.search(pattern, line)]
     assert hits == []
+
+
+def _rewrite_onnx(folder: Path, change, **save) -> None:
+    """Load the ONNX file with the onnx package, change it, save it (optionally with external data), rehash it."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(folder / ONNX))
+    change(model, onnx)
+    onnx.save_model(model, str(folder / ONNX), **save)
+    rehash(folder, ONNX)
+
+
+@pytest.mark.torch
+def test_an_extra_graph_input_is_refused_at_load_not_at_predict(folder):
+    def add_input(model, onnx):
+        model.graph.input.append(onnx.helper.make_tensor_value_info("position_ids", onnx.TensorProto.INT64,
+                                                                    ["batch_size", "sequence_length"]))
+    _rewrite_onnx(folder, add_input)
+    for load in (lambda: pipeline("sentiment-analysis", model=folder), lambda: AutoModel.from_pretrained(folder)):
+        with pytest.raises(errors.ManifestError, match=r"takes the inputs \['attention_mask', 'input_ids', "
+                                                       r"'position_ids', 'token_type_ids'\].*onnxpipe export"):
+            load()
+
+
+@pytest.mark.torch
+def test_onnx_external_data_is_verified_only_when_listed(folder):
+    _rewrite_onnx(folder, lambda model, onnx: None, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location="weights.bin", size_threshold=1024)
+    data = folder / "onnx" / "weights.bin"
+    assert data.stat().st_size > 10_000_000  # the weights really moved out of the listed file
+    flip_byte(data, data.stat().st_size // 2)  # ...and their bytes are not what was exported
+    with pytest.raises(errors.IntegrityError, match=r"does not list: \['onnx/weights\.bin'\].*external data"):
+        pipeline("sentiment-analysis", model=folder)
+    rehash(folder, "onnx/weights.bin")  # listed: it loads, and from now on its hash is checked
+    assert pipeline("sentiment-analysis", model=folder)("fine")[0]["label"] in {"NEGATIVE", "POSITIVE"}
+    flip_byte(data, 0)
+    with pytest.raises(errors.IntegrityError, match=r"weights\.bin does not match its sha256"):
+        pipeline("sentiment-analysis", model=folder)

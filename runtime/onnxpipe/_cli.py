@@ -11,10 +11,12 @@ import json
 import sys
 import time
 from importlib.metadata import entry_points
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
+from ._cli_io import (InputLines, OutputError, Terminated, binary_stdin, flush_on_signals, json_line,
+                      silence_stdout, write)
 from ._cli_tasks import add_task_arguments, implied_task, task_inputs, task_kwargs
 from ._manifest import load_manifest
 from ._resolve import resolve_model
@@ -28,11 +30,6 @@ def _jsonable(x):
     if isinstance(x, np.generic):
         return x.item()
     raise TypeError(type(x).__name__)
-
-
-def _lines(stream) -> Iterator[str]:
-    for line in stream:
-        yield line.rstrip("\r\n")
 
 
 class _Progress:
@@ -56,36 +53,60 @@ class _Progress:
 
 
 def cmd_predict(args) -> int:
-    from ._factory import pipeline
-
     if args.input and args.texts:
         raise SystemExit("error: give texts as arguments or --input FILE, not both")
     if args.input == "-" or args.texts == ["-"]:
-        source: Iterable[str] = _lines(sys.stdin)
-    elif args.input:
-        source = _lines(open(args.input, encoding="utf-8", errors="replace"))
-    elif args.texts:
-        source = args.texts
-    else:
-        source = None
+        return _predict(args, InputLines(binary_stdin()))
+    if args.input:
+        try:
+            stream = open(args.input, "rb")  # bytes: split on \n only, exactly like stdin
+        except OSError as e:
+            raise ValueError(f"--input {args.input}: cannot read it ({e.strerror or e})") from None
+        with stream:
+            return _predict(args, InputLines(stream))
+    return _predict(args, args.texts or None)
+
+
+def _predict(args, lines: Iterable[str] | None) -> int:
+    from ._factory import pipeline
+
+    source = lines
     task = args.task or implied_task(args)
     if task is None:
         task = load_manifest(resolve_model(args.model), verify=False).task if args.model else "text-classification"
-    source = task_inputs(canonical_task(task), args, source)
+    source = task_inputs(canonical_task(task), args, lines)
     if source is None:
         raise SystemExit("error: no input: pass TEXT..., --input FILE, or - for stdin")
     pipe = pipeline(task, model=args.model, device=args.device, precision=args.precision,
                     batch_size=args.batch_size, verify=not args.no_verify)
     kwargs = {} if args.top_k is None else {"top_k": None if args.top_k == 0 else args.top_k}
     kwargs.update(task_kwargs(canonical_task(task), args))
+    if isinstance(lines, InputLines):  # cut overlong lines relative to this model's maximum
+        lines.max_length = pipe.tokenizer.model_max_length
     progress = _Progress(enabled=not args.texts)
     out = sys.stdout
-    for result in pipe.iter(source, **kwargs):
-        out.write(json.dumps(result, default=_jsonable, ensure_ascii=False) + "\n")
-        progress.tick()
-    out.flush()
+    try:
+        with flush_on_signals():
+            for n, result in enumerate(pipe.iter(source, **kwargs)):
+                write(out, json_line(result, n, _jsonable))
+                progress.tick()
+    except Terminated as t:  # what is finished reaches the output before we go
+        _flush_quietly()
+        progress.close()
+        return 128 + t.signum
     progress.close()
     return 0
+
+
+def _flush_quietly() -> bool:
+    """Flush stdout; when it cannot be written (SIGHUP after the terminal went away, a full disk), point it at
+    /dev/null so that the flush at exit prints no traceback, and return False."""
+    try:
+        sys.stdout.flush()
+        return True
+    except (OSError, AttributeError, ValueError):
+        silence_stdout()
+        return False
 
 
 def _print_recipe_search(found: dict) -> None:
@@ -230,7 +251,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        writes_stdout = args.command in ("predict", "info") or args.command == "bench" and not args.json_out
+        if sys.stdout is None and writes_stdout:  # fd 1 was closed at start: the results would vanish
+            raise OutputError("stdout is closed; redirect it to a file or a pipe")
+        code = args.func(args)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # here, so that a full disk is reported, not met at exit
+        return code
+    except BrokenPipeError:  # `onnxpipe predict ... | head`: the reader has what it wanted
+        silence_stdout()
+        return 0
+    except OutputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        silence_stdout()
+        return 2
+    except OSError as e:  # e.g. a full disk under `info > FILE`, or an unwritable --json-out
+        stdout_failed = not _flush_quietly()  # stdout still refuses: the error was stdout's
+        print(f"error: cannot write to stdout ({e.strerror or e})" if stdout_failed else f"error: {e}",
+              file=sys.stderr)
+        return 2
     except OnnxpipeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -240,8 +279,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `onnxpipe predict ... | head`
-        return 0
 
 
 if __name__ == "__main__":

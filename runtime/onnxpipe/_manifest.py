@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,9 @@ def load_manifest(folder: str | Path, verify: bool = True) -> Manifest:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ManifestError(f"{path} is not valid JSON ({e}). Re-export the folder with --force.") from e
+    except RecursionError:  # thousands of nested [ or {: no manifest we write nests more than a few levels
+        raise ManifestError(f"{path} nests JSON too deeply to be a manifest. Re-export the folder with --force.") \
+            from None
     if not isinstance(data, dict):
         raise ManifestError(f"{path} must hold a JSON object, found {type(data).__name__}. Re-export the folder.")
     version = str(data.get("format_version", ""))
@@ -151,7 +156,10 @@ def _is_int(x: Any) -> bool:
 _SHAPE = {
     "task": (lambda x: isinstance(x, str), "a string"),
     "tasks": (_is_str_list, "a list of strings"),
-    "inputs": (lambda x: _is_str_list(x) and "input_ids" in x, "a list of input names including 'input_ids'"),
+    # attention_mask is required: without it the runtime could not mask padding, and padded batches would
+    # attend to pad tokens (answers that change with what a text is batched with).
+    "inputs": (lambda x: _is_str_list(x) and {"input_ids", "attention_mask"} <= set(x),
+               "a list of input names including 'input_ids' and 'attention_mask'"),
     "outputs": (lambda x: _is_str_list(x) and len(x) > 0, "a non-empty list of output names"),
     "max_length": (lambda x: _is_int(x) and x > 0, "a positive integer"),
     "pad_token_id": (_is_int, "an integer"),
@@ -164,7 +172,8 @@ _SHAPE = {
               and all(isinstance(v, dict) and isinstance(v.get("sha256"), str) and _is_int(v.get("size"))
                       for v in x.values()),
               "an object of path -> {'sha256': hex, 'size': bytes}"),
-    "labels": (lambda x: isinstance(x, dict) and all(k.lstrip("-").isdigit() and isinstance(v, str)
+    # ASCII digits only: str.isdigit() accepts '¹' or '٣', which int() then rejects or reads as another index.
+    "labels": (lambda x: isinstance(x, dict) and all(re.fullmatch(r"-?[0-9]+", k) and isinstance(v, str)
                                                        for k, v in x.items()),
                "an object of class index -> label string"),
 }
@@ -177,6 +186,19 @@ def _check_shape(path: Path, data: dict[str, Any]) -> None:
                 f"{path}: {key!r} must be {what}, found {json.dumps(data[key])[:80]}. "
                 "The manifest was edited or damaged; re-export the folder (onnxpipe export ... --force)."
             )
+
+
+def unlisted_files(folder: Path, listed) -> list[str]:
+    """Files (and symlinks) anywhere under ``folder`` that are neither listed nor the manifest itself."""
+    listed = set(listed) | {MANIFEST_NAME}
+    found = []
+    for root, dirs, files in os.walk(folder):  # does not descend into symlinked directories...
+        base = Path(root)
+        for name in files + [d for d in dirs if (base / d).is_symlink()]:  # ...but reports them
+            rel = (base / name).relative_to(folder).as_posix()
+            if rel not in listed:
+                found.append(rel)
+    return sorted(found)
 
 
 def verify_files(manifest: Manifest) -> None:
@@ -194,6 +216,16 @@ def verify_files(manifest: Manifest) -> None:
                 f"{path} does not match its sha256 in the manifest (modified or corrupted); {manifest.hint()}. "
                 "To load it anyway, pass verify=False (CLI: --no-verify)."
             )
+    # An ONNX graph can name external-data files that onnxruntime opens next to it; the manifest cannot know
+    # which, so verify=True accepts no file it has not hashed (the export lists every file it writes).
+    extra = unlisted_files(manifest.folder, manifest.data["files"])
+    if extra:
+        more = f" and {len(extra) - 5} more" if len(extra) > 5 else ""
+        raise IntegrityError(
+            f"{manifest.folder} holds files its manifest does not list: {extra[:5]}{more}. onnxruntime may read "
+            "any file in the folder (ONNX external data), so with verify=True every file must be listed and "
+            f"hashed. Remove them, or {manifest.hint()}; verify=False (CLI: --no-verify) skips this check."
+        )
 
 
 def dump_manifest(data: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ._contract import check_graph
 from ._manifest import Manifest, load_manifest
 from ._resolve import resolve_model
 from ._session import choose, create_session
@@ -62,6 +63,7 @@ class OnnxModel:
         self.manifest = manifest
         self.choice = choose(manifest, device, precision)
         self.session = create_session(manifest, self.choice, threads)
+        check_graph(manifest, self.session, self.choice.precision)  # inputs, outputs and labels, once at load
         self._graph_inputs = [i.name for i in self.session.get_inputs()]
 
     @classmethod
