@@ -15,6 +15,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from . import _cli_serve
 from ._cli_tasks import add_task_arguments, implied_task, question_answer_inputs, task_kwargs
 from ._manifest import load_manifest
 from ._pipelines import canonical_task
@@ -246,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json-out", metavar="FILE", help="write the JSON report here (default: stdout)")
     b.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
     b.set_defaults(func=cmd_bench)
+    _cli_serve.add_parser(sub)
     return p
 
 
