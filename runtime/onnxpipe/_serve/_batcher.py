@@ -17,6 +17,7 @@ import numpy as np
 
 from .._batching import plan_batches
 from .._pipelines import Pipeline
+from ._limits import RequestError
 from ._metrics import Metrics
 
 
@@ -97,7 +98,8 @@ class Batcher:
             return job.results()
         with self._cond:
             if self._closed:
-                raise RuntimeError("the server is shutting down")
+                raise RequestError(503, "the server is shutting down; retry in a moment or on another instance",
+                                   "Unavailable")
             self._pending.append(job)
             self._cond.notify()
         self.metrics.queue_depth.add(len(job.encodings), model)
