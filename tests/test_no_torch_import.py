@@ -15,7 +15,8 @@ from pathlib import Path
 import onnxpipe
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = ["torch", "transformers", "optimum", "onnx", "onnxpipe_export", "tensorflow", "jax"]
+# starlette and uvicorn: only the serve extra (onnxpipe._serve) may import them.
+FORBIDDEN = ["torch", "transformers", "optimum", "onnx", "onnxpipe_export", "tensorflow", "jax", "starlette", "uvicorn"]
 
 EXPECTED_ALL = [
     "pipeline",

@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from . import _cli_serve
 from ._cli_io import (InputLines, OutputError, Terminated, binary_stdin, flush_on_signals, json_line,
                       silence_stdout, write)
 from ._cli_tasks import add_task_arguments, implied_task, task_inputs, task_kwargs
@@ -245,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json-out", metavar="FILE", help="write the JSON report here (default: stdout)")
     b.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
     b.set_defaults(func=cmd_bench)
+    _cli_serve.add_parser(sub)
     return p
 
 

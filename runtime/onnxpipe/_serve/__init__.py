@@ -1,0 +1,54 @@
+"""``onnxpipe serve``: model folders behind a local HTTP endpoint, with dynamic batching across clients.
+
+Needs the serve extra (``pip install 'onnxpipe[serve]'``: starlette and uvicorn); ``import onnxpipe`` never
+imports this package. Modules: ``_app`` (routes and the admission guard), ``_endpoints`` (request and response
+shapes as data), ``_batcher`` (queue and inference thread), ``_models`` (folders by name), ``_limits``,
+``_metrics`` (Prometheus text), ``playground.html`` (the page at ``/``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Sequence
+
+import uvicorn
+
+from ._app import create_app
+from ._limits import Limits
+from ._models import ModelSet, load_model, parse_model_arg
+
+__all__ = ["create_app", "serve", "Limits", "ModelSet", "load_model"]
+
+
+def serve(models: Sequence[str], host: str = "127.0.0.1", port: int = 8080, limits: Limits = Limits(),
+          device: str = "cpu", precision: str | None = None, threads: int | None = None,
+          graceful_timeout: float = 30.0, log_level: str = "warning") -> int:
+    """Load ``models`` (paths, names or ``NAME=PATH``) and serve them until SIGTERM/SIGINT; return 0.
+
+    On SIGTERM the server stops accepting connections, finishes the requests in flight (up to
+    ``graceful_timeout`` seconds) and returns 0.
+
+    Example:
+        >>> serve(["models/minilm-sst2"], port=8080)   # then: curl localhost:8080/predict -d '{"inputs": "hi"}'
+    """
+    loaded = [load_model(name, path, device, precision, threads, limits.max_input_length)
+              for name, path in map(parse_model_arg, models)]
+    app = create_app(ModelSet(loaded), limits)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=graceful_timeout, backlog=2048)
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal it caught once it has shut down, which would end the process with
+    # "killed by SIGTERM" instead of exit 0; a handler of our own in place of the default absorbs it.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    names = ", ".join(f"{m.name} ({', '.join(sorted(m.pipelines))})" for m in loaded)
+    print(f"onnxpipe serve: http://{host}:{port} serving {names}", file=sys.stderr, flush=True)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0 if server.started else 1
+
+
+logging.getLogger("onnxpipe.serve").addHandler(logging.NullHandler())

@@ -1,0 +1,174 @@
+"""Dynamic batching: encodings from many requests share model calls, and each request gets its own results.
+
+Handlers tokenize on the event loop (``pipe.preprocess``) and ``submit`` the encodings. One inference thread
+takes everything queued at that moment, cuts it with the runtime's batch planner under the token budget,
+runs each batch through the pipeline's own ``_forward`` and ``postprocess`` (``gather`` for grouped tasks),
+and hands each request its rows in its own order. Requests that arrive meanwhile wait for the next round:
+the thread never waits for a batch to fill, so one lone client pays no batching delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import numpy as np
+
+from .._batching import plan_batches
+from .._pipelines import Pipeline
+from ._limits import RequestError
+from ._metrics import Metrics
+
+
+class _Job:
+    """One request's encodings, where its rows land, and the future its handler awaits."""
+
+    __slots__ = ("model", "pipe", "encodings", "groups", "post", "post_key", "rows", "remaining", "future", "done")
+
+    def __init__(self, model: str, pipe: Pipeline, prepared: list[Any], post: dict[str, Any],
+                 future: asyncio.Future):
+        self.model, self.pipe, self.post, self.future = model, pipe, post, future
+        if pipe.grouped:  # (info, [Encoding, ...]) per input
+            self.groups = [(info, len(group)) for info, group in prepared]
+            self.encodings = [e for _, group in prepared for e in group]
+        else:
+            self.groups, self.encodings = None, prepared
+        # Rows of requests with equal postprocess parameters are postprocessed together.
+        self.post_key = None if pipe.grouped else repr(sorted(post.items()))
+        self.rows: list[Any] = [None] * len(self.encodings)
+        self.remaining = len(self.encodings)
+        self.done = False
+
+    def results(self) -> list[Any]:
+        if self.groups is None:
+            return self.rows
+        out, start = [], 0
+        for info, n in self.groups:
+            out.append(self.pipe.gather(info, self.encodings[start:start + n], self.rows[start:start + n],
+                                        **self.post))
+            start += n
+        return out
+
+
+def _set(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():  # the client went away and its handler was cancelled
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class Batcher:
+    """The queue and the one inference thread behind every model endpoint.
+
+    Example (inside the server's event loop):
+        >>> batcher = Batcher(Metrics(), max_batch_tokens=1024); batcher.start()
+        >>> rows = await batcher.submit("minilm-sst2", pipe, pipe.preprocess(["I love it"], 0), post)
+        >>> batcher.close()
+    """
+
+    def __init__(self, metrics: Metrics, max_batch_tokens: int):
+        self.metrics = metrics
+        self.max_batch_tokens = max_batch_tokens
+        self._cond = threading.Condition()
+        self._pending: list[_Job] = []
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, name="onnxpipe-inference", daemon=True)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Finish what is queued, then stop the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    async def submit(self, model: str, pipe: Pipeline, prepared: list[Any], post: dict[str, Any]) -> list[Any]:
+        """Queue one request's preprocessed inputs; return one result per input, in input order."""
+        future = asyncio.get_running_loop().create_future()
+        job = _Job(model, pipe, prepared, post, future)
+        if not job.encodings:
+            return job.results()
+        with self._cond:
+            if self._closed:
+                raise RequestError(503, "the server is shutting down; retry in a moment or on another instance",
+                                   "Unavailable")
+            self._pending.append(job)
+            self._cond.notify()
+        self.metrics.queue_depth.add(len(job.encodings), model)
+        return await future
+
+    # -- the inference thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                jobs, self._pending = self._pending, []
+            by_pipe: dict[int, list[_Job]] = {}
+            for job in jobs:
+                by_pipe.setdefault(id(job.pipe), []).append(job)
+            for group in by_pipe.values():
+                self._serve(group)
+
+    def _serve(self, jobs: list[_Job]) -> None:
+        pipe, model = jobs[0].pipe, jobs[0].model
+        slots = [(job, i) for job in jobs for i in range(len(job.encodings))]
+        lengths = [len(job.encodings[i].ids) for job, i in slots]
+        for batch in plan_batches(lengths, pipe.batch_size, self.max_batch_tokens):
+            members = [slots[k] for k in batch]
+            width, finished = 0, []
+            try:
+                feeds = pipe.tokenizer.pad([job.encodings[i] for job, i in members])
+                width = int(feeds["input_ids"].shape[1])
+                outputs = pipe._forward(feeds)
+                self._postprocess(pipe, members, outputs, feeds)
+            except Exception as e:  # the batch failed: every request with a row in it gets the error
+                finished = [(job, None, e) for job in {id(j): j for j, _ in members}.values() if not job.done]
+                for job, _, _ in finished:
+                    job.done = True
+            else:
+                for job, _ in members:
+                    job.remaining -= 1
+                    if job.remaining == 0 and not job.done:
+                        job.done = True
+                        try:
+                            finished.append((job, job.results(), None))
+                        except Exception as e:  # gather refused the rows: that request fails alone
+                            finished.append((job, None, e))
+            self._loop.call_soon_threadsafe(self._deliver, model, len(members), width, finished)
+
+    @staticmethod
+    def _postprocess(pipe: Pipeline, members: list[tuple[_Job, int]], outputs: dict, feeds: dict) -> None:
+        by_post: dict[Any, list[int]] = {}
+        for pos, (job, _) in enumerate(members):
+            by_post.setdefault(job.post_key, []).append(pos)
+        for positions in by_post.values():
+            if len(by_post) == 1:
+                out, fed = outputs, feeds
+            else:
+                idx = np.asarray(positions)
+                out, fed = {k: v[idx] for k, v in outputs.items()}, {k: v[idx] for k, v in feeds.items()}
+            first = members[positions[0]][0]
+            rows = pipe.postprocess(out, fed, **({} if pipe.grouped else first.post))
+            for pos, row in zip(positions, rows):
+                job, i = members[pos]
+                job.rows[i] = row
+
+    def _deliver(self, model: str, rows: int, width: int, finished: list) -> None:
+        m = self.metrics
+        m.batches.inc(model)
+        m.batch_size.observe(rows, model)
+        m.batch_tokens.observe(rows * width, model)
+        m.queue_depth.add(-rows, model)
+        for job, result, error in finished:
+            _set(job.future, result, error)

@@ -1,0 +1,111 @@
+"""The served model folders, addressed by name: one session and tokenizer per folder, one pipeline per task.
+
+A folder serves every task its exported graph supports (a text-classification folder with hidden states
+also serves sentence embeddings; an NLI folder also serves zero-shot): the pipelines share the folder's one
+onnxruntime session, so serving a task more costs no memory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._manifest import Manifest, load_manifest
+from .._model import OnnxModel
+from .._pipelines import Pipeline
+from .._tasks import TABLE, folder_task
+from .._resolve import resolve_model
+from .._tokenizer import AutoTokenizer
+from ._limits import RequestError
+
+
+@dataclass
+class ServedModel:
+    """One model folder: its name, manifest and a pipeline per task it serves."""
+
+    name: str
+    manifest: Manifest
+    model: OnnxModel
+    pipelines: dict[str, Pipeline] = field(default_factory=dict)
+
+    def info(self) -> dict[str, Any]:
+        """The manifest figures ``GET /info`` shows for this model."""
+        data = self.manifest.data
+        keep = ("architecture", "format_version", "hidden_size", "max_length", "labels", "pooling", "problem_type",
+                "validation_data")
+        out = {k: data[k] for k in keep if k in data}
+        tokenizer = next(iter(self.pipelines.values())).tokenizer
+        out.update(name=self.name, folder=str(self.manifest.folder), tasks=sorted(self.pipelines),
+                   device=self.model.device, precision=self.model.precision,
+                   max_input_length=tokenizer.model_max_length)
+        return out
+
+
+def parse_model_arg(arg: str) -> tuple[str, str]:
+    """``NAME=PATH`` or ``PATH`` (named after its folder) -> (name, path).
+
+    >>> parse_model_arg("sst2=models/minilm-sst2")
+    ('sst2', 'models/minilm-sst2')
+    >>> parse_model_arg("models/minilm-sst2")
+    ('minilm-sst2', 'models/minilm-sst2')
+    """
+    name, sep, path = arg.partition("=")
+    if sep and name and path and "/" not in name:
+        return name, path
+    return Path(os.path.normpath(arg)).name, arg
+
+
+def load_model(name: str, path: str, device: str = "cpu", precision: str | None = None, threads: int | None = None,
+               max_input_length: int | None = None) -> ServedModel:
+    """Load one folder and build a pipeline for every task it serves (tokenizer capped at ``max_input_length``)."""
+    manifest = load_manifest(resolve_model(path))
+    model = OnnxModel(manifest, device=device, precision=precision, threads=threads)
+    tokenizer = AutoTokenizer.from_manifest(manifest)
+    if max_input_length is not None and max_input_length < tokenizer.model_max_length:
+        # The runtime's own input policy then truncates, or refuses with InputTooLongError, at the server's cap.
+        tokenizer = AutoTokenizer(tokenizer.backend.to_str(), max_input_length, manifest.inputs,
+                                  manifest.data.get("pad_token_id", 0))
+    served = ServedModel(name, manifest, model)
+    for task, t in TABLE.items():
+        if folder_task(task) in manifest.tasks:
+            served.pipelines[task] = t.pipeline(model, tokenizer)
+    return served
+
+
+class ModelSet:
+    """Served models by name; ``find(task, name)`` is the lookup every endpoint uses.
+
+    Example:
+        >>> models = ModelSet([load_model("sst2", "models/minilm-sst2")])
+        >>> models.find("text-classification", None).name
+        'sst2'
+    """
+
+    def __init__(self, models: list[ServedModel]):
+        self.by_name: dict[str, ServedModel] = {}
+        for m in models:
+            if m.name in self.by_name:
+                raise ValueError(f"two models are named {m.name!r}; name them: onnxpipe serve NAME=PATH ...")
+            self.by_name[m.name] = m
+
+    def find(self, task: str | None, name: Any) -> ServedModel:
+        """The model called ``name`` (or the first serving ``task`` when None); 422/404 saying what exists."""
+        if name is not None:
+            model = self.by_name.get(name) if isinstance(name, str) else None
+            if model is None:
+                raise RequestError(422, f"model={name!r} is not served here; served models: {sorted(self.by_name)}")
+            if task is not None and task not in model.pipelines:
+                raise RequestError(422, f"model {name!r} does not serve {task}; it serves {sorted(model.pipelines)}. "
+                                        f"Models serving {task}: {self.serving(task)}")
+            return model
+        for model in self.by_name.values():
+            if task is None or task in model.pipelines:
+                return model
+        raise RequestError(404, f"no served model does {task}; start the server with a model folder exported "
+                                f"for it (served: {', '.join(f'{n}: {sorted(m.pipelines)}' for n, m in self.by_name.items())})",
+                           "NotFound")
+
+    def serving(self, task: str) -> list[str]:
+        return [n for n, m in self.by_name.items() if task in m.pipelines]

@@ -1,0 +1,274 @@
+"""``onnxpipe serve``: the real server on a free loopback port, every endpoint, every error status, batching
+across clients, overload and graceful shutdown. Results are checked against the in-process pipeline."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette", reason="needs the serve extra: pip install 'onnxpipe[serve]'")
+pytest.importorskip("httpx", reason="needs the test extra")
+
+import httpx  # noqa: E402
+from _serve_util import ROOT, Server, wait_until  # noqa: E402
+
+from onnxpipe import pipeline  # noqa: E402
+
+SST2 = str(ROOT / "models" / "minilm-sst2")
+TEXTS = ["I love this!", "I hate this so much!", "The plot was thin but the actors were great.", "Boring.",
+         "An absolute triumph of cinema.", "Not worth the ticket.", "", "caf\u00e9 \U0001F600 ok"]
+LONG = " ".join(["the movie was long and the story kept going"] * 60)  # ~540 tokens: over 512
+
+
+@pytest.fixture(scope="module")
+def server():
+    # Two names for one folder: requests choose a model by name. Small limits so each status is reachable.
+    with Server(f"sst2={SST2}", f"other={SST2}", "--max-client-batch-size", "8", "--max-input-length", "64",
+                "--payload-limit", "20000") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return pipeline("text-classification", model=SST2)
+
+
+@pytest.fixture(scope="module")
+def short_classifier():
+    """The pipeline the server runs: its tokenizer capped at --max-input-length 64."""
+    from onnxpipe._serve import load_model
+
+    return load_model("sst2", SST2, max_input_length=64).pipelines["text-classification"]
+
+
+# -- endpoints -----------------------------------------------------------------------------------------------
+def test_predict_single_equals_the_pipeline(server, classifier):
+    for text in TEXTS:
+        r = server.post("/predict", {"inputs": text})
+        assert r.status_code == 200, r.text
+        assert r.json() == classifier(text, top_k=None)  # a lone request is a batch of one: bit-identical
+
+
+def test_predict_batch_pairs_and_raw_scores(server, classifier):
+    r = server.post("/predict", {"inputs": ["I love this!", ["A man eats.", "Someone is eating."],
+                                            {"text": "Good.", "text_pair": "Bad."}], "raw_scores": True})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    want = classifier(["I love this!", {"text": "A man eats.", "text_pair": "Someone is eating."},
+                       {"text": "Good.", "text_pair": "Bad."}], top_k=None, function_to_apply="none")
+    assert [[x["label"] for x in row] for row in got] == [[x["label"] for x in row] for row in want]
+    np.testing.assert_allclose([[x["score"] for x in row] for row in got],
+                               [[x["score"] for x in row] for row in want], atol=2e-2)
+    assert any(x["score"] > 1 or x["score"] < 0 for row in got for x in row)  # logits, not probabilities
+
+
+def test_embed_and_openai_embeddings(server):
+    embed = pipeline("sentence-embeddings", model=SST2)
+    r = server.post("/embed", {"inputs": "I love this!"})
+    assert r.status_code == 200, r.text
+    assert np.array(r.json()).shape == (1, 384)
+    np.testing.assert_array_equal(np.array(r.json()[0], np.float32), embed("I love this!"))
+    raw = server.post("/embed", {"inputs": ["I love this!"], "normalize": False}).json()
+    assert abs(np.linalg.norm(raw[0]) - 1) > 1e-3
+    r = server.post("/v1/embeddings", {"input": ["I love this!", "Boring."], "model": "other"})
+    body = r.json()
+    assert r.status_code == 200 and body["object"] == "list" and body["model"] == "other"
+    assert [d["index"] for d in body["data"]] == [0, 1]
+    tokens = sum(len(e.ids) for e in embed.tokenizer.encode_batch(["I love this!", "Boring."]))
+    assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+    b64 = server.post("/v1/embeddings", {"input": "Boring.", "encoding_format": "base64"}).json()
+    import base64
+
+    vector = np.frombuffer(base64.b64decode(b64["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(vector, body["data"][1]["embedding"], atol=2e-2)
+
+
+def test_tokenize(server, classifier):
+    r = server.post("/tokenize", {"inputs": ["I love this!"]})
+    assert r.status_code == 200, r.text
+    tokens = r.json()[0]
+    assert [t["id"] for t in tokens] == classifier.tokenizer.encode_batch(["I love this!"])[0].ids
+    assert tokens[0]["special"] and tokens[0]["start"] is None
+    assert tokens[1]["text"] == "i" and (tokens[1]["start"], tokens[1]["stop"]) == (0, 1)
+    plain = server.post("/tokenize", {"inputs": "I love this!", "add_special_tokens": False}).json()
+    assert [t["id"] for t in plain] == [t["id"] for t in tokens[1:-1]]
+
+
+def test_health_info_metrics_and_playground(server):
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+    info = httpx.get(server.url + "/info").json()
+    assert [m["name"] for m in info["models"]] == ["sst2", "other"]
+    assert info["models"][0]["labels"] == {"0": "NEGATIVE", "1": "POSITIVE"}
+    assert info["models"][0]["max_input_length"] == 64
+    assert info["endpoints"]["/predict"]["models"] == ["sst2", "other"]
+    assert info["limits"]["max_client_batch_size"] == 8
+    server.post("/predict", {"inputs": "x"})
+    text = httpx.get(server.url + "/metrics").text
+    for family in ("onnxpipe_requests_total", "onnxpipe_request_duration_seconds_bucket", "onnxpipe_batch_size_bucket",
+                   "onnxpipe_queue_depth", "onnxpipe_input_tokens_total", "onnxpipe_batches_total"):
+        assert family in text, family
+    page = httpx.get(server.url + "/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"] and "/info" in page.text
+
+
+# -- errors ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path, body, status, needle", [
+    ("/predict", b'{"inputs": ', 400, "not valid JSON"),
+    ("/predict", b"\xff\xfe", 400, "not valid JSON"),
+    ("/predict", json.dumps({"inputs": ["x"] * 9}).encode(), 413, "at most 8"),
+    ("/predict", json.dumps({"inputs": "x" * 30000}).encode(), 413, "--payload-limit"),
+    ("/predict", json.dumps({"inputs": 3}).encode(), 422, "string or a list"),
+    ("/predict", json.dumps({"inputs": [None]}).encode(), 422, "input 0 is NoneType"),
+    ("/predict", json.dumps({"inputs": []}).encode(), 422, "empty list"),
+    ("/predict", json.dumps({"text": "x"}).encode(), 422, "unknown fields ['text']"),
+    ("/predict", json.dumps(["x"]).encode(), 422, "JSON object"),
+    ("/predict", json.dumps({"inputs": "x", "truncate": "yes"}).encode(), 422, "truncate='yes'"),
+    ("/predict", json.dumps({"inputs": "x", "model": "nope"}).encode(), 422, "['other', 'sst2']"),
+    ("/predict", json.dumps({"inputs": " ".join(["word"] * 100)}).encode(), 422, "at most 64"),
+    ("/embed", json.dumps({"inputs": "x", "normalize": 1}).encode(), 422, "normalize=1"),
+    ("/v1/embeddings", json.dumps({"input": "x", "encoding_format": "hex"}).encode(), 422, "'float' or 'base64'"),
+    ("/fill-mask", json.dumps({"inputs": "a [MASK]"}).encode(), 404, "no served model does fill-mask"),
+    ("/nowhere", b"{}", 404, "Not Found"),
+])
+def test_error_statuses(server, path, body, status, needle):
+    r = httpx.post(server.url + path, content=body, headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["error"]
+    assert r.json()["error_type"]
+
+
+def test_truncate_per_request(server, short_classifier):
+    text = " ".join(["great"] * 100)
+    assert server.post("/predict", {"inputs": text}).status_code == 422
+    r = server.post("/predict", {"inputs": text, "truncate": True})
+    assert r.status_code == 200, r.text
+    assert r.json() == short_classifier(text, top_k=None, truncation=True)
+
+
+# -- batching -------------------------------------------------------------------------------------------------
+def test_concurrent_requests_share_model_calls_and_get_their_own_results(server, short_classifier):
+    texts = [f"{w} movie number {i}." for i, w in enumerate(["great", "awful", "fine", "terrible"] * 8)]
+    before = server.metric("onnxpipe_batches_total", model="sst2")
+    barrier = threading.Barrier(len(texts))
+
+    def ask(text):
+        with httpx.Client(timeout=60) as client:
+            barrier.wait(30)
+            return client.post(server.url + "/predict", json={"inputs": text, "model": "sst2"})
+
+    with ThreadPoolExecutor(len(texts)) as pool:
+        responses = list(pool.map(ask, texts))
+    calls = server.metric("onnxpipe_batches_total", model="sst2") - before
+    assert all(r.status_code == 200 for r in responses)
+    assert 1 <= calls < len(texts), f"{len(texts)} requests took {calls} model calls"
+    for text, r in zip(texts, responses):  # each client got the result for its own text
+        want = short_classifier(text, top_k=None)
+        assert [x["label"] for x in r.json()] == [x["label"] for x in want], text
+        np.testing.assert_allclose([x["score"] for x in r.json()], [x["score"] for x in want], atol=2e-2)
+
+
+# -- overload and shutdown (their own servers) -----------------------------------------------------------------
+def _busy_body(n: int = 32) -> dict:
+    return {"inputs": [LONG] * n, "truncate": True}
+
+
+def test_overload_answers_429_and_keeps_serving_the_admitted():
+    with Server(SST2, "--max-concurrent-requests", "1") as s:
+        with ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(s.post, "/predict", _busy_body())
+            assert wait_until(lambda: s.metric("onnxpipe_requests_in_flight") >= 1)
+            refused = s.post("/predict", {"inputs": "one more"})
+            assert refused.status_code == 429, refused.text
+            assert "--max-concurrent-requests=1" in refused.json()["error"]
+            admitted = busy.result(120)
+        assert admitted.status_code == 200 and len(admitted.json()) == 32
+        assert s.post("/predict", {"inputs": "one more"}).status_code == 200
+        assert s.metric("onnxpipe_requests_rejected_total", reason="concurrency") >= 1
+
+
+def test_sigterm_finishes_requests_in_flight_and_exits_0():
+    # A long grace period: four requests of four ~512-token inputs take seconds on a loaded 2-core machine.
+    s = Server(SST2, "--graceful-timeout", "300")
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(s.post, "/predict", _busy_body(4), 300) for _ in range(4)]
+            assert wait_until(lambda: s.metric("onnxpipe_requests_in_flight") >= 4)
+            s.proc.send_signal(15)
+            responses = [f.result(300) for f in futures]
+        assert [r.status_code for r in responses] == [200] * 4
+        assert all(len(r.json()) == 4 for r in responses)
+        assert s.proc.wait(60) == 0
+        with pytest.raises(httpx.TransportError):
+            httpx.get(s.url + "/health", timeout=2)
+    finally:
+        s.stop()
+
+
+# -- the CLI without the extra -------------------------------------------------------------------------------
+def test_serve_without_the_extra_names_the_pip_line(monkeypatch, capsys):
+    import importlib.util as util
+
+    from onnxpipe._cli import main
+
+    real = util.find_spec
+    monkeypatch.setattr(util, "find_spec", lambda name, *a: None if name in ("starlette", "uvicorn") else real(name, *a))
+    monkeypatch.setitem(sys.modules, "onnxpipe._serve", None)  # were the check missed, the import fails: no server
+    assert main(["serve", "minilm-sst2"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'onnxpipe[serve]'" in err and "starlette and uvicorn" in err
+
+
+# -- tasks on tiny exports (need the export extra to build them) ------------------------------------------------
+TASK_CASES = [
+    ("fill-mask", "/fill-mask", "fm", "Paris is the [MASK] of France.", {"top_k": 3}),
+    ("token-classification", "/ner", "ner", "Hugging Face is based in New York City.",
+     {"aggregation_strategy": "simple"}),
+    ("question-answering", "/question-answering", "qa",
+     {"question": "Where is it based?", "context": "Hugging Face is based in New York City."}, {"top_k": 2}),
+    ("zero-shot-classification", "/zero-shot-classification", "zs", "I want to go to the beach.",
+     {"candidate_labels": ["travel", "cooking", "dancing"]}),
+]
+
+
+@pytest.fixture(scope="module")
+def task_server(tiny_export):
+    folders = {name: str(tiny_export("bert", task)) for task, _, name, _, _ in TASK_CASES}
+    with Server(*[f"{name}={folder}" for name, folder in folders.items()]) as s:
+        yield s, folders
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("task, path, name, inputs, params", TASK_CASES, ids=[c[0] for c in TASK_CASES])
+def test_task_endpoints_equal_the_pipeline(task_server, task, path, name, inputs, params):
+    s, folders = task_server
+    pipe = pipeline(task, model=folders[name])
+    want = pipe(inputs, **params)
+    r = s.post(path, {"inputs": inputs, "parameters": params, "model": name})
+    assert r.status_code == 200, r.text
+    assert r.json() == json.loads(json.dumps(want, default=float))
+    r = s.post(path, {"inputs": [inputs, inputs], "parameters": params})  # no model: the first serving the task
+    assert r.status_code == 200 and len(r.json()) == 2
+    bad = s.post(path, {"inputs": inputs, "parameters": {"no_such_argument": 1}})
+    assert bad.status_code == 422 and "no_such_argument" in bad.json()["error"]
+
+
+# -- the load test cannot rot: a tiny run of bench/serve_load.py ---------------------------------------------------
+def test_load_test_smoke(tmp_path):
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "serve_load.py"), "--smoke", "--engines",
+                           "onnxpipe-serve,onnxpipe-unbatched", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "serve_load.json").read_text())
+    assert [(r["engine"], r["clients"]) for r in report["levels"]] == [("onnxpipe-serve", 2),
+                                                                      ("onnxpipe-unbatched", 2)]
+    assert all(r["errors"] == 0 and r["ok"] == 20 for r in report["levels"])
+    assert report["overload"]["refused_429"] >= 1 and report["overload"]["other"] == {}
+    assert report["machine"]["cores"] >= 1 and report["commit"]
+    assert "| onnxpipe-serve | 2 |" in (tmp_path / "serve_load.md").read_text()
