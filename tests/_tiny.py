@@ -139,9 +139,29 @@ def _byte_level_bpe():
                                 cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
 
 
+def _unigram_vocab(specials: list[str], size: int) -> list[tuple[str, float]]:
+    """A deterministic Unigram vocabulary: the specials, every character of the corpus, then the most frequent
+    word pieces (SentencePiece's "▁" marks a word start), scored by log relative frequency."""
+    import math
+    from collections import Counter
+
+    counts: Counter[str] = Counter()
+    for sentence in corpus():
+        for word in sentence.split():
+            word = "▁" + word
+            for i in range(len(word)):
+                for j in range(i + 1, min(len(word), i + 8) + 1):
+                    counts[word[i:j]] += 1
+    chars = sorted({c for piece in counts for c in piece})
+    longer = sorted((p for p in counts if len(p) > 1), key=lambda p: (-counts[p] * len(p), p))
+    pieces = chars + longer[: max(0, size - len(specials) - len(chars))]
+    total = sum(counts[p] for p in pieces)
+    return [(t, 0.0) for t in specials] + [(p, math.log(counts[p] / total)) for p in pieces]
+
+
 def _unigram(arch: str):
     """A SentencePiece-style Unigram model (Metaspace pre-tokenizer), with each family's specials and templates."""
-    from tokenizers import SentencePieceUnigramTokenizer, processors
+    from tokenizers import SentencePieceUnigramTokenizer, models, processors
     from transformers import AlbertTokenizerFast, DebertaV2TokenizerFast, XLMRobertaTokenizerFast
 
     if arch == "xlm-roberta":
@@ -153,9 +173,11 @@ def _unigram(arch: str):
     else:  # deberta-v2
         specials, unk = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"], "[UNK]"
         cls_tok, sep_tok, pair_sep = "[CLS]", "[SEP]", "[SEP]"
-    sp = SentencePieceUnigramTokenizer()
-    sp.train_from_iterator(corpus(), vocab_size=700, special_tokens=specials, unk_token=unk, show_progress=False)
-    tok = sp._tokenizer
+    # Not SentencePieceUnigramTokenizer.train_from_iterator: its trainer gives another vocabulary on every run
+    # (so every int8-vs-fp32 figure of these models moved from run to run); pieces scored here are the same.
+    vocab = _unigram_vocab(specials, 700)
+    tok = SentencePieceUnigramTokenizer(vocab=vocab)._tokenizer  # Metaspace pre-tokenizer and decoder
+    tok.model = models.Unigram(vocab, unk_id=specials.index(unk), byte_fallback=False)
     ids = {t: tok.token_to_id(t) for t in specials}
     # XLM-R gives both segments type 0; ALBERT and DeBERTa mark the second segment with type 1.
     b_type = 0 if arch == "xlm-roberta" else 1
