@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import TINY_INT8_RECIPE
 from _tiny import ARCHS, LABELS
 
 from onnxpipe import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, FORMAT_VERSION
@@ -123,7 +124,7 @@ def test_manifest_describes_the_folder(tiny_export, tiny_checkpoint, arch, head)
         assert 0 <= val["max_abs_diff_hidden"] < (1e-4 if p == "fp32" else 5.0)
         if head == "text-classification":
             assert 0.0 <= val["label_agreement"] <= 1.0 and "max_abs_diff_logits" in val
-    assert data["variants"]["int8"]["recipe"]["weight_type"] == "QInt8"
+    assert data["variants"]["int8"]["recipe"]["weight_type"] == ("QInt8" if TINY_INT8_RECIPE == "default" else "QUInt8")
 
     # provenance: source, the weights it came from, the tool versions
     prov = data["provenance"]
