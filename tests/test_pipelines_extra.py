@@ -188,10 +188,18 @@ def _sane(task: str, got, ref) -> None:
             assert all(x <= 1 + 1e-6 for x in scores)
 
 
+# Lowest int8-vs-fp32 agreement accepted per task, over every architecture's tiny model. Measured (tiny exports
+# are deterministic now): fill-mask 95.8 %, token-classification 95.7 %, question-answering 88.0 %, zero-shot
+# 93.1 % (AVX2 AMD EPYC with the u8 recipe, see conftest.TINY_INT8_RECIPE); the gates leave room for another
+# CPU's rounding, not for a broken recipe (s8 weights on that CPU gave 29 %, 61 %, 46 %, 75 %).
+AGREEMENT_GATE = {"fill-mask": 0.85, "token-classification": 0.85, "question-answering": 0.75,
+                  "zero-shot-classification": 0.80}
+
+
 @pytest.mark.torch
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("task", TASKS)
-def test_int8_agreement_printed(pipes, task, capsys):
+def test_int8_agreement(pipes, task, capsys):
     per_arch = {}
     for arch in ARCHS:
         hf, fp32, int8 = pipes(arch, task)
@@ -208,6 +216,7 @@ def test_int8_agreement_printed(pipes, task, capsys):
     with capsys.disabled():
         detail = ", ".join(f"{a} {x}/{t}" for a, (x, t) in per_arch.items())
         print(f"\n[int8 vs fp32] {task}: {agree}/{total} = {agree / total:.1%} agree ({detail})")
+    assert agree / total >= AGREEMENT_GATE[task], f"{task}: int8 agrees with fp32 on {agree}/{total} ({detail})"
 
 
 # -- errors, registry, manifest, CLI ---------------------------------------------------------------------------
