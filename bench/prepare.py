@@ -72,8 +72,14 @@ def _default_tensor_type():
 
 def optimum_recipe(checkpoint: Path, task: str, level: str):
     def build(tmp: Path) -> None:
-        from optimum.onnxruntime import (AutoOptimizationConfig, AutoQuantizationConfig, ORTModelForFeatureExtraction,
-                                         ORTModelForSequenceClassification, ORTOptimizer, ORTQuantizer)
+        from optimum.onnxruntime import (
+            AutoOptimizationConfig,
+            AutoQuantizationConfig,
+            ORTModelForFeatureExtraction,
+            ORTModelForSequenceClassification,
+            ORTOptimizer,
+            ORTQuantizer,
+        )
         from transformers import AutoTokenizer
 
         cls = ORTModelForSequenceClassification if task == "cls" else ORTModelForFeatureExtraction

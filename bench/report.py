@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
+
 from provenance import markdown as provenance_lines
 
 ONNXPIPE = "onnxpipe-int8"

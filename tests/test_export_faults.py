@@ -7,7 +7,6 @@ Uses the tiny random checkpoints of tests/_tiny.py (conftest fixtures); needs th
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess

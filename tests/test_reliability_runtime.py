@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxpipe import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+from onnxpipe import AutoModel, AutoModelForSequenceClassification, pipeline
 from onnxpipe._bench import bench
 from onnxpipe._manifest import sha256_file
 from onnxpipe._resolve import find_model

@@ -15,8 +15,8 @@ pytest.importorskip("starlette", reason="needs the serve extra: pip install 'onn
 pytest.importorskip("httpx", reason="needs the test extra")
 
 import httpx  # noqa: E402
-from _serve_util import ROOT, Server, wait_until  # noqa: E402
 
+from _serve_util import ROOT, Server, wait_until  # noqa: E402
 from onnxpipe import pipeline  # noqa: E402
 
 SST2 = str(ROOT / "models" / "minilm-sst2")

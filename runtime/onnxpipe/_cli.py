@@ -10,14 +10,22 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
-from typing import Iterable, Sequence
 
 import numpy as np
 
 from . import _cli_serve
-from ._cli_io import (InputLines, OutputError, Terminated, binary_stdin, flush_on_signals, json_line,
-                      silence_stdout, write)
+from ._cli_io import (
+    InputLines,
+    OutputError,
+    Terminated,
+    binary_stdin,
+    flush_on_signals,
+    json_line,
+    silence_stdout,
+    write,
+)
 from ._cli_tasks import add_task_arguments, implied_task, task_inputs, task_kwargs
 from ._manifest import load_manifest
 from ._resolve import resolve_model

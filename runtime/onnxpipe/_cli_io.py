@@ -14,8 +14,9 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 _PIECE = 1 << 16  # bytes read at a time while looking for the end of a line
 MIN_KEEP_CHARS = 1 << 20

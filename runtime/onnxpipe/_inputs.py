@@ -8,7 +8,8 @@ repair rather than refuse text because it usually comes from sources nobody cont
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

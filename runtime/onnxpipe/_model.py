@@ -13,7 +13,6 @@ from ._resolve import resolve_model
 from ._session import choose, create_session
 from .errors import InferenceError, NonFiniteOutputError, TaskMismatchError
 
-
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
            "tensor(int64)": np.int64}
 # Above this many values, min/max (no temporary) replace isfinite().all() (a bool copy of the output: 62 MB

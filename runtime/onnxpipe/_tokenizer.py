@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -66,12 +67,12 @@ class AutoTokenizer:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, verify: bool = True) -> "AutoTokenizer":
+    def from_pretrained(cls, name_or_path: str | os.PathLike, verify: bool = True) -> AutoTokenizer:
         """Load the tokenizer of a model folder (a path, or a name such as ``"minilm-sst2"``)."""
         return cls.from_manifest(load_manifest(resolve_model(name_or_path), verify=verify))
 
     @classmethod
-    def from_manifest(cls, manifest: Manifest) -> "AutoTokenizer":
+    def from_manifest(cls, manifest: Manifest) -> AutoTokenizer:
         path = safe_path(manifest.folder, manifest.data.get("tokenizer", "tokenizer.json"))
         try:
             text = path.read_text(encoding="utf-8")

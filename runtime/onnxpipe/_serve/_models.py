@@ -15,8 +15,8 @@ from typing import Any
 from .._manifest import Manifest, load_manifest
 from .._model import OnnxModel
 from .._pipelines import Pipeline
-from .._tasks import TABLE, folder_task
 from .._resolve import resolve_model
+from .._tasks import TABLE, folder_task
 from .._tokenizer import AutoTokenizer
 from ._limits import RequestError
 
