@@ -222,7 +222,10 @@ def _non_finite_graph(path: Path, bad_id: int) -> None:
     inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, dims)
               for n in ("input_ids", "attention_mask", "token_type_ids")]
     output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", 2])
-    const = lambda name, value, dtype=TensorProto.INT64: helper.make_tensor(name, dtype, [len(value)], value)
+
+    def const(name, value, dtype=TensorProto.INT64):
+        return helper.make_tensor(name, dtype, [len(value)], value)
+
     nodes = [
         helper.make_node("Slice", ["input_ids", "one", "two", "one"], ["word"]),  # (batch, 1): the first word
         helper.make_node("Cast", ["word"], ["x"], to=TensorProto.FLOAT),

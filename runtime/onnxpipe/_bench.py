@@ -80,8 +80,9 @@ def _time(fn, runs: int, warmup: int) -> list[float]:
 
 
 def bench(model: str | os.PathLike, task: str | None = None, precision: str | None = None, device: str = "cpu",
-          threads: int | None = None, batch_sizes: Sequence[int] = (1, 8, 32), seq_lengths: Sequence[int] = (16, 64, 128),
-          runs: int = 20, warmup: int = 3, verify: bool = True) -> dict[str, Any]:
+          threads: int | None = None, batch_sizes: Sequence[int] = (1, 8, 32),
+          seq_lengths: Sequence[int] = (16, 64, 128), runs: int = 20, warmup: int = 3,
+          verify: bool = True) -> dict[str, Any]:
     """Time a model folder over a batch-size x sequence-length sweep.
 
     Example:
@@ -118,8 +119,9 @@ def bench(model: str | os.PathLike, task: str | None = None, precision: str | No
             texts = [text] * batch
             pipe.batch_size = batch
             feeds = pipe.model.feeds(pipe.tokenizer.pad(pipe.tokenizer.encode_batch(texts)))
-            end_to_end = _stats(_time(lambda: pipe(texts), runs, warmup), batch)
-            floor = _stats(_time(lambda: session.run(names, feeds), runs, warmup), batch)
+            # _time calls each lambda within this iteration, so the loop variables are the current ones.
+            end_to_end = _stats(_time(lambda: pipe(texts), runs, warmup), batch)  # noqa: B023
+            floor = _stats(_time(lambda: session.run(names, feeds), runs, warmup), batch)  # noqa: B023
             results.append({"batch_size": batch, "seq_len": seq, "tokens": actual, "pipeline": end_to_end,
                             "session": floor,
                             "overhead_pct": round(100 * (end_to_end["p50_ms"] / floor["p50_ms"] - 1), 1)})
@@ -138,5 +140,6 @@ def format_table(report: dict[str, Any]) -> str:
     for r in report["results"]:
         p, s = r["pipeline"], r["session"]
         lines.append(f"{r['batch_size']:>5} {r['tokens']:>6} {p['p50_ms']:>9.3f} {p['p90_ms']:>9.3f} "
-                     f"{p['p99_ms']:>9.3f} {p['throughput_per_s']:>9.1f} {s['p50_ms']:>11.3f} {r['overhead_pct']:>7.1f}%")
+                     f"{p['p99_ms']:>9.3f} {p['throughput_per_s']:>9.1f} {s['p50_ms']:>11.3f} "
+                     f"{r['overhead_pct']:>7.1f}%")
     return "\n".join(lines)

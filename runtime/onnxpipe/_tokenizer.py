@@ -240,7 +240,8 @@ class AutoTokenizer:
         else:
             raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False")
         if padding in (False, "do_not_pad") and return_tensors is None:
-            out = BatchEncoding(input_ids=[e.ids for e in encodings], attention_mask=[e.attention_mask for e in encodings])
+            out = BatchEncoding(input_ids=[e.ids for e in encodings],
+                                attention_mask=[e.attention_mask for e in encodings])
             if "token_type_ids" in self.model_input_names:
                 out["token_type_ids"] = [e.type_ids for e in encodings]
             out = BatchEncoding((k, out[k]) for k in self.model_input_names)
