@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from ._inputs import int_option
 from ._manifest import load_manifest
 from ._resolve import resolve_model
 from ._session import check_threads
+from ._tokenizer import AutoTokenizer
 
 _SIMD = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16")
 
@@ -44,7 +45,7 @@ def machine_info() -> dict[str, Any]:
             "python": platform.python_version(), "onnxruntime": ort.__version__, "onnxpipe": __version__}
 
 
-def text_of_length(tokenizer, tokens: int) -> tuple[str, int]:
+def text_of_length(tokenizer: AutoTokenizer, tokens: int) -> tuple[str, int]:
     """A text that tokenizes to ``tokens`` tokens, special tokens included (or as near as the tokenizer
     allows); returns (text, actual token count)."""
     def count(words: int) -> int:
@@ -68,7 +69,7 @@ def _stats(seconds: Sequence[float], rows: int) -> dict[str, float]:
             "throughput_per_s": round(rows * len(ms) / (float(ms.sum()) / 1e3), 2)}
 
 
-def _time(fn, runs: int, warmup: int) -> list[float]:
+def _time(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         fn()
     out = []
@@ -79,7 +80,7 @@ def _time(fn, runs: int, warmup: int) -> list[float]:
     return out
 
 
-def bench(model: str | os.PathLike, task: str | None = None, precision: str | None = None, device: str = "cpu",
+def bench(model: str | os.PathLike[str], task: str | None = None, precision: str | None = None, device: str = "cpu",
           threads: int | None = None, batch_sizes: Sequence[int] = (1, 8, 32),
           seq_lengths: Sequence[int] = (16, 64, 128), runs: int = 20, warmup: int = 3,
           verify: bool = True) -> dict[str, Any]:
