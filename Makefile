@@ -22,6 +22,9 @@ demo: $(DEV)/.installed $(RT)/.installed
 	$(DEV)/bin/python bench/vs_pytorch.py
 
 test: $(DEV)/.installed $(DEV)/.chromium
+	@# Lint and type-check first (configured in pyproject.toml); either failing stops the target.
+	$(DEV)/bin/ruff check .
+	$(DEV)/bin/mypy
 	@# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 	@echo "CUDA tests (-m cuda) are deselected: this machine has no GPU. Run them where onnxruntime-gpu and a GPU exist."
 	$(DEV)/bin/python -m pytest -ra -m "not cuda"; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest ran no tests"; exit 1; fi; exit $$rc

@@ -7,8 +7,8 @@
 - CTranslate2 (engine f): the feature-extraction checkpoint converted to an int8 encoder.
 Each step that fails writes ``FAILED.txt`` with the reason, which the engine then reports as unavailable.
 
-    .venv-bench/bin/python bench/prepare.py [--model models/minilm-sst2] [--checkpoint ../shared/checkpoints/minilm-sst2]
-        [--fe-model DIR --fe-checkpoint DIR] [--cache bench/.cache]
+    .venv-bench/bin/python bench/prepare.py [--model models/minilm-sst2]
+        [--checkpoint ../shared/checkpoints/minilm-sst2] [--fe-model DIR --fe-checkpoint DIR] [--cache bench/.cache]
 
 run.py calls prepare() itself with its own paths; running this alone only builds the cache ahead of time.
 """
@@ -72,8 +72,14 @@ def _default_tensor_type():
 
 def optimum_recipe(checkpoint: Path, task: str, level: str):
     def build(tmp: Path) -> None:
-        from optimum.onnxruntime import (AutoOptimizationConfig, AutoQuantizationConfig, ORTModelForFeatureExtraction,
-                                         ORTModelForSequenceClassification, ORTOptimizer, ORTQuantizer)
+        from optimum.onnxruntime import (
+            AutoOptimizationConfig,
+            AutoQuantizationConfig,
+            ORTModelForFeatureExtraction,
+            ORTModelForSequenceClassification,
+            ORTOptimizer,
+            ORTQuantizer,
+        )
         from transformers import AutoTokenizer
 
         cls = ORTModelForSequenceClassification if task == "cls" else ORTModelForFeatureExtraction

@@ -12,9 +12,9 @@ import os
 import platform
 import shlex
 import subprocess
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 # Distributions whose version can move a figure; the ones not installed are left out.

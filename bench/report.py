@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
+
 from provenance import markdown as provenance_lines
 
 ONNXPIPE = "onnxpipe-int8"
@@ -165,7 +166,8 @@ def markdown(rows, cfg, summary) -> str:
         wls = list(dict.fromkeys(r["workload"] for r in mine if r["workload"] != "process"))
         engines = list(dict.fromkeys(r["engine"] for r in mine))
         idx = {(r["engine"], r["workload"]): r for r in mine}
-        lines += ["", f"## {title}", "", "p50 latency per request in ms (p90 / p99 in raw/results.jsonl, written by each run); "
+        lines += ["", f"## {title}", "",
+                  "p50 latency per request in ms (p90 / p99 in raw/results.jsonl, written by each run); "
                   "sentences/s for SST-2 workloads.", "",
                   "| engine | " + " | ".join(wls) + " |", "|---" * (len(wls) + 1) + "|"]
         for e in engines:
@@ -183,7 +185,8 @@ def markdown(rows, cfg, summary) -> str:
                 else:
                     cells.append(f"{_fmt(r['p50_ms'])}")
             lines.append(f"| {e} ({idx.get((e, 'process'), {}).get('kind', '?')}) | " + " | ".join(cells) + " |")
-        lines += ["", "| engine | cold start s | peak RSS MB | RSS after 1st MB | SST-2 acc (b32) | parity | provider |",
+        lines += ["",
+                  "| engine | cold start s | peak RSS MB | RSS after 1st MB | SST-2 acc (b32) | parity | provider |",
                   "|---|---|---|---|---|---|---|"]
         for e in engines:
             p = idx.get((e, "process"), {})

@@ -27,9 +27,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "runtime"))
-from workloads import read_sst2  # noqa: E402
-
 from onnxpipe._bench import machine_info  # noqa: E402
+from workloads import read_sst2  # noqa: E402
 
 # ---- configuration ---------------------------------------------------------------------------------------
 CONCURRENCY = (1, 8, 32, 64)
@@ -57,7 +56,7 @@ class Connection:
         self.reader, self.writer, self.port = reader, writer, port
 
     @classmethod
-    async def open(cls, port: int) -> "Connection":
+    async def open(cls, port: int) -> Connection:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         return cls(reader, writer, port)
 

@@ -56,7 +56,8 @@ TASKS = {
     "fill-mask": ("AutoModelForMaskedLM", {}, "Paris is the [MASK] of France."),
     "token-classification": ("AutoModelForTokenClassification",
                              {"id2label": dict(enumerate(NER_LABELS))}, "My name is Wolfgang and I live in Berlin"),
-    "question-answering": ("AutoModelForQuestionAnswering", {}, {"question": "Where do I live?", "context": QA_CONTEXT}),
+    "question-answering": ("AutoModelForQuestionAnswering", {},
+                           {"question": "Where do I live?", "context": QA_CONTEXT}),
     "zero-shot-classification": ("AutoModelForSequenceClassification", {"id2label": dict(enumerate(NLI_LABELS))},
                                  "I have a problem with my iphone that needs to be resolved asap!!"),
 }
@@ -171,7 +172,8 @@ def worker(task: str, engine: str, cache: Path, it: dict) -> None:
         out = call(many)
         best = min(best, time.perf_counter() - s)
     print(json.dumps({"task": task, "engine": engine, "load_s": load_s, "b1_p50_ms": times[len(times) // 2] * 1e3,
-                      "throughput_per_s": it["n_throughput"] / best, "signature": sig_one + signature(task, out, True)}))
+                      "throughput_per_s": it["n_throughput"] / best,
+                      "signature": sig_one + signature(task, out, True)}))
 
 
 def measure(task: str, engine: str, cache: Path, it: dict) -> dict:
@@ -227,7 +229,7 @@ def main(argv=None) -> int:
                      "b1_input": "1 representative input", "throughput_inputs": it["n_throughput"],
                      "batch_size": BATCH_SIZE,
                      "parity_vs_transformers": f"{equal}/{len(ref)} equal",
-                     "heads": "random (untrained, seed %d): timing only" % SEED,
+                     "heads": f"random (untrained, seed {SEED}): timing only",
                      "loadavg_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
                      "provenance": prov})
     with open(a.out / "raw" / "tasks.jsonl", "w") as f:

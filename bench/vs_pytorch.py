@@ -21,7 +21,8 @@ WARMUP, RUNS, ROUNDS = 10, 100, 3
 
 ENGINES = {
     "PyTorch (transformers pipeline, fp32)": (
-        "import torch; from transformers import pipeline; p = pipeline('sentiment-analysis', model={ckpt!r}, device='cpu')"
+        "import torch; from transformers import pipeline; "
+        "p = pipeline('sentiment-analysis', model={ckpt!r}, device='cpu')"
     ),
     "onnxpipe (int8)": "from onnxpipe import pipeline; p = pipeline('sentiment-analysis')",
 }

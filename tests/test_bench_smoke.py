@@ -89,9 +89,10 @@ def suite_rows(tiny_checkpoint, tiny_export, tmp_path_factory):
     missing = sorted({m for m in SMOKE_ENGINES.values() if not _installed(m)})
     if missing:
         warnings.warn(f"bench engines not exercised here (bench venv only, see bench/setup_venv.sh): {missing}; "
-                      "checked to be reported as unavailable instead")
+                      "checked to be reported as unavailable instead", stacklevel=1)
     out = tmp_path_factory.mktemp("bench-smoke")
-    args = ["--smoke", "--engines", ",".join(SMOKE_ENGINES), "--out", str(out / "results"), "--cache", str(out / "cache"),
+    args = ["--smoke", "--engines", ",".join(SMOKE_ENGINES), "--out", str(out / "results"),
+            "--cache", str(out / "cache"),
             "--model", str(tiny_export("bert", "text-classification")),
             "--checkpoint", str(tiny_checkpoint("bert", "text-classification")),
             "--fe-model", str(tiny_export("bert", "feature-extraction")),

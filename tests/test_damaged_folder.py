@@ -185,8 +185,9 @@ CASES = {
                        [r"points outside the model folder; only relative paths"]),
     "entry_absolute_elsewhere": (lambda f: edit_manifest(f, _variant_file("/etc/passwd")), errors.IntegrityError,
                                  [r"'/etc/passwd' .* points outside the model folder"]),
-    "tokenizer_entry_dotdot": (lambda f: edit_manifest(f, lambda d: (d.__setitem__("tokenizer", "../t.json"),
-                                                                     d["files"].__setitem__("../t.json", {"sha256": "0", "size": 1}))),
+    "tokenizer_entry_dotdot": (lambda f: edit_manifest(f, lambda d: (
+                                   d.__setitem__("tokenizer", "../t.json"),
+                                   d["files"].__setitem__("../t.json", {"sha256": "0", "size": 1}))),
                                errors.IntegrityError, [r"'\.\./t\.json' .* points outside the model folder"]),
     "onnx_symlinked_out": (lambda f: symlink_out(f, ONNX), errors.IntegrityError,
                            [re.escape(ONNX) + r" resolves to .*outside-model_quantized\.onnx, outside the model",
@@ -298,7 +299,8 @@ def test_garbage_onnx_is_refused_by_onnxruntime_even_without_verify(folder):
 
 def test_a_task_the_folder_was_not_exported_for(folder):
     def feature_extraction_only(data):
-        data["task"], data["tasks"], data["outputs"] = "feature-extraction", ["feature-extraction"], ["last_hidden_state"]
+        data["task"], data["tasks"] = "feature-extraction", ["feature-extraction"]
+        data["outputs"] = ["last_hidden_state"]
         data.pop("labels")
     edit_manifest(folder, feature_extraction_only)
     with pytest.raises(errors.TaskMismatchError,
@@ -310,7 +312,8 @@ def test_a_task_the_folder_was_not_exported_for(folder):
 
 
 def test_a_precision_the_folder_does_not_have(folder):
-    with pytest.raises(errors.PrecisionUnavailableError, match=r"has no 'fp16' variant; it has \['int8'\].*--precision fp16"):
+    with pytest.raises(errors.PrecisionUnavailableError,
+                       match=r"has no 'fp16' variant; it has \['int8'\].*--precision fp16"):
         pipeline("sentiment-analysis", model=folder, precision="fp16")
 
 

@@ -13,10 +13,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import TINY_INT8_RECIPE
-from _tiny import ARCHS, LABELS
 
-from onnxpipe import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, FORMAT_VERSION
+from _tiny import ARCHS, LABELS
+from conftest import TINY_INT8_RECIPE
+from onnxpipe import FORMAT_VERSION, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 from onnxpipe._manifest import load_manifest, sha256_file
 
 pytestmark = pytest.mark.torch

@@ -7,7 +7,6 @@ Uses the tiny random checkpoints of tests/_tiny.py (conftest fixtures); needs th
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -197,7 +196,8 @@ def test_pickled_weights_are_refused_unless_allowed(ckpt, tmp_path, capsys):
     (ckpt / "model.safetensors").unlink()
     assert (ckpt / "pytorch_model.bin").is_file()
     out = tmp_path / "out"
-    with pytest.raises(errors.UnsafeCheckpointError, match=r"only pickled weights \(pytorch_model\.bin\).*--allow-pickle"):
+    with pytest.raises(errors.UnsafeCheckpointError,
+                       match=r"only pickled weights \(pytorch_model\.bin\).*--allow-pickle"):
         _export(ckpt, out)
     assert cli_main(["export", str(ckpt), "--out", str(out), "--quiet"]) == 2
     assert "--allow-pickle" in capsys.readouterr().err

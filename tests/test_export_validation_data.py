@@ -82,7 +82,7 @@ def test_int8_search_records_every_candidate_and_keeps_the_one_its_rule_picks(ti
     found = int8["recipe_search"]
     rows = found["candidates"]
     assert set(rows) == set(INT8_CANDIDATES)  # every candidate was quantized, loaded and run
-    for name, row in rows.items():
+    for row in rows.values():
         assert row["recipe"]["graph"] in {"fused", "fused-attention-only", "fused-no-attention", "unfused"}
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["label_agreement_with_pytorch"] <= 1
         assert row["sentences_per_s"] > 0 and row["batch1_p50_ms"] > 0 and row["size_mb"] > 0

@@ -17,8 +17,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from onnxpipe import AutoModelForSequenceClassification, pipeline
 from onnxpipe._cli import main as cli_main

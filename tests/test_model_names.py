@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from onnxpipe import AutoTokenizer, errors, pipeline
-from onnxpipe import _resolve
+from onnxpipe import AutoTokenizer, _resolve, errors, pipeline
 from onnxpipe._cli import main as cli_main
 from onnxpipe._resolve import find_model, folder_name, resolve_model
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxpipe import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+from onnxpipe import AutoModel, AutoModelForSequenceClassification, pipeline
 from onnxpipe._bench import bench
 from onnxpipe._manifest import sha256_file
 from onnxpipe._resolve import find_model
@@ -222,7 +222,10 @@ def _non_finite_graph(path: Path, bad_id: int) -> None:
     inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, dims)
               for n in ("input_ids", "attention_mask", "token_type_ids")]
     output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", 2])
-    const = lambda name, value, dtype=TensorProto.INT64: helper.make_tensor(name, dtype, [len(value)], value)
+
+    def const(name, value, dtype=TensorProto.INT64):
+        return helper.make_tensor(name, dtype, [len(value)], value)
+
     nodes = [
         helper.make_node("Slice", ["input_ids", "one", "two", "one"], ["word"]),  # (batch, 1): the first word
         helper.make_node("Cast", ["word"], ["x"], to=TensorProto.FLOAT),

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _tiny import ARCHS
 
 import onnxpipe
+from _tiny import ARCHS
 from onnxpipe import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 from onnxpipe.errors import TaskMismatchError
 
@@ -124,8 +124,7 @@ def test_feature_extraction_matches_transformers(tiny_export, hf_pipelines, arch
 @pytest.mark.parametrize("arch", ARCHS)
 def test_sentence_embeddings_are_mean_pooled_and_normalised(tiny_export, tiny_checkpoint, arch):
     import torch
-    from transformers import AutoModel as HFModel
-    from transformers import AutoTokenizer as HFTokenizer
+    from transformers import AutoModel as HFModel, AutoTokenizer as HFTokenizer
 
     ckpt = tiny_checkpoint(arch, "feature-extraction")
     tok, model = HFTokenizer.from_pretrained(ckpt), HFModel.from_pretrained(ckpt).eval()

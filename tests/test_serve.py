@@ -15,8 +15,8 @@ pytest.importorskip("starlette", reason="needs the serve extra: pip install 'onn
 pytest.importorskip("httpx", reason="needs the test extra")
 
 import httpx  # noqa: E402
-from _serve_util import ROOT, Server, wait_until  # noqa: E402
 
+from _serve_util import ROOT, Server, wait_until  # noqa: E402
 from onnxpipe import pipeline  # noqa: E402
 
 SST2 = str(ROOT / "models" / "minilm-sst2")
@@ -216,7 +216,8 @@ def test_serve_without_the_extra_names_the_pip_line(monkeypatch, capsys):
     from onnxpipe._cli import main
 
     real = util.find_spec
-    monkeypatch.setattr(util, "find_spec", lambda name, *a: None if name in ("starlette", "uvicorn") else real(name, *a))
+    monkeypatch.setattr(util, "find_spec",
+                        lambda name, *a: None if name in ("starlette", "uvicorn") else real(name, *a))
     monkeypatch.setitem(sys.modules, "onnxpipe._serve", None)  # were the check missed, the import fails: no server
     assert main(["serve", "minilm-sst2"]) == 2
     err = capsys.readouterr().err

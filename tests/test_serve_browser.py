@@ -16,7 +16,6 @@ import pytest
 pytest.importorskip("starlette", reason="needs the serve extra: pip install 'onnxpipe[serve]'")
 
 from _serve_util import ROOT, Server  # noqa: E402
-
 from onnxpipe import pipeline  # noqa: E402
 
 SST2 = str(ROOT / "models" / "minilm-sst2")

@@ -97,7 +97,8 @@ def test_a_missing_default_model_says_how_to_export_it_and_exports_nothing(monke
 
     monkeypatch.setenv("ONNXPIPE_HOME", str(tmp_path))
     before = set(sys.modules)
-    with pytest.raises(errors.ModelNotFoundError, match="onnxpipe export distilbert/distilroberta-base --task fill-mask"):
+    with pytest.raises(errors.ModelNotFoundError,
+                       match="onnxpipe export distilbert/distilroberta-base --task fill-mask"):
         onnxpipe.pipeline("fill-mask")
     assert not [m for m in set(sys.modules) - before if m.startswith(("onnxpipe_export", "torch"))]
     assert list(tmp_path.iterdir()) == []

@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "zero-shot-classification also serves text-classification)")
     e.add_argument("--out", required=True, help="model folder to create")
     e.add_argument("--precision", default="int8,fp32,fp16", help="comma-separated: int8, fp32, fp16")
-    e.add_argument("--force", action="store_true", help="replace an existing onnxpipe model folder (or an empty folder) at --out; never anything else")
+    e.add_argument("--force", action="store_true",
+                   help="replace an existing onnxpipe model folder (or an empty folder) at --out; never anything else")
     e.add_argument("--allow-pickle", action="store_true", help="allow pickled (.bin) weights: runs code; trust it")
     e.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
     e.add_argument("--revision", help="hub revision (branch, tag or commit)")

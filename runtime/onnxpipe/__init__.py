@@ -4,7 +4,8 @@
     >>> pipeline("sentiment-analysis")("I love this!")
     [{'label': 'POSITIVE', 'score': 0.99...}]
 
-This package imports onnxruntime, tokenizers and numpy only; the export stage is a separate package (the ``onnxpipe[export]`` extra).
+This package imports onnxruntime, tokenizers and numpy only; the export stage is a separate package
+(the ``onnxpipe[export]`` extra).
 """
 
 from __future__ import annotations

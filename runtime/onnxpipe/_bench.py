@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import platform
 import time
-from typing import Any, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -21,6 +22,7 @@ from ._inputs import int_option
 from ._manifest import load_manifest
 from ._resolve import resolve_model
 from ._session import check_threads
+from ._tokenizer import AutoTokenizer
 
 _SIMD = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16")
 
@@ -43,7 +45,7 @@ def machine_info() -> dict[str, Any]:
             "python": platform.python_version(), "onnxruntime": ort.__version__, "onnxpipe": __version__}
 
 
-def text_of_length(tokenizer, tokens: int) -> tuple[str, int]:
+def text_of_length(tokenizer: AutoTokenizer, tokens: int) -> tuple[str, int]:
     """A text that tokenizes to ``tokens`` tokens, special tokens included (or as near as the tokenizer
     allows); returns (text, actual token count)."""
     def count(words: int) -> int:
@@ -67,7 +69,7 @@ def _stats(seconds: Sequence[float], rows: int) -> dict[str, float]:
             "throughput_per_s": round(rows * len(ms) / (float(ms.sum()) / 1e3), 2)}
 
 
-def _time(fn, runs: int, warmup: int) -> list[float]:
+def _time(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         fn()
     out = []
@@ -78,9 +80,10 @@ def _time(fn, runs: int, warmup: int) -> list[float]:
     return out
 
 
-def bench(model: str | os.PathLike, task: str | None = None, precision: str | None = None, device: str = "cpu",
-          threads: int | None = None, batch_sizes: Sequence[int] = (1, 8, 32), seq_lengths: Sequence[int] = (16, 64, 128),
-          runs: int = 20, warmup: int = 3, verify: bool = True) -> dict[str, Any]:
+def bench(model: str | os.PathLike[str], task: str | None = None, precision: str | None = None, device: str = "cpu",
+          threads: int | None = None, batch_sizes: Sequence[int] = (1, 8, 32),
+          seq_lengths: Sequence[int] = (16, 64, 128), runs: int = 20, warmup: int = 3,
+          verify: bool = True) -> dict[str, Any]:
     """Time a model folder over a batch-size x sequence-length sweep.
 
     Example:
@@ -117,8 +120,9 @@ def bench(model: str | os.PathLike, task: str | None = None, precision: str | No
             texts = [text] * batch
             pipe.batch_size = batch
             feeds = pipe.model.feeds(pipe.tokenizer.pad(pipe.tokenizer.encode_batch(texts)))
-            end_to_end = _stats(_time(lambda: pipe(texts), runs, warmup), batch)
-            floor = _stats(_time(lambda: session.run(names, feeds), runs, warmup), batch)
+            # _time calls each lambda within this iteration, so the loop variables are the current ones.
+            end_to_end = _stats(_time(lambda: pipe(texts), runs, warmup), batch)  # noqa: B023
+            floor = _stats(_time(lambda: session.run(names, feeds), runs, warmup), batch)  # noqa: B023
             results.append({"batch_size": batch, "seq_len": seq, "tokens": actual, "pipeline": end_to_end,
                             "session": floor,
                             "overhead_pct": round(100 * (end_to_end["p50_ms"] / floor["p50_ms"] - 1), 1)})
@@ -137,5 +141,6 @@ def format_table(report: dict[str, Any]) -> str:
     for r in report["results"]:
         p, s = r["pipeline"], r["session"]
         lines.append(f"{r['batch_size']:>5} {r['tokens']:>6} {p['p50_ms']:>9.3f} {p['p90_ms']:>9.3f} "
-                     f"{p['p99_ms']:>9.3f} {p['throughput_per_s']:>9.1f} {s['p50_ms']:>11.3f} {r['overhead_pct']:>7.1f}%")
+                     f"{p['p99_ms']:>9.3f} {p['throughput_per_s']:>9.1f} {s['p50_ms']:>11.3f} "
+                     f"{r['overhead_pct']:>7.1f}%")
     return "\n".join(lines)

@@ -10,14 +10,23 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import entry_points
-from typing import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import _cli_serve
-from ._cli_io import (InputLines, OutputError, Terminated, binary_stdin, flush_on_signals, json_line,
-                      silence_stdout, write)
+from ._cli_io import (
+    InputLines,
+    OutputError,
+    Terminated,
+    binary_stdin,
+    flush_on_signals,
+    json_line,
+    silence_stdout,
+    write,
+)
 from ._cli_tasks import add_task_arguments, implied_task, task_inputs, task_kwargs
 from ._manifest import load_manifest
 from ._resolve import resolve_model
@@ -25,7 +34,7 @@ from ._tasks import TABLE, canonical_task
 from .errors import OnnxpipeError
 
 
-def _jsonable(x):
+def _jsonable(x: object) -> object:
     if isinstance(x, np.ndarray):
         return x.tolist()
     if isinstance(x, np.generic):
@@ -53,7 +62,7 @@ class _Progress:
             print(f"\r{self.n} inputs in {time.perf_counter() - self.start:.1f}s", file=sys.stderr)
 
 
-def cmd_predict(args) -> int:
+def cmd_predict(args: argparse.Namespace) -> int:
     if args.input and args.texts:
         raise SystemExit("error: give texts as arguments or --input FILE, not both")
     if args.input == "-" or args.texts == ["-"]:
@@ -68,7 +77,7 @@ def cmd_predict(args) -> int:
     return _predict(args, args.texts or None)
 
 
-def _predict(args, lines: Iterable[str] | None) -> int:
+def _predict(args: argparse.Namespace, lines: Iterable[str] | None) -> int:
     from ._factory import pipeline
 
     source = lines
@@ -110,7 +119,7 @@ def _flush_quietly() -> bool:
         return False
 
 
-def _print_recipe_search(found: dict) -> None:
+def _print_recipe_search(found: dict[str, Any]) -> None:
     data = found["data"]
     print(f"        chosen by --int8-recipe search on {found['timing']['machine']} "
           f"({data['sentences']} labelled sentences, PyTorch accuracy {data['pytorch_accuracy']:.4f}):")
@@ -123,7 +132,7 @@ def _print_recipe_search(found: dict) -> None:
     print(f"        (* chosen, x misses the quality gates; rule: {found['rule']})")
 
 
-def cmd_info(args) -> int:
+def cmd_info(args: argparse.Namespace) -> int:
     manifest = load_manifest(resolve_model(args.model), verify=not args.no_verify)
     d = manifest.data
     if args.json:
@@ -165,7 +174,7 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
+def cmd_bench(args: argparse.Namespace) -> int:
     from ._bench import bench, format_table
 
     def ints(text: str, what: str) -> list[int]:
@@ -187,7 +196,7 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def _plugin_commands(sub: argparse._SubParsersAction) -> None:
+def _plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Subcommands other packages register under the ``onnxpipe.commands`` entry point (``onnxpipe export``
     comes from the export stage this way, so the runtime never imports it by name)."""
     for ep in sorted(entry_points(group="onnxpipe.commands"), key=lambda ep: ep.name):
@@ -200,7 +209,7 @@ def _plugin_commands(sub: argparse._SubParsersAction) -> None:
         register(sub)
 
 
-def _unavailable(name: str, error: Exception):
+def _unavailable(name: str, error: Exception) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         print(f"error: `onnxpipe {name}` could not be loaded ({error}); reinstall onnxpipe with its extras, "
               "e.g. pip install 'onnxpipe[export]'", file=sys.stderr)
@@ -256,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         writes_stdout = args.command in ("predict", "info") or args.command == "bench" and not args.json_out
         if sys.stdout is None and writes_stdout:  # fd 1 was closed at start: the results would vanish
             raise OutputError("stdout is closed; redirect it to a file or a pipe")
-        code = args.func(args)
+        code: int = args.func(args)
         if sys.stdout is not None:
             sys.stdout.flush()  # here, so that a full disk is reported, not met at exit
         return code

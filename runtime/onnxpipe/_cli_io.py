@@ -14,8 +14,10 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from types import FrameType
+from typing import Any, NoReturn
 
 _PIECE = 1 << 16  # bytes read at a time while looking for the end of a line
 MIN_KEEP_CHARS = 1 << 20
@@ -138,10 +140,10 @@ class Terminated(BaseException):
 def flush_on_signals() -> Iterator[None]:
     """Turn SIGTERM/SIGHUP into :class:`Terminated` while results stream, so the caller can flush what is
     written and exit 128 + signal; without it the buffered tail of the finished results is lost."""
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> NoReturn:
         raise Terminated(signum)
 
-    previous = {}
+    previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
     for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
         if sig is not None:
             try:

@@ -11,7 +11,7 @@ from ._pipelines._base import DEFAULT_BATCH_TOKENS
 INSTALL = "pip install 'onnxpipe[serve]'"
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add ``serve`` to the ``onnxpipe`` command. ``add_parser(parser.add_subparsers())``"""
     s = subparsers.add_parser("serve", help=f"serve model folders over HTTP with dynamic batching (needs {INSTALL})")
     s.add_argument("models", nargs="+", metavar="MODEL", help="model folder, name, or NAME=PATH (several allowed)")

@@ -6,6 +6,7 @@ Nothing is exported or downloaded here: a missing default model is an error that
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from ._manifest import load_manifest
 from ._model import OnnxModel
@@ -17,7 +18,7 @@ from ._tokenizer import AutoTokenizer
 from .errors import ModelNotFoundError, TaskMismatchError
 
 
-def _default_folder(task: str):
+def _default_folder(task: str) -> Path:
     t = TABLE[task]
     found = find_model(t.default_model) if t.default_model else None
     if found is None:
@@ -30,7 +31,7 @@ def _default_folder(task: str):
     return found
 
 
-def pipeline(task: str, model: str | os.PathLike | None = None, device: str = "cpu", precision: str | None = None,
+def pipeline(task: str, model: str | os.PathLike[str] | None = None, device: str = "cpu", precision: str | None = None,
              batch_size: int = 32, max_batch_tokens: int = DEFAULT_BATCH_TOKENS, threads: int | None = None,
              verify: bool = True) -> Pipeline:
     """Build a pipeline like ``transformers.pipeline``, running on onnxruntime.

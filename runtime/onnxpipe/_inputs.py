@@ -8,7 +8,8 @@ repair rather than refuse text because it usually comes from sources nobody cont
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ def _repair(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def clean_text(text: Any, index: int = 0, what: str = "input") -> str:
+def clean_text(text: object, index: int = 0, what: str = "input") -> str:
     """Return ``text`` as a str the tokenizer accepts; raise TypeError naming ``what index`` and the type.
 
     >>> clean_text("caf\\udce9") == "caf\\ufffd"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
@@ -12,7 +12,6 @@ from ._manifest import Manifest, load_manifest
 from ._resolve import resolve_model
 from ._session import choose, create_session
 from .errors import InferenceError, NonFiniteOutputError, TaskMismatchError
-
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
            "tensor(int64)": np.int64}
@@ -38,7 +37,10 @@ _NOT_PICKLABLE = (
 )
 
 
-class ModelOutput(dict):
+_Model = TypeVar("_Model", bound="OnnxModel")
+
+
+class ModelOutput(dict[str, np.ndarray]):
     """Model outputs by name (``out.logits``, ``out["last_hidden_state"]``), as numpy arrays."""
 
     def __getattr__(self, name: str) -> Any:
@@ -67,8 +69,8 @@ class OnnxModel:
         self._graph_inputs = [i.name for i in self.session.get_inputs()]
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, device: str = "cpu", precision: str | None = None,
-                        threads: int | None = None, verify: bool = True):
+    def from_pretrained(cls: type[_Model], name_or_path: str | os.PathLike[str], device: str = "cpu",
+                        precision: str | None = None, threads: int | None = None, verify: bool = True) -> _Model:
         """Load a model folder by path or name; ``device`` is "cpu", "cuda" or "auto"."""
         return cls(load_manifest(resolve_model(name_or_path), verify=verify), device, precision, threads)
 
@@ -107,7 +109,7 @@ class OnnxModel:
         if ids.size == 0:  # never reaches onnxruntime: the int8 kernels divide by the row count (SIGFPE)
             return self._empty(ids, output_names)
         try:
-            outputs = self.session.run(output_names, feeds)
+            outputs: list[np.ndarray] = self.session.run(output_names, feeds)
         except Exception as e:
             shapes = {k: v.shape for k, v in feeds.items()}
             raise InferenceError(
@@ -163,7 +165,7 @@ class OnnxModel:
         names = [self.output_name] if self.output_name else self.manifest.outputs
         return ModelOutput(zip(names, self.run(feeds, names)))
 
-    def __getstate__(self):  # pickling refused (see _NOT_PICKLABLE); nothing here ever unpickles
+    def __getstate__(self) -> NoReturn:  # pickling refused (see _NOT_PICKLABLE); nothing here ever unpickles
         name = type(self).__name__
         raise TypeError(_NOT_PICKLABLE.format(what=f"a {name}", how=f"{name}.from_pretrained(...)"))
 

@@ -63,7 +63,7 @@ def _exact_child(directory: Path, name: str) -> Path | None:
     return candidate if (candidate / MANIFEST_NAME).is_file() else None
 
 
-def find_model(name_or_path: str | os.PathLike) -> Path | None:
+def find_model(name_or_path: str | os.PathLike[str]) -> Path | None:
     """The folder for a path or an exact name, or None when nothing local matches.
 
     Example:
@@ -102,7 +102,7 @@ def _looked_in() -> str:
     return "; ".join(shown) or "no model directory exists"
 
 
-def resolve_model(name_or_path: str | os.PathLike) -> Path:
+def resolve_model(name_or_path: str | os.PathLike[str]) -> Path:
     """Like :func:`find_model`, but raise a ModelNotFoundError that says what exists and how to export."""
     found = find_model(name_or_path)
     if found is not None:

@@ -81,7 +81,7 @@ def check_threads(threads: int | None) -> int:
                       f"{_THREADS_PER_CORE} x the {cores} usable cores; None gives one per core")
 
 
-def _disabled_optimizers(manifest: Manifest, choice: SessionChoice) -> dict:
+def _disabled_optimizers(manifest: Manifest, choice: SessionChoice) -> dict[str, list[str]]:
     # Load-time fusions the export measured as slower for this file on the CPU provider (the INT8 recipe's
     # cpu_disabled_optimizers, e.g. SkipLayerNormFusion); other providers have their own kernels, so they keep
     # every fusion.

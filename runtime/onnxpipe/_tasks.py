@@ -12,8 +12,8 @@ zero-shot-classification too when its labels name an entailment class.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from ._pipelines import (
     FeatureExtractionPipeline,

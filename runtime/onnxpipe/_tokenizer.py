@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -34,7 +35,7 @@ _MARGIN = 64
 _RECENT_COPIES = 8
 
 
-class BatchEncoding(dict):
+class BatchEncoding(dict[str, Any]):
     """A dict of model inputs, as transformers returns them; keys are also attributes."""
 
     def __getattr__(self, name: str) -> Any:
@@ -60,18 +61,19 @@ class AutoTokenizer:
         # Parsed once; the JSON text is not kept (a 500 MB tokenizer.json is 500 MB more for the process's
         # life). Further copies are cloned from this one when a setting first needs them.
         self._base = self._configure(Tokenizer.from_str(tokenizer_json), self.model_max_length)
-        self._specials = (self._base.num_special_tokens_to_add(False), self._base.num_special_tokens_to_add(True))
+        self._specials: tuple[int, int] = (self._base.num_special_tokens_to_add(False),
+                                           self._base.num_special_tokens_to_add(True))
         self._pinned: dict[Any, Tokenizer] = {self.model_max_length: self._base}  # read without the lock
         self._recent: OrderedDict[Any, Tokenizer] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, verify: bool = True) -> "AutoTokenizer":
+    def from_pretrained(cls, name_or_path: str | os.PathLike[str], verify: bool = True) -> AutoTokenizer:
         """Load the tokenizer of a model folder (a path, or a name such as ``"minilm-sst2"``)."""
         return cls.from_manifest(load_manifest(resolve_model(name_or_path), verify=verify))
 
     @classmethod
-    def from_manifest(cls, manifest: Manifest) -> "AutoTokenizer":
+    def from_manifest(cls, manifest: Manifest) -> AutoTokenizer:
         path = safe_path(manifest.folder, manifest.data.get("tokenizer", "tokenizer.json"))
         try:
             text = path.read_text(encoding="utf-8")
@@ -154,7 +156,8 @@ class AutoTokenizer:
             texts = [self._head(t, limit) for t in texts]
             pairs = None if pairs is None else [self._head(t, limit) for t in pairs]
         batch = list(texts) if pairs is None else list(zip(texts, pairs))
-        return tok.encode_batch(batch)
+        encodings: list[Encoding] = tok.encode_batch(batch)  # annotated: tokenizers is untyped
+        return encodings
 
     def _limit(self, max_length: int | None, stride: Any, strategy: str, pair: bool) -> int:
         """The truncation length for these arguments, checked: below the special tokens the Rust tokenizer
@@ -239,7 +242,8 @@ class AutoTokenizer:
         else:
             raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False")
         if padding in (False, "do_not_pad") and return_tensors is None:
-            out = BatchEncoding(input_ids=[e.ids for e in encodings], attention_mask=[e.attention_mask for e in encodings])
+            out = BatchEncoding(input_ids=[e.ids for e in encodings],
+                                attention_mask=[e.attention_mask for e in encodings])
             if "token_type_ids" in self.model_input_names:
                 out["token_type_ids"] = [e.type_ids for e in encodings]
             out = BatchEncoding((k, out[k]) for k in self.model_input_names)
@@ -256,13 +260,15 @@ class AutoTokenizer:
         return self._specials[bool(pair)]
 
     def tokenize(self, text: str) -> list[str]:
-        return self._for(None).encode(text, add_special_tokens=False).tokens
+        tokens: list[str] = self._for(None).encode(text, add_special_tokens=False).tokens
+        return tokens
 
     def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str]:
         return [self._base.id_to_token(int(i)) for i in ids]
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
-        return self._base.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        text: str = self._base.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        return text
 
     def __repr__(self) -> str:
         return f"AutoTokenizer(max_length={self.model_max_length}, inputs={self.model_input_names})"

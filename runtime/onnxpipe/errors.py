@@ -103,7 +103,7 @@ class NonFiniteOutputError(InferenceError):
     """The model computed NaN or inf; ``output`` names the output, ``rows`` the batch rows (or inputs)."""
 
     output: str = ""
-    rows: list = []
+    rows: list[int] = []
 
 
 class ExportError(OnnxpipeError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import uvicorn
 
@@ -37,7 +37,8 @@ def serve(models: Sequence[str], host: str = "127.0.0.1", port: int = 8080, limi
               for name, path in map(parse_model_arg, models)]
     app = create_app(ModelSet(loaded), limits)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=graceful_timeout, backlog=2048)
+                            # uvicorn annotates int, but passes it to asyncio.wait_for: a float works
+                            timeout_graceful_shutdown=graceful_timeout, backlog=2048)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal it caught once it has shut down, which would end the process with
     # "killed by SIGTERM" instead of exit 0; a handler of our own in place of the default absorbs it.

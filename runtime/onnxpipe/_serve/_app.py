@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from importlib import resources
 from typing import Any
@@ -20,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from .._inputs import clean_texts, truncation_flag
@@ -53,12 +55,12 @@ def _error(status: int, message: str, error_type: str) -> _JSON:
 class Guard:
     """ASGI wrapper: refuse past the concurrency or payload limit at once; count and time every request."""
 
-    def __init__(self, app: Any, limits: Limits, metrics: Metrics):
+    def __init__(self, app: ASGIApp, limits: Limits, metrics: Metrics):
         self.app, self.limits, self.metrics = app, limits, metrics
         self.in_flight = 0
         self.known = {*ENDPOINTS, "/tokenize"}
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         endpoint = scope["path"] if scope["path"] in self.known else "other"
@@ -74,15 +76,15 @@ class Guard:
                                 "bytes (--payload-limit); send fewer or shorter inputs per request",
                            "PayloadTooLarge", "payload")
         if refusal is not None:
-            status, message, error_type, reason = refusal
+            code, message, error_type, reason = refusal
             m.rejected.inc(reason)
-            m.requests.inc(endpoint, str(status))
-            return await _error(status, message, error_type)(scope, receive, send)
+            m.requests.inc(endpoint, str(code))
+            return await _error(code, message, error_type)(scope, receive, send)
         self.in_flight += 1
         m.in_flight.set(self.in_flight)
         start, status = time.perf_counter(), [500]
 
-        async def send_status(message: dict) -> None:
+        async def send_status(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)
@@ -137,7 +139,7 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
         rows = [render_tokens(e) for e in encodings]
         return _JSON(rows[0] if call.single else rows)
 
-    def guarded(handler: Any) -> Any:
+    def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         async def route(request: Request) -> Response:
             try:
                 return await handler(request)
@@ -175,7 +177,7 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
                                        "endpoints", "NotFound" if exc.status_code == 404 else "BadRequest")
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette):
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         batcher.start()
         yield
         batcher.close()  # uvicorn has finished the in-flight requests by now
@@ -183,5 +185,6 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
     routes = [endpoint_route(path, e) for path, e in ENDPOINTS.items()]
     routes += [Route("/tokenize", guarded(tokenize), methods=["POST"]),
                Route("/health", health), Route("/info", info), Route("/metrics", prometheus), Route("/", playground)]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    # Starlette types a handler's exception as Exception; it calls this one with HTTPException only.
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})  # type: ignore[dict-item]
     return Guard(app, limits, metrics)

@@ -27,10 +27,10 @@ class _Job:
     __slots__ = ("model", "pipe", "encodings", "groups", "post", "post_key", "rows", "remaining", "future", "done")
 
     def __init__(self, model: str, pipe: Pipeline, prepared: list[Any], post: dict[str, Any],
-                 future: asyncio.Future):
+                 future: asyncio.Future[list[Any]]):
         self.model, self.pipe, self.post, self.future = model, pipe, post, future
         if pipe.grouped:  # (info, [Encoding, ...]) per input
-            self.groups = [(info, len(group)) for info, group in prepared]
+            self.groups: list[tuple[Any, int]] | None = [(info, len(group)) for info, group in prepared]
             self.encodings = [e for _, group in prepared for e in group]
         else:
             self.groups, self.encodings = None, prepared
@@ -51,7 +51,7 @@ class _Job:
         return out
 
 
-def _set(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+def _set(future: asyncio.Future[list[Any]], result: Any, error: BaseException | None) -> None:
     if future.done():  # the client went away and its handler was cancelled
         return
     if error is not None:
@@ -92,7 +92,7 @@ class Batcher:
 
     async def submit(self, model: str, pipe: Pipeline, prepared: list[Any], post: dict[str, Any]) -> list[Any]:
         """Queue one request's preprocessed inputs; return one result per input, in input order."""
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         job = _Job(model, pipe, prepared, post, future)
         if not job.encodings:
             return job.results()
@@ -124,9 +124,12 @@ class Batcher:
         pipe, model = jobs[0].pipe, jobs[0].model
         slots = [(job, i) for job in jobs for i in range(len(job.encodings))]
         lengths = [len(job.encodings[i].ids) for job, i in slots]
+        loop = self._loop
+        assert loop is not None, "start() sets the loop before the thread runs"
         for batch in plan_batches(lengths, pipe.batch_size, self.max_batch_tokens):
             members = [slots[k] for k in batch]
-            width, finished = 0, []
+            width = 0
+            finished: list[tuple[_Job, list[Any] | None, Exception | None]] = []
             try:
                 feeds = pipe.tokenizer.pad([job.encodings[i] for job, i in members])
                 width = int(feeds["input_ids"].shape[1])
@@ -145,10 +148,11 @@ class Batcher:
                             finished.append((job, job.results(), None))
                         except Exception as e:  # gather refused the rows: that request fails alone
                             finished.append((job, None, e))
-            self._loop.call_soon_threadsafe(self._deliver, model, len(members), width, finished)
+            loop.call_soon_threadsafe(self._deliver, model, len(members), width, finished)
 
     @staticmethod
-    def _postprocess(pipe: Pipeline, members: list[tuple[_Job, int]], outputs: dict, feeds: dict) -> None:
+    def _postprocess(pipe: Pipeline, members: list[tuple[_Job, int]], outputs: dict[str, np.ndarray],
+                     feeds: dict[str, np.ndarray]) -> None:
         by_post: dict[Any, list[int]] = {}
         for pos, (job, _) in enumerate(members):
             by_post.setdefault(job.post_key, []).append(pos)
@@ -164,7 +168,8 @@ class Batcher:
                 job, i = members[pos]
                 job.rows[i] = row
 
-    def _deliver(self, model: str, rows: int, width: int, finished: list) -> None:
+    def _deliver(self, model: str, rows: int, width: int,
+                 finished: list[tuple[_Job, list[Any] | None, Exception | None]]) -> None:
         m = self.metrics
         m.batches.inc(model)
         m.batch_size.observe(rows, model)

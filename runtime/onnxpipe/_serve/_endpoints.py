@@ -8,8 +8,9 @@ OpenAI or the Hugging Face Inference API expect. Everything between the two is t
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

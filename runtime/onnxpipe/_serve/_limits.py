@@ -63,7 +63,8 @@ def parse_json(raw: bytes) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RequestError(400, f"the body is not valid JSON ({e}); send a JSON object such as "
-                                '{"inputs": "I love this!"} with Content-Type: application/json', "BadRequest") from None
+                                '{"inputs": "I love this!"} with Content-Type: application/json',
+                           "BadRequest") from None
 
 
 async def read_body(receive: Any, limit: int) -> bytes:

@@ -7,7 +7,7 @@ Every update happens on the event loop or under the batcher's lock, so plain dic
 from __future__ import annotations
 
 import bisect
-from typing import Iterable
+from collections.abc import Iterable
 
 # Request latency in seconds: sub-millisecond steps matter here (a batch-1 request takes ~2 ms on a laptop).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)

@@ -15,8 +15,8 @@ from typing import Any
 from .._manifest import Manifest, load_manifest
 from .._model import OnnxModel
 from .._pipelines import Pipeline
-from .._tasks import TABLE, folder_task
 from .._resolve import resolve_model
+from .._tasks import TABLE, folder_task
 from .._tokenizer import AutoTokenizer
 from ._limits import RequestError
 
@@ -103,8 +103,9 @@ class ModelSet:
         for model in self.by_name.values():
             if task is None or task in model.pipelines:
                 return model
+        served = ", ".join(f"{n}: {sorted(m.pipelines)}" for n, m in self.by_name.items())
         raise RequestError(404, f"no served model does {task}; start the server with a model folder exported "
-                                f"for it (served: {', '.join(f'{n}: {sorted(m.pipelines)}' for n, m in self.by_name.items())})",
+                                f"for it (served: {served})",
                            "NotFound")
 
     def serving(self, task: str) -> list[str]:
