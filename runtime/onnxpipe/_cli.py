@@ -246,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json-out", metavar="FILE", help="write the JSON report here (default: stdout)")
     b.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
     b.set_defaults(func=cmd_bench)
+    from ._cli_batch import add_parser as add_batch_parser  # its own module; pyarrow / ray load when it runs
+    add_batch_parser(sub)
     return p
 
 

@@ -14,6 +14,7 @@ Hierarchy::
     ├── UnknownTaskError              a task name that no pipeline implements (also a ValueError)
     ├── InputTooLongError             truncation=False and an input is over the model's maximum (also a ValueError)
     ├── InferenceError                onnxruntime failed while running a batch
+    ├── BatchJobError                 `onnxpipe batch` cannot run as asked (format, column, a bad row with fail)
     └── ExportError                   the export stage could not produce a model folder
         ├── ExportExtraMissingError   the export extra (torch, transformers, optimum-onnx, onnx) is not installed
         ├── UnsupportedArchitectureError  no export settings for that model type
@@ -40,6 +41,7 @@ __all__ = [
     "UnknownTaskError",
     "InputTooLongError",
     "InferenceError",
+    "BatchJobError",
     "ExportError",
     "ExportExtraMissingError",
     "UnsupportedArchitectureError",
@@ -95,6 +97,10 @@ class InputTooLongError(OnnxpipeError, ValueError):
 
 class InferenceError(OnnxpipeError):
     """onnxruntime failed while running a batch."""
+
+
+class BatchJobError(OnnxpipeError, ValueError):
+    """A batch job cannot run as asked: unknown input format, missing column, or a bad row with on_error='fail'."""
 
 
 class ExportError(OnnxpipeError):
