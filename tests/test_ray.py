@@ -199,15 +199,20 @@ def test_question_answering_columns(tiny_export, tmp_path):
 
     folder = tiny_export("bert", "question-answering")
     rows = [{"q": "Where do I live?", "c": "My name is Wolfgang and I live in Berlin"},
-            {"q": "Who?", "c": "Ada wrote the first program."}, {"q": "", "c": "empty question"}]
-    src = _jsonl(tmp_path / "in.jsonl", rows)
-    run_batch(folder, src, tmp_path / "qa.parquet", column="q", pair_column="c")
+            {"q": "Who?", "c": "Ada wrote the first program."}]
+    run_batch(folder, _jsonl(tmp_path / "in.jsonl", rows), tmp_path / "qa.parquet", column="q", pair_column="c")
     out = pq.read_table(tmp_path / "qa.parquet")
     want = onnxpipe.pipeline("question-answering", model=folder)([{"question": r["q"], "context": r["c"]}
-                                                                  for r in rows[:2]])
-    assert out.column("answer").to_pylist()[:2] == [w["answer"] for w in want]
-    assert out.column("start").to_pylist()[:2] == [w["start"] for w in want]
-    assert out.column("score").to_pylist()[:2] == pytest.approx([w["score"] for w in want], abs=1e-6)
+                                                                  for r in rows])
+    assert out.column("answer").to_pylist() == [w["answer"] for w in want]
+    assert out.column("start").to_pylist() == [w["start"] for w in want]
+    assert out.column("end").to_pylist() == [w["end"] for w in want]
+    assert out.column("score").to_pylist() == pytest.approx([w["score"] for w in want], abs=1e-6)
+    # A row the pipeline refuses (an empty question) gets the runtime's error; the job goes on.
+    bad = _jsonl(tmp_path / "bad.jsonl", [*rows, {"q": "", "c": "empty question"}])
+    run_batch(folder, bad, tmp_path / "bad.parquet", column="q", pair_column="c")
+    out = pq.read_table(tmp_path / "bad.parquet")
+    assert out.column("error").to_pylist()[:2] == [None, None]
     assert out.column("answer")[2].as_py() is None and "must not be empty" in out.column("error")[2].as_py()
 
 

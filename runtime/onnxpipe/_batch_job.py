@@ -191,7 +191,8 @@ def _answers(results: list, ctx: dict) -> dict[str, pa.Array]:
     if ctx["kwargs"].get("top_k", 1) > 1:
         return {"answers": _col(rows, pa.list_(_ANSWER))}
     best = _col([r[0] if r else None for r in rows], _ANSWER)
-    return {name: best.field(name) for name in ("answer", "score", "start", "end")}
+    # flatten(), not field(): a failed row's struct is null, and only flatten carries that into each child.
+    return dict(zip((f.name for f in _ANSWER), best.flatten()))
 
 
 _FILL = pa.list_(pa.struct([("score", pa.float64()), ("token", pa.int64()), ("token_str", pa.string()),
