@@ -58,6 +58,9 @@ def test_same_command_local_and_ray_write_the_same_file(ray_session, classifier,
     assert local.column("label").to_pylist() == [w["label"] for w in want]
     assert local.column("score").to_pylist() == [w["score"] for w in want]
     assert ray_session.is_initialized()  # the command used the session's Ray and left it running
+    # An actor's error (here: no such column) comes back as onnxpipe's one-line error, not Ray's traceback.
+    assert main([*common, "--output", str(tmp_path / "x.parquet"), "--engine", "ray", "--column", "review"]) == 2
+    assert capsys.readouterr().err.startswith("error: the input has no column 'review'")
 
 
 @pytest.mark.parametrize("fmt,suffix", [("jsonl", "jsonl"), ("csv", "csv"), ("text", "txt"), ("parquet", "pq")])

@@ -10,6 +10,7 @@ its batch.) pyarrow is imported here at the top, so nothing imported by ``import
 from __future__ import annotations
 
 import importlib
+import io
 import posixpath
 from pathlib import Path
 import time
@@ -69,7 +70,11 @@ def _read_parquet(fs: pa_fs.FileSystem, path: str, rows: int) -> Iterator[pa.Tab
 
 def _read_jsonl(fs: pa_fs.FileSystem, path: str, rows: int) -> Iterator[pa.Table]:
     with fs.open_input_stream(path) as f:
-        yield pa_json.read_json(f)
+        if not hasattr(pa_json, "open_json"):  # pyarrow < 19: no streaming JSON reader, the file at once
+            yield pa_json.read_json(f)
+            return
+        for b in pa_json.open_json(f):
+            yield pa.Table.from_batches([b])
 
 
 def _read_csv(fs: pa_fs.FileSystem, path: str, rows: int) -> Iterator[pa.Table]:
@@ -79,10 +84,18 @@ def _read_csv(fs: pa_fs.FileSystem, path: str, rows: int) -> Iterator[pa.Table]:
 
 
 def _read_text(fs: pa_fs.FileSystem, path: str, rows: int) -> Iterator[pa.Table]:
-    # As ray.data.read_text: one row per line, column "text", empty lines dropped.
-    with fs.open_input_stream(path) as f:
-        lines = [line for line in f.read().decode("utf-8", errors="replace").splitlines() if line]
-    yield pa.table({"text": pa.array(lines, pa.string())})
+    # As ray.data.read_text: one row per line, column "text", empty lines dropped; read a slice at a time.
+    with fs.open_input_stream(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as f:
+        lines: list[str] = []
+        for line in f:
+            line = line.rstrip("\r\n")
+            if line:
+                lines.append(line)
+            if len(lines) == rows:
+                yield pa.table({"text": pa.array(lines, pa.string())})
+                lines = []
+        if lines:
+            yield pa.table({"text": pa.array(lines, pa.string())})
 
 
 # format -> (file name endings, local reader, name of the ray.data reader and its extra arguments)

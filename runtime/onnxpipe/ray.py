@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from ._batch_job import FORMATS, BatchJob, run_batch
-from .errors import BatchJobError
+from .errors import BatchJobError, OnnxpipeError
 
 __all__ = ["Predictor", "run_batch", "assigned_cpus"]
 
@@ -100,6 +100,17 @@ class _JobPredictor(Predictor):
         self.pipe = job.build_pipeline(threads or assigned_cpus())
 
 
+def _onnxpipe_cause(error: BaseException | None) -> OnnxpipeError | None:
+    """The first OnnxpipeError in a chain of Ray's wrappers (``cause`` on RayTaskError, else ``__cause__``)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OnnxpipeError):
+            return error
+        seen.add(id(error))
+        error = getattr(error, "cause", None) or error.__cause__
+    return None
+
+
 def ray_tables(job: BatchJob, path: str, fmt: str, batch_rows: int, actors: int = 1,
                cpus_per_actor: float = 1) -> Iterator[pa.Table]:
     """The Ray engine of ``run_batch``: output tables in input order, each the job run on ``batch_rows`` rows.
@@ -139,6 +150,11 @@ def ray_tables(job: BatchJob, path: str, fmt: str, batch_rows: int, actors: int 
                             compute=ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor, batch_size=batch_rows,
                             batch_format="pyarrow")
         yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
+    except Exception as e:  # Ray wraps an actor's error; ours (a missing column...) surfaces as itself
+        cause = _onnxpipe_cause(e)
+        if cause is None:
+            raise
+        raise cause from None
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
         if started:
