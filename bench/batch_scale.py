@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,13 +63,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, help="first N sentences of SST-2 train (default: all)")
     ap.add_argument("--actors", default="1,2", help="Ray actor counts to run (default 1,2)")
+    ap.add_argument("--cpus-per-actor", type=int, help="default: the cores shared out between the actors")
     ap.add_argument("--rounds", type=int, default=1, help="runs per engine; the best counts (default 1)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="folder for batch_scale.{json,md}")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    work = out / "batch_scale_work"
-    work.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="batch_scale-"))  # inputs and outputs of the runs: not results
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
     table = sentences(args.rows)
@@ -107,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     stages["ray_init_s"] = time.perf_counter() - init_start if started else None
     try:
         for actors in actor_counts:
-            cpus = max(1, cores // actors)  # all cores between the actors, each actor's threads = its CPUs
+            # All cores between the actors by default; an actor's onnxruntime threads = its CPUs.
+            cpus = args.cpus_per_actor or max(1, cores // actors)
             path = work / f"ray{actors}.parquet"
             secs, _ = timed(lambda: run_batch(MODEL, src, path, column="sentence", prefix="pred_", engine="ray",
                                               actors=actors, cpus_per_actor=cpus, batch_rows=BATCH_ROWS),
@@ -138,9 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
               "runs": runs}
     (out / "batch_scale.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (out / "batch_scale.md").write_text(markdown(report), encoding="utf-8")
-    for f in work.iterdir():
-        f.unlink()
-    work.rmdir()
+    shutil.rmtree(work, ignore_errors=True)
     print(markdown(report))
     return report
 

@@ -120,7 +120,7 @@ def test_bench_batch_scale_smoke(ray_session, tmp_path):
         import batch_scale
     finally:
         sys.path.remove(str(ROOT / "bench"))
-    report = batch_scale.main(["--rows", "200", "--actors", "1", "--out", str(tmp_path), "--rounds", "1"])
+    report = batch_scale.main(["--rows", "200", "--actors", "1", "--cpus-per-actor", "1", "--out", str(tmp_path)])
     assert [r["engine"] for r in report["runs"]] == ["in-process", "local", "ray-1"]
     assert all(r["rows"] == 200 and r["identical_to_local"] for r in report["runs"][1:])
     assert (tmp_path / "batch_scale.json").exists() and (tmp_path / "batch_scale.md").exists()

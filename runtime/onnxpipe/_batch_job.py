@@ -278,9 +278,6 @@ class BatchJob:
     def input_columns(self) -> list[str]:
         return [self.column] + ([self.pair_column] if self.pair_column else [])
 
-    def output_names(self, pipe: Pipeline) -> list[str]:
-        return [*self._columns(pipe, [None]), self.prefix + "error"]
-
     def build_pipeline(self, threads: int | None = None) -> Pipeline:
         """The task's pipeline; its arguments are checked here, on an empty input, not on every row."""
         pipe = pipeline(self.task, model=self.model, precision=self.precision, batch_size=self.batch_size,
@@ -288,12 +285,23 @@ class BatchJob:
         list(pipe.iter([], **self.kwargs))
         return pipe
 
+    def check_columns(self, names: list[str]) -> None:
+        """Raise BatchJobError if the input (column ``names``) lacks a column the job reads, or has one it writes.
+        The Ray engine calls this on the driver: Ray passes an actor's exception on as text only."""
+        missing = [c for c in self.input_columns if c not in names]
+        if missing:
+            raise BatchJobError(f"the input has no column {missing[0]!r}; its columns are {names}. "
+                                "Name the text column with --column (and --pair-column for pairs)")
+        # The names a converter writes do not depend on the values: one failed row is enough to learn them.
+        writes = [*OUTPUTS[self.task]([None], {"kwargs": self.kwargs, "hidden_size": 1}), "error"]
+        clash = [self.prefix + k for k in writes if self.prefix + k in names]
+        if clash:
+            raise BatchJobError(f"the output columns {clash} are already input columns; pass a prefix "
+                                "(--prefix pred_) or rename them in the input")
+
     def _items(self, table: pa.Table, raw: Callable[[str], list] | None) -> tuple[list[Any], list[str | None]]:
         """The pipeline inputs of the rows, and per row the runtime's input-check error (or None)."""
-        missing = [c for c in self.input_columns if c not in table.column_names]
-        if missing:
-            raise BatchJobError(f"the input has no column {missing[0]!r}; its columns are {table.column_names}. "
-                                "Name the text column with --column (and --pair-column for pairs)")
+        self.check_columns(table.column_names)
         values = raw or (lambda name: table.column(name).to_pylist())
         columns = {name: values(name) for name in self.input_columns}
         errors: list[str | None] = [None] * table.num_rows
@@ -344,10 +352,6 @@ class BatchJob:
                                     "Pass on_error='skip' (--on-error skip) to record it in the error column")
         columns = self._columns(pipe, results)
         columns[self.prefix + "error"] = pa.array(errors, pa.string())
-        clash = sorted(set(columns) & set(table.column_names))
-        if clash:
-            raise BatchJobError(f"the output columns {clash} are already input columns; pass a prefix "
-                                "(--prefix pred_) or rename them in the input")
         for name, values in columns.items():
             table = table.append_column(name, values)
         return table

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from ._batch_job import FORMATS, BatchJob, run_batch
-from .errors import BatchJobError, OnnxpipeError
+from .errors import BatchJobError
 
 __all__ = ["Predictor", "run_batch", "assigned_cpus"]
 
@@ -100,17 +100,6 @@ class _JobPredictor(Predictor):
         self.pipe = job.build_pipeline(threads or assigned_cpus())
 
 
-def _onnxpipe_cause(error: BaseException | None) -> OnnxpipeError | None:
-    """The first OnnxpipeError in a chain of Ray's wrappers (``cause`` on RayTaskError, else ``__cause__``)."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, OnnxpipeError):
-            return error
-        seen.add(id(error))
-        error = getattr(error, "cause", None) or error.__cause__
-    return None
-
-
 def ray_tables(job: BatchJob, path: str, fmt: str, batch_rows: int, actors: int = 1,
                cpus_per_actor: float = 1) -> Iterator[pa.Table]:
     """The Ray engine of ``run_batch``: output tables in input order, each the job run on ``batch_rows`` rows.
@@ -129,10 +118,15 @@ def ray_tables(job: BatchJob, path: str, fmt: str, batch_rows: int, actors: int 
     needed = actors * cpus_per_actor + 1
     started = not ray.is_initialized()
     if started:
-        address = os.environ.get("RAY_ADDRESS")
-        # A Ray started here counts at least `needed` logical CPUs; reading is light next to inference.
-        extra = {} if address else {"num_cpus": max(os.cpu_count() or 1, math.ceil(needed))}
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, **extra)
+        common = {"include_dashboard": False, "log_to_driver": False}
+        try:  # RAY_ADDRESS, else a `ray start` head on this machine
+            ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", **common)
+        except ConnectionError:
+            if os.environ.get("RAY_ADDRESS"):
+                raise
+            # None running: a Ray started here counts at least `needed` logical CPUs (reading is light next
+            # to inference, so one logical CPU beyond the cores for it is fair).
+            ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), **common)
     total = ray.cluster_resources().get("CPU", 0)
     if total < needed:
         if started:
@@ -145,16 +139,12 @@ def ray_tables(job: BatchJob, path: str, fmt: str, batch_rows: int, actors: int 
     try:
         _, _, reader, reader_args = FORMATS[fmt]
         ds = getattr(ray.data, reader)(path, **reader_args)
+        job.check_columns(ds.schema().names)  # here, not in the actors: Ray hands their errors back as text
         ds = ds.repartition(target_num_rows_per_block=batch_rows, strict=True)
         ds = ds.map_batches(_JobPredictor, fn_constructor_kwargs={"job": job, "threads": max(1, round(cpus_per_actor))},
                             compute=ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor, batch_size=batch_rows,
                             batch_format="pyarrow")
         yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
-    except Exception as e:  # Ray wraps an actor's error; ours (a missing column...) surfaces as itself
-        cause = _onnxpipe_cause(e)
-        if cause is None:
-            raise
-        raise cause from None
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
         if started:
