@@ -234,3 +234,16 @@ def test_job_refuses_bad_arguments(tmp_path):
         BatchJob.create("minilm-sst2", on_error="ignore")
     with pytest.raises(TypeError, match="unexpected arguments"):
         BatchJob.create("minilm-sst2", stride=3).build_pipeline()
+
+
+def test_text_pair_column(classifier, tmp_path):
+    from onnxpipe.ray import run_batch
+
+    rows = [{"a": "The movie was long.", "b": "I loved every minute."}, {"a": "Terrible acting.", "b": None}]
+    run_batch("minilm-sst2", _jsonl(tmp_path / "in.jsonl", rows), tmp_path / "o.parquet", column="a",
+              pair_column="b", top_k=None)
+    out = pq.read_table(tmp_path / "o.parquet")
+    # A row without its pair is read as a single text, as the pipeline reads {"text": ...}.
+    want = classifier([{"text": rows[0]["a"], "text_pair": rows[0]["b"]}, {"text": rows[1]["a"]}], top_k=None)
+    assert out.column("scores").to_pylist() == [[x["score"] for x in w] for w in want]
+    assert out.column("error").to_pylist() == [None, None]

@@ -201,7 +201,7 @@ _ANSWER = pa.struct([("answer", pa.string()), ("score", pa.float64()), ("start",
 def _answers(results: list, ctx: dict) -> dict[str, pa.Array]:
     rows = [None if r is None else [{**a, "score": float(a["score"])} for a in (r if isinstance(r, list) else [r])]
             for r in results]
-    if ctx["kwargs"].get("top_k", 1) > 1:
+    if (ctx["kwargs"].get("top_k") or 1) > 1:  # the pipeline reads top_k=None as 1
         return {"answers": _col(rows, pa.list_(_ANSWER))}
     best = _col([r[0] if r else None for r in rows], _ANSWER)
     # flatten(), not field(): a failed row's struct is null, and only flatten carries that into each child.
