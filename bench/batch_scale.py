@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=1, help="runs per engine; the best counts (default 1)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="folder for batch_scale.{json,md}")
     args = ap.parse_args(argv)
+    commit = git_commit()  # now: the code that runs, not what HEAD is when the run ends
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="batch_scale-"))  # inputs and outputs of the runs: not results
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ray_overhead_s_per_batch": (ray1["seconds"] - local_s) / batches if ray1 else None,
     }
     report = {"command": " ".join([Path(sys.executable).name, "bench/batch_scale.py", *(argv or sys.argv[1:])]),
-              "git_commit": git_commit(), "machine": machine_info(), "model": MODEL, "rows": n,
+              "git_commit": commit, "machine": machine_info(), "model": MODEL, "rows": n,
               "batch_rows": BATCH_ROWS, "subset": args.rows is not None, "stages": stages, "cost_model": model,
               "runs": runs}
     (out / "batch_scale.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
