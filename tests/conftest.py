@@ -85,6 +85,7 @@ def pytest_report_header(config):
 
 HAS_EXPORT_EXTRA = _has_export_extra()
 HAS_CUDA = _has_cuda()
+HAS_RAY_EXTRA = all(importlib.util.find_spec(m) is not None for m in ("ray", "pyarrow"))
 
 # The one definition of the device marker (as CTranslate2's require_cuda): use @require_cuda or
 # @pytest.mark.cuda; both skip cleanly where onnxruntime has no CUDA provider.
@@ -94,11 +95,25 @@ require_cuda = pytest.mark.cuda
 def pytest_collection_modifyitems(config, items):
     skip_torch = pytest.mark.skip(reason="needs the export extra: pip install 'onnxpipe[export]'")
     skip_cuda = pytest.mark.skip(reason="needs CUDAExecutionProvider (onnxruntime-gpu and a GPU)")
+    skip_ray = pytest.mark.skip(reason="needs the ray extra: pip install 'onnxpipe[ray]'")
     for item in items:
         if "torch" in item.keywords and not HAS_EXPORT_EXTRA:
             item.add_marker(skip_torch)
         if "cuda" in item.keywords and not HAS_CUDA:
             item.add_marker(skip_cuda)
+        if "ray" in item.keywords and not HAS_RAY_EXTRA:
+            item.add_marker(skip_ray)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole session (starting one costs seconds), shut down at the end. 3 logical CPUs:
+    two 1-CPU actors plus one for the read tasks (with 2, two actors leave the reader none and the job waits)."""
+    import ray
+
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import onnxpipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,3 +88,42 @@ def test_public_surface():
     assert onnxpipe.__all__ == EXPECTED_ALL
     for name in EXPECTED_ALL:
         assert hasattr(onnxpipe, name), name
+
+
+HEAVY_OPTIONAL = ["ray", "pyarrow", "pandas"]
+
+
+def test_import_and_cli_parser_load_no_batch_engine():
+    """`import onnxpipe` and the CLI's parser (the batch subcommand included) import neither ray nor pyarrow:
+    they load only when `onnxpipe batch` runs."""
+    code = ("import json, sys, onnxpipe, onnxpipe._cli; onnxpipe._cli.build_parser(); "
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in json.loads(sys.argv[1]))))")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(HEAVY_OPTIONAL)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+_BATCH_CHILD = _CHILD.split("import onnxpipe\n")[0] + textwrap.dedent(
+    """
+    import pathlib, tempfile
+    import pyarrow as pa, pyarrow.parquet as pq
+    from onnxpipe._batch_job import run_batch
+
+    folder = pathlib.Path(tempfile.mkdtemp())
+    pq.write_table(pa.table({"text": ["I love it", "I hate it"]}), folder / "in.parquet")
+    run_batch("minilm-sst2", folder / "in.parquet", folder / "out.parquet")
+    labels = pq.read_table(folder / "out.parquet").column("label").to_pylist()
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in FORBIDDEN)
+    print(json.dumps({"labels": labels, "loaded": loaded}))
+    """
+)
+
+
+def test_local_batch_engine_works_with_the_export_stack_unimportable():
+    pytest.importorskip("pyarrow")
+    proc = subprocess.run([sys.executable, "-c", _BATCH_CHILD, json.dumps(FORBIDDEN)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"labels": ["POSITIVE", "NEGATIVE"], "loaded": []}

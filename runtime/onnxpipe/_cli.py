@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _cli_serve
+from . import _cli_batch, _cli_serve
 from ._cli_io import (
     InputLines,
     OutputError,
@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json-out", metavar="FILE", help="write the JSON report here (default: stdout)")
     b.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
     b.set_defaults(func=cmd_bench)
-    _cli_serve.add_parser(sub)
+    _cli_serve.add_parser(sub)  # starlette / uvicorn, pyarrow / ray load only when these commands run
+    _cli_batch.add_parser(sub)
     return p
 
 

@@ -15,6 +15,7 @@ Hierarchy::
     ├── InputTooLongError             truncation=False and an input is over the model's maximum (also a ValueError)
     ├── InferenceError                onnxruntime failed while running a batch
     │   └── NonFiniteOutputError      the model computed NaN or inf (``.output``, ``.rows``: where)
+    ├── BatchJobError                 `onnxpipe batch` cannot run as asked (format, column, a bad row with fail)
     └── ExportError                   the export stage could not produce a model folder
         ├── ExportExtraMissingError   the export extra (torch, transformers, optimum-onnx, onnx) is not installed
         ├── UnsupportedArchitectureError  no export settings for that model type
@@ -42,6 +43,7 @@ __all__ = [
     "InputTooLongError",
     "InferenceError",
     "NonFiniteOutputError",
+    "BatchJobError",
     "ExportError",
     "ExportExtraMissingError",
     "UnsupportedArchitectureError",
@@ -104,6 +106,10 @@ class NonFiniteOutputError(InferenceError):
 
     output: str = ""
     rows: list[int] = []
+
+
+class BatchJobError(OnnxpipeError, ValueError):
+    """A batch job cannot run as asked: unknown input format, missing column, or a bad row with on_error='fail'."""
 
 
 class ExportError(OnnxpipeError):

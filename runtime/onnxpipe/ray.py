@@ -1,0 +1,151 @@
+"""onnxpipe on Ray Data (``pip install 'onnxpipe[ray]'``): a callable class for ``Dataset.map_batches``.
+
+    >>> import ray
+    >>> from ray.data import ActorPoolStrategy
+    >>> from onnxpipe.ray import Predictor
+    >>> ds = ray.data.read_parquet("s3://bucket/reviews/")
+    >>> scored = ds.map_batches(Predictor, fn_constructor_kwargs={"model": "minilm-sst2", "column": "review"},
+    ...                         compute=ActorPoolStrategy(size=4), num_cpus=2, batch_size=2048, batch_format="numpy")
+
+Each actor builds its pipeline once (onnxruntime sessions do not pickle) with as many onnxruntime threads as
+CPUs Ray gave it. Ray restarts a killed actor and retries its batch (Ray Data's default ``max_restarts=-1``).
+The model folder must be readable at the same path on every node. ``import onnxpipe`` never imports this
+module; ray itself is imported only when an actor or the Ray engine starts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Iterator
+
+import pyarrow as pa
+
+from ._batch_job import FORMATS, BatchJob, run_batch
+from .errors import BatchJobError
+
+__all__ = ["Predictor", "run_batch", "assigned_cpus"]
+
+
+def assigned_cpus() -> int | None:
+    """The CPUs Ray assigned to the calling actor or task (rounded, at least 1); None outside a Ray worker.
+
+    >>> ray.get(ray.remote(num_cpus=2)(assigned_cpus).remote())
+    2
+    """
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    try:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    except AssertionError:  # Ray's way of saying "the driver, not a worker": no assignment to follow
+        return None
+    return max(1, round(cpus)) if cpus else None
+
+
+def _column(values: Any) -> pa.Array:
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # Mixed Python types (a number among strings) have no Arrow type: written as text; the rows the model
+        # could not read still carry their error.
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def _to_arrow(batch: Any) -> tuple[pa.Table, Any]:
+    """A Ray batch in any batch_format ("pyarrow", "pandas", "numpy") as an Arrow table, and a column getter
+    that reads the raw values (so a bad value reaches the runtime, and its error, as it is)."""
+    if isinstance(batch, pa.Table):
+        return batch, None
+    if isinstance(batch, dict):  # numpy
+        return pa.table({k: _column(list(v) if v.dtype == object else v) for k, v in batch.items()}), \
+            lambda name: list(batch[name])
+    return pa.table({k: _column(batch[k].tolist()) for k in batch.columns}), lambda name: batch[name].tolist()
+
+
+class Predictor:
+    """Runs an onnxpipe task on each Ray Data batch; returns the batch (as an Arrow table) with output columns.
+
+    Outputs by task: text-classification ``label``/``score`` (and ``labels``/``scores`` with ``top_k``,
+    ``top_k=None`` for every label), sentence-embeddings ``embedding`` (fixed-size list of float32),
+    token-classification ``entities`` and fill-mask ``predictions`` (lists of structs), question-answering
+    ``answer``/``score``/``start``/``end``, zero-shot ``label``/``score``/``labels``/``scores``; always ``error``
+    (null, or the runtime's error for that row). ``threads`` defaults to the actor's ``num_cpus``.
+
+    Example:
+        >>> ds.map_batches(Predictor, fn_constructor_kwargs={"model": "minilm-sst2", "top_k": None},
+        ...                compute=ActorPoolStrategy(size=2), num_cpus=1, batch_format="pandas")
+    """
+
+    def __init__(self, model: Any, task: str | None = None, column: str | None = None,
+                 pair_column: str | None = None, on_error: str = "skip", prefix: str = "",
+                 threads: int | None = None, precision: str | None = None, batch_size: int = 32,
+                 verify: bool = True, **task_kwargs: Any):
+        self.job = BatchJob.create(model, task=task, column=column, pair_column=pair_column, on_error=on_error,
+                                   prefix=prefix, precision=precision, batch_size=batch_size, verify=verify,
+                                   **task_kwargs)
+        self.pipe = self.job.build_pipeline(threads or assigned_cpus())
+
+    def __call__(self, batch: Any) -> pa.Table:
+        table, raw = _to_arrow(batch)
+        return self.job.process(self.pipe, table, raw)
+
+
+class _JobPredictor(Predictor):
+    """The engine's actors: the job was checked once on the driver, so only the pipeline is built here."""
+
+    def __init__(self, job: BatchJob, threads: int | None = None):
+        self.job = job
+        self.pipe = job.build_pipeline(threads or assigned_cpus())
+
+
+def ray_tables(job: BatchJob, path: str, fmt: str, batch_rows: int, actors: int = 1,
+               cpus_per_actor: float = 1) -> Iterator[pa.Table]:
+    """The Ray engine of ``run_batch``: output tables in input order, each the job run on ``batch_rows`` rows.
+
+    Blocks are re-cut to exactly ``batch_rows`` rows before inference, so every actor sees the same row groups
+    as the local engine does and the two write the same output.
+    """
+    try:
+        import ray
+        from ray.data import ActorPoolStrategy, DataContext
+    except ImportError as e:
+        raise ImportError("the Ray engine needs Ray Data. Install it with: pip install 'onnxpipe[ray]'") from e
+
+    # The actors hold their CPUs for the whole job; read and re-cut tasks need at least one more, or the job
+    # waits forever for a CPU (seen with 2 actors on a 2-CPU Ray).
+    needed = actors * cpus_per_actor + 1
+    started = not ray.is_initialized()
+    if started:
+        common = {"include_dashboard": False, "log_to_driver": False}
+        try:  # RAY_ADDRESS, else a `ray start` head on this machine
+            ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", **common)
+        except ConnectionError:
+            if os.environ.get("RAY_ADDRESS"):
+                raise
+            # None running: a Ray started here counts at least `needed` logical CPUs (reading is light next
+            # to inference, so one logical CPU beyond the cores for it is fair).
+            ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), **common)
+    total = ray.cluster_resources().get("CPU", 0)
+    if total < needed:
+        if started:
+            ray.shutdown()
+        raise BatchJobError(f"{actors} actors of {cpus_per_actor} CPUs need {needed:g} CPUs with the reader, and "
+                            f"this Ray cluster has {total:g}. Use fewer --actors or --cpus-per-actor, or add nodes")
+    ctx = DataContext.get_current()
+    saved = ctx.execution_options.preserve_order, ctx.enable_progress_bars
+    ctx.execution_options.preserve_order, ctx.enable_progress_bars = True, False
+    try:
+        _, _, reader, reader_args = FORMATS[fmt]
+        ds = getattr(ray.data, reader)(path, **reader_args)
+        job.check_columns(ds.schema().names)  # here, not in the actors: Ray hands their errors back as text
+        ds = ds.repartition(target_num_rows_per_block=batch_rows, strict=True)
+        ds = ds.map_batches(_JobPredictor, fn_constructor_kwargs={"job": job, "threads": max(1, round(cpus_per_actor))},
+                            compute=ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor, batch_size=batch_rows,
+                            batch_format="pyarrow")
+        yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
+    finally:
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+        if started:
+            ray.shutdown()
