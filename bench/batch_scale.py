@@ -113,8 +113,9 @@ def main(argv: list[str] | None = None) -> dict:
             # All cores between the actors by default; an actor's onnxruntime threads = its CPUs.
             cpus = args.cpus_per_actor or max(1, cores // actors)
             path = work / f"ray{actors}.parquet"
-            secs, _ = timed(lambda: run_batch(MODEL, src, path, column="sentence", prefix="pred_", engine="ray",
-                                              actors=actors, cpus_per_actor=cpus, batch_rows=BATCH_ROWS),
+            secs, _ = timed(lambda path=path, actors=actors, cpus=cpus: run_batch(  # bound now, run now
+                MODEL, src, path, column="sentence", prefix="pred_", engine="ray", actors=actors,
+                cpus_per_actor=cpus, batch_rows=BATCH_ROWS),
                             args.rounds)
             same = pq.read_table(path).equals(local)
             if not same:

@@ -33,7 +33,8 @@ except ImportError as e:  # the CLI turns this into the pip line and exit 2
 from ._factory import pipeline
 from ._inputs import clean_text
 from ._manifest import load_manifest
-from ._pipelines import Pipeline, canonical_task
+from ._pipelines import Pipeline
+from ._tasks import canonical_task
 from ._resolve import resolve_model
 from .errors import BatchJobError, OnnxpipeError
 

@@ -13,7 +13,7 @@ import sys
 
 from ._cli_tasks import add_task_arguments, task_kwargs
 from ._manifest import load_manifest
-from ._pipelines import canonical_task
+from ._tasks import canonical_task
 from ._resolve import resolve_model
 
 _PIP = {"local": "pip install 'onnxpipe[batch]'", "ray": "pip install 'onnxpipe[ray]'"}
