@@ -15,14 +15,16 @@ batches by length within one call, and a server may batch across requests with t
     feeds = pipe.tokenizer.pad(encodings)
         Any encodings of this pipeline, of any inputs and calls, padded into one batch.
     outputs = pipe._forward(feeds) -> {output name: array with a leading batch axis}
-        The only hook that runs the model. Raises NonFiniteOutputError whose ``rows`` are batch rows;
-        ``_name_inputs`` turns them into the caller's input indices.
+        The only hook that runs the model. Raises NonFiniteOutputError whose ``rows`` are batch rows; map
+        them to inputs and re-raise ``pipe.model.non_finite_error(e.output, inputs, "input")`` (as
+        ``_name_inputs`` does here).
     rows = pipe.postprocess(outputs, feeds) -> [row, ...]
         One row per batch row, in batch order; row i depends on batch row i only, and on no call's
         parameters. Rows are compact (a float32 logits row, a pooled vector, outputs cut to the row's own
         tokens), so a row may wait for the other encodings of its input, in other batches.
     result = pipe.gather(info, encodings, rows, **post)
         One input's result from its ``preprocess`` entry and its rows (in the same order as its encodings).
+        The default returns ``rows[0]``; every task here overrides it, as each takes gather params.
 
 ``__call__`` wraps the loop: ``_normalize(inputs)`` -> (single, items); ``iter`` runs the protocol over
 chunks of ``chunk_size`` inputs (never holding more than one chunk's encodings and rows), yielding results
