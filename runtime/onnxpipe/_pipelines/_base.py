@@ -1,7 +1,35 @@
-"""The shared pipeline loop: preprocess -> forward -> postprocess, over length-sorted batches.
+"""The shared pipeline loop and the one protocol every task follows: preprocess -> forward -> postprocess -> gather.
 
-Inputs are processed in chunks of ``chunk_size`` so a list of 100,000 texts never holds more than one
-chunk's encodings and outputs at a time; ``iter`` streams results in input order.
+A call's parameters act only per input (``preprocess``, ``gather``), never per batch (``_forward``,
+``postprocess``), so a batch may mix encodings of different calls with different parameters: the loop here
+batches by length within one call, and a server may batch across requests with the same hooks.
+
+    pre, post = pipe._split_params(**kwargs)
+        Validate a call's keyword arguments (TypeError/ValueError naming the bad one) and split them into
+        preprocess params and gather params, both plain dicts (``truncation`` already a bool).
+    pipe.preprocess(items, offset, **pre) -> [(info, [Encoding, ...]), ...]
+        One entry per input, in order. ``offset`` is the index of ``items[0]`` among the caller's inputs, for
+        error messages. ``info`` is whatever ``gather`` needs besides the encodings (the text, the context;
+        None for most tasks); most inputs have one encoding, question-answering's long contexts and
+        token-classification with ``stride`` one per window, zero-shot one per candidate label.
+    feeds = pipe.tokenizer.pad(encodings)
+        Any encodings of this pipeline, of any inputs and calls, padded into one batch.
+    outputs = pipe._forward(feeds) -> {output name: array with a leading batch axis}
+        The only hook that runs the model. Raises NonFiniteOutputError whose ``rows`` are batch rows; map
+        them to inputs and re-raise ``pipe.model.non_finite_error(e.output, inputs, "input")`` (as
+        ``_name_inputs`` does here).
+    rows = pipe.postprocess(outputs, feeds) -> [row, ...]
+        One row per batch row, in batch order; row i depends on batch row i only, and on no call's
+        parameters. Rows are compact (a float32 logits row, a pooled vector, outputs cut to the row's own
+        tokens), so a row may wait for the other encodings of its input, in other batches.
+    result = pipe.gather(info, encodings, rows, **post)
+        One input's result from its ``preprocess`` entry and its rows (in the same order as its encodings).
+        The default returns ``rows[0]``; every task here overrides it, as each takes gather params.
+
+``__call__`` wraps the loop: ``_normalize(inputs)`` -> (single, items); ``iter`` runs the protocol over
+chunks of ``chunk_size`` inputs (never holding more than one chunk's encodings and rows), yielding results
+in input order; ``_finish(results, single, inputs, kwargs)`` shapes the return value (a bare result for a
+single input; tasks whose transformers counterpart returns another shape override it).
 """
 
 from __future__ import annotations
@@ -27,15 +55,11 @@ DEFAULT_BATCH_TOKENS = 1024
 
 class Pipeline:
     """Base of every task pipeline. Subclasses set ``task``/``output_names`` and implement
-    ``_sanitize_parameters``, ``preprocess`` (optional) and ``postprocess``; only ``_forward`` runs the model."""
+    ``_sanitize_parameters``, ``postprocess`` and ``gather`` (``preprocess`` encodes one text per input unless
+    overridden); only ``_forward`` runs the model. The protocol is in the module docstring."""
 
     task = ""
     output_names: tuple[str, ...] = ()
-    # grouped = True: one input becomes several encodings (question-answering windows, one NLI pair per
-    # candidate label) or its result needs its encodings (offsets). ``preprocess`` then returns one
-    # ``(info, [Encoding, ...])`` per input, ``postprocess(outputs, feeds)`` one compact row per encoding, and
-    # ``gather(info, encodings, rows, **params)`` turns an input's rows into its result.
-    grouped = False
 
     def __init__(self, model: OnnxModel, tokenizer: AutoTokenizer, batch_size: int = 32,
                  max_batch_tokens: int = DEFAULT_BATCH_TOKENS, chunk_size: int = 2048):
@@ -50,7 +74,7 @@ class Pipeline:
 
     # -- per-task hooks -------------------------------------------------------------------------------
     def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Split call kwargs into (preprocess params, postprocess params); reject unknown ones."""
+        """Split call kwargs into (preprocess params, gather params); reject unknown ones."""
         if kwargs:
             raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}")
         return {}, {}
@@ -59,23 +83,26 @@ class Pipeline:
         """Return (was a single input, the list of inputs)."""
         return as_text_list(inputs, "inputs")
 
-    def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True) -> list[Encoding]:
+    def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True) -> list[tuple[Any, list[Encoding]]]:
         texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
         encodings = self.tokenizer.encode_batch(texts, truncation=truncation, bounded=True)
         if not truncation:
             self._check_lengths(encodings, offset)
-        return encodings
+        return [(None, [e]) for e in encodings]
 
-    def postprocess(self, outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray], **params: Any) -> list[Any]:
-        if not self.grouped:
-            raise NotImplementedError
-        # Grouped default: every output per row, cut to the row's own tokens where it has a token axis.
+    def postprocess(self, outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> list[Any]:
+        # Every output per row, cut to the row's own tokens where it has a token axis.
         lengths, width = feeds["attention_mask"].sum(axis=1), feeds["attention_mask"].shape[1]
         return [{k: (v[i, : int(n)] if v.ndim > 1 and v.shape[1] == width else v[i]) for k, v in outputs.items()}
                 for i, n in enumerate(lengths)]
 
     def gather(self, info: Any, encodings: list[Encoding], rows: list[Any], **params: Any) -> Any:
-        raise NotImplementedError
+        # A task with one encoding per input, no gather params and final rows needs nothing more.
+        return rows[0]
+
+    def _finish(self, results: list[Any], single: bool, inputs: Any, kwargs: dict[str, Any]) -> Any:
+        """``__call__``'s return value from the results of ``inputs`` (called with ``kwargs``)."""
+        return results[0] if single else results
 
     # -- the loop ---------------------------------------------------------------------------------------
     def _check_lengths(self, encodings: Sequence[Encoding], offset: int) -> None:
@@ -91,6 +118,12 @@ class Pipeline:
         names = list(self.output_names)
         return dict(zip(names, self.model.run(self.model.feeds(feeds), names)))
 
+    def _split_params(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        pre, post = self._sanitize_parameters(**kwargs)
+        if "truncation" in pre:
+            pre["truncation"] = truncation_flag(pre["truncation"])
+        return pre, post
+
     def iter(self, inputs: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
         """Yield one result per input, in input order, holding at most one chunk in memory.
 
@@ -99,9 +132,7 @@ class Pipeline:
             >>> for result in classifier.iter(lines):
             ...     print(result)
         """
-        pre, post = self._sanitize_parameters(**kwargs)
-        if "truncation" in pre:
-            pre["truncation"] = truncation_flag(pre["truncation"])
+        pre, post = self._split_params(**kwargs)
         if isinstance(inputs, (str, dict)):  # one input, not an iterable of characters / keys
             inputs = [inputs]
         chunk: list[Any] = []
@@ -117,36 +148,33 @@ class Pipeline:
 
     def _run_chunk(self, items: list[Any], offset: int, pre: dict, post: dict) -> list[Any]:
         prepared = self.preprocess(items, offset, **pre)
-        encodings = [e for _, group in prepared for e in group] if self.grouped else prepared
-        results: list[Any] = [None] * len(encodings)
-        lengths = [len(e.ids) for e in encodings]
-        for batch in plan_batches(lengths, self.batch_size, self.max_batch_tokens):
+        encodings = [e for _, group in prepared for e in group]
+        rows: list[Any] = [None] * len(encodings)
+        for batch in plan_batches([len(e.ids) for e in encodings], self.batch_size, self.max_batch_tokens):
             feeds = self.tokenizer.pad([encodings[i] for i in batch])
             try:
                 outputs = self._forward(feeds)
             except NonFiniteOutputError as e:  # name the caller's inputs, not rows of a length-sorted batch
                 raise self._name_inputs(e, [batch[r] for r in e.rows], prepared, offset) from None
-            rows = self.postprocess(outputs, feeds, **({} if self.grouped else post))
-            for i, result in zip(batch, rows):
-                results[i] = result
-        if not self.grouped:
-            return results
-        out, start = [], 0
+            for i, row in zip(batch, self.postprocess(outputs, feeds)):
+                rows[i] = row
+        results, start = [], 0
         for info, group in prepared:
-            out.append(self.gather(info, group, results[start : start + len(group)], **post))
-            start += len(group)
-        return out
+            end = start + len(group)
+            results.append(self.gather(info, group, rows[start:end], **post))
+            start = end
+        return results
 
     def _name_inputs(self, error: NonFiniteOutputError, encoding_ids: list[int], prepared: list,
                      offset: int) -> NonFiniteOutputError:
-        owner = [k for k, (_, group) in enumerate(prepared) for _ in group] if self.grouped else None
-        inputs = sorted({offset + (owner[j] if owner else j) for j in encoding_ids})
+        """``error`` naming the inputs (``offset`` + index in ``prepared``) that own the given encodings."""
+        owner = [k for k, (_, group) in enumerate(prepared) for _ in group]
+        inputs = sorted({offset + owner[j] for j in encoding_ids})
         return self.model.non_finite_error(error.output, inputs, "input")
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
         single, items = self._normalize(inputs)
-        results = list(self.iter(items, **kwargs))
-        return results[0] if single else results
+        return self._finish(list(self.iter(items, **kwargs)), single, inputs, kwargs)
 
     @property
     def device(self) -> str:

@@ -1,5 +1,5 @@
-"""Token-level helpers the span and mask pipelines share: special-token ids from the manifest, and decoding
-exactly as transformers' fast tokenizers decode (Rust decode, then the optional English space clean-up)."""
+"""Helpers the task pipelines share: special-token ids from the manifest, decoding exactly as transformers'
+fast tokenizers decode (Rust decode, then the optional English space clean-up), and the score functions."""
 
 from __future__ import annotations
 
@@ -33,8 +33,13 @@ def clean_up(text: str) -> str:
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, shifted by the maximum so large logits cannot overflow."""
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
 
 
 class Decoder:

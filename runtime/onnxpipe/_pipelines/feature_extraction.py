@@ -27,8 +27,10 @@ class FeatureExtractionPipeline(Pipeline):
                             "truncation")
         return {"truncation": truncation}, {"return_tensors": bool(return_tensors)}
 
-    def postprocess(self, outputs, feeds, return_tensors=False) -> list[Any]:
+    def postprocess(self, outputs, feeds) -> list[np.ndarray]:
         hidden = outputs["last_hidden_state"]
         lengths = feeds["attention_mask"].sum(axis=1)
-        rows = [np.ascontiguousarray(hidden[i : i + 1, : int(n)], dtype=np.float32) for i, n in enumerate(lengths)]
-        return rows if return_tensors else [r.tolist() for r in rows]
+        return [np.ascontiguousarray(hidden[i : i + 1, : int(n)], dtype=np.float32) for i, n in enumerate(lengths)]
+
+    def gather(self, info, encodings, rows, return_tensors=False) -> Any:
+        return rows[0] if return_tensors else rows[0].tolist()

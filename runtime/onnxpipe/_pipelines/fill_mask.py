@@ -28,7 +28,6 @@ class FillMaskPipeline(Pipeline):
 
     task = "fill-mask"
     output_names = ("logits",)
-    grouped = True
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -38,9 +37,10 @@ class FillMaskPipeline(Pipeline):
         self.pad_id = self.tokenizer.pad_token_id
         self.decoder = Decoder(self.tokenizer.backend, config.get("clean_up_tokenization_spaces", False))
 
-    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
-        result = super().__call__(inputs, **kwargs)
-        return result[0] if isinstance(inputs, list) and len(inputs) == 1 else result  # as transformers
+    def _finish(self, results: list[Any], single: bool, inputs: Any, kwargs: dict[str, Any]) -> Any:
+        if isinstance(inputs, list) and len(inputs) == 1:  # as transformers: a list of one gives a bare result
+            return results[0]
+        return super()._finish(results, single, inputs, kwargs)
 
     def _sanitize_parameters(self, top_k: int | None = None, targets: str | list[str] | None = None,
                              truncation: bool = False, **kwargs: Any):

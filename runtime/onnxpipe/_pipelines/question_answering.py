@@ -27,7 +27,6 @@ class QuestionAnsweringPipeline(Pipeline):
 
     task = "question-answering"
     output_names = ("start_logits", "end_logits")
-    grouped = True
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -23,31 +24,41 @@ class SentenceEmbeddingsPipeline(Pipeline):
     task = "sentence-embeddings"
     output_names = ("last_hidden_state",)
 
-    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
-        single, items = self._normalize(inputs)
-        rows = list(self.iter(items, **kwargs))
+    def _finish(self, results: list[Any], single: bool, inputs: Any, kwargs: dict[str, Any]) -> Any:
         if single:
-            return rows[0]
-        return np.stack(rows) if rows else np.zeros((0, int(self.model.manifest.data.get("hidden_size", 0))), np.float32)
+            return results[0]
+        if results:
+            return np.stack(results)
+        return np.zeros((0, int(self.model.manifest.data.get("hidden_size", 0))), np.float32)
+
+    @cached_property
+    def _pooling(self) -> dict[str, Any]:
+        # Checked when called (a cached_property that raises caches nothing), so a bad manifest fails each call.
+        pooling = self.model.manifest.data.get("pooling") or {"mode": "mean", "normalize": True}
+        if pooling["mode"] not in _POOLING:
+            raise ValueError(f"manifest pooling mode {pooling['mode']!r} is not one of {list(_POOLING)}")
+        return pooling
 
     def _sanitize_parameters(self, normalize: bool | None = None, truncation: bool = True, **kwargs: Any):
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; sentence-embeddings takes normalize, truncation")
-        pooling = self.model.manifest.data.get("pooling") or {"mode": "mean", "normalize": True}
-        if pooling["mode"] not in _POOLING:
-            raise ValueError(f"manifest pooling mode {pooling['mode']!r} is not one of {list(_POOLING)}")
-        norm = pooling.get("normalize", True) if normalize is None else normalize
-        return {"truncation": truncation}, {"mode": pooling["mode"], "normalize": bool(norm)}
+        norm = self._pooling.get("normalize", True) if normalize is None else normalize
+        return {"truncation": truncation}, {"normalize": bool(norm)}
 
-    def postprocess(self, outputs, feeds, mode="mean", normalize=True) -> list[Any]:
+    def postprocess(self, outputs, feeds) -> list[np.ndarray]:
         hidden = outputs["last_hidden_state"].astype(np.float32)
         mask = feeds["attention_mask"][:, :, None].astype(np.float32)
+        mode = self._pooling["mode"]
         if mode == "mean":
             vectors = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         elif mode == "cls":
             vectors = hidden[:, 0]
         else:
             vectors = np.where(mask > 0, hidden, -1e9).max(axis=1)
-        if normalize:
-            vectors = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
         return list(vectors)
+
+    def gather(self, info, encodings, rows, normalize=True) -> np.ndarray:
+        vector = rows[0]
+        if normalize:  # the batch expression on one row: bit for bit what a batch of rows would give
+            vector = (vector[None] / np.clip(np.linalg.norm(vector[None], axis=1, keepdims=True), 1e-12, None))[0]
+        return vector

@@ -10,17 +10,9 @@ from tokenizers import Encoding
 
 from .._inputs import clean_text
 from ._base import Pipeline
+from ._text import sigmoid, softmax
 
 _FUNCTIONS = ("softmax", "sigmoid", "none")
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 class TextClassificationPipeline(Pipeline):
@@ -41,12 +33,11 @@ class TextClassificationPipeline(Pipeline):
             return True, [inputs]
         return super()._normalize(inputs)
 
-    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+    def _finish(self, results: list[Any], single: bool, inputs: Any, kwargs: dict[str, Any]) -> Any:
         # transformers wraps a single str input's result in a list unless top_k was given.
-        result = super().__call__(inputs, **kwargs)
         if isinstance(inputs, str) and "top_k" not in kwargs:
-            return [result]
-        return result
+            return results
+        return super()._finish(results, single, inputs, kwargs)
 
     def _sanitize_parameters(self, top_k: Any = "", function_to_apply: str | None = None,
                              truncation: bool = True, **kwargs: Any):
@@ -63,7 +54,7 @@ class TextClassificationPipeline(Pipeline):
         return {"truncation": truncation}, {"top_k": 1 if legacy else top_k, "legacy": legacy,
                                             "function_to_apply": function_to_apply}
 
-    def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True) -> list[Encoding]:
+    def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True) -> list[tuple[None, list[Encoding]]]:
         singles, pairs = [], []
         for i, item in enumerate(items):
             if isinstance(item, dict):
@@ -89,7 +80,7 @@ class TextClassificationPipeline(Pipeline):
                 out[i] = e
         if not truncation:
             self._check_lengths(out, offset)
-        return out
+        return [(None, [e]) for e in out]
 
     @cached_property
     def _function(self) -> str:
@@ -105,19 +96,17 @@ class TextClassificationPipeline(Pipeline):
         # The manifest never changes after load; rebuilding the dict on every call costs batch-1 latency.
         return self.model.labels
 
-    def postprocess(self, outputs, feeds, top_k=1, legacy=True, function_to_apply=None) -> list[Any]:
-        logits = outputs["logits"].astype(np.float32)
+    def postprocess(self, outputs, feeds) -> list[np.ndarray]:
+        return list(outputs["logits"].astype(np.float32))
+
+    def gather(self, info, encodings, rows, top_k=1, legacy=True, function_to_apply=None) -> Any:
+        logits, labels = rows[0], self._labels
         fn = function_to_apply or self._function
         scores = softmax(logits) if fn == "softmax" else sigmoid(logits) if fn == "sigmoid" else logits
-        labels = self._labels
-        results = []
-        for row in scores:
-            if legacy:
-                best = int(row.argmax())
-                results.append({"label": labels.get(best, f"LABEL_{best}"), "score": float(row[best])})
-                continue
-            ranked = sorted(range(len(row)), key=lambda j: -row[j])
-            if top_k is not None:
-                ranked = ranked[:top_k]
-            results.append([{"label": labels.get(j, f"LABEL_{j}"), "score": float(row[j])} for j in ranked])
-        return results
+        if legacy:
+            best = int(scores.argmax())
+            return {"label": labels.get(best, f"LABEL_{best}"), "score": float(scores[best])}
+        ranked = sorted(range(len(scores)), key=lambda j: -scores[j])
+        if top_k is not None:
+            ranked = ranked[:top_k]
+        return [{"label": labels.get(j, f"LABEL_{j}"), "score": float(scores[j])} for j in ranked]

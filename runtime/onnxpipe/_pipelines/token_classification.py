@@ -30,7 +30,6 @@ class TokenClassificationPipeline(Pipeline):
 
     task = "token-classification"
     output_names = ("logits",)
-    grouped = True
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -30,7 +30,6 @@ class ZeroShotClassificationPipeline(Pipeline):
 
     task = "zero-shot-classification"
     output_names = ("logits",)
-    grouped = True
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -45,9 +44,12 @@ class ZeroShotClassificationPipeline(Pipeline):
             kwargs["candidate_labels"] = args[0]
         elif args:
             raise TypeError(f"unexpected positional arguments {args!r}; pass candidate_labels=[...]")
-        if isinstance(inputs, (list, tuple)) and not inputs:
-            raise ValueError("You must include at least one label and at least one sequence.")
         return super().__call__(inputs, **kwargs)
+
+    def _normalize(self, inputs: Any) -> tuple[bool, list[Any]]:
+        if isinstance(inputs, (list, tuple)) and not inputs:  # transformers' message, word for word
+            raise ValueError("You must include at least one label and at least one sequence.")
+        return super()._normalize(inputs)
 
     def _sanitize_parameters(self, candidate_labels: str | Sequence[str] | None = None,
                              hypothesis_template: str = "This example is {}.", multi_label: bool | None = None,
