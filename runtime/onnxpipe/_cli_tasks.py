@@ -73,6 +73,9 @@ def _json_lines(lines: Iterable[str]) -> Iterator[Any]:
 def task_kwargs(task: str, args: argparse.Namespace) -> dict[str, Any]:
     """The pipeline arguments of ``task``'s flags; a flag of another task is an error naming its task."""
     kwargs: dict[str, Any] = {}
+    for o in TABLE[task].options:
+        if o.required and not _given(args, o):
+            raise ValueError(f"{task} needs {o.flag} ({o.help})")
     for owner, o in _options():
         if not _given(args, o):
             continue

@@ -50,6 +50,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     store_true: bool = False
     implies_task: bool = False  # giving the flag selects the task when --task is not given
+    required: bool = False  # the task cannot run without it
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ TABLE: dict[str, Task] = {t.name: t for t in (
     Task("zero-shot-classification", ZeroShotClassificationPipeline, "text-classification", needs_label="entail",
          default_model="nli-deberta-v3-small", default_source="cross-encoder/nli-deberta-v3-small",
          options=(Option("--candidate-labels", "candidate_labels", "comma-separated labels (implies the task)",
-                         implies_task=True),
+                         implies_task=True, required=True),
                   Option("--hypothesis-template", "hypothesis_template", "e.g. 'This example is {}.'"),
                   Option("--multi-label", "multi_label", "labels scored independently", store_true=True))),
 )}

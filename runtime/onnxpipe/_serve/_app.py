@@ -24,7 +24,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from .._inputs import clean_texts, truncation_flag
+from .._inputs import clean_texts
 from ..errors import InferenceError, OnnxpipeError
 from ._batcher import Batcher
 from ._endpoints import ENDPOINTS, Endpoint, parse_tokenize, render_tokens
@@ -118,11 +118,9 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
         pipe = served.pipelines[endpoint.task]
         check_client_batch(len(call.items), limits)
         # The same steps as Pipeline.iter, so the results equal pipe(text): its checks, its preprocessing.
-        pre, post = pipe._sanitize_parameters(**call.params)
-        if "truncation" in pre:
-            pre["truncation"] = truncation_flag(pre["truncation"])
+        pre, post = pipe._split_params(**call.params)
         prepared = pipe.preprocess(call.items, 0, **pre)
-        encodings = [e for _, group in prepared for e in group] if pipe.grouped else prepared
+        encodings = [e for _, group in prepared for e in group]
         tokens = sum(len(e.ids) for e in encodings)
         metrics.tokens.inc(served.name, amount=tokens)
         results = await batcher.submit(served.name, pipe, prepared, post)

@@ -2,8 +2,8 @@
 
 Handlers tokenize on the event loop (``pipe.preprocess``) and ``submit`` the encodings. One inference thread
 takes everything queued at that moment, cuts it with the runtime's batch planner under the token budget,
-runs each batch through the pipeline's own ``_forward`` and ``postprocess`` (``gather`` for grouped tasks),
-and hands each request its rows in its own order. Requests that arrive meanwhile wait for the next round:
+runs each batch through the pipeline's own ``_forward`` and ``postprocess``, then ``gather`` per input,
+and hands each request its results in its own order. Requests that arrive meanwhile wait for the next round:
 the thread never waits for a batch to fill, so one lone client pays no batching delay.
 """
 
@@ -24,25 +24,19 @@ from ._metrics import Metrics
 class _Job:
     """One request's encodings, where its rows land, and the future its handler awaits."""
 
-    __slots__ = ("model", "pipe", "encodings", "groups", "post", "post_key", "rows", "remaining", "future", "done")
+    __slots__ = ("model", "pipe", "encodings", "groups", "post", "rows", "remaining", "future", "done")
 
     def __init__(self, model: str, pipe: Pipeline, prepared: list[Any], post: dict[str, Any],
                  future: asyncio.Future[list[Any]]):
         self.model, self.pipe, self.post, self.future = model, pipe, post, future
-        if pipe.grouped:  # (info, [Encoding, ...]) per input
-            self.groups: list[tuple[Any, int]] | None = [(info, len(group)) for info, group in prepared]
-            self.encodings = [e for _, group in prepared for e in group]
-        else:
-            self.groups, self.encodings = None, prepared
-        # Rows of requests with equal postprocess parameters are postprocessed together.
-        self.post_key = None if pipe.grouped else repr(sorted(post.items()))
+        # The pipeline protocol (_pipelines/_base.py): (info, [Encoding, ...]) per input.
+        self.groups: list[tuple[Any, int]] = [(info, len(group)) for info, group in prepared]
+        self.encodings = [e for _, group in prepared for e in group]
         self.rows: list[Any] = [None] * len(self.encodings)
         self.remaining = len(self.encodings)
         self.done = False
 
     def results(self) -> list[Any]:
-        if self.groups is None:
-            return self.rows
         out, start = [], 0
         for info, n in self.groups:
             out.append(self.pipe.gather(info, self.encodings[start:start + n], self.rows[start:start + n],
@@ -153,20 +147,10 @@ class Batcher:
     @staticmethod
     def _postprocess(pipe: Pipeline, members: list[tuple[_Job, int]], outputs: dict[str, np.ndarray],
                      feeds: dict[str, np.ndarray]) -> None:
-        by_post: dict[Any, list[int]] = {}
-        for pos, (job, _) in enumerate(members):
-            by_post.setdefault(job.post_key, []).append(pos)
-        for positions in by_post.values():
-            if len(by_post) == 1:
-                out, fed = outputs, feeds
-            else:
-                idx = np.asarray(positions)
-                out, fed = {k: v[idx] for k, v in outputs.items()}, {k: v[idx] for k, v in feeds.items()}
-            first = members[positions[0]][0]
-            rows = pipe.postprocess(out, fed, **({} if pipe.grouped else first.post))
-            for pos, row in zip(positions, rows):
-                job, i = members[pos]
-                job.rows[i] = row
+        # postprocess takes no call parameters (they act per input, in gather), so requests with different
+        # parameters share one batch.
+        for (job, i), row in zip(members, pipe.postprocess(outputs, feeds)):
+            job.rows[i] = row
 
     def _deliver(self, model: str, rows: int, width: int,
                  finished: list[tuple[_Job, list[Any] | None, Exception | None]]) -> None:
