@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .._manifest import Pooling
 from ._base import Pipeline
 
 _POOLING = ("mean", "cls", "max")
@@ -28,16 +29,16 @@ class SentenceEmbeddingsPipeline(Pipeline):
         rows = list(self.iter(items, **kwargs))
         if single:
             return rows[0]
-        return np.stack(rows) if rows else np.zeros((0, int(self.model.manifest.data.get("hidden_size", 0))), np.float32)
+        return np.stack(rows) if rows else np.zeros((0, self.model.manifest.hidden_size or 0), np.float32)
 
     def _sanitize_parameters(self, normalize: bool | None = None, truncation: bool = True, **kwargs: Any):
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; sentence-embeddings takes normalize, truncation")
-        pooling = self.model.manifest.data.get("pooling") or {"mode": "mean", "normalize": True}
-        if pooling["mode"] not in _POOLING:
-            raise ValueError(f"manifest pooling mode {pooling['mode']!r} is not one of {list(_POOLING)}")
-        norm = pooling.get("normalize", True) if normalize is None else normalize
-        return {"truncation": truncation}, {"mode": pooling["mode"], "normalize": bool(norm)}
+        pooling = self.model.manifest.pooling or Pooling()
+        if pooling.mode not in _POOLING:
+            raise ValueError(f"manifest pooling mode {pooling.mode!r} is not one of {list(_POOLING)}")
+        norm = pooling.normalize if normalize is None else normalize
+        return {"truncation": truncation}, {"mode": pooling.mode, "normalize": bool(norm)}
 
     def postprocess(self, outputs, feeds, mode="mean", normalize=True) -> list[Any]:
         hidden = outputs["last_hidden_state"].astype(np.float32)
