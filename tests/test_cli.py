@@ -97,9 +97,10 @@ def test_info_shows_the_int8_recipe_search_the_embedded_model_was_chosen_by(caps
     from onnxpipe._resolve import resolve_model
 
     found = load_manifest(resolve_model("minilm-sst2")).variants["int8"]
-    search = found["recipe_search"]
+    search, recipe = found.recipe_search, found.recipe
+    assert search is not None and recipe is not None
     chosen_lines = [line for line in out.splitlines() if line.strip().startswith("* ")]
-    assert len(chosen_lines) == 1 and chosen_lines[0].split()[1] == search["chosen"] == found["recipe"]["name"]
+    assert len(chosen_lines) == 1 and chosen_lines[0].split()[1] == search["chosen"] == recipe["name"]
     assert sum(name in out for name in search["candidates"]) == len(search["candidates"]) >= 5
     failing = [n for n, r in search["candidates"].items() if not r["gates_met"]]
     assert all(any(line.strip().startswith(f"x {n} ") for line in out.splitlines()) for n in failing)

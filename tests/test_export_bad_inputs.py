@@ -133,7 +133,7 @@ def test_nan_from_the_onnx_model_fails_validation(tiny_checkpoint, tiny_export, 
     folder = tiny_export("bert", "text-classification")
     manifest = load_manifest(folder)
     tokenizer = AutoTokenizer((folder / "tokenizer.json").read_text(), manifest.max_length, manifest.inputs,
-                              manifest.data["pad_token_id"])
+                              manifest.pad_token_id)
     ckpt = load_checkpoint(str(tiny_checkpoint("bert", "text-classification")), "text-classification", False,
                            False, None)
     ref = torch_reference(ckpt, "text-classification")

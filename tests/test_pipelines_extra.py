@@ -272,7 +272,7 @@ def test_manifest_tasks_and_head_folders_serve_feature_extraction(tiny_export, p
     assert "zero-shot-classification" not in load_manifest(tiny_export("bert", "text-classification")).tasks
     qa = load_manifest(tiny_export("bert", "question-answering"))
     assert qa.outputs == ["start_logits", "end_logits", "last_hidden_state"]
-    assert qa.data["tokenizer_config"]["cls_token_id"] == 101
+    assert qa.tokenizer_config["cls_token_id"] == 101
     hidden = onnxpipe.pipeline("feature-extraction", model=qa.folder, precision="fp32")("Hello world")
     assert np.array(hidden).shape == (1, 4, 32)
 

@@ -23,6 +23,7 @@ import gc
 import shutil
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,9 @@ from onnxpipe._model import OnnxModel
 from onnxpipe._pipelines._base import DEFAULT_BATCH_TOKENS as BATCH_TOKENS  # time batches as the runtime cuts them
 from onnxpipe._tokenizer import AutoTokenizer
 
-from ._optimize import DEFAULT_INT8, INT8_CANDIDATES, int8_variant, quantize_int8, recipe_named
+from ._optimize import DEFAULT_INT8, INT8_CANDIDATES, quantize_int8, recipe_named
 from ._validate import label_figures
+from ._variants import int8_variant
 
 QUALITY_GATES = {"max_accuracy_drop": 0.01, "min_label_agreement": 0.98}
 BATCH1_SENTENCES = 300
@@ -43,8 +45,8 @@ BATCH1_SENTENCES = 300
 
 def _session_on(manifest: Manifest, rel_file: str, recipe: dict) -> OnnxModel:
     # The candidate is loaded as the folder's int8 variant, so it runs with exactly the runtime's options.
-    manifest.data["variants"]["int8"] = int8_variant(rel_file, recipe)
-    return OnnxModel(manifest, device="cpu", precision="int8")
+    candidate = replace(manifest, variants={**manifest.variants, "int8": int8_variant(recipe, file=rel_file)})
+    return OnnxModel(candidate, device="cpu", precision="int8")
 
 
 def _batch1_p50_ms(model: OnnxModel, singles: list[dict]) -> float:

@@ -84,14 +84,6 @@ def quantize_int8(source: Path, out: Path, recipe: dict | None = None) -> dict:
     return recipe
 
 
-def int8_variant(rel_file: str, recipe: dict) -> dict:
-    """The manifest's int8 entry for a file made with ``recipe`` (what the runtime needs to load it)."""
-    entry = {"file": rel_file}
-    if recipe.get("cpu_disabled_optimizers"):
-        entry["cpu_disabled_optimizers"] = list(recipe["cpu_disabled_optimizers"])
-    return entry
-
-
 def to_fp16(fused: Path, out: Path) -> None:
     # Inputs (int64 ids) and outputs stay as they are, so the runtime feeds every precision the same way.
     model = OnnxModel(onnx.load(str(fused)))

@@ -1,34 +1,30 @@
 """The export recipe, start to finish, in one readable function.
 
 refuse an output it must not write (_output.prepare) -> load and check the checkpoint -> PyTorch's reference
-outputs -> export fp32 -> fuse -> quantize / fp16 -> write tokenizer and config -> validate every variant
-against PyTorch -> write the manifest -> move the finished folder into place with a rename that never
-replaces what appeared meanwhile. Everything is built in a hidden sibling folder (_output.staging), so an
-interrupted export never leaves a half-written model folder behind. A file error on the way (full disk,
-permissions) is one ExportError naming the file and the remedy.
+outputs -> export fp32 -> fuse -> quantize / fp16 (_variants) -> write tokenizer and config -> describe the
+folder (_assemble.draft_manifest) -> validate every variant against PyTorch (_validate) -> list and hash the
+files, write the manifest through the runtime's typed contract (_assemble) -> move the finished folder into
+place with a rename that never replaces what appeared meanwhile. Everything is built in a hidden sibling folder
+(_output.staging), so an interrupted export never leaves a half-written model folder behind. A file error on the
+way (full disk, permissions) is one ExportError naming the file and the remedy.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import os
 import re
 import shutil
-from importlib import metadata
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from tqdm.auto import tqdm
-
-from onnxpipe._tasks import GRAPHS
-from onnxpipe._manifest import FORMAT_VERSION, Manifest, dump_manifest, sha256_file
 from onnxpipe._tokenizer import AutoTokenizer
 from onnxpipe.errors import ExportError
+from tqdm.auto import tqdm
 
 from ._output import check_space, file_errors, fsync_tree, place, prepare, staging
-from ._registry import HEADS, canonical_export_task, folder_tasks
-
-VARIANT_FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model_quantized.onnx", "fp16": "onnx/model_fp16.onnx"}
+from ._registry import canonical_export_task, folder_tasks
+from ._variants import VARIANT_FILES
 
 
 def _parse_precisions(precisions) -> list[str]:
@@ -40,16 +36,6 @@ def _parse_precisions(precisions) -> list[str]:
     return list(dict.fromkeys(precisions))
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("onnxpipe", "torch", "transformers", "optimum-onnx", "onnx", "onnxruntime", "tokenizers"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
 def _max_length(ckpt) -> int:
     tok_max = getattr(ckpt.tokenizer, "model_max_length", None) or 10**9
     pos = getattr(ckpt.config, "max_position_embeddings", None) or 512
@@ -58,23 +44,6 @@ def _max_length(ckpt) -> int:
     if ckpt.settings.get("positions_after_pad") and pad is not None:
         pos -= pad + 1
     return int(min(tok_max, pos))
-
-
-def _pooling(ckpt) -> dict:
-    """Pooling as sentence-transformers configures it (modules.json), else mean + L2 normalisation."""
-    if ckpt.local is not None and (ckpt.local / "modules.json").is_file():
-        modules = json.loads((ckpt.local / "modules.json").read_text())
-        pooling = {"mode": "mean", "normalize": False, "source": "sentence-transformers modules.json"}
-        for m in modules:
-            if m.get("type", "").endswith("Pooling"):
-                cfg = json.loads((ckpt.local / m["path"] / "config.json").read_text())
-                for mode in ("cls", "mean", "max"):
-                    if cfg.get(f"pooling_mode_{mode}_token" if mode == "cls" else f"pooling_mode_{mode}_tokens"):
-                        pooling["mode"] = mode
-            if m.get("type", "").endswith("Normalize"):
-                pooling["normalize"] = True
-        return pooling
-    return {"mode": "mean", "normalize": True, "source": "default"}
 
 
 def _write_tokenizer(ckpt, folder: Path, max_length: int) -> None:
@@ -91,17 +60,22 @@ def _write_tokenizer(ckpt, folder: Path, max_length: int) -> None:
         raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from e
 
 
-def _provenance(ckpt, revision) -> dict:
-    prov = {"source": ckpt.source, "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "tools": _versions()}
-    if ckpt.local is not None:
-        prov["source_kind"] = "local folder"
-        weights = sorted(ckpt.local.glob("*.safetensors")) or sorted(ckpt.local.glob("*.bin"))
-        prov["weights_sha256"] = {w.name: sha256_file(w) for w in weights}
-    else:
-        prov["source_kind"] = "hub"
-        prov["revision"] = getattr(ckpt.config, "_commit_hash", None) or revision or "main"
-    return prov
+def _int8_recipe(task: str, precisions: list[str], validation_data: Any, int8_recipe: str) -> dict | None:
+    """The int8 recipe the options ask for, or None for ``search``; refuse options that do not go together
+    before anything heavy loads."""
+    if validation_data is not None:
+        if task != "text-classification":
+            raise ExportError("--validation-data (labelled sentences) applies to text-classification exports only")
+        if not Path(validation_data).is_file():
+            raise ExportError(f"--validation-data {validation_data}: no such file (expected label<TAB>text rows)")
+    if int8_recipe == "search":
+        if validation_data is None or "int8" not in precisions:
+            raise ExportError("--int8-recipe search scores candidates on labelled data: pass --validation-data TSV "
+                              "(text-classification) and keep int8 in --precision")
+        return None
+    from ._optimize import DEFAULT_INT8, recipe_named
+
+    return recipe_named(DEFAULT_INT8 if int8_recipe == "default" else int8_recipe)
 
 
 def run_export(source, task="text-classification", out=None, precisions=("int8", "fp32", "fp16"), force=False,
@@ -111,23 +85,21 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
     precisions = _parse_precisions(precisions)
     target = prepare(out, source, force)
     out = target.path
-    if validation_data is not None:
-        if task != "text-classification":
-            raise ExportError("--validation-data (labelled sentences) applies to text-classification exports only")
-        if not Path(validation_data).is_file():
-            raise ExportError(f"--validation-data {validation_data}: no such file (expected label<TAB>text rows)")
-    search = int8_recipe == "search"
-    if search and (validation_data is None or "int8" not in precisions):
-        raise ExportError("--int8-recipe search scores candidates on labelled data: pass --validation-data TSV "
-                          "(text-classification) and keep int8 in --precision")
-    from ._optimize import DEFAULT_INT8, recipe_named
+    recipe = _int8_recipe(task, precisions, validation_data, int8_recipe)
+    search = recipe is None
 
-    recipe = None if search else recipe_named(DEFAULT_INT8 if int8_recipe == "default" else int8_recipe)
-
-    from ._load import check_head_size, load_checkpoint, tokenizer_config
+    from ._assemble import draft_manifest, finish_manifest, write_manifest
+    from ._load import check_head_size, load_checkpoint
     from ._onnx import export_fp32
-    from ._optimize import fuse, int8_source, int8_variant, quantize_int8, to_fp16
-    from ._validate import dataset_figures, pytorch_labels, read_labelled_tsv, torch_reference, validate_variant
+    from ._optimize import fuse, int8_source
+    from ._validate import (
+        dataset_figures,
+        pytorch_labels,
+        read_labelled_tsv,
+        torch_reference,
+        validate_variants,
+    )
+    from ._variants import fp32_variant, int8_variant, make_variant
 
     steps = ["load checkpoint", "export fp32 ONNX", "fuse graph", *[f"make {p}" for p in precisions if p != "fp32"],
              "validate against PyTorch", "write manifest"]
@@ -157,101 +129,46 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
         fused_ops = fuse(raw, fp32, ckpt.settings["fusion"], ckpt.config)
         bar.update()
 
-        variants: dict[str, dict] = {"fp32": {"file": VARIANT_FILES["fp32"], "fused_operators": fused_ops}}
+        def source_for(r: dict) -> Path:  # the fp32 graph an int8 recipe quantizes
+            return int8_source(r, raw, fp32, ckpt.settings["fusion"], ckpt.config)
+
+        variants = {"fp32": fp32_variant(fused_ops)}
         for p in precisions:
-            if p == "int8":
-                step("make int8")
-                if not search:  # a search quantizes its candidates once the folder can be loaded, below
-                    source = int8_source(recipe, raw, fp32, ckpt.settings["fusion"], ckpt.config)
-                    quantize_int8(source, tmp / VARIANT_FILES["int8"], recipe)
-                    variants["int8"] = {**int8_variant(VARIANT_FILES["int8"], recipe), "recipe": recipe}
-                bar.update()
-            elif p == "fp16":
-                step("make fp16")
-                to_fp16(fp32, tmp / VARIANT_FILES["fp16"])
-                variants["fp16"] = {"file": VARIANT_FILES["fp16"],
-                                    "note": "fp16 weights, fp32 inputs/outputs; meant for CUDA"}
+            if p != "fp32":
+                step(f"make {p}")
+                made = make_variant(p, tmp, fused_ops, recipe, source_for)
+                if made is not None:
+                    variants[p] = made
                 bar.update()
         max_length = _max_length(ckpt)
         _write_tokenizer(ckpt, tmp, max_length)
         ckpt.config.save_pretrained(tmp)
-        cfg = ckpt.config
-        data = {
-            "format_version": FORMAT_VERSION,
-            "task": task,
-            "tasks": tasks,
-            "architecture": cfg.model_type,
-            "inputs": _graph_inputs(fp32),
-            "outputs": [*HEADS[task]["outputs"], "last_hidden_state"],
-            "tokenizer_config": tokenizer_config(ckpt.tokenizer),
-            "hidden_size": int(getattr(cfg, "hidden_size", None) or getattr(cfg, "dim")),
-            "max_length": max_length,
-            "pad_token_id": int(ckpt.tokenizer.pad_token_id or 0),
-            "tokenizer": "tokenizer.json",
-            "variants": variants,
-            "files": {},
-            "provenance": _provenance(ckpt, revision),
-        }
-        if GRAPHS[task].labels:
-            data["labels"] = {str(k): v for k, v in sorted(cfg.id2label.items())}
-            if task == "text-classification":
-                data["problem_type"] = cfg.problem_type or "single_label_classification"
-        else:
-            data["pooling"] = _pooling(ckpt)
+        manifest = draft_manifest(ckpt, task, tasks, tmp, variants, max_length, revision)
 
         step("validate against PyTorch")
-        tokenizer = AutoTokenizer((tmp / "tokenizer.json").read_text(encoding="utf-8"), max_length, data["inputs"],
-                                  data["pad_token_id"])
-        manifest = Manifest(folder=tmp, data=data)
+        tokenizer = AutoTokenizer.from_manifest(manifest)
         ref_labels = None  # PyTorch's labels on --validation-data: computed once, for the search and the figures
         if search:
             from ._int8_search import search as search_int8
 
             texts, gold = read_labelled_tsv(validation_data)
             ref_labels = pytorch_labels(ckpt, texts)
-            found = search_int8(tmp, manifest, tokenizer, lambda r: int8_source(r, raw, fp32, ckpt.settings["fusion"],
-                                                                                ckpt.config),
-                                texts, gold, ref_labels, progress=step)
+            found = search_int8(tmp, manifest, tokenizer, source_for, texts, gold, ref_labels, progress=step)
             chosen = found["candidates"][found["chosen"]]["recipe"] | {"name": found["chosen"]}
-            variants["int8"] = {**int8_variant(VARIANT_FILES["int8"], chosen), "recipe": chosen,
-                                "recipe_search": found}
+            manifest = replace(manifest, variants={**manifest.variants,
+                                                   "int8": int8_variant(chosen, fused_ops, recipe_search=found)})
         shutil.rmtree(tmp / "raw")
-        for p, v in variants.items():  # an unfused int8 graph is fused by onnxruntime at load, not here
-            if v.get("recipe", {}).get("graph", "fused") == "fused":
-                v.setdefault("fused_operators", fused_ops)
-        for p in variants:
-            try:
-                variants[p]["validation"] = validate_variant(manifest, p, tokenizer, ref)
-            except ExportError:
-                raise
-            except Exception as e:  # e.g. fp16 kernels the CPU provider lacks: recorded, not fatal
-                if p == "fp32":
-                    raise
-                variants[p]["validation"] = {"skipped": f"could not run on CPU: {str(e).splitlines()[0][:200]}"}
+        manifest = validate_variants(manifest, tokenizer, ref)
         if validation_data is not None:
-            data["validation_data"] = dataset_figures(ckpt, manifest, tokenizer, validation_data, ref_labels)
+            manifest = replace(manifest, validation_data=dataset_figures(ckpt, manifest, tokenizer, validation_data,
+                                                                         ref_labels))
         bar.update()
 
         step("write manifest")
-        for p in list(variants):
-            if p not in precisions:  # fp32 was only the intermediate; its figures stay as provenance
-                (tmp / variants[p]["file"]).unlink()
-                data.setdefault("intermediate_validation", {})[p] = variants.pop(p)["validation"]
-        for path in sorted(tmp.rglob("*")):
-            if path.is_file():
-                rel = path.relative_to(tmp).as_posix()
-                data["files"][rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
-        (tmp / "manifest.json").write_text(dump_manifest(data), encoding="utf-8")
+        write_manifest(finish_manifest(manifest, precisions))
         fsync_tree(tmp)
         place(tmp, target)
         fsync_tree(out.parent, recursive=False)  # the rename itself
         bar.update()
     bar.close()
     return out
-
-
-def _graph_inputs(path: Path) -> list[str]:
-    import onnx
-
-    names = {i.name for i in onnx.load(str(path), load_external_data=False).graph.input}
-    return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names]

@@ -6,6 +6,8 @@ written tokenizer.json gives transformers' ids.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -13,7 +15,7 @@ from onnxpipe._manifest import Manifest
 from onnxpipe._model import OnnxModel
 from onnxpipe._tasks import GRAPHS
 from onnxpipe._tokenizer import AutoTokenizer
-from onnxpipe.errors import ValidationError
+from onnxpipe.errors import ExportError, ValidationError
 
 from ._sentences import VALIDATION_SENTENCES
 
@@ -87,6 +89,23 @@ def validate_variant(manifest: Manifest, precision: str, tokenizer: AutoTokenize
             "Report this with the checkpoint's config."
         )
     return figures
+
+
+def validate_variants(manifest: Manifest, tokenizer: AutoTokenizer, ref: dict) -> Manifest:
+    """``manifest`` with every variant's figures against PyTorch (``validation``). fp32 must run and pass;
+    another precision that cannot run on CPU (fp16 kernels the CPU provider lacks) is recorded as skipped."""
+    variants = {}
+    for p, v in manifest.variants.items():
+        try:
+            figures = validate_variant(manifest, p, tokenizer, ref)
+        except ExportError:
+            raise
+        except Exception as e:
+            if p == "fp32":
+                raise
+            figures = {"skipped": f"could not run on CPU: {str(e).splitlines()[0][:200]}"}
+        variants[p] = replace(v, validation=figures)
+    return replace(manifest, variants=variants)
 
 
 def read_labelled_tsv(path) -> tuple[list[str], list[int]]:

@@ -335,7 +335,7 @@ class BatchJob:
         return self._run(pipe, items[:mid]) + self._run(pipe, items[mid:])
 
     def _columns(self, pipe: Pipeline, results: list) -> dict[str, pa.Array]:
-        ctx = {"kwargs": self.kwargs, "hidden_size": int(pipe.model.manifest.data.get("hidden_size") or 0)}
+        ctx = {"kwargs": self.kwargs, "hidden_size": pipe.model.manifest.hidden_size or 0}
         return {self.prefix + k: v for k, v in OUTPUTS[self.task](results, ctx).items()}
 
     def process(self, pipe: Pipeline, table: pa.Table, raw: Callable[[str], list] | None = None) -> pa.Table:

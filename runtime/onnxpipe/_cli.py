@@ -134,41 +134,40 @@ def _print_recipe_search(found: dict[str, Any]) -> None:
 
 def cmd_info(args: argparse.Namespace) -> int:
     manifest = load_manifest(resolve_model(args.model), verify=not args.no_verify)
-    d = manifest.data
     if args.json:
-        print(json.dumps(d, indent=2, sort_keys=True))
+        print(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
         return 0
     print(f"folder:        {manifest.folder}")
-    print(f"format:        {d['format_version']}")
-    print(f"task:          {d['task']} (serves: {', '.join(manifest.tasks)})")
-    print(f"architecture:  {d.get('architecture')}, hidden {d.get('hidden_size')}, max length {d['max_length']}")
+    print(f"format:        {manifest.format_version}")
+    print(f"task:          {manifest.task} (serves: {', '.join(manifest.tasks)})")
+    print(f"architecture:  {manifest.architecture}, hidden {manifest.hidden_size}, max length {manifest.max_length}")
     if manifest.labels:
         print(f"labels:        {', '.join(f'{k}={v}' for k, v in sorted(manifest.labels.items()))}")
-    if d.get("pooling"):
-        print(f"pooling:       {d['pooling']['mode']}, normalize={d['pooling'].get('normalize')}")
+    if manifest.pooling:
+        print(f"pooling:       {manifest.pooling.mode}, normalize={manifest.pooling.normalize}")
     print(f"inputs:        {', '.join(manifest.inputs)}")
     print("variants:")
     for p, v in manifest.variants.items():
-        size = d["files"][v["file"]]["size"] / 1e6
-        val = v.get("validation", {})
+        size = manifest.files[v.file].size / 1e6
+        val = v.validation or {}
         figures = ", ".join(f"{k} {val[k]:.3g}" for k in ("max_abs_diff_logits", "max_abs_diff_start_logits",
                                                             "max_abs_diff_end_logits", "max_abs_diff_hidden",
                                                             "label_agreement", "min_cosine_mean_pooled") if k in val)
-        print(f"  {p:5s} {v['file']:28s} {size:7.1f} MB  {figures or val.get('skipped', '')}")
-        if v.get("recipe"):
-            r = v["recipe"]
-            disabled = v.get("cpu_disabled_optimizers")
+        print(f"  {p:5s} {v.file:28s} {size:7.1f} MB  {figures or val.get('skipped', '')}")
+        if v.recipe:
+            r = v.recipe
+            disabled = v.cpu_disabled_optimizers
             off = f", no {' / '.join(disabled)} at load" if disabled else ""
             print(f"        recipe {r.get('name', '?')}: {r.get('method')} {r.get('weight_type')}, "
                   f"{'per-channel' if r.get('per_channel') else 'per-tensor'}, graph {r.get('graph')}{off}")
-        if v.get("recipe_search"):
-            _print_recipe_search(v["recipe_search"])
-    if d.get("validation_data"):
-        vd = d["validation_data"]
+        if v.recipe_search:
+            _print_recipe_search(v.recipe_search)
+    if manifest.validation_data:
+        vd = manifest.validation_data
         per = ", ".join(f"{p} {v['accuracy']:.4f} (agrees {v['label_agreement_with_pytorch']:.1%})"
                         for p, v in vd["variants"].items() if "accuracy" in v)
         print(f"accuracy:      {vd['sentences']} labelled sentences: PyTorch {vd['pytorch_accuracy']:.4f}, {per}")
-    prov = d.get("provenance", {})
+    prov = manifest.provenance or {}
     print(f"source:        {prov.get('source')} ({prov.get('source_kind')}), exported {prov.get('exported_at')}")
     print(f"verified:      {'no (--no-verify)' if args.no_verify else 'sha256 of every file matches'}")
     return 0

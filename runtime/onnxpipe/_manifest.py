@@ -1,8 +1,10 @@
-"""The model folder contract: read manifest.json, check it, and hash the files it lists.
+"""The model folder contract: the typed manifest both halves share, its one JSON format, and the file checks.
 
-The export stage writes the manifest with :func:`dump_manifest`, so both halves agree on one format.
-Hashing ~23 MB costs ~15 ms; it runs at load by default because a truncated or tampered ONNX file
-otherwise fails later with an opaque onnxruntime message (``verify=False`` skips it).
+The export stage builds a :class:`Manifest` and writes it with :meth:`Manifest.to_json`; the runtime reads it
+with :func:`load_manifest` (:meth:`Manifest.from_json` plus the file checks). One schema, one
+``FORMAT_VERSION``; models/README.md documents every key. Hashing ~23 MB costs ~15 ms; it runs at load by
+default because a truncated or tampered ONNX file otherwise fails later with an opaque onnxruntime message
+(``verify=False`` skips it).
 """
 
 from __future__ import annotations
@@ -11,60 +13,227 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from .errors import IntegrityError, ManifestError
 
+# 1.0: the first format. A new optional key is a minor bump (older runtimes ignore it, as unknown keys are
+# kept); a new required key or a changed meaning is a major bump, which this runtime refuses with a re-export hint.
 FORMAT_VERSION = "1.0"
 MANIFEST_NAME = "manifest.json"
 PRECISIONS = ("int8", "fp32", "fp16")
 
 REEXPORT_HINT = "re-export it: onnxpipe export SOURCE --task TASK --out {folder} --force"
 
+#: A free-form measurement record (validation figures, a recipe, provenance): typed at the top, open inside,
+#: because its keys grow with what the export measures and only people (``onnxpipe info``) read them.
+Figures = dict[str, Any]
+
+
+class TokenizerConfig(TypedDict, total=False):
+    """What the runtime needs beyond tokenizer.json to decode and find tokens as transformers does.
+    A token the checkpoint's tokenizer does not define is ``None``."""
+
+    clean_up_tokenization_spaces: bool
+    cls_token: str | None
+    cls_token_id: int | None
+    sep_token: str | None
+    sep_token_id: int | None
+    mask_token: str | None
+    mask_token_id: int | None
+    unk_token: str | None
+    unk_token_id: int | None
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """How sentence-embeddings pools ``last_hidden_state``: ``mode`` cls | mean | max, then L2 ``normalize``."""
+
+    mode: str = "mean"
+    normalize: bool = True
+    source: str | None = None  # where the export found it: "sentence-transformers modules.json" or "default"
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """Size and sha256 of one file in the folder, checked at load with ``verify=True``."""
+
+    sha256: str
+    size: int
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One precision's ONNX file and what is known about it."""
+
+    file: str
+    # onnxruntime graph optimizers the CPU session must leave off (an int8 recipe that measured faster so).
+    cpu_disabled_optimizers: tuple[str, ...] = ()
+    fused_operators: dict[str, int] | None = None  # fusion counts; absent where onnxruntime fuses at load
+    note: str | None = None
+    recipe: Figures | None = None  # the int8 recipe that made the file
+    recipe_search: Figures | None = None  # every candidate's figures, with --int8-recipe search
+    validation: Figures | None = None  # the figures against PyTorch, or {"skipped": why}
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
 
 @dataclass(frozen=True)
 class Manifest:
-    """The parsed manifest of one model folder (read-only)."""
+    """The parsed manifest of one model folder (read-only: build a changed copy with ``dataclasses.replace``).
 
-    folder: Path
-    data: dict[str, Any] = field(repr=False)
+    Every key either half reads is a typed field; keys this version does not know are kept in ``extra`` and
+    written back unchanged, so a folder from a later 1.x export survives a read and re-write.
+    """
 
-    @property
-    def task(self) -> str:
-        return self.data["task"]
+    folder: Path  # where the folder is; not serialised (a folder can be moved)
+    task: str
+    inputs: list[str]
+    outputs: list[str]
+    max_length: int
+    variants: dict[str, Variant]
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    format_version: str = FORMAT_VERSION
+    tasks: list[str] = field(default_factory=list)  # empty: just ``task``
+    architecture: str | None = None
+    hidden_size: int | None = None
+    labels: dict[int, str] = field(default_factory=dict)
+    problem_type: str | None = None
+    pad_token_id: int = 0
+    tokenizer: str = "tokenizer.json"
+    tokenizer_config: TokenizerConfig | None = None
+    pooling: Pooling | None = None
+    provenance: Figures | None = None
+    validation_data: Figures | None = None
+    intermediate_validation: dict[str, Figures] | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    @property
-    def tasks(self) -> list[str]:
-        return list(self.data.get("tasks", [self.task]))
-
-    @property
-    def labels(self) -> dict[int, str]:
-        return {int(k): v for k, v in self.data.get("labels", {}).items()}
-
-    @property
-    def inputs(self) -> list[str]:
-        return list(self.data["inputs"])
-
-    @property
-    def outputs(self) -> list[str]:
-        return list(self.data["outputs"])
-
-    @property
-    def max_length(self) -> int:
-        return int(self.data["max_length"])
-
-    @property
-    def variants(self) -> dict[str, dict[str, Any]]:
-        return self.data["variants"]
+    def __post_init__(self) -> None:
+        if not self.tasks:  # a folder that predates 'tasks' serves its one task
+            object.__setattr__(self, "tasks", [self.task])
 
     def variant_path(self, precision: str) -> Path:
-        return safe_path(self.folder, self.variants[precision]["file"])
+        return safe_path(self.folder, self.variants[precision].file)
 
     def hint(self) -> str:
-        src = self.data.get("provenance", {}).get("source", "SOURCE")
+        src = (self.provenance or {}).get("source", "SOURCE")
         return REEXPORT_HINT.replace("SOURCE", str(src)).replace("TASK", self.task).format(folder=self.folder)
+
+    @classmethod
+    def from_json(cls, source: str | dict[str, Any], folder: str | Path) -> Manifest:
+        """Parse and check a manifest (its text, or the object it decodes to) of the folder ``folder``.
+
+        Raises ManifestError naming the key and the fix for: text that is not a JSON object, another major
+        ``format_version``, a missing required key, a key of the wrong shape, and a file the runtime opens
+        that ``files`` does not list. Nothing on disk is read.
+
+        Example:
+            >>> Manifest.from_json(Path("models/minilm-sst2/manifest.json").read_text(), "models/minilm-sst2").task
+            'text-classification'
+        """
+        folder = Path(folder)
+        path = folder / MANIFEST_NAME
+        data = _decode(source, path) if isinstance(source, str) else source
+        if not isinstance(data, dict):
+            raise ManifestError(f"{path} must hold a JSON object, found {type(data).__name__}. Re-export the folder.")
+        version = str(data.get("format_version", ""))
+        if version.split(".")[0] != FORMAT_VERSION.split(".")[0]:
+            raise ManifestError(
+                f"{path} has format_version {version or '(none)'!r}; this onnxpipe reads "
+                f"{FORMAT_VERSION.split('.')[0]}.x. Re-export the folder with this version of onnxpipe "
+                "(onnxpipe export ... --force), or install the onnxpipe version that wrote it."
+            )
+        missing = [k for k in _REQUIRED if k not in data]
+        if missing:
+            raise ManifestError(f"{path} lacks the keys {missing}. Re-export the folder.")
+        _check_shape(path, data)
+        manifest = cls(
+            folder=folder, format_version=version, task=data["task"], tasks=list(data.get("tasks", [])),
+            inputs=list(data["inputs"]), outputs=list(data["outputs"]), max_length=data["max_length"],
+            variants={p: _variant(v) for p, v in data["variants"].items()},
+            files={rel: FileEntry(**_split(FileEntry, info)) for rel, info in data["files"].items()},
+            architecture=data.get("architecture"), hidden_size=data.get("hidden_size"),
+            labels={int(k): v for k, v in data.get("labels", {}).items()}, problem_type=data.get("problem_type"),
+            pad_token_id=data.get("pad_token_id", 0), tokenizer=data.get("tokenizer", "tokenizer.json"),
+            tokenizer_config=cast(TokenizerConfig, dict(data["tokenizer_config"]))
+            if data.get("tokenizer_config") is not None else None,
+            pooling=Pooling(**_split(Pooling, data["pooling"])) if data.get("pooling") is not None else None,
+            provenance=data.get("provenance"), validation_data=data.get("validation_data"),
+            intermediate_validation=data.get("intermediate_validation"),
+            extra={k: v for k, v in data.items() if k not in _KNOWN},
+        )
+        # Every file the runtime opens must be listed under 'files', so that verify covers it.
+        for rel in [v.file for v in manifest.variants.values()] + [manifest.tokenizer]:
+            if rel not in manifest.files:
+                raise ManifestError(f"{path}: {rel!r} is used but not listed under 'files', so it cannot be "
+                                    "verified. Re-export the folder.")
+        return manifest
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of this manifest (optional keys that are unset are left out)."""
+        optional: dict[str, Any] = {
+            "architecture": self.architecture, "hidden_size": self.hidden_size,
+            "labels": {str(k): v for k, v in sorted(self.labels.items())} or None,
+            "problem_type": self.problem_type,
+            "tokenizer_config": None if self.tokenizer_config is None else dict(self.tokenizer_config),
+            "pooling": None if self.pooling is None else _with_extra(self.pooling, {
+                "mode": self.pooling.mode, "normalize": self.pooling.normalize, "source": self.pooling.source}),
+            "provenance": self.provenance, "validation_data": self.validation_data,
+            "intermediate_validation": self.intermediate_validation,
+        }
+        return {
+            **self.extra,
+            "format_version": self.format_version, "task": self.task, "tasks": list(self.tasks),
+            "inputs": list(self.inputs), "outputs": list(self.outputs), "max_length": self.max_length,
+            "pad_token_id": self.pad_token_id, "tokenizer": self.tokenizer,
+            "variants": {p: _variant_dict(v) for p, v in self.variants.items()},
+            "files": {rel: _with_extra(f, {"sha256": f.sha256, "size": f.size}) for rel, f in self.files.items()},
+            **{k: v for k, v in optional.items() if v is not None},
+        }
+
+    def to_json(self) -> str:
+        """The manifest.json text: format_version first, keys sorted, 2-space indent, trailing newline, so
+        that two exports diff line by line."""
+        data = self.to_dict()
+        body = json.dumps({k: v for k, v in data.items() if k != "format_version"}, indent=2, sort_keys=True)
+        return '{\n  "format_version": ' + json.dumps(self.format_version) + ",\n" + body[2:] + "\n"
+
+
+def _decode(text: str, path: Path) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{path} is not valid JSON ({e}). Re-export the folder with --force.") from e
+    except RecursionError:  # thousands of nested [ or {: no manifest we write nests more than a few levels
+        raise ManifestError(f"{path} nests JSON too deeply to be a manifest. Re-export the folder with --force.") \
+            from None
+
+
+def _split(cls: type[Variant | Pooling | FileEntry], data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` as keyword arguments of the dataclass ``cls``: its fields, and the rest under ``extra``."""
+    names = {f.name for f in fields(cls) if f.name != "extra"}
+    return {**{k: v for k, v in data.items() if k in names}, "extra": {k: v for k, v in data.items() if k not in names}}
+
+
+def _variant(data: dict[str, Any]) -> Variant:
+    kwargs = _split(Variant, data)
+    kwargs["cpu_disabled_optimizers"] = tuple(kwargs.get("cpu_disabled_optimizers", ()))
+    return Variant(**kwargs)
+
+
+def _variant_dict(v: Variant) -> dict[str, Any]:
+    optional = {"fused_operators": v.fused_operators, "note": v.note, "recipe": v.recipe,
+                "recipe_search": v.recipe_search, "validation": v.validation,
+                "cpu_disabled_optimizers": list(v.cpu_disabled_optimizers) or None}
+    return _with_extra(v, {"file": v.file, **{k: x for k, x in optional.items() if x is not None}})
+
+
+def _with_extra(obj: Variant | Pooling | FileEntry, known: dict[str, Any]) -> dict[str, Any]:
+    return {**obj.extra, **{k: v for k, v in known.items() if v is not None}}
 
 
 def safe_path(folder: Path, rel: str) -> Path:
@@ -95,6 +264,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_entry(path: Path) -> FileEntry:
+    """The ``files`` entry of the file at ``path`` as it is now."""
+    return FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
+
+
 def load_manifest(folder: str | Path, verify: bool = True) -> Manifest:
     """Parse ``folder/manifest.json``; with ``verify`` also check size and sha256 of every listed file."""
     folder = Path(folder)
@@ -108,36 +282,11 @@ def load_manifest(folder: str | Path, verify: bool = True) -> Manifest:
         ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ManifestError(f"cannot read {path} ({e}). Re-export the folder with --force.") from e
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ManifestError(f"{path} is not valid JSON ({e}). Re-export the folder with --force.") from e
-    except RecursionError:  # thousands of nested [ or {: no manifest we write nests more than a few levels
-        raise ManifestError(f"{path} nests JSON too deeply to be a manifest. Re-export the folder with --force.") \
-            from None
-    if not isinstance(data, dict):
-        raise ManifestError(f"{path} must hold a JSON object, found {type(data).__name__}. Re-export the folder.")
-    version = str(data.get("format_version", ""))
-    if version.split(".")[0] != FORMAT_VERSION.split(".")[0]:
-        raise ManifestError(
-            f"{path} has format_version {version or '(none)'!r}; this onnxpipe reads {FORMAT_VERSION.split('.')[0]}.x. "
-            "Re-export the folder with this version of onnxpipe (onnxpipe export ... --force), "
-            "or install the onnxpipe version that wrote it."
-        )
-    missing = [k for k in ("task", "inputs", "outputs", "max_length", "variants", "files") if k not in data]
-    if missing:
-        raise ManifestError(f"{path} lacks the keys {missing}. Re-export the folder.")
-    _check_shape(path, data)
-    manifest = Manifest(folder=folder, data=data)
-    # Every file the runtime opens must be listed under 'files', so that verify covers it.
-    for rel in [info["file"] for info in manifest.variants.values()] + [data.get("tokenizer", "tokenizer.json")]:
-        if rel not in data["files"]:
-            raise ManifestError(f"{path}: {rel!r} is used but not listed under 'files', so it cannot be verified. "
-                                "Re-export the folder.")
+    manifest = Manifest.from_json(text, folder)
     if verify:
         verify_files(manifest)
     else:  # no hashing, but still no path outside the folder and no missing file
-        for rel in data["files"]:
+        for rel in manifest.files:
             if not safe_path(folder, rel).is_file():
                 raise IntegrityError(f"{folder / rel} is listed in the manifest but missing; {manifest.hint()}")
     return manifest
@@ -151,74 +300,108 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _is_object(x: Any, *, of: Callable[[Any], bool] = lambda _: True) -> bool:
+    return isinstance(x, dict) and all(isinstance(k, str) and of(v) for k, v in x.items())
+
+
+def _is_variant(v: Any) -> bool:
+    return (isinstance(v, dict) and isinstance(v.get("file"), str)
+            and _is_str_list(v.get("cpu_disabled_optimizers", []))
+            and _is_object(v.get("fused_operators", {}), of=_is_int)
+            and isinstance(v.get("note", ""), str)
+            and all(_is_object(v.get(k, {})) for k in ("recipe", "recipe_search", "validation")))
+
+
+def _is_tokenizer_config(x: Any) -> bool:
+    if not _is_object(x) or not isinstance(x.get("clean_up_tokenization_spaces", False), bool):
+        return False
+    return all((_is_int(v) if k.endswith("_id") else isinstance(v, str)) for k, v in x.items()
+               if k != "clean_up_tokenization_spaces" and v is not None)
+
+
+_REQUIRED = ("task", "inputs", "outputs", "max_length", "variants", "files")
+_KNOWN = {f.name for f in fields(Manifest) if f.name not in ("folder", "extra")}
+# Optional keys a manifest may set to null, read as absent (the runtime always read them with a default).
+_NULLABLE = {"architecture", "hidden_size", "problem_type", "tokenizer_config", "pooling"}
+
 # key -> (check, what it must be). A hand-edited or damaged manifest fails here with the key named, instead of
 # an AttributeError deep inside a pipeline.
-_SHAPE = {
+_SHAPE: dict[str, tuple[Callable[[Any], bool], str]] = {
     "task": (lambda x: isinstance(x, str), "a string"),
     "tasks": (_is_str_list, "a list of strings"),
+    "architecture": (lambda x: isinstance(x, str), "a string"),
     # attention_mask is required: without it the runtime could not mask padding, and padded batches would
     # attend to pad tokens (answers that change with what a text is batched with).
     "inputs": (lambda x: _is_str_list(x) and {"input_ids", "attention_mask"} <= set(x),
                "a list of input names including 'input_ids' and 'attention_mask'"),
     "outputs": (lambda x: _is_str_list(x) and len(x) > 0, "a non-empty list of output names"),
     "max_length": (lambda x: _is_int(x) and x > 0, "a positive integer"),
+    "hidden_size": (lambda x: _is_int(x) and x > 0, "a positive integer"),
     "pad_token_id": (_is_int, "an integer"),
+    "problem_type": (lambda x: isinstance(x, str), "a string such as 'single_label_classification'"),
     "tokenizer": (lambda x: isinstance(x, str), "a path string"),
-    "variants": (lambda x: isinstance(x, dict) and len(x) > 0
-                 and all(isinstance(v, dict) and isinstance(v.get("file"), str)
-                         and _is_str_list(v.get("cpu_disabled_optimizers", [])) for v in x.values()),
-                 "an object of precision -> {'file': path, 'cpu_disabled_optimizers': [names], ...}"),
-    "files": (lambda x: isinstance(x, dict)
-              and all(isinstance(v, dict) and isinstance(v.get("sha256"), str) and _is_int(v.get("size"))
-                      for v in x.values()),
+    "tokenizer_config": (_is_tokenizer_config,
+                         ("an object of '<name>_token' -> string or null, '<name>_token_id' -> integer or null, "
+                          "'clean_up_tokenization_spaces' -> true/false")),
+    "pooling": (lambda x: _is_object(x) and isinstance(x.get("mode"), str)
+                and isinstance(x.get("normalize", True), bool) and isinstance(x.get("source", ""), str),
+                "an object {'mode': 'cls' | 'mean' | 'max', 'normalize': true/false}"),
+    "variants": (lambda x: _is_object(x, of=_is_variant) and len(x) > 0,
+                 ("an object of precision -> {'file': path, 'cpu_disabled_optimizers': [names], "
+                  "'fused_operators': {name: count}, 'recipe'/'validation': {...}, ...}")),
+    "files": (lambda x: _is_object(x, of=lambda v: isinstance(v, dict) and isinstance(v.get("sha256"), str)
+                                   and _is_int(v.get("size"))),
               "an object of path -> {'sha256': hex, 'size': bytes}"),
     # ASCII digits only: str.isdigit() accepts '¹' or '٣', which int() then rejects or reads as another index.
     "labels": (lambda x: isinstance(x, dict) and all(re.fullmatch(r"-?[0-9]+", k) and isinstance(v, str)
                                                        for k, v in x.items()),
                "an object of class index -> label string"),
+    "provenance": (_is_object, "an object"),
+    "validation_data": (_is_object, "an object"),
+    "intermediate_validation": (lambda x: _is_object(x, of=_is_object), "an object of precision -> figures"),
 }
 
 
 def _check_shape(path: Path, data: dict[str, Any]) -> None:
     for key, (ok, what) in _SHAPE.items():
-        if key in data and not ok(data[key]):
+        if key in data and not (data[key] is None and key in _NULLABLE) and not ok(data[key]):
             raise ManifestError(
                 f"{path}: {key!r} must be {what}, found {json.dumps(data[key])[:80]}. "
                 "The manifest was edited or damaged; re-export the folder (onnxpipe export ... --force)."
             )
 
 
-def unlisted_files(folder: Path, listed) -> list[str]:
+def unlisted_files(folder: Path, listed: Iterable[str]) -> list[str]:
     """Files (and symlinks) anywhere under ``folder`` that are neither listed nor the manifest itself."""
-    listed = set(listed) | {MANIFEST_NAME}
+    known = set(listed) | {MANIFEST_NAME}
     found = []
     for root, dirs, files in os.walk(folder):  # does not descend into symlinked directories...
         base = Path(root)
         for name in files + [d for d in dirs if (base / d).is_symlink()]:  # ...but reports them
             rel = (base / name).relative_to(folder).as_posix()
-            if rel not in listed:
+            if rel not in known:
                 found.append(rel)
     return sorted(found)
 
 
 def verify_files(manifest: Manifest) -> None:
-    for rel, info in manifest.data["files"].items():
+    for rel, info in manifest.files.items():
         path = safe_path(manifest.folder, rel)
         if not path.is_file():
             raise IntegrityError(f"{path} is listed in the manifest but missing; {manifest.hint()}")
         size = path.stat().st_size
-        if size != info.get("size"):
+        if size != info.size:
             raise IntegrityError(
-                f"{path} is {size} bytes, the manifest says {info.get('size')} (truncated or replaced?); {manifest.hint()}"
+                f"{path} is {size} bytes, the manifest says {info.size} (truncated or replaced?); {manifest.hint()}"
             )
-        if sha256_file(path) != info.get("sha256"):
+        if sha256_file(path) != info.sha256:
             raise IntegrityError(
                 f"{path} does not match its sha256 in the manifest (modified or corrupted); {manifest.hint()}. "
                 "To load it anyway, pass verify=False (CLI: --no-verify)."
             )
     # An ONNX graph can name external-data files that onnxruntime opens next to it; the manifest cannot know
     # which, so verify=True accepts no file it has not hashed (the export lists every file it writes).
-    extra = unlisted_files(manifest.folder, manifest.data["files"])
+    extra = unlisted_files(manifest.folder, manifest.files)
     if extra:
         more = f" and {len(extra) - 5} more" if len(extra) > 5 else ""
         raise IntegrityError(
@@ -226,10 +409,3 @@ def verify_files(manifest: Manifest) -> None:
             "any file in the folder (ONNX external data), so with verify=True every file must be listed and "
             f"hashed. Remove them, or {manifest.hint()}; verify=False (CLI: --no-verify) skips this check."
         )
-
-
-def dump_manifest(data: dict[str, Any]) -> str:
-    """Serialise a manifest: format_version first, sorted keys, 2-space indent, trailing newline."""
-    ordered = {"format_version": data["format_version"], **{k: v for k, v in sorted(data.items()) if k != "format_version"}}
-    body = json.dumps({k: v for k, v in ordered.items() if k != "format_version"}, indent=2, sort_keys=True)
-    return '{\n  "format_version": ' + json.dumps(ordered["format_version"]) + ",\n" + body[2:] + "\n"

@@ -140,7 +140,7 @@ class OnnxModel:
             raise ValueError(f"input_ids has shape {ids.shape}: every row needs at least one token (the tokenizer "
                              "adds its special tokens even to an empty text); pass the tokenizer's output")
         meta = {o.name: o for o in self.session.get_outputs()}
-        fallback = {"logits": len(self.labels), "last_hidden_state": self.manifest.data.get("hidden_size", 0)}
+        fallback = {"logits": len(self.labels), "last_hidden_state": self.manifest.hidden_size or 0}
         out = []
         for name in output_names:
             shape = [0]

@@ -85,7 +85,7 @@ def _disabled_optimizers(manifest: Manifest, choice: SessionChoice) -> dict[str,
     # Load-time fusions the export measured as slower for this file on the CPU provider (the INT8 recipe's
     # cpu_disabled_optimizers, e.g. SkipLayerNormFusion); other providers have their own kernels, so they keep
     # every fusion.
-    names = manifest.variants[choice.precision].get("cpu_disabled_optimizers", []) if choice.device == "cpu" else []
+    names = manifest.variants[choice.precision].cpu_disabled_optimizers if choice.device == "cpu" else ()
     return {"disabled_optimizers": list(names)} if names else {}
 
 

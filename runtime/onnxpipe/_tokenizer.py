@@ -74,7 +74,7 @@ class AutoTokenizer:
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> AutoTokenizer:
-        path = safe_path(manifest.folder, manifest.data.get("tokenizer", "tokenizer.json"))
+        path = safe_path(manifest.folder, manifest.tokenizer)
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -82,7 +82,7 @@ class AutoTokenizer:
         except (OSError, UnicodeDecodeError) as e:
             raise ModelLoadError(f"cannot read {path} ({e}); {manifest.hint()}") from e
         try:
-            return cls(text, manifest.max_length, manifest.inputs, manifest.data.get("pad_token_id", 0))
+            return cls(text, manifest.max_length, manifest.inputs, manifest.pad_token_id)
         except Exception as e:  # tokenizers raises a bare Exception for JSON it cannot parse
             raise ModelLoadError(f"the tokenizers library rejected {path}: {e}; {manifest.hint()}") from e
 

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._manifest import Manifest, TokenizerConfig
 from ..errors import ManifestError
 
 # transformers' PreTrainedTokenizerBase.clean_up_tokenization, in order.
@@ -14,9 +15,9 @@ _CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (
              (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
-def tokenizer_config(manifest: Any, *required: str) -> dict[str, Any]:
+def tokenizer_config(manifest: Manifest, *required: str) -> TokenizerConfig:
     """The manifest's ``tokenizer_config`` (special-token ids, clean-up flag); raise if a required key is missing."""
-    config = manifest.data.get("tokenizer_config") or {}
+    config = manifest.tokenizer_config or TokenizerConfig()
     missing = [k for k in required if config.get(k) is None]
     if missing:
         raise ManifestError(

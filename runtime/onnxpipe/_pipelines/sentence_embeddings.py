@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._manifest import Pooling
 from ._base import Pipeline
 
 _POOLING = ("mean", "cls", "max")
@@ -29,26 +30,26 @@ class SentenceEmbeddingsPipeline(Pipeline):
             return results[0]
         if results:
             return np.stack(results)
-        return np.zeros((0, int(self.model.manifest.data.get("hidden_size", 0))), np.float32)
+        return np.zeros((0, self.model.manifest.hidden_size or 0), np.float32)
 
     @cached_property
-    def _pooling(self) -> dict[str, Any]:
+    def _pooling(self) -> Pooling:
         # Checked when called (a cached_property that raises caches nothing), so a bad manifest fails each call.
-        pooling = self.model.manifest.data.get("pooling") or {"mode": "mean", "normalize": True}
-        if pooling["mode"] not in _POOLING:
-            raise ValueError(f"manifest pooling mode {pooling['mode']!r} is not one of {list(_POOLING)}")
+        pooling = self.model.manifest.pooling or Pooling()
+        if pooling.mode not in _POOLING:
+            raise ValueError(f"manifest pooling mode {pooling.mode!r} is not one of {list(_POOLING)}")
         return pooling
 
     def _sanitize_parameters(self, normalize: bool | None = None, truncation: bool = True, **kwargs: Any):
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; sentence-embeddings takes normalize, truncation")
-        norm = self._pooling.get("normalize", True) if normalize is None else normalize
+        norm = self._pooling.normalize if normalize is None else normalize
         return {"truncation": truncation}, {"normalize": bool(norm)}
 
     def postprocess(self, outputs, feeds) -> list[np.ndarray]:
         hidden = outputs["last_hidden_state"].astype(np.float32)
         mask = feeds["attention_mask"][:, :, None].astype(np.float32)
-        mode = self._pooling["mode"]
+        mode = self._pooling.mode
         if mode == "mean":
             vectors = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         elif mode == "cls":

@@ -84,10 +84,10 @@ class TextClassificationPipeline(Pipeline):
 
     @cached_property
     def _function(self) -> str:
-        data = self.model.manifest.data
-        if data.get("problem_type") == "regression":
+        problem_type = self.model.manifest.problem_type
+        if problem_type == "regression":
             return "none"
-        if data.get("problem_type") == "multi_label_classification" or len(self.model.labels) == 1:
+        if problem_type == "multi_label_classification" or len(self.model.labels) == 1:
             return "sigmoid"
         return "softmax"
 

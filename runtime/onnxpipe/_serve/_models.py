@@ -32,7 +32,7 @@ class ServedModel:
 
     def info(self) -> dict[str, Any]:
         """The manifest figures ``GET /info`` shows for this model."""
-        data = self.manifest.data
+        data = self.manifest.to_dict()
         keep = ("architecture", "format_version", "hidden_size", "max_length", "labels", "pooling", "problem_type",
                 "validation_data")
         out = {k: data[k] for k in keep if k in data}
@@ -66,7 +66,7 @@ def load_model(name: str, path: str, device: str = "cpu", precision: str | None 
     if max_input_length is not None and max_input_length < tokenizer.model_max_length:
         # The runtime's own input policy then truncates, or refuses with InputTooLongError, at the server's cap.
         tokenizer = AutoTokenizer(tokenizer.backend.to_str(), max_input_length, manifest.inputs,
-                                  manifest.data.get("pad_token_id", 0))
+                                  manifest.pad_token_id)
     served = ServedModel(name, manifest, model)
     for task, t in TABLE.items():
         if folder_task(task) in manifest.tasks:
