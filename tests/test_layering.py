@@ -42,3 +42,15 @@ def test_export_command_is_registered_through_the_entry_point():
     from onnxpipe._cli import build_parser
 
     assert "export" in build_parser()._subparsers._group_actions[0].choices
+
+
+def test_the_export_stage_uses_the_runtime_through_its_shared_module_only():
+    allowed = {"onnxpipe", "onnxpipe.errors", "onnxpipe._for_export"}
+    hits = []
+    for path in sorted((ROOT / "export").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            hits += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
+                     if n.startswith("onnxpipe") and not n.startswith("onnxpipe_export") and n not in allowed]
+    assert not hits, f"the export stage reaches into private runtime modules (add them to onnxpipe._for_export): {hits}"

@@ -80,7 +80,8 @@ def test_null_optional_keys_read_as_absent(data, key):
 def test_a_changed_copy_leaves_the_original_alone():
     manifest = Manifest.from_json(TEXT, MINILM)
     other = replace(manifest, variants={**manifest.variants, "int8": Variant("search/x.onnx")})
-    assert manifest.variants["int8"].file == "onnx/model_quantized.onnx" and other.variants["int8"].file == "search/x.onnx"
+    assert manifest.variants["int8"].file == "onnx/model_quantized.onnx"
+    assert other.variants["int8"].file == "search/x.onnx"
     with pytest.raises(AttributeError):
         manifest.task = "fill-mask"  # type: ignore[misc]
 

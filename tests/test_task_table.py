@@ -79,15 +79,21 @@ def _parse(*argv: str) -> argparse.Namespace:
 @pytest.mark.parametrize("name", [n for n, t in TABLE.items() if t.options])
 def test_cli_options_come_from_the_table(name):
     t = TABLE[name]
+    def argv_of(o):
+        return [o.flag] if o.store_true else [o.flag, (o.choices or ("x",))[0]]
+
+    required = [a for r in t.options if r.required for a in argv_of(r)]
+    if required:
+        with pytest.raises(ValueError, match=f"{name} needs {required[0]}"):
+            task_kwargs(name, _parse())
     for o in t.options:
-        argv = [o.flag] if o.store_true else [o.flag, (o.choices or ("x",))[0]]
-        args = _parse(*argv)
+        args = _parse(*(required if o.required else [*required, *argv_of(o)]))
         if o.implies_task:
             assert implied_task(args) == name
         if t.cli_input != "question-context":
             assert o.kwarg in task_kwargs(name, args)
         other = next(n for n in TABLE if n != name and not any(x.flag == o.flag for x in TABLE[n].options))
-        with pytest.raises(ValueError, match=f"{o.flag} is for {name}"):
+        with pytest.raises(ValueError, match=f"is for {name}, not {other}"):
             task_kwargs(other, args)
 
 

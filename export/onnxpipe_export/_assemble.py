@@ -15,8 +15,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from onnxpipe._manifest import (
+from onnxpipe._for_export import (
     FORMAT_VERSION,
+    GRAPHS,
     MANIFEST_NAME,
     Manifest,
     Pooling,
@@ -24,7 +25,6 @@ from onnxpipe._manifest import (
     file_entry,
     sha256_file,
 )
-from onnxpipe._tasks import GRAPHS
 
 from ._registry import HEADS
 from ._variants import VARIANT_FILES

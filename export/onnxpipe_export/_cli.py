@@ -13,7 +13,7 @@ from ._int8_recipes import DEFAULT_INT8, INT8_CANDIDATES
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``export`` subcommand to the ``onnxpipe`` parser."""
-    from onnxpipe._tasks import export_task_names
+    from onnxpipe._for_export import export_task_names
 
     e = sub.add_parser("export", help="turn a PyTorch checkpoint into a model folder (needs onnxpipe[export])")
     e.add_argument("source", help="checkpoint folder or hub model id")
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from onnxpipe._cli import cmd_info
+    from onnxpipe._for_export import cmd_info
     from onnxpipe.errors import ExportExtraMissingError
 
     from . import export, require_extra

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from onnxpipe._tokenizer import AutoTokenizer
+from onnxpipe._for_export import AutoTokenizer
 from onnxpipe.errors import ExportError
 from tqdm.auto import tqdm
 

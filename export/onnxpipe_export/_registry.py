@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from onnxpipe._tasks import GRAPHS, TABLE, export_task_names, served_tasks
+from onnxpipe._for_export import GRAPHS, TABLE, export_task_names, served_tasks
 from onnxpipe.errors import ExportError, UnsupportedArchitectureError
 
 # The tasks themselves (names, aliases, graphs and their outputs, which tasks a folder serves) are the

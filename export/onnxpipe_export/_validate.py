@@ -11,10 +11,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from onnxpipe._manifest import Manifest
-from onnxpipe._model import OnnxModel
-from onnxpipe._tasks import GRAPHS
-from onnxpipe._tokenizer import AutoTokenizer
+from onnxpipe._for_export import Manifest
+from onnxpipe._for_export import OnnxModel
+from onnxpipe._for_export import GRAPHS
+from onnxpipe._for_export import AutoTokenizer
 from onnxpipe.errors import ExportError, ValidationError
 
 from ._sentences import VALIDATION_SENTENCES

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from onnxpipe._manifest import Variant
+from onnxpipe._for_export import Variant
 
 VARIANT_FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model_quantized.onnx", "fp16": "onnx/model_fp16.onnx"}
 FP16_NOTE = "fp16 weights, fp32 inputs/outputs; meant for CUDA"

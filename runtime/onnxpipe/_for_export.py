@@ -1,0 +1,36 @@
+"""What the export stage uses of the runtime, in one place: the model-folder contract (the typed manifest),
+the task table, and the runtime's own session, tokenizer and batching, through which an export validates and
+times what it writes. The export stage imports nothing else of the runtime but ``onnxpipe``'s public names
+and ``onnxpipe.errors`` (tests/test_layering.py checks it); anything it needs is re-exported here.
+"""
+
+from __future__ import annotations
+
+from ._batching import plan_batches
+from ._bench import machine_info
+from ._cli import cmd_info
+from ._manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, Pooling, Variant, file_entry, sha256_file
+from ._model import OnnxModel
+from ._pipelines._base import DEFAULT_BATCH_TOKENS
+from ._tasks import GRAPHS, TABLE, export_task_names, served_tasks
+from ._tokenizer import AutoTokenizer
+
+__all__ = [
+    "AutoTokenizer",
+    "DEFAULT_BATCH_TOKENS",
+    "FORMAT_VERSION",
+    "GRAPHS",
+    "MANIFEST_NAME",
+    "Manifest",
+    "OnnxModel",
+    "Pooling",
+    "TABLE",
+    "Variant",
+    "cmd_info",
+    "export_task_names",
+    "file_entry",
+    "machine_info",
+    "plan_batches",
+    "sha256_file",
+    "served_tasks",
+]
