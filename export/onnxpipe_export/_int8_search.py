@@ -28,12 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxpipe._for_export import plan_batches
-from onnxpipe._for_export import machine_info
-from onnxpipe._for_export import Manifest
-from onnxpipe._for_export import OnnxModel
-from onnxpipe._for_export import DEFAULT_BATCH_TOKENS as BATCH_TOKENS  # time batches as the runtime cuts them
-from onnxpipe._for_export import AutoTokenizer
+from onnxpipe._for_export import (
+    DEFAULT_BATCH_TOKENS as BATCH_TOKENS,  # time batches as the runtime cuts them
+    AutoTokenizer,
+    Manifest,
+    OnnxModel,
+    machine_info,
+    plan_batches,
+)
 
 from ._optimize import DEFAULT_INT8, INT8_CANDIDATES, quantize_int8, recipe_named
 from ._validate import label_figures

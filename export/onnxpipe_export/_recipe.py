@@ -18,9 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from onnxpipe._for_export import AutoTokenizer
 from onnxpipe.errors import ExportError
-from tqdm.auto import tqdm
 
 from ._output import check_space, file_errors, fsync_tree, place, prepare, staging
 from ._registry import canonical_export_task, folder_tasks

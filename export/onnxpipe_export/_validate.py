@@ -11,10 +11,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from onnxpipe._for_export import Manifest
-from onnxpipe._for_export import OnnxModel
-from onnxpipe._for_export import GRAPHS
-from onnxpipe._for_export import AutoTokenizer
+from onnxpipe._for_export import GRAPHS, AutoTokenizer, Manifest, OnnxModel
 from onnxpipe.errors import ExportError, ValidationError
 
 from ._sentences import VALIDATION_SENTENCES

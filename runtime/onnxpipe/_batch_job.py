@@ -12,11 +12,12 @@ from __future__ import annotations
 import importlib
 import io
 import posixpath
-from pathlib import Path
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,8 +35,8 @@ from ._factory import pipeline
 from ._inputs import clean_text
 from ._manifest import load_manifest
 from ._pipelines import Pipeline
-from ._tasks import canonical_task
 from ._resolve import resolve_model
+from ._tasks import canonical_task
 from .errors import BatchJobError, OnnxpipeError
 
 # The pipeline's own chunk size (Pipeline.__init__'s default): a batch of this many rows is one chunk, so the
@@ -256,7 +257,7 @@ class BatchJob:
     @classmethod
     def create(cls, model: Any, task: str | None = None, column: str | None = None, pair_column: str | None = None,
                on_error: str = "skip", prefix: str = "", precision: str | None = None, batch_size: int = 32,
-               verify: bool = True, **kwargs: Any) -> "BatchJob":
+               verify: bool = True, **kwargs: Any) -> BatchJob:
         """Check the arguments once, on the driver, before any data moves; ``task`` defaults to the folder's."""
         folder = resolve_model(model)
         if task is None:
@@ -383,7 +384,7 @@ class AtomicParquetWriter:
         self.writer.write_table(table)
         self.rows += table.num_rows
 
-    def __enter__(self) -> "AtomicParquetWriter":
+    def __enter__(self) -> AtomicParquetWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

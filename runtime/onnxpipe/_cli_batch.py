@@ -13,8 +13,8 @@ import sys
 
 from ._cli_tasks import add_task_arguments, task_kwargs
 from ._manifest import load_manifest
-from ._tasks import canonical_task
 from ._resolve import resolve_model
+from ._tasks import canonical_task
 
 _PIP = {"local": "pip install 'onnxpipe[batch]'", "ray": "pip install 'onnxpipe[ray]'"}
 

@@ -34,7 +34,8 @@ single input; tasks whose transformers counterpart returns another shape overrid
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from tokenizers import Encoding
@@ -44,7 +45,6 @@ from .._inputs import as_text_list, clean_text, int_option, truncation_flag
 from .._model import _NOT_PICKLABLE, OnnxModel
 from .._tokenizer import AutoTokenizer
 from ..errors import InputTooLongError, NonFiniteOutputError
-
 
 # Padded tokens per batch at most. Measured on minilm-sst2 int8, 2-core AVX-512 VNNI (bench/README.md): SST-2
 # dev as one list ran at 385 sentences/s with 16384, 663/s with 1024 (663/s with 512), and peak RSS at batch 128

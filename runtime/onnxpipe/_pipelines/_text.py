@@ -3,7 +3,8 @@ fast tokenizers decode (Rust decode, then the optional English space clean-up), 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -6,7 +6,8 @@ The masked-LM graph returns tokens x vocabulary logits, so a batch holds at most
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -6,7 +6,8 @@ merging of equal answers across windows follow its QuestionAnsweringPipeline, so
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -7,7 +7,8 @@ included, because users compare the two outputs. ``stride`` runs long texts in o
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

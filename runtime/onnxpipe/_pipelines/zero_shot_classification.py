@@ -7,7 +7,8 @@ finds it; each input becomes one premise/hypothesis pair per candidate label, ba
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
