@@ -117,7 +117,12 @@ def load_optimum(spec: Spec, paths: dict[str, Path]) -> Engine:
     except ImportError as e:
         raise Unavailable(f"optimum.onnxruntime not importable: {e}") from e
     recipe = spec.options.get("recipe")  # None: onnxpipe's own file; "O2"/"O3": Optimum's recipe, built by prepare.py
-    folder = paths["model"] if recipe is None else _cached(paths["cache"] / f"optimum-{spec.task}-{recipe}")
+    if recipe is not None:
+        from prepare import optimum_int8_config  # the config prepare.py built for this CPU
+
+        folder = _cached(paths["cache"] / f"optimum-{spec.task}-{recipe}-{optimum_int8_config()}")
+    else:
+        folder = paths["model"]
     file_name = VARIANT_FILES[spec.precision] if recipe is None else "model_optimized_quantized.onnx"
     if not (folder / file_name).is_file():
         raise Unavailable(f"{folder / file_name} missing (run bench/prepare.py)")

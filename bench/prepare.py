@@ -1,7 +1,8 @@
 """Build what the foreign engines need from the same sources, once, into the cache folder (bench/.cache/).
 
 - Optimum's own recipe (engine b): export the checkpoint with ORTModel, ORTOptimizer O2 / O3, then
-  ORTQuantizer with AutoQuantizationConfig.avx512_vnni(is_static=False) (Optimum's defaults: per-channel).
+  ORTQuantizer with AutoQuantizationConfig.avx512_vnni(is_static=False) on VNNI CPUs, .avx2 elsewhere
+  (Optimum's defaults: per-channel).
 - fastembed (engine c): a folder whose ONNX files are symlinks to the very files onnxpipe loads, beside the
   tokenizer files fastembed insists on.
 - CTranslate2 (engine f): the feature-extraction checkpoint converted to an int8 encoder.
@@ -70,6 +71,15 @@ def _default_tensor_type():
         oq.ONNXQuantizer = original
 
 
+def optimum_int8_config() -> str:
+    """Optimum's own quantization config for this CPU: avx512_vnni (s8 weights) where the CPU has VNNI, else avx2
+    (u8 weights): on AVX2-only CPUs onnxruntime's u8 x s8 kernel saturates (README "INT8 and the CPU"), and the
+    avx512_vnni file then gave wrong labels on the tiny test model, which is no fair engine (b)."""
+    from onnxpipe._bench import machine_info
+
+    return "avx512_vnni" if {"avx512_vnni", "avx_vnni"} & set(machine_info()["simd_flags"]) else "avx2"
+
+
 def optimum_recipe(checkpoint: Path, task: str, level: str):
     def build(tmp: Path) -> None:
         from optimum.onnxruntime import (
@@ -88,7 +98,7 @@ def optimum_recipe(checkpoint: Path, task: str, level: str):
         optimizer.optimize(getattr(AutoOptimizationConfig, level)(), save_dir=tmp)
         quantizer = ORTQuantizer.from_pretrained(tmp, file_name="model_optimized.onnx")
         with _default_tensor_type():
-            quantizer.quantize(AutoQuantizationConfig.avx512_vnni(is_static=False), save_dir=tmp)
+            quantizer.quantize(getattr(AutoQuantizationConfig, optimum_int8_config())(is_static=False), save_dir=tmp)
         AutoTokenizer.from_pretrained(str(checkpoint)).save_pretrained(tmp)
         if not (tmp / "model_optimized_quantized.onnx").is_file():
             raise FileNotFoundError(f"the quantizer wrote {sorted(p.name for p in tmp.iterdir())}")
@@ -122,7 +132,7 @@ def prepare(cache: Path, model: Path, checkpoint: Path, fe_model: Path | None, f
     cache.mkdir(parents=True, exist_ok=True)
     print(f"preparing foreign-engine artifacts in {cache}")
     for level in optimum_levels:
-        _step(cache / f"optimum-cls-{level}", optimum_recipe(checkpoint, "cls", level))
+        _step(cache / f"optimum-cls-{level}-{optimum_int8_config()}", optimum_recipe(checkpoint, "cls", level))
     if fe_model is not None and fe_checkpoint is not None and not (fe_model / "manifest.json").is_file():
         # No feature-extraction folder yet: export one (int8 + fp32) with onnxpipe's own export stage.
         from onnxpipe_export import export
@@ -131,7 +141,7 @@ def prepare(cache: Path, model: Path, checkpoint: Path, fe_model: Path | None, f
         export(str(fe_checkpoint), task="feature-extraction", out=fe_model, precisions="int8,fp32", progress=False)
     if fe_model is not None and fe_checkpoint is not None:
         for level in optimum_levels:
-            _step(cache / f"optimum-fe-{level}", optimum_recipe(fe_checkpoint, "fe", level))
+            _step(cache / f"optimum-fe-{level}-{optimum_int8_config()}", optimum_recipe(fe_checkpoint, "fe", level))
         for p in ("int8", "fp32"):  # symlinks: rebuilt every time so they never point at a stale file
             _step(cache / f"fastembed-{p}", fastembed_folder(fe_model, fe_checkpoint, p), rebuild=True)
         _step(cache / "ct2-int8", ct2_int8(fe_checkpoint))

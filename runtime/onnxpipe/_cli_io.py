@@ -84,13 +84,26 @@ class InputLines:
 
 
 def binary_stdin() -> Any:
-    # A replaced sys.stdin without a byte layer (an embedding app, io.StringIO) is read as UTF-8 bytes too.
     buffer = getattr(sys.stdin, "buffer", None)
-    if buffer is not None:
-        return buffer
-    import io
+    return buffer if buffer is not None else _TextAsBytes(sys.stdin)
 
-    return io.BytesIO(sys.stdin.read().encode("utf-8", errors="surrogatepass"))
+
+class _TextAsBytes:
+    """A replaced sys.stdin without a byte layer (an embedding app, io.StringIO) read as UTF-8 bytes, a line at
+    a time as the producer delivers them (reading it whole first would answer nothing before the input ends)."""
+
+    def __init__(self, text: Any):
+        self._lines = iter(text)
+        self._rest = b""
+
+    def readline(self, size: int = -1) -> bytes:
+        if not self._rest:
+            self._rest = next(self._lines, "").encode("utf-8", errors="surrogatepass")
+        cut = len(self._rest) if size < 0 else size
+        newline = self._rest.find(b"\n", 0, cut)
+        cut = newline + 1 if newline >= 0 else cut
+        piece, self._rest = self._rest[:cut], self._rest[cut:]
+        return piece
 
 
 class OutputError(OSError):
