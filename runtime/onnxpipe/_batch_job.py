@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -144,7 +145,7 @@ DEFAULT_COLUMNS: dict[str, tuple[str, str | None]] = {"question-answering": ("qu
 
 
 # -- outputs per task: results (None where the row failed) -> typed Arrow columns ------------------------
-def _col(values: list, type_: pa.DataType) -> pa.Array:
+def _col(values: list[Any], type_: pa.DataType) -> pa.Array:
     return pa.array(values, type=type_)
 
 
@@ -157,18 +158,18 @@ def _ranked_columns(ranked: list[list[tuple[str, float]] | None], all_ranks: boo
     return cols
 
 
-def _classification(results: list, ctx: dict) -> dict[str, pa.Array]:
+def _classification(results: list[Any], ctx: dict[str, Any]) -> dict[str, pa.Array]:
     rows = [None if r is None else [(x["label"], float(x["score"])) for x in (r if isinstance(r, list) else [r])]
             for r in results]
     return _ranked_columns(rows, "top_k" in ctx["kwargs"])
 
 
-def _zero_shot(results: list, ctx: dict) -> dict[str, pa.Array]:
+def _zero_shot(results: list[Any], ctx: dict[str, Any]) -> dict[str, pa.Array]:
     rows = [None if r is None else list(zip(r["labels"], map(float, r["scores"]))) for r in results]
     return _ranked_columns(rows, True)
 
 
-def _embeddings(results: list, ctx: dict) -> dict[str, pa.Array]:
+def _embeddings(results: list[Any], ctx: dict[str, Any]) -> dict[str, pa.Array]:
     dim = ctx["hidden_size"] or next((len(r) for r in results if r is not None), 0)
     flat = np.zeros((len(results), dim), np.float32)
     for i, r in enumerate(results):
@@ -178,7 +179,7 @@ def _embeddings(results: list, ctx: dict) -> dict[str, pa.Array]:
     return {"embedding": pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), dim, mask=mask)}
 
 
-def _hidden_states(results: list, ctx: dict) -> dict[str, pa.Array]:
+def _hidden_states(results: list[Any], ctx: dict[str, Any]) -> dict[str, pa.Array]:
     return {"hidden_states": _col([None if r is None else r[0] for r in results], pa.list_(pa.list_(pa.float32())))}
 
 
@@ -188,7 +189,7 @@ _ENTITY_GROUPS = pa.list_(pa.struct([("entity_group", pa.string()), ("score", pa
                                      ("start", pa.int64()), ("end", pa.int64())]))
 
 
-def _entities(results: list, ctx: dict) -> dict[str, pa.Array]:
+def _entities(results: list[Any], ctx: dict[str, Any]) -> dict[str, pa.Array]:
     grouped = (ctx["kwargs"].get("aggregation_strategy") or "none") != "none"
     type_ = _ENTITY_GROUPS if grouped else _ENTITY_TOKENS
     names = [f.name for f in type_.value_type]
@@ -200,7 +201,7 @@ def _entities(results: list, ctx: dict) -> dict[str, pa.Array]:
 _ANSWER = pa.struct([("answer", pa.string()), ("score", pa.float64()), ("start", pa.int64()), ("end", pa.int64())])
 
 
-def _answers(results: list, ctx: dict) -> dict[str, pa.Array]:
+def _answers(results: list[Any], ctx: dict[str, Any]) -> dict[str, pa.Array]:
     rows = [None if r is None else [{**a, "score": float(a["score"])} for a in (r if isinstance(r, list) else [r])]
             for r in results]
     if (ctx["kwargs"].get("top_k") or 1) > 1:  # the pipeline reads top_k=None as 1
@@ -214,12 +215,12 @@ _FILL = pa.list_(pa.struct([("score", pa.float64()), ("token", pa.int64()), ("to
                             ("sequence", pa.string())]))
 
 
-def _fill_mask(results: list, ctx: dict) -> dict[str, pa.Array]:
+def _fill_mask(results: list[Any], ctx: dict[str, Any]) -> dict[str, pa.Array]:
     rows = [None if r is None else [{**o, "score": float(o["score"])} for o in r] for r in results]
     return {"predictions": _col(rows, _FILL)}
 
 
-OUTPUTS: dict[str, Callable[[list, dict], dict[str, pa.Array]]] = {
+OUTPUTS: dict[str, Callable[[list[Any], dict[str, Any]], dict[str, pa.Array]]] = {
     "text-classification": _classification,
     "zero-shot-classification": _zero_shot,
     "sentence-embeddings": _embeddings,
@@ -301,7 +302,7 @@ class BatchJob:
             raise BatchJobError(f"the output columns {clash} are already input columns; pass a prefix "
                                 "(--prefix pred_) or rename them in the input")
 
-    def _items(self, table: pa.Table, raw: Callable[[str], list] | None) -> tuple[list[Any], list[str | None]]:
+    def _items(self, table: pa.Table, raw: Callable[[str], list[Any]] | None) -> tuple[list[Any], list[str | None]]:
         """The pipeline inputs of the rows, and per row the runtime's input-check error (or None)."""
         self.check_columns(table.column_names)
         values = raw or (lambda name: table.column(name).to_pylist())
@@ -335,11 +336,11 @@ class BatchJob:
         mid = len(items) // 2
         return self._run(pipe, items[:mid]) + self._run(pipe, items[mid:])
 
-    def _columns(self, pipe: Pipeline, results: list) -> dict[str, pa.Array]:
+    def _columns(self, pipe: Pipeline, results: list[Any]) -> dict[str, pa.Array]:
         ctx = {"kwargs": self.kwargs, "hidden_size": pipe.model.manifest.hidden_size or 0}
         return {self.prefix + k: v for k, v in OUTPUTS[self.task](results, ctx).items()}
 
-    def process(self, pipe: Pipeline, table: pa.Table, raw: Callable[[str], list] | None = None) -> pa.Table:
+    def process(self, pipe: Pipeline, table: pa.Table, raw: Callable[[str], list[Any]] | None = None) -> pa.Table:
         """The input table with the task's output columns and an ``error`` column appended. ``raw(name)``, if
         given, reads a column's original values (a Ray numpy/pandas batch) instead of the Arrow table's."""
         items, errors = self._items(table, raw)
@@ -387,7 +388,8 @@ class AtomicParquetWriter:
     def __enter__(self) -> AtomicParquetWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is None and self.writer is None:
             raise BatchJobError("the input has no rows; nothing was written")
         if self.writer is not None:
@@ -402,13 +404,17 @@ class AtomicParquetWriter:
 
 
 # -- engines ----------------------------------------------------------------------------------------------
-def _local_engine(job: BatchJob, path: str, fmt: str, batch_rows: int, threads: int | None, **_: Any):
+def _local_engine(job: BatchJob, path: str, fmt: str, batch_rows: int, threads: int | None,
+                  **_: Any) -> Iterator[pa.Table]:
     pipe = job.build_pipeline(threads)
     return (job.process(pipe, t) for t in read_local(path, fmt, batch_rows))
 
 
-def _ray_engine(job: BatchJob, path: str, fmt: str, batch_rows: int, threads: int | None, **options: Any):
-    return importlib.import_module("onnxpipe.ray").ray_tables(job, path, fmt, batch_rows, **options)
+def _ray_engine(job: BatchJob, path: str, fmt: str, batch_rows: int, threads: int | None,
+                **options: Any) -> Iterator[pa.Table]:
+    tables: Iterator[pa.Table] = importlib.import_module("onnxpipe.ray").ray_tables(job, path, fmt, batch_rows,
+                                                                                     **options)
+    return tables
 
 
 ENGINES: dict[str, Callable[..., Iterator[pa.Table]]] = {"local": _local_engine, "ray": _ray_engine}

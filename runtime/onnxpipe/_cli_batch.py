@@ -52,7 +52,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b = sub.add_parser("batch", help="run a task over a Parquet/JSONL/CSV/text file into Parquet, here or on Ray "
                                      "(needs onnxpipe[batch] or onnxpipe[ray])")
     b.add_argument("model", help="model folder or name")

@@ -39,7 +39,8 @@ def assigned_cpus() -> int | None:
     if not ray.is_initialized():
         return None
     try:
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        # Ray leaves get_assigned_resources unannotated.
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")  # type: ignore[no-untyped-call]
     except AssertionError:  # Ray's way of saying "the driver, not a worker": no assignment to follow
         return None
     return max(1, round(cpus)) if cpus else None
@@ -119,7 +120,7 @@ def ray_tables(job: BatchJob, path: str, fmt: str, batch_rows: int, actors: int 
     needed = actors * cpus_per_actor + 1
     started = not ray.is_initialized()
     if started:
-        common = {"include_dashboard": False, "log_to_driver": False}
+        common: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         try:  # RAY_ADDRESS, else a `ray start` head on this machine
             ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", **common)
         except ConnectionError:
@@ -128,7 +129,7 @@ def ray_tables(job: BatchJob, path: str, fmt: str, batch_rows: int, actors: int 
             # None running: a Ray started here counts at least `needed` logical CPUs (reading is light next
             # to inference, so one logical CPU beyond the cores for it is fair).
             ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), **common)
-    total = ray.cluster_resources().get("CPU", 0)
+    total = ray.cluster_resources().get("CPU", 0)  # type: ignore[no-untyped-call]  # unannotated in Ray
     if total < needed:
         if started:
             ray.shutdown()

@@ -35,7 +35,7 @@ single input; tasks whose transformers counterpart returns another shape overrid
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from tokenizers import Encoding
@@ -69,7 +69,7 @@ class Pipeline:
         self.max_batch_tokens = int_option("max_batch_tokens", max_batch_tokens)
         self.chunk_size = int_option("chunk_size", chunk_size)
 
-    def __getstate__(self):  # pickling refused (see _NOT_PICKLABLE); nothing here ever unpickles
+    def __getstate__(self) -> NoReturn:  # pickling refused (see _NOT_PICKLABLE); nothing here ever unpickles
         raise TypeError(_NOT_PICKLABLE.format(what=f"a {type(self).__name__}", how="pipeline(...)"))
 
     # -- per-task hooks -------------------------------------------------------------------------------
@@ -83,7 +83,8 @@ class Pipeline:
         """Return (was a single input, the list of inputs)."""
         return as_text_list(inputs, "inputs")
 
-    def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True) -> list[tuple[Any, list[Encoding]]]:
+    def preprocess(self, items: Sequence[Any], offset: int,
+                   truncation: bool = True) -> list[tuple[Any, list[Encoding]]]:
         texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
         encodings = self.tokenizer.encode_batch(texts, truncation=truncation, bounded=True)
         if not truncation:
@@ -146,7 +147,7 @@ class Pipeline:
         if chunk:
             yield from self._run_chunk(chunk, offset, pre, post)
 
-    def _run_chunk(self, items: list[Any], offset: int, pre: dict, post: dict) -> list[Any]:
+    def _run_chunk(self, items: list[Any], offset: int, pre: dict[str, Any], post: dict[str, Any]) -> list[Any]:
         prepared = self.preprocess(items, offset, **pre)
         encodings = [e for _, group in prepared for e in group]
         rows: list[Any] = [None] * len(encodings)
@@ -165,7 +166,8 @@ class Pipeline:
             start = end
         return results
 
-    def _name_inputs(self, error: NonFiniteOutputError, encoding_ids: list[int], prepared: list,
+    def _name_inputs(self, error: NonFiniteOutputError, encoding_ids: list[int],
+                     prepared: list[tuple[Any, list[Encoding]]],
                      offset: int) -> NonFiniteOutputError:
         """``error`` naming the inputs (``offset`` + index in ``prepared``) that own the given encodings."""
         owner = [k for k, (_, group) in enumerate(prepared) for _ in group]

@@ -6,10 +6,14 @@ index 0 always pass; zero-score spans can fill top_k), because answers must equa
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
-def select_starts_ends(start, end, p_mask, attention_mask, min_null_score, top_k, handle_impossible, max_answer_len):
+def select_starts_ends(start: np.ndarray, end: np.ndarray, p_mask: np.ndarray, attention_mask: np.ndarray,
+                       min_null_score: float, top_k: int, handle_impossible: bool,
+                       max_answer_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     undesired_tokens = np.abs(np.array(p_mask) - 1) & attention_mask
     undesired_tokens_mask = undesired_tokens == 0.0
     start = np.where(undesired_tokens_mask, -10000.0, start)
@@ -25,10 +29,12 @@ def select_starts_ends(start, end, p_mask, attention_mask, min_null_score, top_k
     return starts, ends, scores, min_null_score
 
 
-def decode_spans(start, end, topk, max_answer_len, undesired_tokens):
+def decode_spans(start: np.ndarray, end: np.ndarray, topk: int, max_answer_len: int,
+                 undesired_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     outer = np.matmul(np.expand_dims(start, -1), np.expand_dims(end, 1))
     candidates = np.tril(np.triu(outer), max_answer_len - 1)
     scores_flat = candidates.flatten()
+    idx_sort: list[Any] | np.ndarray
     if topk == 1:
         idx_sort = [np.argmax(scores_flat)]
     elif len(scores_flat) < topk:

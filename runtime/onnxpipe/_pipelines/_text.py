@@ -37,11 +37,13 @@ def clean_up(text: str) -> str:
 def softmax(x: np.ndarray) -> np.ndarray:
     """Softmax over the last axis, shifted by the maximum so large logits cannot overflow."""
     e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    out: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return out
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-x))
+    return out
 
 
 class Decoder:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from tokenizers import Encoding
 
 from ._base import Pipeline
 
@@ -21,16 +22,20 @@ class FeatureExtractionPipeline(Pipeline):
     task = "feature-extraction"
     output_names = ("last_hidden_state",)
 
-    def _sanitize_parameters(self, return_tensors: bool = False, truncation: bool = True, **kwargs: Any):
+    def _sanitize_parameters(self, return_tensors: bool = False, truncation: bool = True,
+                             **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; feature-extraction takes return_tensors, "
                             "truncation")
         return {"truncation": truncation}, {"return_tensors": bool(return_tensors)}
 
-    def postprocess(self, outputs, feeds) -> list[np.ndarray]:
+    def postprocess(self, outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         hidden = outputs["last_hidden_state"]
         lengths = feeds["attention_mask"].sum(axis=1)
         return [np.ascontiguousarray(hidden[i : i + 1, : int(n)], dtype=np.float32) for i, n in enumerate(lengths)]
 
-    def gather(self, info, encodings, rows, return_tensors=False) -> Any:
+    def gather(  # type: ignore[override]  # takes only the gather params its _sanitize_parameters returns
+        self, info: None, encodings: list[Encoding], rows: list[np.ndarray],
+        return_tensors: bool = False,
+    ) -> Any:
         return rows[0] if return_tensors else rows[0].tolist()

@@ -7,9 +7,10 @@ The masked-LM graph returns tokens x vocabulary logits, so a batch holds at most
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from tokenizers import Encoding
 
 from .._inputs import clean_text
 from ._base import Pipeline
@@ -34,7 +35,7 @@ class FillMaskPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         self.max_batch_tokens = min(self.max_batch_tokens, _MAX_BATCH_TOKENS)
         config = tokenizer_config(self.model.manifest, "mask_token_id")
-        self.mask_token, self.mask_id = config.get("mask_token"), int(config["mask_token_id"])
+        self.mask_token, self.mask_id = config.get("mask_token"), int(cast(int, config["mask_token_id"]))
         self.pad_id = self.tokenizer.pad_token_id
         self.decoder = Decoder(self.tokenizer.backend, config.get("clean_up_tokenization_spaces", False))
 
@@ -44,7 +45,7 @@ class FillMaskPipeline(Pipeline):
         return super()._finish(results, single, inputs, kwargs)
 
     def _sanitize_parameters(self, top_k: int | None = None, targets: str | list[str] | None = None,
-                             truncation: bool = False, **kwargs: Any):
+                             truncation: bool = False, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; fill-mask takes top_k, targets, truncation")
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
@@ -63,7 +64,8 @@ class FillMaskPipeline(Pipeline):
             raise ValueError(f"targets={targets!r}: none of them encodes to a token; pass words of the vocabulary")
         return np.array(ids)
 
-    def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = False) -> list:
+    def preprocess(self, items: Sequence[Any], offset: int,
+                   truncation: bool = False) -> list[tuple[None, list[Encoding]]]:
         texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
         encodings = self.tokenizer.encode_batch(texts, truncation=truncation)
         if not truncation:
@@ -74,11 +76,14 @@ class FillMaskPipeline(Pipeline):
                                  f"if any); put {self.mask_token} where the word to predict goes")
         return [(None, [e]) for e in encodings]
 
-    def postprocess(self, outputs, feeds) -> list[np.ndarray]:
+    def postprocess(self, outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         logits, ids = outputs["logits"], feeds["input_ids"]
         return [softmax(logits[i, ids[i] == self.mask_id].astype(np.float32)) for i in range(len(ids))]
 
-    def gather(self, info, encodings, rows, top_k=5, target_ids=None) -> list:
+    def gather(  # type: ignore[override]  # takes only the gather params its _sanitize_parameters returns
+        self, info: None, encodings: list[Encoding], rows: list[np.ndarray],
+        top_k: int = 5, target_ids: np.ndarray | None = None,
+    ) -> list[Any]:
         ids, probs = np.array(encodings[0].ids), rows[0]
         if target_ids is not None:
             probs, top_k = probs[:, target_ids], min(top_k, len(target_ids))

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from tokenizers import Encoding
 
 from .._inputs import clean_text, int_option
 from ._base import Pipeline
@@ -56,7 +57,8 @@ class QuestionAnsweringPipeline(Pipeline):
 
     def _sanitize_parameters(self, top_k: int | None = 1, doc_stride: int | None = None, max_answer_len: int = 15,
                              max_seq_len: int | None = None, max_question_len: int = 64,
-                             handle_impossible_answer: bool = False, align_to_words: bool = True, **kwargs: Any):
+                             handle_impossible_answer: bool = False, align_to_words: bool = True,
+                             **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         # max_question_len is accepted for compatibility: with fast tokenizers transformers ignores it too.
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; question-answering takes top_k, doc_stride, "
@@ -80,7 +82,8 @@ class QuestionAnsweringPipeline(Pipeline):
                 {"top_k": top_k, "max_answer_len": max_answer_len, "impossible": bool(handle_impossible_answer),
                  "align": bool(align_to_words)})
 
-    def preprocess(self, items: Sequence[Any], offset: int, max_seq_len: int = 384, doc_stride: int = 128) -> list:
+    def preprocess(self, items: Sequence[Any], offset: int, max_seq_len: int = 384,
+                   doc_stride: int = 128) -> list[tuple[str, list[Encoding]]]:
         pairs = []
         for i, item in enumerate(items):
             if not isinstance(item, dict) or set(item) != {"question", "context"}:
@@ -91,8 +94,8 @@ class QuestionAnsweringPipeline(Pipeline):
                 raise ValueError(f"input {offset + i}: question and context must not be empty")
             pairs.append((question, context))
         try:
-            encodings = self.tokenizer.encode_batch([q for q, _ in pairs], [c for _, c in pairs], max_length=max_seq_len,
-                                                    stride=doc_stride, strategy="only_second")
+            encodings = self.tokenizer.encode_batch([q for q, _ in pairs], [c for _, c in pairs],
+                                                    max_length=max_seq_len, stride=doc_stride, strategy="only_second")
         except BaseException as e:  # the Rust tokenizer: a question leaving no room for the context (an error),
             if not isinstance(e, Exception) and type(e).__name__ != "PanicException":  # or a stride (a panic)
                 raise
@@ -101,7 +104,11 @@ class QuestionAnsweringPipeline(Pipeline):
                              "shorten it, raise max_seq_len or lower doc_stride") from e
         return [(context, [e, *e.overflowing]) for (_, context), e in zip(pairs, encodings)]
 
-    def gather(self, context: str, encodings, rows, top_k=1, max_answer_len=15, impossible=False, align=True):
+    def gather(  # type: ignore[override]  # takes only the gather params its _sanitize_parameters returns
+        self, context: str, encodings: list[Encoding], rows: list[dict[str, np.ndarray]],
+        top_k: int = 1, max_answer_len: int = 15, impossible: bool = False, align: bool = True,
+    ) -> Any:
+        answers: list[dict[str, Any]]
         min_null_score, answers = 1000000.0, []
         for enc, row in zip(encodings, rows):
             # p_mask: 1 where an answer cannot be (question, special tokens), but the CLS token stays allowed.
@@ -136,7 +143,7 @@ def _pairs(question: Any, context: Any) -> Any:
                      "or two lists of the same length")
 
 
-def _char_span(enc, s: int, e: int, align: bool) -> tuple[int, int]:
+def _char_span(enc: Encoding, s: int, e: int, align: bool) -> tuple[int, int]:
     if align:
         try:  # whole words of the context; special tokens have no word, so fall back on token offsets
             return enc.word_to_chars(enc.token_to_word(s), 1)[0], enc.word_to_chars(enc.token_to_word(e), 1)[1]

@@ -6,6 +6,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+from tokenizers import Encoding
 
 from .._manifest import Pooling
 from ._base import Pipeline
@@ -40,13 +41,14 @@ class SentenceEmbeddingsPipeline(Pipeline):
             raise ValueError(f"manifest pooling mode {pooling.mode!r} is not one of {list(_POOLING)}")
         return pooling
 
-    def _sanitize_parameters(self, normalize: bool | None = None, truncation: bool = True, **kwargs: Any):
+    def _sanitize_parameters(self, normalize: bool | None = None, truncation: bool = True,
+                             **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; sentence-embeddings takes normalize, truncation")
         norm = self._pooling.normalize if normalize is None else normalize
         return {"truncation": truncation}, {"normalize": bool(norm)}
 
-    def postprocess(self, outputs, feeds) -> list[np.ndarray]:
+    def postprocess(self, outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         hidden = outputs["last_hidden_state"].astype(np.float32)
         mask = feeds["attention_mask"][:, :, None].astype(np.float32)
         mode = self._pooling.mode
@@ -58,7 +60,10 @@ class SentenceEmbeddingsPipeline(Pipeline):
             vectors = np.where(mask > 0, hidden, -1e9).max(axis=1)
         return list(vectors)
 
-    def gather(self, info, encodings, rows, normalize=True) -> np.ndarray:
+    def gather(  # type: ignore[override]  # takes only the gather params its _sanitize_parameters returns
+        self, info: None, encodings: list[Encoding], rows: list[np.ndarray],
+        normalize: bool = True,
+    ) -> np.ndarray:
         vector = rows[0]
         if normalize:  # the batch expression on one row: bit for bit what a batch of rows would give
             vector = (vector[None] / np.clip(np.linalg.norm(vector[None], axis=1, keepdims=True), 1e-12, None))[0]

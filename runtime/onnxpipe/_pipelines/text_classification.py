@@ -41,7 +41,7 @@ class TextClassificationPipeline(Pipeline):
         return super()._finish(results, single, inputs, kwargs)
 
     def _sanitize_parameters(self, top_k: Any = "", function_to_apply: str | None = None,
-                             truncation: bool = True, **kwargs: Any):
+                             truncation: bool = True, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; text-classification takes top_k, "
                             "function_to_apply, truncation")
@@ -55,7 +55,8 @@ class TextClassificationPipeline(Pipeline):
         return {"truncation": truncation}, {"top_k": 1 if legacy else top_k, "legacy": legacy,
                                             "function_to_apply": function_to_apply}
 
-    def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True) -> list[tuple[None, list[Encoding]]]:
+    def preprocess(self, items: Sequence[Any], offset: int,
+                   truncation: bool = True) -> list[tuple[None, list[Encoding]]]:
         singles, pairs = [], []
         for i, item in enumerate(items):
             if isinstance(item, dict):
@@ -75,8 +76,8 @@ class TextClassificationPipeline(Pipeline):
                                                                             bounded=True)):
                 out[i] = e
         if pairs:
-            encs = self.tokenizer.encode_batch([a for _, a, _ in pairs], [b for _, _, b in pairs], truncation=truncation,
-                                               bounded=True)
+            encs = self.tokenizer.encode_batch([a for _, a, _ in pairs], [b for _, _, b in pairs],
+                                               truncation=truncation, bounded=True)
             for (i, _, _), e in zip(pairs, encs):
                 out[i] = e
         if not truncation:
@@ -97,10 +98,13 @@ class TextClassificationPipeline(Pipeline):
         # The manifest never changes after load; rebuilding the dict on every call costs batch-1 latency.
         return self.model.labels
 
-    def postprocess(self, outputs, feeds) -> list[np.ndarray]:
+    def postprocess(self, outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return list(outputs["logits"].astype(np.float32))
 
-    def gather(self, info, encodings, rows, top_k=1, legacy=True, function_to_apply=None) -> Any:
+    def gather(  # type: ignore[override]  # takes only the gather params its _sanitize_parameters returns
+        self, info: None, encodings: list[Encoding], rows: list[np.ndarray],
+        top_k: int | None = 1, legacy: bool = True, function_to_apply: str | None = None,
+    ) -> Any:
         logits, labels = rows[0], self._labels
         fn = function_to_apply or self._function
         scores = softmax(logits) if fn == "softmax" else sigmoid(logits) if fn == "sigmoid" else logits

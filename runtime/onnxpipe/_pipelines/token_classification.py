@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from tokenizers import Encoding
 
 from .._inputs import clean_text, int_option
 from ._base import Pipeline
@@ -41,7 +42,7 @@ class TokenClassificationPipeline(Pipeline):
         self.word_aware = bool(getattr(self.tokenizer.backend.model, "continuing_subword_prefix", None))
 
     def _sanitize_parameters(self, aggregation_strategy: str | None = None, ignore_labels: Sequence[str] | None = None,
-                             stride: int | None = None, **kwargs: Any):
+                             stride: int | None = None, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; token-classification takes "
                             "aggregation_strategy, ignore_labels, stride")
@@ -50,26 +51,31 @@ class TokenClassificationPipeline(Pipeline):
             raise ValueError(f"aggregation_strategy={aggregation_strategy!r}; use one of {list(STRATEGIES)}")
         if stride is not None:
             # Windows hold model_max_length tokens, special ones included; the overlap must leave one new token.
-            int_option("stride", stride, 0, self.tokenizer.model_max_length - self.tokenizer.num_special_tokens_to_add() - 1)
+            int_option("stride", stride, 0,
+                       self.tokenizer.model_max_length - self.tokenizer.num_special_tokens_to_add() - 1)
             if strategy == "none":
                 raise ValueError("stride needs an aggregation_strategy other than 'none' to merge the windows")
         ignore = ["O"] if ignore_labels is None else list(ignore_labels)
         return {"stride": stride}, {"strategy": strategy, "ignore_labels": ignore}
 
-    def preprocess(self, items: Sequence[Any], offset: int, stride: int | None = None) -> list:
+    def preprocess(self, items: Sequence[Any], offset: int,
+                   stride: int | None = None) -> list[tuple[str, list[Encoding]]]:
         texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
         encodings = self.tokenizer.encode_batch(texts, stride=stride or 0)
         return [(text, [e, *e.overflowing] if stride is not None else [e]) for text, e in zip(texts, encodings)]
 
-    def gather(self, text: str, encodings, rows, strategy="none", ignore_labels=("O",)) -> list[dict]:
-        entities: list[dict] = []
+    def gather(  # type: ignore[override]  # takes only the gather params its _sanitize_parameters returns
+        self, text: str, encodings: list[Encoding], rows: list[dict[str, np.ndarray]],
+        strategy: str = "none", ignore_labels: Sequence[str] = ("O",),
+    ) -> list[dict[str, Any]]:
+        entities: list[dict[str, Any]] = []
         for enc, row in zip(encodings, rows):
             tokens = self._tokens(text, enc, softmax(row["logits"].astype(np.float32)), strategy)
             grouped = self._aggregate(tokens, strategy)
             entities += [e for e in grouped if e.get("entity", e.get("entity_group")) not in ignore_labels]
         return _merge_windows(entities) if len(encodings) > 1 else entities
 
-    def _tokens(self, text: str, enc, scores: np.ndarray, strategy: str) -> list[dict]:
+    def _tokens(self, text: str, enc: Encoding, scores: np.ndarray, strategy: str) -> list[dict[str, Any]]:
         out = []
         for idx, (token_id, word, (start, end), special) in enumerate(
                 zip(enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask)):
@@ -90,13 +96,13 @@ class TokenClassificationPipeline(Pipeline):
         best = int(scores.argmax())
         return self.model.labels.get(best, f"LABEL_{best}"), float(scores[best])
 
-    def _aggregate(self, tokens: list[dict], strategy: str) -> list[dict]:
+    def _aggregate(self, tokens: list[dict[str, Any]], strategy: str) -> list[dict[str, Any]]:
         if strategy in ("none", "simple"):
             entities = [{"entity": label, "score": score, "index": t["index"], "word": t["word"],
                          "start": t["start"], "end": t["end"]}
                         for t in tokens for label, score in [self._label(t["scores"])]]
         else:
-            words: list[list[dict]] = []
+            words: list[list[dict[str, Any]]] = []
             for t in tokens:
                 if words and t["is_subword"]:
                     words[-1].append(t)
@@ -105,7 +111,7 @@ class TokenClassificationPipeline(Pipeline):
             entities = [self._word(w, strategy) for w in words]
         return entities if strategy == "none" else self._group(entities)
 
-    def _word(self, tokens: list[dict], strategy: str) -> dict:
+    def _word(self, tokens: list[dict[str, Any]], strategy: str) -> dict[str, Any]:
         if strategy == "first":
             scores = tokens[0]["scores"]
         elif strategy == "max":
@@ -116,8 +122,8 @@ class TokenClassificationPipeline(Pipeline):
         return {"entity": label, "score": score, "word": self.decoder.tokens_to_string([t["word"] for t in tokens]),
                 "start": tokens[0]["start"], "end": tokens[-1]["end"]}
 
-    def _group(self, entities: list[dict]) -> list[dict]:
-        groups: list[list[dict]] = []
+    def _group(self, entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        groups: list[list[dict[str, Any]]] = []
         for e in entities:
             bi, tag = _tag(e["entity"])
             if groups and bi != "B" and tag == _tag(groups[-1][-1]["entity"])[1]:
@@ -136,7 +142,7 @@ def _tag(label: str) -> tuple[str, str]:
     return "I", label  # not in B-/I- form: a continuation
 
 
-def _merge_windows(entities: list[dict]) -> list[dict]:
+def _merge_windows(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Of entities that overlap across windows keep the longest, then the higher-scoring (as transformers)."""
     if not entities:
         return entities

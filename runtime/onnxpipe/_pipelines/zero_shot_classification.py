@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from tokenizers import Encoding
 
 from .._inputs import clean_text, clean_texts
 from ._base import Pipeline
@@ -54,7 +55,7 @@ class ZeroShotClassificationPipeline(Pipeline):
 
     def _sanitize_parameters(self, candidate_labels: str | Sequence[str] | None = None,
                              hypothesis_template: str = "This example is {}.", multi_label: bool | None = None,
-                             multi_class: bool | None = None, **kwargs: Any):
+                             multi_class: bool | None = None, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; zero-shot-classification takes candidate_labels, "
                             "hypothesis_template, multi_label")
@@ -69,7 +70,9 @@ class ZeroShotClassificationPipeline(Pipeline):
         multi = bool(multi_class if multi_label is None else multi_label)  # multi_class: transformers' old name
         return ({"labels": labels, "template": hypothesis_template}, {"labels": labels, "multi_label": multi})
 
-    def preprocess(self, items: Sequence[Any], offset: int, labels: Sequence[str] = (), template: str = "") -> list:
+    def preprocess(  # type: ignore[override]  # takes the labels and template, not truncation (never truncates them)
+        self, items: Sequence[Any], offset: int, labels: Sequence[str] = (), template: str = ""
+    ) -> list[tuple[str, list[Encoding]]]:
         texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
         hypotheses = [template.format(label) for label in labels]
         premises = [t for t in texts for _ in hypotheses]
@@ -89,7 +92,10 @@ class ZeroShotClassificationPipeline(Pipeline):
         n = len(hypotheses)
         return [(text, encodings[i * n : (i + 1) * n]) for i, text in enumerate(texts)]
 
-    def gather(self, text: str, encodings, rows, labels: Sequence[str] = (), multi_label: bool = False) -> dict:
+    def gather(  # type: ignore[override]  # takes only the gather params its _sanitize_parameters returns
+        self, text: str, encodings: list[Encoding], rows: list[dict[str, np.ndarray]],
+        labels: Sequence[str] = (), multi_label: bool = False,
+    ) -> dict[str, Any]:
         logits = np.stack([row["logits"] for row in rows]).astype(np.float32)  # (labels, NLI classes)
         if multi_label or len(labels) == 1:
             contradiction_id = -1 if self.entailment_id == 0 else 0
