@@ -169,7 +169,9 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_results(server,
     for text, r in zip(texts, responses):  # each client got the result for its own text
         want = short_classifier(text, top_k=None)
         assert [x["label"] for x in r.json()] == [x["label"] for x in want], text
-        np.testing.assert_allclose([x["score"] for x in r.json()], [x["score"] for x in want], atol=2e-2)
+        # Not equal to the last digit: dynamic int8 quantizes a batch's activations with one scale, so a text's
+        # score moves with its batch-mates (0.027 seen here; issue 11). A routing mix-up moves it by far more.
+        np.testing.assert_allclose([x["score"] for x in r.json()], [x["score"] for x in want], atol=0.1)
 
 
 # -- overload and shutdown (their own servers) -----------------------------------------------------------------
