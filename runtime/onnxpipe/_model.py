@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
+from ._config import Config
 from ._contract import check_graph
 from ._manifest import Manifest, load_manifest
 from ._resolve import resolve_model
@@ -41,7 +43,16 @@ _Model = TypeVar("_Model", bound="OnnxModel")
 
 
 class ModelOutput(dict[str, np.ndarray]):
-    """Model outputs by name (``out.logits``, ``out["last_hidden_state"]``), as numpy arrays."""
+    """Model outputs by name (``out.logits``, ``out["last_hidden_state"]``) or position (``out[0]``), as
+    numpy arrays; ``to_tuple()`` as transformers' ModelOutput."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, (int, slice)):
+            return self.to_tuple()[key]
+        return super().__getitem__(key)
+
+    def to_tuple(self) -> tuple[np.ndarray, ...]:
+        return tuple(self.values())
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -85,6 +96,11 @@ class OnnxModel:
     @property
     def labels(self) -> dict[int, str]:
         return self.manifest.labels
+
+    @cached_property
+    def config(self) -> Config:
+        """The checkpoint's config.json (``config.id2label``, ``config.hidden_size``), read-only."""
+        return Config.from_folder(self.manifest.folder, self.manifest.labels)
 
     def feeds(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
         ids = np.asarray(inputs["input_ids"], dtype=np.int64)

@@ -177,6 +177,11 @@ class Pipeline:
         return self._finish(list(self.iter(items, **kwargs)), single, inputs, kwargs)
 
     @property
+    def config(self) -> Any:
+        """The model's config.json, read-only (``pipe.model.config`` is the same object)."""
+        return self.model.config
+
+    @property
     def device(self) -> str:
         return self.model.device
 
