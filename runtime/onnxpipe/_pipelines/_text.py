@@ -7,11 +7,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._tokenizer import clean_up
 from ..errors import ManifestError
 
-# transformers' PreTrainedTokenizerBase.clean_up_tokenization, in order.
-_CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
-             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
 def tokenizer_config(manifest: Any, *required: str) -> dict[str, Any]:
@@ -24,12 +22,6 @@ def tokenizer_config(manifest: Any, *required: str) -> dict[str, Any]:
             f"defines no such token, or the folder predates them); {manifest.hint()}"
         )
     return config
-
-
-def clean_up(text: str) -> str:
-    for a, b in _CLEANUPS:
-        text = text.replace(a, b)
-    return text
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
