@@ -40,10 +40,10 @@ class TextClassificationPipeline(Pipeline):
         return super()._finish(results, single, inputs, kwargs)
 
     def _sanitize_parameters(self, top_k: Any = "", function_to_apply: str | None = None,
-                             truncation: bool = True, **kwargs: Any):
+                             truncation: bool = True, return_all_scores: bool | None = None, **kwargs: Any):
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; text-classification takes top_k, "
-                            "function_to_apply, truncation")
+                            "function_to_apply, truncation, return_all_scores")
         if function_to_apply is not None:
             function_to_apply = str(function_to_apply).lower()
             if function_to_apply not in _FUNCTIONS:
@@ -51,7 +51,9 @@ class TextClassificationPipeline(Pipeline):
         legacy = top_k == ""
         if not legacy and top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k={top_k!r}; use a positive int, or None for every label")
-        return {"truncation": truncation}, {"top_k": 1 if legacy else top_k, "legacy": legacy,
+        if legacy and return_all_scores is not None:  # transformers' deprecated form: every label, old shapes
+            top_k = None if return_all_scores else 1
+        return {"truncation": truncation}, {"top_k": 1 if top_k == "" else top_k, "legacy": legacy,
                                             "function_to_apply": function_to_apply}
 
     def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True) -> list[tuple[None, list[Encoding]]]:
@@ -103,7 +105,7 @@ class TextClassificationPipeline(Pipeline):
         logits, labels = rows[0], self._labels
         fn = function_to_apply or self._function
         scores = softmax(logits) if fn == "softmax" else sigmoid(logits) if fn == "sigmoid" else logits
-        if legacy:
+        if legacy and top_k == 1:
             best = int(scores.argmax())
             return {"label": labels.get(best, f"LABEL_{best}"), "score": float(scores[best])}
         ranked = sorted(range(len(scores)), key=lambda j: -scores[j])
