@@ -108,7 +108,8 @@ class TextClassificationPipeline(Pipeline):
         if legacy and top_k == 1:
             best = int(scores.argmax())
             return {"label": labels.get(best, f"LABEL_{best}"), "score": float(scores[best])}
-        ranked = sorted(range(len(scores)), key=lambda j: -scores[j])
+        # As transformers: return_all_scores=True (legacy, every label) keeps the labels' order, unsorted.
+        ranked = range(len(scores)) if legacy else sorted(range(len(scores)), key=lambda j: -scores[j])
         if top_k is not None:
-            ranked = ranked[:top_k]
+            ranked = list(ranked)[:top_k]
         return [{"label": labels.get(j, f"LABEL_{j}"), "score": float(scores[j])} for j in ranked]
