@@ -98,6 +98,12 @@ IDIOMS = [
      lambda lib, m: list(_pipe(lib, "sentiment-analysis", m)(t for t in TEXTS))),
     ("text-classification", "generator, batch_size=2",
      lambda lib, m: list(_pipe(lib, "sentiment-analysis", m)((t for t in TEXTS), batch_size=2))),
+    ("text-classification", "max_length=6, truncation=True",
+     lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, max_length=6, truncation=True)),
+    ("text-classification", "padding='max_length'",
+     lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, padding="max_length", truncation=True)),
+    ("feature-extraction", "tokenize_kwargs", lambda lib, m: _pipe(lib, "feature-extraction", m)(
+        TEXTS, tokenize_kwargs={"truncation": True, "max_length": 6})),
     ("token-classification", "str", lambda lib, m: _pipe(lib, "ner", m)(TEXT)),
     ("token-classification", "aggregation_strategy=simple", lambda lib, m: _pipe(lib, "ner", m)(
         TEXTS, aggregation_strategy="simple")),

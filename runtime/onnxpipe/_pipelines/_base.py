@@ -91,13 +91,34 @@ class Pipeline:
             raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}")
         return {}, {}
 
+    def _tokenize_options(self, truncation: Any = True, padding: Any = None, max_length: Any = None,
+                          tokenize_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Preprocess params from transformers' tokenizer arguments of a call (``truncation``, ``max_length``,
+        ``padding``, or them in ``tokenize_kwargs``). ``padding`` is checked and has no effect: inputs are
+        padded per length-sorted batch and masked, which gives the same outputs."""
+        options = dict(tokenize_kwargs or {})
+        unknown = sorted(set(options) - {"truncation", "padding", "max_length"})
+        if unknown:
+            raise TypeError(f"tokenize_kwargs {unknown} are not supported; it takes truncation, padding, max_length")
+        truncation = options.get("truncation", truncation)
+        padding = options.get("padding", padding)
+        max_length = options.get("max_length", max_length)
+        if padding not in (None, True, False, "longest", "max_length", "do_not_pad"):
+            raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False")
+        pre: dict[str, Any] = {"truncation": truncation}
+        if max_length is not None:
+            pre["max_length"] = int_option("max_length", max_length, 1, self.tokenizer.model_max_length,
+                                           "the exported model's maximum is the upper bound")
+        return pre
+
     def _normalize(self, inputs: Any) -> tuple[bool, list[Any]]:
         """Return (was a single input, the list of inputs)."""
         return as_text_list(inputs, "inputs")
 
-    def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True) -> list[tuple[Any, list[Encoding]]]:
+    def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True,
+                   max_length: int | None = None) -> list[tuple[Any, list[Encoding]]]:
         texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
-        encodings = self.tokenizer.encode_batch(texts, truncation=truncation, bounded=True)
+        encodings = self.tokenizer.encode_batch(texts, truncation=truncation, max_length=max_length, bounded=True)
         if not truncation:
             self._check_lengths(encodings, offset)
         return [(None, [e]) for e in encodings]

@@ -40,10 +40,12 @@ class TextClassificationPipeline(Pipeline):
         return super()._finish(results, single, inputs, kwargs)
 
     def _sanitize_parameters(self, top_k: Any = "", function_to_apply: str | None = None,
-                             truncation: bool = True, return_all_scores: bool | None = None, **kwargs: Any):
+                             truncation: bool = True, return_all_scores: bool | None = None, padding: Any = None,
+                             max_length: int | None = None, tokenize_kwargs: dict[str, Any] | None = None,
+                             **kwargs: Any):
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; text-classification takes top_k, "
-                            "function_to_apply, truncation, return_all_scores")
+                            "function_to_apply, truncation, return_all_scores, padding, max_length, tokenize_kwargs")
         if function_to_apply is not None:
             function_to_apply = str(function_to_apply).lower()
             if function_to_apply not in _FUNCTIONS:
@@ -53,10 +55,12 @@ class TextClassificationPipeline(Pipeline):
             raise ValueError(f"top_k={top_k!r}; use a positive int, or None for every label")
         if legacy and return_all_scores is not None:  # transformers' deprecated form: every label, old shapes
             top_k = None if return_all_scores else 1
-        return {"truncation": truncation}, {"top_k": 1 if top_k == "" else top_k, "legacy": legacy,
+        pre = self._tokenize_options(truncation, padding, max_length, tokenize_kwargs)
+        return pre, {"top_k": 1 if top_k == "" else top_k, "legacy": legacy,
                                             "function_to_apply": function_to_apply}
 
-    def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True) -> list[tuple[None, list[Encoding]]]:
+    def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True,
+                   max_length: int | None = None) -> list[tuple[None, list[Encoding]]]:
         singles, pairs = [], []
         for i, item in enumerate(items):
             if isinstance(item, dict):
@@ -73,11 +77,11 @@ class TextClassificationPipeline(Pipeline):
         out: list[Any] = [None] * len(items)
         if singles:
             for (i, _), e in zip(singles, self.tokenizer.encode_batch([t for _, t in singles], truncation=truncation,
-                                                                            bounded=True)):
+                                                                            max_length=max_length, bounded=True)):
                 out[i] = e
         if pairs:
             encs = self.tokenizer.encode_batch([a for _, a, _ in pairs], [b for _, _, b in pairs], truncation=truncation,
-                                               bounded=True)
+                                               max_length=max_length, bounded=True)
             for (i, _, _), e in zip(pairs, encs):
                 out[i] = e
         if not truncation:
