@@ -158,6 +158,12 @@ IDIOMS = [
      lambda lib, m: _pipe(lib, "sentiment-analysis", m).model.config.id2label),
     ("text-classification", "outputs[0] / outputs['logits']", lambda lib, m: _model_outputs(
         lib, m, "AutoModelForSequenceClassification", lambda o: (o[0], o["logits"], o.logits))),
+    ("token-classification", "AutoModelForTokenClassification", lambda lib, m: _model_outputs(
+        lib, m, "AutoModelForTokenClassification", lambda o: (o[0], o.logits))),
+    ("fill-mask", "AutoModelForMaskedLM", lambda lib, m: _model_outputs(
+        lib, m, "AutoModelForMaskedLM", lambda o: (o[0], o["logits"]))),
+    ("question-answering", "AutoModelForQuestionAnswering", lambda lib, m: _model_outputs(
+        lib, m, "AutoModelForQuestionAnswering", lambda o: (o[0], o[1], o.start_logits, o.end_logits))),
     ("feature-extraction", "AutoModel last_hidden_state", lambda lib, m: _model_outputs(
         lib, m, "AutoModel", lambda o: (o[0], o.last_hidden_state))),
 ]
@@ -203,6 +209,8 @@ REFUSED = [
     ("a tokenizer of another folder", lambda m: onnxpipe.pipeline("sentiment-analysis", model=m,
                                                                    tokenizer=str(m.parent)), Exception, ""),
     ("device=3", lambda m: onnxpipe.pipeline("sentiment-analysis", model=m, device=3), ValueError, "one GPU"),
+    ("a head the folder lacks", lambda m: onnxpipe.AutoModelForTokenClassification.from_pretrained(m),
+     onnxpipe.errors.TaskMismatchError, "token-classification"),
     ("config is read-only", lambda m: setattr(onnxpipe.AutoModel.from_pretrained(m).config, "num_labels", 5),
      AttributeError, "read-only"),
     ("unknown call argument", lambda m: onnxpipe.pipeline("sentiment-analysis", model=m)(TEXT, nope=1), TypeError,
