@@ -394,14 +394,21 @@ def test_nested_list_error_points_to_the_pair_format(classifier):
         classifier([["a premise", "a hypothesis"]])
 
 
-@pytest.mark.parametrize("bad", [None, 5, b"bytes", (t for t in ["a"]), np.array(["a"])],
-                         ids=["None", "int", "bytes", "generator", "ndarray"])
+# A generator is an input stream for a pipeline (an iterator of results, as transformers: test_dropin.py), but
+# not for the tokenizer, which returns one batch.
+@pytest.mark.parametrize("bad", [None, 5, b"bytes", np.array(["a"])], ids=["None", "int", "bytes", "ndarray"])
 def test_non_string_top_level_input_is_a_type_error_naming_the_type(classifier, bad):
     COUNTS["table"] += 2
     with pytest.raises(TypeError, match=rf"inputs must be a str or a list of str, got {type(bad).__name__}"):
         classifier(bad)
     with pytest.raises(TypeError, match=rf"text must be a str or a list of str, got {type(bad).__name__}"):
         classifier.tokenizer(bad)
+
+
+def test_the_tokenizer_refuses_a_generator(classifier):
+    with pytest.raises(TypeError, match="text must be a str or a list of str, got generator"):
+        classifier.tokenizer(t for t in ["a"])
+    assert list(classifier(t for t in ["a"])) == classifier(["a"])
 
 
 def test_one_str_given_to_iter_is_one_input(classifier):

@@ -161,7 +161,7 @@ def check_head_size(checkpoint: Checkpoint, task: str, ref: dict) -> None:
 def tokenizer_config(tokenizer) -> dict:
     """What the runtime needs beyond tokenizer.json to decode and find tokens as transformers does."""
     config = {"clean_up_tokenization_spaces": bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))}
-    for name in ("mask", "cls", "unk", "sep"):
+    for name in ("mask", "cls", "unk", "sep", "pad", "bos", "eos"):
         token = getattr(tokenizer, f"{name}_token", None)
         config[f"{name}_token"] = None if token is None else str(token)
         config[f"{name}_token_id"] = getattr(tokenizer, f"{name}_token_id", None)

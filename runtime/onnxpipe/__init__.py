@@ -13,7 +13,14 @@ from __future__ import annotations
 from . import errors
 from ._factory import pipeline
 from ._manifest import FORMAT_VERSION
-from ._model import AutoModel, AutoModelForSequenceClassification, ModelOutput
+from ._model import (
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    ModelOutput,
+)
 from ._pipelines import Pipeline
 from ._tasks import TASKS
 from ._tokenizer import AutoTokenizer, BatchEncoding
@@ -25,6 +32,9 @@ __all__ = [
     "AutoTokenizer",
     "AutoModel",
     "AutoModelForSequenceClassification",
+    "AutoModelForTokenClassification",
+    "AutoModelForQuestionAnswering",
+    "AutoModelForMaskedLM",
     "BatchEncoding",
     "ModelOutput",
     "Pipeline",

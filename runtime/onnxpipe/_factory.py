@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from ._manifest import load_manifest
+from ._manifest import Manifest, load_manifest
 from ._model import OnnxModel
 from ._pipelines import Pipeline
 from ._pipelines._base import DEFAULT_BATCH_TOKENS
@@ -31,29 +32,102 @@ def _default_folder(task: str) -> Path:
     return found
 
 
-def pipeline(task: str, model: str | os.PathLike[str] | None = None, device: str = "cpu", precision: str | None = None,
-             batch_size: int = 32, max_batch_tokens: int = DEFAULT_BATCH_TOKENS, threads: int | None = None,
-             verify: bool = True) -> Pipeline:
+def _device(device: Any) -> str:
+    """transformers' device forms: -1 or "cpu" -> cpu; 0 / "cuda" / "cuda:0" -> cuda; "auto" as given."""
+    if device is None:
+        return "cpu"
+    if isinstance(device, int) and not isinstance(device, bool):
+        if device == -1:
+            return "cpu"
+        if device == 0:
+            return "cuda"
+        raise ValueError(f"device={device}: onnxpipe runs on one GPU (device=0 or 'cuda') or the CPU (device=-1)")
+    if isinstance(device, str) and device in ("cpu", "cuda", "auto", "cuda:0"):
+        return "cuda" if device == "cuda:0" else device
+    raise ValueError(f"device={device!r}: use 'cpu' (or -1), 'cuda' (or 0, 'cuda:0') or 'auto'")
+
+
+def _construction_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """transformers' pipeline(...) keyword arguments that are call arguments, as the defaults of every call."""
+    kwargs = dict(kwargs)
+    framework = kwargs.pop("framework", None)
+    if framework not in (None, "onnx"):
+        raise ValueError(f"framework={framework!r}: onnxpipe runs ONNX models on onnxruntime, without "
+                         "torch/tensorflow; leave framework unset")
+    if kwargs.pop("use_fast", True) is not True:
+        raise ValueError("use_fast=False: onnxpipe has only the fast (Rust) tokenizer, which the export validated")
+    for ignored in ("trust_remote_code", "revision", "model_kwargs", "num_workers"):
+        kwargs.pop(ignored, None)  # no effect here: models are local exported folders, batches are ours
+    # As transformers' token-classification: grouped_entities=True means aggregation_strategy "simple",
+    # ignore_subwords=True with it "first"; both only when aggregation_strategy is not given.
+    grouped, subwords = kwargs.pop("grouped_entities", None), kwargs.pop("ignore_subwords", None)
+    if (grouped or subwords) and kwargs.get("aggregation_strategy") is None:
+        kwargs["aggregation_strategy"] = "first" if grouped and subwords else "simple"
+    return kwargs
+
+
+def _model_folder(task: str | None, model: Any) -> tuple[str, Path, OnnxModel | None]:
+    if isinstance(model, OnnxModel):
+        folder, loaded = model.manifest.folder, model
+    elif model is None:
+        if task is None:
+            raise TypeError("pipeline() needs a task or a model (a folder, whose manifest names its task)")
+        return canonical_task(task), _default_folder(canonical_task(task)), None
+    elif isinstance(model, (str, os.PathLike)):
+        folder, loaded = resolve_model(model), None
+    else:
+        raise TypeError(f"model={type(model).__name__}: pass a model folder path or name, or an onnxpipe model "
+                        "(AutoModel*.from_pretrained); transformers/PyTorch models cannot run here")
+    if task is None:
+        task = (loaded.manifest if loaded is not None else load_manifest(folder, verify=False)).task
+    return canonical_task(task), folder, loaded
+
+
+def _tokenizer(tokenizer: Any, folder: Path, manifest: Manifest) -> AutoTokenizer:
+    if tokenizer is None:
+        return AutoTokenizer.from_manifest(manifest)
+    if isinstance(tokenizer, AutoTokenizer):
+        return tokenizer
+    if isinstance(tokenizer, (str, os.PathLike)):
+        if Path(resolve_model(tokenizer)).resolve() != Path(folder).resolve():
+            raise ValueError(f"tokenizer={str(tokenizer)!r} is not the model folder {folder}: an exported folder's "
+                             "model was validated with its own tokenizer, so onnxpipe uses that one; omit tokenizer=")
+        return AutoTokenizer.from_manifest(manifest)
+    raise TypeError(f"tokenizer={type(tokenizer).__name__}: pass an onnxpipe AutoTokenizer or the model folder; "
+                    "transformers tokenizers are not used (the export validated the folder's tokenizer.json)")
+
+
+def pipeline(task: str | None = None, model: Any = None, tokenizer: Any = None, device: Any = None,
+             precision: str | None = None, batch_size: int = 32, max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+             threads: int | None = None, verify: bool = True, **kwargs: Any) -> Pipeline:
     """Build a pipeline like ``transformers.pipeline``, running on onnxruntime.
 
-    ``model``: a model folder path or name (default: the embedded model for the task). ``device``: "cpu",
-    "cuda" or "auto". ``precision``: "int8", "fp32" or "fp16" (default int8 on CPU, fp16 else fp32 on CUDA).
-    ``verify=False`` skips the sha256 check at load.
+    ``task``: optional when ``model`` is a folder (its manifest names the task). ``model``: a model folder
+    path or name, or a loaded ``AutoModel*`` (default: the embedded model for the task). ``tokenizer``: the
+    folder's own (a path to that folder, or an ``AutoTokenizer``). ``device``: "cpu" or -1, "cuda" or 0, or
+    "auto". ``precision``: "int8", "fp32" or "fp16" (default int8 on CPU, fp16 else fp32 on CUDA).
+    ``verify=False`` skips the sha256 check at load. Other keyword arguments (``top_k``,
+    ``aggregation_strategy``, ``grouped_entities``...) become the defaults of every call, as in transformers.
 
     Example:
         >>> classifier = pipeline("sentiment-analysis")
         >>> classifier(["I've been waiting for a HuggingFace course my whole life.", "I hate this so much!"])
         [{'label': 'POSITIVE', 'score': 0.84...}, {'label': 'NEGATIVE', 'score': 0.99...}]
     """
-    name = canonical_task(task)
-    folder = _default_folder(name) if model is None else resolve_model(model)
-    manifest = load_manifest(folder, verify=verify)
+    if config := kwargs.pop("config", None):
+        raise ValueError(f"config={config!r}: the exported folder's config.json is the model's; omit config=")
+    name, folder, loaded = _model_folder(task, model)
+    manifest = loaded.manifest if loaded is not None else load_manifest(folder, verify=verify)
     needed = folder_task(name)
     if needed not in manifest.tasks:
         raise TaskMismatchError(
             f"{folder} was exported for {manifest.tasks}, not {needed!r} (needed by {task!r}). "
             f"Export the checkpoint for it: onnxpipe export SOURCE --task {needed} --out DIR"
         )
-    onnx_model = OnnxModel(manifest, device=device, precision=precision, threads=threads)
-    return TABLE[name].pipeline(onnx_model, AutoTokenizer.from_manifest(manifest), batch_size=batch_size,
+    onnx_model = loaded or OnnxModel(manifest, device=_device(device), precision=precision, threads=threads)
+    pipe = TABLE[name].pipeline(onnx_model, _tokenizer(tokenizer, folder, manifest), batch_size=batch_size,
                                 max_batch_tokens=max_batch_tokens)
+    defaults = _construction_kwargs(kwargs)
+    if defaults:
+        pipe._set_defaults(**defaults)
+    return pipe

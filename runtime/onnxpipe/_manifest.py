@@ -46,6 +46,12 @@ class TokenizerConfig(TypedDict, total=False):
     mask_token_id: int | None
     unk_token: str | None
     unk_token_id: int | None
+    pad_token: str | None
+    pad_token_id: int | None
+    bos_token: str | None
+    bos_token_id: int | None
+    eos_token: str | None
+    eos_token_id: int | None
 
 
 @dataclass(frozen=True)

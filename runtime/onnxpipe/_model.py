@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
+from ._config import Config
 from ._contract import check_graph
 from ._manifest import Manifest, load_manifest
 from ._resolve import resolve_model
@@ -41,7 +43,16 @@ _Model = TypeVar("_Model", bound="OnnxModel")
 
 
 class ModelOutput(dict[str, np.ndarray]):
-    """Model outputs by name (``out.logits``, ``out["last_hidden_state"]``), as numpy arrays."""
+    """Model outputs by name (``out.logits``, ``out["last_hidden_state"]``) or position (``out[0]``), as
+    numpy arrays; ``to_tuple()`` as transformers' ModelOutput."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, (int, slice)):
+            return self.to_tuple()[key]
+        return super().__getitem__(key)
+
+    def to_tuple(self) -> tuple[np.ndarray, ...]:
+        return tuple(self.values())
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -53,15 +64,20 @@ class ModelOutput(dict[str, np.ndarray]):
 class OnnxModel:
     """One loaded variant of a model folder. ``run`` is the only code that calls onnxruntime."""
 
-    output_name: str | None = None  # what __call__ returns; None: every graph output
+    output_name: str | tuple[str, ...] | None = None  # what __call__ returns; None: every graph output
+    graph: str | None = None  # the head the folder must be exported for (several heads output "logits")
 
     def __init__(self, manifest: Manifest, device: str = "cpu", precision: str | None = None,
                  threads: int | None = None):
-        if self.output_name is not None and self.output_name not in manifest.outputs:
+        wanted = (self.output_name,) if isinstance(self.output_name, str) else self.output_name or ()
+        if any(name not in manifest.outputs for name in wanted) or (
+                self.graph is not None and self.graph not in manifest.tasks):
             raise TaskMismatchError(
-                f"{manifest.folder} (task {manifest.task!r}) has outputs {manifest.outputs}, not {self.output_name!r}. "
+                f"{manifest.folder} (task {manifest.task!r}) has outputs {manifest.outputs}, not "
+                f"{self.output_name!r}{f' of a {self.graph} head' if self.graph else ''}. "
                 f"Use a folder exported for that head, or the class for its task."
             )
+        self._output_names = list(wanted) or manifest.outputs
         self.manifest = manifest
         self.choice = choose(manifest, device, precision)
         self.session = create_session(manifest, self.choice, threads)
@@ -85,6 +101,11 @@ class OnnxModel:
     @property
     def labels(self) -> dict[int, str]:
         return self.manifest.labels
+
+    @cached_property
+    def config(self) -> Config:
+        """The checkpoint's config.json (``config.id2label``, ``config.hidden_size``), read-only."""
+        return Config.from_folder(self.manifest.folder, self.manifest.labels)
 
     def feeds(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
         ids = np.asarray(inputs["input_ids"], dtype=np.int64)
@@ -162,7 +183,7 @@ class OnnxModel:
             raise TypeError(f"unexpected inputs {sorted(kwargs)}; this model takes {self._graph_inputs}")
         feeds = self.feeds({"input_ids": input_ids, "attention_mask": attention_mask,
                             "token_type_ids": token_type_ids})
-        names = [self.output_name] if self.output_name else self.manifest.outputs
+        names = self._output_names
         return ModelOutput(zip(names, self.run(feeds, names)))
 
     def __getstate__(self) -> NoReturn:  # pickling refused (see _NOT_PICKLABLE); nothing here ever unpickles
@@ -195,3 +216,24 @@ class AutoModelForSequenceClassification(OnnxModel):
     """
 
     output_name = "logits"
+
+
+class AutoModelForTokenClassification(OnnxModel):
+    """Encoder plus token-classification head: ``model(**inputs).logits`` is (batch, sequence, num_labels)."""
+
+    output_name = "logits"
+    graph = "token-classification"
+
+
+class AutoModelForMaskedLM(OnnxModel):
+    """Encoder plus language-model head: ``model(**inputs).logits`` is (batch, sequence, vocabulary)."""
+
+    output_name = "logits"
+    graph = "fill-mask"
+
+
+class AutoModelForQuestionAnswering(OnnxModel):
+    """Encoder plus span head: ``model(**inputs)`` has ``start_logits`` and ``end_logits`` (batch, sequence)."""
+
+    output_name = ("start_logits", "end_logits")
+    graph = "question-answering"

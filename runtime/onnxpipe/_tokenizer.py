@@ -24,7 +24,20 @@ from ._manifest import Manifest, load_manifest, safe_path
 from ._resolve import resolve_model
 from .errors import IntegrityError, ModelLoadError
 
-_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# transformers' PreTrainedTokenizerBase.clean_up_tokenization, in order.
+_CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+_SPECIALS = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
+_PAIR_STRATEGIES = ("only_first", "only_second")
+
+
+def clean_up(text: str) -> str:
+    """transformers' ``clean_up_tokenization``: drop the space before punctuation and English contractions."""
+    for a, b in _CLEANUPS:
+        text = text.replace(a, b)
+    return text
+
+_MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")  # transformers' order
 # With truncation, a text longer than _CHARS_PER_TOKEN x the model maximum is tokenized from its start only,
 # cut _MARGIN tokens after the maximum (see AutoTokenizer._head).
 _CHARS_PER_TOKEN = 32
@@ -36,13 +49,39 @@ _RECENT_COPIES = 8
 
 
 class BatchEncoding(dict[str, Any]):
-    """A dict of model inputs, as transformers returns them; keys are also attributes."""
+    """A dict of model inputs, as transformers returns them; keys are also attributes. ``encodings`` holds
+    the Rust ``Encoding`` of each text (``word_ids(i)``, ``tokens(i)`` read them), as fast tokenizers do."""
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
         try:
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    @property
+    def encodings(self) -> list[Encoding] | None:
+        encodings: list[Encoding] | None = self.__dict__.get("_encodings")
+        return encodings
+
+    def _encoding(self, batch_index: int) -> Encoding:
+        if not self.encodings:
+            raise ValueError("this BatchEncoding was not made by the tokenizer, so it has no encodings")
+        return self.encodings[batch_index]
+
+    def word_ids(self, batch_index: int = 0) -> list[int | None]:
+        """The word index of each token (None for special tokens), as transformers."""
+        word_ids: list[int | None] = self._encoding(batch_index).word_ids
+        return word_ids
+
+    def tokens(self, batch_index: int = 0) -> list[str]:
+        tokens: list[str] = self._encoding(batch_index).tokens
+        return tokens
+
+    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
+        sequence_ids: list[int | None] = self._encoding(batch_index).sequence_ids
+        return sequence_ids
 
 
 class AutoTokenizer:
@@ -54,10 +93,12 @@ class AutoTokenizer:
         array([[ 101, 1045, 5223, 2023, 2061, 2172,  999,  102]])
     """
 
-    def __init__(self, tokenizer_json: str, max_length: int, input_names: Sequence[str], pad_token_id: int = 0):
+    def __init__(self, tokenizer_json: str, max_length: int, input_names: Sequence[str], pad_token_id: int = 0,
+                 config: dict[str, Any] | None = None):
         self.model_max_length = int(max_length)
         self.model_input_names = [n for n in _MODEL_INPUTS if n in input_names]
         self.pad_token_id = int(pad_token_id)
+        self.config = dict(config or {})  # the manifest's tokenizer_config: special tokens, clean-up flag
         # Parsed once; the JSON text is not kept (a 500 MB tokenizer.json is 500 MB more for the process's
         # life). Further copies are cloned from this one when a setting first needs them.
         self._base = self._configure(Tokenizer.from_str(tokenizer_json), self.model_max_length)
@@ -82,7 +123,8 @@ class AutoTokenizer:
         except (OSError, UnicodeDecodeError) as e:
             raise ModelLoadError(f"cannot read {path} ({e}); {manifest.hint()}") from e
         try:
-            return cls(text, manifest.max_length, manifest.inputs, manifest.pad_token_id)
+            config = dict(manifest.tokenizer_config) if manifest.tokenizer_config else None
+            return cls(text, manifest.max_length, manifest.inputs, manifest.pad_token_id, config)
         except Exception as e:  # tokenizers raises a bare Exception for JSON it cannot parse
             raise ModelLoadError(f"the tokenizers library rejected {path}: {e}; {manifest.hint()}") from e
 
@@ -123,11 +165,12 @@ class AutoTokenizer:
         # The lock cannot be pickled and the copies are caches: send the base tokenizer (tokenizers pickles it
         # as JSON) and rebuild the rest on the other side, so a tokenizer can go to worker processes.
         return {"base": self._base, "model_max_length": self.model_max_length,
-                "model_input_names": self.model_input_names, "pad_token_id": self.pad_token_id}
+                "model_input_names": self.model_input_names, "pad_token_id": self.pad_token_id,
+                "config": self.config}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(model_max_length=state["model_max_length"], model_input_names=state["model_input_names"],
-                             pad_token_id=state["pad_token_id"], _base=state["base"])
+                             pad_token_id=state["pad_token_id"], _base=state["base"], config=state.get("config", {}))
         self._specials = (self._base.num_special_tokens_to_add(False), self._base.num_special_tokens_to_add(True))
         self._pinned, self._recent, self._lock = {self.model_max_length: self._base}, OrderedDict(), threading.Lock()
 
@@ -139,6 +182,7 @@ class AutoTokenizer:
     def encode_batch(
         self, texts: Sequence[str], pairs: Sequence[str] | None = None, truncation: bool = True,
         max_length: int | None = None, stride: int = 0, strategy: str = "longest_first", bounded: bool = False,
+        add_special_tokens: bool = True,
     ) -> list[Encoding]:
         """Encode texts (and pairs). ``bounded=True``, for callers that never read ``Encoding.overflowing``:
         a truncated text is encoded from its start only, so one huge input cannot take gigabytes (for a pair,
@@ -156,7 +200,7 @@ class AutoTokenizer:
             texts = [self._head(t, limit) for t in texts]
             pairs = None if pairs is None else [self._head(t, limit) for t in pairs]
         batch = list(texts) if pairs is None else list(zip(texts, pairs))
-        encodings: list[Encoding] = tok.encode_batch(batch)  # annotated: tokenizers is untyped
+        encodings: list[Encoding] = tok.encode_batch(batch, add_special_tokens=add_special_tokens)
         return encodings
 
     def _limit(self, max_length: int | None, stride: Any, strategy: str, pair: bool) -> int:
@@ -210,13 +254,17 @@ class AutoTokenizer:
     def __call__(
         self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None, padding: bool | str = False,
         truncation: bool | str | None = None, max_length: int | None = None, return_tensors: str | None = None,
-        **unsupported: Any,
+        add_special_tokens: bool = True, return_offsets_mapping: bool = False,
+        return_attention_mask: bool | None = None, return_token_type_ids: bool | None = None,
+        return_special_tokens_mask: bool = False, return_length: bool = False, **unsupported: Any,
     ) -> BatchEncoding:
         if unsupported:
-            raise TypeError(f"unsupported tokenizer arguments {sorted(unsupported)}; supported: padding, truncation, "
-                            "max_length, return_tensors, text_pair")
+            raise TypeError(f"unsupported tokenizer arguments {sorted(unsupported)}; supported: text_pair, padding, "
+                            "truncation, max_length, return_tensors, add_special_tokens, return_offsets_mapping, "
+                            "return_attention_mask, return_token_type_ids, return_special_tokens_mask, return_length")
         if return_tensors not in (None, "np"):
-            raise ValueError(f"return_tensors={return_tensors!r}: onnxpipe returns numpy only; use return_tensors='np'")
+            raise ValueError(f"return_tensors={return_tensors!r}: onnxpipe runs without torch/tensorflow and returns "
+                             "numpy only; use return_tensors='np' (the models take numpy arrays)")
         if max_length is not None:  # 0 or -1 would otherwise mean "the model maximum" or an OverflowError
             int_option("max_length", max_length, 1, None, "or None for the model maximum")
         single, texts = as_text_list(text, "text")
@@ -226,11 +274,18 @@ class AutoTokenizer:
         texts = clean_texts(texts, "text")
         if pairs is not None:
             pairs = clean_texts(pairs, "text_pair")
-        # As transformers: an unset truncation with max_length truncates only when not padding.
-        truncate = (truncation_flag(truncation) if truncation is not None
-                    else max_length is not None and padding in (False, "do_not_pad"))
+        strategy = "longest_first"
+        if truncation in _PAIR_STRATEGIES:
+            if pairs is None:
+                raise ValueError(f"truncation={truncation!r} cuts one text of a pair; pass text_pair, or use True")
+            strategy, truncate = str(truncation), True
+        elif truncation is not None:
+            truncate = truncation_flag(truncation)
+        else:  # as transformers: an unset truncation with max_length truncates only when not padding
+            truncate = max_length is not None and padding in (False, "do_not_pad")
         # bounded: overflow is never returned here (and a pair's overflow grows with the product of the lengths)
-        encodings = self.encode_batch(texts, pairs, truncation=truncate, max_length=max_length, bounded=True)
+        encodings = self.encode_batch(texts, pairs, truncation=truncate, max_length=max_length, bounded=True,
+                                      strategy=strategy, add_special_tokens=add_special_tokens)
         if padding in (False, "do_not_pad"):
             if return_tensors == "np" and len({len(e.ids) for e in encodings}) > 1:
                 raise ValueError("inputs have different lengths; pass padding=True to return_tensors='np'")
@@ -241,34 +296,165 @@ class AutoTokenizer:
             pad_to = max_length or self.model_max_length
         else:
             raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False")
-        if padding in (False, "do_not_pad") and return_tensors is None:
-            out = BatchEncoding(input_ids=[e.ids for e in encodings],
-                                attention_mask=[e.attention_mask for e in encodings])
-            if "token_type_ids" in self.model_input_names:
-                out["token_type_ids"] = [e.type_ids for e in encodings]
-            out = BatchEncoding((k, out[k]) for k in self.model_input_names)
-        else:
-            out = self.pad(encodings, pad_to)
-            if return_tensors is None:
-                out = BatchEncoding((k, v.tolist()) for k, v in out.items())
-        if single and return_tensors is None:
-            out = BatchEncoding((k, v[0]) for k, v in out.items())
+        out = self.pad(encodings, pad_to)
+        keep = [k for k in self.model_input_names
+                if not (k == "attention_mask" and return_attention_mask is False)
+                and not (k == "token_type_ids" and return_token_type_ids is False)]
+        out = BatchEncoding((k, out[k]) for k in keep)
+        if return_token_type_ids and "token_type_ids" not in out:
+            out["token_type_ids"] = self._extra(encodings, lambda e: e.type_ids, out["input_ids"].shape, 0)
+        if return_special_tokens_mask:
+            out["special_tokens_mask"] = self._extra(encodings, lambda e: e.special_tokens_mask,
+                                                     out["input_ids"].shape, 1)
+        if return_offsets_mapping:
+            n, width = out["input_ids"].shape
+            offsets = np.zeros((n, width, 2), dtype=np.int64)
+            for i, e in enumerate(encodings):
+                if e.offsets:
+                    offsets[i, : len(e.offsets)] = e.offsets
+            out["offset_mapping"] = offsets
+        if return_length:
+            out["length"] = np.array([len(e.ids) for e in encodings], dtype=np.int64)
+        if return_tensors is None:
+            # lists, as transformers: unpadded rows keep their own lengths
+            lengths = [len(e.ids) for e in encodings]
+            listed = BatchEncoding()
+            for k, v in out.items():
+                if k == "length":
+                    listed[k] = v.tolist()
+                elif k == "offset_mapping":
+                    listed[k] = [[tuple(p) for p in row[:n]] if pad_to is None and padding in (False, "do_not_pad")
+                                 else [tuple(p) for p in row] for row, n in zip(v.tolist(), lengths)]
+                elif padding in (False, "do_not_pad"):
+                    listed[k] = [row[:n] for row, n in zip(v.tolist(), lengths)]
+                else:
+                    listed[k] = v.tolist()
+            out = listed
+            if single:
+                out = BatchEncoding((k, v[0]) for k, v in out.items())
+        out.__dict__["_encodings"] = encodings
         return out
+
+    @staticmethod
+    def _extra(encodings: Sequence[Encoding], field: Any, shape: tuple[int, ...], fill: int) -> np.ndarray:
+        array = np.full(shape, fill, dtype=np.int64)
+        for i, e in enumerate(encodings):
+            values = field(e)
+            array[i, : len(values)] = values
+        return array
+
+    def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True,
+               truncation: bool | str | None = None, max_length: int | None = None,
+               return_tensors: str | None = None, **kwargs: Any) -> Any:
+        """Token ids of one text (or pair) as a list, as transformers' ``encode``."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode takes one str, got {type(text).__name__}; call the tokenizer for a batch")
+        out = self(text, text_pair=text_pair, add_special_tokens=add_special_tokens, truncation=truncation,
+                   max_length=max_length, return_tensors=return_tensors, **kwargs)
+        return out["input_ids"]
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         """How many special tokens the tokenizer adds to one text (or to a pair), as in transformers."""
         return self._specials[bool(pair)]
 
-    def tokenize(self, text: str) -> list[str]:
-        tokens: list[str] = self._for(None).encode(text, add_special_tokens=False).tokens
+    def tokenize(self, text: str, text_pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
+        tok = self._for(None)
+        encoding = (tok.encode(text, add_special_tokens=add_special_tokens) if text_pair is None
+                    else tok.encode(text, text_pair, add_special_tokens=add_special_tokens))
+        tokens: list[str] = encoding.tokens
         return tokens
 
-    def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str]:
-        return [self._base.id_to_token(int(i)) for i in ids]
+    # -- vocabulary and special tokens, as transformers' fast tokenizers ------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        """The base vocabulary, without added tokens (``len(tokenizer)`` counts them), as transformers."""
+        size: int = self._base.get_vocab_size(with_added_tokens=False)
+        return size
 
-    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+    def __len__(self) -> int:
+        size: int = self._base.get_vocab_size(with_added_tokens=True)
+        return size
+
+    def get_vocab(self) -> dict[str, int]:
+        vocab: dict[str, int] = self._base.get_vocab(with_added_tokens=True)
+        return vocab
+
+    def _special(self, name: str) -> str | None:
+        token = self.config.get(f"{name}_token")
+        if token is None and name == "pad":
+            token = self._base.id_to_token(self.pad_token_id)
+        return None if token is None else str(token)
+
+    def _special_id(self, name: str) -> int | None:
+        if name == "pad":
+            return self.pad_token_id if self._special("pad") is not None else None
+        token_id = self.config.get(f"{name}_token_id")
+        if token_id is None:
+            token = self._special(name)
+            token_id = None if token is None else self._base.token_to_id(token)
+        return None if token_id is None else int(token_id)
+
+    bos_token = property(lambda self: self._special("bos"))
+    eos_token = property(lambda self: self._special("eos"))
+    unk_token = property(lambda self: self._special("unk"))
+    sep_token = property(lambda self: self._special("sep"))
+    pad_token = property(lambda self: self._special("pad"))
+    cls_token = property(lambda self: self._special("cls"))
+    mask_token = property(lambda self: self._special("mask"))
+    bos_token_id = property(lambda self: self._special_id("bos"))
+    eos_token_id = property(lambda self: self._special_id("eos"))
+    unk_token_id = property(lambda self: self._special_id("unk"))
+    sep_token_id = property(lambda self: self._special_id("sep"))
+    cls_token_id = property(lambda self: self._special_id("cls"))
+    mask_token_id = property(lambda self: self._special_id("mask"))
+
+    @property
+    def special_tokens_map(self) -> dict[str, str]:
+        return {f"{n}_token": t for n in _SPECIALS if (t := self._special(n)) is not None}
+
+    @property
+    def all_special_tokens(self) -> list[str]:
+        return list(dict.fromkeys(self.special_tokens_map.values()))
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        return [i for t in self.all_special_tokens if (i := self._base.token_to_id(t)) is not None]
+
+    def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> Any:
+        """Id of a token, or ids of a list; unknown tokens give ``unk_token_id``, as transformers."""
+        if isinstance(tokens, str):
+            token_id = self._base.token_to_id(tokens)
+            return self.unk_token_id if token_id is None else int(token_id)
+        return [self.convert_tokens_to_ids(t) for t in tokens]
+
+    def convert_ids_to_tokens(self, ids: Any, skip_special_tokens: bool = False) -> Any:
+        """Token of an id, or tokens of a list of ids, as transformers."""
+        if isinstance(ids, (int, np.integer)):
+            token: str | None = self._base.id_to_token(int(ids))
+            return token
+        special = set(self.all_special_ids) if skip_special_tokens else set()
+        return [self._base.id_to_token(int(i)) for i in ids if int(i) not in special]
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        decoder = self._base.decoder
+        return str(decoder.decode(tokens)) if decoder is not None else " ".join(tokens)
+
+    def decode(self, token_ids: Any, skip_special_tokens: bool = False,
+               clean_up_tokenization_spaces: bool | None = None) -> str:
+        """Text of token ids. Special tokens are kept unless ``skip_special_tokens=True`` (transformers' default);
+        spaces are cleaned up as the checkpoint's tokenizer says (``clean_up_tokenization_spaces``)."""
+        if isinstance(token_ids, (int, np.integer)):
+            token_ids = [token_ids]
+        ids = np.asarray(token_ids).reshape(-1).tolist() if isinstance(token_ids, np.ndarray) else token_ids
         text: str = self._base.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
-        return text
+        clean = (self.config.get("clean_up_tokenization_spaces", False) if clean_up_tokenization_spaces is None
+                 else clean_up_tokenization_spaces)
+        return clean_up(text) if clean else text
+
+    def batch_decode(self, sequences: Any, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
+        """``decode`` of each row (a list of id lists, or a 2-D array), as transformers."""
+        return [self.decode(seq, skip_special_tokens, clean_up_tokenization_spaces) for seq in sequences]
 
     def __repr__(self) -> str:
         return f"AutoTokenizer(max_length={self.model_max_length}, inputs={self.model_input_names})"

@@ -53,6 +53,11 @@ from ..errors import InputTooLongError, NonFiniteOutputError
 DEFAULT_BATCH_TOKENS = 1024
 
 
+def _is_stream(inputs: Any) -> bool:
+    """An iterable input other than the ones a call takes whole (str, dict, list, tuple, arrays)."""
+    return not isinstance(inputs, (str, bytes, dict, list, tuple, np.ndarray)) and hasattr(inputs, "__iter__")
+
+
 class Pipeline:
     """Base of every task pipeline. Subclasses set ``task``/``output_names`` and implement
     ``_sanitize_parameters``, ``postprocess`` and ``gather`` (``preprocess`` encodes one text per input unless
@@ -68,6 +73,13 @@ class Pipeline:
         self.batch_size = int_option("batch_size", batch_size)
         self.max_batch_tokens = int_option("max_batch_tokens", max_batch_tokens)
         self.chunk_size = int_option("chunk_size", chunk_size)
+        # Call arguments given to pipeline(...) (transformers' construction kwargs): defaults of every call.
+        self._defaults: dict[str, Any] = {}
+
+    def _set_defaults(self, **kwargs: Any) -> None:
+        """Make ``kwargs`` the default arguments of every call, checked now (a bad one raises here)."""
+        self._split_params(**{k: v for k, v in kwargs.items() if k != "batch_size"})
+        self._defaults = dict(kwargs)
 
     def __getstate__(self) -> NoReturn:  # pickling refused (see _NOT_PICKLABLE); nothing here ever unpickles
         raise TypeError(_NOT_PICKLABLE.format(what=f"a {type(self).__name__}", how="pipeline(...)"))
@@ -79,14 +91,34 @@ class Pipeline:
             raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}")
         return {}, {}
 
+    def _tokenize_options(self, truncation: Any = True, padding: Any = None, max_length: Any = None,
+                          tokenize_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Preprocess params from transformers' tokenizer arguments of a call (``truncation``, ``max_length``,
+        ``padding``, or them in ``tokenize_kwargs``). ``padding`` is checked and has no effect: inputs are
+        padded per length-sorted batch and masked, which gives the same outputs."""
+        options = dict(tokenize_kwargs or {})
+        unknown = sorted(set(options) - {"truncation", "padding", "max_length"})
+        if unknown:
+            raise TypeError(f"tokenize_kwargs {unknown} are not supported; it takes truncation, padding, max_length")
+        truncation = options.get("truncation", truncation)
+        padding = options.get("padding", padding)
+        max_length = options.get("max_length", max_length)
+        if padding not in (None, True, False, "longest", "max_length", "do_not_pad"):
+            raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False")
+        pre: dict[str, Any] = {"truncation": truncation}
+        if max_length is not None:
+            pre["max_length"] = int_option("max_length", max_length, 1, self.tokenizer.model_max_length,
+                                           "the exported model's maximum is the upper bound")
+        return pre
+
     def _normalize(self, inputs: Any) -> tuple[bool, list[Any]]:
         """Return (was a single input, the list of inputs)."""
         return as_text_list(inputs, "inputs")
 
-    def preprocess(self, items: Sequence[Any], offset: int,
-                   truncation: bool = True) -> list[tuple[Any, list[Encoding]]]:
+    def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True,
+                   max_length: int | None = None) -> list[tuple[Any, list[Encoding]]]:
         texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
-        encodings = self.tokenizer.encode_batch(texts, truncation=truncation, bounded=True)
+        encodings = self.tokenizer.encode_batch(texts, truncation=truncation, max_length=max_length, bounded=True)
         if not truncation:
             self._check_lengths(encodings, offset)
         return [(None, [e]) for e in encodings]
@@ -126,32 +158,44 @@ class Pipeline:
         return pre, post
 
     def iter(self, inputs: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
-        """Yield one result per input, in input order, holding at most one chunk in memory.
+        """Yield one result per input, in input order, holding at most one chunk in memory. Arguments are
+        checked at once (before the first input is read). ``pipe(iterable)`` returns this iterator too.
 
         Example:
             >>> lines = (line.rstrip("\\n") for line in open("reviews.txt"))  # any iterable, read lazily
             >>> for result in classifier.iter(lines):
             ...     print(result)
         """
+        if self._defaults:
+            kwargs = {**self._defaults, **kwargs}
+        batch_size = self.batch_size
+        if "batch_size" in kwargs:  # transformers takes it per call too
+            batch_size = int_option("batch_size", kwargs.pop("batch_size"))
         pre, post = self._split_params(**kwargs)
         if isinstance(inputs, (str, dict)):  # one input, not an iterable of characters / keys
             inputs = [inputs]
+        return self._iter(inputs, pre, post, batch_size)
+
+    def _iter(self, inputs: Iterable[Any], pre: dict[str, Any], post: dict[str, Any],
+              batch_size: int) -> Iterator[Any]:
         chunk: list[Any] = []
         offset = 0
         for item in inputs:
             chunk.append(item)
             if len(chunk) == self.chunk_size:
-                yield from self._run_chunk(chunk, offset, pre, post)
+                yield from self._run_chunk(chunk, offset, pre, post, batch_size)
                 offset += len(chunk)
                 chunk = []
         if chunk:
-            yield from self._run_chunk(chunk, offset, pre, post)
+            yield from self._run_chunk(chunk, offset, pre, post, batch_size)
 
-    def _run_chunk(self, items: list[Any], offset: int, pre: dict[str, Any], post: dict[str, Any]) -> list[Any]:
+    def _run_chunk(self, items: list[Any], offset: int, pre: dict[str, Any], post: dict[str, Any],
+                   batch_size: int | None = None) -> list[Any]:
         prepared = self.preprocess(items, offset, **pre)
         encodings = [e for _, group in prepared for e in group]
         rows: list[Any] = [None] * len(encodings)
-        for batch in plan_batches([len(e.ids) for e in encodings], self.batch_size, self.max_batch_tokens):
+        for batch in plan_batches([len(e.ids) for e in encodings], batch_size or self.batch_size,
+                                  self.max_batch_tokens):
             feeds = self.tokenizer.pad([encodings[i] for i in batch])
             try:
                 outputs = self._forward(feeds)
@@ -175,8 +219,15 @@ class Pipeline:
         return self.model.non_finite_error(error.output, inputs, "input")
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+        if _is_stream(inputs):  # a generator, a datasets column...: an iterator of results, as transformers
+            return self.iter(inputs, **kwargs)
         single, items = self._normalize(inputs)
         return self._finish(list(self.iter(items, **kwargs)), single, inputs, kwargs)
+
+    @property
+    def config(self) -> Any:
+        """The model's config.json, read-only (``pipe.model.config`` is the same object)."""
+        return self.model.config
 
     @property
     def device(self) -> str:

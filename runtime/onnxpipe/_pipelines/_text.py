@@ -9,11 +9,8 @@ from typing import Any
 import numpy as np
 
 from .._manifest import Manifest, TokenizerConfig
+from .._tokenizer import clean_up
 from ..errors import ManifestError
-
-# transformers' PreTrainedTokenizerBase.clean_up_tokenization, in order.
-_CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
-             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
 def tokenizer_config(manifest: Manifest, *required: str) -> TokenizerConfig:
@@ -26,12 +23,6 @@ def tokenizer_config(manifest: Manifest, *required: str) -> TokenizerConfig:
             f"defines no such token, or the folder predates them); {manifest.hint()}"
         )
     return config
-
-
-def clean_up(text: str) -> str:
-    for a, b in _CLEANUPS:
-        text = text.replace(a, b)
-    return text
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

@@ -22,12 +22,14 @@ class FeatureExtractionPipeline(Pipeline):
     task = "feature-extraction"
     output_names = ("last_hidden_state",)
 
-    def _sanitize_parameters(self, return_tensors: bool = False, truncation: bool = True,
+    def _sanitize_parameters(self, return_tensors: bool = False, truncation: bool = True, padding: Any = None,
+                             max_length: int | None = None, tokenize_kwargs: dict[str, Any] | None = None,
                              **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; feature-extraction takes return_tensors, "
-                            "truncation")
-        return {"truncation": truncation}, {"return_tensors": bool(return_tensors)}
+                            "truncation, padding, max_length, tokenize_kwargs")
+        return (self._tokenize_options(truncation, padding, max_length, tokenize_kwargs),
+                {"return_tensors": bool(return_tensors)})
 
     def postprocess(self, outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         hidden = outputs["last_hidden_state"]

@@ -64,7 +64,8 @@ class FillMaskPipeline(Pipeline):
             raise ValueError(f"targets={targets!r}: none of them encodes to a token; pass words of the vocabulary")
         return np.array(ids)
 
-    def preprocess(self, items: Sequence[Any], offset: int,
+    def preprocess(  # type: ignore[override]  # takes only truncation: a mask must survive it
+            self, items: Sequence[Any], offset: int,
                    truncation: bool = False) -> list[tuple[None, list[Encoding]]]:
         texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
         encodings = self.tokenizer.encode_batch(texts, truncation=truncation)

@@ -82,7 +82,8 @@ class QuestionAnsweringPipeline(Pipeline):
                 {"top_k": top_k, "max_answer_len": max_answer_len, "impossible": bool(handle_impossible_answer),
                  "align": bool(align_to_words)})
 
-    def preprocess(self, items: Sequence[Any], offset: int, max_seq_len: int = 384,
+    def preprocess(  # type: ignore[override]  # takes its windowing, from its _sanitize_parameters
+            self, items: Sequence[Any], offset: int, max_seq_len: int = 384,
                    doc_stride: int = 128) -> list[tuple[str, list[Encoding]]]:
         pairs = []
         for i, item in enumerate(items):

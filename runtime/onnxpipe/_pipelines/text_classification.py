@@ -41,10 +41,12 @@ class TextClassificationPipeline(Pipeline):
         return super()._finish(results, single, inputs, kwargs)
 
     def _sanitize_parameters(self, top_k: Any = "", function_to_apply: str | None = None,
-                             truncation: bool = True, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+                             truncation: bool = True, return_all_scores: bool | None = None, padding: Any = None,
+                             max_length: int | None = None, tokenize_kwargs: dict[str, Any] | None = None,
+                             **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; text-classification takes top_k, "
-                            "function_to_apply, truncation")
+                            "function_to_apply, truncation, return_all_scores, padding, max_length, tokenize_kwargs")
         if function_to_apply is not None:
             function_to_apply = str(function_to_apply).lower()
             if function_to_apply not in _FUNCTIONS:
@@ -52,11 +54,14 @@ class TextClassificationPipeline(Pipeline):
         legacy = top_k == ""
         if not legacy and top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k={top_k!r}; use a positive int, or None for every label")
-        return {"truncation": truncation}, {"top_k": 1 if legacy else top_k, "legacy": legacy,
+        if legacy and return_all_scores is not None:  # transformers' deprecated form: every label, old shapes
+            top_k = None if return_all_scores else 1
+        pre = self._tokenize_options(truncation, padding, max_length, tokenize_kwargs)
+        return pre, {"top_k": 1 if top_k == "" else top_k, "legacy": legacy,
                                             "function_to_apply": function_to_apply}
 
-    def preprocess(self, items: Sequence[Any], offset: int,
-                   truncation: bool = True) -> list[tuple[None, list[Encoding]]]:
+    def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True,
+                   max_length: int | None = None) -> list[tuple[None, list[Encoding]]]:
         singles, pairs = [], []
         for i, item in enumerate(items):
             if isinstance(item, dict):
@@ -73,11 +78,11 @@ class TextClassificationPipeline(Pipeline):
         out: list[Any] = [None] * len(items)
         if singles:
             for (i, _), e in zip(singles, self.tokenizer.encode_batch([t for _, t in singles], truncation=truncation,
-                                                                            bounded=True)):
+                                                                            max_length=max_length, bounded=True)):
                 out[i] = e
         if pairs:
             encs = self.tokenizer.encode_batch([a for _, a, _ in pairs], [b for _, _, b in pairs],
-                                               truncation=truncation, bounded=True)
+                                               truncation=truncation, max_length=max_length, bounded=True)
             for (i, _, _), e in zip(pairs, encs):
                 out[i] = e
         if not truncation:
@@ -108,10 +113,11 @@ class TextClassificationPipeline(Pipeline):
         logits, labels = rows[0], self._labels
         fn = function_to_apply or self._function
         scores = softmax(logits) if fn == "softmax" else sigmoid(logits) if fn == "sigmoid" else logits
-        if legacy:
+        if legacy and top_k == 1:
             best = int(scores.argmax())
             return {"label": labels.get(best, f"LABEL_{best}"), "score": float(scores[best])}
-        ranked = sorted(range(len(scores)), key=lambda j: -scores[j])
+        # As transformers: return_all_scores=True (legacy, every label) keeps the labels' order, unsorted.
+        ranked = range(len(scores)) if legacy else sorted(range(len(scores)), key=lambda j: -scores[j])
         if top_k is not None:
-            ranked = ranked[:top_k]
+            ranked = list(ranked)[:top_k]
         return [{"label": labels.get(j, f"LABEL_{j}"), "score": float(scores[j])} for j in ranked]

@@ -58,7 +58,8 @@ class TokenClassificationPipeline(Pipeline):
         ignore = ["O"] if ignore_labels is None else list(ignore_labels)
         return {"stride": stride}, {"strategy": strategy, "ignore_labels": ignore}
 
-    def preprocess(self, items: Sequence[Any], offset: int,
+    def preprocess(  # type: ignore[override]  # takes its stride, from its _sanitize_parameters
+            self, items: Sequence[Any], offset: int,
                    stride: int | None = None) -> list[tuple[str, list[Encoding]]]:
         texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
         encodings = self.tokenizer.encode_batch(texts, stride=stride or 0)

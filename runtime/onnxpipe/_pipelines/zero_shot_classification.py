@@ -41,12 +41,24 @@ class ZeroShotClassificationPipeline(Pipeline):
             log.warning("no label of %s starts with 'entail' (labels: %s); using the last logit as entailment",
                         self.model.manifest.folder, sorted(labels.values()))
 
-    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, inputs: Any = None, *args: Any, sequences: Any = None, **kwargs: Any) -> Any:
+        if sequences is not None:  # transformers' keyword for the inputs
+            if inputs is not None:
+                raise TypeError("pass the texts once: positionally or as sequences=, not both")
+            inputs = sequences
+        if inputs is None:
+            raise TypeError("zero-shot-classification needs texts: pipe(texts, candidate_labels=[...])")
         if len(args) == 1 and "candidate_labels" not in kwargs:
             kwargs["candidate_labels"] = args[0]
         elif args:
             raise TypeError(f"unexpected positional arguments {args!r}; pass candidate_labels=[...]")
         return super().__call__(inputs, **kwargs)
+
+    def _set_defaults(self, **kwargs: Any) -> None:
+        if kwargs.get("candidate_labels") is None:  # labels may come with each call; check the rest then
+            self._defaults = dict(kwargs)
+        else:
+            super()._set_defaults(**kwargs)
 
     def _normalize(self, inputs: Any) -> tuple[bool, list[Any]]:
         if isinstance(inputs, (list, tuple)) and not inputs:  # transformers' message, word for word

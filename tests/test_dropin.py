@@ -1,0 +1,242 @@
+"""Drop-in idioms: transformers code that people already have, run against transformers and onnxpipe on the
+same tiny checkpoint and its fp32 export, compared (same types and keys, floats within 1e-4).
+
+Each idiom is a function ``f(lib, model)``: ``lib`` is the ``transformers`` or ``onnxpipe`` module, ``model``
+the checkpoint folder or the export of it; what it returns is compared. Pipelines run at fp32
+(``onnxpipe`` side: ``precision="fp32"``), so every difference is the runtime's, not quantisation's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import onnxpipe
+
+ATOL = 1e-4
+TEXT = "My name is Wolfgang and I live in Berlin."
+TEXTS = [TEXT, "Hugging Face Inc. is a company based in New York City!", "unbelievably, it was... ok?"]
+CONTEXT = "The Eiffel Tower is in Paris. It was built by Gustave Eiffel's company from 1887 to 1889."
+LABELS = ["politics", "sports", "cooking"]
+
+
+def first_difference(a, b, path="result"):
+    """None when equal (floats within ATOL, other leaves exactly, same container types), else where."""
+    if isinstance(a, dict):
+        if not isinstance(b, dict) or sorted(a) != sorted(b):
+            return f"{path}: keys {sorted(a)} vs {sorted(b) if isinstance(b, dict) else type(b).__name__}"
+        return next((d for k in a if (d := first_difference(a[k], b[k], f"{path}.{k}"))), None)
+    if isinstance(a, (list, tuple)):
+        if type(a) is not type(b) or len(a) != len(b):
+            return f"{path}: {type(a).__name__} of {len(a)} vs {type(b).__name__} {b!r:.80}"
+        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := first_difference(x, y, f"{path}[{i}]"))), None)
+    if isinstance(a, np.ndarray) or type(a).__name__ == "Tensor":
+        a = a.detach().numpy() if hasattr(a, "detach") else a
+        if not isinstance(b, np.ndarray) or a.shape != b.shape:
+            return f"{path}: array {a.shape} vs {type(b).__name__} {getattr(b, 'shape', '')}"
+        if a.dtype.kind == "f":
+            return None if np.allclose(a, b, atol=ATOL, rtol=0) else f"{path}: max diff {np.abs(a - b).max()}"
+        return None if a.dtype == b.dtype and (a == b).all() else f"{path}: {a!r} vs {b!r}"
+    if isinstance(a, (float, np.floating)):
+        return None if isinstance(b, float) and abs(float(a) - b) <= ATOL else f"{path}: {a!r} vs {b!r}"
+    if isinstance(a, (int, np.integer)) and not isinstance(a, bool):
+        return None if type(b) is int and int(a) == b else f"{path}: {a!r} ({type(a).__name__}) vs {b!r}"
+    return None if a == b and type(a) is type(b) else f"{path}: {a!r} vs {b!r}"
+
+
+def _pipe(lib, task, model, **kwargs):
+    if lib is onnxpipe:
+        return onnxpipe.pipeline(task, model=model, precision="fp32", **kwargs)
+    return lib.pipeline(task, model=str(model), **kwargs)
+
+
+def _model(lib, cls, model):
+    """``lib.<cls>.from_pretrained(model)``; onnxpipe's at fp32 (its default on CPU is int8)."""
+    if lib is onnxpipe:
+        return getattr(onnxpipe, cls).from_pretrained(model, precision="fp32")
+    return getattr(lib, cls).from_pretrained(str(model))
+
+
+def _mask(lib, model):
+    return lib.AutoTokenizer.from_pretrained(str(model)).mask_token
+
+
+# (head, idiom name, f(lib, model)); the head picks the checkpoint and its export.
+IDIOMS = [
+    # pipeline() construction
+    # transformers finds the task of a hub model only (a local folder needs it); onnxpipe reads the manifest
+    ("text-classification", "no task: the folder's", lambda lib, m: (
+        lib.pipeline(model=str(m), precision="fp32") if lib is onnxpipe else _pipe(lib, "text-classification", m))(
+        TEXT)),
+    ("text-classification", "device=-1", lambda lib, m: _pipe(lib, "text-classification", m, device=-1)(TEXT)),
+    ("text-classification", "top_k=None at construction",
+     lambda lib, m: _pipe(lib, "sentiment-analysis", m, top_k=None)(TEXT)),
+    ("text-classification", "tokenizer=path",
+     lambda lib, m: _pipe(lib, "text-classification", m, tokenizer=str(m))(TEXT)),
+    ("text-classification", "model=object, tokenizer=object", lambda lib, m: lib.pipeline(
+        "text-classification", model=_model(lib, "AutoModelForSequenceClassification", m),
+        tokenizer=lib.AutoTokenizer.from_pretrained(str(m)))(TEXTS)),
+    ("token-classification", "grouped_entities=True (course ch. 1)",
+     lambda lib, m: _pipe(lib, "ner", m, grouped_entities=True)(TEXT)),
+    ("token-classification", "aggregation_strategy at construction",
+     lambda lib, m: _pipe(lib, "ner", m, aggregation_strategy="first")(TEXTS)),
+    # call-time arguments
+    ("text-classification", "str", lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXT)),
+    ("text-classification", "list, batch_size=2",
+     lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, batch_size=2)),
+    ("text-classification", "top_k=None", lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXT, top_k=None)),
+    ("text-classification", "top_k=2 list", lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, top_k=2)),
+    ("text-classification", "return_all_scores=True str",
+     lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXT, return_all_scores=True)),
+    ("text-classification", "return_all_scores=True list",
+     lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, return_all_scores=True)),
+    ("text-classification", "text_pair dict",
+     lambda lib, m: _pipe(lib, "sentiment-analysis", m)({"text": TEXT, "text_pair": CONTEXT})),
+    ("text-classification", "function_to_apply=none",
+     lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXT, function_to_apply="none")),
+    ("text-classification", "generator in, iterator out",
+     lambda lib, m: list(_pipe(lib, "sentiment-analysis", m)(t for t in TEXTS))),
+    ("text-classification", "generator, batch_size=2",
+     lambda lib, m: list(_pipe(lib, "sentiment-analysis", m)((t for t in TEXTS), batch_size=2))),
+    ("text-classification", "max_length=6, truncation=True",
+     lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, max_length=6, truncation=True)),
+    ("text-classification", "padding='max_length'",
+     lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, padding="max_length", truncation=True)),
+    ("feature-extraction", "tokenize_kwargs", lambda lib, m: _pipe(lib, "feature-extraction", m)(
+        TEXTS, tokenize_kwargs={"truncation": True, "max_length": 6})),
+    ("token-classification", "str", lambda lib, m: _pipe(lib, "ner", m)(TEXT)),
+    ("token-classification", "aggregation_strategy=simple", lambda lib, m: _pipe(lib, "ner", m)(
+        TEXTS, aggregation_strategy="simple")),
+    ("fill-mask", "str", lambda lib, m: _pipe(lib, "fill-mask", m)(f"Hello {_mask(lib, m)} world.")),
+    ("fill-mask", "top_k=2 list", lambda lib, m: _pipe(lib, "fill-mask", m)(
+        [f"Hello {_mask(lib, m)} world.", f"The {_mask(lib, m)} was slow."], top_k=2)),
+    ("question-answering", "question=, context=", lambda lib, m: _pipe(lib, "question-answering", m)(
+        question="Who built it?", context=CONTEXT)),
+    ("question-answering", "dict, top_k=2", lambda lib, m: _pipe(lib, "question-answering", m)(
+        {"question": "Where is it?", "context": CONTEXT}, top_k=2)),
+    ("zero-shot-classification", "candidate_labels=", lambda lib, m: _pipe(lib, "zero-shot-classification", m)(
+        TEXT, candidate_labels=LABELS)),
+    ("zero-shot-classification", "sequences= keyword", lambda lib, m: _pipe(lib, "zero-shot-classification", m)(
+        sequences=TEXTS, candidate_labels=LABELS, multi_label=True)),
+    ("zero-shot-classification", "labels positional", lambda lib, m: _pipe(lib, "zero-shot-classification", m)(
+        TEXT, LABELS)),
+    ("feature-extraction", "str: nested lists", lambda lib, m: _pipe(lib, "feature-extraction", m)(TEXT)),
+    # tokenizer
+    *[("text-classification", f"tokenizer.{a}", (lambda a_: lambda lib, m: getattr(
+        lib.AutoTokenizer.from_pretrained(str(m)), a_))(a)) for a in (
+        "cls_token", "sep_token", "pad_token", "mask_token", "unk_token", "cls_token_id", "sep_token_id",
+        "pad_token_id", "mask_token_id", "unk_token_id", "vocab_size", "model_max_length", "all_special_ids")],
+    ("text-classification", "len(tokenizer)", lambda lib, m: len(lib.AutoTokenizer.from_pretrained(str(m)))),
+    ("text-classification", "tokenizer(text) lists", lambda lib, m: dict(lib.AutoTokenizer.from_pretrained(str(m))(
+        TEXT))),
+    ("text-classification", "tokenizer(texts, padding=True)", lambda lib, m: dict(
+        lib.AutoTokenizer.from_pretrained(str(m))(TEXTS, padding=True))),
+    ("text-classification", "tokenizer np, offsets", lambda lib, m: dict(lib.AutoTokenizer.from_pretrained(str(m))(
+        TEXTS, padding=True, truncation=True, return_tensors="np", return_offsets_mapping=True))),
+    ("text-classification", "tokenizer pair, only_first", lambda lib, m: dict(lib.AutoTokenizer.from_pretrained(
+        str(m))(CONTEXT * 20, "short", truncation="only_first", max_length=32))),
+    ("text-classification", "add_special_tokens=False", lambda lib, m: dict(lib.AutoTokenizer.from_pretrained(
+        str(m))(TEXT, add_special_tokens=False))),
+    ("text-classification", "word_ids()", lambda lib, m: lib.AutoTokenizer.from_pretrained(str(m))(TEXT).word_ids()),
+    ("text-classification", "encode", lambda lib, m: lib.AutoTokenizer.from_pretrained(str(m)).encode(TEXT)),
+    ("text-classification", "tokenize", lambda lib, m: lib.AutoTokenizer.from_pretrained(str(m)).tokenize(TEXT)),
+    ("text-classification", "decode keeps specials", lambda lib, m: (lambda t: t.decode(t.encode(TEXT)))(
+        lib.AutoTokenizer.from_pretrained(str(m)))),
+    ("text-classification", "decode skip_special_tokens", lambda lib, m: (lambda t: t.decode(
+        t.encode(TEXT), skip_special_tokens=True))(lib.AutoTokenizer.from_pretrained(str(m)))),
+    ("text-classification", "batch_decode", lambda lib, m: (lambda t: t.batch_decode(
+        t(TEXTS, padding=True)["input_ids"]))(lib.AutoTokenizer.from_pretrained(str(m)))),
+    ("text-classification", "convert_ids_to_tokens", lambda lib, m: (lambda t: t.convert_ids_to_tokens(
+        t.encode(TEXT)))(lib.AutoTokenizer.from_pretrained(str(m)))),
+    ("text-classification", "convert_tokens_to_ids", lambda lib, m: (lambda t: t.convert_tokens_to_ids(
+        t.tokenize(TEXT) + ["zzqqxx-not-a-token"]))(lib.AutoTokenizer.from_pretrained(str(m)))),
+    # models and their config
+    *[("text-classification", f"model.config.{a}", (lambda a_: lambda lib, m: getattr(
+        _model(lib, "AutoModelForSequenceClassification", m).config, a_))(a)) for a in (
+        "id2label", "label2id", "num_labels", "hidden_size", "model_type")],
+    ("text-classification", "pipe.model.config.id2label",
+     lambda lib, m: _pipe(lib, "sentiment-analysis", m).model.config.id2label),
+    ("text-classification", "outputs[0] / outputs['logits']", lambda lib, m: _model_outputs(
+        lib, m, "AutoModelForSequenceClassification", lambda o: (o[0], o["logits"], o.logits))),
+    ("token-classification", "AutoModelForTokenClassification", lambda lib, m: _model_outputs(
+        lib, m, "AutoModelForTokenClassification", lambda o: (o[0], o.logits))),
+    ("fill-mask", "AutoModelForMaskedLM", lambda lib, m: _model_outputs(
+        lib, m, "AutoModelForMaskedLM", lambda o: (o[0], o["logits"]))),
+    ("question-answering", "AutoModelForQuestionAnswering", lambda lib, m: _model_outputs(
+        lib, m, "AutoModelForQuestionAnswering", lambda o: (o[0], o[1], o.start_logits, o.end_logits))),
+    ("feature-extraction", "AutoModel last_hidden_state", lambda lib, m: _model_outputs(
+        lib, m, "AutoModel", lambda o: (o[0], o.last_hidden_state))),
+]
+
+
+def _model_outputs(lib, m, cls, pick):
+    tok = lib.AutoTokenizer.from_pretrained(str(m))
+    model = _model(lib, cls, m)
+    if lib is onnxpipe:
+        return pick(model(**tok(TEXTS, padding=True, return_tensors="np")))
+    import torch
+
+    with torch.no_grad():
+        return tuple(x.numpy() for x in pick(model(**tok(TEXTS, padding=True, return_tensors="pt"))))
+
+
+@pytest.fixture(scope="module")
+def folders(tiny_checkpoint, tiny_export):
+    def make(head):
+        return tiny_checkpoint("bert", head), tiny_export("bert", head, "int8,fp32")
+
+    return make
+
+
+@pytest.mark.torch
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning", "ignore::DeprecationWarning")
+@pytest.mark.parametrize("head,name,idiom", IDIOMS, ids=[f"{h}-{n}" for h, n, _ in IDIOMS])
+def test_idiom_matches_transformers(folders, head, name, idiom):
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    checkpoint, folder = folders(head)
+    expected, got = idiom(transformers, checkpoint), idiom(onnxpipe, folder)
+    assert first_difference(expected, got) is None, first_difference(expected, got)
+
+
+# -- what cannot be the same says so ----------------------------------------------------------------------------
+REFUSED = [
+    ("return_tensors='pt'", lambda m: onnxpipe.AutoTokenizer.from_pretrained(str(m))(TEXT, return_tensors="pt"),
+     ValueError, "numpy only"),
+    ("framework='pt'", lambda m: onnxpipe.pipeline("sentiment-analysis", model=m, framework="pt"), ValueError,
+     "without"),
+    ("a tokenizer of another folder", lambda m: onnxpipe.pipeline("sentiment-analysis", model=m,
+                                                                   tokenizer=str(m.parent)), Exception, ""),
+    ("device=3", lambda m: onnxpipe.pipeline("sentiment-analysis", model=m, device=3), ValueError, "one GPU"),
+    ("a head the folder lacks", lambda m: onnxpipe.AutoModelForTokenClassification.from_pretrained(m),
+     onnxpipe.errors.TaskMismatchError, "token-classification"),
+    ("config is read-only", lambda m: setattr(onnxpipe.AutoModel.from_pretrained(m).config, "num_labels", 5),
+     AttributeError, "read-only"),
+    ("unknown call argument", lambda m: onnxpipe.pipeline("sentiment-analysis", model=m)(TEXT, nope=1), TypeError,
+     "nope"),
+    ("unknown construction argument", lambda m: onnxpipe.pipeline("sentiment-analysis", model=m, nope=1), TypeError,
+     "nope"),
+]
+
+
+@pytest.mark.parametrize("name,call,error,match", REFUSED, ids=[r[0] for r in REFUSED])
+def test_refused_with_a_reason(tiny_export, name, call, error, match):
+    with pytest.raises(error, match=match):
+        call(tiny_export("bert", "text-classification", "int8,fp32"))
+
+
+def test_iterable_in_iterator_out_is_lazy(tiny_export):
+    pipe = onnxpipe.pipeline("sentiment-analysis", model=tiny_export("bert", "text-classification", "int8,fp32"))
+    seen = []
+
+    def texts():
+        for t in TEXTS:
+            seen.append(t)
+            yield t
+
+    results = pipe(texts())
+    assert not seen  # nothing read before the first result is asked for
+    assert [r["label"] for r in results] == [r[0]["label"] for r in (pipe(t) for t in TEXTS)]
+    with pytest.raises(TypeError, match="nope"):  # arguments are checked at the call, not at the first next()
+        pipe(texts(), nope=1)
