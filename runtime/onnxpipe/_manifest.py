@@ -19,7 +19,7 @@ from .errors import IntegrityError, ManifestError
 
 FORMAT_VERSION = "1.0"
 MANIFEST_NAME = "manifest.json"
-PRECISIONS = ("int8", "fp32", "fp16")
+PRECISIONS = ("int8", "int4", "fp32", "fp16")
 
 REEXPORT_HINT = "re-export it: onnxpipe export SOURCE --task TASK --out {folder} --force"
 

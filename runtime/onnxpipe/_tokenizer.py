@@ -137,6 +137,7 @@ class AutoTokenizer:
     def encode_batch(
         self, texts: Sequence[str], pairs: Sequence[str] | None = None, truncation: bool = True,
         max_length: int | None = None, stride: int = 0, strategy: str = "longest_first", bounded: bool = False,
+        add_special_tokens: bool = True,
     ) -> list[Encoding]:
         """Encode texts (and pairs). ``bounded=True``, for callers that never read ``Encoding.overflowing``:
         a truncated text is encoded from its start only, so one huge input cannot take gigabytes (for a pair,
@@ -154,7 +155,7 @@ class AutoTokenizer:
             texts = [self._head(t, limit) for t in texts]
             pairs = None if pairs is None else [self._head(t, limit) for t in pairs]
         batch = list(texts) if pairs is None else list(zip(texts, pairs))
-        return tok.encode_batch(batch)
+        return tok.encode_batch(batch, add_special_tokens=add_special_tokens)
 
     def _limit(self, max_length: int | None, stride: Any, strategy: str, pair: bool) -> int:
         """The truncation length for these arguments, checked: below the special tokens the Rust tokenizer
