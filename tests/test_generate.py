@@ -242,3 +242,16 @@ def test_low_bit_folder_generates_and_records_its_agreement(tiny_export):
     assert g.precision == "int4"  # the CPU default where there is no int8
     out = g("Hello", max_new_tokens=8, do_sample=False, return_full_text=False)[0]["generated_text"]
     assert isinstance(out, str) and out
+
+
+def test_cli_generate_streams_what_the_pipeline_returns(folders, pipes, capsys):
+    from onnxpipe._cli import main
+
+    want = pipes["gpt2"](PROMPTS[0], max_new_tokens=12, do_sample=False)[0]["generated_text"]
+    for extra in (["--stream"], []):
+        assert main(["generate", "--model", str(folders["gpt2"]), PROMPTS[0], "--max-new-tokens", "12", "--greedy",
+                     *extra]) == 0
+        assert capsys.readouterr().out == want + "\n"
+    assert main(["generate", "--model", str(folders["gpt2"]), "Hi", "--temperature", "0", "--stream"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "temperature=0.0 is invalid" in captured.err

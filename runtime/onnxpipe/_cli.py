@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from . import _cli_serve
+from . import _cli_generate, _cli_serve
 from ._cli_io import (InputLines, OutputError, Terminated, binary_stdin, flush_on_signals, json_line,
                       silence_stdout, write)
 from ._cli_tasks import add_task_arguments, implied_task, task_inputs, task_kwargs
@@ -247,13 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
     b.set_defaults(func=cmd_bench)
     _cli_serve.add_parser(sub)
+    _cli_generate.add_parser(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        writes_stdout = args.command in ("predict", "info") or args.command == "bench" and not args.json_out
+        writes_stdout = args.command in ("predict", "info", "generate") or args.command == "bench" and not args.json_out
         if sys.stdout is None and writes_stdout:  # fd 1 was closed at start: the results would vanish
             raise OutputError("stdout is closed; redirect it to a file or a pipe")
         code = args.func(args)
