@@ -203,7 +203,8 @@ def test_export_refuses_a_decoder_for_an_encoder_task(hf, tmp_path):
         export(hf["gpt2"][2], task="text-generation", out=tmp_path / "y", precisions="fp16", progress=False)
 
 
-def test_4bit_packing_is_what_matmulnbits_computes(tmp_path):
+@pytest.mark.parametrize("op", ["MatMul", "Gemm"])
+def test_4bit_packing_is_what_matmulnbits_computes(op, tmp_path):
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -212,10 +213,14 @@ def test_4bit_packing_is_what_matmulnbits_computes(tmp_path):
 
     rng = np.random.default_rng(0)
     w = rng.normal(size=(40, 24)).astype(np.float32)  # K not a multiple of the block: padded
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 40])],
+    bias = rng.normal(size=24).astype(np.float32) if op == "Gemm" else np.zeros(24, np.float32)
+    # GPT-2's Conv1D layers export as Gemm with a bias; a transposed weight (transB) is the nn.Linear layout.
+    node = (helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1) if op == "Gemm"
+            else helper.make_node("MatMul", ["x", "w"], ["y"]))
+    inits = [numpy_helper.from_array(w.T.copy() if op == "Gemm" else w, "w"), numpy_helper.from_array(bias, "b")]
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 40])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 24])],
-                              [numpy_helper.from_array(w, "w")])
+                              inits if op == "Gemm" else inits[:1])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
     recipe = quantize_4bit(tmp_path / "m.onnx", tmp_path / "q.onnx", {**_lowbit_int4(), "accuracy_level": 0})
     assert recipe["matmuls_quantized"] == 1
@@ -224,7 +229,7 @@ def test_4bit_packing_is_what_matmulnbits_computes(tmp_path):
     deq = (q * np.repeat(scales.reshape(24, -1), 32, axis=1))[:, :40].T
     x = rng.normal(size=(3, 40)).astype(np.float32)
     y = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    np.testing.assert_allclose(y, x @ deq, atol=1e-4)
+    np.testing.assert_allclose(y, x @ deq + bias, atol=1e-4)
     assert np.abs(deq - w).max() <= np.abs(w).max() / 14 + 1e-6  # half a step of the 4-bit grid
 
 

@@ -1,6 +1,6 @@
 """CPU low-bit variants of a decoder graph: 4-bit weight-only (``MatMulNBits``) and dynamic int8.
 
-4-bit: every MatMul whose weight is a 2-D float initializer becomes onnxruntime's ``com.microsoft.MatMulNBits``
+4-bit: every MatMul (and plain Gemm: GPT-2's Conv1D layers) whose weight is a 2-D float initializer becomes onnxruntime's ``com.microsoft.MatMulNBits``
 (what onnxruntime-genai runs on CPU): symmetric 4-bit weights in blocks of ``block_size`` along K, one fp32
 scale per block, zero point 8 (the operator's default when none is given). It is written here in numpy
 rather than with onnxruntime's MatMulNBitsQuantizer because that module imports ``onnx_ir``, one more export
@@ -37,6 +37,22 @@ def _pack_4bit(w: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
     return packed, scale.astype(np.float32).reshape(-1)
 
 
+def _weight(node, inits: dict) -> np.ndarray | None:
+    """The (K, N) float weight of a MatMul or plain Gemm (alpha = beta = 1, A not transposed); else None."""
+    if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2 or node.input[1] not in inits:
+        return None
+    init = inits[node.input[1]]
+    if len(init.dims) != 2 or init.data_type != onnx.TensorProto.FLOAT:
+        return None
+    w = numpy_helper.to_array(init)
+    if node.op_type == "MatMul":
+        return None if len(node.input) != 2 else w
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+        return None
+    return np.ascontiguousarray(w.T) if attrs.get("transB", 0) else w
+
+
 def quantize_4bit(source: Path, out: Path, settings: dict = INT4) -> dict:
     """Write ``out``: ``source`` with its weight MatMuls as 4-bit MatMulNBits; return the recipe with counts."""
     model = onnx.load(str(source))
@@ -46,19 +62,23 @@ def quantize_4bit(source: Path, out: Path, settings: dict = INT4) -> dict:
     replaced, kept = 0, 0
     nodes = []
     for node in graph.node:
-        weight = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
-        if weight is None or len(weight.dims) != 2 or weight.data_type != onnx.TensorProto.FLOAT:
-            kept += node.op_type == "MatMul"
+        w = _weight(node, inits)
+        if w is None:
+            kept += node.op_type in ("MatMul", "Gemm")
             nodes.append(node)
             continue
-        w = numpy_helper.to_array(weight)
         packed, scales = _pack_4bit(w, block)
         base = f"{node.input[1]}_q4"
         graph.initializer.extend([numpy_helper.from_array(packed, base), numpy_helper.from_array(scales, base + "_scales")])
-        nodes.append(helper.make_node("MatMulNBits", [node.input[0], base, base + "_scales"], list(node.output),
+        bias = node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]
+        product = [node.output[0] + "_nobias"] if bias else list(node.output)
+        nodes.append(helper.make_node("MatMulNBits", [node.input[0], base, base + "_scales"], product,
                                       name=(node.name or base) + "_q4", domain="com.microsoft", K=w.shape[0],
                                       N=w.shape[1], bits=4, block_size=block,
                                       accuracy_level=int(settings["accuracy_level"])))
+        if bias:  # Gemm's C (GPT-2's Conv1D layers export as Gemm): added after the 4-bit product
+            nodes.append(helper.make_node("Add", [product[0], node.input[2]], list(node.output),
+                                          name=(node.name or base) + "_bias"))
         replaced += 1
     used = {i for n in nodes for i in n.input}
     keep = [i for i in graph.initializer if i.name in used or i.name in {o.name for o in graph.output}]
