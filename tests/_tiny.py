@@ -35,7 +35,7 @@ HEADS: dict[str, str] = {
 
 # Causal LMs: their own configs (the encoder keys of _COMMON do not apply), byte-level BPE tokenizers as GPT-2
 # and Llama-3 / SmolLM ship, and 2 key/value heads for Llama so grouped-query attention is exercised.
-DECODER_ARCHS = ["gpt2", "llama"]
+DECODER_ARCHS = ["gpt2", "llama", "qwen2", "mistral"]
 
 LABELS = {0: "NEGATIVE", 1: "NEUTRAL", 2: "POSITIVE"}
 # BIO tags plus a bare tag (MISC), which transformers' grouping treats as a continuation.
@@ -73,6 +73,13 @@ _CONFIGS: dict[str, dict] = {
     "llama": {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
               "intermediate_size": 37, "max_position_embeddings": MAX_POSITIONS, "initializer_range": 0.3,
               "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False, "rms_norm_eps": 1e-5},
+    # Qwen2: biases on q/k/v; Mistral: a sliding window (wider than the 128 positions here).
+    "qwen2": {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "intermediate_size": 37, "max_position_embeddings": MAX_POSITIONS, "initializer_range": 0.3,
+              "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": True, "use_sliding_window": False},
+    "mistral": {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 1,
+                "intermediate_size": 37, "max_position_embeddings": MAX_POSITIONS, "initializer_range": 0.3,
+                "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False, "sliding_window": 256},
     "deberta-v2": {"type_vocab_size": 0, "pad_token_id": 0, "relative_attention": True, "max_relative_positions": -1,
                    "position_buckets": 64, "pos_att_type": ["p2c", "c2p"], "position_biased_input": False,
                    "norm_rel_ebd": "layer_norm", "share_att_key": True},

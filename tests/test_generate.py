@@ -260,3 +260,39 @@ def test_cli_generate_streams_what_the_pipeline_returns(folders, pipes, capsys):
     assert main(["generate", "--model", str(folders["gpt2"]), "Hi", "--temperature", "0", "--stream"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "temperature=0.0 is invalid" in captured.err
+
+
+def test_bench_generate_smoke(folders, tmp_path):
+    """bench/generate.py's onnxpipe and bare-session workers and its report run on a tiny folder (no timing
+    assertions: the speed targets live in the bench's own output)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_generate", Path(__file__).parents[1] / "bench" / "generate.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.NEW_TOKENS = 4
+    rows = {"onnxpipe-fp32": bench.worker_onnxpipe(str(folders["llama"]), "fp32", 1),
+            "bare-ort-fp32": bench.worker_bare(str(folders["llama"]), 1)}
+    assert all(r[0]["new_tokens"] == 4 for r in rows.values())
+    results = {"prompt_tokens": 32, "new_tokens": 4, "rounds": 1, "threads": 1, "unavailable": {"x/y": "why"},
+               "models": {"tiny": {e: {"ttft_ms": 1e3 * r[0]["ttft_s"], "decode_tokens_per_s": r[0]["decode_tokens_per_s"],
+                                       "e2e_tokens_per_s": r[0]["e2e_tokens_per_s"]} for e, r in rows.items()}}}
+    bench.write(results, tmp_path)
+    report = (tmp_path / "generate.md").read_text()
+    assert "Random weights: timing only" in report and "| tiny | onnxpipe-fp32 |" in report and "x/y: why" in report
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "mistral"])
+def test_other_llama_family_configs_export_and_match_generate(arch, tiny_export, tiny_checkpoint):
+    """Qwen2 (q/k/v biases, tied embeddings) and Mistral (sliding window, one key/value head): the export's own
+    validation (fp32 within 1e-4, greedy identical) passes, and the pipeline gives transformers' greedy text."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tiny_export(arch, "text-generation", precisions="fp32")
+    path = tiny_checkpoint(arch, "text-generation")
+    pair = (AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path))
+    g = onnxpipe.pipeline("text-generation", model=folder)
+    for prompt in PROMPTS[:2]:
+        want = pair[1].decode(_hf_generate(pair, prompt, max_new_tokens=24), skip_special_tokens=True)
+        assert g(prompt, max_new_tokens=24, do_sample=False, return_full_text=False)[0]["generated_text"] == want
