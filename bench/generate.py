@@ -13,8 +13,10 @@ Each engine runs in its own process (``--worker``), one warm-up then ``--rounds`
   the reference for onnxpipe's per-token overhead (target <= 10 %);
 * ``transformers-fp32``: ``model.generate`` on PyTorch (CPU), timed through a streamer;
 * ``ortgenai-fp32`` / ``ortgenai-int4``: onnxruntime-genai's model builder on the same checkpoint and its
-  generator, run by ``--genai-python`` (a separate venv; the dev venv's onnxruntime must not be replaced).
-  Missing, it is reported as unavailable with the reason.
+  generator, run by ``--genai-python``: a separate venv (its builder needs transformers >= 5 and onnx-ir,
+  which the dev venv must not get), e.g. ``python -m venv /tmp/genai-venv``, a ``.pth`` file naming the dev
+  venv's site-packages (torch, onnxruntime), then ``pip install onnxruntime-genai==0.18.0 onnx-ir
+  'transformers>=5'`` into it. Missing, it is reported as unavailable with the reason.
 
     python bench/generate.py [--quick] [--models gpt2-small,llama-135m] [--rounds 3]
 
@@ -251,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--genai-python", default="/tmp/genai-venv/bin/python",
                    help="a Python with onnxruntime-genai (and torch/transformers for its model builder)")
     p.add_argument("--out", default=str(OUT))
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows of --out's generate.json for engines not run now (e.g. add genai later)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -299,6 +303,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{model:11s} {engine:18s} TTFT {rows[engine]['ttft_ms']:7.1f} ms  "
                   f"{rows[engine]['decode_tokens_per_s']:7.1f} tok/s", flush=True)
         results["models"][model] = rows
+    previous = Path(args.out) / "generate.json"
+    if args.merge and previous.is_file():
+        old = json.loads(previous.read_text())
+        for model, rows in old.get("models", {}).items():
+            results["models"][model] = {**rows, **results["models"].get(model, {})}
+        ran = {f"{m}/{e}" for m, rows in results["models"].items() for e in rows}
+        results["unavailable"] = {**{k: v for k, v in old.get("unavailable", {}).items() if k not in ran},
+                                  **results["unavailable"]}
+        results["merged_from"] = old.get("provenance")
     write(results, Path(args.out))
     return 0
 
