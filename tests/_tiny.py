@@ -30,7 +30,12 @@ HEADS: dict[str, str] = {
     "token-classification": "AutoModelForTokenClassification",
     "question-answering": "AutoModelForQuestionAnswering",
     "zero-shot-classification": "AutoModelForSequenceClassification",  # an NLI classifier
+    "text-generation": "AutoModelForCausalLM",  # decoder-only archs (DECODER_ARCHS) only
 }
+
+# Causal LMs: their own configs (the encoder keys of _COMMON do not apply), byte-level BPE tokenizers as GPT-2
+# and Llama-3 / SmolLM ship, and 2 key/value heads for Llama so grouped-query attention is exercised.
+DECODER_ARCHS = ["gpt2", "llama", "qwen2", "mistral"]
 
 LABELS = {0: "NEGATIVE", 1: "NEUTRAL", 2: "POSITIVE"}
 # BIO tags plus a bare tag (MISC), which transformers' grouping treats as a continuation.
@@ -63,6 +68,18 @@ _CONFIGS: dict[str, dict] = {
     "albert": {"embedding_size": 16, "num_hidden_groups": 1, "pad_token_id": 0, "bos_token_id": 2,
                "eos_token_id": 3, "type_vocab_size": 2},
     # DeBERTa-v3 style: relative attention with both disentangled terms, no absolute positions, no type ids.
+    "gpt2": {"n_layer": 2, "n_embd": 32, "n_head": 4, "n_inner": 37, "n_positions": MAX_POSITIONS,
+             "initializer_range": 0.3, "bos_token_id": 0, "eos_token_id": 0},
+    "llama": {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "intermediate_size": 37, "max_position_embeddings": MAX_POSITIONS, "initializer_range": 0.3,
+              "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False, "rms_norm_eps": 1e-5},
+    # Qwen2: biases on q/k/v; Mistral: a sliding window (wider than the 128 positions here).
+    "qwen2": {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "intermediate_size": 37, "max_position_embeddings": MAX_POSITIONS, "initializer_range": 0.3,
+              "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": True, "use_sliding_window": False},
+    "mistral": {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 1,
+                "intermediate_size": 37, "max_position_embeddings": MAX_POSITIONS, "initializer_range": 0.3,
+                "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False, "sliding_window": 256},
     "deberta-v2": {"type_vocab_size": 0, "pad_token_id": 0, "relative_attention": True, "max_relative_positions": -1,
                    "position_buckets": 64, "pos_att_type": ["p2c", "c2p"], "position_biased_input": False,
                    "norm_rel_ebd": "layer_norm", "share_att_key": True},
@@ -194,12 +211,38 @@ def _unigram(arch: str):
                mask_token=specials[4], do_lower_case=False)
 
 
+# A ChatML template (as SmolLM2 and Qwen2 ship): the Llama checkpoint carries it, GPT-2 has none.
+CHAT_TEMPLATE = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+                 "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def _decoder_bpe(arch: str):
+    """Byte-level BPE as GPT-2 (one <|endoftext|> token for bos/eos/unk, nothing added around a text) or as
+    Llama-3 / SmolLM (<s> prepended by the post-processor, </s> as eos, ChatML tokens and a chat template)."""
+    from tokenizers import ByteLevelBPETokenizer, processors
+    from transformers import GPT2TokenizerFast, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>"] if arch == "gpt2" else ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    bpe = ByteLevelBPETokenizer(add_prefix_space=False, trim_offsets=True)
+    bpe.train_from_iterator(corpus(), vocab_size=600, min_frequency=1, special_tokens=specials, show_progress=False)
+    tok = bpe._tokenizer
+    if arch == "gpt2":
+        return GPT2TokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                 unk_token="<|endoftext|>", model_input_names=["input_ids", "attention_mask"])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   chat_template=CHAT_TEMPLATE, model_input_names=["input_ids", "attention_mask"])
+
+
 def build_tokenizer(arch: str, out_dir: Path):
     """The fast tokenizer of ``arch`` (a transformers PreTrainedTokenizerFast), with the usable max length set."""
     if arch in ("bert", "distilbert", "electra", "mpnet"):
         tok = _wordpiece(arch, out_dir)
     elif arch == "roberta":
         tok = _byte_level_bpe()
+    elif arch in DECODER_ARCHS:
+        tok = _decoder_bpe(arch)
     else:
         tok = _unigram(arch)
     # RoBERTa-style models number positions after the padding index, so two positions are unusable.
@@ -215,7 +258,10 @@ def build_config(arch: str, head: str, vocab_size: int):
         raise KeyError(f"unknown head {head!r}; known: {sorted(HEADS)}")
     if arch not in _CONFIGS:
         raise KeyError(f"unknown arch {arch!r}; known: {ARCHS}")
-    kw = {**_COMMON, **_CONFIGS[arch], **_HEAD_CONFIG.get(head, {}), "vocab_size": vocab_size}
+    if (arch in DECODER_ARCHS) != (head == "text-generation"):
+        raise KeyError(f"{arch} with head {head}: text-generation is for {DECODER_ARCHS} and they only have it")
+    common = {} if arch in DECODER_ARCHS else _COMMON
+    kw = {**common, **_CONFIGS[arch], **_HEAD_CONFIG.get(head, {}), "vocab_size": vocab_size}
     return AutoConfig.for_model(arch, **kw)
 
 
@@ -248,6 +294,8 @@ def build_checkpoint(arch: str, head: str, out_dir: Path) -> Path:
     if head == "text-classification":
         _center_classifier(model, tokenizer)
     model.save_pretrained(out_dir, safe_serialization=True)
+    if head == "text-generation":  # as hub checkpoints ship it: generate()'s defaults and the stop id
+        model.generation_config.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "tiny.json").write_text(json.dumps({"arch": arch, "head": head, "seed": SEED}) + "\n")
     return out_dir

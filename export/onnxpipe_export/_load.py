@@ -73,7 +73,7 @@ def load_checkpoint(source: str, task: str, allow_pickle: bool, trust_remote_cod
             f"{source} ships its own model code ({', '.join(f'{k} -> {v}' for k, v in sorted(custom.items()))}). "
             "Pass --trust-remote-code (trust_remote_code=True) to run it, only if you trust the checkpoint."
         )
-    settings = settings_for(config.model_type)
+    settings = settings_for(config.model_type, task)
     if task in _LABELLED:
         _check_labels(source, config)
     # The tokenizer before the weights: it is the cheaper of the two to find missing.

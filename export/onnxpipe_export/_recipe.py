@@ -83,6 +83,11 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
                allow_pickle=False, trust_remote_code=False, revision=None, progress=True,
                validation_data=None, int8_recipe="default") -> Path:
     requested, task = task, canonical_export_task(task)
+    if task == "text-generation":  # decoder-only causal LMs have their own recipe
+        from ._decoder import export_decoder
+
+        return export_decoder(source, requested, out, precisions, force, allow_pickle, trust_remote_code, revision,
+                              progress)
     precisions = _parse_precisions(precisions)
     target = prepare(out, source, force)
     out = target.path

@@ -15,6 +15,7 @@ MODEL_CLASSES: dict[str, str] = {
     "fill-mask": "AutoModelForMaskedLM",
     "token-classification": "AutoModelForTokenClassification",
     "question-answering": "AutoModelForQuestionAnswering",
+    "text-generation": "AutoModelForCausalLM",
 }
 
 # Derived: export task -> {"model_class", "outputs"} (head outputs; each graph also gets last_hidden_state),
@@ -41,7 +42,14 @@ ARCHITECTURES: dict[str, dict] = {
     "albert": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"]},
     "mpnet": {"fusion": "bert", "expect_fused": ["SkipLayerNormalization"], "positions_after_pad": True},
     "deberta-v2": {"fusion": "bert", "expect_fused": ["SkipLayerNormalization"]},
+    # Decoder-only causal LMs (text-generation only, _decoder.py). No fusion pass: onnxruntime's encoder
+    # fusions do not apply to optimum's past-key-value graph; onnxruntime's load-time fusions still run.
+    "gpt2": {"fusion": None, "expect_fused": [], "decoder": True},
+    "llama": {"fusion": None, "expect_fused": [], "decoder": True},
+    "qwen2": {"fusion": None, "expect_fused": [], "decoder": True},
+    "mistral": {"fusion": None, "expect_fused": [], "decoder": True},
 }
+DECODER_TASK = "text-generation"
 
 
 def canonical_export_task(task: str) -> str:
@@ -69,7 +77,18 @@ def folder_tasks(requested: str, config) -> list[str]:
     return tasks
 
 
-def settings_for(model_type: str) -> dict:
+def settings_for(model_type: str, task: str | None = None) -> dict:
+    """The export settings of ``model_type``; with ``task``, also refuse a task the architecture cannot serve
+    (a decoder for an encoder head, an encoder for text-generation)."""
+    settings = ARCHITECTURES.get(model_type)
+    if settings is not None and task is not None and bool(settings.get("decoder")) != (task == DECODER_TASK):
+        decoders = sorted(a for a, s in ARCHITECTURES.items() if s.get("decoder"))
+        encoders = sorted(a for a in ARCHITECTURES if a not in decoders)
+        raise UnsupportedArchitectureError(
+            f"no export settings for model type {model_type!r} with task {task!r}: {DECODER_TASK} supports "
+            f"{decoders}; the other tasks support {encoders}. Export a {model_type} checkpoint with "
+            f"--task {DECODER_TASK if settings.get('decoder') else 'text-classification (or another encoder task)'}."
+        )
     if model_type not in ARCHITECTURES:
         raise UnsupportedArchitectureError(
             f"no export settings for model type {model_type!r}; supported: {sorted(ARCHITECTURES)}. "

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _cli_batch, _cli_serve
+from . import _cli_batch, _cli_generate, _cli_serve
 from ._cli_io import (
     InputLines,
     OutputError,
@@ -256,13 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
     _cli_serve.add_parser(sub)  # starlette / uvicorn, pyarrow / ray load only when these commands run
     _cli_batch.add_parser(sub)
+    _cli_generate.add_parser(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        writes_stdout = args.command in ("predict", "info") or args.command == "bench" and not args.json_out
+        writes_stdout = args.command in ("predict", "info", "generate") or args.command == "bench" and not args.json_out
         if sys.stdout is None and writes_stdout:  # fd 1 was closed at start: the results would vanish
             raise OutputError("stdout is closed; redirect it to a file or a pipe")
         code: int = args.func(args)

@@ -24,7 +24,7 @@ from .errors import IntegrityError, ManifestError
 # kept); a new required key or a changed meaning is a major bump, which this runtime refuses with a re-export hint.
 FORMAT_VERSION = "1.0"
 MANIFEST_NAME = "manifest.json"
-PRECISIONS = ("int8", "fp32", "fp16")
+PRECISIONS = ("int8", "int4", "fp32", "fp16")
 
 REEXPORT_HINT = "re-export it: onnxpipe export SOURCE --task TASK --out {folder} --force"
 
@@ -116,6 +116,9 @@ class Manifest:
     provenance: Figures | None = None
     validation_data: Figures | None = None
     intermediate_validation: dict[str, Figures] | None = None
+    # text-generation folders: eos/pad/bos ids, the decoder's shape, generation_config, chat template file
+    # (read by _pipelines/text_generation.generation_info, which checks its shape).
+    generation: Figures | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -169,7 +172,7 @@ class Manifest:
             if data.get("tokenizer_config") is not None else None,
             pooling=Pooling(**_split(Pooling, data["pooling"])) if data.get("pooling") is not None else None,
             provenance=data.get("provenance"), validation_data=data.get("validation_data"),
-            intermediate_validation=data.get("intermediate_validation"),
+            intermediate_validation=data.get("intermediate_validation"), generation=data.get("generation"),
             extra={k: v for k, v in data.items() if k not in _KNOWN},
         )
         # Every file the runtime opens must be listed under 'files', so that verify covers it.
@@ -189,7 +192,7 @@ class Manifest:
             "pooling": None if self.pooling is None else _with_extra(self.pooling, {
                 "mode": self.pooling.mode, "normalize": self.pooling.normalize, "source": self.pooling.source}),
             "provenance": self.provenance, "validation_data": self.validation_data,
-            "intermediate_validation": self.intermediate_validation,
+            "intermediate_validation": self.intermediate_validation, "generation": self.generation,
         }
         return {
             **self.extra,
@@ -364,6 +367,7 @@ _SHAPE: dict[str, tuple[Callable[[Any], bool], str]] = {
                "an object of class index -> label string"),
     "provenance": (_is_object, "an object"),
     "validation_data": (_is_object, "an object"),
+    "generation": (_is_object, "an object"),
     "intermediate_validation": (lambda x: _is_object(x, of=_is_object), "an object of precision -> figures"),
 }
 

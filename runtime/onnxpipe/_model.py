@@ -143,6 +143,18 @@ class OnnxModel:
                 raise self.non_finite_error(name, np.flatnonzero(bad).tolist())
         return outputs
 
+    def run_bound(self, binding: Any, shape: tuple[int, ...]) -> list[Any]:
+        """Run with an IO binding (the generation loop's cache stays in onnxruntime's OrtValues); return the
+        bound outputs as OrtValues. ``shape`` is the input_ids shape, for the error message."""
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as e:
+            raise InferenceError(
+                f"onnxruntime failed on {self.manifest.folder} ({self.precision}, {self.device}) "
+                f"with input_ids of shape {shape}: {e}"
+            ) from e
+        return list(binding.get_outputs())
+
     def non_finite_error(self, output: str, rows: list[int], what: str = "batch row") -> NonFiniteOutputError:
         """The error for NaN/inf in ``output`` at ``rows`` (batch rows here; pipelines name their inputs)."""
         where = f"{what} {rows[0]}" if len(rows) == 1 else f"{what}s {rows[:10]}{' ...' if len(rows) > 10 else ''}"

@@ -23,7 +23,8 @@ log = logging.getLogger("onnxpipe")
 DEVICES = ("cpu", "cuda", "auto")
 _PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # Dynamic INT8 is a CPU recipe: on CUDA it runs several times slower than fp32, so it is never a CUDA default.
-_PRECISION_ORDER = {"cpu": ("int8", "fp32", "fp16"), "cuda": ("fp16", "fp32")}
+# int4 (4-bit weight-only MatMulNBits, decoder folders) is the CPU default where there is no int8 variant.
+_PRECISION_ORDER = {"cpu": ("int8", "int4", "fp32", "fp16"), "cuda": ("fp16", "fp32")}
 
 
 @dataclass(frozen=True)

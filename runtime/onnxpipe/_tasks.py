@@ -22,6 +22,7 @@ from ._pipelines import (
     QuestionAnsweringPipeline,
     SentenceEmbeddingsPipeline,
     TextClassificationPipeline,
+    TextGenerationPipeline,
     TokenClassificationPipeline,
     ZeroShotClassificationPipeline,
 )
@@ -38,6 +39,9 @@ class Graph:
     # Whether head outputs have a token axis (compared on real tokens only) or one row per sequence.
     per_token: bool = False
     labels: bool = False  # the manifest records id2label (classification heads)
+    # An encoder graph also outputs last_hidden_state (so its folder serves feature-extraction); a decoder
+    # graph outputs logits and its key/value cache only.
+    encoder: bool = True
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ GRAPHS: dict[str, Graph] = {g.name: g for g in (
     Graph("fill-mask", ("logits",), per_token=True),
     Graph("token-classification", ("logits",), per_token=True, labels=True),
     Graph("question-answering", ("start_logits", "end_logits"), per_token=True),
+    Graph("text-generation", ("logits",), per_token=True, encoder=False),
 )}
 
 _MINILM_FE = ("all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -109,6 +114,9 @@ TABLE: dict[str, Task] = {t.name: t for t in (
                          implies_task=True, required=True),
                   Option("--hypothesis-template", "hypothesis_template", "e.g. 'This example is {}.'"),
                   Option("--multi-label", "multi_label", "labels scored independently", store_true=True))),
+    # Causal LM with a key/value cache; `onnxpipe generate` is its own command (_cli_generate.py).
+    Task("text-generation", TextGenerationPipeline, "text-generation",
+         default_model="gpt2", default_source="openai-community/gpt2"),
 )}
 
 # Derived tables. ------------------------------------------------------------------------------------------
@@ -146,7 +154,7 @@ def served_tasks(graph: str, labels: Mapping[int, str] | None = None) -> list[st
     for t in TABLE.values():
         if t.graph == graph and t.needs_label and any(n.startswith(t.needs_label) for n in names):
             served.append(t.name)
-    if graph != "feature-extraction":
+    if graph != "feature-extraction" and GRAPHS[graph].encoder:
         served.append("feature-extraction")
     return served
 

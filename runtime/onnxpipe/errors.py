@@ -13,6 +13,7 @@ Hierarchy::
     ├── ProviderUnavailableError      the requested execution provider is not installed or failed
     ├── UnknownTaskError              a task name that no pipeline implements (also a ValueError)
     ├── InputTooLongError             truncation=False and an input is over the model's maximum (also a ValueError)
+    ├── ChatTemplateError             chat messages without a chat template, or one that fails (also a ValueError)
     ├── InferenceError                onnxruntime failed while running a batch
     │   └── NonFiniteOutputError      the model computed NaN or inf (``.output``, ``.rows``: where)
     ├── BatchJobError                 `onnxpipe batch` cannot run as asked (format, column, a bad row with fail)
@@ -41,6 +42,7 @@ __all__ = [
     "ProviderUnavailableError",
     "UnknownTaskError",
     "InputTooLongError",
+    "ChatTemplateError",
     "InferenceError",
     "NonFiniteOutputError",
     "BatchJobError",
@@ -134,3 +136,7 @@ class OutputExistsError(ExportError):
 
 class ValidationError(ExportError):
     """An exported variant disagrees with the PyTorch model beyond tolerance."""
+
+
+class ChatTemplateError(OnnxpipeError, ValueError):
+    """Chat messages were given but the folder has no chat template, or the template could not render them."""

@@ -8,6 +8,7 @@ from .fill_mask import FillMaskPipeline
 from .question_answering import QuestionAnsweringPipeline
 from .sentence_embeddings import SentenceEmbeddingsPipeline
 from .text_classification import TextClassificationPipeline
+from .text_generation import TextGenerationPipeline
 from .token_classification import TokenClassificationPipeline
 from .zero_shot_classification import ZeroShotClassificationPipeline
 
@@ -18,6 +19,7 @@ __all__ = [
     "QuestionAnsweringPipeline",
     "SentenceEmbeddingsPipeline",
     "TextClassificationPipeline",
+    "TextGenerationPipeline",
     "TokenClassificationPipeline",
     "ZeroShotClassificationPipeline",
 ]

@@ -1,0 +1,149 @@
+"""The export recipe of decoder-only causal LMs (GPT-2, Llama, Qwen2, Mistral): ``--task text-generation``.
+
+load -> one ONNX graph with past key values (optimum's ``text-generation-with-past``: the first call takes
+empty past tensors, so one graph serves the prompt and every cached step) -> low-bit variants -> tokenizer,
+config, generation_config.json and chat template -> validation through the runtime's own generation loop
+against PyTorch (_decoder_validate) -> manifest -> atomic move into place (the same staging as encoders).
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+from onnxpipe._manifest import FORMAT_VERSION, Manifest, dump_manifest, sha256_file
+from onnxpipe.errors import ExportError
+
+from ._output import check_space, file_errors, fsync_tree, place, prepare, staging
+
+DECODER_FILES = {"fp32": "onnx/model.onnx", "int4": "onnx/model_q4.onnx", "int8": "onnx/model_quantized.onnx"}
+# The CLI's and export()'s default precisions are the encoders' ("int8,fp32,fp16"); for a decoder they mean
+# this default: fp32 plus the low-bit variant measured fastest on CPU (bench/generate.py).
+ENCODER_DEFAULT = ("int8", "fp32", "fp16")
+DECODER_DEFAULT = ("int4", "fp32")
+
+
+def decoder_precisions(precisions) -> list[str]:
+    if isinstance(precisions, str):
+        precisions = [p.strip() for p in precisions.split(",") if p.strip()]
+    if tuple(precisions) == ENCODER_DEFAULT:
+        return list(DECODER_DEFAULT)
+    bad = [p for p in precisions if p not in DECODER_FILES]
+    if bad or not precisions:
+        raise ExportError(f"precision(s) {bad or precisions} are not made for text-generation; choose from "
+                          f"{sorted(DECODER_FILES)} (int4: 4-bit weight-only MatMulNBits; int8: dynamic, u8 weights)")
+    return list(dict.fromkeys(precisions))
+
+
+def _export_onnx(model, out_dir: Path) -> Path:
+    import torch
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # validated against PyTorch below
+        warnings.filterwarnings("ignore", category=UserWarning)
+        onnx_export_from_model(model, out_dir, task="text-generation-with-past", do_validation=False,
+                               no_post_process=True)
+    return out_dir / "model.onnx"
+
+
+def generation_block(ckpt) -> dict:
+    """The manifest's "generation" entry: what the runtime's loop and pipeline need (models/README.md)."""
+    cfg, tok = ckpt.config, ckpt.tokenizer
+    heads = int(getattr(cfg, "num_attention_heads", None) or cfg.n_head)
+    hidden = int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
+    gen = ckpt.model.generation_config
+    eos = gen.eos_token_id if gen.eos_token_id is not None else tok.eos_token_id
+    eos_ids = [int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None]
+    pad = gen.pad_token_id if gen.pad_token_id is not None else tok.pad_token_id
+    return {
+        "num_layers": int(getattr(cfg, "num_hidden_layers", None) or cfg.n_layer),
+        "num_attention_heads": heads,
+        "num_key_value_heads": int(getattr(cfg, "num_key_value_heads", None) or heads),
+        "head_dim": int(getattr(cfg, "head_dim", None) or hidden // heads),
+        "vocab_size": int(cfg.vocab_size),
+        "bos_token_id": None if tok.bos_token_id is None else int(tok.bos_token_id),
+        "eos_token_id": eos_ids,
+        # transformers' pipeline pads with eos when the tokenizer has no pad token (GPT-2)
+        "pad_token_id": int(pad) if pad is not None else (eos_ids[0] if eos_ids else 0),
+        "config": {k: v for k, v in gen.to_diff_dict().items() if not k.startswith("_") and k != "transformers_version"},
+        "chat_template": "chat_template.jinja" if getattr(tok, "chat_template", None) else None,
+    }
+
+
+def export_decoder(source, requested: str, out, precisions, force: bool, allow_pickle: bool,
+                   trust_remote_code: bool, revision, progress: bool) -> Path:
+    """Export a causal LM into a model folder; see the module docstring. Returns the folder."""
+    from ._decoder_validate import validate_decoder
+    from ._load import load_checkpoint, tokenizer_config
+    from ._lowbit import quantize_4bit, quantize_8bit
+    from ._recipe import _provenance
+
+    precisions = decoder_precisions(precisions)
+    target = prepare(out, source, force)
+    out = target.path
+    with staging(out) as tmp, file_errors(out):
+        check_space(tmp, source)
+        ckpt = load_checkpoint(str(source), "text-generation", allow_pickle, trust_remote_code, revision)
+        raw = _export_onnx(ckpt.model, tmp / "raw")
+        (tmp / "onnx").mkdir()
+        fp32 = tmp / DECODER_FILES["fp32"]
+        for f in raw.parent.glob("model.onnx*"):  # the graph and, past 2 GB, its external data beside it
+            shutil.move(str(f), str(tmp / "onnx" / f.name))
+        variants: dict[str, dict] = {"fp32": {"file": DECODER_FILES["fp32"]}}
+        if "int4" in precisions:
+            variants["int4"] = {"file": DECODER_FILES["int4"], "recipe": quantize_4bit(fp32, tmp / DECODER_FILES["int4"])}
+        if "int8" in precisions:
+            variants["int8"] = {"file": DECODER_FILES["int8"], "recipe": quantize_8bit(fp32, tmp / DECODER_FILES["int8"])}
+        shutil.rmtree(tmp / "raw")
+
+        backend = ckpt.tokenizer.backend_tokenizer
+        backend.no_padding()
+        backend.no_truncation()  # the prompt length is checked against the positions by the loop
+        backend.save(str(tmp / "tokenizer.json"))
+        ckpt.config.save_pretrained(tmp)
+        ckpt.model.generation_config.save_pretrained(tmp)
+        generation = generation_block(ckpt)
+        if generation["chat_template"]:
+            (tmp / "chat_template.jinja").write_text(ckpt.tokenizer.chat_template, encoding="utf-8")
+        import onnx
+
+        graph = onnx.load(str(fp32), load_external_data=False).graph
+        cfg = ckpt.config
+        data = {
+            "format_version": FORMAT_VERSION,
+            "task": "text-generation",
+            "tasks": ["text-generation"],
+            "architecture": cfg.model_type,
+            "inputs": [i.name for i in graph.input],
+            "outputs": [o.name for o in graph.output],
+            "tokenizer_config": tokenizer_config(ckpt.tokenizer),
+            "hidden_size": int(getattr(cfg, "hidden_size", None) or cfg.n_embd),
+            "max_length": int(getattr(cfg, "max_position_embeddings", None) or cfg.n_positions),
+            "pad_token_id": generation["pad_token_id"],
+            "tokenizer": "tokenizer.json",
+            "generation": generation,
+            "variants": variants,
+            "files": {},
+            "provenance": _provenance(ckpt, revision),
+        }
+        manifest = Manifest(folder=tmp, data=data)
+        for p in variants:
+            variants[p]["validation"] = validate_decoder(ckpt, manifest, p)
+        for p in list(variants):
+            if p not in precisions:  # fp32 was only the intermediate
+                (tmp / variants[p]["file"]).unlink()
+                data.setdefault("intermediate_validation", {})[p] = variants.pop(p)["validation"]
+        for path in sorted(tmp.rglob("*")):
+            if path.is_file():
+                rel = path.relative_to(tmp).as_posix()
+                data["files"][rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+        (tmp / "manifest.json").write_text(dump_manifest(data), encoding="utf-8")
+        fsync_tree(tmp)
+        place(tmp, target)
+        fsync_tree(out.parent, recursive=False)
+    if progress:
+        figures = ", ".join(f"{p}: {v['validation']['summary']}" for p, v in variants.items())
+        print(f"exported {source} for text-generation ({figures})")
+    return out

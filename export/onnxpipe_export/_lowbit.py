@@ -1,0 +1,106 @@
+"""CPU low-bit variants of a decoder graph: 4-bit weight-only (``MatMulNBits``) and dynamic int8.
+
+4-bit: every MatMul (and plain Gemm: GPT-2's Conv1D layers) whose weight is a 2-D float initializer becomes onnxruntime's ``com.microsoft.MatMulNBits``
+(what onnxruntime-genai runs on CPU): symmetric 4-bit weights in blocks of ``block_size`` along K, one fp32
+scale per block, zero point 8 (the operator's default when none is given). It is written here in numpy
+rather than with onnxruntime's MatMulNBitsQuantizer because that module imports ``onnx_ir``, one more export
+dependency for ~40 lines of packing.
+
+int8: onnxruntime's dynamic quantizer with u8 weights: on AVX2-only CPUs (no VNNI) the u8 x s8 kernel
+saturates its 16-bit pair sums (README "INT8 and the CPU"), u8 x u8 does not.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+INT4 = {"method": "MatMulNBits", "bits": 4, "block_size": 32, "symmetric": True, "accuracy_level": 4}
+INT8 = {"method": "dynamic", "weight_type": "QUInt8", "per_channel": False, "op_types": ["MatMul", "Gemm"]}
+
+
+def _pack_4bit(w: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """``w`` (K, N) fp32 -> (packed uint8 (N, blocks, block // 2), scales fp32 (N * blocks,))."""
+    k, n = w.shape
+    blocks = -(-k // block)
+    padded = np.zeros((blocks * block, n), dtype=np.float32)
+    padded[:k] = w
+    cols = padded.T.reshape(n, blocks, block)
+    scale = np.abs(cols).max(axis=2) / 7.0  # [-7, 7]: symmetric around the zero point 8
+    scale[scale == 0] = 1.0
+    q = (np.clip(np.rint(cols / scale[:, :, None]), -7, 7) + 8).astype(np.uint8)
+    packed = q[:, :, 0::2] | (q[:, :, 1::2] << 4)  # element 2i in the low nibble, 2i+1 in the high one
+    return packed, scale.astype(np.float32).reshape(-1)
+
+
+def _weight(node, inits: dict) -> np.ndarray | None:
+    """The (K, N) float weight of a MatMul or plain Gemm (alpha = beta = 1, A not transposed); else None."""
+    if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2 or node.input[1] not in inits:
+        return None
+    init = inits[node.input[1]]
+    if len(init.dims) != 2 or init.data_type != onnx.TensorProto.FLOAT:
+        return None
+    w = numpy_helper.to_array(init)
+    if node.op_type == "MatMul":
+        return None if len(node.input) != 2 else w
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+        return None
+    return np.ascontiguousarray(w.T) if attrs.get("transB", 0) else w
+
+
+def quantize_4bit(source: Path, out: Path, settings: dict = INT4) -> dict:
+    """Write ``out``: ``source`` with its weight MatMuls as 4-bit MatMulNBits; return the recipe with counts."""
+    model = onnx.load(str(source))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    block = int(settings["block_size"])
+    replaced, kept = 0, 0
+    nodes = []
+    for node in graph.node:
+        w = _weight(node, inits)
+        if w is None:
+            kept += node.op_type in ("MatMul", "Gemm")
+            nodes.append(node)
+            continue
+        packed, scales = _pack_4bit(w, block)
+        base = f"{node.input[1]}_q4"
+        graph.initializer.extend([numpy_helper.from_array(packed, base), numpy_helper.from_array(scales, base + "_scales")])
+        bias = node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]
+        product = [node.output[0] + "_nobias"] if bias else list(node.output)
+        nodes.append(helper.make_node("MatMulNBits", [node.input[0], base, base + "_scales"], product,
+                                      name=(node.name or base) + "_q4", domain="com.microsoft", K=w.shape[0],
+                                      N=w.shape[1], bits=4, block_size=block,
+                                      accuracy_level=int(settings["accuracy_level"])))
+        if bias:  # Gemm's C (GPT-2's Conv1D layers export as Gemm): added after the 4-bit product
+            nodes.append(helper.make_node("Add", [product[0], node.input[2]], list(node.output),
+                                          name=(node.name or base) + "_bias"))
+        replaced += 1
+    used = {i for n in nodes for i in n.input}
+    keep = [i for i in graph.initializer if i.name in used or i.name in {o.name for o in graph.output}]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(model, str(out))
+    return {**settings, "matmuls_quantized": replaced, "matmuls_kept_fp32": kept}
+
+
+def quantize_8bit(source: Path, out: Path, settings: dict = INT8) -> dict:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))  # the quantizer's "consider pre-processing" advice is for static
+    try:
+        quantize_dynamic(str(source), str(out), weight_type=QuantType[settings["weight_type"]],
+                         per_channel=settings["per_channel"], op_types_to_quantize=list(settings["op_types"]))
+    finally:
+        root.setLevel(level)
+    return dict(settings)

@@ -1,0 +1,165 @@
+"""The generation loop, in numpy, around one onnxruntime session of a decoder graph with past key values.
+
+The graph (optimum's text-generation-with-past layout) takes ``input_ids``, ``attention_mask`` over past and
+new tokens, ``position_ids`` (Llama-style graphs and GPT-2 alike) and ``past_key_values.N.key/value``; it
+returns ``logits`` and ``present.N.key/value``. The first call (the prompt) gets empty past tensors; every
+later call feeds one token per row.
+
+The cache never passes through numpy: outputs are bound with IO binding to onnxruntime-allocated ``OrtValue``s,
+and the next step binds those same values as its past inputs, so no step copies or converts the cache in
+Python (``session.run`` would copy every present tensor into a new numpy array and back, each step). The
+graph itself still concatenates past and new keys per step; growing a fixed buffer in place needs
+onnxruntime's GroupQueryAttention with a shared buffer, which this graph layout does not use.
+
+Batches are left-padded, so the last column is every row's newest token and one logits row per sequence is
+read after each call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._model import OnnxModel
+from ._sampling import Sampling, choose, penalize
+from .errors import InputTooLongError, ManifestError
+
+_KV_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+@dataclass(frozen=True)
+class DecoderGraph:
+    """What the loop needs to know about a decoder graph, read from the session itself."""
+
+    past: tuple[str, ...]  # past_key_values.N.key / .value, layer by layer
+    present: tuple[str, ...]  # the matching outputs
+    kv_heads: int
+    head_dim: int
+    kv_type: type
+    position_ids: bool
+
+
+def describe(model: OnnxModel) -> DecoderGraph:
+    """Read the past/present names, key/value shape and type from ``model``'s session; refuse other graphs."""
+    inputs = {i.name: i for i in model.session.get_inputs()}
+    past = tuple(sorted((n for n in inputs if n.startswith("past_key_values.")),
+                        key=lambda n: (int(n.split(".")[1]), n.endswith(".value"))))
+    outputs = {o.name for o in model.session.get_outputs()}
+    present = tuple(n.replace("past_key_values.", "present.") for n in past)
+    missing = [n for n in present if n not in outputs]
+    if not past or missing or "logits" not in outputs:
+        raise ManifestError(
+            f"{model.manifest.folder} is not a decoder graph with a key/value cache (past inputs {list(past)}, "
+            f"missing outputs {missing or ['logits']}); re-export it: onnxpipe export SOURCE --task text-generation")
+    first = inputs[past[0]]
+    heads, dim = first.shape[1], first.shape[3]
+    if not isinstance(heads, int) or not isinstance(dim, int) or first.type not in _KV_TYPES:
+        raise ManifestError(f"{model.manifest.folder}: {past[0]} has shape {first.shape} and type {first.type}; the "
+                            "loop needs static heads and head size, float or float16. Re-export the folder.")
+    return DecoderGraph(past, present, heads, dim, _KV_TYPES[first.type], "position_ids" in inputs)
+
+
+class KVCache:
+    """One generation's decoder calls: the prompt, then one token per row per step; holds the cache as the
+    session's own OrtValues between calls.
+
+    Example:
+        >>> cache = KVCache(model, describe(model), batch=1)
+        >>> logits = cache.prefill(np.array([[464, 3290]]), np.ones((1, 2), dtype=np.int64))  # (1, vocabulary)
+        >>> logits = cache.step(logits.argmax(-1))
+    """
+
+    def __init__(self, model: OnnxModel, graph: DecoderGraph, batch: int):
+        import onnxruntime as ort
+
+        self.model, self.graph = model, graph
+        self.device = "cuda" if model.device == "cuda" else "cpu"
+        empty: np.ndarray = np.zeros((batch, graph.kv_heads, 0, graph.head_dim), dtype=graph.kv_type)
+        self.past: list[Any] = [ort.OrtValue.ortvalue_from_numpy(empty, self.device, 0)] * len(graph.past)
+        self.binding = model.session.io_binding()
+        self.mask = np.zeros((batch, 0), dtype=np.int64)
+        self._keep: list[np.ndarray] = []  # numpy inputs bound by reference: alive until the run is over
+
+    def _run(self, ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        b = self.binding
+        feeds = {"input_ids": np.ascontiguousarray(ids, dtype=np.int64), "attention_mask": self.mask}
+        if self.graph.position_ids:
+            feeds["position_ids"] = np.ascontiguousarray(positions, dtype=np.int64)
+        self._keep = list(feeds.values())
+        for name, value in feeds.items():
+            b.bind_cpu_input(name, value)
+        for name, value in zip(self.graph.past, self.past):
+            b.bind_ortvalue_input(name, value)
+        b.bind_output("logits", "cpu")  # read by numpy every step; only the last position is used
+        for name in self.graph.present:
+            b.bind_output(name, self.device)
+        outputs = self.model.run_bound(b, ids.shape)
+        self.past = outputs[1:]
+        logits: np.ndarray = outputs[0].numpy()[:, -1, :]
+        return logits.astype(np.float32)  # a copy: the sampler may modify it
+
+    def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Run the (left-padded) prompt; return the next-token logits, (batch, vocabulary)."""
+        self.mask = np.ascontiguousarray(mask, dtype=np.int64)
+        positions = np.cumsum(self.mask, axis=1) - 1
+        positions[self.mask == 0] = 1  # padding: any valid position (masked out), as transformers does
+        return self._run(ids, positions)
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        """Feed one token per row; return the next-token logits."""
+        self.mask = np.concatenate([self.mask, np.ones((len(self.mask), 1), dtype=np.int64)], axis=1)
+        positions = self.mask.sum(axis=1, keepdims=True) - 1
+        return self._run(np.asarray(tokens, dtype=np.int64).reshape(-1, 1), positions)
+
+
+def check_room(prompt_length: int, max_new_tokens: int, max_positions: int) -> None:
+    if prompt_length + max_new_tokens > max_positions:
+        raise InputTooLongError(
+            f"a prompt of {prompt_length} tokens plus max_new_tokens={max_new_tokens} needs {prompt_length + max_new_tokens}"
+            f" positions; the model has {max_positions}. Shorten the prompt or lower max_new_tokens to at most "
+            f"{max(max_positions - prompt_length, 0)}.")
+
+
+def generate_tokens(model: OnnxModel, graph: DecoderGraph, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int,
+                    sampling: Sampling, eos_ids: Sequence[int], pad_id: int,
+                    rng: np.random.Generator | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(tokens, done)`` per step: one new token per row (``pad_id`` for rows already finished) and the
+    rows finished so far. Rows finish on an eos id; the caller may set ``done[i] = True`` to stop a row (stop
+    strings), and the loop ends when every row is done or after ``max_new_tokens`` steps.
+
+    Example:
+        >>> for tokens, done in generate_tokens(model, describe(model), ids, mask, 8, Sampling(), [50256], 50256):
+        ...     print(tokens)
+    """
+    cache = KVCache(model, graph, len(ids))
+    done = np.zeros(len(ids), dtype=bool)
+    seen = None
+    if sampling.repetition_penalty != 1.0:  # which tokens each row has seen (prompt and output)
+        seen = np.zeros((len(ids), model_vocab(model)), dtype=bool)
+        rows, cols = np.nonzero(mask)
+        seen[rows, ids[rows, cols]] = True
+    eos = np.asarray(list(eos_ids), dtype=np.int64)
+    if max_new_tokens <= 0:
+        return
+    logits = cache.prefill(ids, mask)
+    for step in range(max_new_tokens):
+        if seen is not None:
+            penalize(logits, seen, sampling.repetition_penalty)
+        tokens = np.where(done, pad_id, choose(logits, sampling, rng)).astype(np.int64)
+        if seen is not None:
+            seen[np.arange(len(tokens)), tokens] = True
+        done |= np.isin(tokens, eos)
+        yield tokens, done
+        if done.all() or step == max_new_tokens - 1:
+            return
+        logits = cache.step(tokens)
+
+
+def model_vocab(model: OnnxModel) -> int:
+    shape = next(o.shape for o in model.session.get_outputs() if o.name == "logits")
+    if not isinstance(shape[-1], int):
+        raise ManifestError(f"{model.manifest.folder}: logits have no static vocabulary size ({shape}); re-export")
+    return int(shape[-1])
