@@ -124,7 +124,7 @@ def worker_onnxpipe(folder: str, precision: str, rounds: int) -> list[dict]:
     from onnxpipe._sampling import Sampling
 
     pipe = onnxpipe.pipeline("text-generation", model=folder, precision=precision)
-    ids = np.array([_prompt(pipe.model.manifest.data["generation"]["vocab_size"])])
+    ids = np.array([_prompt((pipe.model.manifest.generation or {})["vocab_size"])])
     mask = np.ones_like(ids)
 
     def once():
@@ -142,7 +142,7 @@ def worker_bare(folder: str, rounds: int) -> list[dict]:
 
     pipe = onnxpipe.pipeline("text-generation", model=folder, precision="fp32")
     session, graph = pipe.model.session, pipe.graph
-    ids = np.array([_prompt(pipe.model.manifest.data["generation"]["vocab_size"])])
+    ids = np.array([_prompt((pipe.model.manifest.generation or {})["vocab_size"])])
     names = ["logits", *graph.present]
 
     def once():

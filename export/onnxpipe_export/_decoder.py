@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
-from onnxpipe._manifest import FORMAT_VERSION, Manifest, dump_manifest, sha256_file
+from onnxpipe._for_export import FORMAT_VERSION, Manifest, Variant
 from onnxpipe.errors import ExportError
 
 from ._output import check_space, file_errors, fsync_tree, place, prepare, staging
@@ -75,10 +76,10 @@ def generation_block(ckpt) -> dict:
 def export_decoder(source, requested: str, out, precisions, force: bool, allow_pickle: bool,
                    trust_remote_code: bool, revision, progress: bool) -> Path:
     """Export a causal LM into a model folder; see the module docstring. Returns the folder."""
+    from ._assemble import _provenance, finish_manifest, write_manifest
     from ._decoder_validate import validate_decoder
     from ._load import load_checkpoint, tokenizer_config
     from ._lowbit import quantize_4bit, quantize_8bit
-    from ._recipe import _provenance
 
     precisions = decoder_precisions(precisions)
     target = prepare(out, source, force)
@@ -91,11 +92,11 @@ def export_decoder(source, requested: str, out, precisions, force: bool, allow_p
         fp32 = tmp / DECODER_FILES["fp32"]
         for f in raw.parent.glob("model.onnx*"):  # the graph and, past 2 GB, its external data beside it
             shutil.move(str(f), str(tmp / "onnx" / f.name))
-        variants: dict[str, dict] = {"fp32": {"file": DECODER_FILES["fp32"]}}
+        variants = {"fp32": Variant(DECODER_FILES["fp32"])}
         if "int4" in precisions:
-            variants["int4"] = {"file": DECODER_FILES["int4"], "recipe": quantize_4bit(fp32, tmp / DECODER_FILES["int4"])}
+            variants["int4"] = Variant(DECODER_FILES["int4"], recipe=quantize_4bit(fp32, tmp / DECODER_FILES["int4"]))
         if "int8" in precisions:
-            variants["int8"] = {"file": DECODER_FILES["int8"], "recipe": quantize_8bit(fp32, tmp / DECODER_FILES["int8"])}
+            variants["int8"] = Variant(DECODER_FILES["int8"], recipe=quantize_8bit(fp32, tmp / DECODER_FILES["int8"]))
         shutil.rmtree(tmp / "raw")
 
         backend = ckpt.tokenizer.backend_tokenizer
@@ -111,39 +112,22 @@ def export_decoder(source, requested: str, out, precisions, force: bool, allow_p
 
         graph = onnx.load(str(fp32), load_external_data=False).graph
         cfg = ckpt.config
-        data = {
-            "format_version": FORMAT_VERSION,
-            "task": "text-generation",
-            "tasks": ["text-generation"],
-            "architecture": cfg.model_type,
-            "inputs": [i.name for i in graph.input],
-            "outputs": [o.name for o in graph.output],
-            "tokenizer_config": tokenizer_config(ckpt.tokenizer),
-            "hidden_size": int(getattr(cfg, "hidden_size", None) or cfg.n_embd),
-            "max_length": int(getattr(cfg, "max_position_embeddings", None) or cfg.n_positions),
-            "pad_token_id": generation["pad_token_id"],
-            "tokenizer": "tokenizer.json",
-            "generation": generation,
-            "variants": variants,
-            "files": {},
-            "provenance": _provenance(ckpt, revision),
-        }
-        manifest = Manifest(folder=tmp, data=data)
-        for p in variants:
-            variants[p]["validation"] = validate_decoder(ckpt, manifest, p)
-        for p in list(variants):
-            if p not in precisions:  # fp32 was only the intermediate
-                (tmp / variants[p]["file"]).unlink()
-                data.setdefault("intermediate_validation", {})[p] = variants.pop(p)["validation"]
-        for path in sorted(tmp.rglob("*")):
-            if path.is_file():
-                rel = path.relative_to(tmp).as_posix()
-                data["files"][rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
-        (tmp / "manifest.json").write_text(dump_manifest(data), encoding="utf-8")
+        manifest = Manifest(
+            folder=tmp, format_version=FORMAT_VERSION, task="text-generation", tasks=["text-generation"],
+            architecture=cfg.model_type, inputs=[i.name for i in graph.input],
+            outputs=[o.name for o in graph.output], tokenizer_config=tokenizer_config(ckpt.tokenizer),
+            hidden_size=int(getattr(cfg, "hidden_size", None) or cfg.n_embd),
+            max_length=int(getattr(cfg, "max_position_embeddings", None) or cfg.n_positions),
+            pad_token_id=generation["pad_token_id"], tokenizer="tokenizer.json", generation=generation,
+            variants=variants, provenance=_provenance(ckpt, revision),
+        )
+        validated = {p: replace(v, validation=validate_decoder(ckpt, manifest, p)) for p, v in variants.items()}
+        manifest = finish_manifest(replace(manifest, variants=validated), precisions)
+        write_manifest(manifest)
         fsync_tree(tmp)
         place(tmp, target)
         fsync_tree(out.parent, recursive=False)
     if progress:
-        figures = ", ".join(f"{p}: {v['validation']['summary']}" for p, v in variants.items())
+        figures = ", ".join(f"{p}: {(v.validation or {}).get('summary')}" for p, v in manifest.variants.items())
         print(f"exported {source} for text-generation ({figures})")
     return out
