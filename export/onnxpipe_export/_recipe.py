@@ -25,6 +25,7 @@ from onnxpipe._manifest import FORMAT_VERSION, Manifest, dump_manifest, sha256_f
 from onnxpipe._tokenizer import AutoTokenizer
 from onnxpipe.errors import ExportError
 
+from ._ecosystem import max_seq_length, write_ecosystem_files
 from ._output import check_space, file_errors, fsync_tree, place, prepare, staging
 from ._registry import HEADS, canonical_export_task, folder_tasks
 
@@ -57,7 +58,10 @@ def _max_length(ckpt) -> int:
     pad = getattr(ckpt.config, "pad_token_id", None)
     if ckpt.settings.get("positions_after_pad") and pad is not None:
         pos -= pad + 1
-    return int(min(tok_max, pos))
+    # A sentence-transformers model was trained and is used at its own max_seq_length (256 for
+    # all-MiniLM-L6-v2): truncating later gives other vectors than sentence-transformers for longer texts.
+    st_max = max_seq_length(ckpt) or 10**9
+    return int(min(tok_max, pos, st_max))
 
 
 def _pooling(ckpt) -> dict:
@@ -174,7 +178,8 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
                 bar.update()
         max_length = _max_length(ckpt)
         _write_tokenizer(ckpt, tmp, max_length)
-        ckpt.config.save_pretrained(tmp)
+        ckpt.config.save_pretrained(tmp)  # with id2label / label2id, which Optimum and transformers.js read
+        write_ecosystem_files(ckpt, tmp, max_length)
         cfg = ckpt.config
         data = {
             "format_version": FORMAT_VERSION,
