@@ -150,6 +150,8 @@ def cmd_info(args) -> int:
             r = v["recipe"]
             disabled = v.get("cpu_disabled_optimizers")
             off = f", no {' / '.join(disabled)} at load" if disabled else ""
+            if r.get("residual_add_as_sum"):  # the same choice baked into the graph (issue 13)
+                off += ", residual Add as Sum (no SkipLayerNorm fusion in any consumer)"
             print(f"        recipe {r.get('name', '?')}: {r.get('method')} {r.get('weight_type')}, "
                   f"{'per-channel' if r.get('per_channel') else 'per-tensor'}, graph {r.get('graph')}{off}")
         if v.get("recipe_search"):
