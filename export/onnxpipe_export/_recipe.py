@@ -116,10 +116,16 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
     target = prepare(out, source, force)
     out = target.path
     if validation_data is not None:
-        if task != "text-classification":
-            raise ExportError("--validation-data (labelled sentences) applies to text-classification exports only")
+        if task not in ("text-classification", "feature-extraction"):
+            raise ExportError("--validation-data applies to text-classification (labelled sentences, label<TAB>text) "
+                              "and feature-extraction (STS Benchmark pairs) exports only")
         if not Path(validation_data).is_file():
-            raise ExportError(f"--validation-data {validation_data}: no such file (expected label<TAB>text rows)")
+            raise ExportError(f"--validation-data {validation_data}: no such file (expected label<TAB>text rows "
+                              "for text-classification, STS Benchmark rows for feature-extraction)")
+        if task == "feature-extraction":
+            from ._stsb import read_sts
+
+            read_sts(validation_data)  # a wrong file is refused now, not after the export
     search = int8_recipe == "search"
     if search and (validation_data is None or "int8" not in precisions):
         raise ExportError("--int8-recipe search scores candidates on labelled data: pass --validation-data TSV "
@@ -233,7 +239,11 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
                 if p == "fp32":
                     raise
                 variants[p]["validation"] = {"skipped": f"could not run on CPU: {str(e).splitlines()[0][:200]}"}
-        if validation_data is not None:
+        if validation_data is not None and task == "feature-extraction":
+            from ._stsb import sts_figures  # Spearman of PyTorch, fp32, int8; fails when int8 drops > 1 point
+
+            data["validation_data"] = sts_figures(ckpt, manifest, tokenizer, validation_data)
+        elif validation_data is not None:
             data["validation_data"] = dataset_figures(ckpt, manifest, tokenizer, validation_data, ref_labels)
         bar.update()
 

@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from importlib.metadata import entry_points
+from pathlib import PurePath
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -156,7 +157,13 @@ def cmd_info(args) -> int:
                   f"{'per-channel' if r.get('per_channel') else 'per-tensor'}, graph {r.get('graph')}{off}")
         if v.get("recipe_search"):
             _print_recipe_search(v["recipe_search"])
-    if d.get("validation_data"):
+    if d.get("validation_data", {}).get("pairs"):  # feature extraction: STS Benchmark Spearman x100
+        vd = d["validation_data"]
+        per = ", ".join(f"{p} {v['batched']:.2f} batched / {v['one_at_a_time']:.2f} one at a time"
+                        for p, v in vd["variants"].items() if "batched" in v)
+        print(f"STS Spearman:  {vd['pairs']} pairs ({PurePath(vd['file']).name}), x100: "
+              f"PyTorch {vd['pytorch']:.2f}, {per}")
+    elif d.get("validation_data"):
         vd = d["validation_data"]
         per = ", ".join(f"{p} {v['accuracy']:.4f} (agrees {v['label_agreement_with_pytorch']:.1%})"
                         for p, v in vd["variants"].items() if "accuracy" in v)
