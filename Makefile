@@ -21,7 +21,7 @@ demo: $(DEV)/.installed $(RT)/.installed
 	@echo "== 3. latency against the PyTorch model"
 	$(DEV)/bin/python bench/vs_pytorch.py
 
-test: $(DEV)/.installed $(DEV)/.chromium
+test: $(DEV)/.installed $(DEV)/.chromium $(DEV)/.node
 	@# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 	@echo "CUDA tests (-m cuda) are deselected: this machine has no GPU. Run them where onnxruntime-gpu and a GPU exist."
 	$(DEV)/bin/python -m pytest -ra -m "not cuda"; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest ran no tests"; exit 1; fi; exit $$rc
@@ -39,6 +39,16 @@ $(DEV)/.chromium:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; fi
+	@mkdir -p $(DEV) && touch $@
+
+# The interop suite (tests/test_interop.py) runs transformers.js under node; its consumer environments
+# (.venv-interop/: pip and npm installs) are built by the tests themselves on first use (tests/interop/envs.py).
+$(DEV)/.node:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; fi
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' || \
+	  { echo "transformers.js 4 needs node >= 18; this one is $$(node --version)"; exit 1; }
 	@mkdir -p $(DEV) && touch $@
 
 $(RT)/.installed: pyproject.toml $(wildcard runtime/onnxpipe/*.py runtime/onnxpipe/*/*.py) models/minilm-sst2/manifest.json
