@@ -26,7 +26,7 @@ def run(job):
                                    model_file=FILES[job["precision"]],
                                    output_name="logits" if classify else "last_hidden_state")
     model = TextEmbedding(model_name=name, specific_model_path=job["folder"])
-    out = np.stack(list(model.embed(job["texts"], batch_size=len(job["texts"])))).astype(np.float64)
+    out = np.stack(list(model.embed(job["texts"], batch_size=job["batch_size"]))).astype(np.float64)
     if not classify:
         return {"embeddings": out.tolist()}
     config = json.load(open(f"{job['folder']}/config.json", encoding="utf-8"))

@@ -20,7 +20,13 @@ def run(job):
     tok = AutoTokenizer.from_pretrained(job["folder"])
     cls = ORTModelForSequenceClassification if job["kind"] == "classify" else ORTModelForFeatureExtraction
     model = cls.from_pretrained(job["folder"], subfolder="onnx", file_name=FILES[job["precision"]])
-    enc = tok(job["texts"], padding=True, truncation=True, return_tensors="pt")
+    parts = [batch(model, tok, job, job["texts"][i : i + job["batch_size"]])
+             for i in range(0, len(job["texts"]), job["batch_size"])]
+    return {key: [row for part in parts for row in part[key]] for key in parts[0]}
+
+
+def batch(model, tok, job, texts):
+    enc = tok(texts, padding=True, truncation=True, return_tensors="pt")
     with torch.no_grad():
         out = model(**enc)
     if job["kind"] == "classify":

@@ -20,7 +20,7 @@ def run(job):
     else:
         model = SentenceTransformer(job["folder"], backend="onnx", device="cpu",
                                     model_kwargs={"file_name": FILES[job["precision"]]})
-    vectors = model.encode(job["texts"], batch_size=len(job["texts"]), convert_to_numpy=True)
+    vectors = model.encode(job["texts"], batch_size=job["batch_size"], convert_to_numpy=True)
     return {"embeddings": vectors.tolist(), "modules": [type(m).__name__ for m in model],
             "max_seq_length": model.max_seq_length}
 

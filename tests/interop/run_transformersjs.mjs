@@ -15,12 +15,19 @@ for (const job of jobs) {
     const id = path.basename(job.folder);
     if (job.kind === "classify") {
       const pipe = await pipeline("text-classification", id, { dtype: DTYPE[job.precision] });
-      const out = await pipe(job.texts, { top_k: null });
+      const out = [];
+      for (let i = 0; i < job.texts.length; i += job.batch_size) {
+        out.push(...(await pipe(job.texts.slice(i, i + job.batch_size), { top_k: null })));
+      }
       results[job.id] = { scores: out.map((labels) => Object.fromEntries(labels.map((l) => [l.label, l.score]))) };
     } else {
       const pipe = await pipeline("feature-extraction", id, { dtype: DTYPE[job.precision] });
-      const out = await pipe(job.texts, { pooling: "mean", normalize: true });
-      results[job.id] = { embeddings: out.tolist() };
+      const rows = [];
+      for (let i = 0; i < job.texts.length; i += job.batch_size) {
+        const out = await pipe(job.texts.slice(i, i + job.batch_size), { pooling: "mean", normalize: true });
+        rows.push(...out.tolist());
+      }
+      results[job.id] = { embeddings: rows };
     }
   } catch (e) {
     results[job.id] = { error: String(e && e.stack ? e.stack : e).slice(0, 2000) };
