@@ -43,13 +43,14 @@ def test_validation_data_figures_match_pytorch_and_runtime(tiny_checkpoint, tmp_
     assert figures["variants"]["fp32"]["label_agreement_with_pytorch"] == 1.0
 
 
-def test_validation_data_refused_for_feature_extraction(tiny_checkpoint, tmp_path):
+def test_labelled_sentences_refused_for_feature_extraction_which_takes_sts_pairs(tiny_checkpoint, tmp_path):
+    # feature extraction validates on STS Benchmark pairs (issue 13); an SST-2 file is refused before any work
     from onnxpipe.errors import ExportError
     from onnxpipe_export import export
 
     tsv = tmp_path / "dev.tsv"
     tsv.write_text("label\tcontent\n1\tgood\n", encoding="utf-8")
-    with pytest.raises(ExportError, match="text-classification"):
+    with pytest.raises(ExportError, match="line 1: not an STS Benchmark row"):
         export(tiny_checkpoint("bert", "feature-extraction"), task="feature-extraction", out=tmp_path / "m",
                precisions="fp32", progress=False, validation_data=tsv)
     assert not (tmp_path / "m").exists()
