@@ -49,12 +49,14 @@ def sentence_transformers_modules(ckpt) -> list[dict] | None:
     path = source_file(ckpt, "modules.json")
     if path is None:
         return None
+    bad = ExportError(f"{path} is not a sentence-transformers modules.json (a list of {{type, path}} objects); "
+                      "fix or delete it")
     try:
         modules = json.loads(path.read_text(encoding="utf-8"))
-        assert isinstance(modules, list) and all(isinstance(m, dict) and "type" in m for m in modules)
-    except (ValueError, AssertionError) as e:
-        raise ExportError(f"{path} is not a sentence-transformers modules.json (a list of {{type, path}} objects); "
-                          "fix or delete it") from e
+    except ValueError as e:
+        raise bad from e
+    if not (isinstance(modules, list) and all(isinstance(m, dict) and "type" in m for m in modules)):
+        raise bad
     return modules
 
 
