@@ -21,7 +21,7 @@ demo: $(DEV)/.installed $(RT)/.installed
 	@echo "== 3. latency against the PyTorch model"
 	$(DEV)/bin/python bench/vs_pytorch.py
 
-test: $(DEV)/.installed $(DEV)/.chromium
+test: $(DEV)/.installed $(DEV)/.chromium $(DEV)/.node
 	@# Lint and type-check first (configured in pyproject.toml); either failing stops the target.
 	$(DEV)/bin/ruff check .
 	$(DEV)/bin/mypy
@@ -42,6 +42,16 @@ $(DEV)/.chromium:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; fi
+	@mkdir -p $(DEV) && touch $@
+
+# The interop suite (tests/test_interop.py) runs transformers.js under node; its consumer environments
+# (.venv-interop/: pip and npm installs) are built by the tests themselves on first use (tests/interop/envs.py).
+$(DEV)/.node:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; fi
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' || \
+	  { echo "transformers.js 4 needs node >= 18; this one is $$(node --version)"; exit 1; }
 	@mkdir -p $(DEV) && touch $@
 
 $(RT)/.installed: pyproject.toml $(wildcard runtime/onnxpipe/*.py runtime/onnxpipe/*/*.py) models/minilm-sst2/manifest.json

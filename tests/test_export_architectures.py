@@ -212,7 +212,7 @@ def test_max_length_is_usable_without_tokenizer_limit(tiny_checkpoint, arch):
     ckpt_dir = tiny_checkpoint(arch, "feature-extraction")
     model = _torch_model(ckpt_dir, "feature-extraction")
     ckpt = SimpleNamespace(tokenizer=SimpleNamespace(model_max_length=int(1e30)), config=model.config,
-                           settings=settings_for(model.config.model_type))
+                           settings=settings_for(model.config.model_type), local=ckpt_dir, source=str(ckpt_dir))
     n = _max_length(ckpt)
     assert n >= 64
     ids = torch.full((1, n), 5, dtype=torch.long)

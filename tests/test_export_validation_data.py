@@ -43,13 +43,14 @@ def test_validation_data_figures_match_pytorch_and_runtime(tiny_checkpoint, tmp_
     assert figures["variants"]["fp32"]["label_agreement_with_pytorch"] == 1.0
 
 
-def test_validation_data_refused_for_feature_extraction(tiny_checkpoint, tmp_path):
+def test_labelled_sentences_refused_for_feature_extraction_which_takes_sts_pairs(tiny_checkpoint, tmp_path):
+    # feature extraction validates on STS Benchmark pairs (issue 13); an SST-2 file is refused before any work
     from onnxpipe.errors import ExportError
     from onnxpipe_export import export
 
     tsv = tmp_path / "dev.tsv"
     tsv.write_text("label\tcontent\n1\tgood\n", encoding="utf-8")
-    with pytest.raises(ExportError, match="text-classification"):
+    with pytest.raises(ExportError, match="line 1: not an STS Benchmark row"):
         export(tiny_checkpoint("bert", "feature-extraction"), task="feature-extraction", out=tmp_path / "m",
                precisions="fp32", progress=False, validation_data=tsv)
     assert not (tmp_path / "m").exists()
@@ -152,7 +153,47 @@ def test_cli_help_names_every_int8_recipe():
     assert help_text.split("default (")[1].split(")")[0] == DEFAULT_INT8
 
 
-def test_the_recipes_load_time_switches_reach_onnxruntime_on_cpu_only(tiny_checkpoint, tmp_path, monkeypatch):
+def test_the_int8_file_computes_the_same_under_onnxruntimes_defaults(tiny_checkpoint, tmp_path):
+    # Issue 13: the recipe's "no SkipLayerNorm" is baked into the graph (residual Add written as Sum), not a
+    # load-time switch only the runtime knows, so any consumer with onnxruntime's default options computes
+    # exactly what the runtime computes from the same file.
+    import onnx
+    import onnxruntime as ort
+
+    from onnxpipe import AutoModelForSequenceClassification as OnnxClassifier, AutoTokenizer as OnnxTokenizer
+    from onnxpipe_export import export
+
+    out = export(tiny_checkpoint("bert", "text-classification"), task="text-classification", out=tmp_path / "m",
+                 precisions="int8", progress=False, int8_recipe="fused-attention-only-pc-s8-no-skipln")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "cpu_disabled_optimizers" not in manifest["variants"]["int8"]
+    assert manifest["variants"]["int8"]["recipe"]["residual_add_as_sum"] is True
+    ops = [n.op_type for n in onnx.load(str(out / "onnx" / "model_quantized.onnx")).graph.node]
+    assert ops.count("Sum") >= 2 * 2  # the two residuals of each of the 2 layers, at least
+
+    feeds = dict(OnnxTokenizer.from_pretrained(out)(["a b c", "hello world again"], padding=True,
+                                                   return_tensors="np"))
+    ours = OnnxClassifier.from_pretrained(out, precision="int8")(**feeds).logits
+    plain = ort.InferenceSession(str(out / "onnx" / "model_quantized.onnx"), providers=["CPUExecutionProvider"])
+    theirs = plain.run(["logits"], {i.name: feeds[i.name] for i in plain.get_inputs()})[0]
+    np.testing.assert_array_equal(ours, theirs)
+    fused = [n.op_type for n in _optimized_graph(out / "onnx" / "model_quantized.onnx", tmp_path).graph.node]
+    assert "SkipLayerNormalization" not in fused
+
+
+def _optimized_graph(path, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")  # what onnxruntime's defaults made of it
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return onnx.load(opts.optimized_model_filepath)
+
+
+def test_load_time_switches_of_older_folders_still_reach_onnxruntime_on_cpu_only(tiny_checkpoint, tmp_path,
+                                                                                monkeypatch):
+    # Folders exported before issue 13 carry cpu_disabled_optimizers in the manifest; the runtime honours it.
     import onnxruntime as ort
 
     from onnxpipe import AutoModelForSequenceClassification as OnnxClassifier
@@ -161,12 +202,12 @@ def test_the_recipes_load_time_switches_reach_onnxruntime_on_cpu_only(tiny_check
     from onnxpipe_export import export
 
     out = export(tiny_checkpoint("bert", "text-classification"), task="text-classification", out=tmp_path / "m",
-                 precisions="int8,fp32", progress=False, int8_recipe="fused-attention-only-pc-s8-no-skipln")
+                 precisions="int8,fp32", progress=False)
+    path = out / "manifest.json"
+    data = json.loads(path.read_text())
+    data["variants"]["int8"]["cpu_disabled_optimizers"] = ["SkipLayerNormFusion"]
+    path.write_text(json.dumps(data))
     manifest = load_manifest(out)
-    assert manifest.variants["int8"].cpu_disabled_optimizers == ("SkipLayerNormFusion",)
-    assert manifest.variants["fp32"].cpu_disabled_optimizers == ()
-    assert "cpu_disabled_optimizers" not in json.loads((out / "manifest.json").read_text())["variants"]["fp32"]
-
     seen = []
     real = ort.InferenceSession
 

@@ -153,3 +153,55 @@ def test_minilm_embeddings_match_pytorch_mean_pooling(minilm_export, precision, 
 
     pooling = json.loads((minilm_export / "manifest.json").read_text())["pooling"]
     assert pooling["mode"] == "mean" and pooling["normalize"] is True
+
+
+def _long_texts() -> list[str]:
+    """Two texts longer than all-MiniLM-L6-v2's max_seq_length (256): ~330 words and ~620 words (over 512 tokens)."""
+    words = " ".join(_sst2_dev()[0][6:40]).split()
+    return [" ".join(words[:330]), " ".join((words + words)[:620])]
+
+
+@pytest.mark.torch
+def test_minilm_truncates_at_max_seq_length_as_sentence_transformers(minilm_export):
+    # sentence-transformers tokenizes with truncation at sentence_bert_config.json's max_seq_length (256), then
+    # mean-pools and normalises (modules.json): that computation, in PyTorch, on texts longer than 256 tokens.
+    import json
+
+    import torch
+    import transformers
+
+    ckpt = _minilm_checkpoint()
+    st_max = json.loads((ckpt / "sentence_bert_config.json").read_text())["max_seq_length"]
+    texts = _long_texts() + ["A short one."]
+    tok = transformers.AutoTokenizer.from_pretrained(ckpt)
+    enc = tok(texts, padding=True, truncation=True, max_length=st_max, return_tensors="pt")
+    assert int(enc["attention_mask"].sum(1).max()) == st_max  # the texts are long enough to be cut
+    with torch.no_grad():
+        hidden = transformers.AutoModel.from_pretrained(ckpt).eval()(**enc).last_hidden_state
+    mask = enc["attention_mask"][..., None].float()
+    want = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    got = onnxpipe.pipeline("sentence-embeddings", model=minilm_export, precision="fp32")(texts)
+    cosine = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cosine.min() >= 0.9999, f"cosine to sentence-transformers' computation: {cosine.round(6)}"
+    # the folder says the same truncation to every consumer
+    manifest = json.loads((minilm_export / "manifest.json").read_text())
+    assert manifest["max_length"] == st_max
+    assert json.loads((minilm_export / "tokenizer.json").read_text())["truncation"]["max_length"] == st_max
+    assert json.loads((minilm_export / "tokenizer_config.json").read_text())["model_max_length"] == st_max
+    assert json.loads((minilm_export / "sentence_bert_config.json").read_text())["max_seq_length"] == st_max
+
+
+@pytest.mark.torch
+def test_minilm_folder_carries_the_files_other_consumers_read(minilm_export):
+    import json
+
+    manifest = json.loads((minilm_export / "manifest.json").read_text())
+    on_disk = {p.relative_to(minilm_export).as_posix() for p in minilm_export.rglob("*") if p.is_file()}
+    assert on_disk - {"manifest.json"} == set(manifest["files"])  # every file listed, so verify=True loads it
+    for name in ("tokenizer_config.json", "special_tokens_map.json", "config.json", "modules.json",
+                 "sentence_bert_config.json", "1_Pooling/config.json"):
+        assert name in manifest["files"], name
+    modules = json.loads((minilm_export / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
+    tok_cfg = json.loads((minilm_export / "tokenizer_config.json").read_text())
+    assert tok_cfg["pad_token"] == "[PAD]" and "max_length" not in tok_cfg  # no stray call-time max_length

@@ -27,8 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--allow-pickle", action="store_true", help="allow pickled (.bin) weights: runs code; trust it")
     e.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
     e.add_argument("--revision", help="hub revision (branch, tag or commit)")
-    e.add_argument("--validation-data", metavar="TSV",
-                   help="labelled sentences (label<TAB>text, header line) to record accuracy per variant")
+    e.add_argument("--validation-data", metavar="FILE",
+                   help="text-classification: labelled sentences (label<TAB>text, header line), accuracy per variant; "
+                        "feature-extraction: STS Benchmark pairs (e.g. dev.csv), Spearman x100 per variant, and the "
+                        "export fails when int8 falls more than 1 point below fp32")
     e.add_argument("--int8-recipe", default="default", metavar="NAME",
                    help=f"default ({DEFAULT_INT8}), search (quantize every candidate, score it on "
                         "--validation-data, time it here, keep the fastest within 1 point of PyTorch and 98%% label "

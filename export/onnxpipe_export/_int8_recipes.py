@@ -13,10 +13,11 @@ INT8_RECIPE = {
     "reduce_range": False,  # VNNI / AVX-512 CPUs multiply full-range int8; reduce_range is for pre-VNNI x86
     "graph": "fused",
     "op_types": ["Attention", "EmbedLayerNormalization", "Gather", "MatMul"],
-    # onnxruntime load-time fusions the runtime turns off for this file on the CPU provider (the manifest
-    # carries the list). SkipLayerNormFusion: its CPU kernel took 27 % of int8 minilm-sst2's time, where
-    # Add + LayerNormalization take 8 % (onnxruntime 1.32 profile, bench/README.md).
-    "cpu_disabled_optimizers": [],
+    # Residual Add before each LayerNormalization written as Sum (_optimize.residual_add_as_sum), so that
+    # onnxruntime's load-time SkipLayerNormFusion does not apply in any consumer: its CPU kernel took 27 % of
+    # int8 minilm-sst2's time, where Add + LayerNormalization take 8 % (onnxruntime 1.32 profile,
+    # bench/README.md). Until issue 13 this was a load-time switch only onnxpipe applied.
+    "residual_add_as_sum": False,
 }
 
 # What `--int8-recipe search` tries: the levers issue 3 names (per-channel or not, QInt8 vs QUInt8 weights,
@@ -28,12 +29,10 @@ INT8_CANDIDATES = {
     "fused-pt-s8": {"per_channel": False},
     "fused-pc-u8": {"weight_type": "QUInt8"},
     "fused-attention-only-pc-s8": {"graph": "fused-attention-only"},
-    "fused-attention-only-pc-s8-no-skipln": {"graph": "fused-attention-only",
-                                             "cpu_disabled_optimizers": ["SkipLayerNormFusion"]},
+    "fused-attention-only-pc-s8-no-skipln": {"graph": "fused-attention-only", "residual_add_as_sum": True},
     "fused-no-attention-pc-s8": {"graph": "fused-no-attention"},
     "unfused-pc-s8": {"graph": "unfused", "op_types": ["Gather", "MatMul"]},
-    "unfused-pc-s8-no-skipln": {"graph": "unfused", "op_types": ["Gather", "MatMul"],
-                                "cpu_disabled_optimizers": ["SkipLayerNormFusion"]},
+    "unfused-pc-s8-no-skipln": {"graph": "unfused", "op_types": ["Gather", "MatMul"], "residual_add_as_sum": True},
     "unfused-pt-s8": {"graph": "unfused", "per_channel": False, "op_types": ["Gather", "MatMul"]},
 }
 

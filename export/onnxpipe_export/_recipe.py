@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from onnxpipe._for_export import AutoTokenizer
 from onnxpipe.errors import ExportError
 
+from ._ecosystem import max_seq_length, write_ecosystem_files
 from ._output import check_space, file_errors, fsync_tree, place, prepare, staging
 from ._registry import canonical_export_task, folder_tasks
 from ._variants import VARIANT_FILES
@@ -44,7 +45,10 @@ def _max_length(ckpt) -> int:
     pad = getattr(ckpt.config, "pad_token_id", None)
     if ckpt.settings.get("positions_after_pad") and pad is not None:
         pos -= pad + 1
-    return int(min(tok_max, pos))
+    # A sentence-transformers model was trained and is used at its own max_seq_length (256 for
+    # all-MiniLM-L6-v2): truncating later gives other vectors than sentence-transformers for longer texts.
+    st_max = max_seq_length(ckpt) or 10**9
+    return int(min(tok_max, pos, st_max))
 
 
 def _write_tokenizer(ckpt, folder: Path, max_length: int) -> None:
@@ -65,10 +69,16 @@ def _int8_recipe(task: str, precisions: list[str], validation_data: Any, int8_re
     """The int8 recipe the options ask for, or None for ``search``; refuse options that do not go together
     before anything heavy loads."""
     if validation_data is not None:
-        if task != "text-classification":
-            raise ExportError("--validation-data (labelled sentences) applies to text-classification exports only")
+        if task not in ("text-classification", "feature-extraction"):
+            raise ExportError("--validation-data applies to text-classification (labelled sentences, label<TAB>text) "
+                              "and feature-extraction (STS Benchmark pairs) exports only")
         if not Path(validation_data).is_file():
-            raise ExportError(f"--validation-data {validation_data}: no such file (expected label<TAB>text rows)")
+            raise ExportError(f"--validation-data {validation_data}: no such file (expected label<TAB>text rows "
+                              "for text-classification, STS Benchmark rows for feature-extraction)")
+        if task == "feature-extraction":
+            from ._stsb import read_sts
+
+            read_sts(validation_data)  # a wrong file is refused now, not after the export
     if int8_recipe == "search":
         if validation_data is None or "int8" not in precisions:
             raise ExportError("--int8-recipe search scores candidates on labelled data: pass --validation-data TSV "
@@ -148,7 +158,8 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
                 bar.update()
         max_length = _max_length(ckpt)
         _write_tokenizer(ckpt, tmp, max_length)
-        ckpt.config.save_pretrained(tmp)
+        ckpt.config.save_pretrained(tmp)  # with id2label / label2id, which Optimum and transformers.js read
+        write_ecosystem_files(ckpt, tmp, max_length)
         manifest = draft_manifest(ckpt, task, tasks, tmp, variants, max_length, revision)
 
         step("validate against PyTorch")
@@ -165,7 +176,11 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
                                                    "int8": int8_variant(chosen, fused_ops, recipe_search=found)})
         shutil.rmtree(tmp / "raw")
         manifest = validate_variants(manifest, tokenizer, ref)
-        if validation_data is not None:
+        if validation_data is not None and task == "feature-extraction":
+            from ._stsb import sts_figures  # Spearman of PyTorch, fp32, int8; fails when int8 drops > 1 point
+
+            manifest = replace(manifest, validation_data=sts_figures(ckpt, manifest, tokenizer, validation_data))
+        elif validation_data is not None:
             manifest = replace(manifest, validation_data=dataset_figures(ckpt, manifest, tokenizer, validation_data,
                                                                          ref_labels))
         bar.update()

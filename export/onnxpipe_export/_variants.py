@@ -1,7 +1,7 @@
 """Make the int8 and fp16 variants of the fused fp32 graph, and their typed manifest entries.
 
 The file names are the ones transformers.js and Optimum read (models/README.md). A variant's entry says what
-the runtime needs to load the file (``cpu_disabled_optimizers``) and how it was made (recipe, fusion counts);
+how it was made (recipe, fusion counts);
 validation figures are added later by _validate.validate_variants.
 """
 
@@ -25,8 +25,9 @@ def int8_variant(recipe: dict[str, Any], fused_ops: dict[str, int] | None = None
                  file: str = VARIANT_FILES["int8"], recipe_search: dict[str, Any] | None = None) -> Variant:
     """The int8 entry of ``file``, quantized with ``recipe``. Fusion counts only when the recipe quantized the
     fused graph: an unfused graph is fused by onnxruntime at load, not here."""
-    return Variant(file, cpu_disabled_optimizers=tuple(recipe.get("cpu_disabled_optimizers", ())),
-                   fused_operators=fused_ops if recipe.get("graph", "fused") == "fused" else None,
+    # No load-time switch (cpu_disabled_optimizers): the recipe bakes it into the graph (residual_add_as_sum),
+    # so every consumer computes the same; the runtime still honours the key in folders exported before.
+    return Variant(file, fused_operators=fused_ops if recipe.get("graph", "fused") == "fused" else None,
                    recipe=recipe, recipe_search=recipe_search)
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import entry_points
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -158,12 +159,19 @@ def cmd_info(args: argparse.Namespace) -> int:
             r = v.recipe
             disabled = v.cpu_disabled_optimizers
             off = f", no {' / '.join(disabled)} at load" if disabled else ""
+            if r.get("residual_add_as_sum"):  # the same choice baked into the graph (issue 13)
+                off += ", residual Add as Sum (no SkipLayerNorm fusion in any consumer)"
             print(f"        recipe {r.get('name', '?')}: {r.get('method')} {r.get('weight_type')}, "
                   f"{'per-channel' if r.get('per_channel') else 'per-tensor'}, graph {r.get('graph')}{off}")
         if v.recipe_search:
             _print_recipe_search(v.recipe_search)
-    if manifest.validation_data:
-        vd = manifest.validation_data
+    vd = manifest.validation_data
+    if vd and vd.get("pairs"):  # feature extraction: STS Benchmark Spearman x100
+        per = ", ".join(f"{p} {v['batched']:.2f} batched / {v['one_at_a_time']:.2f} one at a time"
+                        for p, v in vd["variants"].items() if "batched" in v)
+        print(f"STS Spearman:  {vd['pairs']} pairs ({PurePath(vd['file']).name}), x100: "
+              f"PyTorch {vd['pytorch']:.2f}, {per}")
+    elif vd:
         per = ", ".join(f"{p} {v['accuracy']:.4f} (agrees {v['label_agreement_with_pytorch']:.1%})"
                         for p, v in vd["variants"].items() if "accuracy" in v)
         print(f"accuracy:      {vd['sentences']} labelled sentences: PyTorch {vd['pytorch_accuracy']:.4f}, {per}")

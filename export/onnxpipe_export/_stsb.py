@@ -1,0 +1,129 @@
+"""Embedding quality as a gate: Spearman (x100) of cosine similarity vs gold on an STS Benchmark file.
+
+``onnxpipe export --task feature-extraction --validation-data sts-dev.csv`` scores PyTorch (the checkpoint with
+the folder's pooling and truncation, i.e. what sentence-transformers computes) and every variant, batched as the
+runtime batches (length-sorted, padded) and one sentence at a time: dynamic int8 quantizes activations with one
+scale per batch, so the two differ for int8. The export fails when int8 falls more than INT8_MAX_DROP points
+below fp32 on either.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+
+from onnxpipe._manifest import Manifest
+from onnxpipe._model import OnnxModel
+from onnxpipe._tokenizer import AutoTokenizer
+from onnxpipe.errors import ExportError, ValidationError
+
+INT8_MAX_DROP = 1.0  # Spearman x100 points below fp32
+BATCH = 32
+
+
+def read_sts(path) -> tuple[list[str], list[str], np.ndarray]:
+    """STS Benchmark rows: genre, file, years, id, score (0-5), sentence 1, sentence 2 (extra columns ignored)."""
+    s1, s2, gold = [], [], []
+    with open(path, encoding="utf-8", newline="") as f:
+        for n, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+            try:
+                gold.append(float(row[4]))
+            except (IndexError, ValueError):
+                raise ExportError(f"{path} line {n}: not an STS Benchmark row (genre, file, years, id, score, "
+                                  "sentence 1, sentence 2, tab-separated); pass the STS-B dev.csv") from None
+            s1.append(row[5])
+            s2.append(row[6])
+    if len(gold) < 10:
+        raise ExportError(f"{path}: {len(gold)} STS pairs; a Spearman figure needs at least 10")
+    return s1, s2, np.array(gold)
+
+
+def spearman_x100(a: np.ndarray, b: np.ndarray) -> float:
+    def ranks(x):  # average ranks for ties, as scipy.stats.spearmanr
+        order = np.argsort(x, kind="mergesort")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+        sums = np.bincount(inv, weights=r)
+        return sums[inv] / counts[inv]
+
+    return round(float(np.corrcoef(ranks(a), ranks(b))[0, 1]) * 100, 2)
+
+
+def _pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
+    m = mask[..., None].astype(hidden.dtype)
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "max":
+        return np.where(m > 0, hidden, -np.inf).max(1)
+    return (hidden * m).sum(1) / np.clip(m.sum(1), 1e-9, None)
+
+
+def _cosine_scores(vectors: dict[str, np.ndarray], s1, s2) -> np.ndarray:
+    a = np.stack([vectors[s] for s in s1]).astype(np.float64)
+    b = np.stack([vectors[s] for s in s2]).astype(np.float64)
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def _onnx_vectors(model: OnnxModel, tokenizer: AutoTokenizer, texts: list[str], mode: str, batch: int):
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # length-sorted, as the runtime batches
+    out = {}
+    for i in range(0, len(order), batch):
+        chunk = [texts[j] for j in order[i : i + batch]]
+        feeds = tokenizer(chunk, padding=True, truncation=True, return_tensors="np")
+        hidden = model.run(model.feeds(feeds), ["last_hidden_state"])[0]
+        out.update(zip(chunk, _pool(hidden, feeds["attention_mask"], mode)))
+    return out
+
+
+def _torch_vectors(ckpt, texts: list[str], mode: str, max_length: int):
+    import torch
+
+    out = {}
+    base = getattr(ckpt.model, "base_model", ckpt.model)  # a classifier's encoder gives the hidden states
+    with torch.no_grad():
+        for i in range(0, len(texts), 64):
+            chunk = texts[i : i + 64]
+            enc = ckpt.tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            hidden = base(**enc).last_hidden_state.numpy()
+            out.update(zip(chunk, _pool(hidden, enc["attention_mask"].numpy(), mode)))
+    return out
+
+
+def sts_figures(ckpt, manifest: Manifest, tokenizer: AutoTokenizer, path) -> dict:
+    """The manifest's ``validation_data`` block for an STS file; ValidationError when int8 drops > 1 point."""
+    s1, s2, gold = read_sts(path)
+    texts = list(dict.fromkeys(s1 + s2))
+    mode = (manifest.data.get("pooling") or {}).get("mode", "mean")
+    torch_vecs = _torch_vectors(ckpt, texts, mode, manifest.data["max_length"])
+    figures = {"file": str(path), "pairs": len(gold), "metric": "Spearman x100 of cosine similarity vs gold",
+               "pytorch": spearman_x100(_cosine_scores(torch_vecs, s1, s2), gold), "variants": {}}
+    for precision in manifest.variants:
+        try:
+            model = OnnxModel(manifest, device="cpu", precision=precision)
+        except Exception as e:  # fp16 kernels missing on CPU: recorded by validate_variant already
+            figures["variants"][precision] = {"skipped": str(e).splitlines()[0][:200]}
+            continue
+        figures["variants"][precision] = {
+            how: spearman_x100(_cosine_scores(_onnx_vectors(model, tokenizer, texts, mode, batch), s1, s2), gold)
+            for how, batch in (("batched", BATCH), ("one_at_a_time", 1))}
+    _gate(figures)
+    return figures
+
+
+def _gate(figures: dict) -> None:
+    v = figures["variants"]
+    if "int8" not in v or "skipped" in v["int8"]:
+        return
+    ref = v["fp32"] if "fp32" in v and "skipped" not in v["fp32"] else None
+    base = min(ref.values()) if ref else figures["pytorch"]
+    worst = min(v["int8"].values())
+    figures["int8_gate"] = {"max_drop": INT8_MAX_DROP, "against": "fp32" if ref else "pytorch", "met": True}
+    if not worst >= base - INT8_MAX_DROP:
+        figures["int8_gate"]["met"] = False
+        raise ValidationError(
+            f"int8 embeddings score Spearman {worst:.2f} on {figures['file']}, more than {INT8_MAX_DROP} point "
+            f"below {figures['int8_gate']['against']} ({base:.2f}): the int8 recipe loses too much for this model. "
+            "Export --precision fp32, or try another --int8-recipe.")
+

@@ -1,0 +1,111 @@
+"""Each interop consumer in its own environment, built on first use and reused.
+
+A consumer's environment lives in ``.venv-interop/<consumer>`` (gitignored by ``.venv*/``) or under
+``$ONNXPIPE_INTEROP_HOME``; a ``.ready`` file holding the spec marks a finished build, so a changed pin rebuilds
+and a build interrupted half-way is redone, never half-used. Everything comes from the package registries
+(pip from PyPI, npm from the npm registry): a fresh CI machine needs nothing installed by hand.
+
+Run ``python tests/interop/envs.py [consumer ...]`` to build them outside pytest (the session fixtures call
+the same code).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HOME = Path(os.environ.get("ONNXPIPE_INTEROP_HOME", ROOT / ".venv-interop"))
+
+# Pins: the versions issue 13 was reported against. onnxruntime is pinned to the runtime's own version, so a
+# difference between consumers comes from how they load and feed the file, not from another kernel release.
+# torch==2.13.0 is the pin of the export extra (pyproject.toml), resolved the same way as the dev venv's.
+ORT = "onnxruntime==1.32.0"
+TORCH = "torch==2.13.0"
+PYTHON_SPECS = {
+    "optimum": [ORT, TORCH, "transformers>=4.45,<4.58", "optimum-onnx==0.1.0"],
+    "fastembed": ["fastembed==0.9.1", ORT],
+    # sentence-transformers 6.x needs transformers >= 5, and its ONNX backend needs optimum-onnx, whose newest
+    # release (0.1.0) needs transformers < 4.58: no 6.x installs with the ONNX backend. 5.7.0 is the newest that
+    # does (same ONNX backend code path: SentenceTransformer(folder, backend="onnx")).
+    "sentence-transformers": [TORCH, ORT, "transformers>=4.45,<4.58", "sentence-transformers[onnx]==5.7.0"],
+}
+NODE_SPEC = {"@huggingface/transformers": "4.3.1"}
+CONSUMERS = [*PYTHON_SPECS, "transformers.js"]
+
+
+class EnvBuildError(RuntimeError):
+    pass
+
+
+def _run(cmd: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> None:
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    if rc != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise EnvBuildError(f"{' '.join(cmd)} exited {rc}; log {log}:\n{tail}")
+
+
+def _no_cuda_torch(python: Path, log: Path) -> None:
+    # An unpinned or wrongly resolved torch brings gigabytes of nvidia-* wheels; refuse such an environment.
+    out = subprocess.run([str(python), "-m", "pip", "list", "--format=json"], capture_output=True, text=True,
+                         check=True).stdout
+    cuda = [p["name"] for p in json.loads(out) if p["name"].lower().startswith("nvidia-")]
+    if cuda:
+        raise EnvBuildError(f"{python.parent.parent} got CUDA packages {cuda}; torch must be the CPU build "
+                            f"({TORCH}, as the export extra resolves it). See {log}.")
+
+
+def ensure(consumer: str) -> Path:
+    """The environment folder of ``consumer`` (one of CONSUMERS), built if missing or out of date."""
+    if consumer not in CONSUMERS:
+        raise ValueError(f"unknown consumer {consumer!r}; valid: {CONSUMERS}")
+    where = HOME / consumer
+    spec = json.dumps(PYTHON_SPECS.get(consumer) or NODE_SPEC, sort_keys=True)
+    ready = where / ".ready"
+    HOME.mkdir(parents=True, exist_ok=True)
+    # one builder at a time per consumer (two pytest runs, or envs.py beside pytest): the second waits and reuses
+    with open(HOME / f".{consumer}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if ready.is_file() and ready.read_text(encoding="utf-8") == spec:
+            return where
+        _build(consumer, where, spec)
+    return where
+
+
+def _build(consumer: str, where: Path, spec: str) -> None:
+    ready = where / ".ready"
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True)
+    log = where / "build.log"
+    if consumer == "transformers.js":
+        if shutil.which("npm") is None:
+            raise EnvBuildError("the transformers.js check needs node >= 18 and npm on PATH (apt-get install nodejs npm)")
+        (where / "package.json").write_text(json.dumps({"name": "onnxpipe-interop", "private": True,
+                                                        "type": "module", "dependencies": NODE_SPEC}, indent=2))
+        # onnxruntime-node's post-install step downloads from a host outside the registries; skipping it keeps
+        # the CPU binaries bundled in the npm package, which is all this check uses.
+        env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}
+        _run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], log, env=env, cwd=where)
+    else:
+        _run([sys.executable, "-m", "venv", str(where)], log)
+        python = where / "bin" / "python"
+        _run([str(python), "-m", "pip", "install", "--quiet", *PYTHON_SPECS[consumer]], log)
+        _no_cuda_torch(python, log)
+    ready.write_text(spec, encoding="utf-8")
+
+
+def python_of(consumer: str) -> Path:
+    return ensure(consumer) / "bin" / "python"
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:] or CONSUMERS:
+        print(name, ensure(name), flush=True)
