@@ -260,6 +260,8 @@ def test_cli_generate_streams_what_the_pipeline_returns(folders, pipes, capsys):
     assert main(["generate", "--model", str(folders["gpt2"]), "Hi", "--temperature", "0", "--stream"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "temperature=0.0 is invalid" in captured.err
+    assert main(["info", str(folders["gpt2"])]) == 0
+    assert "greedy 128/128 tokens identical" in capsys.readouterr().out  # the export's figures, as `info` shows them
 
 
 def test_bench_generate_smoke(folders, tmp_path):

@@ -154,8 +154,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         figures = ", ".join(f"{k} {val[k]:.3g}" for k in ("max_abs_diff_logits", "max_abs_diff_start_logits",
                                                             "max_abs_diff_end_logits", "max_abs_diff_hidden",
                                                             "label_agreement", "min_cosine_mean_pooled") if k in val)
+        # text-generation variants carry their own summary (logits diff, greedy agreement with PyTorch)
+        figures = figures or val.get("summary", "")
         print(f"  {p:5s} {v.file:28s} {size:7.1f} MB  {figures or val.get('skipped', '')}")
-        if v.recipe:
+        if (v.recipe or {}).get("method") == "MatMulNBits":
+            r = v.recipe or {}
+            print(f"        recipe: {r['bits']}-bit weight-only MatMulNBits, block {r.get('block_size')}, "
+                  f"{r.get('matmuls_quantized')} MatMuls quantized, {r.get('matmuls_kept_fp32')} kept fp32")
+        elif v.recipe:
             r = v.recipe
             disabled = v.cpu_disabled_optimizers
             off = f", no {' / '.join(disabled)} at load" if disabled else ""
