@@ -157,14 +157,21 @@ def _cosines(a, b) -> np.ndarray:
 # truncateHelper on the full encoding); no file in the folder changes that, so its answers on texts over
 # max_length differ (cosine ~0.9965 on all-MiniLM-L6-v2). Asserted as an expected failure, strict: when
 # transformers.js fixes it, this test says so.
-TJS_LONG = pytest.param("transformers.js", "long", marks=pytest.mark.xfail(
-    strict=True, reason="transformers.js drops [SEP] when it truncates (texts over max_length)"))
-CASES = [(c, part) for c in ("transformers.js", "optimum", "fastembed") for part in ("short", "long")]
-CASES = [TJS_LONG if case == ("transformers.js", "long") else case for case in CASES]
+TJS_LONG_XFAIL = pytest.mark.xfail(strict=True,
+                                   reason="transformers.js drops [SEP] when it truncates (texts over max_length)")
+CONSUMERS = ("transformers.js", "optimum", "fastembed", "sentence-transformers")
 
 
-@pytest.mark.parametrize("consumer,part", CASES)
-@pytest.mark.parametrize("jid", [j[0] for j in CLASSIFY])
+def _cases(jids, consumers, xfail_tjs_long):
+    """(jid, consumer, part) parameters; transformers.js on long texts is an expected failure where asked."""
+    return [pytest.param(jid, c, part, marks=[TJS_LONG_XFAIL] if (c, part) == ("transformers.js", "long")
+                         and jid in xfail_tjs_long else [])
+            for jid in jids for c in consumers for part in ("short", "long")]
+
+
+# On the committed int8 file the cut [SEP] moves transformers.js's score on the 620-word text by 4e-4 only, within
+# INT8_SCORE, so that case is a plain pass; in fp32 (bound 1e-4) it shows.
+@pytest.mark.parametrize("jid,consumer,part", _cases(["sst2-int8", "sst2-fp32"], CONSUMERS[:3], ["sst2-fp32"]))
 def test_classification_same_labels_and_scores(answers, onnxpipe_answers, consumer, part, jid):
     bound = FP32_SCORE if jid.endswith("fp32") else INT8_SCORE
     rows = slice(*((0, 6) if part == "short" else (6, None)))
@@ -177,8 +184,7 @@ def test_classification_same_labels_and_scores(answers, onnxpipe_answers, consum
     assert (w.argmax(1) == g.argmax(1)).all() and diff <= bound, f"{consumer} {jid}: max score diff {diff:.2e}"
 
 
-@pytest.mark.parametrize("consumer,part", CASES + [("sentence-transformers", "short"), ("sentence-transformers", "long")])
-@pytest.mark.parametrize("jid", [j[0] for j in EMBED])
+@pytest.mark.parametrize("jid,consumer,part", _cases([j[0] for j in EMBED], CONSUMERS, [j[0] for j in EMBED]))
 def test_embeddings_same_vectors(answers, onnxpipe_answers, consumer, part, jid):
     bound = FP32_COSINE if jid.endswith("fp32") else INT8_COSINE
     rows = slice(*((0, 6) if part == "short" else (6, None)))
