@@ -24,6 +24,7 @@ demo: $(DEV)/.installed $(RT)/.installed
 test: $(DEV)/.installed $(DEV)/.chromium $(DEV)/.node
 	@# Lint and type-check first (configured in pyproject.toml); either failing stops the target.
 	$(DEV)/bin/ruff check .
+	$(DEV)/bin/ruff format --check .
 	$(DEV)/bin/mypy
 	@# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 	@echo "CUDA tests (-m cuda) are deselected: this machine has no GPU. Run them where onnxruntime-gpu and a GPU exist."

@@ -53,8 +53,9 @@ def timed(fn, rounds: int):
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -85,15 +86,17 @@ def main(argv: list[str] | None = None) -> dict:
     load_start = time.perf_counter()
     pipe = pipeline("sentiment-analysis", model=MODEL)
     stages["model_load_s"] = time.perf_counter() - load_start
-    stages["tokenize_s"], _ = timed(lambda: pipe.tokenizer.encode_batch(texts, truncation=True, bounded=True),
-                                    args.rounds)
+    stages["tokenize_s"], _ = timed(
+        lambda: pipe.tokenizer.encode_batch(texts, truncation=True, bounded=True), args.rounds
+    )
     inproc_s, want = timed(lambda: pipe(texts), args.rounds)
     stages["infer_s"] = max(inproc_s - stages["tokenize_s"], 0.0)  # forward + postprocess, the rest of the call
 
     runs = [{"engine": "in-process", "rows": n, "seconds": inproc_s}]
     local_out = work / "local.parquet"
-    local_s, _ = timed(lambda: run_batch(MODEL, src, local_out, column="sentence", prefix="pred_",
-                                         batch_rows=BATCH_ROWS), args.rounds)
+    local_s, _ = timed(
+        lambda: run_batch(MODEL, src, local_out, column="sentence", prefix="pred_", batch_rows=BATCH_ROWS), args.rounds
+    )
     local = pq.read_table(local_out)
     if local.column("pred_label").to_pylist() != [w["label"] for w in want]:
         raise SystemExit("parity: the local engine's labels differ from the in-process pipeline's")
@@ -113,15 +116,33 @@ def main(argv: list[str] | None = None) -> dict:
             # All cores between the actors by default; an actor's onnxruntime threads = its CPUs.
             cpus = args.cpus_per_actor or max(1, cores // actors)
             path = work / f"ray{actors}.parquet"
-            secs, _ = timed(lambda path=path, actors=actors, cpus=cpus: run_batch(  # bound now, run now
-                MODEL, src, path, column="sentence", prefix="pred_", engine="ray", actors=actors,
-                cpus_per_actor=cpus, batch_rows=BATCH_ROWS),
-                            args.rounds)
+            secs, _ = timed(
+                lambda path=path, actors=actors, cpus=cpus: run_batch(  # bound now, run now
+                    MODEL,
+                    src,
+                    path,
+                    column="sentence",
+                    prefix="pred_",
+                    engine="ray",
+                    actors=actors,
+                    cpus_per_actor=cpus,
+                    batch_rows=BATCH_ROWS,
+                ),
+                args.rounds,
+            )
             same = pq.read_table(path).equals(local)
             if not same:
                 raise SystemExit(f"parity: --engine ray --actors {actors} wrote a different file than local")
-            runs.append({"engine": f"ray-{actors}", "actors": actors, "cpus_per_actor": cpus, "rows": n,
-                         "seconds": secs, "identical_to_local": same})
+            runs.append(
+                {
+                    "engine": f"ray-{actors}",
+                    "actors": actors,
+                    "cpus_per_actor": cpus,
+                    "rows": n,
+                    "seconds": secs,
+                    "identical_to_local": same,
+                }
+            )
     finally:
         if started:
             ray.shutdown()
@@ -137,10 +158,18 @@ def main(argv: list[str] | None = None) -> dict:
         "write_rows_per_s": n / stages["write_s"],
         "ray_overhead_s_per_batch": (ray1["seconds"] - local_s) / batches if ray1 else None,
     }
-    report = {"command": " ".join([Path(sys.executable).name, "bench/batch_scale.py", *(argv or sys.argv[1:])]),
-              "git_commit": commit, "machine": machine_info(), "model": MODEL, "rows": n,
-              "batch_rows": BATCH_ROWS, "subset": args.rows is not None, "stages": stages, "cost_model": model,
-              "runs": runs}
+    report = {
+        "command": " ".join([Path(sys.executable).name, "bench/batch_scale.py", *(argv or sys.argv[1:])]),
+        "git_commit": commit,
+        "machine": machine_info(),
+        "model": MODEL,
+        "rows": n,
+        "batch_rows": BATCH_ROWS,
+        "subset": args.rows is not None,
+        "stages": stages,
+        "cost_model": model,
+        "runs": runs,
+    }
     (out / "batch_scale.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (out / "batch_scale.md").write_text(markdown(report), encoding="utf-8")
     shutil.rmtree(work, ignore_errors=True)
@@ -150,22 +179,31 @@ def main(argv: list[str] | None = None) -> dict:
 
 def markdown(r: dict) -> str:
     m, s = r["machine"], r["stages"]
-    lines = [f"SST-2 train, {r['rows']} sentences{' (subset)' if r['subset'] else ''}, {r['model']} int8, "
-             f"batches of {r['batch_rows']} rows; {m['cpu']}, {m['cores']} cores; commit {r['git_commit'][:10]}",
-             f"`{r['command']}`", "",
-             "| engine | seconds | sentences/s | vs in-process | same file as local |",
-             "|---|---:|---:|---:|:---:|"]
+    lines = [
+        f"SST-2 train, {r['rows']} sentences{' (subset)' if r['subset'] else ''}, {r['model']} int8, "
+        f"batches of {r['batch_rows']} rows; {m['cpu']}, {m['cores']} cores; commit {r['git_commit'][:10]}",
+        f"`{r['command']}`",
+        "",
+        "| engine | seconds | sentences/s | vs in-process | same file as local |",
+        "|---|---:|---:|---:|:---:|",
+    ]
     for run in r["runs"]:
         same = {True: "yes", False: "NO"}.get(run.get("identical_to_local"), "-")
-        lines.append(f"| {run['engine']} | {run['seconds']:.1f} | {run['sentences_per_s']:.0f} | "
-                     f"{run['overhead_vs_in_process']:+.0%} | {same} |")
+        lines.append(
+            f"| {run['engine']} | {run['seconds']:.1f} | {run['sentences_per_s']:.0f} | "
+            f"{run['overhead_vs_in_process']:+.0%} | {same} |"
+        )
     c = r["cost_model"]
-    lines += ["", "| stage (this machine) | figure |", "|---|---:|",
-              f"| read Parquet | {c['read_rows_per_s']:,.0f} rows/s |",
-              f"| tokenize (one process) | {c['tokenize_rows_per_s_per_process']:,.0f} rows/s |",
-              f"| inference + postprocess (whole node) | {c['infer_rows_per_s_per_node'] or 0:,.0f} rows/s |",
-              f"| write Parquet | {c['write_rows_per_s']:,.0f} rows/s |",
-              f"| model load per actor | {s['model_load_s']:.2f} s |"]
+    lines += [
+        "",
+        "| stage (this machine) | figure |",
+        "|---|---:|",
+        f"| read Parquet | {c['read_rows_per_s']:,.0f} rows/s |",
+        f"| tokenize (one process) | {c['tokenize_rows_per_s_per_process']:,.0f} rows/s |",
+        f"| inference + postprocess (whole node) | {c['infer_rows_per_s_per_node'] or 0:,.0f} rows/s |",
+        f"| write Parquet | {c['write_rows_per_s']:,.0f} rows/s |",
+        f"| model load per actor | {s['model_load_s']:.2f} s |",
+    ]
     if s.get("ray_init_s") is not None:
         lines.append(f"| Ray start (local) | {s['ray_init_s']:.1f} s |")
     if c["ray_overhead_s_per_batch"] is not None:

@@ -58,8 +58,9 @@ def _version(module: str) -> str:
 def _cached(folder: Path) -> Path:
     """A folder built by prepare.py, or Unavailable with the reason it could not be built."""
     if (folder / "FAILED.txt").is_file():
-        raise Unavailable(f"prepare.py could not build {folder.name}: "
-                          f"{(folder / 'FAILED.txt').read_text().splitlines()[0][:300]}")
+        raise Unavailable(
+            f"prepare.py could not build {folder.name}: {(folder / 'FAILED.txt').read_text().splitlines()[0][:300]}"
+        )
     if not folder.is_dir():
         raise Unavailable(f"{folder} missing (run bench/prepare.py)")
     return folder
@@ -106,6 +107,7 @@ def load_transformers(spec: Spec, paths: dict[str, Path]) -> Engine:
 
         def predict(texts, bs):
             return _pool_pipeline_output(pipe, tok, texts, bs)
+
     return Engine(predict, {"torch": torch.__version__, "transformers": transformers.__version__}, "torch-cpu")
 
 
@@ -141,10 +143,18 @@ def load_optimum(spec: Spec, paths: dict[str, Path]) -> Engine:
 
         def predict(texts, bs):
             return _pool_pipeline_output(pipe, tok, texts, bs)
+
     import onnxruntime
 
-    return Engine(predict, {"optimum-onnx": _version("optimum-onnx"), "transformers": transformers.__version__,
-                            "onnxruntime": onnxruntime.__version__}, "CPUExecutionProvider")
+    return Engine(
+        predict,
+        {
+            "optimum-onnx": _version("optimum-onnx"),
+            "transformers": transformers.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+        "CPUExecutionProvider",
+    )
 
 
 # -- (c) fastembed on the same ONNX file -------------------------------------------------------------------
@@ -160,17 +170,24 @@ def load_fastembed(spec: Spec, paths: dict[str, Path]) -> Engine:
     folder = _cached(paths["cache"] / f"fastembed-{spec.precision}")
     name = f"onnxpipe-bench/minilm-{spec.precision}"
     dim = json.loads((folder / "config.json").read_text())["hidden_size"]
-    TextEmbedding.add_custom_model(model=name, pooling=PoolingType.MEAN, normalization=True,
-                                   sources=ModelSource(hf="onnxpipe-bench/none"), dim=dim,
-                                   model_file=VARIANT_FILES[spec.precision])
+    TextEmbedding.add_custom_model(
+        model=name,
+        pooling=PoolingType.MEAN,
+        normalization=True,
+        sources=ModelSource(hf="onnxpipe-bench/none"),
+        dim=dim,
+        model_file=VARIANT_FILES[spec.precision],
+    )
     model = TextEmbedding(name, specific_model_path=str(folder), threads=THREADS, local_files_only=True)
 
     def predict(texts, bs):
         return np.stack(list(model.embed(list(texts), batch_size=bs)))
+
     import onnxruntime
 
-    return Engine(predict, {"fastembed": fastembed.__version__, "onnxruntime": onnxruntime.__version__},
-                  "CPUExecutionProvider")
+    return Engine(
+        predict, {"fastembed": fastembed.__version__, "onnxruntime": onnxruntime.__version__}, "CPUExecutionProvider"
+    )
 
 
 # -- (d) bare onnxruntime on pre-tokenized inputs ----------------------------------------------------------
@@ -185,9 +202,11 @@ def _hf_tokenizer(folder: Path):
 
 def _feeds(tok, texts: Sequence[str], names: Sequence[str]) -> dict[str, np.ndarray]:
     enc = tok.encode_batch(list(texts))
-    full = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64)}
+    full = {
+        "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+    }
     return {n: full[n] for n in names}
 
 
@@ -237,8 +256,13 @@ def load_onnxpipe(spec: Spec, paths: dict[str, Path]) -> Engine:
     import onnxpipe
 
     task = "text-classification" if spec.task == "cls" else "sentence-embeddings"
-    pipe = onnxpipe.pipeline(task, model=str(paths["model"]), precision=spec.precision,
-                             batch_size=spec.options.get("batch_size", 128), verify=False)
+    pipe = onnxpipe.pipeline(
+        task,
+        model=str(paths["model"]),
+        precision=spec.precision,
+        batch_size=spec.options.get("batch_size", 128),
+        verify=False,
+    )
     if spec.task == "cls":
         label2id = {v: k for k, v in pipe.model.labels.items()}
 
@@ -246,11 +270,16 @@ def load_onnxpipe(spec: Spec, paths: dict[str, Path]) -> Engine:
             pipe.batch_size = bs
             return _label_ids(pipe(list(texts)), label2id)
     else:
+
         def predict(texts, bs):
             pipe.batch_size = bs
             return pipe(list(texts))
-    return Engine(predict, {"onnxpipe": onnxpipe.__version__, "onnxruntime": onnxruntime.__version__},
-                  pipe.model.session.get_providers()[0])
+
+    return Engine(
+        predict,
+        {"onnxpipe": onnxpipe.__version__, "onnxruntime": onnxruntime.__version__},
+        pipe.model.session.get_providers()[0],
+    )
 
 
 # -- (f) CTranslate2 int8 encoder and OpenVINO ----------------------------------------------------------------
@@ -287,8 +316,9 @@ def load_openvino(spec: Spec, paths: dict[str, Path]) -> Engine:
     path = paths["model"] / VARIANT_FILES[spec.precision]
     core = ov.Core()
     try:
-        compiled = core.compile_model(core.read_model(str(path)), "CPU",
-                                      {"INFERENCE_NUM_THREADS": THREADS, "PERFORMANCE_HINT": "LATENCY"})
+        compiled = core.compile_model(
+            core.read_model(str(path)), "CPU", {"INFERENCE_NUM_THREADS": THREADS, "PERFORMANCE_HINT": "LATENCY"}
+        )
     except Exception as e:  # OpenVINO raises RuntimeError for ops its ONNX frontend lacks
         lines = [x.strip() for x in str(e).splitlines() if x.strip()]
         raise Unavailable(f"OpenVINO cannot compile {path.name}: {' '.join(lines[-2:])[:300]}") from e

@@ -38,15 +38,44 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # -- configuration ----------------------------------------------------------------------------------------
 MODELS = {
-    "gpt2-small": ("gpt2", {"n_layer": 12, "n_embd": 768, "n_head": 12, "vocab_size": 50257, "n_positions": 1024,
-                            "bos_token_id": 0, "eos_token_id": 0}),
-    "llama-135m": ("llama", {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
-                             "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
-                             "max_position_embeddings": 2048, "tie_word_embeddings": True, "rms_norm_eps": 1e-5,
-                             "bos_token_id": 1, "eos_token_id": 2}),
+    "gpt2-small": (
+        "gpt2",
+        {
+            "n_layer": 12,
+            "n_embd": 768,
+            "n_head": 12,
+            "vocab_size": 50257,
+            "n_positions": 1024,
+            "bos_token_id": 0,
+            "eos_token_id": 0,
+        },
+    ),
+    "llama-135m": (
+        "llama",
+        {
+            "hidden_size": 576,
+            "intermediate_size": 1536,
+            "num_hidden_layers": 30,
+            "num_attention_heads": 9,
+            "num_key_value_heads": 3,
+            "vocab_size": 49152,
+            "max_position_embeddings": 2048,
+            "tie_word_embeddings": True,
+            "rms_norm_eps": 1e-5,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+        },
+    ),
 }
-ENGINES = ["onnxpipe-fp32", "onnxpipe-int4", "onnxpipe-int8", "bare-ort-fp32", "transformers-fp32",
-           "ortgenai-fp32", "ortgenai-int4"]
+ENGINES = [
+    "onnxpipe-fp32",
+    "onnxpipe-int4",
+    "onnxpipe-int8",
+    "bare-ort-fp32",
+    "transformers-fp32",
+    "ortgenai-fp32",
+    "ortgenai-int4",
+]
 PROMPT_TOKENS, NEW_TOKENS, ROUNDS, SEED = 32, 128, 3, 0
 CACHE = ROOT / "bench" / ".cache" / "generate"
 OUT = ROOT / "bench" / "results"
@@ -85,8 +114,21 @@ def export_folder(ckpt: Path, folder: Path) -> Path:
 def genai_folder(python: str, ckpt: Path, folder: Path, precision: str) -> tuple[Path | None, str]:
     if (folder / "genai_config.json").is_file():
         return folder, ""
-    cmd = [python, "-m", "onnxruntime_genai.models.builder", "-i", str(ckpt), "-o", str(folder), "-p", precision,
-           "-e", "cpu", "-c", str(folder) + "-cache"]
+    cmd = [
+        python,
+        "-m",
+        "onnxruntime_genai.models.builder",
+        "-i",
+        str(ckpt),
+        "-o",
+        str(folder),
+        "-p",
+        precision,
+        "-e",
+        "cpu",
+        "-c",
+        str(folder) + "-cache",
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
         return None, f"model builder failed: {(run.stderr or run.stdout).strip().splitlines()[-1:]}"
@@ -111,8 +153,14 @@ def _timed(run_once, rounds: int) -> list[dict]:
         if r == 0:
             continue  # warm-up
         ttft, total = stamps[0] - start, stamps[-1] - start
-        out.append({"ttft_s": ttft, "decode_tokens_per_s": (len(stamps) - 1) / (stamps[-1] - stamps[0]),
-                    "e2e_tokens_per_s": len(stamps) / total, "new_tokens": len(stamps)})
+        out.append(
+            {
+                "ttft_s": ttft,
+                "decode_tokens_per_s": (len(stamps) - 1) / (stamps[-1] - stamps[0]),
+                "e2e_tokens_per_s": len(stamps) / total,
+                "new_tokens": len(stamps),
+            }
+        )
     return out
 
 
@@ -189,9 +237,17 @@ def worker_transformers(ckpt: str, rounds: int) -> list[dict]:
 
     def once():
         s = Stamps()
-        t = threading.Thread(target=lambda: model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                                           max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-                                                           streamer=s, pad_token_id=0))
+        t = threading.Thread(
+            target=lambda: model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=NEW_TOKENS,
+                min_new_tokens=NEW_TOKENS,
+                streamer=s,
+                pad_token_id=0,
+            )
+        )
         with torch.no_grad():
             t.start()
             while s.q.get() is not None:
@@ -210,8 +266,9 @@ def worker_genai(folder: str, rounds: int) -> list[dict]:
 
     def once():
         params = og.GeneratorParams(model)
-        params.set_search_options(do_sample=False, max_length=PROMPT_TOKENS + NEW_TOKENS,
-                                  min_length=PROMPT_TOKENS + NEW_TOKENS)
+        params.set_search_options(
+            do_sample=False, max_length=PROMPT_TOKENS + NEW_TOKENS, min_length=PROMPT_TOKENS + NEW_TOKENS
+        )
         gen = og.Generator(model, params)
         gen.append_tokens(prompt)
         for _ in range(NEW_TOKENS):
@@ -250,11 +307,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=ROUNDS)
     p.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
     p.add_argument("--quick", action="store_true", help="1 round, 16 new tokens: a smoke, not figures")
-    p.add_argument("--genai-python", default="/tmp/genai-venv/bin/python",
-                   help="a Python with onnxruntime-genai (and torch/transformers for its model builder)")
+    p.add_argument(
+        "--genai-python",
+        default="/tmp/genai-venv/bin/python",
+        help="a Python with onnxruntime-genai (and torch/transformers for its model builder)",
+    )
     p.add_argument("--out", default=str(OUT))
-    p.add_argument("--merge", action="store_true",
-                   help="keep the rows of --out's generate.json for engines not run now (e.g. add genai later)")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of --out's generate.json for engines not run now (e.g. add genai later)",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -264,9 +327,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker(args)
         return 0
-    results: dict = {"random_weights": True, "note": "random weights: timing only, the text means nothing",
-                     "prompt_tokens": PROMPT_TOKENS, "new_tokens": NEW_TOKENS, "rounds": args.rounds,
-                     "threads": len(os.sched_getaffinity(0)), "models": {}, "unavailable": {}}
+    results: dict = {
+        "random_weights": True,
+        "note": "random weights: timing only, the text means nothing",
+        "prompt_tokens": PROMPT_TOKENS,
+        "new_tokens": NEW_TOKENS,
+        "rounds": args.rounds,
+        "threads": len(os.sched_getaffinity(0)),
+        "models": {},
+        "unavailable": {},
+    }
     try:
         sys.path.insert(0, str(ROOT / "bench"))
         from provenance import provenance
@@ -274,8 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         results["provenance"] = provenance(__file__, argv if argv is not None else sys.argv[1:])
     except Exception as e:  # provenance is a record, not a reason to lose the figures
         results["provenance"] = {"error": str(e)}
-    genai_ok = Path(args.genai_python).is_file() and subprocess.run(
-        [args.genai_python, "-c", "import onnxruntime_genai"], capture_output=True).returncode == 0
+    genai_ok = (
+        Path(args.genai_python).is_file()
+        and subprocess.run([args.genai_python, "-c", "import onnxruntime_genai"], capture_output=True).returncode == 0
+    )
     for model in args.models.split(","):
         ckpt = build_checkpoint(model, CACHE / f"{model}-ckpt")
         export_folder(ckpt, CACHE / f"{model}-onnx")
@@ -284,24 +356,41 @@ def main(argv: list[str] | None = None) -> int:
             if engine.startswith("ortgenai-"):
                 why = "" if genai_ok else f"onnxruntime-genai is not importable by {args.genai_python}"
                 if not why:
-                    _, why = genai_folder(args.genai_python, ckpt, CACHE / f"{model}-genai-{engine.split('-')[1]}",
-                                          engine.split("-")[1])
+                    _, why = genai_folder(
+                        args.genai_python, ckpt, CACHE / f"{model}-genai-{engine.split('-')[1]}", engine.split("-")[1]
+                    )
                 if why:
                     results["unavailable"][f"{model}/{engine}"] = why
                     continue
             python = args.genai_python if engine.startswith("ortgenai-") else sys.executable
-            cmd = [python, __file__, "--worker", engine, "--model", model, "--rounds", str(args.rounds),
-                   "--new-tokens", str(NEW_TOKENS)]
+            cmd = [
+                python,
+                __file__,
+                "--worker",
+                engine,
+                "--model",
+                model,
+                "--rounds",
+                str(args.rounds),
+                "--new-tokens",
+                str(NEW_TOKENS),
+            ]
             run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             if run.returncode != 0:
                 results["unavailable"][f"{model}/{engine}"] = (run.stderr.strip().splitlines() or ["?"])[-1][:300]
                 continue
             timings = json.loads(run.stdout.strip().splitlines()[-1])
-            rows[engine] = {"ttft_ms": 1e3 * _median(timings, "ttft_s"),
-                            "decode_tokens_per_s": _median(timings, "decode_tokens_per_s"),
-                            "e2e_tokens_per_s": _median(timings, "e2e_tokens_per_s"), "runs": timings}
-            print(f"{model:11s} {engine:18s} TTFT {rows[engine]['ttft_ms']:7.1f} ms  "
-                  f"{rows[engine]['decode_tokens_per_s']:7.1f} tok/s", flush=True)
+            rows[engine] = {
+                "ttft_ms": 1e3 * _median(timings, "ttft_s"),
+                "decode_tokens_per_s": _median(timings, "decode_tokens_per_s"),
+                "e2e_tokens_per_s": _median(timings, "e2e_tokens_per_s"),
+                "runs": timings,
+            }
+            print(
+                f"{model:11s} {engine:18s} TTFT {rows[engine]['ttft_ms']:7.1f} ms  "
+                f"{rows[engine]['decode_tokens_per_s']:7.1f} tok/s",
+                flush=True,
+            )
         results["models"][model] = rows
     previous = Path(args.out) / "generate.json"
     if args.merge and previous.is_file():
@@ -309,8 +398,10 @@ def main(argv: list[str] | None = None) -> int:
         for model, rows in old.get("models", {}).items():
             results["models"][model] = {**rows, **results["models"].get(model, {})}
         ran = {f"{m}/{e}" for m, rows in results["models"].items() for e in rows}
-        results["unavailable"] = {**{k: v for k, v in old.get("unavailable", {}).items() if k not in ran},
-                                  **results["unavailable"]}
+        results["unavailable"] = {
+            **{k: v for k, v in old.get("unavailable", {}).items() if k not in ran},
+            **results["unavailable"],
+        }
         results["merged_from"] = old.get("provenance")
     write(results, Path(args.out))
     return 0
@@ -325,21 +416,35 @@ def _ratio(rows: dict, a: str, b: str) -> str:
 def write(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "generate.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = ["# Text generation, batch 1 (bench/generate.py)", "",
-             f"**Random weights: timing only.** Prompt {results['prompt_tokens']} tokens, {results['new_tokens']} new "
-             f"tokens, greedy, eos off; median of {results['rounds']} rounds after a warm-up; {results['threads']} "
-             "usable cores (a shared machine: other jobs ran meanwhile, so treat ratios as rough).", "",
-             "| model | engine | TTFT ms | decode tokens/s | end-to-end tokens/s |", "|---|---|---:|---:|---:|"]
+    lines = [
+        "# Text generation, batch 1 (bench/generate.py)",
+        "",
+        f"**Random weights: timing only.** Prompt {results['prompt_tokens']} tokens, {results['new_tokens']} new "
+        f"tokens, greedy, eos off; median of {results['rounds']} rounds after a warm-up; {results['threads']} "
+        "usable cores (a shared machine: other jobs ran meanwhile, so treat ratios as rough).",
+        "",
+        "| model | engine | TTFT ms | decode tokens/s | end-to-end tokens/s |",
+        "|---|---|---:|---:|---:|",
+    ]
     for model, rows in results["models"].items():
         for engine, r in rows.items():
-            lines.append(f"| {model} | {engine} | {r['ttft_ms']:.1f} | {r['decode_tokens_per_s']:.1f} | "
-                         f"{r['e2e_tokens_per_s']:.1f} |")
-    lines += ["", "| model | onnxpipe-fp32 / transformers | onnxpipe-int4 / transformers | onnxpipe-fp32 / genai-fp32 "
-              "| onnxpipe-int4 / genai-int4 | bare session.run / onnxpipe-fp32 (loop overhead) |", "|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {model} | {engine} | {r['ttft_ms']:.1f} | {r['decode_tokens_per_s']:.1f} | "
+                f"{r['e2e_tokens_per_s']:.1f} |"
+            )
+    lines += [
+        "",
+        "| model | onnxpipe-fp32 / transformers | onnxpipe-int4 / transformers | onnxpipe-fp32 / genai-fp32 "
+        "| onnxpipe-int4 / genai-int4 | bare session.run / onnxpipe-fp32 (loop overhead) |",
+        "|---|---|---|---|---|---|",
+    ]
     for model, rows in results["models"].items():
-        lines.append(f"| {model} | {_ratio(rows, 'onnxpipe-fp32', 'transformers-fp32')} | "
-                     f"{_ratio(rows, 'onnxpipe-int4', 'transformers-fp32')} | {_ratio(rows, 'onnxpipe-fp32', 'ortgenai-fp32')} | "
-                     f"{_ratio(rows, 'onnxpipe-int4', 'ortgenai-int4')} | {_ratio(rows, 'bare-ort-fp32', 'onnxpipe-fp32')} |")
+        lines.append(
+            f"| {model} | {_ratio(rows, 'onnxpipe-fp32', 'transformers-fp32')} | "
+            f"{_ratio(rows, 'onnxpipe-int4', 'transformers-fp32')} | "
+            f"{_ratio(rows, 'onnxpipe-fp32', 'ortgenai-fp32')} | "
+            f"{_ratio(rows, 'onnxpipe-int4', 'ortgenai-int4')} | {_ratio(rows, 'bare-ort-fp32', 'onnxpipe-fp32')} |"
+        )
     if results["unavailable"]:
         lines += ["", "Unavailable:", *[f"- {k}: {v}" for k, v in results["unavailable"].items()]]
     (out / "generate.md").write_text("\n".join(lines) + "\n")

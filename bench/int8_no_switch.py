@@ -42,19 +42,30 @@ def main() -> None:
         print(f"residual Adds rewritten as Sum: {residual_add_as_sum(summed)}")
 
         def session(path, disabled=None):
-            return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"],
-                                        **({"disabled_optimizers": disabled} if disabled else {}))
+            return ort.InferenceSession(
+                str(path), providers=["CPUExecutionProvider"], **({"disabled_optimizers": disabled} if disabled else {})
+            )
 
-        sessions = {"(a) switch: SkipLayerNormFusion off": session(args.file, ["SkipLayerNormFusion"]),
-                    "(b) same file, onnxruntime defaults": session(args.file),
-                    "(c) residual Add as Sum, defaults": session(summed)}
+        sessions = {
+            "(a) switch: SkipLayerNormFusion off": session(args.file, ["SkipLayerNormFusion"]),
+            "(b) same file, onnxruntime defaults": session(args.file),
+            "(c) residual Add as Sum, defaults": session(summed),
+        }
         names = [i.name for i in next(iter(sessions.values())).get_inputs()]
-        singles = [{k: v for k, v in tok([t], truncation=True, return_tensors="np").items() if k in names}
-                   for t in texts]
+        singles = [
+            {k: v for k, v in tok([t], truncation=True, return_tensors="np").items() if k in names} for t in texts
+        ]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        batches = [{k: v for k, v in tok([texts[j] for j in order[i : i + 32]], padding=True, truncation=True,
-                                         return_tensors="np").items() if k in names}
-                   for i in range(0, len(order), 32)]
+        batches = [
+            {
+                k: v
+                for k, v in tok(
+                    [texts[j] for j in order[i : i + 32]], padding=True, truncation=True, return_tensors="np"
+                ).items()
+                if k in names
+            }
+            for i in range(0, len(order), 32)
+        ]
         logits = {k: np.concatenate([s.run(["logits"], f)[0] for f in singles]) for k, s in sessions.items()}
         p50 = {k: np.inf for k in sessions}
         sps = {k: 0.0 for k in sessions}

@@ -102,8 +102,16 @@ def workload_macs(model: Path, batch: int = 32) -> dict:
         linear += layers * rows * t * (4 * h * h + 2 * h * inter)  # QKV + output projection + FFN
         attention += layers * rows * 2 * t * t * h  # QK^T and AV over all heads
     linear += len(lengths) * (h * h + h * cfg.get("num_labels", len(cfg.get("id2label", {0: 0, 1: 1}))))  # pooler, head
-    return {"sentences": len(lengths), "padded_tokens": tokens, "real_tokens": unpadded, "linear_macs": linear,
-            "attention_macs": attention, "hidden": h, "intermediate": inter, "layers": layers}
+    return {
+        "sentences": len(lengths),
+        "padded_tokens": tokens,
+        "real_tokens": unpadded,
+        "linear_macs": linear,
+        "attention_macs": attention,
+        "hidden": h,
+        "intermediate": inter,
+        "layers": layers,
+    }
 
 
 def onnxpipe_seconds(model: Path, passes: int, batch: int = 32) -> float:
@@ -125,15 +133,23 @@ def onnxpipe_seconds(model: Path, passes: int, batch: int = 32) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=HERE.parent / "models" / "minilm-sst2",
-                    help="int8 model folder (default models/minilm-sst2)")
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=HERE.parent / "models" / "minilm-sst2",
+        help="int8 model folder (default models/minilm-sst2)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="default: the usable cores")
     ap.add_argument("--rounds", type=int, help=f"timed rounds per shape, best counts (default {ROUNDS})")
     ap.add_argument("--repeats", type=int, default=REPEATS, help=f"runs per round (default {REPEATS})")
     ap.add_argument("--passes", type=int, help=f"onnxpipe passes over SST-2 dev, median (default {PASSES})")
     ap.add_argument("--quick", action="store_true", help=f"defaults {QUICK} instead: a smoke, not figures")
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "matmul_floor.json",
-                    help="JSON out (default bench/results/matmul_floor.json)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=HERE / "results" / "matmul_floor.json",
+        help="JSON out (default bench/results/matmul_floor.json)",
+    )
     argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv)
     rounds = a.rounds or (QUICK["rounds"] if a.quick else ROUNDS)
@@ -150,19 +166,35 @@ def main(argv=None) -> int:
     peak = {kind: max(r.values()) for kind, r in rates.items()}
     floor_s = w["linear_macs"] / (peak["int8"] * 1e9) + w["attention_macs"] / (peak["fp32"] * 1e9)
     measured = onnxpipe_seconds(a.model, passes)
-    result = {"provenance": prov, "machine": prov["machine"], "threads": threads, "model": rel(a.model),
-              "rounds": rounds, "repeats": a.repeats, "passes": passes, "workload": "sst2-b32",
-              "macs": w, "gmacs_per_s": rates, "peak_gmacs_per_s": peak,
-              "floor_s": round(floor_s, 4), "floor_sentences_per_s": round(w["sentences"] / floor_s, 1),
-              "onnxpipe_int8_s": round(measured, 4), "onnxpipe_sentences_per_s": round(w["sentences"] / measured, 1),
-              "onnxpipe_over_floor": round(measured / floor_s, 2)}
+    result = {
+        "provenance": prov,
+        "machine": prov["machine"],
+        "threads": threads,
+        "model": rel(a.model),
+        "rounds": rounds,
+        "repeats": a.repeats,
+        "passes": passes,
+        "workload": "sst2-b32",
+        "macs": w,
+        "gmacs_per_s": rates,
+        "peak_gmacs_per_s": peak,
+        "floor_s": round(floor_s, 4),
+        "floor_sentences_per_s": round(w["sentences"] / floor_s, 1),
+        "onnxpipe_int8_s": round(measured, 4),
+        "onnxpipe_sentences_per_s": round(w["sentences"] / measured, 1),
+        "onnxpipe_over_floor": round(measured / floor_s, 2),
+    }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     print(f"int8 peak {peak['int8']:.1f} GMAC/s, fp32 peak {peak['fp32']:.1f} GMAC/s ({threads} threads)")
-    print(f"SST-2 dev at batch 32: {w['linear_macs'] / 1e9:.1f} G linear MACs + {w['attention_macs'] / 1e9:.2f} G "
-          f"attention MACs over {w['padded_tokens']} padded tokens ({w['real_tokens']} real)")
-    print(f"floor {floor_s:.3f} s ({result['floor_sentences_per_s']} sentences/s); onnxpipe int8 {measured:.3f} s "
-          f"-> {result['onnxpipe_over_floor']}x the floor")
+    print(
+        f"SST-2 dev at batch 32: {w['linear_macs'] / 1e9:.1f} G linear MACs + {w['attention_macs'] / 1e9:.2f} G "
+        f"attention MACs over {w['padded_tokens']} padded tokens ({w['real_tokens']} real)"
+    )
+    print(
+        f"floor {floor_s:.3f} s ({result['floor_sentences_per_s']} sentences/s); onnxpipe int8 {measured:.3f} s "
+        f"-> {result['onnxpipe_over_floor']}x the floor"
+    )
     return 0
 
 

@@ -61,8 +61,9 @@ def _default_tensor_type():
 
     class Quantizer(original):
         def __init__(self, *args, extra_options=None, **kwargs):
-            super().__init__(*args, extra_options={**(extra_options or {}),
-                                                   "DefaultTensorType": onnx.TensorProto.FLOAT}, **kwargs)
+            super().__init__(
+                *args, extra_options={**(extra_options or {}), "DefaultTensorType": onnx.TensorProto.FLOAT}, **kwargs
+            )
 
     oq.ONNXQuantizer = Quantizer
     try:
@@ -102,6 +103,7 @@ def optimum_recipe(checkpoint: Path, task: str, level: str):
         AutoTokenizer.from_pretrained(str(checkpoint)).save_pretrained(tmp)
         if not (tmp / "model_optimized_quantized.onnx").is_file():
             raise FileNotFoundError(f"the quantizer wrote {sorted(p.name for p in tmp.iterdir())}")
+
     return build
 
 
@@ -115,6 +117,7 @@ def fastembed_folder(fe_model: Path, fe_checkpoint: Path, precision: str):
         for name in TOKENIZER_FILES:
             if (fe_checkpoint / name).is_file():
                 shutil.copy(fe_checkpoint / name, tmp / name)
+
     return build
 
 
@@ -122,13 +125,21 @@ def ct2_int8(fe_checkpoint: Path):
     def build(tmp: Path) -> None:
         import ctranslate2
 
-        ctranslate2.converters.TransformersConverter(str(fe_checkpoint)).convert(str(tmp), quantization="int8",
-                                                                                 force=True)
+        ctranslate2.converters.TransformersConverter(str(fe_checkpoint)).convert(
+            str(tmp), quantization="int8", force=True
+        )
+
     return build
 
 
-def prepare(cache: Path, model: Path, checkpoint: Path, fe_model: Path | None, fe_checkpoint: Path | None,
-            optimum_levels: tuple[str, ...] = ("O2", "O3")) -> None:
+def prepare(
+    cache: Path,
+    model: Path,
+    checkpoint: Path,
+    fe_model: Path | None,
+    fe_checkpoint: Path | None,
+    optimum_levels: tuple[str, ...] = ("O2", "O3"),
+) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     print(f"preparing foreign-engine artifacts in {cache}")
     for level in optimum_levels:
@@ -151,10 +162,18 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     here = Path(__file__).resolve().parent
     ap.add_argument("--cache", type=Path, default=here / ".cache", help="where to build (default bench/.cache)")
-    ap.add_argument("--model", type=Path, default=here.parent / "models" / "minilm-sst2",
-                    help="sentiment model folder (default models/minilm-sst2)")
-    ap.add_argument("--checkpoint", type=Path, default=here.parents[1] / "shared" / "checkpoints" / "minilm-sst2",
-                    help="its PyTorch checkpoint (default ../shared/checkpoints/minilm-sst2)")
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=here.parent / "models" / "minilm-sst2",
+        help="sentiment model folder (default models/minilm-sst2)",
+    )
+    ap.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=here.parents[1] / "shared" / "checkpoints" / "minilm-sst2",
+        help="its PyTorch checkpoint (default ../shared/checkpoints/minilm-sst2)",
+    )
     ap.add_argument("--fe-model", type=Path, help="feature-extraction model folder; exported here when missing")
     ap.add_argument("--fe-checkpoint", type=Path, help="its PyTorch checkpoint (both or neither)")
     a = ap.parse_args()

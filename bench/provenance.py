@@ -18,8 +18,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # Distributions whose version can move a figure; the ones not installed are left out.
-PACKAGES = ("onnxruntime", "tokenizers", "numpy", "onnx", "torch", "transformers", "optimum", "optimum-onnx",
-            "fastembed", "ctranslate2", "openvino")
+PACKAGES = (
+    "onnxruntime",
+    "tokenizers",
+    "numpy",
+    "onnx",
+    "torch",
+    "transformers",
+    "optimum",
+    "optimum-onnx",
+    "fastembed",
+    "ctranslate2",
+    "openvino",
+)
 # Regenerated outputs a run itself rewrites: changes there do not make the code that measured "dirty".
 OUTPUTS = "bench/results"
 
@@ -45,8 +56,12 @@ def git_state() -> dict:
     """HEAD's commit and whether tracked files differ from it (outside the results folder)."""
     try:
         commit = _git("rev-parse", "HEAD").strip()
-        changed = [line[3:] for line in _git("status", "--porcelain", "--untracked-files=no", "--", ".",
-                                              f":(exclude){OUTPUTS}").splitlines()]
+        changed = [
+            line[3:]
+            for line in _git(
+                "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){OUTPUTS}"
+            ).splitlines()
+        ]
     except (OSError, subprocess.CalledProcessError) as e:
         return {"commit": None, "dirty": None, "error": f"git failed: {e}"}
     return {"commit": commit, "dirty": bool(changed), "dirty_files": changed[:20]}
@@ -57,8 +72,11 @@ def machine() -> dict:
     plus the platform and the memory size."""
     from onnxpipe._bench import machine_info
 
-    return {**machine_info(), "platform": platform.platform(),
-            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+    return {
+        **machine_info(),
+        "platform": platform.platform(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    }
 
 
 def versions() -> dict[str, str]:
@@ -75,9 +93,15 @@ def provenance(script: str | os.PathLike, argv: Sequence[str]) -> dict:
     """``argv`` is the program's own arguments (sys.argv[1:] when run from a shell, the list main() got
     otherwise); the command is written as a line to paste at the repository root."""
     command = shlex.join(["python", rel(script), *map(str, argv)])
-    return {"command": command, "argv": list(map(str, argv)), "git": git_state(), "machine": machine(),
-            "versions": versions(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "loadavg_1min_at_start": round(os.getloadavg()[0], 2)}
+    return {
+        "command": command,
+        "argv": list(map(str, argv)),
+        "git": git_state(),
+        "machine": machine(),
+        "versions": versions(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "loadavg_1min_at_start": round(os.getloadavg()[0], 2),
+    }
 
 
 def markdown(prov: dict) -> list[str]:
@@ -86,11 +110,15 @@ def markdown(prov: dict) -> list[str]:
     if g["commit"] is None:
         commit = f"unknown ({g['error']})"
     else:
-        commit = f"`{g['commit']}`" + (f" **with uncommitted changes** to {', '.join(g['dirty_files'])}"
-                                        if g["dirty"] else " (clean)")
-    return [f"Command (at the repository root): `{prov['command']}`  ",
-            f"Commit: {commit}; date {prov['date']}; load average {prov['loadavg_1min_at_start']} at start.  ",
-            f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; SIMD: {' '.join(m['simd_flags']) or '-'}; "
-            f"{m['platform']}.  ",
-            f"Versions: Python {m['python']}, onnxpipe {m['onnxpipe']}, "
-            + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()) + "."]
+        commit = f"`{g['commit']}`" + (
+            f" **with uncommitted changes** to {', '.join(g['dirty_files'])}" if g["dirty"] else " (clean)"
+        )
+    return [
+        f"Command (at the repository root): `{prov['command']}`  ",
+        f"Commit: {commit}; date {prov['date']}; load average {prov['loadavg_1min_at_start']} at start.  ",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; SIMD: {' '.join(m['simd_flags']) or '-'}; "
+        f"{m['platform']}.  ",
+        f"Versions: Python {m['python']}, onnxpipe {m['onnxpipe']}, "
+        + ", ".join(f"{k} {v}" for k, v in prov["versions"].items())
+        + ".",
+    ]

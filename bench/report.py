@@ -58,8 +58,9 @@ def env_sizes() -> dict:
         names = _closure(roots)
         out[label] = {"packages": sorted(names), "mb": round(sum(_dist_bytes(n) for n in names) / 1e6, 1)}
     src = Path(__file__).resolve().parents[1] / "runtime" / "onnxpipe"
-    out["runtime_only"]["mb"] = round(out["runtime_only"]["mb"] + sum(
-        p.stat().st_size for p in src.rglob("*.py")) / 1e6, 1)
+    out["runtime_only"]["mb"] = round(
+        out["runtime_only"]["mb"] + sum(p.stat().st_size for p in src.rglob("*.py")) / 1e6, 1
+    )
     return out
 
 
@@ -69,8 +70,11 @@ def _index(rows):
 
 
 def _best_b(idx, task, workload, key, lower_is_better):
-    cands = [(r[key], e) for (t, e, w), r in idx.items() if t == task and w == workload and r["kind"] == "b"
-             and r.get(key) is not None]
+    cands = [
+        (r[key], e)
+        for (t, e, w), r in idx.items()
+        if t == task and w == workload and r["kind"] == "b" and r.get(key) is not None
+    ]
     if not cands:
         return None, None
     return (min if lower_is_better else max)(cands)
@@ -86,59 +90,147 @@ def targets(rows, sizes) -> list[dict]:
 
     def add(name, num, den, goal, higher=True, num_label="", den_label=""):
         if num is None or den is None or den == 0:
-            out.append({"target": name, "ratio": None, "goal": goal, "met": None,
-                        "note": f"not measured ({num_label or '?'} / {den_label or '?'} missing)"})
+            out.append(
+                {
+                    "target": name,
+                    "ratio": None,
+                    "goal": goal,
+                    "met": None,
+                    "note": f"not measured ({num_label or '?'} / {den_label or '?'} missing)",
+                }
+            )
             return
         ratio = num / den
         met = ratio >= goal if higher else ratio <= goal
-        out.append({"target": name, "ratio": round(ratio, 3), "goal": goal, "met": met,
-                    "detail": f"{num_label} {num:.4g} / {den_label} {den:.4g}"})
+        out.append(
+            {
+                "target": name,
+                "ratio": round(ratio, 3),
+                "goal": goal,
+                "met": met,
+                "detail": f"{num_label} {num:.4g} / {den_label} {den:.4g}",
+            }
+        )
 
     e = ONNXPIPE
     a = "transformers-fp32"
     # batch-1 latency
-    add("seed1 p50: (a)/onnxpipe >= 8", get("cls", a, "seed1", "p50_ms"), get("cls", e, "seed1", "p50_ms"), 8,
-        num_label="a ms", den_label="onnxpipe ms")
+    add(
+        "seed1 p50: (a)/onnxpipe >= 8",
+        get("cls", a, "seed1", "p50_ms"),
+        get("cls", e, "seed1", "p50_ms"),
+        8,
+        num_label="a ms",
+        den_label="onnxpipe ms",
+    )
     bv, bn = _best_b(idx, "cls", "seed1", "p50_ms", True)
-    add("seed1 p50: (b)/onnxpipe >= 1.1", bv, get("cls", e, "seed1", "p50_ms"), 1.1,
-        num_label=f"b={bn} ms", den_label="onnxpipe ms")
+    add(
+        "seed1 p50: (b)/onnxpipe >= 1.1",
+        bv,
+        get("cls", e, "seed1", "p50_ms"),
+        1.1,
+        num_label=f"b={bn} ms",
+        den_label="onnxpipe ms",
+    )
     # (d) twice: onnxruntime's default options, and onnxpipe's own session run bare (its overhead exactly).
     for d in ("ort-int8-onnxpipe-opts", "ort-int8"):
         for wl, goal in (("seed1", 1.15), ("sst2-b32", 1.05)):
-            add(f"{wl} p50: onnxpipe/(d={d}) <= {goal}", get("cls", e, wl, "p50_ms"), get("cls", d, wl, "p50_ms"),
-                goal, higher=False, num_label="onnxpipe ms", den_label=f"{d} ms")
+            add(
+                f"{wl} p50: onnxpipe/(d={d}) <= {goal}",
+                get("cls", e, wl, "p50_ms"),
+                get("cls", d, wl, "p50_ms"),
+                goal,
+                higher=False,
+                num_label="onnxpipe ms",
+                den_label=f"{d} ms",
+            )
     # throughput
     for wl in ("sst2-b32", "sst2-stream"):
-        add(f"{wl} throughput: onnxpipe/(a) >= 4", get("cls", e, wl, "throughput_sps"),
-            get("cls", a, wl, "throughput_sps"), 4, num_label="onnxpipe s/s", den_label="a s/s")
+        add(
+            f"{wl} throughput: onnxpipe/(a) >= 4",
+            get("cls", e, wl, "throughput_sps"),
+            get("cls", a, wl, "throughput_sps"),
+            4,
+            num_label="onnxpipe s/s",
+            den_label="a s/s",
+        )
         bv, bn = _best_b(idx, "cls", wl, "throughput_sps", False)
-        add(f"{wl} throughput: onnxpipe/(b) >= 1.5", get("cls", e, wl, "throughput_sps"), bv, 1.5,
-            num_label="onnxpipe s/s", den_label=f"b={bn} s/s")
+        add(
+            f"{wl} throughput: onnxpipe/(b) >= 1.5",
+            get("cls", e, wl, "throughput_sps"),
+            bv,
+            1.5,
+            num_label="onnxpipe s/s",
+            den_label=f"b={bn} s/s",
+        )
     for p in ("int8", "fp32"):
         for wl in ("sst2-b32", "sst2-stream"):
-            add(f"fe {wl} {p} throughput: onnxpipe/fastembed >= 1", get("fe", f"onnxpipe-{p}", wl, "throughput_sps"),
-                get("fe", f"fastembed-{p}", wl, "throughput_sps"), 1.0, num_label="onnxpipe s/s",
-                den_label="fastembed s/s")
+            add(
+                f"fe {wl} {p} throughput: onnxpipe/fastembed >= 1",
+                get("fe", f"onnxpipe-{p}", wl, "throughput_sps"),
+                get("fe", f"fastembed-{p}", wl, "throughput_sps"),
+                1.0,
+                num_label="onnxpipe s/s",
+                den_label="fastembed s/s",
+            )
     # process figures
-    add("cold start: (a)/onnxpipe >= 8", get("cls", a, "process", "cold_start_s"),
-        get("cls", e, "process", "cold_start_s"), 8, num_label="a s", den_label="onnxpipe s")
-    add("peak RSS: (a)/onnxpipe >= 3", get("cls", a, "process", "peak_rss_mb"),
-        get("cls", e, "process", "peak_rss_mb"), 3, num_label="a MB", den_label="onnxpipe MB")
-    add("install size: torch env/runtime env >= 5", sizes["transformers_torch"]["mb"], sizes["runtime_only"]["mb"], 5,
-        num_label="torch env MB", den_label="runtime env MB")
+    add(
+        "cold start: (a)/onnxpipe >= 8",
+        get("cls", a, "process", "cold_start_s"),
+        get("cls", e, "process", "cold_start_s"),
+        8,
+        num_label="a s",
+        den_label="onnxpipe s",
+    )
+    add(
+        "peak RSS: (a)/onnxpipe >= 3",
+        get("cls", a, "process", "peak_rss_mb"),
+        get("cls", e, "process", "peak_rss_mb"),
+        3,
+        num_label="a MB",
+        den_label="onnxpipe MB",
+    )
+    add(
+        "install size: torch env/runtime env >= 5",
+        sizes["transformers_torch"]["mb"],
+        sizes["runtime_only"]["mb"],
+        5,
+        num_label="torch env MB",
+        den_label="runtime env MB",
+    )
     # accuracy
     acc8, acc32 = get("cls", e, "sst2-b32", "accuracy"), get("cls", "onnxpipe-fp32", "sst2-b32", "accuracy")
     if acc8 is not None and acc32 is not None:
-        out.append({"target": "int8 accuracy >= fp32 - 1 point", "ratio": round((acc8 - acc32) * 100, 2),
-                    "goal": -1.0, "met": acc8 >= acc32 - 0.01,
-                    "detail": f"int8 {acc8:.4f}, fp32 {acc32:.4f} (difference in points)"})
+        out.append(
+            {
+                "target": "int8 accuracy >= fp32 - 1 point",
+                "ratio": round((acc8 - acc32) * 100, 2),
+                "goal": -1.0,
+                "met": acc8 >= acc32 - 0.01,
+                "detail": f"int8 {acc8:.4f}, fp32 {acc32:.4f} (difference in points)",
+            }
+        )
         l8, l32 = idx[("cls", e, "sst2-b32")]["labels"], idx[("cls", "onnxpipe-fp32", "sst2-b32")]["labels"]
         agree = sum(x == y for x, y in zip(l8, l32)) / len(l8)
-        out.append({"target": "int8 labels == fp32 labels on >= 98%", "ratio": round(agree, 4), "goal": 0.98,
-                    "met": agree >= 0.98, "detail": f"{sum(x == y for x, y in zip(l8, l32))}/{len(l8)} sentences"})
+        out.append(
+            {
+                "target": "int8 labels == fp32 labels on >= 98%",
+                "ratio": round(agree, 4),
+                "goal": 0.98,
+                "met": agree >= 0.98,
+                "detail": f"{sum(x == y for x, y in zip(l8, l32))}/{len(l8)} sentences",
+            }
+        )
     else:
-        out.append({"target": "int8 accuracy / agreement", "ratio": None, "goal": None, "met": None,
-                    "note": "not measured (onnxpipe int8 or fp32 missing)"})
+        out.append(
+            {
+                "target": "int8 accuracy / agreement",
+                "ratio": None,
+                "goal": None,
+                "met": None,
+                "note": "not measured (onnxpipe int8 or fp32 missing)",
+            }
+        )
     return out
 
 
@@ -150,15 +242,24 @@ def _fmt(x, digits=3):
 
 
 def markdown(rows, cfg, summary) -> str:
-    lines = [f"# onnxpipe benchmark results{' (QUICK run: not representative)' if summary['quick'] else ''}", "",
-             *provenance_lines(summary["provenance"]), "",
-             f"Rounds: {cfg['rounds']} (each engine in its own process per round, order rotated; medians). "
-             f"Timing per workload: {json.dumps(cfg['timing'])}. Wall time {summary['elapsed_s']:.0f} s.", "",
-             "## Targets (issue 3)", "", "| target | ratio | goal | met | detail |", "|---|---|---|---|---|"]
+    lines = [
+        f"# onnxpipe benchmark results{' (QUICK run: not representative)' if summary['quick'] else ''}",
+        "",
+        *provenance_lines(summary["provenance"]),
+        "",
+        f"Rounds: {cfg['rounds']} (each engine in its own process per round, order rotated; medians). "
+        f"Timing per workload: {json.dumps(cfg['timing'])}. Wall time {summary['elapsed_s']:.0f} s.",
+        "",
+        "## Targets (issue 3)",
+        "",
+        "| target | ratio | goal | met | detail |",
+        "|---|---|---|---|---|",
+    ]
     for t in summary["targets"]:
         met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
-        lines.append(f"| {t['target']} | {_fmt(t['ratio'])} | {t['goal']} | {met} | "
-                     f"{t.get('detail') or t.get('note', '')} |")
+        lines.append(
+            f"| {t['target']} | {_fmt(t['ratio'])} | {t['goal']} | {met} | {t.get('detail') or t.get('note', '')} |"
+        )
     for task, title in (("cls", "Sentiment (minilm-sst2)"), ("fe", "Sentence embeddings (all-MiniLM-L6-v2)")):
         mine = [r for r in rows if r["task"] == task]
         if not mine:
@@ -166,10 +267,16 @@ def markdown(rows, cfg, summary) -> str:
         wls = list(dict.fromkeys(r["workload"] for r in mine if r["workload"] != "process"))
         engines = list(dict.fromkeys(r["engine"] for r in mine))
         idx = {(r["engine"], r["workload"]): r for r in mine}
-        lines += ["", f"## {title}", "",
-                  "p50 latency per request in ms (p90 / p99 in raw/results.jsonl, written by each run); "
-                  "sentences/s for SST-2 workloads.", "",
-                  "| engine | " + " | ".join(wls) + " |", "|---" * (len(wls) + 1) + "|"]
+        lines += [
+            "",
+            f"## {title}",
+            "",
+            "p50 latency per request in ms (p90 / p99 in raw/results.jsonl, written by each run); "
+            "sentences/s for SST-2 workloads.",
+            "",
+            "| engine | " + " | ".join(wls) + " |",
+            "|---" * (len(wls) + 1) + "|",
+        ]
         for e in engines:
             proc = idx.get((e, "process"), {})
             if proc.get("status", "").startswith("unavailable"):
@@ -185,23 +292,32 @@ def markdown(rows, cfg, summary) -> str:
                 else:
                     cells.append(f"{_fmt(r['p50_ms'])}")
             lines.append(f"| {e} ({idx.get((e, 'process'), {}).get('kind', '?')}) | " + " | ".join(cells) + " |")
-        lines += ["",
-                  "| engine | cold start s | peak RSS MB | RSS after 1st MB | SST-2 acc (b32) | parity | provider |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| engine | cold start s | peak RSS MB | RSS after 1st MB | SST-2 acc (b32) | parity | provider |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for e in engines:
             p = idx.get((e, "process"), {})
             if p.get("status") != "ok":
                 continue
             acc = idx.get((e, "sst2-b32"), {}).get("accuracy")
-            lines.append(f"| {e} | {_fmt(p['cold_start_s'])} | {_fmt(p['peak_rss_mb'])} | "
-                         f"{_fmt(p['rss_after_first_mb'])} | {'-' if acc is None or task == 'fe' else f'{acc:.4f}'} | "
-                         f"{p.get('parity') or '-'} | {p['provider']} |")
+            lines.append(
+                f"| {e} | {_fmt(p['cold_start_s'])} | {_fmt(p['peak_rss_mb'])} | "
+                f"{_fmt(p['rss_after_first_mb'])} | {'-' if acc is None or task == 'fe' else f'{acc:.4f}'} | "
+                f"{p.get('parity') or '-'} | {p['provider']} |"
+            )
     s = summary["sizes"]
-    lines += ["", "## Installed size", "",
-              f"- runtime only (onnxpipe + {', '.join(RUNTIME_ENV)} and their dependencies): "
-              f"**{s['runtime_only']['mb']} MB** ({len(s['runtime_only']['packages'])} packages)",
-              f"- transformers + torch (CPU): **{s['transformers_torch']['mb']} MB** "
-              f"({len(s['transformers_torch']['packages'])} packages)", ""]
+    lines += [
+        "",
+        "## Installed size",
+        "",
+        f"- runtime only (onnxpipe + {', '.join(RUNTIME_ENV)} and their dependencies): "
+        f"**{s['runtime_only']['mb']} MB** ({len(s['runtime_only']['packages'])} packages)",
+        f"- transformers + torch (CPU): **{s['transformers_torch']['mb']} MB** "
+        f"({len(s['transformers_torch']['packages'])} packages)",
+        "",
+    ]
     if summary.get("charts_note"):
         lines.append(summary["charts_note"])
     return "\n".join(lines) + "\n"
@@ -228,8 +344,11 @@ def charts(rows, out: Path) -> list[str]:
         for ax in (ax1, ax2):  # more engines than the default 10 colours
             ax.set_prop_cycle(color=plt.cm.tab20.colors[: len(engines)])
         for e in engines:
-            pts = sorted((r["batch_size"], r["p50_ms"], r["throughput_sps"]) for r in ok
-                         if r["engine"] == e and r["workload"].startswith("sst2-b"))
+            pts = sorted(
+                (r["batch_size"], r["p50_ms"], r["throughput_sps"])
+                for r in ok
+                if r["engine"] == e and r["workload"].startswith("sst2-b")
+            )
             if pts:
                 ax1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=e)
                 ax2.plot([p[0] for p in pts], [p[2] for p in pts], marker="o", label=e)
@@ -270,10 +389,21 @@ def charts(rows, out: Path) -> list[str]:
 
 def report(rows, prov: dict, cfg, out: Path, paths: dict[str, str], elapsed: float, quick: bool) -> dict:
     sizes = env_sizes()
-    summary = {"provenance": prov, "machine": prov["machine"], "config": cfg, "paths": paths, "quick": quick,
-               "elapsed_s": elapsed, "sizes": sizes, "targets": targets(rows, sizes),
-               "unavailable": {f"{r['task']}/{r['engine']}": r["status"] for r in rows
-                               if r["workload"] == "process" and r["status"] != "ok"}}
+    summary = {
+        "provenance": prov,
+        "machine": prov["machine"],
+        "config": cfg,
+        "paths": paths,
+        "quick": quick,
+        "elapsed_s": elapsed,
+        "sizes": sizes,
+        "targets": targets(rows, sizes),
+        "unavailable": {
+            f"{r['task']}/{r['engine']}": r["status"]
+            for r in rows
+            if r["workload"] == "process" and r["status"] != "ok"
+        },
+    }
     try:
         summary["charts"] = charts(rows, out / "charts")
     except ImportError as e:

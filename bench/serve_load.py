@@ -38,15 +38,43 @@ WARMUP = 50  # requests per server before the first level
 OVERLOAD = {"limit": 4, "clients": 64, "rounds": 10}
 ONNX_MODEL = ROOT / "models" / "minilm-sst2"
 TORCH_MODEL = ROOT.parent / "shared" / "checkpoints" / "minilm-sst2"
-SMOKE = {"concurrency": (2,), "requests": 20, "seconds": 20.0, "warmup": 2, "overload": {"limit": 1, "clients": 4,
-                                                                                        "rounds": 2}}
+SMOKE = {
+    "concurrency": (2,),
+    "requests": 20,
+    "seconds": 20.0,
+    "warmup": 2,
+    "overload": {"limit": 1, "clients": 4, "rounds": 2},
+}
 ENGINES = {
-    "onnxpipe-serve": lambda port: [sys.executable, "-m", "onnxpipe._cli", "serve", str(ONNX_MODEL), "--port",
-                                    str(port), "--max-concurrent-requests", "512"],
-    "onnxpipe-unbatched": lambda port: [sys.executable, str(HERE / "serve_wrappers.py"), "onnxpipe", "--model",
-                                        str(ONNX_MODEL), "--port", str(port)],
-    "transformers": lambda port: [sys.executable, str(HERE / "serve_wrappers.py"), "transformers", "--model",
-                                  str(TORCH_MODEL), "--port", str(port)],
+    "onnxpipe-serve": lambda port: [
+        sys.executable,
+        "-m",
+        "onnxpipe._cli",
+        "serve",
+        str(ONNX_MODEL),
+        "--port",
+        str(port),
+        "--max-concurrent-requests",
+        "512",
+    ],
+    "onnxpipe-unbatched": lambda port: [
+        sys.executable,
+        str(HERE / "serve_wrappers.py"),
+        "onnxpipe",
+        "--model",
+        str(ONNX_MODEL),
+        "--port",
+        str(port),
+    ],
+    "transformers": lambda port: [
+        sys.executable,
+        str(HERE / "serve_wrappers.py"),
+        "transformers",
+        "--model",
+        str(TORCH_MODEL),
+        "--port",
+        str(port),
+    ],
 }
 
 
@@ -61,8 +89,10 @@ class Connection:
         return cls(reader, writer, port)
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        self.writer.write(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
+        self.writer.write(
+            b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body)
+        )
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
@@ -113,10 +143,17 @@ async def load(port: int, texts: list[str], clients: int, requests: int, seconds
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     wall = time.perf_counter() - start
-    return {"clients": clients, "requests": len(latencies) + sum(errors.values()), "ok": len(latencies),
-            "errors": sum(errors.values()), "error_kinds": errors, "seconds": round(wall, 3),
-            "requests_per_s": round(len(latencies) / wall, 1), "p50_ms": round(1e3 * _pct(latencies, 0.5), 3),
-            "p99_ms": round(1e3 * _pct(latencies, 0.99), 3)}
+    return {
+        "clients": clients,
+        "requests": len(latencies) + sum(errors.values()),
+        "ok": len(latencies),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "seconds": round(wall, 3),
+        "requests_per_s": round(len(latencies) / wall, 1),
+        "p50_ms": round(1e3 * _pct(latencies, 0.5), 3),
+        "p99_ms": round(1e3 * _pct(latencies, 0.99), 3),
+    }
 
 
 async def overload(port: int, text: str, clients: int, rounds: int) -> dict:
@@ -140,10 +177,16 @@ async def overload(port: int, text: str, clients: int, rounds: int) -> dict:
         await asyncio.gather(*(one(c) for c in conns))
         for c in conns:
             c.close()
-    return {"clients": clients, "rounds": rounds, "refused_429": len(refused), "served_200": served,
-            "other": other, "p50_429_ms": round(1e3 * _pct(refused, 0.5), 3),
-            "p99_429_ms": round(1e3 * _pct(refused, 0.99), 3),
-            "max_429_ms": round(1e3 * max(refused), 3) if refused else None}
+    return {
+        "clients": clients,
+        "rounds": rounds,
+        "refused_429": len(refused),
+        "served_200": served,
+        "other": other,
+        "p50_429_ms": round(1e3 * _pct(refused, 0.5), 3),
+        "p99_429_ms": round(1e3 * _pct(refused, 0.99), 3),
+        "max_429_ms": round(1e3 * max(refused), 3) if refused else None,
+    }
 
 
 # ---- servers ------------------------------------------------------------------------------------------------
@@ -222,8 +265,12 @@ def offline(texts: list[str]) -> dict:
     pipe(texts[:32])
     best = min(_timed(lambda: pipe(texts)) for _ in range(3))
     single = [_timed(lambda t=t: pipe(t, top_k=None)) for t in texts[:300]]
-    return {"sentences": len(texts), "list_per_s": round(len(texts) / best, 1),
-            "batch1_p50_ms": round(1e3 * _pct(single, 0.5), 3), "batch1_p99_ms": round(1e3 * _pct(single, 0.99), 3)}
+    return {
+        "sentences": len(texts),
+        "list_per_s": round(len(texts) / best, 1),
+        "batch1_p50_ms": round(1e3 * _pct(single, 0.5), 3),
+        "batch1_p99_ms": round(1e3 * _pct(single, 0.99), 3),
+    }
 
 
 def _timed(fn) -> float:
@@ -254,23 +301,39 @@ def run_engine(name: str, texts: list[str], levels, requests: int, seconds: floa
 
 
 def markdown(report: dict) -> str:
-    lines = ["# onnxpipe serve: load test", "", f"Command: `{report['command']}`  ", f"Commit: {report['commit']}  ",
-             f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, Python "
-             f"{report['machine']['python']}, onnxruntime {report['machine']['onnxruntime']}  ",
-             "Shared machine: other engineers' jobs ran on the same 2 cores; compare ratios, not absolutes.", "",
-             "| engine | clients | requests | errors | req/s | p50 ms | p99 ms | mean batch | server CPU ms/req |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "# onnxpipe serve: load test",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Commit: {report['commit']}  ",
+        f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, Python "
+        f"{report['machine']['python']}, onnxruntime {report['machine']['onnxruntime']}  ",
+        "Shared machine: other engineers' jobs ran on the same 2 cores; compare ratios, not absolutes.",
+        "",
+        "| engine | clients | requests | errors | req/s | p50 ms | p99 ms | mean batch | server CPU ms/req |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in report["levels"]:
-        lines.append(f"| {r['engine']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['requests_per_s']} | "
-                     f"{r['p50_ms']} | {r['p99_ms']} | {r['mean_batch_size']} | "
-                     f"{r.get('server_cpu_ms_per_request', '')} |")
+        lines.append(
+            f"| {r['engine']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['requests_per_s']} | "
+            f"{r['p50_ms']} | {r['p99_ms']} | {r['mean_batch_size']} | "
+            f"{r.get('server_cpu_ms_per_request', '')} |"
+        )
     o, off = report["overload"], report["offline"]
-    lines += ["", f"Offline, in-process: pipe(list) of {off['sentences']} sentences {off['list_per_s']}/s; batch 1 "
-              f"p50 {off['batch1_p50_ms']} ms, p99 {off['batch1_p99_ms']} ms.", "",
-              f"Overload (--max-concurrent-requests {o['limit']}, {o['clients']} clients at once x {o['rounds']}): "
-              f"{o['refused_429']} answered 429 (p50 {o['p50_429_ms']} ms, p99 {o['p99_429_ms']} ms, max "
-              f"{o['max_429_ms']} ms), {o['served_200']} served 200, other statuses {o['other']}.", "",
-              "## Targets", "", "| target | figure | met |", "| --- | --- | --- |"]
+    lines += [
+        "",
+        f"Offline, in-process: pipe(list) of {off['sentences']} sentences {off['list_per_s']}/s; batch 1 "
+        f"p50 {off['batch1_p50_ms']} ms, p99 {off['batch1_p99_ms']} ms.",
+        "",
+        f"Overload (--max-concurrent-requests {o['limit']}, {o['clients']} clients at once x {o['rounds']}): "
+        f"{o['refused_429']} answered 429 (p50 {o['p50_429_ms']} ms, p99 {o['p99_429_ms']} ms, max "
+        f"{o['max_429_ms']} ms), {o['served_200']} served 200, other statuses {o['other']}.",
+        "",
+        "## Targets",
+        "",
+        "| target | figure | met |",
+        "| --- | --- | --- |",
+    ]
     for t in report["targets"]:
         lines.append(f"| {t['target']} | {t['figure']} | {'yes' if t['met'] else 'no'} |")
     return "\n".join(lines) + "\n"
@@ -282,25 +345,43 @@ def targets(levels: list[dict], off: dict, over: dict) -> list[dict]:
     top = max((r["clients"] for r in levels), default=0)
     serve = at.get(("onnxpipe-serve", top))
     if serve:
-        out.append({"target": f"{top} clients: 0 errors over >= 10,000 requests",
-                    "figure": f"{serve['errors']} errors / {serve['requests']}",
-                    "met": serve["errors"] == 0 and serve["requests"] >= 10_000})
+        out.append(
+            {
+                "target": f"{top} clients: 0 errors over >= 10,000 requests",
+                "figure": f"{serve['errors']} errors / {serve['requests']}",
+                "met": serve["errors"] == 0 and serve["requests"] >= 10_000,
+            }
+        )
         for other, factor in (("onnxpipe-unbatched", 3), ("transformers", 6)):
             if (other, top) in at:
                 ratio = serve["requests_per_s"] / max(at[(other, top)]["requests_per_s"], 1e-9)
-                out.append({"target": f"{top} clients: >= {factor}x {other}", "figure": f"{ratio:.2f}x",
-                            "met": ratio >= factor})
+                out.append(
+                    {
+                        "target": f"{top} clients: >= {factor}x {other}",
+                        "figure": f"{ratio:.2f}x",
+                        "met": ratio >= factor,
+                    }
+                )
         share = serve["requests_per_s"] / off["list_per_s"]
         out.append({"target": ">= 70 % of offline pipe(list)", "figure": f"{100 * share:.0f} %", "met": share >= 0.7})
     one = at.get(("onnxpipe-serve", 1))
     if one:
         gap = one["p99_ms"] - off["batch1_p99_ms"]
-        out.append({"target": "1 client: p99 within 1 ms of in-process batch 1 (p99)", "figure": f"{gap:+.2f} ms",
-                    "met": gap <= 1.0})
+        out.append(
+            {
+                "target": "1 client: p99 within 1 ms of in-process batch 1 (p99)",
+                "figure": f"{gap:+.2f} ms",
+                "met": gap <= 1.0,
+            }
+        )
     if over.get("max_429_ms") is not None:
-        out.append({"target": "past the limit: 429 within 5 ms; admitted requests served",
-                    "figure": f"max {over['max_429_ms']} ms, {over['served_200']} served, other {over['other']}",
-                    "met": over["max_429_ms"] <= 5 and not over["other"]})
+        out.append(
+            {
+                "target": "past the limit: 429 within 5 ms; admitted requests served",
+                "figure": f"max {over['max_429_ms']} ms, {over['served_200']} served, other {over['other']}",
+                "met": over["max_429_ms"] <= 5 and not over["other"],
+            }
+        )
     return out
 
 
@@ -327,17 +408,37 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"offline": off}), flush=True)
     rows = [r for name in engines for r in run_engine(name, texts, levels, requests, seconds, warmup)]
     port = free_port()
-    server = ServerProcess([sys.executable, "-m", "onnxpipe._cli", "serve", str(ONNX_MODEL), "--port", str(port),
-                            "--max-concurrent-requests", str(over_cfg["limit"])], port)
+    server = ServerProcess(
+        [
+            sys.executable,
+            "-m",
+            "onnxpipe._cli",
+            "serve",
+            str(ONNX_MODEL),
+            "--port",
+            str(port),
+            "--max-concurrent-requests",
+            str(over_cfg["limit"]),
+        ],
+        port,
+    )
     try:
-        over = {"limit": over_cfg["limit"], **asyncio.run(overload(port, texts[0], over_cfg["clients"],
-                                                                   over_cfg["rounds"]))}
+        over = {
+            "limit": over_cfg["limit"],
+            **asyncio.run(overload(port, texts[0], over_cfg["clients"], over_cfg["rounds"])),
+        }
     finally:
         server.stop()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit.strip(),
-              "machine": machine_info(), "offline": off, "levels": rows, "overload": over,
-              "config": {"requests": requests, "seconds": seconds, "levels": list(levels)}}
+    report = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "commit": commit.strip(),
+        "machine": machine_info(),
+        "offline": off,
+        "levels": rows,
+        "overload": over,
+        "config": {"requests": requests, "seconds": seconds, "levels": list(levels)},
+    }
     report["targets"] = targets(rows, off, over)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_load.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

@@ -21,8 +21,15 @@ from provenance import provenance, rel  # noqa: E402
 
 # ---- configuration ---------------------------------------------------------------------------------------
 # onnxpipe's settings; "threads": None is its default, one per usable core (the runtime's default_threads)
-BASE = {"threads": None, "spinning": 1, "arena": 1, "mem_pattern": 1, "opt": "extended",
-        "force_stop": 0, "spin_us": None}
+BASE = {
+    "threads": None,
+    "spinning": 1,
+    "arena": 1,
+    "mem_pattern": 1,
+    "opt": "extended",
+    "force_stop": 0,
+    "spin_us": None,
+}
 VARIANTS = {
     "onnxpipe (threads = cores, spin, arena, pattern, extended)": {},
     "1 thread": {"threads": 1},
@@ -59,13 +66,16 @@ def child(model: str, precision: str, opts: dict, seed_calls: int, sst2_sentence
         so.add_session_config_entry("session.intra_op.spin_duration_us", str(opts["spin_us"]))
     so.enable_cpu_mem_arena = bool(opts["arena"])
     so.enable_mem_pattern = bool(opts["mem_pattern"])
-    so.graph_optimization_level = {"disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-                                   "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                                   "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                                   "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[opts["opt"]]
+    so.graph_optimization_level = {
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[opts["opt"]]
     t = time.perf_counter()
-    sess = ort.InferenceSession(str(Path(model) / VARIANT_FILES[precision]), sess_options=so,
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(Path(model) / VARIANT_FILES[precision]), sess_options=so, providers=["CPUExecutionProvider"]
+    )
     load = time.perf_counter() - t
     names = [i.name for i in sess.get_inputs()]
     tok = Tokenizer.from_file(str(Path(model) / "tokenizer.json"))
@@ -73,9 +83,11 @@ def child(model: str, precision: str, opts: dict, seed_calls: int, sst2_sentence
 
     def feeds(texts):
         e = tok.encode_batch(texts)
-        full = {"input_ids": np.array([x.ids for x in e], np.int64),
-                "attention_mask": np.array([x.attention_mask for x in e], np.int64),
-                "token_type_ids": np.array([x.type_ids for x in e], np.int64)}
+        full = {
+            "input_ids": np.array([x.ids for x in e], np.int64),
+            "attention_mask": np.array([x.attention_mask for x in e], np.int64),
+            "token_type_ids": np.array([x.type_ids for x in e], np.int64),
+        }
         return {n: full[n] for n in names}
 
     one = feeds([SEED])
@@ -95,22 +107,36 @@ def child(model: str, precision: str, opts: dict, seed_calls: int, sst2_sentence
         sess.run(["logits"], b)
     sps = len(texts) / (time.perf_counter() - t)
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return {"seed1_p50_ms": statistics.median(lat) * 1e3, "sst2_b32_sps": sps, "load_s": load,
-            "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024}
+    return {
+        "seed1_p50_ms": statistics.median(lat) * 1e3,
+        "sst2_b32_sps": sps,
+        "load_s": load,
+        "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024,
+    }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=str(HERE.parent / "models" / "minilm-sst2"),
-                    help="model folder (default models/minilm-sst2)")
+    ap.add_argument(
+        "--model", default=str(HERE.parent / "models" / "minilm-sst2"), help="model folder (default models/minilm-sst2)"
+    )
     ap.add_argument("--precision", default="int8", help="its precision to load (default int8)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds, option sets rotated (default 3)")
-    ap.add_argument("--seed-calls", type=int, default=SEED_CALLS,
-                    help=f"timed batch-1 calls per process (default {SEED_CALLS})")
-    ap.add_argument("--sst2-sentences", type=int, default=SST2_SENTENCES,
-                    help=f"SST-2 dev sentences timed in batches of 32 (default {SST2_SENTENCES})")
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "session_options.json",
-                    help="JSON out (default bench/results/session_options.json)")
+    ap.add_argument(
+        "--seed-calls", type=int, default=SEED_CALLS, help=f"timed batch-1 calls per process (default {SEED_CALLS})"
+    )
+    ap.add_argument(
+        "--sst2-sentences",
+        type=int,
+        default=SST2_SENTENCES,
+        help=f"SST-2 dev sentences timed in batches of 32 (default {SST2_SENTENCES})",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=HERE / "results" / "session_options.json",
+        help="JSON out (default bench/results/session_options.json)",
+    )
     ap.add_argument("--only", help="comma-separated option-set names (default: all; the first, onnxpipe's, always)")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # the parent's per-process call; options as JSON
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -123,28 +149,62 @@ def main(argv=None) -> int:
     got: dict[str, list[dict]] = {k: [] for k in chosen}
     for rnd in range(a.rounds):
         names = list(chosen)
-        names = names[rnd % len(names):] + names[: rnd % len(names)]
+        names = names[rnd % len(names) :] + names[: rnd % len(names)]
         for name in names:
             opts = {**BASE, **VARIANTS[name]}
-            out = subprocess.run([sys.executable, __file__, "--model", a.model, "--precision", a.precision,
-                                  "--seed-calls", str(a.seed_calls), "--sst2-sentences", str(a.sst2_sentences),
-                                  "--child", json.dumps(opts)], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--model",
+                    a.model,
+                    "--precision",
+                    a.precision,
+                    "--seed-calls",
+                    str(a.seed_calls),
+                    "--sst2-sentences",
+                    str(a.sst2_sentences),
+                    "--child",
+                    json.dumps(opts),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             got[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
     rows = []
     for name, rs in got.items():
-        rows.append({"options": name, **{k: round(statistics.median(r[k] for r in rs), 3) for k in rs[0]},
-                     "rounds": len(rs)})
+        rows.append(
+            {"options": name, **{k: round(statistics.median(r[k] for r in rs), 3) for k in rs[0]}, "rounds": len(rs)}
+        )
     base = rows[0]
-    print(f"{'options':52s} {'seed1 p50 ms':>12s} {'vs base':>8s} {'sst2-b32 /s':>12s} {'vs base':>8s} {'load s':>7s} "
-          f"{'peak MB':>8s}")
+    print(
+        f"{'options':52s} {'seed1 p50 ms':>12s} {'vs base':>8s} {'sst2-b32 /s':>12s} {'vs base':>8s} {'load s':>7s} "
+        f"{'peak MB':>8s}"
+    )
     for r in rows:
-        print(f"{r['options']:52s} {r['seed1_p50_ms']:12.3f} {r['seed1_p50_ms'] / base['seed1_p50_ms']:8.2f} "
-              f"{r['sst2_b32_sps']:12.1f} {r['sst2_b32_sps'] / base['sst2_b32_sps']:8.2f} {r['load_s']:7.3f} "
-              f"{r['peak_rss_mb']:8.1f}")
+        print(
+            f"{r['options']:52s} {r['seed1_p50_ms']:12.3f} {r['seed1_p50_ms'] / base['seed1_p50_ms']:8.2f} "
+            f"{r['sst2_b32_sps']:12.1f} {r['sst2_b32_sps'] / base['sst2_b32_sps']:8.2f} {r['load_s']:7.3f} "
+            f"{r['peak_rss_mb']:8.1f}"
+        )
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"provenance": prov, "machine": prov["machine"], "model": rel(a.model),
-                                 "precision": a.precision, "seed_calls": a.seed_calls,
-                                 "sst2_sentences": a.sst2_sentences, "rows": rows}, indent=2, sort_keys=True) + "\n")
+    a.out.write_text(
+        json.dumps(
+            {
+                "provenance": prov,
+                "machine": prov["machine"],
+                "model": rel(a.model),
+                "precision": a.precision,
+                "seed_calls": a.seed_calls,
+                "sst2_sentences": a.sst2_sentences,
+                "rows": rows,
+            },
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    )
     return 0
 
 

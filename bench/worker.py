@@ -71,10 +71,18 @@ def time_workload(engine, wl, timing: dict) -> dict:
         if elapsed >= timing["max_time"] or (passes >= timing["min_passes"] and elapsed >= timing["min_time"]):
             break
     ms = np.array(lat) * 1e3
-    rec = {"workload": wl.name, "batch_size": wl.batch_size, "requests": len(lat), "passes": passes,
-           "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-           "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
-           "throughput_sps": sentences / float(np.sum(lat)), "peak_rss_mb_so_far": _rss_mb()[1]}
+    rec = {
+        "workload": wl.name,
+        "batch_size": wl.batch_size,
+        "requests": len(lat),
+        "passes": passes,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "throughput_sps": sentences / float(np.sum(lat)),
+        "peak_rss_mb_so_far": _rss_mb()[1],
+    }
     if preds and isinstance(preds[0], tuple) and wl.name != "sst2-stream":
         labels = [p[0] for p in preds]
         rec["accuracy"] = float(np.mean(np.array(labels) == np.array(wl.labels)))
@@ -87,25 +95,47 @@ def main() -> int:
     spec = Spec(**args["spec"])
     paths = {k: Path(v) for k, v in args["paths"].items()}
     t0 = args["t0"]
-    base = {"engine": spec.name, "kind": spec.kind, "task": spec.task, "precision": spec.precision,
-            "round": args.get("round", 0), "threads": THREADS}
+    base = {
+        "engine": spec.name,
+        "kind": spec.kind,
+        "task": spec.task,
+        "precision": spec.precision,
+        "round": args.get("round", 0),
+        "threads": THREADS,
+    }
     try:
         engine = LOADERS[spec.loader](spec, paths)
     except Unavailable as e:
         emit({**base, "type": "unavailable", "reason": str(e)})
         return 0
     except Exception as e:  # an engine that fails to load is recorded, never silently skipped
-        emit({**base, "type": "unavailable", "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}",
-              "traceback": traceback.format_exc()[-2000:]})
+        emit(
+            {
+                **base,
+                "type": "unavailable",
+                "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}",
+                "traceback": traceback.format_exc()[-2000:],
+            }
+        )
         return 0
     loaded = time.time()
     x = engine.prepare(SEED2, 2) if engine.prepare else SEED2
     first = engine.predict(x, 2)
     done = time.time()
     rss, _ = _rss_mb()
-    emit({**base, "type": "load", "cold_start_s": done - t0, "load_s": loaded - t0, "first_call_s": done - loaded,
-          "rss_after_first_mb": rss, "versions": engine.versions, "provider": engine.provider,
-          "parity": _compact(first, spec.task)})
+    emit(
+        {
+            **base,
+            "type": "load",
+            "cold_start_s": done - t0,
+            "load_s": loaded - t0,
+            "first_call_s": done - loaded,
+            "rss_after_first_mb": rss,
+            "versions": engine.versions,
+            "provider": engine.provider,
+            "parity": _compact(first, spec.task),
+        }
+    )
     for wl in build(args["workloads"], args.get("sst2_limit")):
         emit({**base, "type": "result", **time_workload(engine, wl, args["timing"])})
     emit({**base, "type": "end", "peak_rss_mb": _rss_mb()[1]})

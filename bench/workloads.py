@@ -49,7 +49,7 @@ def build(names: list[str], sst2_limit: int | None = None) -> list[Workload]:
         elif name == "seed2":
             out.append(Workload(name, [list(SEED2)], 2))
         elif name.startswith("sst2-b"):
-            b = int(name[len("sst2-b"):])
+            b = int(name[len("sst2-b") :])
             out.append(Workload(name, [texts[i : i + b] for i in range(0, len(texts), b)], b, labels))
         elif name == "sst2-stream":
             out.append(Workload(name, [list(texts)], 32, labels))

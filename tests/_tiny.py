@@ -44,8 +44,11 @@ NLI_LABELS = {0: "contradiction", 1: "neutral", 2: "entailment"}
 _HEAD_CONFIG: dict[str, dict] = {
     "token-classification": {"id2label": NER_LABELS, "label2id": {v: k for k, v in NER_LABELS.items()}},
     "zero-shot-classification": {"id2label": NLI_LABELS, "label2id": {v: k for k, v in NLI_LABELS.items()}},
-    "text-classification": {"id2label": LABELS, "label2id": {v: k for k, v in LABELS.items()},
-                            "problem_type": "single_label_classification"},
+    "text-classification": {
+        "id2label": LABELS,
+        "label2id": {v: k for k, v in LABELS.items()},
+        "problem_type": "single_label_classification",
+    },
 }
 
 SEED = 1234
@@ -54,8 +57,15 @@ _ROOT = Path(__file__).resolve().parents[1]
 
 # initializer_range 0.3 (not the usual 0.02): with tiny init every sentence gets ~1/3 per label and the same
 # argmax, and label agreement between PyTorch and ONNX would be a tautology. 0.3 spreads the predictions.
-_COMMON = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 37,
-           "max_position_embeddings": MAX_POSITIONS, "hidden_act": "gelu", "initializer_range": 0.3}
+_COMMON = {
+    "num_hidden_layers": 2,
+    "hidden_size": 32,
+    "num_attention_heads": 4,
+    "intermediate_size": 37,
+    "max_position_embeddings": MAX_POSITIONS,
+    "hidden_act": "gelu",
+    "initializer_range": 0.3,
+}
 
 # model_type -> config keys on top of _COMMON (names as each config class spells them).
 _CONFIGS: dict[str, dict] = {
@@ -65,34 +75,112 @@ _CONFIGS: dict[str, dict] = {
     "roberta": {"type_vocab_size": 1, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2},
     "xlm-roberta": {"type_vocab_size": 1, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2},
     "mpnet": {"pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "relative_attention_num_buckets": 32},
-    "albert": {"embedding_size": 16, "num_hidden_groups": 1, "pad_token_id": 0, "bos_token_id": 2,
-               "eos_token_id": 3, "type_vocab_size": 2},
+    "albert": {
+        "embedding_size": 16,
+        "num_hidden_groups": 1,
+        "pad_token_id": 0,
+        "bos_token_id": 2,
+        "eos_token_id": 3,
+        "type_vocab_size": 2,
+    },
     # DeBERTa-v3 style: relative attention with both disentangled terms, no absolute positions, no type ids.
-    "gpt2": {"n_layer": 2, "n_embd": 32, "n_head": 4, "n_inner": 37, "n_positions": MAX_POSITIONS,
-             "initializer_range": 0.3, "bos_token_id": 0, "eos_token_id": 0},
-    "llama": {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
-              "intermediate_size": 37, "max_position_embeddings": MAX_POSITIONS, "initializer_range": 0.3,
-              "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False, "rms_norm_eps": 1e-5},
+    "gpt2": {
+        "n_layer": 2,
+        "n_embd": 32,
+        "n_head": 4,
+        "n_inner": 37,
+        "n_positions": MAX_POSITIONS,
+        "initializer_range": 0.3,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+    },
+    "llama": {
+        "num_hidden_layers": 2,
+        "hidden_size": 32,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 37,
+        "max_position_embeddings": MAX_POSITIONS,
+        "initializer_range": 0.3,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "tie_word_embeddings": False,
+        "rms_norm_eps": 1e-5,
+    },
     # Qwen2: biases on q/k/v; Mistral: a sliding window (wider than the 128 positions here).
-    "qwen2": {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
-              "intermediate_size": 37, "max_position_embeddings": MAX_POSITIONS, "initializer_range": 0.3,
-              "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": True, "use_sliding_window": False},
-    "mistral": {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 1,
-                "intermediate_size": 37, "max_position_embeddings": MAX_POSITIONS, "initializer_range": 0.3,
-                "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False, "sliding_window": 256},
-    "deberta-v2": {"type_vocab_size": 0, "pad_token_id": 0, "relative_attention": True, "max_relative_positions": -1,
-                   "position_buckets": 64, "pos_att_type": ["p2c", "c2p"], "position_biased_input": False,
-                   "norm_rel_ebd": "layer_norm", "share_att_key": True},
+    "qwen2": {
+        "num_hidden_layers": 2,
+        "hidden_size": 32,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 37,
+        "max_position_embeddings": MAX_POSITIONS,
+        "initializer_range": 0.3,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "tie_word_embeddings": True,
+        "use_sliding_window": False,
+    },
+    "mistral": {
+        "num_hidden_layers": 2,
+        "hidden_size": 32,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "intermediate_size": 37,
+        "max_position_embeddings": MAX_POSITIONS,
+        "initializer_range": 0.3,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "tie_word_embeddings": False,
+        "sliding_window": 256,
+    },
+    "deberta-v2": {
+        "type_vocab_size": 0,
+        "pad_token_id": 0,
+        "relative_attention": True,
+        "max_relative_positions": -1,
+        "position_buckets": 64,
+        "pos_att_type": ["p2c", "c2p"],
+        "position_biased_input": False,
+        "norm_rel_ebd": "layer_norm",
+        "share_att_key": True,
+    },
 }
 
 # A small corpus for training the BPE / Unigram tokenizers: plain English, punctuation, digits, accents,
 # CJK and emoji, so that the test sentences are covered by learned pieces rather than <unk>.
-_SUBJECTS = ["The film", "This movie", "The food", "My phone", "The service", "Our hotel", "The book", "The plot",
-             "Das Essen", "La película", "Le café", "東京の店"]
+_SUBJECTS = [
+    "The film",
+    "This movie",
+    "The food",
+    "My phone",
+    "The service",
+    "Our hotel",
+    "The book",
+    "The plot",
+    "Das Essen",
+    "La película",
+    "Le café",
+    "東京の店",
+]
 _VERBS = ["was", "is", "seemed", "felt", "became", "remains", "war", "est", "fue", "だった"]
-_ENDS = ["great!", "terrible.", "not bad at all.", "a charming, funny and moving portrait.", "boring, honestly...",
-         "slow 😞", "amazing 👍👍", "fine; it was OK.", "worse than 42 others in 2026.", "naïve — résumé, Zürich",
-         "ausgezeichnet, aber laut.", "très bien — merci !", "buenísima y barata.", "最高です。", "🔋 dies fast"]
+_ENDS = [
+    "great!",
+    "terrible.",
+    "not bad at all.",
+    "a charming, funny and moving portrait.",
+    "boring, honestly...",
+    "slow 😞",
+    "amazing 👍👍",
+    "fine; it was OK.",
+    "worse than 42 others in 2026.",
+    "naïve — résumé, Zürich",
+    "ausgezeichnet, aber laut.",
+    "très bien — merci !",
+    "buenísima y barata.",
+    "最高です。",
+    "🔋 dies fast",
+]
 
 
 _PROSE = (
@@ -135,8 +223,12 @@ def _wordpiece(arch: str, out_dir: Path):
         vocab = ["<s>", "<pad>", "</s>", "<unk>", *vocab, "<mask>"]
     path = out_dir / "vocab.txt"
     path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    cls = {"bert": BertTokenizerFast, "distilbert": DistilBertTokenizerFast, "electra": ElectraTokenizerFast,
-           "mpnet": MPNetTokenizerFast}[arch]
+    cls = {
+        "bert": BertTokenizerFast,
+        "distilbert": DistilBertTokenizerFast,
+        "electra": ElectraTokenizerFast,
+        "mpnet": MPNetTokenizerFast,
+    }[arch]
     # From vocab_file, transformers builds tokenizer.json with its own converter: exactly what a hub
     # checkpoint of this family ships.
     return cls(vocab_file=str(path), do_lower_case=True)
@@ -150,10 +242,19 @@ def _byte_level_bpe():
     bpe = ByteLevelBPETokenizer(add_prefix_space=False, trim_offsets=True)
     bpe.train_from_iterator(corpus(), vocab_size=600, min_frequency=1, special_tokens=specials, show_progress=False)
     tok = bpe._tokenizer
-    tok.post_processor = processors.RobertaProcessing(sep=("</s>", 2), cls=("<s>", 0), trim_offsets=True,
-                                                      add_prefix_space=False)
-    return RobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-                                cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+    tok.post_processor = processors.RobertaProcessing(
+        sep=("</s>", 2), cls=("<s>", 0), trim_offsets=True, add_prefix_space=False
+    )
+    return RobertaTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+    )
 
 
 def _unigram_vocab(specials: list[str], size: int) -> list[tuple[str, float]]:
@@ -200,20 +301,38 @@ def _unigram(arch: str):
     b_type = 0 if arch == "xlm-roberta" else 1
     second = " ".join(f"{t}:{b_type}" for t in ["$B", sep_tok])
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{cls_tok} $A {sep_tok}", pair=f"{cls_tok} $A {pair_sep} {second}",
+        single=f"{cls_tok} $A {sep_tok}",
+        pair=f"{cls_tok} $A {pair_sep} {second}",
         special_tokens=[(t, ids[t]) for t in {cls_tok, sep_tok}],
     )
     if arch == "xlm-roberta":
-        return XLMRobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-                                       cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+        return XLMRobertaTokenizerFast(
+            tokenizer_object=tok,
+            bos_token="<s>",
+            eos_token="</s>",
+            sep_token="</s>",
+            cls_token="<s>",
+            unk_token="<unk>",
+            pad_token="<pad>",
+            mask_token="<mask>",
+        )
     cls = AlbertTokenizerFast if arch == "albert" else DebertaV2TokenizerFast
-    return cls(tokenizer_object=tok, unk_token=unk, pad_token=specials[0], cls_token=cls_tok, sep_token=sep_tok,
-               mask_token=specials[4], do_lower_case=False)
+    return cls(
+        tokenizer_object=tok,
+        unk_token=unk,
+        pad_token=specials[0],
+        cls_token=cls_tok,
+        sep_token=sep_tok,
+        mask_token=specials[4],
+        do_lower_case=False,
+    )
 
 
 # A ChatML template (as SmolLM2 and Qwen2 ship): the Llama checkpoint carries it, GPT-2 has none.
-CHAT_TEMPLATE = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
-                 "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
 def _decoder_bpe(arch: str):
@@ -227,12 +346,24 @@ def _decoder_bpe(arch: str):
     bpe.train_from_iterator(corpus(), vocab_size=600, min_frequency=1, special_tokens=specials, show_progress=False)
     tok = bpe._tokenizer
     if arch == "gpt2":
-        return GPT2TokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                 unk_token="<|endoftext|>", model_input_names=["input_ids", "attention_mask"])
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                       special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   chat_template=CHAT_TEMPLATE, model_input_names=["input_ids", "attention_mask"])
+        return GPT2TokenizerFast(
+            tokenizer_object=tok,
+            bos_token="<|endoftext|>",
+            eos_token="<|endoftext|>",
+            unk_token="<|endoftext|>",
+            model_input_names=["input_ids", "attention_mask"],
+        )
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        chat_template=CHAT_TEMPLATE,
+        model_input_names=["input_ids", "attention_mask"],
+    )
 
 
 def build_tokenizer(arch: str, out_dir: Path):

@@ -34,17 +34,23 @@ def _has_cuda() -> bool:
 
 # What the suite reads from ../shared (see ../shared/README.md); without it the real-weights, benchmark and
 # quality-gate tests cannot run, and a silent skip would hide that.
-SHARED_NEEDED = [SHARED / "data" / "sst2" / "dev.tsv", SHARED / "data" / "sst2" / "train.tsv",
-                 SHARED / "data" / "stsb" / "dev.csv", SHARED / "checkpoints" / "minilm-sst2" / "config.json"]
+SHARED_NEEDED = [
+    SHARED / "data" / "sst2" / "dev.tsv",
+    SHARED / "data" / "sst2" / "train.tsv",
+    SHARED / "data" / "stsb" / "dev.csv",
+    SHARED / "checkpoints" / "minilm-sst2" / "config.json",
+]
 IN_CI = bool(os.environ.get("CI"))
 
 
 def pytest_sessionstart(session):
     missing = [str(p) for p in SHARED_NEEDED if not p.exists()]
     if missing:
-        pytest.exit(f"the tests need the shared checkpoints and data beside the checkout ({SHARED}); missing: "
-                    f"{', '.join(missing)}. Put the project's shared/ folder there (see ../shared/README.md).",
-                    returncode=3)
+        pytest.exit(
+            f"the tests need the shared checkpoints and data beside the checkout ({SHARED}); missing: "
+            f"{', '.join(missing)}. Put the project's shared/ folder there (see ../shared/README.md).",
+            returncode=3,
+        )
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -143,8 +149,14 @@ def tiny_export(tiny_checkpoint, tmp_path_factory):
             from onnxpipe_export import export
 
             out = tmp_path_factory.mktemp(f"export-{arch}-{head}-{precisions.replace(',', '-')}") / "model"
-            cache[key] = export(tiny_checkpoint(arch, head), task=head, out=out, precisions=precisions,
-                                progress=False, int8_recipe=TINY_INT8_RECIPE)
+            cache[key] = export(
+                tiny_checkpoint(arch, head),
+                task=head,
+                out=out,
+                precisions=precisions,
+                progress=False,
+                int8_recipe=TINY_INT8_RECIPE,
+            )
         return cache[key]
 
     return make

@@ -18,9 +18,16 @@ import onnxpipe  # noqa: E402
 from onnxpipe._cli import main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXTS = ["I've been waiting for a HuggingFace course my whole life.", "I hate this so much!",
-         "Great phone 👍 but the battery dies fast", "naïve café — Zürich", "", "meh",
-         "the plot is thin , but the actors carry it", "worst two hours of my life"]
+TEXTS = [
+    "I've been waiting for a HuggingFace course my whole life.",
+    "I hate this so much!",
+    "Great phone 👍 but the battery dies fast",
+    "naïve café — Zürich",
+    "",
+    "meh",
+    "the plot is thin , but the actors carry it",
+    "worst two hours of my life",
+]
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +91,12 @@ def test_bad_rows_skip_then_fail(classifier, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "row 1: TypeError" in err and "row 2: TypeError" in err and "(2 with an error)" in err
     table = pq.read_table(out)
-    assert table.column("label").to_pylist() == [classifier("fine")[0]["label"], None, None,
-                                                 classifier("awful")[0]["label"]]
+    assert table.column("label").to_pylist() == [
+        classifier("fine")[0]["label"],
+        None,
+        None,
+        classifier("awful")[0]["label"],
+    ]
     out.unlink()
     assert main(["batch", "minilm-sst2", "--input", str(src), "--output", str(out), "--on-error", "fail"]) == 2
     err = capsys.readouterr().err
@@ -97,17 +108,32 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
     src = _write(tmp_path / "in.jsonl", "jsonl", [{"review": "fine"}])
     assert main(["batch", "minilm-sst2", "--input", str(src), "--output", str(tmp_path / "o.parquet")]) == 2
     assert "no column 'text'" in capsys.readouterr().err
-    assert main(["batch", "minilm-sst2", "--input", str(src), "--output", str(tmp_path / "o.parquet"),
-                 "--column", "review", "--aggregation-strategy", "simple"]) == 2
+    assert (
+        main(
+            [
+                "batch",
+                "minilm-sst2",
+                "--input",
+                str(src),
+                "--output",
+                str(tmp_path / "o.parquet"),
+                "--column",
+                "review",
+                "--aggregation-strategy",
+                "simple",
+            ]
+        )
+        == 2
+    )
     assert "--aggregation-strategy is for token-classification" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("engine,missing,extra", [("local", "pyarrow", "onnxpipe[batch]"),
-                                                  ("ray", "ray.data", "onnxpipe[ray]")])
+@pytest.mark.parametrize(
+    "engine,missing,extra", [("local", "pyarrow", "onnxpipe[batch]"), ("ray", "ray.data", "onnxpipe[ray]")]
+)
 def test_without_the_extra_prints_the_pip_line(engine, missing, extra, monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, missing, None)  # makes `import <missing>` raise ImportError
-    argv = ["batch", "minilm-sst2", "--input", "x.parquet", "--output", str(tmp_path / "o.parquet"),
-            "--engine", engine]
+    argv = ["batch", "minilm-sst2", "--input", "x.parquet", "--output", str(tmp_path / "o.parquet"), "--engine", engine]
     assert main(argv) == 2
     assert f"pip install '{extra}'" in capsys.readouterr().err
 

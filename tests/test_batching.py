@@ -37,8 +37,9 @@ def _all_cuts(lengths, batch_size, budget):
                 batches.append(order[start:k])
                 start = k
         batches.append(order[start:])
-        if all(len(b) <= batch_size and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= budget)
-               for b in batches):
+        if all(
+            len(b) <= batch_size and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= budget) for b in batches
+        ):
             yield batches
 
 
@@ -61,8 +62,12 @@ def test_every_input_once_sorted_and_within_the_limits(lengths, batch_size, budg
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)
-@given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=11), batch_size=st.integers(1, 12),
-       budget=st.integers(1, 300), overhead=st.integers(0, 40))
+@given(
+    lengths=st.lists(st.integers(1, 40), min_size=1, max_size=11),
+    batch_size=st.integers(1, 12),
+    budget=st.integers(1, 300),
+    overhead=st.integers(0, 40),
+)
 def test_the_cuts_are_the_cheapest_of_all_possible_cuts(lengths, batch_size, budget, overhead):
     got = _cost(list(plan_batches(lengths, batch_size, budget, overhead)), lengths, overhead)
     assert got == min(_cost(c, lengths, overhead) for c in _all_cuts(lengths, batch_size, budget))

@@ -32,14 +32,21 @@ SST2 = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
 
 # One engine per loader: every engine kind the suite knows, on a tiny model (the module that must import).
 SMOKE_ENGINES = {
-    "transformers-fp32": "transformers", "optimum-same-int8": "optimum.onnxruntime",
-    "optimum-O2-int8": "optimum.onnxruntime", "fastembed-int8": "fastembed", "ort-int8": "onnxruntime",
-    "onnxpipe-int8": "onnxpipe", "onnxpipe-fp32": "onnxpipe", "ctranslate2-int8": "ctranslate2",
+    "transformers-fp32": "transformers",
+    "optimum-same-int8": "optimum.onnxruntime",
+    "optimum-O2-int8": "optimum.onnxruntime",
+    "fastembed-int8": "fastembed",
+    "ort-int8": "onnxruntime",
+    "onnxpipe-int8": "onnxpipe",
+    "onnxpipe-fp32": "onnxpipe",
+    "ctranslate2-int8": "ctranslate2",
     "openvino-fp32": "openvino",
 }
 # Engines that cannot serve a task by design; reported as unavailable with this reason.
-NOT_FOR_TASK = {("cls", "fastembed-int8"): "no sequence-classification head",
-                ("cls", "ctranslate2-int8"): "no sequence-classification head"}
+NOT_FOR_TASK = {
+    ("cls", "fastembed-int8"): "no sequence-classification head",
+    ("cls", "ctranslate2-int8"): "no sequence-classification head",
+}
 
 
 def _installed(module: str) -> bool:
@@ -88,15 +95,29 @@ def suite_rows(tiny_checkpoint, tiny_export, tmp_path_factory):
     _require_sst2()
     missing = sorted({m for m in SMOKE_ENGINES.values() if not _installed(m)})
     if missing:
-        warnings.warn(f"bench engines not exercised here (bench venv only, see bench/setup_venv.sh): {missing}; "
-                      "checked to be reported as unavailable instead", stacklevel=1)
+        warnings.warn(
+            f"bench engines not exercised here (bench venv only, see bench/setup_venv.sh): {missing}; "
+            "checked to be reported as unavailable instead",
+            stacklevel=1,
+        )
     out = tmp_path_factory.mktemp("bench-smoke")
-    args = ["--smoke", "--engines", ",".join(SMOKE_ENGINES), "--out", str(out / "results"),
-            "--cache", str(out / "cache"),
-            "--model", str(tiny_export("bert", "text-classification")),
-            "--checkpoint", str(tiny_checkpoint("bert", "text-classification")),
-            "--fe-model", str(tiny_export("bert", "feature-extraction")),
-            "--fe-checkpoint", str(tiny_checkpoint("bert", "feature-extraction"))]
+    args = [
+        "--smoke",
+        "--engines",
+        ",".join(SMOKE_ENGINES),
+        "--out",
+        str(out / "results"),
+        "--cache",
+        str(out / "cache"),
+        "--model",
+        str(tiny_export("bert", "text-classification")),
+        "--checkpoint",
+        str(tiny_checkpoint("bert", "text-classification")),
+        "--fe-model",
+        str(tiny_export("bert", "feature-extraction")),
+        "--fe-checkpoint",
+        str(tiny_checkpoint("bert", "feature-extraction")),
+    ]
     assert run.main(args) == 0
     rows = [json.loads(line) for line in (out / "results" / "raw" / "results.jsonl").read_text().splitlines()]
     summary = json.loads((out / "results" / "summary.json").read_text())
@@ -106,8 +127,11 @@ def suite_rows(tiny_checkpoint, tiny_export, tmp_path_factory):
     _check_markdown_header(md, summary["provenance"])
     # Regenerated files go to the git-ignored raw/ and charts/ folders; only the summary tables stay beside.
     assert sorted(p.name for p in (out / "results").iterdir() if p.is_file()) == ["results.md", "summary.json"]
-    loads = {(r["task"], r["engine"]): r for r in map(json.loads, (out / "results" / "raw" / "raw.jsonl").open())
-             if r.get("type") == "load"}
+    loads = {
+        (r["task"], r["engine"]): r
+        for r in map(json.loads, (out / "results" / "raw" / "raw.jsonl").open())
+        if r.get("type") == "load"
+    }
     return rows, summary, loads
 
 
@@ -152,8 +176,9 @@ def test_every_installed_engine_runs_or_says_why(suite_rows, task, engine, tiny_
             assert proc["parity"].startswith("ok"), proc["parity"]
         assert proc["cold_start_s"] > 0 and proc["peak_rss_mb"] > 0
         assert proc["machine"]["cores"] >= 1 and proc["provider"]
-        timed = {r["workload"]: r for r in rows if r["task"] == task and r["engine"] == engine
-                 and r["workload"] != "process"}
+        timed = {
+            r["workload"]: r for r in rows if r["task"] == task and r["engine"] == engine and r["workload"] != "process"
+        }
         assert set(timed) == {"seed1", "seed2", "sst2-b8", "sst2-stream", "syn64"}
         for r in timed.values():
             assert r["passes"] == 2 and r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] and r["throughput_sps"] > 0
@@ -176,8 +201,22 @@ def test_summary_lists_every_target(suite_rows):
 def test_onnxpipe_bench_cli(tmp_path, batch_sizes, seq_lengths):
     _require_embedded()
     out = tmp_path / "bench.json"
-    rc = cli_main(["bench", str(EMBEDDED), "--runs", "2", "--warmup", "1", "--batch-sizes", batch_sizes,
-                   "--seq-lengths", seq_lengths, "--json-out", str(out)])
+    rc = cli_main(
+        [
+            "bench",
+            str(EMBEDDED),
+            "--runs",
+            "2",
+            "--warmup",
+            "1",
+            "--batch-sizes",
+            batch_sizes,
+            "--seq-lengths",
+            seq_lengths,
+            "--json-out",
+            str(out),
+        ]
+    )
     assert rc == 0
     report = json.loads(out.read_text())
     configs = [(r["batch_size"], r["seq_len"]) for r in report["results"]]
@@ -189,10 +228,13 @@ def test_onnxpipe_bench_cli(tmp_path, batch_sizes, seq_lengths):
     assert report["threads"] and report["machine"]["cores"] >= 1 and report["provider"] == "CPUExecutionProvider"
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--batch-sizes", "1,x"], "comma-separated integers"),
-    (["--seq-lengths", "100000"], "outside 1..512"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--batch-sizes", "1,x"], "comma-separated integers"),
+        (["--seq-lengths", "100000"], "outside 1..512"),
+    ],
+)
 def test_onnxpipe_bench_cli_rejects_bad_sweeps(capsys, argv, message):
     _require_embedded()
     assert cli_main(["bench", str(EMBEDDED), "--runs", "1", *argv]) == 2
@@ -203,15 +245,25 @@ def test_onnxpipe_bench_cli_rejects_bad_sweeps(capsys, argv, message):
 def test_tasks_benchmark_smoke(tiny_checkpoint, tmp_path):
     """bench/tasks.py end to end on a tiny encoder: every task x engine row written, fp32 equal to transformers."""
     _require_sst2()
-    argv = ["--smoke", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "results"),
-            "--encoder", str(tiny_checkpoint("bert", "feature-extraction"))]
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "tasks.py"), *argv], capture_output=True, text=True,
-                       timeout=600)
+    argv = [
+        "--smoke",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "results"),
+        "--encoder",
+        str(tiny_checkpoint("bert", "feature-extraction")),
+    ]
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "tasks.py"), *argv], capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "results" / "raw" / "tasks.jsonl").read_text().splitlines()]
     assert {(row["task"], row["engine"]) for row in rows} == {
-        (t, e) for t in ("fill-mask", "token-classification", "question-answering", "zero-shot-classification")
-        for e in ("transformers-fp32", "onnxpipe-int8", "onnxpipe-fp32")}
+        (t, e)
+        for t in ("fill-mask", "token-classification", "question-answering", "zero-shot-classification")
+        for e in ("transformers-fp32", "onnxpipe-int8", "onnxpipe-fp32")
+    }
     for row in rows:
         assert row["b1_p50_ms"] > 0 and row["throughput_per_s"] > 0
         if row["engine"] == "onnxpipe-fp32":
@@ -222,8 +274,9 @@ def test_tasks_benchmark_smoke(tiny_checkpoint, tmp_path):
 
 
 def _run_bench(script: str, argv: list[str]) -> None:
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / script), *argv], capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *argv], capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-3000:]
 
 
@@ -247,8 +300,20 @@ def test_session_options_smoke(tmp_path):
     _require_sst2()
     _require_embedded()
     out = tmp_path / "session_options.json"
-    argv = ["--model", str(EMBEDDED), "--rounds", "1", "--only", "no arena", "--seed-calls", "2",
-            "--sst2-sentences", "8", "--out", str(out)]
+    argv = [
+        "--model",
+        str(EMBEDDED),
+        "--rounds",
+        "1",
+        "--only",
+        "no arena",
+        "--seed-calls",
+        "2",
+        "--sst2-sentences",
+        "8",
+        "--out",
+        str(out),
+    ]
     _run_bench("session_options.py", argv)
     result = json.loads(out.read_text())
     _check_provenance(result["provenance"], "session_options.py", argv)

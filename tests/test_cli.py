@@ -17,8 +17,12 @@ import onnxpipe
 from onnxpipe._cli import main
 from onnxpipe._cli_io import keep_chars, read_lines
 
-TEXTS = ["I've been waiting for a HuggingFace course my whole life.", "I hate this so much!",
-         "Great phone 👍 but the battery dies fast", "naïve café — Zürich"]
+TEXTS = [
+    "I've been waiting for a HuggingFace course my whole life.",
+    "I hate this so much!",
+    "Great phone 👍 but the battery dies fast",
+    "naïve café — Zürich",
+]
 
 
 def _predict_argv(source: str, tmp_path, monkeypatch, texts=TEXTS) -> list[str]:
@@ -163,20 +167,24 @@ def test_predict_on_a_tiny_classifier_matches_python(tiny_export, capsys):
 
 # -- how lines are read: the same rules for --input FILE and stdin (tests/test_cli_streams.py runs real streams) --
 
-@pytest.mark.parametrize("data,keep,lines", [
-    (b"a\rb\nc\r\nd", 100, ["a\rb", "c", "d"]),  # a bare \r stays inside its line; \r\n ends one
-    (b"\n\n", 100, ["", ""]),
-    (b"x\r", 100, ["x"]),
-    (b"a\r\r\n", 100, ["a\r"]),  # one trailing \r is dropped, not all
-    (b"\xffz\n\xc3\n", 100, ["\ufffdz", "\ufffd"]),  # invalid UTF-8 becomes U+FFFD
-    (b"", 100, []),
-    (b"abcdef\nxy\n", 3, ["abc", "xy"]),  # an overlong line keeps its start and still counts once
-    ("é😀€a\n".encode(), 2, ["é😀"]),
-    (b"a" * 300_000 + b"\r\nb\n", 10, ["a" * 10, "b"]),  # longer than a read piece
-    (b"a" * 65_535 + b"\r\nb", 10**6, ["a" * 65_535, "b"]),  # \r and \n in different pieces
-    (b"a" * 65_535 + "é".encode() + b"\n", 10**6, ["a" * 65_535 + "é"]),  # a character across two pieces
-    (b"a" * 65_536 + b"\xc3", 10**6, ["a" * 65_536 + "\ufffd"]),  # a cut character at the end of the input
-])
+
+@pytest.mark.parametrize(
+    "data,keep,lines",
+    [
+        (b"a\rb\nc\r\nd", 100, ["a\rb", "c", "d"]),  # a bare \r stays inside its line; \r\n ends one
+        (b"\n\n", 100, ["", ""]),
+        (b"x\r", 100, ["x"]),
+        (b"a\r\r\n", 100, ["a\r"]),  # one trailing \r is dropped, not all
+        (b"\xffz\n\xc3\n", 100, ["\ufffdz", "\ufffd"]),  # invalid UTF-8 becomes U+FFFD
+        (b"", 100, []),
+        (b"abcdef\nxy\n", 3, ["abc", "xy"]),  # an overlong line keeps its start and still counts once
+        ("é😀€a\n".encode(), 2, ["é😀"]),
+        (b"a" * 300_000 + b"\r\nb\n", 10, ["a" * 10, "b"]),  # longer than a read piece
+        (b"a" * 65_535 + b"\r\nb", 10**6, ["a" * 65_535, "b"]),  # \r and \n in different pieces
+        (b"a" * 65_535 + "é".encode() + b"\n", 10**6, ["a" * 65_535 + "é"]),  # a character across two pieces
+        (b"a" * 65_536 + b"\xc3", 10**6, ["a" * 65_536 + "\ufffd"]),  # a cut character at the end of the input
+    ],
+)
 def test_read_lines(data, keep, lines):
     assert list(read_lines(io.BufferedReader(io.BytesIO(data)), keep)) == lines
 

@@ -57,8 +57,7 @@ def test_a_full_disk_is_one_error_line(command):
 
 @pytest.mark.parametrize("command", [["predict", "good"], ["info", "minilm-sst2"]])
 def test_a_closed_stdout_is_one_error_line(command):
-    result = subprocess.run(["bash", "-c", 'exec "$0" "$@" >&-', *CLI, *command], stderr=subprocess.PIPE,
-                            timeout=300)
+    result = subprocess.run(["bash", "-c", 'exec "$0" "$@" >&-', *CLI, *command], stderr=subprocess.PIPE, timeout=300)
     assert result.returncode == 2
     assert_one_error_line(result.stderr, "stdout is closed")
 
@@ -72,8 +71,9 @@ def _many_lines(tmp_path, n: int) -> str:
 def test_a_reader_that_leaves_ends_the_run_quietly(tmp_path):
     # `| head -1`: one chunk of 2,048 results (~100 KB) overflows the pipe after the reader has gone. A guard
     # (this already exited 0): the exit must stay 0, with no "Exception ignored" from the flush at exit.
-    proc = subprocess.Popen([*CLI, "predict", "--input", _many_lines(tmp_path, 2048)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*CLI, "predict", "--input", _many_lines(tmp_path, 2048)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert json.loads(proc.stdout.readline())["label"] == "POSITIVE"
     proc.stdout.close()
     _, err = proc.communicate(timeout=300)
@@ -84,8 +84,9 @@ def test_a_reader_that_leaves_ends_the_run_quietly(tmp_path):
 def test_a_signal_mid_stream_keeps_every_finished_result(sig, tmp_path):
     out_path = tmp_path / "out.jsonl"
     with open(out_path, "wb") as out:
-        proc = subprocess.Popen([*CLI, "predict", "--input", _many_lines(tmp_path, 20_000)], stdout=out,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [*CLI, "predict", "--input", _many_lines(tmp_path, 20_000)], stdout=out, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + 300
         while out_path.stat().st_size == 0 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)  # results are on their way: the first chunk is being written

@@ -25,7 +25,8 @@ def test_cuda_logits_equal_cpu(tiny_export, precision, atol):
 
 
 def test_cuda_defaults_to_fp16_and_never_int8(tiny_export):
-    pipe = pipeline("text-classification", model=tiny_export("bert", "text-classification", "int8,fp32,fp16"),
-                    device="cuda")
+    pipe = pipeline(
+        "text-classification", model=tiny_export("bert", "text-classification", "int8,fp32,fp16"), device="cuda"
+    )
     assert pipe.precision == "fp16"
     assert len(pipe(SENTENCES)) == len(SENTENCES)

@@ -65,107 +65,273 @@ def _mask(lib, model):
 IDIOMS = [
     # pipeline() construction
     # transformers finds the task of a hub model only (a local folder needs it); onnxpipe reads the manifest
-    ("text-classification", "no task: the folder's", lambda lib, m: (
-        lib.pipeline(model=str(m), precision="fp32") if lib is onnxpipe else _pipe(lib, "text-classification", m))(
-        TEXT)),
+    (
+        "text-classification",
+        "no task: the folder's",
+        lambda lib, m: (
+            lib.pipeline(model=str(m), precision="fp32") if lib is onnxpipe else _pipe(lib, "text-classification", m)
+        )(TEXT),
+    ),
     ("text-classification", "device=-1", lambda lib, m: _pipe(lib, "text-classification", m, device=-1)(TEXT)),
-    ("text-classification", "top_k=None at construction",
-     lambda lib, m: _pipe(lib, "sentiment-analysis", m, top_k=None)(TEXT)),
-    ("text-classification", "tokenizer=path",
-     lambda lib, m: _pipe(lib, "text-classification", m, tokenizer=str(m))(TEXT)),
-    ("text-classification", "model=object, tokenizer=object", lambda lib, m: lib.pipeline(
-        "text-classification", model=_model(lib, "AutoModelForSequenceClassification", m),
-        tokenizer=lib.AutoTokenizer.from_pretrained(str(m)))(TEXTS)),
-    ("token-classification", "grouped_entities=True (course ch. 1)",
-     lambda lib, m: _pipe(lib, "ner", m, grouped_entities=True)(TEXT)),
-    ("token-classification", "aggregation_strategy at construction",
-     lambda lib, m: _pipe(lib, "ner", m, aggregation_strategy="first")(TEXTS)),
+    (
+        "text-classification",
+        "top_k=None at construction",
+        lambda lib, m: _pipe(lib, "sentiment-analysis", m, top_k=None)(TEXT),
+    ),
+    (
+        "text-classification",
+        "tokenizer=path",
+        lambda lib, m: _pipe(lib, "text-classification", m, tokenizer=str(m))(TEXT),
+    ),
+    (
+        "text-classification",
+        "model=object, tokenizer=object",
+        lambda lib, m: lib.pipeline(
+            "text-classification",
+            model=_model(lib, "AutoModelForSequenceClassification", m),
+            tokenizer=lib.AutoTokenizer.from_pretrained(str(m)),
+        )(TEXTS),
+    ),
+    (
+        "token-classification",
+        "grouped_entities=True (course ch. 1)",
+        lambda lib, m: _pipe(lib, "ner", m, grouped_entities=True)(TEXT),
+    ),
+    (
+        "token-classification",
+        "aggregation_strategy at construction",
+        lambda lib, m: _pipe(lib, "ner", m, aggregation_strategy="first")(TEXTS),
+    ),
     # call-time arguments
     ("text-classification", "str", lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXT)),
-    ("text-classification", "list, batch_size=2",
-     lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, batch_size=2)),
+    (
+        "text-classification",
+        "list, batch_size=2",
+        lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, batch_size=2),
+    ),
     ("text-classification", "top_k=None", lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXT, top_k=None)),
     ("text-classification", "top_k=2 list", lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, top_k=2)),
-    ("text-classification", "return_all_scores=True str",
-     lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXT, return_all_scores=True)),
-    ("text-classification", "return_all_scores=True list",
-     lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, return_all_scores=True)),
-    ("text-classification", "text_pair dict",
-     lambda lib, m: _pipe(lib, "sentiment-analysis", m)({"text": TEXT, "text_pair": CONTEXT})),
-    ("text-classification", "function_to_apply=none",
-     lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXT, function_to_apply="none")),
-    ("text-classification", "generator in, iterator out",
-     lambda lib, m: list(_pipe(lib, "sentiment-analysis", m)(t for t in TEXTS))),
-    ("text-classification", "generator, batch_size=2",
-     lambda lib, m: list(_pipe(lib, "sentiment-analysis", m)((t for t in TEXTS), batch_size=2))),
-    ("text-classification", "max_length=6, truncation=True",
-     lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, max_length=6, truncation=True)),
-    ("text-classification", "padding='max_length'",
-     lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, padding="max_length", truncation=True)),
-    ("feature-extraction", "tokenize_kwargs", lambda lib, m: _pipe(lib, "feature-extraction", m)(
-        TEXTS, tokenize_kwargs={"truncation": True, "max_length": 6})),
+    (
+        "text-classification",
+        "return_all_scores=True str",
+        lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXT, return_all_scores=True),
+    ),
+    (
+        "text-classification",
+        "return_all_scores=True list",
+        lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, return_all_scores=True),
+    ),
+    (
+        "text-classification",
+        "text_pair dict",
+        lambda lib, m: _pipe(lib, "sentiment-analysis", m)({"text": TEXT, "text_pair": CONTEXT}),
+    ),
+    (
+        "text-classification",
+        "function_to_apply=none",
+        lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXT, function_to_apply="none"),
+    ),
+    (
+        "text-classification",
+        "generator in, iterator out",
+        lambda lib, m: list(_pipe(lib, "sentiment-analysis", m)(t for t in TEXTS)),
+    ),
+    (
+        "text-classification",
+        "generator, batch_size=2",
+        lambda lib, m: list(_pipe(lib, "sentiment-analysis", m)((t for t in TEXTS), batch_size=2)),
+    ),
+    (
+        "text-classification",
+        "max_length=6, truncation=True",
+        lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, max_length=6, truncation=True),
+    ),
+    (
+        "text-classification",
+        "padding='max_length'",
+        lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, padding="max_length", truncation=True),
+    ),
+    (
+        "feature-extraction",
+        "tokenize_kwargs",
+        lambda lib, m: _pipe(lib, "feature-extraction", m)(
+            TEXTS, tokenize_kwargs={"truncation": True, "max_length": 6}
+        ),
+    ),
     ("token-classification", "str", lambda lib, m: _pipe(lib, "ner", m)(TEXT)),
-    ("token-classification", "aggregation_strategy=simple", lambda lib, m: _pipe(lib, "ner", m)(
-        TEXTS, aggregation_strategy="simple")),
+    (
+        "token-classification",
+        "aggregation_strategy=simple",
+        lambda lib, m: _pipe(lib, "ner", m)(TEXTS, aggregation_strategy="simple"),
+    ),
     ("fill-mask", "str", lambda lib, m: _pipe(lib, "fill-mask", m)(f"Hello {_mask(lib, m)} world.")),
-    ("fill-mask", "top_k=2 list", lambda lib, m: _pipe(lib, "fill-mask", m)(
-        [f"Hello {_mask(lib, m)} world.", f"The {_mask(lib, m)} was slow."], top_k=2)),
-    ("question-answering", "question=, context=", lambda lib, m: _pipe(lib, "question-answering", m)(
-        question="Who built it?", context=CONTEXT)),
-    ("question-answering", "dict, top_k=2", lambda lib, m: _pipe(lib, "question-answering", m)(
-        {"question": "Where is it?", "context": CONTEXT}, top_k=2)),
-    ("zero-shot-classification", "candidate_labels=", lambda lib, m: _pipe(lib, "zero-shot-classification", m)(
-        TEXT, candidate_labels=LABELS)),
-    ("zero-shot-classification", "sequences= keyword", lambda lib, m: _pipe(lib, "zero-shot-classification", m)(
-        sequences=TEXTS, candidate_labels=LABELS, multi_label=True)),
-    ("zero-shot-classification", "labels positional", lambda lib, m: _pipe(lib, "zero-shot-classification", m)(
-        TEXT, LABELS)),
+    (
+        "fill-mask",
+        "top_k=2 list",
+        lambda lib, m: _pipe(lib, "fill-mask", m)(
+            [f"Hello {_mask(lib, m)} world.", f"The {_mask(lib, m)} was slow."], top_k=2
+        ),
+    ),
+    (
+        "question-answering",
+        "question=, context=",
+        lambda lib, m: _pipe(lib, "question-answering", m)(question="Who built it?", context=CONTEXT),
+    ),
+    (
+        "question-answering",
+        "dict, top_k=2",
+        lambda lib, m: _pipe(lib, "question-answering", m)({"question": "Where is it?", "context": CONTEXT}, top_k=2),
+    ),
+    (
+        "zero-shot-classification",
+        "candidate_labels=",
+        lambda lib, m: _pipe(lib, "zero-shot-classification", m)(TEXT, candidate_labels=LABELS),
+    ),
+    (
+        "zero-shot-classification",
+        "sequences= keyword",
+        lambda lib, m: _pipe(lib, "zero-shot-classification", m)(
+            sequences=TEXTS, candidate_labels=LABELS, multi_label=True
+        ),
+    ),
+    (
+        "zero-shot-classification",
+        "labels positional",
+        lambda lib, m: _pipe(lib, "zero-shot-classification", m)(TEXT, LABELS),
+    ),
     ("feature-extraction", "str: nested lists", lambda lib, m: _pipe(lib, "feature-extraction", m)(TEXT)),
     # tokenizer
-    *[("text-classification", f"tokenizer.{a}", (lambda a_: lambda lib, m: getattr(
-        lib.AutoTokenizer.from_pretrained(str(m)), a_))(a)) for a in (
-        "cls_token", "sep_token", "pad_token", "mask_token", "unk_token", "cls_token_id", "sep_token_id",
-        "pad_token_id", "mask_token_id", "unk_token_id", "vocab_size", "model_max_length", "all_special_ids")],
+    *[
+        (
+            "text-classification",
+            f"tokenizer.{a}",
+            (lambda a_: lambda lib, m: getattr(lib.AutoTokenizer.from_pretrained(str(m)), a_))(a),
+        )
+        for a in (
+            "cls_token",
+            "sep_token",
+            "pad_token",
+            "mask_token",
+            "unk_token",
+            "cls_token_id",
+            "sep_token_id",
+            "pad_token_id",
+            "mask_token_id",
+            "unk_token_id",
+            "vocab_size",
+            "model_max_length",
+            "all_special_ids",
+        )
+    ],
     ("text-classification", "len(tokenizer)", lambda lib, m: len(lib.AutoTokenizer.from_pretrained(str(m)))),
-    ("text-classification", "tokenizer(text) lists", lambda lib, m: dict(lib.AutoTokenizer.from_pretrained(str(m))(
-        TEXT))),
-    ("text-classification", "tokenizer(texts, padding=True)", lambda lib, m: dict(
-        lib.AutoTokenizer.from_pretrained(str(m))(TEXTS, padding=True))),
-    ("text-classification", "tokenizer np, offsets", lambda lib, m: dict(lib.AutoTokenizer.from_pretrained(str(m))(
-        TEXTS, padding=True, truncation=True, return_tensors="np", return_offsets_mapping=True))),
-    ("text-classification", "tokenizer pair, only_first", lambda lib, m: dict(lib.AutoTokenizer.from_pretrained(
-        str(m))(CONTEXT * 20, "short", truncation="only_first", max_length=32))),
-    ("text-classification", "add_special_tokens=False", lambda lib, m: dict(lib.AutoTokenizer.from_pretrained(
-        str(m))(TEXT, add_special_tokens=False))),
+    (
+        "text-classification",
+        "tokenizer(text) lists",
+        lambda lib, m: dict(lib.AutoTokenizer.from_pretrained(str(m))(TEXT)),
+    ),
+    (
+        "text-classification",
+        "tokenizer(texts, padding=True)",
+        lambda lib, m: dict(lib.AutoTokenizer.from_pretrained(str(m))(TEXTS, padding=True)),
+    ),
+    (
+        "text-classification",
+        "tokenizer np, offsets",
+        lambda lib, m: dict(
+            lib.AutoTokenizer.from_pretrained(str(m))(
+                TEXTS, padding=True, truncation=True, return_tensors="np", return_offsets_mapping=True
+            )
+        ),
+    ),
+    (
+        "text-classification",
+        "tokenizer pair, only_first",
+        lambda lib, m: dict(
+            lib.AutoTokenizer.from_pretrained(str(m))(CONTEXT * 20, "short", truncation="only_first", max_length=32)
+        ),
+    ),
+    (
+        "text-classification",
+        "add_special_tokens=False",
+        lambda lib, m: dict(lib.AutoTokenizer.from_pretrained(str(m))(TEXT, add_special_tokens=False)),
+    ),
     ("text-classification", "word_ids()", lambda lib, m: lib.AutoTokenizer.from_pretrained(str(m))(TEXT).word_ids()),
     ("text-classification", "encode", lambda lib, m: lib.AutoTokenizer.from_pretrained(str(m)).encode(TEXT)),
     ("text-classification", "tokenize", lambda lib, m: lib.AutoTokenizer.from_pretrained(str(m)).tokenize(TEXT)),
-    ("text-classification", "decode keeps specials", lambda lib, m: (lambda t: t.decode(t.encode(TEXT)))(
-        lib.AutoTokenizer.from_pretrained(str(m)))),
-    ("text-classification", "decode skip_special_tokens", lambda lib, m: (lambda t: t.decode(
-        t.encode(TEXT), skip_special_tokens=True))(lib.AutoTokenizer.from_pretrained(str(m)))),
-    ("text-classification", "batch_decode", lambda lib, m: (lambda t: t.batch_decode(
-        t(TEXTS, padding=True)["input_ids"]))(lib.AutoTokenizer.from_pretrained(str(m)))),
-    ("text-classification", "convert_ids_to_tokens", lambda lib, m: (lambda t: t.convert_ids_to_tokens(
-        t.encode(TEXT)))(lib.AutoTokenizer.from_pretrained(str(m)))),
-    ("text-classification", "convert_tokens_to_ids", lambda lib, m: (lambda t: t.convert_tokens_to_ids(
-        t.tokenize(TEXT) + ["zzqqxx-not-a-token"]))(lib.AutoTokenizer.from_pretrained(str(m)))),
+    (
+        "text-classification",
+        "decode keeps specials",
+        lambda lib, m: (lambda t: t.decode(t.encode(TEXT)))(lib.AutoTokenizer.from_pretrained(str(m))),
+    ),
+    (
+        "text-classification",
+        "decode skip_special_tokens",
+        lambda lib, m: (lambda t: t.decode(t.encode(TEXT), skip_special_tokens=True))(
+            lib.AutoTokenizer.from_pretrained(str(m))
+        ),
+    ),
+    (
+        "text-classification",
+        "batch_decode",
+        lambda lib, m: (lambda t: t.batch_decode(t(TEXTS, padding=True)["input_ids"]))(
+            lib.AutoTokenizer.from_pretrained(str(m))
+        ),
+    ),
+    (
+        "text-classification",
+        "convert_ids_to_tokens",
+        lambda lib, m: (lambda t: t.convert_ids_to_tokens(t.encode(TEXT)))(lib.AutoTokenizer.from_pretrained(str(m))),
+    ),
+    (
+        "text-classification",
+        "convert_tokens_to_ids",
+        lambda lib, m: (lambda t: t.convert_tokens_to_ids(t.tokenize(TEXT) + ["zzqqxx-not-a-token"]))(
+            lib.AutoTokenizer.from_pretrained(str(m))
+        ),
+    ),
     # models and their config
-    *[("text-classification", f"model.config.{a}", (lambda a_: lambda lib, m: getattr(
-        _model(lib, "AutoModelForSequenceClassification", m).config, a_))(a)) for a in (
-        "id2label", "label2id", "num_labels", "hidden_size", "model_type")],
-    ("text-classification", "pipe.model.config.id2label",
-     lambda lib, m: _pipe(lib, "sentiment-analysis", m).model.config.id2label),
-    ("text-classification", "outputs[0] / outputs['logits']", lambda lib, m: _model_outputs(
-        lib, m, "AutoModelForSequenceClassification", lambda o: (o[0], o["logits"], o.logits))),
-    ("token-classification", "AutoModelForTokenClassification", lambda lib, m: _model_outputs(
-        lib, m, "AutoModelForTokenClassification", lambda o: (o[0], o.logits))),
-    ("fill-mask", "AutoModelForMaskedLM", lambda lib, m: _model_outputs(
-        lib, m, "AutoModelForMaskedLM", lambda o: (o[0], o["logits"]))),
-    ("question-answering", "AutoModelForQuestionAnswering", lambda lib, m: _model_outputs(
-        lib, m, "AutoModelForQuestionAnswering", lambda o: (o[0], o[1], o.start_logits, o.end_logits))),
-    ("feature-extraction", "AutoModel last_hidden_state", lambda lib, m: _model_outputs(
-        lib, m, "AutoModel", lambda o: (o[0], o.last_hidden_state))),
+    *[
+        (
+            "text-classification",
+            f"model.config.{a}",
+            (lambda a_: lambda lib, m: getattr(_model(lib, "AutoModelForSequenceClassification", m).config, a_))(a),
+        )
+        for a in ("id2label", "label2id", "num_labels", "hidden_size", "model_type")
+    ],
+    (
+        "text-classification",
+        "pipe.model.config.id2label",
+        lambda lib, m: _pipe(lib, "sentiment-analysis", m).model.config.id2label,
+    ),
+    (
+        "text-classification",
+        "outputs[0] / outputs['logits']",
+        lambda lib, m: _model_outputs(
+            lib, m, "AutoModelForSequenceClassification", lambda o: (o[0], o["logits"], o.logits)
+        ),
+    ),
+    (
+        "token-classification",
+        "AutoModelForTokenClassification",
+        lambda lib, m: _model_outputs(lib, m, "AutoModelForTokenClassification", lambda o: (o[0], o.logits)),
+    ),
+    (
+        "fill-mask",
+        "AutoModelForMaskedLM",
+        lambda lib, m: _model_outputs(lib, m, "AutoModelForMaskedLM", lambda o: (o[0], o["logits"])),
+    ),
+    (
+        "question-answering",
+        "AutoModelForQuestionAnswering",
+        lambda lib, m: _model_outputs(
+            lib, m, "AutoModelForQuestionAnswering", lambda o: (o[0], o[1], o.start_logits, o.end_logits)
+        ),
+    ),
+    (
+        "feature-extraction",
+        "AutoModel last_hidden_state",
+        lambda lib, m: _model_outputs(lib, m, "AutoModel", lambda o: (o[0], o.last_hidden_state)),
+    ),
 ]
 
 
@@ -202,21 +368,49 @@ def test_idiom_matches_transformers(folders, head, name, idiom):
 
 # -- what cannot be the same says so ----------------------------------------------------------------------------
 REFUSED = [
-    ("return_tensors='pt'", lambda m: onnxpipe.AutoTokenizer.from_pretrained(str(m))(TEXT, return_tensors="pt"),
-     ValueError, "numpy only"),
-    ("framework='pt'", lambda m: onnxpipe.pipeline("sentiment-analysis", model=m, framework="pt"), ValueError,
-     "without"),
-    ("a tokenizer of another folder", lambda m: onnxpipe.pipeline("sentiment-analysis", model=m,
-                                                                   tokenizer=str(m.parent)), Exception, ""),
+    (
+        "return_tensors='pt'",
+        lambda m: onnxpipe.AutoTokenizer.from_pretrained(str(m))(TEXT, return_tensors="pt"),
+        ValueError,
+        "numpy only",
+    ),
+    (
+        "framework='pt'",
+        lambda m: onnxpipe.pipeline("sentiment-analysis", model=m, framework="pt"),
+        ValueError,
+        "without",
+    ),
+    (
+        "a tokenizer of another folder",
+        lambda m: onnxpipe.pipeline("sentiment-analysis", model=m, tokenizer=str(m.parent)),
+        Exception,
+        "",
+    ),
     ("device=3", lambda m: onnxpipe.pipeline("sentiment-analysis", model=m, device=3), ValueError, "one GPU"),
-    ("a head the folder lacks", lambda m: onnxpipe.AutoModelForTokenClassification.from_pretrained(m),
-     onnxpipe.errors.TaskMismatchError, "token-classification"),
-    ("config is read-only", lambda m: setattr(onnxpipe.AutoModel.from_pretrained(m).config, "num_labels", 5),
-     AttributeError, "read-only"),
-    ("unknown call argument", lambda m: onnxpipe.pipeline("sentiment-analysis", model=m)(TEXT, nope=1), TypeError,
-     "nope"),
-    ("unknown construction argument", lambda m: onnxpipe.pipeline("sentiment-analysis", model=m, nope=1), TypeError,
-     "nope"),
+    (
+        "a head the folder lacks",
+        lambda m: onnxpipe.AutoModelForTokenClassification.from_pretrained(m),
+        onnxpipe.errors.TaskMismatchError,
+        "token-classification",
+    ),
+    (
+        "config is read-only",
+        lambda m: setattr(onnxpipe.AutoModel.from_pretrained(m).config, "num_labels", 5),
+        AttributeError,
+        "read-only",
+    ),
+    (
+        "unknown call argument",
+        lambda m: onnxpipe.pipeline("sentiment-analysis", model=m)(TEXT, nope=1),
+        TypeError,
+        "nope",
+    ),
+    (
+        "unknown construction argument",
+        lambda m: onnxpipe.pipeline("sentiment-analysis", model=m, nope=1),
+        TypeError,
+        "nope",
+    ),
 ]
 
 

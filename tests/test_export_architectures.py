@@ -36,8 +36,10 @@ SENTENCES = [
 ]
 # More varied text for label agreement: 40 sentences from the tokenizer corpus' vocabulary and beyond.
 AGREEMENT_SENTENCES = SENTENCES + [
-    f"{s} {v} {e}" for s in ("The film", "My phone", "The service", "Das Essen")
-    for v in ("was", "seemed") for e in ("great!", "terrible.", "not bad at all.", "boring, honestly...")
+    f"{s} {v} {e}"
+    for s in ("The film", "My phone", "The service", "Das Essen")
+    for v in ("was", "seemed")
+    for e in ("great!", "terrible.", "not bad at all.", "boring, honestly...")
 ]
 
 # Attention nodes onnxruntime's BERT fusion produces per 2-layer tiny model (checked against the ONNX file).
@@ -45,8 +47,16 @@ AGREEMENT_SENTENCES = SENTENCES + [
 # a MatMul) and onnxruntime's FusionAttention follows that branch instead of the attention one (it matches
 # parents greedily, without backtracking); later layers fuse. mpnet (relative position bias added to the scores)
 # and deberta-v2 (disentangled attention) have attention patterns FusionAttention does not know.
-ATTENTION_FUSED = {"bert": 2, "distilbert": 2, "roberta": 2, "xlm-roberta": 2, "electra": 2, "albert": 1,
-                   "mpnet": 0, "deberta-v2": 0}
+ATTENTION_FUSED = {
+    "bert": 2,
+    "distilbert": 2,
+    "roberta": 2,
+    "xlm-roberta": 2,
+    "electra": 2,
+    "albert": 1,
+    "mpnet": 0,
+    "deberta-v2": 0,
+}
 BERT_FAMILY = ["bert", "distilbert", "roberta", "xlm-roberta", "electra"]
 
 
@@ -70,8 +80,11 @@ def _torch_outputs(checkpoint, head, sentences):
     enc = tok(sentences, padding=True, truncation=True, return_tensors="pt")
     with torch.no_grad():
         out = model(**enc, output_hidden_states=True)
-    res = {"input_ids": enc["input_ids"].numpy(), "attention_mask": enc["attention_mask"].numpy(),
-           "last_hidden_state": out.hidden_states[-1].numpy()}
+    res = {
+        "input_ids": enc["input_ids"].numpy(),
+        "attention_mask": enc["attention_mask"].numpy(),
+        "last_hidden_state": out.hidden_states[-1].numpy(),
+    }
     if head == "text-classification":
         res["logits"] = out.logits.numpy()
     return res
@@ -115,7 +128,9 @@ def test_manifest_describes_the_folder(tiny_export, tiny_checkpoint, arch, head)
         assert info == {"sha256": sha256_file(folder / rel), "size": (folder / rel).stat().st_size}
     assert {"tokenizer.json", "config.json", "onnx/model.onnx", "onnx/model_quantized.onnx"} <= on_disk
     assert {p: v["file"] for p, v in data["variants"].items()} == {
-        "fp32": "onnx/model.onnx", "int8": "onnx/model_quantized.onnx"}
+        "fp32": "onnx/model.onnx",
+        "int8": "onnx/model_quantized.onnx",
+    }
 
     # validation figures for every variant
     for p, v in data["variants"].items():
@@ -211,8 +226,13 @@ def test_max_length_is_usable_without_tokenizer_limit(tiny_checkpoint, arch):
 
     ckpt_dir = tiny_checkpoint(arch, "feature-extraction")
     model = _torch_model(ckpt_dir, "feature-extraction")
-    ckpt = SimpleNamespace(tokenizer=SimpleNamespace(model_max_length=int(1e30)), config=model.config,
-                           settings=settings_for(model.config.model_type), local=ckpt_dir, source=str(ckpt_dir))
+    ckpt = SimpleNamespace(
+        tokenizer=SimpleNamespace(model_max_length=int(1e30)),
+        config=model.config,
+        settings=settings_for(model.config.model_type),
+        local=ckpt_dir,
+        source=str(ckpt_dir),
+    )
     n = _max_length(ckpt)
     assert n >= 64
     ids = torch.full((1, n), 5, dtype=torch.long)

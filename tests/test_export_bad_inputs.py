@@ -74,8 +74,9 @@ def _config(ckpt: Path, change) -> None:
 
 def _labels(*names, keys=None):
     keys = keys or range(len(names))
-    return lambda c: c.update(id2label={str(k): n for k, n in zip(keys, names)},
-                              label2id={n: k for k, n in zip(keys, names)})
+    return lambda c: c.update(
+        id2label={str(k): n for k, n in zip(keys, names)}, label2id={n: k for k, n in zip(keys, names)}
+    )
 
 
 def _no_tokenizer(ckpt: Path) -> None:
@@ -94,23 +95,56 @@ def _overflow(t) -> None:
 
 CHECKPOINTS = [
     # (case, damage, error, message, refused before the ONNX export)
-    ("NaN weight", lambda c: _weights(c, lambda t: t["classifier.weight"].__setitem__((1, 2), float("nan"))),
-     errors.ExportError, r"weight classifier\.weight holds 1 non-finite value\(s\) \(NaN or inf\)", True),
-    ("inf weight", lambda c: _weights(c, lambda t: t["bert.pooler.dense.bias"].__setitem__(0, float("-inf"))),
-     errors.ExportError, r"weight bert\.pooler\.dense\.bias holds 1 non-finite", True),
-    ("weights overflow float32", lambda c: _weights(c, _overflow),
-     errors.ValidationError, r"PyTorch's own outputs hold \d+ non-finite value\(s\) \(NaN or inf\) in 'logits'", True),
-    ("fewer labels than outputs", lambda c: _config(c, _labels("a", "b")),
-     errors.ExportError, r"do not fit its config\.json \(size mismatch.*id2label has 2 labels", True),
-    ("more labels than outputs", lambda c: _config(c, _labels("a", "b", "c", "d")),
-     errors.ExportError, r"do not fit its config\.json \(size mismatch.*id2label has 4 labels", True),
-    ("labels numbered with a gap", lambda c: _config(c, _labels("a", "b", "c", keys=[0, 1, 5])),
-     errors.ExportError, r"the classifier head has 3 outputs but config\.json's id2label has 3 labels \(\[0, 1, 5\]\)",
-     True),
-    ("a lone surrogate in a label", _surrogate,
-     errors.ExportError, r"label 0 of .*config\.json is '\\ud800', which is not valid text", True),
-    ("no tokenizer files", _no_tokenizer,
-     errors.ExportError, r"has no usable tokenizer files .*tokenizer\.json", True),
+    (
+        "NaN weight",
+        lambda c: _weights(c, lambda t: t["classifier.weight"].__setitem__((1, 2), float("nan"))),
+        errors.ExportError,
+        r"weight classifier\.weight holds 1 non-finite value\(s\) \(NaN or inf\)",
+        True,
+    ),
+    (
+        "inf weight",
+        lambda c: _weights(c, lambda t: t["bert.pooler.dense.bias"].__setitem__(0, float("-inf"))),
+        errors.ExportError,
+        r"weight bert\.pooler\.dense\.bias holds 1 non-finite",
+        True,
+    ),
+    (
+        "weights overflow float32",
+        lambda c: _weights(c, _overflow),
+        errors.ValidationError,
+        r"PyTorch's own outputs hold \d+ non-finite value\(s\) \(NaN or inf\) in 'logits'",
+        True,
+    ),
+    (
+        "fewer labels than outputs",
+        lambda c: _config(c, _labels("a", "b")),
+        errors.ExportError,
+        r"do not fit its config\.json \(size mismatch.*id2label has 2 labels",
+        True,
+    ),
+    (
+        "more labels than outputs",
+        lambda c: _config(c, _labels("a", "b", "c", "d")),
+        errors.ExportError,
+        r"do not fit its config\.json \(size mismatch.*id2label has 4 labels",
+        True,
+    ),
+    (
+        "labels numbered with a gap",
+        lambda c: _config(c, _labels("a", "b", "c", keys=[0, 1, 5])),
+        errors.ExportError,
+        r"the classifier head has 3 outputs but config\.json's id2label has 3 labels \(\[0, 1, 5\]\)",
+        True,
+    ),
+    (
+        "a lone surrogate in a label",
+        _surrogate,
+        errors.ExportError,
+        r"label 0 of .*config\.json is '\\ud800', which is not valid text",
+        True,
+    ),
+    ("no tokenizer files", _no_tokenizer, errors.ExportError, r"has no usable tokenizer files .*tokenizer\.json", True),
 ]
 
 
@@ -132,10 +166,12 @@ def test_nan_from_the_onnx_model_fails_validation(tiny_checkpoint, tiny_export, 
 
     folder = tiny_export("bert", "text-classification")
     manifest = load_manifest(folder)
-    tokenizer = AutoTokenizer((folder / "tokenizer.json").read_text(), manifest.max_length, manifest.inputs,
-                              manifest.pad_token_id)
-    ckpt = load_checkpoint(str(tiny_checkpoint("bert", "text-classification")), "text-classification", False,
-                           False, None)
+    tokenizer = AutoTokenizer(
+        (folder / "tokenizer.json").read_text(), manifest.max_length, manifest.inputs, manifest.pad_token_id
+    )
+    ckpt = load_checkpoint(
+        str(tiny_checkpoint("bert", "text-classification")), "text-classification", False, False, None
+    )
     ref = torch_reference(ckpt, "text-classification")
     assert validate_variant(manifest, "fp32", tokenizer, ref)["max_abs_diff_logits"] <= 1e-4  # sane as it is
     real = OnnxModel.run
@@ -158,8 +194,13 @@ def test_an_unwritable_output_folder_is_refused_before_loading(ckpt, monkeypatch
 
     monkeypatch.setattr(load, "load_checkpoint", lambda *a, **k: pytest.fail("loaded before checking the output"))
     for out in (Path("/sys/onnxpipe-test-model"), Path("/sys/onnxpipe-test/model")):  # even root cannot write /sys
-        _refused(capsys, ckpt, out, errors.ExportError,
-                 r"cannot create the model folder .*(not permitted|denied).*choose an --out in a folder you can write")
+        _refused(
+            capsys,
+            ckpt,
+            out,
+            errors.ExportError,
+            r"cannot create the model folder .*(not permitted|denied).*choose an --out in a folder you can write",
+        )
 
 
 def test_too_little_free_space_is_refused_before_loading(ckpt, tmp_path, monkeypatch, capsys):
@@ -169,37 +210,60 @@ def test_too_little_free_space_is_refused_before_loading(ckpt, tmp_path, monkeyp
     monkeypatch.setattr(load, "load_checkpoint", lambda *a, **k: pytest.fail("loaded before checking the space"))
     real = shutil.disk_usage
     monkeypatch.setattr(output.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
-    _refused(capsys, ckpt, tmp_path / "out", errors.ExportError,
-             r"only 0 MB are free in .*the export needs at least \d+ MB .*Free space there")
+    _refused(
+        capsys,
+        ckpt,
+        tmp_path / "out",
+        errors.ExportError,
+        r"only 0 MB are free in .*the export needs at least \d+ MB .*Free space there",
+    )
 
 
 def _dev_full(name: str):
     """Point ``name`` in the staging folder at /dev/full just before the tokenizer is written: a real ENOSPC.
     (Python's write fails at close, where OSError carries no file name; the Rust tokenizer names none either.)"""
+
     def meddle(real):
         def write_tokenizer(ckpt, folder, max_length):
             (folder / name).symlink_to("/dev/full")
             return real(ckpt, folder, max_length)
+
         return write_tokenizer
+
     return meddle
 
 
 def _enospc(real):
     def write_tokenizer(ckpt, folder, max_length):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / "tokenizer.json"))
+
     return write_tokenizer
 
 
-@pytest.mark.parametrize("meddle", [
-    pytest.param(_dev_full("tokenizer.json"), id="tokenizers library writes to /dev/full",
-                 marks=pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")),
-    pytest.param(_dev_full("config.json"), id="Python writes to /dev/full",
-                 marks=pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")),
-    pytest.param(_enospc, id="OSError(ENOSPC)"),
-])
+@pytest.mark.parametrize(
+    "meddle",
+    [
+        pytest.param(
+            _dev_full("tokenizer.json"),
+            id="tokenizers library writes to /dev/full",
+            marks=pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full"),
+        ),
+        pytest.param(
+            _dev_full("config.json"),
+            id="Python writes to /dev/full",
+            marks=pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full"),
+        ),
+        pytest.param(_enospc, id="OSError(ENOSPC)"),
+    ],
+)
 def test_a_full_disk_midway_is_one_clear_error(ckpt, tmp_path, monkeypatch, capsys, meddle):
     import onnxpipe_export._recipe as recipe
 
     monkeypatch.setattr(recipe, "_write_tokenizer", meddle(recipe._write_tokenizer))
-    _refused(capsys, ckpt, tmp_path / "out", errors.ExportError,
-             r"stopped on a file error: No space left on device( \(.*tokenizer\.json\))?; the disk is full")
+    _refused(
+        capsys,
+        ckpt,
+        tmp_path / "out",
+        errors.ExportError,
+        r"stopped on a file error: No space left on device( \(.*tokenizer\.json\))?; the disk is full",
+    )

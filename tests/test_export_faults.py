@@ -26,8 +26,14 @@ pytestmark = pytest.mark.torch
 def _export(source, out, **kwargs):
     from onnxpipe_export import export
 
-    return export(source, task=kwargs.pop("task", "text-classification"), out=out,
-                  precisions=kwargs.pop("precisions", "int8"), progress=False, **kwargs)
+    return export(
+        source,
+        task=kwargs.pop("task", "text-classification"),
+        out=out,
+        precisions=kwargs.pop("precisions", "int8"),
+        progress=False,
+        **kwargs,
+    )
 
 
 def _siblings(out: Path) -> list[str]:
@@ -127,8 +133,12 @@ def test_a_killed_export_leaves_no_model_folder(ckpt, tmp_path):
         root = tmp_path / sig.name
         root.mkdir()
         out, marker = root / "model", root / "marker"
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(ckpt), str(out), str(marker)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(ckpt), str(out), str(marker)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         runs[sig] = (proc, out, marker)
     try:
         for sig, (proc, out, marker) in runs.items():
@@ -196,8 +206,9 @@ def test_pickled_weights_are_refused_unless_allowed(ckpt, tmp_path, capsys):
     (ckpt / "model.safetensors").unlink()
     assert (ckpt / "pytorch_model.bin").is_file()
     out = tmp_path / "out"
-    with pytest.raises(errors.UnsafeCheckpointError,
-                       match=r"only pickled weights \(pytorch_model\.bin\).*--allow-pickle"):
+    with pytest.raises(
+        errors.UnsafeCheckpointError, match=r"only pickled weights \(pytorch_model\.bin\).*--allow-pickle"
+    ):
         _export(ckpt, out)
     assert cli_main(["export", str(ckpt), "--out", str(out), "--quiet"]) == 2
     assert "--allow-pickle" in capsys.readouterr().err
@@ -210,23 +221,31 @@ def test_pickled_weights_are_refused_unless_allowed(ckpt, tmp_path, capsys):
 def _custom_code(ckpt: Path, marker: Path, model_type: str) -> None:
     """Give the checkpoint its own code (as hub repositories with auto_map do); importing it leaves a marker."""
     stamp = f"import pathlib; pathlib.Path({str(marker)!r}).write_text('custom code ran')\n"
-    (ckpt / "configuration_custom.py").write_text(stamp + textwrap.dedent(f"""
+    (ckpt / "configuration_custom.py").write_text(
+        stamp
+        + textwrap.dedent(f"""
         from transformers import BertConfig
 
         class CustomConfig(BertConfig):
             model_type = {model_type!r}
-    """))
-    (ckpt / "modeling_custom.py").write_text(stamp + textwrap.dedent("""
+    """)
+    )
+    (ckpt / "modeling_custom.py").write_text(
+        stamp
+        + textwrap.dedent("""
         from transformers import BertForSequenceClassification
         from .configuration_custom import CustomConfig
 
         class CustomModel(BertForSequenceClassification):
             config_class = CustomConfig
-    """))
+    """)
+    )
     config = json.loads((ckpt / "config.json").read_text())
     config["model_type"] = model_type
-    config["auto_map"] = {"AutoConfig": "configuration_custom.CustomConfig",
-                          "AutoModelForSequenceClassification": "modeling_custom.CustomModel"}
+    config["auto_map"] = {
+        "AutoConfig": "configuration_custom.CustomConfig",
+        "AutoModelForSequenceClassification": "modeling_custom.CustomModel",
+    }
     (ckpt / "config.json").write_text(json.dumps(config))
 
 
@@ -258,8 +277,10 @@ def test_known_model_type_with_remote_code_is_not_silently_exported_without_it(c
     marker = tmp_path / "ran"
     _custom_code(ckpt, marker, "bert")
     out = tmp_path / "out"
-    with pytest.raises(errors.UnsafeCheckpointError,
-                       match=r"ships its own model code .*modeling_custom\.CustomModel.*--trust-remote-code"):
+    with pytest.raises(
+        errors.UnsafeCheckpointError,
+        match=r"ships its own model code .*modeling_custom\.CustomModel.*--trust-remote-code",
+    ):
         _export(ckpt, out)
     assert not marker.exists() and not out.exists() and _siblings(out) == []
     _export(ckpt, out, trust_remote_code=True)

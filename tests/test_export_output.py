@@ -118,8 +118,9 @@ REFUSED = [
 
 
 @pytest.mark.parametrize("case,make_out,force,match", REFUSED, ids=[c[0] for c in REFUSED])
-def test_refused_before_any_work_and_nothing_is_touched(ckpt, model_folder, tmp_path, no_load, capsys, case,
-                                                         make_out, force, match):
+def test_refused_before_any_work_and_nothing_is_touched(
+    ckpt, model_folder, tmp_path, no_load, capsys, case, make_out, force, match
+):
     (tmp_path / "unrelated.txt").write_text("next to the checkpoint")
     out = make_out(tmp_path)
     before = _tree(tmp_path)
@@ -131,8 +132,7 @@ def test_refused_before_any_work_and_nothing_is_touched(ckpt, model_folder, tmp_
 
 
 @pytest.mark.parametrize("out,force", [(".", False), (".", True), ("..", True)])
-def test_out_naming_the_current_directory_is_refused_up_front(ckpt, tmp_path, monkeypatch, no_load, capsys, out,
-                                                             force):
+def test_out_naming_the_current_directory_is_refused_up_front(ckpt, tmp_path, monkeypatch, no_load, capsys, out, force):
     work = tmp_path / "work" / "here"
     work.mkdir(parents=True)
     (work / "script.py").write_text("print('mine')")
@@ -193,8 +193,9 @@ MIDWAY = [
 
 @pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "mkdir+rename"])
 @pytest.mark.parametrize("case,force,midway,match", MIDWAY, ids=[c[0] for c in MIDWAY])
-def test_what_appears_at_out_during_the_export_is_never_replaced(ckpt, model_folder, tmp_path, monkeypatch, case,
-                                                                  force, midway, match, renameat2):
+def test_what_appears_at_out_during_the_export_is_never_replaced(
+    ckpt, model_folder, tmp_path, monkeypatch, case, force, midway, match, renameat2
+):
     import onnxpipe_export._output as output
     import onnxpipe_export._recipe as recipe
 
@@ -251,9 +252,15 @@ def test_of_two_concurrent_exports_to_one_out_exactly_one_wins(ckpt, model_folde
     out = model_folder if force else tmp_path / "new"
     ready = tmp_path / "ready"
     ready.mkdir()
-    procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(ckpt), str(out), str(ready), mode,
-                               *(["--force"] if force else [])],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(ckpt), str(out), str(ready), mode, *(["--force"] if force else [])],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = []
     try:
         for proc in procs:
@@ -266,12 +273,11 @@ def test_of_two_concurrent_exports_to_one_out_exactly_one_wins(ckpt, model_folde
                 proc.wait()
     assert len(list(ready.iterdir())) == 2  # both reached the final move
     assert sorted(rc for rc, _, _ in results) == [0, 2], results
-    (_, won, _), = [r for r in results if r[0] == 0]
-    (_, _, lost), = [r for r in results if r[0] == 2]
+    ((_, won, _),) = [r for r in results if r[0] == 0]
+    ((_, _, lost),) = [r for r in results if r[0] == 2]
     assert f"wrote {out}" in won
     assert re.search(r"error: .*(appeared|changed) while this export ran", lost) and "Traceback" not in lost
     from onnxpipe import pipeline
 
     assert pipeline("sentiment-analysis", model=out)("the winner is complete")[0]["label"]
     assert sorted(p.name for p in tmp_path.glob(f".{out.name}.*")) == []
-

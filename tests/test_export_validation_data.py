@@ -9,8 +9,16 @@ import pytest
 
 pytestmark = pytest.mark.torch
 
-SENTENCES = ["a gorgeous , witty , seductive movie .", "one long string of cliches .", "", "Not bad at all.",
-             "I hate this so much!", "The food was cold and nobody apologised.", "A masterpiece.", "OK."]
+SENTENCES = [
+    "a gorgeous , witty , seductive movie .",
+    "one long string of cliches .",
+    "",
+    "Not bad at all.",
+    "I hate this so much!",
+    "The food was cold and nobody apologised.",
+    "A masterpiece.",
+    "OK.",
+]
 
 
 def test_validation_data_figures_match_pytorch_and_runtime(tiny_checkpoint, tmp_path):
@@ -24,8 +32,9 @@ def test_validation_data_figures_match_pytorch_and_runtime(tiny_checkpoint, tmp_
     gold = [i % 3 for i in range(len(SENTENCES))]
     tsv = tmp_path / "dev.tsv"
     tsv.write_text("label\tcontent\n" + "".join(f"{g}\t{s}\n" for g, s in zip(gold, SENTENCES)), encoding="utf-8")
-    out = export(ckpt, task="text-classification", out=tmp_path / "m", precisions="int8", progress=False,
-                 validation_data=tsv)
+    out = export(
+        ckpt, task="text-classification", out=tmp_path / "m", precisions="int8", progress=False, validation_data=tsv
+    )
     figures = json.loads((out / "manifest.json").read_text())["validation_data"]
 
     hf_tok, hf_model = HFTokenizer.from_pretrained(ckpt), AutoModelForSequenceClassification.from_pretrained(ckpt)
@@ -51,16 +60,23 @@ def test_labelled_sentences_refused_for_feature_extraction_which_takes_sts_pairs
     tsv = tmp_path / "dev.tsv"
     tsv.write_text("label\tcontent\n1\tgood\n", encoding="utf-8")
     with pytest.raises(ExportError, match="line 1: not an STS Benchmark row"):
-        export(tiny_checkpoint("bert", "feature-extraction"), task="feature-extraction", out=tmp_path / "m",
-               precisions="fp32", progress=False, validation_data=tsv)
+        export(
+            tiny_checkpoint("bert", "feature-extraction"),
+            task="feature-extraction",
+            out=tmp_path / "m",
+            precisions="fp32",
+            progress=False,
+            validation_data=tsv,
+        )
     assert not (tmp_path / "m").exists()
 
 
 # -- --int8-recipe search ------------------------------------------------------------------------------------
 def _tsv(tmp_path):
     tsv = tmp_path / "dev.tsv"
-    tsv.write_text("label\tcontent\n" + "".join(f"{i % 2}\t{s}\n" for i, s in enumerate(SENTENCES * 4)),
-                   encoding="utf-8")
+    tsv.write_text(
+        "label\tcontent\n" + "".join(f"{i % 2}\t{s}\n" for i, s in enumerate(SENTENCES * 4)), encoding="utf-8"
+    )
     return tsv
 
 
@@ -76,8 +92,15 @@ def test_int8_search_records_every_candidate_and_keeps_the_one_its_rule_picks(ti
     tsv = _tsv(tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = export(tiny_checkpoint("bert", "text-classification"), task="text-classification", out=tmp_path / "m",
-                     precisions="int8", progress=False, validation_data=tsv, int8_recipe="search")
+        out = export(
+            tiny_checkpoint("bert", "text-classification"),
+            task="text-classification",
+            out=tmp_path / "m",
+            precisions="int8",
+            progress=False,
+            validation_data=tsv,
+            int8_recipe="search",
+        )
     data = json.loads((out / "manifest.json").read_text())
     int8 = data["variants"]["int8"]
     found = int8["recipe_search"]
@@ -107,11 +130,14 @@ def test_int8_search_records_every_candidate_and_keeps_the_one_its_rule_picks(ti
     assert model(**tok(SENTENCES[:2], padding=True, return_tensors="np")).logits.shape == (2, 3)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"int8_recipe": "per-channel-please"}, "unknown int8 recipe 'per-channel-please'; valid: fused-pc-s8"),
-    ({"int8_recipe": "search"}, "--validation-data"),
-    ({"int8_recipe": "search", "precisions": "fp32", "validation_data": "TSV"}, "keep int8"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"int8_recipe": "per-channel-please"}, "unknown int8 recipe 'per-channel-please'; valid: fused-pc-s8"),
+        ({"int8_recipe": "search"}, "--validation-data"),
+        ({"int8_recipe": "search", "precisions": "fp32", "validation_data": "TSV"}, "keep int8"),
+    ],
+)
 def test_int8_recipe_mistakes_are_refused_before_any_work(tiny_checkpoint, tmp_path, kwargs, match):
     from onnxpipe.errors import ExportError
     from onnxpipe_export import export
@@ -120,8 +146,13 @@ def test_int8_recipe_mistakes_are_refused_before_any_work(tiny_checkpoint, tmp_p
         kwargs["validation_data"] = _tsv(tmp_path)
     kwargs.setdefault("precisions", "int8")
     with pytest.raises(ExportError, match=match):
-        export(tiny_checkpoint("bert", "text-classification"), task="text-classification", out=tmp_path / "m",
-               progress=False, **kwargs)
+        export(
+            tiny_checkpoint("bert", "text-classification"),
+            task="text-classification",
+            out=tmp_path / "m",
+            progress=False,
+            **kwargs,
+        )
     assert not (tmp_path / "m").exists()
 
 
@@ -130,8 +161,14 @@ def test_a_named_int8_recipe_is_the_one_used(tiny_checkpoint, tmp_path, name):
     from onnxpipe import pipeline
     from onnxpipe_export import export
 
-    out = export(tiny_checkpoint("bert", "text-classification"), task="text-classification", out=tmp_path / "m",
-                 precisions="int8", progress=False, int8_recipe=name)
+    out = export(
+        tiny_checkpoint("bert", "text-classification"),
+        task="text-classification",
+        out=tmp_path / "m",
+        precisions="int8",
+        progress=False,
+        int8_recipe=name,
+    )
     data = json.loads((out / "manifest.json").read_text())
     assert data["variants"]["int8"]["recipe"]["name"] == name
     assert ("fused_operators" in data["variants"]["int8"]) == (name == "fused-pc-s8")
@@ -163,16 +200,21 @@ def test_the_int8_file_computes_the_same_under_onnxruntimes_defaults(tiny_checkp
     from onnxpipe import AutoModelForSequenceClassification as OnnxClassifier, AutoTokenizer as OnnxTokenizer
     from onnxpipe_export import export
 
-    out = export(tiny_checkpoint("bert", "text-classification"), task="text-classification", out=tmp_path / "m",
-                 precisions="int8", progress=False, int8_recipe="fused-attention-only-pc-s8-no-skipln")
+    out = export(
+        tiny_checkpoint("bert", "text-classification"),
+        task="text-classification",
+        out=tmp_path / "m",
+        precisions="int8",
+        progress=False,
+        int8_recipe="fused-attention-only-pc-s8-no-skipln",
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert "cpu_disabled_optimizers" not in manifest["variants"]["int8"]
     assert manifest["variants"]["int8"]["recipe"]["residual_add_as_sum"] is True
     ops = [n.op_type for n in onnx.load(str(out / "onnx" / "model_quantized.onnx")).graph.node]
     assert ops.count("Sum") >= 2 * 2  # the two residuals of each of the 2 layers, at least
 
-    feeds = dict(OnnxTokenizer.from_pretrained(out)(["a b c", "hello world again"], padding=True,
-                                                   return_tensors="np"))
+    feeds = dict(OnnxTokenizer.from_pretrained(out)(["a b c", "hello world again"], padding=True, return_tensors="np"))
     ours = OnnxClassifier.from_pretrained(out, precision="int8")(**feeds).logits
     plain = ort.InferenceSession(str(out / "onnx" / "model_quantized.onnx"), providers=["CPUExecutionProvider"])
     theirs = plain.run(["logits"], {i.name: feeds[i.name] for i in plain.get_inputs()})[0]
@@ -191,8 +233,9 @@ def _optimized_graph(path, tmp_path):
     return onnx.load(opts.optimized_model_filepath)
 
 
-def test_load_time_switches_of_older_folders_still_reach_onnxruntime_on_cpu_only(tiny_checkpoint, tmp_path,
-                                                                                monkeypatch):
+def test_load_time_switches_of_older_folders_still_reach_onnxruntime_on_cpu_only(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
     # Folders exported before issue 13 carry cpu_disabled_optimizers in the manifest; the runtime honours it.
     import onnxruntime as ort
 
@@ -201,8 +244,13 @@ def test_load_time_switches_of_older_folders_still_reach_onnxruntime_on_cpu_only
     from onnxpipe._session import SessionChoice, _disabled_optimizers
     from onnxpipe_export import export
 
-    out = export(tiny_checkpoint("bert", "text-classification"), task="text-classification", out=tmp_path / "m",
-                 precisions="int8,fp32", progress=False)
+    out = export(
+        tiny_checkpoint("bert", "text-classification"),
+        task="text-classification",
+        out=tmp_path / "m",
+        precisions="int8,fp32",
+        progress=False,
+    )
     path = out / "manifest.json"
     data = json.loads(path.read_text())
     data["variants"]["int8"]["cpu_disabled_optimizers"] = ["SkipLayerNormFusion"]

@@ -48,7 +48,7 @@ def _hf_generate(hf_pair, prompt, **kw):
     enc = tok(prompt, return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**enc, do_sample=False, pad_token_id=model.generation_config.eos_token_id, **kw)
-    return out[0, enc["input_ids"].shape[1]:].tolist()
+    return out[0, enc["input_ids"].shape[1] :].tolist()
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -57,8 +57,12 @@ def test_greedy_tokens_are_identical_to_transformers_generate(arch, folders, hf,
     for prompt in PROMPTS:
         want = _hf_generate(hf[arch], prompt, max_new_tokens=32)
         ids = np.array([hf[arch][1](prompt)["input_ids"]])
-        got = [int(t[0]) for t, done in generate_tokens(p.model, p.graph, ids, np.ones_like(ids), 32, Sampling(),
-                                                        p.info.eos_token_id, p.info.pad_token_id)]
+        got = [
+            int(t[0])
+            for t, done in generate_tokens(
+                p.model, p.graph, ids, np.ones_like(ids), 32, Sampling(), p.info.eos_token_id, p.info.pad_token_id
+            )
+        ]
         assert got == want, prompt
 
 
@@ -114,8 +118,12 @@ def test_repetition_penalty_matches_transformers(hf, pipes):
     for prompt in PROMPTS[:2]:
         want = _hf_generate(hf["gpt2"], prompt, max_new_tokens=24, repetition_penalty=1.5)
         ids = np.array([hf["gpt2"][1](prompt)["input_ids"]])
-        got = [int(t[0]) for t, _ in generate_tokens(p.model, p.graph, ids, np.ones_like(ids), 24,
-                                                     Sampling(repetition_penalty=1.5), [0], 0)]
+        got = [
+            int(t[0])
+            for t, _ in generate_tokens(
+                p.model, p.graph, ids, np.ones_like(ids), 24, Sampling(repetition_penalty=1.5), [0], 0
+            )
+        ]
         assert got == want
 
 
@@ -124,12 +132,13 @@ def test_stop_strings_stop_where_transformers_stops(arch, hf, pipes):
     p = pipes[arch]
     prompt = PROMPTS[0]
     full = p(prompt, max_new_tokens=32, do_sample=False, return_full_text=False)[0]["generated_text"]
-    stop = full[len(full) // 2: len(full) // 2 + 2]
+    stop = full[len(full) // 2 : len(full) // 2 + 2]
     ours = p(prompt, max_new_tokens=32, do_sample=False, return_full_text=False, stop_strings=stop)[0]["generated_text"]
     assert stop in ours and len(ours) < len(full) and full.startswith(ours)
     tok = hf[arch][1]
-    theirs = tok.decode(_hf_generate(hf[arch], prompt, max_new_tokens=32, stop_strings=[stop], tokenizer=tok),
-                        skip_special_tokens=True)
+    theirs = tok.decode(
+        _hf_generate(hf[arch], prompt, max_new_tokens=32, stop_strings=[stop], tokenizer=tok), skip_special_tokens=True
+    )
     assert ours == theirs
 
 
@@ -215,12 +224,19 @@ def test_4bit_packing_is_what_matmulnbits_computes(op, tmp_path):
     w = rng.normal(size=(40, 24)).astype(np.float32)  # K not a multiple of the block: padded
     bias = rng.normal(size=24).astype(np.float32) if op == "Gemm" else np.zeros(24, np.float32)
     # GPT-2's Conv1D layers export as Gemm with a bias; a transposed weight (transB) is the nn.Linear layout.
-    node = (helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1) if op == "Gemm"
-            else helper.make_node("MatMul", ["x", "w"], ["y"]))
+    node = (
+        helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)
+        if op == "Gemm"
+        else helper.make_node("MatMul", ["x", "w"], ["y"])
+    )
     inits = [numpy_helper.from_array(w.T.copy() if op == "Gemm" else w, "w"), numpy_helper.from_array(bias, "b")]
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 40])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 24])],
-                              inits if op == "Gemm" else inits[:1])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 40])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 24])],
+        inits if op == "Gemm" else inits[:1],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
     recipe = quantize_4bit(tmp_path / "m.onnx", tmp_path / "q.onnx", {**_lowbit_int4(), "accuracy_level": 0})
     assert recipe["matmuls_quantized"] == 1
@@ -254,8 +270,12 @@ def test_cli_generate_streams_what_the_pipeline_returns(folders, pipes, capsys):
 
     want = pipes["gpt2"](PROMPTS[0], max_new_tokens=12, do_sample=False)[0]["generated_text"]
     for extra in (["--stream"], []):
-        assert main(["generate", "--model", str(folders["gpt2"]), PROMPTS[0], "--max-new-tokens", "12", "--greedy",
-                     *extra]) == 0
+        assert (
+            main(
+                ["generate", "--model", str(folders["gpt2"]), PROMPTS[0], "--max-new-tokens", "12", "--greedy", *extra]
+            )
+            == 0
+        )
         assert capsys.readouterr().out == want + "\n"
     assert main(["generate", "--model", str(folders["gpt2"]), "Hi", "--temperature", "0", "--stream"]) == 2
     captured = capsys.readouterr()
@@ -274,12 +294,28 @@ def test_bench_generate_smoke(folders, tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     bench.NEW_TOKENS = 4
-    rows = {"onnxpipe-fp32": bench.worker_onnxpipe(str(folders["llama"]), "fp32", 1),
-            "bare-ort-fp32": bench.worker_bare(str(folders["llama"]), 1)}
+    rows = {
+        "onnxpipe-fp32": bench.worker_onnxpipe(str(folders["llama"]), "fp32", 1),
+        "bare-ort-fp32": bench.worker_bare(str(folders["llama"]), 1),
+    }
     assert all(r[0]["new_tokens"] == 4 for r in rows.values())
-    results = {"prompt_tokens": 32, "new_tokens": 4, "rounds": 1, "threads": 1, "unavailable": {"x/y": "why"},
-               "models": {"tiny": {e: {"ttft_ms": 1e3 * r[0]["ttft_s"], "decode_tokens_per_s": r[0]["decode_tokens_per_s"],
-                                       "e2e_tokens_per_s": r[0]["e2e_tokens_per_s"]} for e, r in rows.items()}}}
+    results = {
+        "prompt_tokens": 32,
+        "new_tokens": 4,
+        "rounds": 1,
+        "threads": 1,
+        "unavailable": {"x/y": "why"},
+        "models": {
+            "tiny": {
+                e: {
+                    "ttft_ms": 1e3 * r[0]["ttft_s"],
+                    "decode_tokens_per_s": r[0]["decode_tokens_per_s"],
+                    "e2e_tokens_per_s": r[0]["e2e_tokens_per_s"],
+                }
+                for e, r in rows.items()
+            }
+        },
+    }
     bench.write(results, tmp_path)
     report = (tmp_path / "generate.md").read_text()
     assert "Random weights: timing only" in report and "| tiny | onnxpipe-fp32 |" in report and "x/y: why" in report

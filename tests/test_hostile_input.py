@@ -147,7 +147,8 @@ def test_the_whole_table_as_one_batch(classifier, extractor):
         assert_valid(r)
     # in input order although batched by length: each row has its own text's token count
     assert [h.shape[1] for h in extractor(texts, return_tensors=True)] == [
-        len(ids) for ids in classifier.tokenizer(texts, truncation=True)["input_ids"]]
+        len(ids) for ids in classifier.tokenizer(texts, truncation=True)["input_ids"]
+    ]
 
 
 @pytest.mark.parametrize("text", ["", " ", "\t\n", "\u3000"])
@@ -207,8 +208,9 @@ OTHER_TASKS = {
 OTHER_TASK_CALLS = {  # a batch with a non-string at index 1
     "fill-mask": lambda pipe, bad: pipe(["a [MASK]", bad]),
     "token-classification": lambda pipe, bad: pipe(["a b", bad]),
-    "question-answering": lambda pipe, bad: pipe([{"question": "q?", "context": "c"},
-                                                  {"question": "q?", "context": bad}]),
+    "question-answering": lambda pipe, bad: pipe(
+        [{"question": "q?", "context": "c"}, {"question": "q?", "context": bad}]
+    ),
     "zero-shot-classification": lambda pipe, bad: pipe(["a b", bad], candidate_labels=["x"]),
 }
 
@@ -227,8 +229,7 @@ def test_other_task_pipelines_take_the_same_odd_text(tiny_export, task):
             outcomes["InputTooLongError"] += 1
             continue
         except ValueError as e:  # documented refusals, e.g. an empty context or question
-            assert task in ("question-answering", "zero-shot-classification") and "empty" in str(e).lower(), \
-                (name, e)
+            assert task in ("question-answering", "zero-shot-classification") and "empty" in str(e).lower(), (name, e)
             outcomes["ValueError"] += 1
             continue
         assert result is not None
@@ -324,8 +325,12 @@ def test_huge_text_gets_exactly_the_tokens_of_the_whole_text(classifier, name):
     assert_valid(classifier(HUGE_TEXTS[name])[0])
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(pieces=st.lists(st.text(st.characters(), min_size=1, max_size=12), min_size=1, max_size=30))
 def test_property_the_head_of_a_huge_text_gives_its_tokens(classifier, pieces):
     COUNTS["hypothesis examples"] += 1
@@ -365,8 +370,20 @@ def test_one_huge_input_does_not_take_gigabytes():
 
 
 # -- 3. non-strings: TypeError naming the index and the type, on every path -----------------------------------
-NON_STRINGS = [None, 0, 3.5, float("nan"), True, b"bytes", bytearray(b"ba"), ["nested"], ("a", "b"), {"x"},
-               object(), np.int64(3)]
+NON_STRINGS = [
+    None,
+    0,
+    3.5,
+    float("nan"),
+    True,
+    b"bytes",
+    bytearray(b"ba"),
+    ["nested"],
+    ("a", "b"),
+    {"x"},
+    object(),
+    np.int64(3),
+]
 
 
 def _type_error(fn, index_word: str, bad) -> None:
@@ -420,12 +437,16 @@ def test_one_str_given_to_iter_is_one_input(classifier):
 any_text = st.one_of(
     st.text(st.characters(), max_size=40),
     st.text(st.characters(), min_size=400, max_size=1_000),  # mostly over 512 tokens
-    st.lists(st.sampled_from(["a", " ", "😀", "好", "\u0301", "\u200b", "\ud800", "good ", "[SEP]"]),
-             max_size=300).map("".join),
+    st.lists(st.sampled_from(["a", " ", "😀", "好", "\u0301", "\u200b", "\ud800", "good ", "[SEP]"]), max_size=300).map(
+        "".join
+    ),
 )
-PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
-                             suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example,
-                                                    HealthCheck.data_too_large])
+PROPERTY_SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example, HealthCheck.data_too_large],
+)
 
 
 @PROPERTY_SETTINGS
@@ -440,8 +461,12 @@ def test_property_any_text_gets_a_valid_prediction(classifier, texts):
     assert all(2 <= n <= LIMIT for n in lengths)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(texts=st.lists(any_text, min_size=1, max_size=4))
 def test_property_truncation_false_fails_only_as_documented(classifier, texts):
     COUNTS["hypothesis examples"] += 1
@@ -549,8 +574,9 @@ def test_stream_memory_does_not_grow_with_the_number_of_inputs(classifier):
     list(pipe.iter(_CountingSource(256, _word)))  # warm-up
     small = _traced_stream(pipe, 400)
     big = _traced_stream(pipe, 4_000)
-    FIGURES["stream on the embedded model"] = (f"4000 inputs (16 chunks): traced peak {big:.2f} MiB; "
-                                               f"400 inputs: {small:.2f} MiB")
+    FIGURES["stream on the embedded model"] = (
+        f"4000 inputs (16 chunks): traced peak {big:.2f} MiB; 400 inputs: {small:.2f} MiB"
+    )
     # 10x the inputs must not need more memory than one chunk does: results and encodings are not accumulated.
     assert big < 1.5 * small + 0.5, FIGURES["stream on the embedded model"]
 
@@ -581,15 +607,17 @@ print(json.dumps({"n": i + 1, "out_of_order": out_of_order, "rss_before_mib": be
 def test_one_hundred_thousand_inputs_in_bounded_memory_and_in_order(tiny_export):
     """100,000 inputs through a fresh runtime-only process (peak RSS is per process), on a tiny model."""
     folder = tiny_export("bert", "text-classification")
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(folder), "100000"], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(folder), "100000"], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     COUNTS["streamed inputs"] += r["n"]
     growth = r["rss_after_mib"] - r["rss_before_mib"]
     FIGURES["stream 100000 inputs (tiny bert, subprocess)"] = (
         f"max-RSS {r['rss_before_mib']:.0f} -> {r['rss_after_mib']:.0f} MiB (+{growth:.1f}) while yielding "
-        f"{r['results_mib']:.0f} MiB of results, {r['seconds']:.1f} s")
+        f"{r['results_mib']:.0f} MiB of results, {r['seconds']:.1f} s"
+    )
     assert r["n"] == 100_000 and r["out_of_order"] == 0
     assert not r["torch_imported"]
     # Holding the results would grow RSS by more than results_mib (~85 MiB); streaming stays within a chunk.

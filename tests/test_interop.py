@@ -69,12 +69,22 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("interop")
     return {
         "sst2-committed": COMMITTED,
-        "sst2-fp32": export(SHARED / "checkpoints" / "minilm-sst2", task="text-classification", out=tmp / "sst2",
-                            precisions="fp32", progress=False),
+        "sst2-fp32": export(
+            SHARED / "checkpoints" / "minilm-sst2",
+            task="text-classification",
+            out=tmp / "sst2",
+            precisions="fp32",
+            progress=False,
+        ),
         # with the STS Benchmark gate: the export fails if int8 falls more than 1 Spearman point below fp32
-        "minilm": export(_minilm_checkpoint(), task="feature-extraction", out=tmp / "minilm",
-                         precisions="int8,fp32", progress=False,
-                         validation_data=SHARED / "data" / "stsb" / "dev.csv"),
+        "minilm": export(
+            _minilm_checkpoint(),
+            task="feature-extraction",
+            out=tmp / "minilm",
+            precisions="int8,fp32",
+            progress=False,
+            validation_data=SHARED / "data" / "stsb" / "dev.csv",
+        ),
     }
 
 
@@ -86,7 +96,8 @@ JOBS = {
     "transformers.js": CLASSIFY + EMBED,
     "optimum": CLASSIFY + EMBED,
     "fastembed": CLASSIFY + EMBED,
-    "sentence-transformers": EMBED + [("sst2-fp32-embed", "sst2-fp32", "embed", "fp32"), ("st-pytorch", None, "st-pytorch", "fp32")],
+    "sentence-transformers": EMBED
+    + [("sst2-fp32-embed", "sst2-fp32", "embed", "fp32"), ("st-pytorch", None, "st-pytorch", "fp32")],
 }
 
 
@@ -99,9 +110,18 @@ def _batch_size(precision: str) -> int:
 
 def _run_consumer(consumer: str, folders: dict, tmp: Path) -> dict:
     where = envs.ensure(consumer)
-    jobs = [{"id": jid, "folder": str(folders[key]) if key else str(_minilm_checkpoint()), "kind": kind,
-             "precision": p, "texts": TEXTS, "dim": 2 if kind == "classify" else 384, "batch_size": _batch_size(p)}
-            for jid, key, kind, p in JOBS[consumer]]
+    jobs = [
+        {
+            "id": jid,
+            "folder": str(folders[key]) if key else str(_minilm_checkpoint()),
+            "kind": kind,
+            "precision": p,
+            "texts": TEXTS,
+            "dim": 2 if kind == "classify" else 384,
+            "batch_size": _batch_size(p),
+        }
+        for jid, key, kind, p in JOBS[consumer]
+    ]
     src, dst = tmp / "in.json", tmp / "out.json"
     src.write_text(json.dumps({"jobs": jobs}), encoding="utf-8")
     if consumer == "transformers.js":
@@ -109,8 +129,10 @@ def _run_consumer(consumer: str, folders: dict, tmp: Path) -> dict:
         shutil.copy(HERE / "run_transformersjs.mjs", where / "run.mjs")
         cmd, cwd = ["node", "run.mjs", str(src), str(dst)], where
     else:
-        cmd, cwd = [str(where / "bin" / "python"), str(HERE / f"run_{consumer.replace('-', '_')}.py"), str(src),
-                    str(dst)], tmp
+        cmd, cwd = (
+            [str(where / "bin" / "python"), str(HERE / f"run_{consumer.replace('-', '_')}.py"), str(src), str(dst)],
+            tmp,
+        )
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0 and dst.is_file(), f"{consumer} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return json.loads(dst.read_text(encoding="utf-8"))["results"]
@@ -157,16 +179,25 @@ def _cosines(a, b) -> np.ndarray:
 # truncateHelper on the full encoding); no file in the folder changes that, so its answers on texts over
 # max_length differ (cosine ~0.9965 on all-MiniLM-L6-v2). Asserted as an expected failure, strict: when
 # transformers.js fixes it, this test says so.
-TJS_LONG_XFAIL = pytest.mark.xfail(strict=True,
-                                   reason="transformers.js drops [SEP] when it truncates (texts over max_length)")
+TJS_LONG_XFAIL = pytest.mark.xfail(
+    strict=True, reason="transformers.js drops [SEP] when it truncates (texts over max_length)"
+)
 CONSUMERS = ("transformers.js", "optimum", "fastembed", "sentence-transformers")
 
 
 def _cases(jids, consumers, xfail_tjs_long):
     """(jid, consumer, part) parameters; transformers.js on long texts is an expected failure where asked."""
-    return [pytest.param(jid, c, part, marks=[TJS_LONG_XFAIL] if (c, part) == ("transformers.js", "long")
-                         and jid in xfail_tjs_long else [])
-            for jid in jids for c in consumers for part in ("short", "long")]
+    return [
+        pytest.param(
+            jid,
+            c,
+            part,
+            marks=[TJS_LONG_XFAIL] if (c, part) == ("transformers.js", "long") and jid in xfail_tjs_long else [],
+        )
+        for jid in jids
+        for c in consumers
+        for part in ("short", "long")
+    ]
 
 
 # On the committed int8 file the cut [SEP] moves transformers.js's score on the 620-word text by 4e-4 only, within

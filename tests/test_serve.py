@@ -20,16 +20,32 @@ from _serve_util import ROOT, Server, wait_until  # noqa: E402
 from onnxpipe import pipeline  # noqa: E402
 
 SST2 = str(ROOT / "models" / "minilm-sst2")
-TEXTS = ["I love this!", "I hate this so much!", "The plot was thin but the actors were great.", "Boring.",
-         "An absolute triumph of cinema.", "Not worth the ticket.", "", "caf\u00e9 \U0001F600 ok"]
+TEXTS = [
+    "I love this!",
+    "I hate this so much!",
+    "The plot was thin but the actors were great.",
+    "Boring.",
+    "An absolute triumph of cinema.",
+    "Not worth the ticket.",
+    "",
+    "caf\u00e9 \U0001f600 ok",
+]
 LONG = " ".join(["the movie was long and the story kept going"] * 60)  # ~540 tokens: over 512
 
 
 @pytest.fixture(scope="module")
 def server():
     # Two names for one folder: requests choose a model by name. Small limits so each status is reachable.
-    with Server(f"sst2={SST2}", f"other={SST2}", "--max-client-batch-size", "8", "--max-input-length", "64",
-                "--payload-limit", "20000") as s:
+    with Server(
+        f"sst2={SST2}",
+        f"other={SST2}",
+        "--max-client-batch-size",
+        "8",
+        "--max-input-length",
+        "64",
+        "--payload-limit",
+        "20000",
+    ) as s:
         yield s
 
 
@@ -55,15 +71,28 @@ def test_predict_single_equals_the_pipeline(server, classifier):
 
 
 def test_predict_batch_pairs_and_raw_scores(server, classifier):
-    r = server.post("/predict", {"inputs": ["I love this!", ["A man eats.", "Someone is eating."],
-                                            {"text": "Good.", "text_pair": "Bad."}], "raw_scores": True})
+    r = server.post(
+        "/predict",
+        {
+            "inputs": ["I love this!", ["A man eats.", "Someone is eating."], {"text": "Good.", "text_pair": "Bad."}],
+            "raw_scores": True,
+        },
+    )
     assert r.status_code == 200, r.text
     got = r.json()
-    want = classifier(["I love this!", {"text": "A man eats.", "text_pair": "Someone is eating."},
-                       {"text": "Good.", "text_pair": "Bad."}], top_k=None, function_to_apply="none")
+    want = classifier(
+        [
+            "I love this!",
+            {"text": "A man eats.", "text_pair": "Someone is eating."},
+            {"text": "Good.", "text_pair": "Bad."},
+        ],
+        top_k=None,
+        function_to_apply="none",
+    )
     assert [[x["label"] for x in row] for row in got] == [[x["label"] for x in row] for row in want]
-    np.testing.assert_allclose([[x["score"] for x in row] for row in got],
-                               [[x["score"] for x in row] for row in want], atol=2e-2)
+    np.testing.assert_allclose(
+        [[x["score"] for x in row] for row in got], [[x["score"] for x in row] for row in want], atol=2e-2
+    )
     assert any(x["score"] > 1 or x["score"] < 0 for row in got for x in row)  # logits, not probabilities
 
 
@@ -109,32 +138,41 @@ def test_health_info_metrics_and_playground(server):
     assert info["limits"]["max_client_batch_size"] == 8
     server.post("/predict", {"inputs": "x"})
     text = httpx.get(server.url + "/metrics").text
-    for family in ("onnxpipe_requests_total", "onnxpipe_request_duration_seconds_bucket", "onnxpipe_batch_size_bucket",
-                   "onnxpipe_queue_depth", "onnxpipe_input_tokens_total", "onnxpipe_batches_total"):
+    for family in (
+        "onnxpipe_requests_total",
+        "onnxpipe_request_duration_seconds_bucket",
+        "onnxpipe_batch_size_bucket",
+        "onnxpipe_queue_depth",
+        "onnxpipe_input_tokens_total",
+        "onnxpipe_batches_total",
+    ):
         assert family in text, family
     page = httpx.get(server.url + "/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"] and "/info" in page.text
 
 
 # -- errors ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("path, body, status, needle", [
-    ("/predict", b'{"inputs": ', 400, "not valid JSON"),
-    ("/predict", b"\xff\xfe", 400, "not valid JSON"),
-    ("/predict", json.dumps({"inputs": ["x"] * 9}).encode(), 413, "at most 8"),
-    ("/predict", json.dumps({"inputs": "x" * 30000}).encode(), 413, "--payload-limit"),
-    ("/predict", json.dumps({"inputs": 3}).encode(), 422, "string or a list"),
-    ("/predict", json.dumps({"inputs": [None]}).encode(), 422, "input 0 is NoneType"),
-    ("/predict", json.dumps({"inputs": []}).encode(), 422, "empty list"),
-    ("/predict", json.dumps({"text": "x"}).encode(), 422, "unknown fields ['text']"),
-    ("/predict", json.dumps(["x"]).encode(), 422, "JSON object"),
-    ("/predict", json.dumps({"inputs": "x", "truncate": "yes"}).encode(), 422, "truncate='yes'"),
-    ("/predict", json.dumps({"inputs": "x", "model": "nope"}).encode(), 422, "['other', 'sst2']"),
-    ("/predict", json.dumps({"inputs": " ".join(["word"] * 100)}).encode(), 422, "at most 64"),
-    ("/embed", json.dumps({"inputs": "x", "normalize": 1}).encode(), 422, "normalize=1"),
-    ("/v1/embeddings", json.dumps({"input": "x", "encoding_format": "hex"}).encode(), 422, "'float' or 'base64'"),
-    ("/fill-mask", json.dumps({"inputs": "a [MASK]"}).encode(), 404, "no served model does fill-mask"),
-    ("/nowhere", b"{}", 404, "Not Found"),
-])
+@pytest.mark.parametrize(
+    "path, body, status, needle",
+    [
+        ("/predict", b'{"inputs": ', 400, "not valid JSON"),
+        ("/predict", b"\xff\xfe", 400, "not valid JSON"),
+        ("/predict", json.dumps({"inputs": ["x"] * 9}).encode(), 413, "at most 8"),
+        ("/predict", json.dumps({"inputs": "x" * 30000}).encode(), 413, "--payload-limit"),
+        ("/predict", json.dumps({"inputs": 3}).encode(), 422, "string or a list"),
+        ("/predict", json.dumps({"inputs": [None]}).encode(), 422, "input 0 is NoneType"),
+        ("/predict", json.dumps({"inputs": []}).encode(), 422, "empty list"),
+        ("/predict", json.dumps({"text": "x"}).encode(), 422, "unknown fields ['text']"),
+        ("/predict", json.dumps(["x"]).encode(), 422, "JSON object"),
+        ("/predict", json.dumps({"inputs": "x", "truncate": "yes"}).encode(), 422, "truncate='yes'"),
+        ("/predict", json.dumps({"inputs": "x", "model": "nope"}).encode(), 422, "['other', 'sst2']"),
+        ("/predict", json.dumps({"inputs": " ".join(["word"] * 100)}).encode(), 422, "at most 64"),
+        ("/embed", json.dumps({"inputs": "x", "normalize": 1}).encode(), 422, "normalize=1"),
+        ("/v1/embeddings", json.dumps({"input": "x", "encoding_format": "hex"}).encode(), 422, "'float' or 'base64'"),
+        ("/fill-mask", json.dumps({"inputs": "a [MASK]"}).encode(), 404, "no served model does fill-mask"),
+        ("/nowhere", b"{}", 404, "Not Found"),
+    ],
+)
 def test_error_statuses(server, path, body, status, needle):
     r = httpx.post(server.url + path, content=body, headers={"content-type": "application/json"}, timeout=60)
     assert r.status_code == status, r.text
@@ -218,8 +256,9 @@ def test_serve_without_the_extra_names_the_pip_line(monkeypatch, capsys):
     from onnxpipe._cli import main
 
     real = util.find_spec
-    monkeypatch.setattr(util, "find_spec",
-                        lambda name, *a: None if name in ("starlette", "uvicorn") else real(name, *a))
+    monkeypatch.setattr(
+        util, "find_spec", lambda name, *a: None if name in ("starlette", "uvicorn") else real(name, *a)
+    )
     monkeypatch.setitem(sys.modules, "onnxpipe._serve", None)  # were the check missed, the import fails: no server
     assert main(["serve", "minilm-sst2"]) == 2
     err = capsys.readouterr().err
@@ -229,12 +268,27 @@ def test_serve_without_the_extra_names_the_pip_line(monkeypatch, capsys):
 # -- tasks on tiny exports (need the export extra to build them) ------------------------------------------------
 TASK_CASES = [
     ("fill-mask", "/fill-mask", "fm", "Paris is the [MASK] of France.", {"top_k": 3}),
-    ("token-classification", "/ner", "ner", "Hugging Face is based in New York City.",
-     {"aggregation_strategy": "simple"}),
-    ("question-answering", "/question-answering", "qa",
-     {"question": "Where is it based?", "context": "Hugging Face is based in New York City."}, {"top_k": 2}),
-    ("zero-shot-classification", "/zero-shot-classification", "zs", "I want to go to the beach.",
-     {"candidate_labels": ["travel", "cooking", "dancing"]}),
+    (
+        "token-classification",
+        "/ner",
+        "ner",
+        "Hugging Face is based in New York City.",
+        {"aggregation_strategy": "simple"},
+    ),
+    (
+        "question-answering",
+        "/question-answering",
+        "qa",
+        {"question": "Where is it based?", "context": "Hugging Face is based in New York City."},
+        {"top_k": 2},
+    ),
+    (
+        "zero-shot-classification",
+        "/zero-shot-classification",
+        "zs",
+        "I want to go to the beach.",
+        {"candidate_labels": ["travel", "cooking", "dancing"]},
+    ),
 ]
 
 
@@ -264,13 +318,24 @@ def test_task_endpoints_equal_the_pipeline(task_server, task, path, name, inputs
 def test_load_test_smoke(tmp_path):
     import subprocess
 
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "serve_load.py"), "--smoke", "--engines",
-                           "onnxpipe-serve,onnxpipe-unbatched", "--out", str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "serve_load.py"),
+            "--smoke",
+            "--engines",
+            "onnxpipe-serve,onnxpipe-unbatched",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "serve_load.json").read_text())
-    assert [(r["engine"], r["clients"]) for r in report["levels"]] == [("onnxpipe-serve", 2),
-                                                                      ("onnxpipe-unbatched", 2)]
+    assert [(r["engine"], r["clients"]) for r in report["levels"]] == [("onnxpipe-serve", 2), ("onnxpipe-unbatched", 2)]
     assert all(r["errors"] == 0 and r["ok"] == 20 for r in report["levels"])
     assert report["overload"]["refused_429"] >= 1 and report["overload"]["other"] == {}
     assert report["machine"]["cores"] >= 1 and report["commit"]

@@ -25,8 +25,10 @@ SCREENSHOT = ROOT / "bench" / "results" / "serve_playground.png"
 def _chrome():
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
-        pytest.fail("Chromium and chromedriver are not installed; `make test` installs them, or: "
-                    "apt-get install -y chromium chromium-driver")
+        pytest.fail(
+            "Chromium and chromedriver are not installed; `make test` installs them, or: "
+            "apt-get install -y chromium chromium-driver"
+        )
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service

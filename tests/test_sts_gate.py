@@ -20,13 +20,17 @@ def test_spearman_uses_average_ranks_for_ties():
     assert spearman_x100(-x, x) == -100.0
 
 
-@pytest.mark.parametrize("int8,fails", [({"batched": 81.0, "one_at_a_time": 81.9}, False),
-                                        ({"batched": 80.9, "one_at_a_time": 82.0}, True)])
+@pytest.mark.parametrize(
+    "int8,fails", [({"batched": 81.0, "one_at_a_time": 81.9}, False), ({"batched": 80.9, "one_at_a_time": 82.0}, True)]
+)
 def test_export_fails_when_int8_falls_more_than_one_point_below_fp32(int8, fails):
     from onnxpipe_export._stsb import _gate
 
-    figures = {"file": "dev.csv", "pytorch": 82.0,
-               "variants": {"fp32": {"batched": 82.0, "one_at_a_time": 82.0}, "int8": int8}}
+    figures = {
+        "file": "dev.csv",
+        "pytorch": 82.0,
+        "variants": {"fp32": {"batched": 82.0, "one_at_a_time": 82.0}, "int8": int8},
+    }
     if fails:
         with pytest.raises(ValidationError, match=r"80\.90 .*more than 1\.0 point below fp32 \(82\.00\)"):
             _gate(figures)

@@ -24,8 +24,9 @@ def test_every_task_record_is_complete(name):
     assert inspect.isclass(t.pipeline) and issubclass(t.pipeline, Pipeline)
     assert t.pipeline.task == name, "the pipeline class names its task as the table does"
     assert t.graph in GRAPHS, f"{name}: graph {t.graph!r} is not in GRAPHS"
-    assert set(t.pipeline.output_names) <= {*GRAPHS[t.graph].outputs, "last_hidden_state"}, \
+    assert set(t.pipeline.output_names) <= {*GRAPHS[t.graph].outputs, "last_hidden_state"}, (
         f"{name}: its pipeline reads outputs its graph does not have"
+    )
     assert t.default_model and t.default_source, f"{name}: no default model (pipeline({name!r}) needs one)"
     # The folder that serves the task is one a graph of its kind lists (conditionally for needs_label).
     labels = {0: f"{t.needs_label}ment"} if t.needs_label else None
@@ -79,6 +80,7 @@ def _parse(*argv: str) -> argparse.Namespace:
 @pytest.mark.parametrize("name", [n for n, t in TABLE.items() if t.options])
 def test_cli_options_come_from_the_table(name):
     t = TABLE[name]
+
     def argv_of(o):
         return [o.flag] if o.store_true else [o.flag, (o.choices or ("x",))[0]]
 
@@ -103,8 +105,9 @@ def test_a_missing_default_model_says_how_to_export_it_and_exports_nothing(monke
 
     monkeypatch.setenv("ONNXPIPE_HOME", str(tmp_path))
     before = set(sys.modules)
-    with pytest.raises(errors.ModelNotFoundError,
-                       match="onnxpipe export distilbert/distilroberta-base --task fill-mask"):
+    with pytest.raises(
+        errors.ModelNotFoundError, match="onnxpipe export distilbert/distilroberta-base --task fill-mask"
+    ):
         onnxpipe.pipeline("fill-mask")
     assert not [m for m in set(sys.modules) - before if m.startswith(("onnxpipe_export", "torch"))]
     assert list(tmp_path.iterdir()) == []

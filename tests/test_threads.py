@@ -52,8 +52,13 @@ def _calls(seed: int = 0) -> list[tuple]:
         elif kind == "pair":
             calls.append(("classify", [{"text": text(), "text_pair": text()} for _ in range(rng.randint(1, 3))], {}))
         elif kind == "tokenizer":
-            calls.append(("tokenize", [text() for _ in range(rng.randint(1, 8))],
-                          {"max_length": rng.choice([8, 16, 64, None]), "padding": True, "truncation": True}))
+            calls.append(
+                (
+                    "tokenize",
+                    [text() for _ in range(rng.randint(1, 8))],
+                    {"max_length": rng.choice([8, 16, 64, None]), "padding": True, "truncation": True},
+                )
+            )
         else:
             texts = [text() for _ in range(rng.randint(1, 6))]
             kwargs = {"top_k": None} if kind == "top_k" else {"truncation": False} if kind == "strict" else {}

@@ -37,9 +37,19 @@ def require_extra() -> None:
         )
 
 
-def export(source, task="text-classification", out=None, precisions=("int8", "fp32", "fp16"), force=False,
-           allow_pickle=False, trust_remote_code=False, revision=None, progress=True, validation_data=None,
-           int8_recipe="default"):
+def export(
+    source,
+    task="text-classification",
+    out=None,
+    precisions=("int8", "fp32", "fp16"),
+    force=False,
+    allow_pickle=False,
+    trust_remote_code=False,
+    revision=None,
+    progress=True,
+    validation_data=None,
+    int8_recipe="default",
+):
     """Export ``source`` (a checkpoint folder or hub id) for ``task`` into the model folder ``out``.
 
     Steps: load -> ONNX fp32 (optimum-onnx) -> graph fusion -> INT8 / fp16 variants -> validation against
@@ -56,6 +66,16 @@ def export(source, task="text-classification", out=None, precisions=("int8", "fp
     require_extra()
     from ._recipe import run_export
 
-    return run_export(source, task=task, out=out, precisions=precisions, force=force, allow_pickle=allow_pickle,
-                      trust_remote_code=trust_remote_code, revision=revision, progress=progress,
-                      validation_data=validation_data, int8_recipe=int8_recipe)
+    return run_export(
+        source,
+        task=task,
+        out=out,
+        precisions=precisions,
+        force=force,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        revision=revision,
+        progress=progress,
+        validation_data=validation_data,
+        int8_recipe=int8_recipe,
+    )

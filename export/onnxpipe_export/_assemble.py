@@ -30,19 +30,34 @@ from ._registry import HEADS
 from ._variants import VARIANT_FILES
 
 
-def draft_manifest(ckpt: Any, task: str, tasks: list[str], folder: Path, variants: dict[str, Variant],
-                   max_length: int, revision: str | None) -> Manifest:
+def draft_manifest(
+    ckpt: Any,
+    task: str,
+    tasks: list[str],
+    folder: Path,
+    variants: dict[str, Variant],
+    max_length: int,
+    revision: str | None,
+) -> Manifest:
     """The manifest of ``folder`` before validation: no figures yet, no files listed."""
     from ._load import tokenizer_config
 
     cfg = ckpt.config
     labelled = bool(GRAPHS[task].labels)
     return Manifest(
-        folder=folder, format_version=FORMAT_VERSION, task=task, tasks=tasks, architecture=cfg.model_type,
-        inputs=_graph_inputs(folder / VARIANT_FILES["fp32"]), outputs=[*HEADS[task]["outputs"], "last_hidden_state"],
+        folder=folder,
+        format_version=FORMAT_VERSION,
+        task=task,
+        tasks=tasks,
+        architecture=cfg.model_type,
+        inputs=_graph_inputs(folder / VARIANT_FILES["fp32"]),
+        outputs=[*HEADS[task]["outputs"], "last_hidden_state"],
         tokenizer_config=tokenizer_config(ckpt.tokenizer),
-        hidden_size=int(getattr(cfg, "hidden_size", None) or cfg.dim), max_length=max_length,
-        pad_token_id=int(ckpt.tokenizer.pad_token_id or 0), tokenizer="tokenizer.json", variants=variants,
+        hidden_size=int(getattr(cfg, "hidden_size", None) or cfg.dim),
+        max_length=max_length,
+        pad_token_id=int(ckpt.tokenizer.pad_token_id or 0),
+        tokenizer="tokenizer.json",
+        variants=variants,
         provenance=_provenance(ckpt, revision),
         labels={int(k): v for k, v in sorted(cfg.id2label.items())} if labelled else {},
         problem_type=(cfg.problem_type or "single_label_classification") if task == "text-classification" else None,
@@ -60,8 +75,9 @@ def finish_manifest(manifest: Manifest, precisions: list[str]) -> Manifest:
         if p not in precisions:
             (folder / v.file).unlink()
             intermediate[p] = v.validation or {}
-    files = {path.relative_to(folder).as_posix(): file_entry(path)
-             for path in sorted(folder.rglob("*")) if path.is_file()}
+    files = {
+        path.relative_to(folder).as_posix(): file_entry(path) for path in sorted(folder.rglob("*")) if path.is_file()
+    }
     return replace(manifest, variants=kept, files=files, intermediate_validation=intermediate or None)
 
 
@@ -99,8 +115,11 @@ def _versions() -> dict[str, str]:
 
 
 def _provenance(ckpt: Any, revision: str | None) -> dict[str, Any]:
-    prov: dict[str, Any] = {"source": ckpt.source, "tools": _versions(),
-                            "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    prov: dict[str, Any] = {
+        "source": ckpt.source,
+        "tools": _versions(),
+        "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     if ckpt.local is not None:
         prov["source_kind"] = "local folder"
         weights = sorted(ckpt.local.glob("*.safetensors")) or sorted(ckpt.local.glob("*.bin"))

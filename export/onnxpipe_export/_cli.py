@@ -17,24 +17,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     e = sub.add_parser("export", help="turn a PyTorch checkpoint into a model folder (needs onnxpipe[export])")
     e.add_argument("source", help="checkpoint folder or hub model id")
-    e.add_argument("--task", default="text-classification",
-                   help=f"one of: {', '.join(sorted(export_task_names()))} (an NLI model exported as "
-                        "zero-shot-classification also serves text-classification)")
+    e.add_argument(
+        "--task",
+        default="text-classification",
+        help=f"one of: {', '.join(sorted(export_task_names()))} (an NLI model exported as "
+        "zero-shot-classification also serves text-classification)",
+    )
     e.add_argument("--out", required=True, help="model folder to create")
     e.add_argument("--precision", default="int8,fp32,fp16", help="comma-separated: int8, fp32, fp16")
-    e.add_argument("--force", action="store_true",
-                   help="replace an existing onnxpipe model folder (or an empty folder) at --out; never anything else")
+    e.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing onnxpipe model folder (or an empty folder) at --out; never anything else",
+    )
     e.add_argument("--allow-pickle", action="store_true", help="allow pickled (.bin) weights: runs code; trust it")
     e.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
     e.add_argument("--revision", help="hub revision (branch, tag or commit)")
-    e.add_argument("--validation-data", metavar="FILE",
-                   help="text-classification: labelled sentences (label<TAB>text, header line), accuracy per variant; "
-                        "feature-extraction: STS Benchmark pairs (e.g. dev.csv), Spearman x100 per variant, and the "
-                        "export fails when int8 falls more than 1 point below fp32")
-    e.add_argument("--int8-recipe", default="default", metavar="NAME",
-                   help=f"default ({DEFAULT_INT8}), search (quantize every candidate, score it on "
-                        "--validation-data, time it here, keep the fastest within 1 point of PyTorch and 98%% label "
-                        "agreement; all figures go in the manifest), or a candidate: " + ", ".join(INT8_CANDIDATES))
+    e.add_argument(
+        "--validation-data",
+        metavar="FILE",
+        help="text-classification: labelled sentences (label<TAB>text, header line), accuracy per variant; "
+        "feature-extraction: STS Benchmark pairs (e.g. dev.csv), Spearman x100 per variant, and the "
+        "export fails when int8 falls more than 1 point below fp32",
+    )
+    e.add_argument(
+        "--int8-recipe",
+        default="default",
+        metavar="NAME",
+        help=f"default ({DEFAULT_INT8}), search (quantize every candidate, score it on "
+        "--validation-data, time it here, keep the fastest within 1 point of PyTorch and 98%% label "
+        "agreement; all figures go in the manifest), or a candidate: " + ", ".join(INT8_CANDIDATES),
+    )
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_export)
@@ -51,9 +64,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ExportExtraMissingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = export(args.source, task=args.task, out=args.out, precisions=args.precision, force=args.force,
-                 allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code, revision=args.revision,
-                 progress=not args.quiet, validation_data=args.validation_data, int8_recipe=args.int8_recipe)
+    out = export(
+        args.source,
+        task=args.task,
+        out=args.out,
+        precisions=args.precision,
+        force=args.force,
+        allow_pickle=args.allow_pickle,
+        trust_remote_code=args.trust_remote_code,
+        revision=args.revision,
+        progress=not args.quiet,
+        validation_data=args.validation_data,
+        int8_recipe=args.int8_recipe,
+    )
     print(f"wrote {out}")
     args.model, args.json = str(out), False
     return cmd_info(args)

@@ -32,8 +32,10 @@ def decoder_precisions(precisions) -> list[str]:
         return list(DECODER_DEFAULT)
     bad = [p for p in precisions if p not in DECODER_FILES]
     if bad or not precisions:
-        raise ExportError(f"precision(s) {bad or precisions} are not made for text-generation; choose from "
-                          f"{sorted(DECODER_FILES)} (int4: 4-bit weight-only MatMulNBits; int8: dynamic, u8 weights)")
+        raise ExportError(
+            f"precision(s) {bad or precisions} are not made for text-generation; choose from "
+            f"{sorted(DECODER_FILES)} (int4: 4-bit weight-only MatMulNBits; int8: dynamic, u8 weights)"
+        )
     return list(dict.fromkeys(precisions))
 
 
@@ -44,8 +46,9 @@ def _export_onnx(model, out_dir: Path) -> Path:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # validated against PyTorch below
         warnings.filterwarnings("ignore", category=UserWarning)
-        onnx_export_from_model(model, out_dir, task="text-generation-with-past", do_validation=False,
-                               no_post_process=True)
+        onnx_export_from_model(
+            model, out_dir, task="text-generation-with-past", do_validation=False, no_post_process=True
+        )
     return out_dir / "model.onnx"
 
 
@@ -68,13 +71,24 @@ def generation_block(ckpt) -> dict:
         "eos_token_id": eos_ids,
         # transformers' pipeline pads with eos when the tokenizer has no pad token (GPT-2)
         "pad_token_id": int(pad) if pad is not None else (eos_ids[0] if eos_ids else 0),
-        "config": {k: v for k, v in gen.to_diff_dict().items() if not k.startswith("_") and k != "transformers_version"},
+        "config": {
+            k: v for k, v in gen.to_diff_dict().items() if not k.startswith("_") and k != "transformers_version"
+        },
         "chat_template": "chat_template.jinja" if getattr(tok, "chat_template", None) else None,
     }
 
 
-def export_decoder(source, requested: str, out, precisions, force: bool, allow_pickle: bool,
-                   trust_remote_code: bool, revision, progress: bool) -> Path:
+def export_decoder(
+    source,
+    requested: str,
+    out,
+    precisions,
+    force: bool,
+    allow_pickle: bool,
+    trust_remote_code: bool,
+    revision,
+    progress: bool,
+) -> Path:
     """Export a causal LM into a model folder; see the module docstring. Returns the folder."""
     from ._assemble import _provenance, finish_manifest, write_manifest
     from ._decoder_validate import validate_decoder
@@ -113,13 +127,21 @@ def export_decoder(source, requested: str, out, precisions, force: bool, allow_p
         graph = onnx.load(str(fp32), load_external_data=False).graph
         cfg = ckpt.config
         manifest = Manifest(
-            folder=tmp, format_version=FORMAT_VERSION, task="text-generation", tasks=["text-generation"],
-            architecture=cfg.model_type, inputs=[i.name for i in graph.input],
-            outputs=[o.name for o in graph.output], tokenizer_config=tokenizer_config(ckpt.tokenizer),
+            folder=tmp,
+            format_version=FORMAT_VERSION,
+            task="text-generation",
+            tasks=["text-generation"],
+            architecture=cfg.model_type,
+            inputs=[i.name for i in graph.input],
+            outputs=[o.name for o in graph.output],
+            tokenizer_config=tokenizer_config(ckpt.tokenizer),
             hidden_size=int(getattr(cfg, "hidden_size", None) or cfg.n_embd),
             max_length=int(getattr(cfg, "max_position_embeddings", None) or cfg.n_positions),
-            pad_token_id=generation["pad_token_id"], tokenizer="tokenizer.json", generation=generation,
-            variants=variants, provenance=_provenance(ckpt, revision),
+            pad_token_id=generation["pad_token_id"],
+            tokenizer="tokenizer.json",
+            generation=generation,
+            variants=variants,
+            provenance=_provenance(ckpt, revision),
         )
         validated = {p: replace(v, validation=validate_decoder(ckpt, manifest, p)) for p, v in variants.items()}
         manifest = finish_manifest(replace(manifest, variants=validated), precisions)

@@ -54,20 +54,35 @@ def validate_decoder(ckpt, manifest, precision: str) -> dict:
         for t in ref_tokens[:STEPS]:
             got.append(cache.step(np.array([t]))[0])
         worst = max(worst, float(np.abs(np.stack(got) - ref_logits[: STEPS + 1]).max()))
-        steps = generate_tokens(model, graph, np.array([ids]), np.ones((1, len(ids)), dtype=np.int64), GREEDY,
-                                Sampling(), eos_ids=[], pad_id=0)
+        steps = generate_tokens(
+            model,
+            graph,
+            np.array([ids]),
+            np.ones((1, len(ids)), dtype=np.int64),
+            GREEDY,
+            Sampling(),
+            eos_ids=[],
+            pad_id=0,
+        )
         tokens = [int(t[0]) for t, _ in steps]
         same = next((i for i, (a, b) in enumerate(zip(tokens, ref_tokens)) if a != b), GREEDY)
         agree, total = agree + same, total + GREEDY
         if same < GREEDY:
             mismatches.append({"prompt": prompt, "first_divergence": same})
-    figures = {"max_abs_logits_diff": worst, "greedy_tokens_before_divergence": f"{agree}/{total}",
-               "greedy_identical": not mismatches, "prompts": len(PROMPTS), "cached_steps_compared": STEPS}
-    figures["summary"] = (f"logits within {worst:.1e}, greedy {agree}/{total} tokens identical")
+    figures = {
+        "max_abs_logits_diff": worst,
+        "greedy_tokens_before_divergence": f"{agree}/{total}",
+        "greedy_identical": not mismatches,
+        "prompts": len(PROMPTS),
+        "cached_steps_compared": STEPS,
+    }
+    figures["summary"] = f"logits within {worst:.1e}, greedy {agree}/{total} tokens identical"
     if precision == "fp32":
         if worst > FP32_ATOL:
-            raise ValidationError(f"fp32 logits differ from PyTorch by {worst:.2e} (> {FP32_ATOL}) on the prompt or a "
-                                  "cached step; the export is wrong for this architecture")
+            raise ValidationError(
+                f"fp32 logits differ from PyTorch by {worst:.2e} (> {FP32_ATOL}) on the prompt or a "
+                "cached step; the export is wrong for this architecture"
+            )
         if mismatches:
             raise ValidationError(f"fp32 greedy continuation differs from PyTorch's: {mismatches}")
     return figures

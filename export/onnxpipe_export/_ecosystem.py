@@ -49,8 +49,9 @@ def sentence_transformers_modules(ckpt) -> list[dict] | None:
     path = source_file(ckpt, "modules.json")
     if path is None:
         return None
-    bad = ExportError(f"{path} is not a sentence-transformers modules.json (a list of {{type, path}} objects); "
-                      "fix or delete it")
+    bad = ExportError(
+        f"{path} is not a sentence-transformers modules.json (a list of {{type, path}} objects); fix or delete it"
+    )
     try:
         modules = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:
@@ -101,9 +102,11 @@ def _sentence_transformers_files(ckpt, folder: Path, modules: list[dict], max_le
     kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
     unknown = sorted(set(kinds) - {"Transformer", "Pooling", "Normalize"})
     if unknown:
-        raise ExportError(f"{ckpt.source} has sentence-transformers modules {unknown} that onnxpipe does not run "
-                          "(it runs Transformer, Pooling, Normalize); export it as plain feature-extraction by "
-                          "removing modules.json from a copy of the checkpoint, knowing the vectors will differ")
+        raise ExportError(
+            f"{ckpt.source} has sentence-transformers modules {unknown} that onnxpipe does not run "
+            "(it runs Transformer, Pooling, Normalize); export it as plain feature-extraction by "
+            "removing modules.json from a copy of the checkpoint, knowing the vectors will differ"
+        )
     out = []
     for module, kind in zip(modules, kinds):
         entry = {k: module[k] for k in ("idx", "name", "path", "type") if k in module}

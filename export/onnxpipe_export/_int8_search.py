@@ -67,8 +67,17 @@ def _throughput(model: OnnxModel, batches: list[dict], sentences: int) -> float:
     return sentences / (time.perf_counter() - t0)
 
 
-def search(folder: Path, manifest: Manifest, tokenizer: AutoTokenizer, source_for, texts: list[str],
-           gold: list[int], ref_labels: np.ndarray, rounds: int = 2, progress=None) -> dict:
+def search(
+    folder: Path,
+    manifest: Manifest,
+    tokenizer: AutoTokenizer,
+    source_for,
+    texts: list[str],
+    gold: list[int],
+    ref_labels: np.ndarray,
+    rounds: int = 2,
+    progress=None,
+) -> dict:
     """Quantize and measure every candidate; return the manifest's ``recipe_search`` block.
 
     ``source_for(recipe)`` gives the fp32 graph a recipe quantizes. The chosen candidate's file is left at
@@ -78,8 +87,10 @@ def search(folder: Path, manifest: Manifest, tokenizer: AutoTokenizer, source_fo
     pytorch_accuracy = float((ref_labels == gold_arr).mean())
     singles = [tokenizer([t], truncation=True, return_tensors="np") for t in texts]
     lengths = [int(s["input_ids"].shape[1]) for s in singles]
-    batches = [tokenizer([texts[i] for i in idx], padding=True, truncation=True, return_tensors="np")
-               for idx in plan_batches(lengths, batch_size=len(texts), max_batch_tokens=BATCH_TOKENS)]
+    batches = [
+        tokenizer([texts[i] for i in idx], padding=True, truncation=True, return_tensors="np")
+        for idx in plan_batches(lengths, batch_size=len(texts), max_batch_tokens=BATCH_TOKENS)
+    ]
     work = folder / "search"
     work.mkdir()
     rows: dict[str, dict] = {}
@@ -90,9 +101,11 @@ def search(folder: Path, manifest: Manifest, tokenizer: AutoTokenizer, source_fo
         path = work / f"{name}.onnx"
         quantize_int8(source_for(recipe), path, recipe)
         model = _session_on(manifest, f"search/{name}.onnx", recipe)
-        rows[name] = {"recipe": {k: v for k, v in recipe.items() if k != "name"},
-                      "size_mb": round(path.stat().st_size / 1e6, 2),
-                      **label_figures(model, singles, gold_arr, ref_labels)}
+        rows[name] = {
+            "recipe": {k: v for k, v in recipe.items() if k != "name"},
+            "size_mb": round(path.stat().st_size / 1e6, 2),
+            **label_figures(model, singles, gold_arr, ref_labels),
+        }
         del model
         gc.collect()
     for r in range(rounds):
@@ -110,29 +123,41 @@ def search(folder: Path, manifest: Manifest, tokenizer: AutoTokenizer, source_fo
             gc.collect()
     base = rows[DEFAULT_INT8]
     for row in rows.values():
-        row["speed_vs_default"] = round(float(np.sqrt(row["sentences_per_s"] / base["sentences_per_s"]
-                                                      * base["batch1_p50_ms"] / row["batch1_p50_ms"])), 3)
-        row["gates_met"] = bool(row["accuracy"] >= pytorch_accuracy - QUALITY_GATES["max_accuracy_drop"]
-                                and row["label_agreement_with_pytorch"] >= QUALITY_GATES["min_label_agreement"])
+        row["speed_vs_default"] = round(
+            float(
+                np.sqrt(row["sentences_per_s"] / base["sentences_per_s"] * base["batch1_p50_ms"] / row["batch1_p50_ms"])
+            ),
+            3,
+        )
+        row["gates_met"] = bool(
+            row["accuracy"] >= pytorch_accuracy - QUALITY_GATES["max_accuracy_drop"]
+            and row["label_agreement_with_pytorch"] >= QUALITY_GATES["min_label_agreement"]
+        )
     passing = [n for n, row in rows.items() if row["gates_met"]]
     if passing:
         chosen = max(passing, key=lambda n: rows[n]["speed_vs_default"])
     else:
         chosen = max(rows, key=lambda n: rows[n]["label_agreement_with_pytorch"])
-        warnings.warn(f"no int8 recipe met the quality gates {QUALITY_GATES}; took the most faithful, {chosen!r} "
-                      f"(agreement {rows[chosen]['label_agreement_with_pytorch']:.3f}). Consider shipping fp32.",
-                      stacklevel=2)
+        warnings.warn(
+            f"no int8 recipe met the quality gates {QUALITY_GATES}; took the most faithful, {chosen!r} "
+            f"(agreement {rows[chosen]['label_agreement_with_pytorch']:.3f}). Consider shipping fp32.",
+            stacklevel=2,
+        )
     (work / f"{chosen}.onnx").replace(folder / "onnx" / "model_quantized.onnx")
     shutil.rmtree(work)
     return {
         "chosen": chosen,
         "gates_met": bool(passing),
         "rule": "best speed_vs_default (geometric mean of throughput and batch-1 speed, each relative to "
-                f"{DEFAULT_INT8}) among candidates with accuracy >= PyTorch's - {QUALITY_GATES['max_accuracy_drop']} "
-                f"and label agreement >= {QUALITY_GATES['min_label_agreement']}",
+        f"{DEFAULT_INT8}) among candidates with accuracy >= PyTorch's - {QUALITY_GATES['max_accuracy_drop']} "
+        f"and label agreement >= {QUALITY_GATES['min_label_agreement']}",
         "data": {"sentences": len(texts), "pytorch_accuracy": pytorch_accuracy},
-        "timing": {"machine": machine_info()["cpu"], "rounds": rounds, "batch_tokens": BATCH_TOKENS,
-                   "sentences_per_s": "whole set in length-sorted batches, best round",
-                   "batch1_p50_ms": f"one sentence per run, first {BATCH1_SENTENCES} sentences, best round"},
+        "timing": {
+            "machine": machine_info()["cpu"],
+            "rounds": rounds,
+            "batch_tokens": BATCH_TOKENS,
+            "sentences_per_s": "whole set in length-sorted batches, best round",
+            "batch1_p50_ms": f"one sentence per run, first {BATCH1_SENTENCES} sentences, best round",
+        },
         "candidates": rows,
     }

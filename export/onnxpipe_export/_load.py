@@ -45,8 +45,9 @@ def _remote_code_error(source: str, e: ValueError, what: str = "cannot load") ->
     return ExportError(f"{what} {source}: {e}")
 
 
-def load_checkpoint(source: str, task: str, allow_pickle: bool, trust_remote_code: bool,
-                    revision: str | None) -> Checkpoint:
+def load_checkpoint(
+    source: str, task: str, allow_pickle: bool, trust_remote_code: bool, revision: str | None
+) -> Checkpoint:
     import transformers
     from transformers import AutoConfig, AutoTokenizer
 

@@ -1,13 +1,13 @@
 """CPU low-bit variants of a decoder graph: 4-bit weight-only (``MatMulNBits``) and dynamic int8.
 
-4-bit: every MatMul (and plain Gemm: GPT-2's Conv1D layers) whose weight is a 2-D float initializer becomes onnxruntime's ``com.microsoft.MatMulNBits``
-(what onnxruntime-genai runs on CPU): symmetric 4-bit weights in blocks of ``block_size`` along K, one fp32
-scale per block, zero point 8 (the operator's default when none is given). It is written here in numpy
-rather than with onnxruntime's MatMulNBitsQuantizer because that module imports ``onnx_ir``, one more export
-dependency for ~40 lines of packing.
+4-bit: every MatMul (and plain Gemm: GPT-2's Conv1D layers) whose weight is a 2-D float initializer becomes
+onnxruntime's ``com.microsoft.MatMulNBits`` (what onnxruntime-genai runs on CPU): symmetric 4-bit weights in blocks
+of ``block_size`` along K, one fp32 scale per block, zero point 8 (the operator's default when none is given). It is
+written here in numpy rather than with onnxruntime's MatMulNBitsQuantizer because that module imports ``onnx_ir``,
+one more export dependency for ~40 lines of packing.
 
-int8: onnxruntime's dynamic quantizer with u8 weights: on AVX2-only CPUs (no VNNI) the u8 x s8 kernel
-saturates its 16-bit pair sums (README "INT8 and the CPU"), u8 x u8 does not.
+int8: onnxruntime's dynamic quantizer with u8 weights: on AVX2-only CPUs (no VNNI) the u8 x s8 kernel saturates its
+16-bit pair sums (README "INT8 and the CPU"), u8 x u8 does not.
 """
 
 from __future__ import annotations
@@ -69,16 +69,31 @@ def quantize_4bit(source: Path, out: Path, settings: dict = INT4) -> dict:
             continue
         packed, scales = _pack_4bit(w, block)
         base = f"{node.input[1]}_q4"
-        graph.initializer.extend([numpy_helper.from_array(packed, base), numpy_helper.from_array(scales, base + "_scales")])
+        graph.initializer.extend(
+            [numpy_helper.from_array(packed, base), numpy_helper.from_array(scales, base + "_scales")]
+        )
         bias = node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]
         product = [node.output[0] + "_nobias"] if bias else list(node.output)
-        nodes.append(helper.make_node("MatMulNBits", [node.input[0], base, base + "_scales"], product,
-                                      name=(node.name or base) + "_q4", domain="com.microsoft", K=w.shape[0],
-                                      N=w.shape[1], bits=4, block_size=block,
-                                      accuracy_level=int(settings["accuracy_level"])))
+        nodes.append(
+            helper.make_node(
+                "MatMulNBits",
+                [node.input[0], base, base + "_scales"],
+                product,
+                name=(node.name or base) + "_q4",
+                domain="com.microsoft",
+                K=w.shape[0],
+                N=w.shape[1],
+                bits=4,
+                block_size=block,
+                accuracy_level=int(settings["accuracy_level"]),
+            )
+        )
         if bias:  # Gemm's C (GPT-2's Conv1D layers export as Gemm): added after the 4-bit product
-            nodes.append(helper.make_node("Add", [product[0], node.input[2]], list(node.output),
-                                          name=(node.name or base) + "_bias"))
+            nodes.append(
+                helper.make_node(
+                    "Add", [product[0], node.input[2]], list(node.output), name=(node.name or base) + "_bias"
+                )
+            )
         replaced += 1
     used = {i for n in nodes for i in n.input}
     keep = [i for i in graph.initializer if i.name in used or i.name in {o.name for o in graph.output}]
@@ -99,8 +114,13 @@ def quantize_8bit(source: Path, out: Path, settings: dict = INT8) -> dict:
     level = root.level
     root.setLevel(max(level, logging.ERROR))  # the quantizer's "consider pre-processing" advice is for static
     try:
-        quantize_dynamic(str(source), str(out), weight_type=QuantType[settings["weight_type"]],
-                         per_channel=settings["per_channel"], op_types_to_quantize=list(settings["op_types"]))
+        quantize_dynamic(
+            str(source),
+            str(out),
+            weight_type=QuantType[settings["weight_type"]],
+            per_channel=settings["per_channel"],
+            op_types_to_quantize=list(settings["op_types"]),
+        )
     finally:
         root.setLevel(level)
     return dict(settings)

@@ -61,6 +61,7 @@ def export_fp32(model, task: str, out_dir: Path) -> Path:
         # The tracer warns about constants in transformers' mask code on every export; the graph is validated
         # against PyTorch afterwards, which is the check that matters, so the warning is only noise here.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        onnx_export_from_model(model, out_dir, task=task, custom_onnx_configs=custom, do_validation=False,
-                               no_post_process=True)
+        onnx_export_from_model(
+            model, out_dir, task=task, custom_onnx_configs=custom, do_validation=False, no_post_process=True
+        )
     return out_dir / "model.onnx"

@@ -29,8 +29,12 @@ def _heads_and_hidden(config) -> tuple[int, int]:
 # onnxruntime fuses LayerNorm / SkipLayerNorm / Gelu again at load time where the export left them unfused.
 GRAPHS = {
     "fused": {},
-    "fused-attention-only": {"enable_skip_layer_norm": False, "enable_bias_skip_layer_norm": False,
-                             "enable_bias_gelu": False, "enable_embed_layer_norm": False},
+    "fused-attention-only": {
+        "enable_skip_layer_norm": False,
+        "enable_bias_skip_layer_norm": False,
+        "enable_bias_gelu": False,
+        "enable_embed_layer_norm": False,
+    },
     "fused-no-attention": {"enable_attention": False},
     "unfused": None,
 }
@@ -47,8 +51,9 @@ def fuse(raw: Path, out: Path, fusion: str | None, config, graph: str = "fused")
     for name, value in GRAPHS[graph].items():
         setattr(options, name, value)
     heads, hidden = _heads_and_hidden(config)
-    model = optimize_model(str(raw), model_type=fusion, num_heads=heads, hidden_size=hidden,
-                           optimization_options=options)
+    model = optimize_model(
+        str(raw), model_type=fusion, num_heads=heads, hidden_size=hidden, optimization_options=options
+    )
     model.save_model_to_file(str(out))
     return {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
 
@@ -74,8 +79,12 @@ def quantize_int8(source: Path, out: Path, recipe: dict | None = None) -> dict:
     root.setLevel(max(level, logging.ERROR))
     try:
         quantize_dynamic(
-            str(source), str(out), weight_type=QuantType[recipe["weight_type"]], per_channel=recipe["per_channel"],
-            reduce_range=recipe["reduce_range"], op_types_to_quantize=list(recipe["op_types"]),
+            str(source),
+            str(out),
+            weight_type=QuantType[recipe["weight_type"]],
+            per_channel=recipe["per_channel"],
+            reduce_range=recipe["reduce_range"],
+            op_types_to_quantize=list(recipe["op_types"]),
             # The fused graph carries contrib ops without type info; without this the quantizer cannot infer types.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
@@ -110,8 +119,13 @@ def residual_add_as_sum(path: Path) -> int:
         add = producer.get(n.input[0]) if n.op_type == "LayerNormalization" else None
         # only an Add of two activations read by the LayerNormalization alone: a bias Add (one constant input)
         # is left for the fusions that fold biases, and an Add whose sum is reused elsewhere is not a skip
-        if (add is not None and add.op_type == "Add" and uses[add.output[0]] == 1
-                and add.output[0] not in graph_outputs and not set(add.input) & constants):
+        if (
+            add is not None
+            and add.op_type == "Add"
+            and uses[add.output[0]] == 1
+            and add.output[0] not in graph_outputs
+            and not set(add.input) & constants
+        ):
             add.op_type = "Sum"
             count += 1
     onnx.save(model, str(path))

@@ -104,22 +104,25 @@ def prepare(out, source, force: bool) -> Target:
     cwd = Path.cwd().resolve()
     if _inside(cwd, real):
         what = "the current directory" if real == cwd else f"a folder above the current directory ({cwd})"
-        raise ExportError(f"--out {out} is {what}; an export replaces its --out as a whole. "
-                          f"Name a new folder instead, e.g. --out {os.path.join(str(out), 'model')}")
+        raise ExportError(
+            f"--out {out} is {what}; an export replaces its --out as a whole. "
+            f"Name a new folder instead, e.g. --out {os.path.join(str(out), 'model')}"
+        )
     local = Path(str(source)).expanduser()
     if local.exists():
         src = local.resolve()
         overlaps = {"is": real == src, "is inside": _inside(real, src), "contains": _inside(src, real)}
         hits = [what for what, hit in overlaps.items() if hit]
         if hits:
-            raise ExportError(f"--out {out} ({real}) {hits[0]} the source checkpoint {source}; the export must "
-                              f"not write into or replace its own input. Choose another folder, e.g. "
-                              f"--out {src.parent / (src.name + '-onnx')}")
+            raise ExportError(
+                f"--out {out} ({real}) {hits[0]} the source checkpoint {source}; the export must "
+                f"not write into or replace its own input. Choose another folder, e.g. "
+                f"--out {src.parent / (src.name + '-onnx')}"
+            )
     if not os.path.lexists(path):
         return Target(path, None)
     if not force:
-        raise OutputExistsError(f"{path} already exists; pass --force (force=True) to replace it "
-                                f"({_FORCE_POLICY})")
+        raise OutputExistsError(f"{path} already exists; pass --force (force=True) to replace it ({_FORCE_POLICY})")
     reason = not_replaceable(path)
     if reason:
         raise OutputExistsError(f"{path} {reason}. {_FORCE_POLICY}: move it away or choose another --out")
@@ -135,9 +138,11 @@ def check_space(folder: Path, source) -> None:
     weights = sum(p.stat().st_size for p in local.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
     free = shutil.disk_usage(folder).free
     if free < 2 * weights:
-        raise ExportError(f"only {free / 1e6:.0f} MB are free in {folder.parent}; the export needs at least "
-                          f"{2 * weights / 1e6:.0f} MB (twice the checkpoint's weights). Free space there or "
-                          "choose an --out on another disk")
+        raise ExportError(
+            f"only {free / 1e6:.0f} MB are free in {folder.parent}; the export needs at least "
+            f"{2 * weights / 1e6:.0f} MB (twice the checkpoint's weights). Free space there or "
+            "choose an --out on another disk"
+        )
 
 
 # -- the rename that never replaces ------------------------------------------------------------------------
@@ -206,16 +211,21 @@ def place(tmp: Path, target: Target) -> None:
         _move_in(tmp, out)
         return
     st = backup.lstat()
-    reason = not_replaceable(backup) or ("is another folder than at the start" if (st.st_dev, st.st_ino) !=
-                                         target.replaces else None)
+    reason = not_replaceable(backup) or (
+        "is another folder than at the start" if (st.st_dev, st.st_ino) != target.replaces else None
+    )
     if reason:
         try:
             rename_noreplace(backup, out)
         except OSError:  # something else is at out by now: keep what was moved aside, hidden but intact
-            raise OutputExistsError(f"{out} changed while this export ran and something else then took its "
-                                    f"place; what was there is kept as {backup}. This export was discarded") from None
-        raise OutputExistsError(f"{out} changed while this export ran ({reason.replace('is ', 'it is now ', 1)}); "
-                                f"it was left as it is and this export was discarded. {_FORCE_POLICY}")
+            raise OutputExistsError(
+                f"{out} changed while this export ran and something else then took its "
+                f"place; what was there is kept as {backup}. This export was discarded"
+            ) from None
+        raise OutputExistsError(
+            f"{out} changed while this export ran ({reason.replace('is ', 'it is now ', 1)}); "
+            f"it was left as it is and this export was discarded. {_FORCE_POLICY}"
+        )
     try:
         _move_in(tmp, out)
     finally:  # the old model folder goes, as --force asked, even when another export took the place meanwhile

@@ -70,34 +70,51 @@ def _int8_recipe(task: str, precisions: list[str], validation_data: Any, int8_re
     before anything heavy loads."""
     if validation_data is not None:
         if task not in ("text-classification", "feature-extraction"):
-            raise ExportError("--validation-data applies to text-classification (labelled sentences, label<TAB>text) "
-                              "and feature-extraction (STS Benchmark pairs) exports only")
+            raise ExportError(
+                "--validation-data applies to text-classification (labelled sentences, label<TAB>text) "
+                "and feature-extraction (STS Benchmark pairs) exports only"
+            )
         if not Path(validation_data).is_file():
-            raise ExportError(f"--validation-data {validation_data}: no such file (expected label<TAB>text rows "
-                              "for text-classification, STS Benchmark rows for feature-extraction)")
+            raise ExportError(
+                f"--validation-data {validation_data}: no such file (expected label<TAB>text rows "
+                "for text-classification, STS Benchmark rows for feature-extraction)"
+            )
         if task == "feature-extraction":
             from ._stsb import read_sts
 
             read_sts(validation_data)  # a wrong file is refused now, not after the export
     if int8_recipe == "search":
         if validation_data is None or "int8" not in precisions:
-            raise ExportError("--int8-recipe search scores candidates on labelled data: pass --validation-data TSV "
-                              "(text-classification) and keep int8 in --precision")
+            raise ExportError(
+                "--int8-recipe search scores candidates on labelled data: pass --validation-data TSV "
+                "(text-classification) and keep int8 in --precision"
+            )
         return None
     from ._optimize import DEFAULT_INT8, recipe_named
 
     return recipe_named(DEFAULT_INT8 if int8_recipe == "default" else int8_recipe)
 
 
-def run_export(source, task="text-classification", out=None, precisions=("int8", "fp32", "fp16"), force=False,
-               allow_pickle=False, trust_remote_code=False, revision=None, progress=True,
-               validation_data=None, int8_recipe="default") -> Path:
+def run_export(
+    source,
+    task="text-classification",
+    out=None,
+    precisions=("int8", "fp32", "fp16"),
+    force=False,
+    allow_pickle=False,
+    trust_remote_code=False,
+    revision=None,
+    progress=True,
+    validation_data=None,
+    int8_recipe="default",
+) -> Path:
     requested, task = task, canonical_export_task(task)
     if task == "text-generation":  # decoder-only causal LMs have their own recipe
         from ._decoder import export_decoder
 
-        return export_decoder(source, requested, out, precisions, force, allow_pickle, trust_remote_code, revision,
-                              progress)
+        return export_decoder(
+            source, requested, out, precisions, force, allow_pickle, trust_remote_code, revision, progress
+        )
     precisions = _parse_precisions(precisions)
     target = prepare(out, source, force)
     out = target.path
@@ -117,8 +134,14 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
     )
     from ._variants import fp32_variant, int8_variant, make_variant
 
-    steps = ["load checkpoint", "export fp32 ONNX", "fuse graph", *[f"make {p}" for p in precisions if p != "fp32"],
-             "validate against PyTorch", "write manifest"]
+    steps = [
+        "load checkpoint",
+        "export fp32 ONNX",
+        "fuse graph",
+        *[f"make {p}" for p in precisions if p != "fp32"],
+        "validate against PyTorch",
+        "write manifest",
+    ]
     bar = tqdm(total=len(steps), desc=f"export {Path(str(source)).name}", unit="step", disable=not progress)
 
     def step(name):
@@ -172,8 +195,9 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
             ref_labels = pytorch_labels(ckpt, texts)
             found = search_int8(tmp, manifest, tokenizer, source_for, texts, gold, ref_labels, progress=step)
             chosen = found["candidates"][found["chosen"]]["recipe"] | {"name": found["chosen"]}
-            manifest = replace(manifest, variants={**manifest.variants,
-                                                   "int8": int8_variant(chosen, fused_ops, recipe_search=found)})
+            manifest = replace(
+                manifest, variants={**manifest.variants, "int8": int8_variant(chosen, fused_ops, recipe_search=found)}
+            )
         shutil.rmtree(tmp / "raw")
         manifest = validate_variants(manifest, tokenizer, ref)
         if validation_data is not None and task == "feature-extraction":
@@ -181,8 +205,9 @@ def run_export(source, task="text-classification", out=None, precisions=("int8",
 
             manifest = replace(manifest, validation_data=sts_figures(ckpt, manifest, tokenizer, validation_data))
         elif validation_data is not None:
-            manifest = replace(manifest, validation_data=dataset_figures(ckpt, manifest, tokenizer, validation_data,
-                                                                         ref_labels))
+            manifest = replace(
+                manifest, validation_data=dataset_figures(ckpt, manifest, tokenizer, validation_data, ref_labels)
+            )
         bar.update()
 
         step("write manifest")

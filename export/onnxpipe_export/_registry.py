@@ -20,8 +20,9 @@ MODEL_CLASSES: dict[str, str] = {
 
 # Derived: export task -> {"model_class", "outputs"} (head outputs; each graph also gets last_hidden_state),
 # every name --task accepts -> its graph, and the runtime tasks each graph's folder can serve.
-HEADS: dict[str, dict] = {g: {"model_class": MODEL_CLASSES[g], "outputs": list(graph.outputs)}
-                          for g, graph in GRAPHS.items()}
+HEADS: dict[str, dict] = {
+    g: {"model_class": MODEL_CLASSES[g], "outputs": list(graph.outputs)} for g, graph in GRAPHS.items()
+}
 TASK_ALIASES: dict[str, str] = {name: g for name, g in export_task_names().items() if name != g}
 SUPPORTED_TASKS: dict[str, list[str]] = {g: served_tasks(g) for g in GRAPHS}
 
@@ -34,10 +35,12 @@ SUPPORTED_TASKS: dict[str, list[str]] = {g: served_tasks(g) for g in GRAPHS}
 ARCHITECTURES: dict[str, dict] = {
     "bert": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"]},
     "distilbert": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"]},
-    "roberta": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"],
-                "positions_after_pad": True},
-    "xlm-roberta": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"],
-                    "positions_after_pad": True},
+    "roberta": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"], "positions_after_pad": True},
+    "xlm-roberta": {
+        "fusion": "bert",
+        "expect_fused": ["Attention", "SkipLayerNormalization"],
+        "positions_after_pad": True,
+    },
     "electra": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"]},
     "albert": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"]},
     "mpnet": {"fusion": "bert", "expect_fused": ["SkipLayerNormalization"], "positions_after_pad": True},

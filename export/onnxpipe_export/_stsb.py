@@ -30,8 +30,10 @@ def read_sts(path) -> tuple[list[str], list[str], np.ndarray]:
             try:
                 gold.append(float(row[4]))
             except (IndexError, ValueError):
-                raise ExportError(f"{path} line {n}: not an STS Benchmark row (genre, file, years, id, score, "
-                                  "sentence 1, sentence 2, tab-separated); pass the STS-B dev.csv") from None
+                raise ExportError(
+                    f"{path} line {n}: not an STS Benchmark row (genre, file, years, id, score, "
+                    "sentence 1, sentence 2, tab-separated); pass the STS-B dev.csv"
+                ) from None
             s1.append(row[5])
             s2.append(row[6])
     if len(gold) < 10:
@@ -97,8 +99,13 @@ def sts_figures(ckpt, manifest: Manifest, tokenizer: AutoTokenizer, path) -> dic
     texts = list(dict.fromkeys(s1 + s2))
     mode = (manifest.data.get("pooling") or {}).get("mode", "mean")
     torch_vecs = _torch_vectors(ckpt, texts, mode, manifest.data["max_length"])
-    figures = {"file": str(path), "pairs": len(gold), "metric": "Spearman x100 of cosine similarity vs gold",
-               "pytorch": spearman_x100(_cosine_scores(torch_vecs, s1, s2), gold), "variants": {}}
+    figures = {
+        "file": str(path),
+        "pairs": len(gold),
+        "metric": "Spearman x100 of cosine similarity vs gold",
+        "pytorch": spearman_x100(_cosine_scores(torch_vecs, s1, s2), gold),
+        "variants": {},
+    }
     for precision in manifest.variants:
         try:
             model = OnnxModel(manifest, device="cpu", precision=precision)
@@ -107,7 +114,8 @@ def sts_figures(ckpt, manifest: Manifest, tokenizer: AutoTokenizer, path) -> dic
             continue
         figures["variants"][precision] = {
             how: spearman_x100(_cosine_scores(_onnx_vectors(model, tokenizer, texts, mode, batch), s1, s2), gold)
-            for how, batch in (("batched", BATCH), ("one_at_a_time", 1))}
+            for how, batch in (("batched", BATCH), ("one_at_a_time", 1))
+        }
     _gate(figures)
     return figures
 
@@ -125,5 +133,5 @@ def _gate(figures: dict) -> None:
         raise ValidationError(
             f"int8 embeddings score Spearman {worst:.2f} on {figures['file']}, more than {INT8_MAX_DROP} point "
             f"below {figures['int8_gate']['against']} ({base:.2f}): the int8 recipe loses too much for this model. "
-            "Export --precision fp32, or try another --int8-recipe.")
-
+            "Export --precision fp32, or try another --int8-recipe."
+        )

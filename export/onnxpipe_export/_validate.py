@@ -28,8 +28,12 @@ def torch_reference(checkpoint, task: str, sentences=VALIDATION_SENTENCES) -> di
     for name in GRAPHS[task].outputs:
         ref[name] = out[name].numpy()
     ref["last_hidden_state"] = (out.hidden_states[-1] if head else out.last_hidden_state).numpy()
-    _check_finite(ref, "PyTorch's own outputs", "the checkpoint's weights overflow float32, so no export of it "
-                  "can be correct or validated; check the checkpoint")
+    _check_finite(
+        ref,
+        "PyTorch's own outputs",
+        "the checkpoint's weights overflow float32, so no export of it "
+        "can be correct or validated; check the checkpoint",
+    )
     return ref
 
 
@@ -38,8 +42,9 @@ def _check_finite(outputs: dict, whose: str, why: str) -> None:
     for name, value in outputs.items():
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             bad = int((~np.isfinite(value)).sum())
-            raise ValidationError(f"{whose} hold {bad} non-finite value(s) (NaN or inf) in {name!r} on the "
-                                  f"validation sentences: {why}")
+            raise ValidationError(
+                f"{whose} hold {bad} non-finite value(s) (NaN or inf) in {name!r} on the validation sentences: {why}"
+            )
 
 
 def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -48,8 +53,9 @@ def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def validate_variant(manifest: Manifest, precision: str, tokenizer: AutoTokenizer, ref: dict,
-                     sentences=VALIDATION_SENTENCES) -> dict:
+def validate_variant(
+    manifest: Manifest, precision: str, tokenizer: AutoTokenizer, ref: dict, sentences=VALIDATION_SENTENCES
+) -> dict:
     """Return the figures for one variant; raise ValidationError when fp32 is off by more than FP32_ATOL."""
     model = OnnxModel(manifest, device="cpu", precision=precision)
     feeds = tokenizer(list(sentences), padding=True, truncation=True, return_tensors="np")
@@ -57,8 +63,11 @@ def validate_variant(manifest: Manifest, precision: str, tokenizer: AutoTokenize
         raise ValidationError("tokenizer.json gives other token ids than the checkpoint's transformers tokenizer")
     names = [n for n in ref if n not in ("input_ids", "attention_mask")]
     got = dict(zip(names, model.run(model.feeds(feeds), names)))
-    _check_finite(got, f"the {precision} ONNX model's outputs", "the export is wrong where PyTorch's are finite; "
-                  "report this with the checkpoint's config")
+    _check_finite(
+        got,
+        f"the {precision} ONNX model's outputs",
+        "the export is wrong where PyTorch's are finite; report this with the checkpoint's config",
+    )
     mask = ref["attention_mask"].astype(bool)
     figures = {"sentences": len(sentences)}
     hidden_diff = float(np.abs(got["last_hidden_state"][mask] - ref["last_hidden_state"][mask]).max())
@@ -77,8 +86,10 @@ def validate_variant(manifest: Manifest, precision: str, tokenizer: AutoTokenize
         if name == "logits":  # per sequence, or per token
             figures["label_agreement"] = float((a.argmax(-1) == b.argmax(-1)).mean())
         else:  # QA start/end logits: where the span would start/end, per sentence
-            hit = [np.argmax(np.where(m, g, -np.inf)) == np.argmax(np.where(m, r, -np.inf))
-                   for g, r, m in zip(got[name], ref[name], mask)]
+            hit = [
+                np.argmax(np.where(m, g, -np.inf)) == np.argmax(np.where(m, r, -np.inf))
+                for g, r, m in zip(got[name], ref[name], mask)
+            ]
             figures[f"argmax_agreement_{name}"] = float(np.mean(hit))
     if precision == "fp32" and not worst <= FP32_ATOL:  # `not <=`: NaN fails this gate too
         raise ValidationError(
@@ -130,8 +141,9 @@ def label_figures(model: OnnxModel, singles: list, gold: np.ndarray, ref_labels:
     return {"accuracy": float((got == gold).mean()), "label_agreement_with_pytorch": float((got == ref_labels).mean())}
 
 
-def dataset_figures(checkpoint, manifest: Manifest, tokenizer: AutoTokenizer, path,
-                    ref_labels: np.ndarray | None = None) -> dict:
+def dataset_figures(
+    checkpoint, manifest: Manifest, tokenizer: AutoTokenizer, path, ref_labels: np.ndarray | None = None
+) -> dict:
     """Accuracy of PyTorch and of every variant on a labelled set, and each variant's label agreement.
     ``ref_labels``: PyTorch's labels on the set when the caller has them already."""
     texts, labels = read_labelled_tsv(path)
@@ -139,8 +151,12 @@ def dataset_figures(checkpoint, manifest: Manifest, tokenizer: AutoTokenizer, pa
     if ref_labels is None:
         ref_labels = pytorch_labels(checkpoint, texts)
     singles = [tokenizer([t], truncation=True, return_tensors="np") for t in texts]
-    figures = {"file": str(path), "sentences": len(texts), "pytorch_accuracy": float((ref_labels == gold).mean()),
-               "variants": {}}
+    figures = {
+        "file": str(path),
+        "sentences": len(texts),
+        "pytorch_accuracy": float((ref_labels == gold).mean()),
+        "variants": {},
+    }
     for precision in manifest.variants:
         try:
             model = OnnxModel(manifest, device="cpu", precision=precision)

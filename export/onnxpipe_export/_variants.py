@@ -21,18 +21,32 @@ def fp32_variant(fused_ops: dict[str, int]) -> Variant:
     return Variant(VARIANT_FILES["fp32"], fused_operators=fused_ops)
 
 
-def int8_variant(recipe: dict[str, Any], fused_ops: dict[str, int] | None = None, *,
-                 file: str = VARIANT_FILES["int8"], recipe_search: dict[str, Any] | None = None) -> Variant:
+def int8_variant(
+    recipe: dict[str, Any],
+    fused_ops: dict[str, int] | None = None,
+    *,
+    file: str = VARIANT_FILES["int8"],
+    recipe_search: dict[str, Any] | None = None,
+) -> Variant:
     """The int8 entry of ``file``, quantized with ``recipe``. Fusion counts only when the recipe quantized the
     fused graph: an unfused graph is fused by onnxruntime at load, not here."""
     # No load-time switch (cpu_disabled_optimizers): the recipe bakes it into the graph (residual_add_as_sum),
     # so every consumer computes the same; the runtime still honours the key in folders exported before.
-    return Variant(file, fused_operators=fused_ops if recipe.get("graph", "fused") == "fused" else None,
-                   recipe=recipe, recipe_search=recipe_search)
+    return Variant(
+        file,
+        fused_operators=fused_ops if recipe.get("graph", "fused") == "fused" else None,
+        recipe=recipe,
+        recipe_search=recipe_search,
+    )
 
 
-def make_variant(precision: str, folder: Path, fused_ops: dict[str, int], recipe: dict[str, Any] | None,
-                 source_for: Callable[[dict[str, Any]], Path]) -> Variant | None:
+def make_variant(
+    precision: str,
+    folder: Path,
+    fused_ops: dict[str, int],
+    recipe: dict[str, Any] | None,
+    source_for: Callable[[dict[str, Any]], Path],
+) -> Variant | None:
     """Write ``precision``'s file from ``folder``'s fused fp32 graph and return its entry.
 
     int8 with ``recipe`` None (``--int8-recipe search``) returns None: the search quantizes its candidates once

@@ -29,8 +29,10 @@ try:
     import pyarrow.json as pa_json
     import pyarrow.parquet as pq
 except ImportError as e:  # the CLI turns this into the pip line and exit 2
-    raise ImportError("onnxpipe batch needs pyarrow. Install it with: pip install 'onnxpipe[batch]' "
-                      "(or 'onnxpipe[ray]' for the Ray engine)") from e
+    raise ImportError(
+        "onnxpipe batch needs pyarrow. Install it with: pip install 'onnxpipe[batch]' "
+        "(or 'onnxpipe[ray]' for the Ray engine)"
+    ) from e
 
 from ._factory import pipeline
 from ._inputs import clean_text
@@ -120,8 +122,9 @@ def detect_format(path: str, given: str | None = None) -> str:
         if str(path).lower().endswith(endings):
             return name
     known = ", ".join(e for endings, *_ in FORMATS.values() for e in endings)
-    raise BatchJobError(f"cannot tell the format of {path!r} from its name (known: {known}); "
-                        f"pass --format {'|'.join(FORMATS)}")
+    raise BatchJobError(
+        f"cannot tell the format of {path!r} from its name (known: {known}); pass --format {'|'.join(FORMATS)}"
+    )
 
 
 def read_local(path: str, fmt: str, rows: int) -> Iterator[pa.Table]:
@@ -150,8 +153,10 @@ def _col(values: list[Any], type_: pa.DataType) -> pa.Array:
 
 
 def _ranked_columns(ranked: list[list[tuple[str, float]] | None], all_ranks: bool) -> dict[str, pa.Array]:
-    cols = {"label": _col([r[0][0] if r else None for r in ranked], pa.string()),
-            "score": _col([r[0][1] if r else None for r in ranked], pa.float64())}
+    cols = {
+        "label": _col([r[0][0] if r else None for r in ranked], pa.string()),
+        "score": _col([r[0][1] if r else None for r in ranked], pa.float64()),
+    }
     if all_ranks:  # top_k given (None: every label), best first
         cols["labels"] = _col([[x[0] for x in r] if r is not None else None for r in ranked], pa.list_(pa.string()))
         cols["scores"] = _col([[x[1] for x in r] if r is not None else None for r in ranked], pa.list_(pa.float64()))
@@ -159,8 +164,10 @@ def _ranked_columns(ranked: list[list[tuple[str, float]] | None], all_ranks: boo
 
 
 def _classification(results: list[Any], ctx: dict[str, Any]) -> dict[str, pa.Array]:
-    rows = [None if r is None else [(x["label"], float(x["score"])) for x in (r if isinstance(r, list) else [r])]
-            for r in results]
+    rows = [
+        None if r is None else [(x["label"], float(x["score"])) for x in (r if isinstance(r, list) else [r])]
+        for r in results
+    ]
     return _ranked_columns(rows, "top_k" in ctx["kwargs"])
 
 
@@ -183,18 +190,38 @@ def _hidden_states(results: list[Any], ctx: dict[str, Any]) -> dict[str, pa.Arra
     return {"hidden_states": _col([None if r is None else r[0] for r in results], pa.list_(pa.list_(pa.float32())))}
 
 
-_ENTITY_TOKENS = pa.list_(pa.struct([("entity", pa.string()), ("score", pa.float64()), ("index", pa.int64()),
-                                     ("word", pa.string()), ("start", pa.int64()), ("end", pa.int64())]))
-_ENTITY_GROUPS = pa.list_(pa.struct([("entity_group", pa.string()), ("score", pa.float64()), ("word", pa.string()),
-                                     ("start", pa.int64()), ("end", pa.int64())]))
+_ENTITY_TOKENS = pa.list_(
+    pa.struct(
+        [
+            ("entity", pa.string()),
+            ("score", pa.float64()),
+            ("index", pa.int64()),
+            ("word", pa.string()),
+            ("start", pa.int64()),
+            ("end", pa.int64()),
+        ]
+    )
+)
+_ENTITY_GROUPS = pa.list_(
+    pa.struct(
+        [
+            ("entity_group", pa.string()),
+            ("score", pa.float64()),
+            ("word", pa.string()),
+            ("start", pa.int64()),
+            ("end", pa.int64()),
+        ]
+    )
+)
 
 
 def _entities(results: list[Any], ctx: dict[str, Any]) -> dict[str, pa.Array]:
     grouped = (ctx["kwargs"].get("aggregation_strategy") or "none") != "none"
     type_ = _ENTITY_GROUPS if grouped else _ENTITY_TOKENS
     names = [f.name for f in type_.value_type]
-    rows = [None if r is None else [{k: (float(e[k]) if k == "score" else e[k]) for k in names} for e in r]
-            for r in results]
+    rows = [
+        None if r is None else [{k: (float(e[k]) if k == "score" else e[k]) for k in names} for e in r] for r in results
+    ]
     return {"entities": _col(rows, type_)}
 
 
@@ -202,8 +229,10 @@ _ANSWER = pa.struct([("answer", pa.string()), ("score", pa.float64()), ("start",
 
 
 def _answers(results: list[Any], ctx: dict[str, Any]) -> dict[str, pa.Array]:
-    rows = [None if r is None else [{**a, "score": float(a["score"])} for a in (r if isinstance(r, list) else [r])]
-            for r in results]
+    rows = [
+        None if r is None else [{**a, "score": float(a["score"])} for a in (r if isinstance(r, list) else [r])]
+        for r in results
+    ]
     if (ctx["kwargs"].get("top_k") or 1) > 1:  # the pipeline reads top_k=None as 1
         return {"answers": _col(rows, pa.list_(_ANSWER))}
     best = _col([r[0] if r else None for r in rows], _ANSWER)
@@ -211,8 +240,9 @@ def _answers(results: list[Any], ctx: dict[str, Any]) -> dict[str, pa.Array]:
     return dict(zip((f.name for f in _ANSWER), best.flatten()))
 
 
-_FILL = pa.list_(pa.struct([("score", pa.float64()), ("token", pa.int64()), ("token_str", pa.string()),
-                            ("sequence", pa.string())]))
+_FILL = pa.list_(
+    pa.struct([("score", pa.float64()), ("token", pa.int64()), ("token_str", pa.string()), ("sequence", pa.string())])
+)
 
 
 def _fill_mask(results: list[Any], ctx: dict[str, Any]) -> dict[str, pa.Array]:
@@ -256,9 +286,19 @@ class BatchJob:
     verify: bool = True
 
     @classmethod
-    def create(cls, model: Any, task: str | None = None, column: str | None = None, pair_column: str | None = None,
-               on_error: str = "skip", prefix: str = "", precision: str | None = None, batch_size: int = 32,
-               verify: bool = True, **kwargs: Any) -> BatchJob:
+    def create(
+        cls,
+        model: Any,
+        task: str | None = None,
+        column: str | None = None,
+        pair_column: str | None = None,
+        on_error: str = "skip",
+        prefix: str = "",
+        precision: str | None = None,
+        batch_size: int = 32,
+        verify: bool = True,
+        **kwargs: Any,
+    ) -> BatchJob:
         """Check the arguments once, on the driver, before any data moves; ``task`` defaults to the folder's."""
         folder = resolve_model(model)
         if task is None:
@@ -272,10 +312,22 @@ class BatchJob:
         if pair_column is not None and name not in PAIR_KEYS:
             raise BatchJobError(f"a pair column ({pair_column!r}) is for {sorted(PAIR_KEYS)}, not {name}")
         if name == "question-answering" and pair_column is None:
-            raise BatchJobError("question-answering reads a question column and a context column: "
-                                "pass column='question', pair_column='context' (--column/--pair-column)")
-        return cls(model=str(folder), task=name, column=column, pair_column=pair_column, kwargs=dict(kwargs),
-                   on_error=on_error, prefix=prefix, precision=precision, batch_size=batch_size, verify=verify)
+            raise BatchJobError(
+                "question-answering reads a question column and a context column: "
+                "pass column='question', pair_column='context' (--column/--pair-column)"
+            )
+        return cls(
+            model=str(folder),
+            task=name,
+            column=column,
+            pair_column=pair_column,
+            kwargs=dict(kwargs),
+            on_error=on_error,
+            prefix=prefix,
+            precision=precision,
+            batch_size=batch_size,
+            verify=verify,
+        )
 
     @property
     def input_columns(self) -> list[str]:
@@ -283,8 +335,14 @@ class BatchJob:
 
     def build_pipeline(self, threads: int | None = None) -> Pipeline:
         """The task's pipeline; its arguments are checked here, on an empty input, not on every row."""
-        pipe = pipeline(self.task, model=self.model, precision=self.precision, batch_size=self.batch_size,
-                        threads=threads, verify=self.verify)
+        pipe = pipeline(
+            self.task,
+            model=self.model,
+            precision=self.precision,
+            batch_size=self.batch_size,
+            threads=threads,
+            verify=self.verify,
+        )
         list(pipe.iter([], **self.kwargs))
         return pipe
 
@@ -293,14 +351,18 @@ class BatchJob:
         The Ray engine calls this on the driver: Ray passes an actor's exception on as text only."""
         missing = [c for c in self.input_columns if c not in names]
         if missing:
-            raise BatchJobError(f"the input has no column {missing[0]!r}; its columns are {names}. "
-                                "Name the text column with --column (and --pair-column for pairs)")
+            raise BatchJobError(
+                f"the input has no column {missing[0]!r}; its columns are {names}. "
+                "Name the text column with --column (and --pair-column for pairs)"
+            )
         # The names a converter writes do not depend on the values: one failed row is enough to learn them.
         writes = [*OUTPUTS[self.task]([None], {"kwargs": self.kwargs, "hidden_size": 1}), "error"]
         clash = [self.prefix + k for k in writes if self.prefix + k in names]
         if clash:
-            raise BatchJobError(f"the output columns {clash} are already input columns; pass a prefix "
-                                "(--prefix pred_) or rename them in the input")
+            raise BatchJobError(
+                f"the output columns {clash} are already input columns; pass a prefix "
+                "(--prefix pred_) or rename them in the input"
+            )
 
     def _items(self, table: pa.Table, raw: Callable[[str], list[Any]] | None) -> tuple[list[Any], list[str | None]]:
         """The pipeline inputs of the rows, and per row the runtime's input-check error (or None)."""
@@ -322,8 +384,10 @@ class BatchJob:
         if self.pair_column is None:
             return first, errors
         a, b = PAIR_KEYS[self.task]
-        return [{a: x, b: y} if y is not None or self.task != "text-classification" else {a: x}
-                for x, y in zip(first, columns[self.pair_column])], errors
+        return [
+            {a: x, b: y} if y is not None or self.task != "text-classification" else {a: x}
+            for x, y in zip(first, columns[self.pair_column])
+        ], errors
 
     def _run(self, pipe: Pipeline, items: list[Any]) -> list[tuple[Any, str | None]]:
         """(result, None) or (None, error) per item. A failing group is halved until the bad rows stand alone,
@@ -351,8 +415,10 @@ class BatchJob:
         if self.on_error == "fail":
             bad = next((i for i, err in enumerate(errors) if err), None)
             if bad is not None:
-                raise BatchJobError(f"row {bad} of this batch ({self.column}={items[bad]!r:.60}): {errors[bad]}. "
-                                    "Pass on_error='skip' (--on-error skip) to record it in the error column")
+                raise BatchJobError(
+                    f"row {bad} of this batch ({self.column}={items[bad]!r:.60}): {errors[bad]}. "
+                    "Pass on_error='skip' (--on-error skip) to record it in the error column"
+                )
         columns = self._columns(pipe, results)
         columns[self.prefix + "error"] = pa.array(errors, pa.string())
         for name, values in columns.items():
@@ -388,8 +454,9 @@ class AtomicParquetWriter:
     def __enter__(self) -> AtomicParquetWriter:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None and self.writer is None:
             raise BatchJobError("the input has no rows; nothing was written")
         if self.writer is not None:
@@ -404,27 +471,47 @@ class AtomicParquetWriter:
 
 
 # -- engines ----------------------------------------------------------------------------------------------
-def _local_engine(job: BatchJob, path: str, fmt: str, batch_rows: int, threads: int | None,
-                  **_: Any) -> Iterator[pa.Table]:
+def _local_engine(
+    job: BatchJob, path: str, fmt: str, batch_rows: int, threads: int | None, **_: Any
+) -> Iterator[pa.Table]:
     pipe = job.build_pipeline(threads)
     return (job.process(pipe, t) for t in read_local(path, fmt, batch_rows))
 
 
-def _ray_engine(job: BatchJob, path: str, fmt: str, batch_rows: int, threads: int | None,
-                **options: Any) -> Iterator[pa.Table]:
-    tables: Iterator[pa.Table] = importlib.import_module("onnxpipe.ray").ray_tables(job, path, fmt, batch_rows,
-                                                                                     **options)
+def _ray_engine(
+    job: BatchJob, path: str, fmt: str, batch_rows: int, threads: int | None, **options: Any
+) -> Iterator[pa.Table]:
+    tables: Iterator[pa.Table] = importlib.import_module("onnxpipe.ray").ray_tables(
+        job, path, fmt, batch_rows, **options
+    )
     return tables
 
 
 ENGINES: dict[str, Callable[..., Iterator[pa.Table]]] = {"local": _local_engine, "ray": _ray_engine}
 
 
-def run_batch(model: Any, input: Any, output: Any, *, task: str | None = None, column: str | None = None,
-              pair_column: str | None = None, input_format: str | None = None, engine: str = "local",
-              actors: int = 1, cpus_per_actor: float = 1, batch_rows: int = DEFAULT_BATCH_ROWS,
-              on_error: str = "skip", prefix: str = "", threads: int | None = None, precision: str | None = None,
-              batch_size: int = 32, verify: bool = True, progress: Any = None, **task_kwargs: Any) -> dict[str, Any]:
+def run_batch(
+    model: Any,
+    input: Any,
+    output: Any,
+    *,
+    task: str | None = None,
+    column: str | None = None,
+    pair_column: str | None = None,
+    input_format: str | None = None,
+    engine: str = "local",
+    actors: int = 1,
+    cpus_per_actor: float = 1,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    on_error: str = "skip",
+    prefix: str = "",
+    threads: int | None = None,
+    precision: str | None = None,
+    batch_size: int = 32,
+    verify: bool = True,
+    progress: Any = None,
+    **task_kwargs: Any,
+) -> dict[str, Any]:
     """Run ``task`` over every row of ``input`` (Parquet, JSONL, CSV or text; a path or pyarrow filesystem URI)
     and write the input's columns plus the task's outputs to the Parquet file ``output``, in input order.
 
@@ -444,23 +531,36 @@ def run_batch(model: Any, input: Any, output: Any, *, task: str | None = None, c
     if batch_rows < 1 or actors < 1:
         raise BatchJobError(f"batch_rows ({batch_rows}) and actors ({actors}) must be at least 1")
     fmt = detect_format(str(input), input_format)
-    job = BatchJob.create(model, task=task, column=column, pair_column=pair_column, on_error="skip",
-                          prefix=prefix, precision=precision, batch_size=batch_size, verify=verify, **task_kwargs)
+    job = BatchJob.create(
+        model,
+        task=task,
+        column=column,
+        pair_column=pair_column,
+        on_error="skip",
+        prefix=prefix,
+        precision=precision,
+        batch_size=batch_size,
+        verify=verify,
+        **task_kwargs,
+    )
     start = time.perf_counter()
     report: dict[str, Any] = {"rows": 0, "errors": 0, "first_errors": [], "engine": engine, "output": str(output)}
     error_name = prefix + "error"
     # Workers always skip; the driver applies on_error, so both engines fail at the same row, numbered
     # by its position in the input (a worker does not know where its batch starts).
     with AtomicParquetWriter(output) as writer:
-        for table in ENGINES[engine](job, str(input), fmt, batch_rows, threads, actors=actors,
-                                     cpus_per_actor=cpus_per_actor):
+        for table in ENGINES[engine](
+            job, str(input), fmt, batch_rows, threads, actors=actors, cpus_per_actor=cpus_per_actor
+        ):
             for i, err in enumerate(table.column(error_name).to_pylist()):
                 if err is None:
                     continue
                 row = report["rows"] + i
                 if on_error == "fail":
-                    raise BatchJobError(f"row {row} of {input}: {err}. Nothing was written; pass --on-error skip "
-                                        "to record bad rows in the error column and go on")
+                    raise BatchJobError(
+                        f"row {row} of {input}: {err}. Nothing was written; pass --on-error skip "
+                        "to record bad rows in the error column and go on"
+                    )
                 report["errors"] += 1
                 if len(report["first_errors"]) < 10:
                     report["first_errors"].append({"row": row, "error": err})

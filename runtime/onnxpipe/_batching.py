@@ -20,8 +20,9 @@ import numpy as np
 BATCH_OVERHEAD_TOKENS = 16
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int,
-                 overhead_tokens: int = BATCH_OVERHEAD_TOKENS) -> Iterator[list[int]]:
+def plan_batches(
+    lengths: Sequence[int], batch_size: int, max_batch_tokens: int, overhead_tokens: int = BATCH_OVERHEAD_TOKENS
+) -> Iterator[list[int]]:
     """Yield lists of indices into ``lengths``, shortest inputs first.
 
     A batch is padded to its longest member, so its cost is ``rows x longest``; that product stays within

@@ -41,13 +41,20 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "simd_flags": [f for f in _SIMD if f in flags], "cores": cores,
-            "python": platform.python_version(), "onnxruntime": ort.__version__, "onnxpipe": __version__}
+    return {
+        "cpu": cpu,
+        "simd_flags": [f for f in _SIMD if f in flags],
+        "cores": cores,
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "onnxpipe": __version__,
+    }
 
 
 def text_of_length(tokenizer: AutoTokenizer, tokens: int) -> tuple[str, int]:
     """A text that tokenizes to ``tokens`` tokens, special tokens included (or as near as the tokenizer
     allows); returns (text, actual token count)."""
+
     def count(words: int) -> int:
         return len(tokenizer.encode_batch([" ".join(["hello"] * words)], truncation=False)[0].ids)
 
@@ -64,9 +71,13 @@ def text_of_length(tokenizer: AutoTokenizer, tokens: int) -> tuple[str, int]:
 
 def _stats(seconds: Sequence[float], rows: int) -> dict[str, float]:
     ms = np.asarray(seconds) * 1e3
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 4), "p90_ms": round(float(np.percentile(ms, 90)), 4),
-            "p99_ms": round(float(np.percentile(ms, 99)), 4), "mean_ms": round(float(ms.mean()), 4),
-            "throughput_per_s": round(rows * len(ms) / (float(ms.sum()) / 1e3), 2)}
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 4),
+        "p90_ms": round(float(np.percentile(ms, 90)), 4),
+        "p99_ms": round(float(np.percentile(ms, 99)), 4),
+        "mean_ms": round(float(ms.mean()), 4),
+        "throughput_per_s": round(rows * len(ms) / (float(ms.sum()) / 1e3), 2),
+    }
 
 
 def _time(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
@@ -80,10 +91,18 @@ def _time(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
     return out
 
 
-def bench(model: str | os.PathLike[str], task: str | None = None, precision: str | None = None, device: str = "cpu",
-          threads: int | None = None, batch_sizes: Sequence[int] = (1, 8, 32),
-          seq_lengths: Sequence[int] = (16, 64, 128), runs: int = 20, warmup: int = 3,
-          verify: bool = True) -> dict[str, Any]:
+def bench(
+    model: str | os.PathLike[str],
+    task: str | None = None,
+    precision: str | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    seq_lengths: Sequence[int] = (16, 64, 128),
+    runs: int = 20,
+    warmup: int = 3,
+    verify: bool = True,
+) -> dict[str, Any]:
     """Time a model folder over a batch-size x sequence-length sweep.
 
     Example:
@@ -105,11 +124,19 @@ def bench(model: str | os.PathLike[str], task: str | None = None, precision: str
     task = task or manifest.task
     too_long = [n for n in seq_lengths if n > manifest.max_length]
     if too_long:
-        raise ValueError(f"seq_lengths {too_long} are outside 1..{manifest.max_length}, the model's maximum; "
-                         "pick lengths within it")
+        raise ValueError(
+            f"seq_lengths {too_long} are outside 1..{manifest.max_length}, the model's maximum; pick lengths within it"
+        )
     t0 = time.perf_counter()
-    pipe = pipeline(task, model=folder, device=device, precision=precision, threads=threads, verify=False,
-                    max_batch_tokens=max(max(batch_sizes) * max(seq_lengths), 16384))
+    pipe = pipeline(
+        task,
+        model=folder,
+        device=device,
+        precision=precision,
+        threads=threads,
+        verify=False,
+        max_batch_tokens=max(max(batch_sizes) * max(seq_lengths), 16384),
+    )
     load_s = time.perf_counter() - t0
     session = pipe.model.session
     names = list(pipe.output_names)
@@ -123,24 +150,45 @@ def bench(model: str | os.PathLike[str], task: str | None = None, precision: str
             # _time calls each lambda within this iteration, so the loop variables are the current ones.
             end_to_end = _stats(_time(lambda: pipe(texts), runs, warmup), batch)  # noqa: B023
             floor = _stats(_time(lambda: session.run(names, feeds), runs, warmup), batch)  # noqa: B023
-            results.append({"batch_size": batch, "seq_len": seq, "tokens": actual, "pipeline": end_to_end,
-                            "session": floor,
-                            "overhead_pct": round(100 * (end_to_end["p50_ms"] / floor["p50_ms"] - 1), 1)})
+            results.append(
+                {
+                    "batch_size": batch,
+                    "seq_len": seq,
+                    "tokens": actual,
+                    "pipeline": end_to_end,
+                    "session": floor,
+                    "overhead_pct": round(100 * (end_to_end["p50_ms"] / floor["p50_ms"] - 1), 1),
+                }
+            )
     opts = session.get_session_options()
-    return {"model": str(folder), "task": task, "precision": pipe.precision, "device": pipe.device,
-            "provider": session.get_providers()[0], "threads": opts.intra_op_num_threads or "onnxruntime default",
-            "load_s": round(load_s, 3), "runs": runs, "warmup": warmup, "machine": machine_info(), "results": results}
+    return {
+        "model": str(folder),
+        "task": task,
+        "precision": pipe.precision,
+        "device": pipe.device,
+        "provider": session.get_providers()[0],
+        "threads": opts.intra_op_num_threads or "onnxruntime default",
+        "load_s": round(load_s, 3),
+        "runs": runs,
+        "warmup": warmup,
+        "machine": machine_info(),
+        "results": results,
+    }
 
 
 def format_table(report: dict[str, Any]) -> str:
     m = report["machine"]
-    lines = [f"{report['model']} ({report['task']}, {report['precision']}, {report['provider']}, "
-             f"{report['threads']} threads) on {m['cpu']}, {m['cores']} cores, onnxruntime {m['onnxruntime']}",
-             f"{'batch':>5} {'tokens':>6} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'rows/s':>9} "
-             f"{'session p50':>11} {'overhead':>8}"]
+    lines = [
+        f"{report['model']} ({report['task']}, {report['precision']}, {report['provider']}, "
+        f"{report['threads']} threads) on {m['cpu']}, {m['cores']} cores, onnxruntime {m['onnxruntime']}",
+        f"{'batch':>5} {'tokens':>6} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'rows/s':>9} "
+        f"{'session p50':>11} {'overhead':>8}",
+    ]
     for r in report["results"]:
         p, s = r["pipeline"], r["session"]
-        lines.append(f"{r['batch_size']:>5} {r['tokens']:>6} {p['p50_ms']:>9.3f} {p['p90_ms']:>9.3f} "
-                     f"{p['p99_ms']:>9.3f} {p['throughput_per_s']:>9.1f} {s['p50_ms']:>11.3f} "
-                     f"{r['overhead_pct']:>7.1f}%")
+        lines.append(
+            f"{r['batch_size']:>5} {r['tokens']:>6} {p['p50_ms']:>9.3f} {p['p90_ms']:>9.3f} "
+            f"{p['p99_ms']:>9.3f} {p['throughput_per_s']:>9.1f} {s['p50_ms']:>11.3f} "
+            f"{r['overhead_pct']:>7.1f}%"
+        )
     return "\n".join(lines)

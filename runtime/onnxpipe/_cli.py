@@ -88,8 +88,14 @@ def _predict(args: argparse.Namespace, lines: Iterable[str] | None) -> int:
     source = task_inputs(canonical_task(task), args, lines)
     if source is None:
         raise SystemExit("error: no input: pass TEXT..., --input FILE, or - for stdin")
-    pipe = pipeline(task, model=args.model, device=args.device, precision=args.precision,
-                    batch_size=args.batch_size, verify=not args.no_verify)
+    pipe = pipeline(
+        task,
+        model=args.model,
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        verify=not args.no_verify,
+    )
     kwargs = {} if args.top_k is None else {"top_k": None if args.top_k == 0 else args.top_k}
     kwargs.update(task_kwargs(canonical_task(task), args))
     if isinstance(lines, InputLines):  # cut overlong lines relative to this model's maximum
@@ -122,14 +128,18 @@ def _flush_quietly() -> bool:
 
 def _print_recipe_search(found: dict[str, Any]) -> None:
     data = found["data"]
-    print(f"        chosen by --int8-recipe search on {found['timing']['machine']} "
-          f"({data['sentences']} labelled sentences, PyTorch accuracy {data['pytorch_accuracy']:.4f}):")
+    print(
+        f"        chosen by --int8-recipe search on {found['timing']['machine']} "
+        f"({data['sentences']} labelled sentences, PyTorch accuracy {data['pytorch_accuracy']:.4f}):"
+    )
     w = max(map(len, found["candidates"]))
     print(f"        {'candidate':{w}s} {'accuracy':>8s} {'agrees':>7s} {'batch-1':>9s} {'sent/s':>7s} {'speed':>6s}")
     for name, row in sorted(found["candidates"].items(), key=lambda kv: -kv[1]["speed_vs_default"]):
         mark = "*" if name == found["chosen"] else ("" if row["gates_met"] else "x")
-        print(f"      {mark:1s} {name:{w}s} {row['accuracy']:8.4f} {row['label_agreement_with_pytorch']:7.1%} "
-              f"{row['batch1_p50_ms']:6.2f} ms {row['sentences_per_s']:7.0f} {row['speed_vs_default']:5.2f}x")
+        print(
+            f"      {mark:1s} {name:{w}s} {row['accuracy']:8.4f} {row['label_agreement_with_pytorch']:7.1%} "
+            f"{row['batch1_p50_ms']:6.2f} ms {row['sentences_per_s']:7.0f} {row['speed_vs_default']:5.2f}x"
+        )
     print(f"        (* chosen, x misses the quality gates; rule: {found['rule']})")
 
 
@@ -151,35 +161,56 @@ def cmd_info(args: argparse.Namespace) -> int:
     for p, v in manifest.variants.items():
         size = manifest.files[v.file].size / 1e6
         val = v.validation or {}
-        figures = ", ".join(f"{k} {val[k]:.3g}" for k in ("max_abs_diff_logits", "max_abs_diff_start_logits",
-                                                            "max_abs_diff_end_logits", "max_abs_diff_hidden",
-                                                            "label_agreement", "min_cosine_mean_pooled") if k in val)
+        figures = ", ".join(
+            f"{k} {val[k]:.3g}"
+            for k in (
+                "max_abs_diff_logits",
+                "max_abs_diff_start_logits",
+                "max_abs_diff_end_logits",
+                "max_abs_diff_hidden",
+                "label_agreement",
+                "min_cosine_mean_pooled",
+            )
+            if k in val
+        )
         # text-generation variants carry their own summary (logits diff, greedy agreement with PyTorch)
         figures = figures or val.get("summary", "")
         print(f"  {p:5s} {v.file:28s} {size:7.1f} MB  {figures or val.get('skipped', '')}")
         if (v.recipe or {}).get("method") == "MatMulNBits":
             r = v.recipe or {}
-            print(f"        recipe: {r['bits']}-bit weight-only MatMulNBits, block {r.get('block_size')}, "
-                  f"{r.get('matmuls_quantized')} MatMuls quantized, {r.get('matmuls_kept_fp32')} kept fp32")
+            print(
+                f"        recipe: {r['bits']}-bit weight-only MatMulNBits, block {r.get('block_size')}, "
+                f"{r.get('matmuls_quantized')} MatMuls quantized, {r.get('matmuls_kept_fp32')} kept fp32"
+            )
         elif v.recipe:
             r = v.recipe
             disabled = v.cpu_disabled_optimizers
             off = f", no {' / '.join(disabled)} at load" if disabled else ""
             if r.get("residual_add_as_sum"):  # the same choice baked into the graph (issue 13)
                 off += ", residual Add as Sum (no SkipLayerNorm fusion in any consumer)"
-            print(f"        recipe {r.get('name', '?')}: {r.get('method')} {r.get('weight_type')}, "
-                  f"{'per-channel' if r.get('per_channel') else 'per-tensor'}, graph {r.get('graph')}{off}")
+            print(
+                f"        recipe {r.get('name', '?')}: {r.get('method')} {r.get('weight_type')}, "
+                f"{'per-channel' if r.get('per_channel') else 'per-tensor'}, graph {r.get('graph')}{off}"
+            )
         if v.recipe_search:
             _print_recipe_search(v.recipe_search)
     vd = manifest.validation_data
     if vd and vd.get("pairs"):  # feature extraction: STS Benchmark Spearman x100
-        per = ", ".join(f"{p} {v['batched']:.2f} batched / {v['one_at_a_time']:.2f} one at a time"
-                        for p, v in vd["variants"].items() if "batched" in v)
-        print(f"STS Spearman:  {vd['pairs']} pairs ({PurePath(vd['file']).name}), x100: "
-              f"PyTorch {vd['pytorch']:.2f}, {per}")
+        per = ", ".join(
+            f"{p} {v['batched']:.2f} batched / {v['one_at_a_time']:.2f} one at a time"
+            for p, v in vd["variants"].items()
+            if "batched" in v
+        )
+        print(
+            f"STS Spearman:  {vd['pairs']} pairs ({PurePath(vd['file']).name}), x100: "
+            f"PyTorch {vd['pytorch']:.2f}, {per}"
+        )
     elif vd:
-        per = ", ".join(f"{p} {v['accuracy']:.4f} (agrees {v['label_agreement_with_pytorch']:.1%})"
-                        for p, v in vd["variants"].items() if "accuracy" in v)
+        per = ", ".join(
+            f"{p} {v['accuracy']:.4f} (agrees {v['label_agreement_with_pytorch']:.1%})"
+            for p, v in vd["variants"].items()
+            if "accuracy" in v
+        )
         print(f"accuracy:      {vd['sentences']} labelled sentences: PyTorch {vd['pytorch_accuracy']:.4f}, {per}")
     prov = manifest.provenance or {}
     print(f"source:        {prov.get('source')} ({prov.get('source_kind')}), exported {prov.get('exported_at')}")
@@ -196,9 +227,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         except ValueError:
             raise ValueError(f"--{what} {text!r}: give comma-separated integers, e.g. 1,8,32") from None
 
-    report = bench(args.model, task=args.task, precision=args.precision, device=args.device, threads=args.threads,
-                   batch_sizes=ints(args.batch_sizes, "batch-sizes"), seq_lengths=ints(args.seq_lengths, "seq-lengths"),
-                   runs=args.runs, warmup=args.warmup, verify=not args.no_verify)
+    report = bench(
+        args.model,
+        task=args.task,
+        precision=args.precision,
+        device=args.device,
+        threads=args.threads,
+        batch_sizes=ints(args.batch_sizes, "batch-sizes"),
+        seq_lengths=ints(args.seq_lengths, "seq-lengths"),
+        runs=args.runs,
+        warmup=args.warmup,
+        verify=not args.no_verify,
+    )
     print(format_table(report), file=sys.stderr)
     text = json.dumps(report, indent=2, sort_keys=True) + "\n"
     if args.json_out:
@@ -224,9 +264,13 @@ def _plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def _unavailable(name: str, error: Exception) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        print(f"error: `onnxpipe {name}` could not be loaded ({error}); reinstall onnxpipe with its extras, "
-              "e.g. pip install 'onnxpipe[export]'", file=sys.stderr)
+        print(
+            f"error: `onnxpipe {name}` could not be loaded ({error}); reinstall onnxpipe with its extras, "
+            "e.g. pip install 'onnxpipe[export]'",
+            file=sys.stderr,
+        )
         return 2
+
     return run
 
 
@@ -293,8 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as e:  # e.g. a full disk under `info > FILE`, or an unwritable --json-out
         stdout_failed = not _flush_quietly()  # stdout still refuses: the error was stdout's
-        print(f"error: cannot write to stdout ({e.strerror or e})" if stdout_failed else f"error: {e}",
-              file=sys.stderr)
+        print(f"error: cannot write to stdout ({e.strerror or e})" if stdout_failed else f"error: {e}", file=sys.stderr)
         return 2
     except OnnxpipeError as e:
         print(f"error: {e}", file=sys.stderr)

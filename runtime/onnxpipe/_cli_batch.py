@@ -27,8 +27,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
         try:
             importlib.import_module(module)
         except ImportError:
-            print(f"error: --engine {args.engine} needs {module.split('.')[0]}. Install it with: {_PIP[args.engine]}",
-                  file=sys.stderr)
+            print(
+                f"error: --engine {args.engine} needs {module.split('.')[0]}. Install it with: {_PIP[args.engine]}",
+                file=sys.stderr,
+            )
             return 2
     from ._batch_job import run_batch
 
@@ -37,24 +39,45 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if args.top_k is not None:
         kwargs["top_k"] = None if args.top_k == 0 else args.top_k
     progress = _Progress(enabled=True)
-    report = run_batch(args.model, args.input, args.output, task=task, column=args.column,
-                       pair_column=args.pair_column, input_format=args.format, engine=args.engine, actors=args.actors,
-                       cpus_per_actor=args.cpus_per_actor, batch_rows=args.batch_rows, on_error=args.on_error,
-                       prefix=args.prefix, threads=args.threads, precision=args.precision,
-                       verify=not args.no_verify, progress=progress, **kwargs)
+    report = run_batch(
+        args.model,
+        args.input,
+        args.output,
+        task=task,
+        column=args.column,
+        pair_column=args.pair_column,
+        input_format=args.format,
+        engine=args.engine,
+        actors=args.actors,
+        cpus_per_actor=args.cpus_per_actor,
+        batch_rows=args.batch_rows,
+        on_error=args.on_error,
+        prefix=args.prefix,
+        threads=args.threads,
+        precision=args.precision,
+        verify=not args.no_verify,
+        progress=progress,
+        **kwargs,
+    )
     progress.close()
     for e in report["first_errors"]:
         print(f"row {e['row']}: {e['error']}", file=sys.stderr)
     more = report["errors"] - len(report["first_errors"])
-    print(f"{'… and ' + str(more) + ' more; ' if more > 0 else ''}wrote {report['rows']} rows "
-          f"({report['errors']} with an error) to {report['output']} in {report['seconds']:.1f}s "
-          f"({report['rows'] / max(report['seconds'], 1e-9):.0f} rows/s, engine {args.engine})", file=sys.stderr)
+    print(
+        f"{'… and ' + str(more) + ' more; ' if more > 0 else ''}wrote {report['rows']} rows "
+        f"({report['errors']} with an error) to {report['output']} in {report['seconds']:.1f}s "
+        f"({report['rows'] / max(report['seconds'], 1e-9):.0f} rows/s, engine {args.engine})",
+        file=sys.stderr,
+    )
     return 0
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    b = sub.add_parser("batch", help="run a task over a Parquet/JSONL/CSV/text file into Parquet, here or on Ray "
-                                     "(needs onnxpipe[batch] or onnxpipe[ray])")
+    b = sub.add_parser(
+        "batch",
+        help="run a task over a Parquet/JSONL/CSV/text file into Parquet, here or on Ray "
+        "(needs onnxpipe[batch] or onnxpipe[ray])",
+    )
     b.add_argument("model", help="model folder or name")
     b.add_argument("--input", required=True, help="Parquet, JSONL, CSV or text file: a path or a pyarrow URI (s3://…)")
     b.add_argument("--output", required=True, help="Parquet file to write (replaced atomically when the job succeeds)")
@@ -62,13 +85,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     b.add_argument("--column", help="the text column (default text; question for question-answering)")
     b.add_argument("--pair-column", help="text_pair for text-classification; context for question-answering")
     b.add_argument("--task", help="default: the model folder's task")
-    b.add_argument("--engine", default="local", choices=["local", "ray"],
-                   help="local: this process; ray: Ray actors (local Ray, or the cluster at RAY_ADDRESS)")
+    b.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: this process; ray: Ray actors (local Ray, or the cluster at RAY_ADDRESS)",
+    )
     b.add_argument("--actors", type=int, default=1, help="Ray actors (default 1)")
     b.add_argument("--cpus-per-actor", type=float, default=1, help="CPUs per actor = its onnxruntime threads")
     b.add_argument("--batch-rows", type=int, default=2048, help="rows per batch (default 2048, one pipeline chunk)")
-    b.add_argument("--on-error", default="skip", choices=["skip", "fail"],
-                   help="skip: a bad row gets its error in the error column; fail: stop, write nothing")
+    b.add_argument(
+        "--on-error",
+        default="skip",
+        choices=["skip", "fail"],
+        help="skip: a bad row gets its error in the error column; fail: stop, write nothing",
+    )
     b.add_argument("--prefix", default="", help="prefix for the output column names (e.g. pred_)")
     b.add_argument("--top-k", type=int, help="labels / answers per row, best first (0: all labels)")
     b.add_argument("--threads", type=int, help="local engine: onnxruntime threads (default: the usable cores)")

@@ -1,6 +1,6 @@
 """``onnxpipe generate``: continue a prompt with a text-generation model folder, printed as it streams.
 
-    onnxpipe generate --model models/gpt2 "Once upon a time" --max-new-tokens 40 --stream
+onnxpipe generate --model models/gpt2 "Once upon a time" --max-new-tokens 40 --stream
 """
 
 from __future__ import annotations
@@ -13,12 +13,18 @@ from ._factory import pipeline
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     """Add ``generate`` to the ``onnxpipe`` command. ``add_parser(parser.add_subparsers())``"""
-    g: argparse.ArgumentParser = subparsers.add_parser("generate", help="continue a prompt with a text-generation model folder")
+    g: argparse.ArgumentParser = subparsers.add_parser(
+        "generate", help="continue a prompt with a text-generation model folder"
+    )
     g.add_argument("prompt", help="the text to continue ('-' reads it from stdin)")
     g.add_argument("--model", required=True, help="model folder or name exported with --task text-generation")
     g.add_argument("--max-new-tokens", type=int, default=None, help="tokens to generate at most (default 256)")
-    g.add_argument("--temperature", type=float, default=None,
-                   help="sampling temperature (default 0.7, or the model's generation_config.json)")
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="sampling temperature (default 0.7, or the model's generation_config.json)",
+    )
     g.add_argument("--top-k", type=int, default=None)
     g.add_argument("--top-p", type=float, default=None)
     g.add_argument("--repetition-penalty", type=float, default=None)
@@ -36,11 +42,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def cmd_generate(args: argparse.Namespace) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    generator = pipeline("text-generation", model=args.model, device=args.device, precision=args.precision,
-                         threads=args.threads, verify=not args.no_verify)
-    kwargs = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
-              "top_p": args.top_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed,
-              "stop_strings": args.stop}
+    generator = pipeline(
+        "text-generation",
+        model=args.model,
+        device=args.device,
+        precision=args.precision,
+        threads=args.threads,
+        verify=not args.no_verify,
+    )
+    kwargs = {
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "repetition_penalty": args.repetition_penalty,
+        "seed": args.seed,
+        "stop_strings": args.stop,
+    }
     if args.greedy:
         kwargs["do_sample"] = False
     kwargs = {k: v for k, v in kwargs.items() if v is not None}

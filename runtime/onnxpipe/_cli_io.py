@@ -114,9 +114,11 @@ def json_line(result: Any, index: int, default: Callable[[Any], Any]) -> str:
     try:
         return json.dumps(result, default=default, ensure_ascii=False, allow_nan=False) + "\n"
     except ValueError:  # NaN or infinity: not JSON, and not an answer either
-        raise ValueError(f"the result for input {index} holds a non-finite number (NaN or infinity), which is not "
-                         "JSON: the model produced it; check the model folder (onnxpipe info) or use "
-                         "--precision fp32") from None
+        raise ValueError(
+            f"the result for input {index} holds a non-finite number (NaN or infinity), which is not "
+            "JSON: the model produced it; check the model folder (onnxpipe info) or use "
+            "--precision fp32"
+        ) from None
 
 
 def write(out: Any, text: str) -> None:
@@ -153,6 +155,7 @@ class Terminated(BaseException):
 def flush_on_signals() -> Iterator[None]:
     """Turn SIGTERM/SIGHUP into :class:`Terminated` while results stream, so the caller can flush what is
     written and exit 128 + signal; without it the buffered tail of the finished results is lost."""
+
     def handler(signum: int, frame: FrameType | None) -> NoReturn:
         raise Terminated(signum)
 

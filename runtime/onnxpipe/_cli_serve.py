@@ -17,21 +17,37 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     s.add_argument("models", nargs="+", metavar="MODEL", help="model folder, name, or NAME=PATH (several allowed)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--max-batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS,
-                   help=f"padded tokens per model call at most (default {DEFAULT_BATCH_TOKENS})")
-    s.add_argument("--max-concurrent-requests", type=int, default=512,
-                   help="requests in flight at most; past it the server answers 429 at once (default 512)")
-    s.add_argument("--max-client-batch-size", type=int, default=32,
-                   help="inputs per request at most; past it 413 (default 32)")
-    s.add_argument("--max-input-length", type=int,
-                   help="tokens per input at most (default: each model's maximum); longer inputs get 422 "
-                        "unless the request says truncate")
+    s.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=DEFAULT_BATCH_TOKENS,
+        help=f"padded tokens per model call at most (default {DEFAULT_BATCH_TOKENS})",
+    )
+    s.add_argument(
+        "--max-concurrent-requests",
+        type=int,
+        default=512,
+        help="requests in flight at most; past it the server answers 429 at once (default 512)",
+    )
+    s.add_argument(
+        "--max-client-batch-size", type=int, default=32, help="inputs per request at most; past it 413 (default 32)"
+    )
+    s.add_argument(
+        "--max-input-length",
+        type=int,
+        help="tokens per input at most (default: each model's maximum); longer inputs get 422 "
+        "unless the request says truncate",
+    )
     s.add_argument("--payload-limit", type=int, default=2_000_000, help="request body bytes at most (default 2 MB)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     s.add_argument("--precision", choices=["int8", "fp32", "fp16"])
     s.add_argument("--threads", type=int, help="intra-op threads (default: the usable cores)")
-    s.add_argument("--graceful-timeout", type=float, default=30.0,
-                   help="seconds to finish in-flight requests after SIGTERM (default 30)")
+    s.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to finish in-flight requests after SIGTERM (default 30)",
+    )
     s.set_defaults(func=cmd_serve)
     return s
 
@@ -39,13 +55,27 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def cmd_serve(args: argparse.Namespace) -> int:
     missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
-        print(f"error: onnxpipe serve needs {' and '.join(missing)}. Install the serve extra with: {INSTALL}",
-              file=sys.stderr)
+        print(
+            f"error: onnxpipe serve needs {' and '.join(missing)}. Install the serve extra with: {INSTALL}",
+            file=sys.stderr,
+        )
         return 2
     from ._serve import Limits, serve
 
-    limits = Limits(max_batch_tokens=args.max_batch_tokens, max_concurrent_requests=args.max_concurrent_requests,
-                    max_client_batch_size=args.max_client_batch_size, max_input_length=args.max_input_length,
-                    payload_limit=args.payload_limit)
-    return serve(args.models, host=args.host, port=args.port, limits=limits, device=args.device,
-                 precision=args.precision, threads=args.threads, graceful_timeout=args.graceful_timeout)
+    limits = Limits(
+        max_batch_tokens=args.max_batch_tokens,
+        max_concurrent_requests=args.max_concurrent_requests,
+        max_client_batch_size=args.max_client_batch_size,
+        max_input_length=args.max_input_length,
+        payload_limit=args.payload_limit,
+    )
+    return serve(
+        args.models,
+        host=args.host,
+        port=args.port,
+        limits=limits,
+        device=args.device,
+        precision=args.precision,
+        threads=args.threads,
+        graceful_timeout=args.graceful_timeout,
+    )

@@ -65,8 +65,10 @@ def _json_lines(lines: Iterable[str]) -> Iterator[Any]:
         try:
             item = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f'input line {n} is not JSON ({e}); question-answering reads one '
-                             '{"question": ..., "context": ...} object per line') from None
+            raise ValueError(
+                f"input line {n} is not JSON ({e}); question-answering reads one "
+                '{"question": ..., "context": ...} object per line'
+            ) from None
         yield item
 
 

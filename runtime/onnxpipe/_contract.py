@@ -26,17 +26,21 @@ def check_graph(manifest: Manifest, session: Any, precision: str) -> None:
     fix = f"The manifest and the ONNX file do not belong together; {manifest.hint()}"
     graph_inputs = sorted(i.name for i in session.get_inputs())
     if set(graph_inputs) != set(manifest.inputs):
-        raise ManifestError(f"{path} takes the inputs {graph_inputs}, but the manifest lists "
-                            f"{sorted(manifest.inputs)}. {fix}")
+        raise ManifestError(
+            f"{path} takes the inputs {graph_inputs}, but the manifest lists {sorted(manifest.inputs)}. {fix}"
+        )
     graph_outputs = {o.name: o.shape for o in session.get_outputs()}
     missing = [name for name in manifest.outputs if name not in graph_outputs]
     if missing:
-        raise ManifestError(f"{path} has the outputs {sorted(graph_outputs)}, not {missing} that the manifest "
-                            f"lists. {fix}")
+        raise ManifestError(
+            f"{path} has the outputs {sorted(graph_outputs)}, not {missing} that the manifest lists. {fix}"
+        )
     labels = manifest.labels
     shape = graph_outputs.get("logits")
     if labels and shape and isinstance(shape[-1], int):  # a named (dynamic) dimension is checked by nothing here
         width = shape[-1]
         if sorted(labels) != list(range(width)):
-            raise ManifestError(f"{path} gives {width} logits per row, but the manifest labels the indices "
-                                f"{sorted(labels)} ({labels}); they must be 0..{width - 1}, one label each. {fix}")
+            raise ManifestError(
+                f"{path} gives {width} logits per row, but the manifest labels the indices "
+                f"{sorted(labels)} ({labels}); they must be 0..{width - 1}, one label each. {fix}"
+            )

@@ -52,8 +52,10 @@ def _construction_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     kwargs = dict(kwargs)
     framework = kwargs.pop("framework", None)
     if framework not in (None, "onnx"):
-        raise ValueError(f"framework={framework!r}: onnxpipe runs ONNX models on onnxruntime, without "
-                         "torch/tensorflow; leave framework unset")
+        raise ValueError(
+            f"framework={framework!r}: onnxpipe runs ONNX models on onnxruntime, without "
+            "torch/tensorflow; leave framework unset"
+        )
     if kwargs.pop("use_fast", True) is not True:
         raise ValueError("use_fast=False: onnxpipe has only the fast (Rust) tokenizer, which the export validated")
     for ignored in ("trust_remote_code", "revision", "model_kwargs", "num_workers"):
@@ -76,8 +78,10 @@ def _model_folder(task: str | None, model: Any) -> tuple[str, Path, OnnxModel | 
     elif isinstance(model, (str, os.PathLike)):
         folder, loaded = resolve_model(model), None
     else:
-        raise TypeError(f"model={type(model).__name__}: pass a model folder path or name, or an onnxpipe model "
-                        "(AutoModel*.from_pretrained); transformers/PyTorch models cannot run here")
+        raise TypeError(
+            f"model={type(model).__name__}: pass a model folder path or name, or an onnxpipe model "
+            "(AutoModel*.from_pretrained); transformers/PyTorch models cannot run here"
+        )
     if task is None:
         task = (loaded.manifest if loaded is not None else load_manifest(folder, verify=False)).task
     return canonical_task(task), folder, loaded
@@ -90,16 +94,29 @@ def _tokenizer(tokenizer: Any, folder: Path, manifest: Manifest) -> AutoTokenize
         return tokenizer
     if isinstance(tokenizer, (str, os.PathLike)):
         if Path(resolve_model(tokenizer)).resolve() != Path(folder).resolve():
-            raise ValueError(f"tokenizer={str(tokenizer)!r} is not the model folder {folder}: an exported folder's "
-                             "model was validated with its own tokenizer, so onnxpipe uses that one; omit tokenizer=")
+            raise ValueError(
+                f"tokenizer={str(tokenizer)!r} is not the model folder {folder}: an exported folder's "
+                "model was validated with its own tokenizer, so onnxpipe uses that one; omit tokenizer="
+            )
         return AutoTokenizer.from_manifest(manifest)
-    raise TypeError(f"tokenizer={type(tokenizer).__name__}: pass an onnxpipe AutoTokenizer or the model folder; "
-                    "transformers tokenizers are not used (the export validated the folder's tokenizer.json)")
+    raise TypeError(
+        f"tokenizer={type(tokenizer).__name__}: pass an onnxpipe AutoTokenizer or the model folder; "
+        "transformers tokenizers are not used (the export validated the folder's tokenizer.json)"
+    )
 
 
-def pipeline(task: str | None = None, model: Any = None, tokenizer: Any = None, device: Any = None,
-             precision: str | None = None, batch_size: int = 32, max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
-             threads: int | None = None, verify: bool = True, **kwargs: Any) -> Pipeline:
+def pipeline(
+    task: str | None = None,
+    model: Any = None,
+    tokenizer: Any = None,
+    device: Any = None,
+    precision: str | None = None,
+    batch_size: int = 32,
+    max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    threads: int | None = None,
+    verify: bool = True,
+    **kwargs: Any,
+) -> Pipeline:
     """Build a pipeline like ``transformers.pipeline``, running on onnxruntime.
 
     ``task``: optional when ``model`` is a folder (its manifest names the task). ``model``: a model folder
@@ -125,8 +142,9 @@ def pipeline(task: str | None = None, model: Any = None, tokenizer: Any = None, 
             f"Export the checkpoint for it: onnxpipe export SOURCE --task {needed} --out DIR"
         )
     onnx_model = loaded or OnnxModel(manifest, device=_device(device), precision=precision, threads=threads)
-    pipe = TABLE[name].pipeline(onnx_model, _tokenizer(tokenizer, folder, manifest), batch_size=batch_size,
-                                max_batch_tokens=max_batch_tokens)
+    pipe = TABLE[name].pipeline(
+        onnx_model, _tokenizer(tokenizer, folder, manifest), batch_size=batch_size, max_batch_tokens=max_batch_tokens
+    )
     defaults = _construction_kwargs(kwargs)
     if defaults:
         pipe._set_defaults(**defaults)

@@ -45,20 +45,27 @@ class DecoderGraph:
 def describe(model: OnnxModel) -> DecoderGraph:
     """Read the past/present names, key/value shape and type from ``model``'s session; refuse other graphs."""
     inputs = {i.name: i for i in model.session.get_inputs()}
-    past = tuple(sorted((n for n in inputs if n.startswith("past_key_values.")),
-                        key=lambda n: (int(n.split(".")[1]), n.endswith(".value"))))
+    past = tuple(
+        sorted(
+            (n for n in inputs if n.startswith("past_key_values.")),
+            key=lambda n: (int(n.split(".")[1]), n.endswith(".value")),
+        )
+    )
     outputs = {o.name for o in model.session.get_outputs()}
     present = tuple(n.replace("past_key_values.", "present.") for n in past)
     missing = [n for n in present if n not in outputs]
     if not past or missing or "logits" not in outputs:
         raise ManifestError(
             f"{model.manifest.folder} is not a decoder graph with a key/value cache (past inputs {list(past)}, "
-            f"missing outputs {missing or ['logits']}); re-export it: onnxpipe export SOURCE --task text-generation")
+            f"missing outputs {missing or ['logits']}); re-export it: onnxpipe export SOURCE --task text-generation"
+        )
     first = inputs[past[0]]
     heads, dim = first.shape[1], first.shape[3]
     if not isinstance(heads, int) or not isinstance(dim, int) or first.type not in _KV_TYPES:
-        raise ManifestError(f"{model.manifest.folder}: {past[0]} has shape {first.shape} and type {first.type}; the "
-                            "loop needs static heads and head size, float or float16. Re-export the folder.")
+        raise ManifestError(
+            f"{model.manifest.folder}: {past[0]} has shape {first.shape} and type {first.type}; the "
+            "loop needs static heads and head size, float or float16. Re-export the folder."
+        )
     return DecoderGraph(past, present, heads, dim, _KV_TYPES[first.type], "position_ids" in inputs)
 
 
@@ -118,14 +125,23 @@ class KVCache:
 def check_room(prompt_length: int, max_new_tokens: int, max_positions: int) -> None:
     if prompt_length + max_new_tokens > max_positions:
         raise InputTooLongError(
-            f"a prompt of {prompt_length} tokens plus max_new_tokens={max_new_tokens} needs {prompt_length + max_new_tokens}"
-            f" positions; the model has {max_positions}. Shorten the prompt or lower max_new_tokens to at most "
-            f"{max(max_positions - prompt_length, 0)}.")
+            f"a prompt of {prompt_length} tokens plus max_new_tokens={max_new_tokens} needs "
+            f"{prompt_length + max_new_tokens} positions; the model has {max_positions}. "
+            f"Shorten the prompt or lower max_new_tokens to at most {max(max_positions - prompt_length, 0)}."
+        )
 
 
-def generate_tokens(model: OnnxModel, graph: DecoderGraph, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int,
-                    sampling: Sampling, eos_ids: Sequence[int], pad_id: int,
-                    rng: np.random.Generator | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def generate_tokens(
+    model: OnnxModel,
+    graph: DecoderGraph,
+    ids: np.ndarray,
+    mask: np.ndarray,
+    max_new_tokens: int,
+    sampling: Sampling,
+    eos_ids: Sequence[int],
+    pad_id: int,
+    rng: np.random.Generator | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(tokens, done)`` per step: one new token per row (``pad_id`` for rows already finished) and the
     rows finished so far. Rows finish on an eos id; the caller may set ``done[i] = True`` to stop a row (stop
     strings), and the loop ends when every row is done or after ``max_new_tokens`` steps.

@@ -31,8 +31,11 @@ def clean_text(text: object, index: int = 0, what: str = "input") -> str:
     True
     """
     if not isinstance(text, str):
-        hint = ("nested lists are not inputs; for a text pair pass {'text': ..., 'text_pair': ...}"
-                if isinstance(text, (list, tuple)) else "convert it (e.g. str(x) or bytes.decode()) or drop it")
+        hint = (
+            "nested lists are not inputs; for a text pair pass {'text': ..., 'text_pair': ...}"
+            if isinstance(text, (list, tuple))
+            else "convert it (e.g. str(x) or bytes.decode()) or drop it"
+        )
         raise TypeError(f"{what} {index} is {type(text).__name__} ({text!r:.60}); expected str: {hint}.")
     if not text.isascii():
         try:
@@ -78,8 +81,11 @@ def int_option(name: str, value: Any, minimum: int = 1, maximum: int | None = No
     >>> int_option("batch_size", 8)
     8
     """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not (
-            minimum <= value and (maximum is None or value <= maximum)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or not (minimum <= value and (maximum is None or value <= maximum))
+    ):
         valid = f"an int from {minimum} to {maximum}" if maximum is not None else f"an int >= {minimum}"
         raise ValueError(f"{name}={value!r} ({type(value).__name__}); use {valid}{' (' + hint + ')' if hint else ''}")
     return int(value)

@@ -161,44 +161,69 @@ class Manifest:
             raise ManifestError(f"{path} lacks the keys {missing}. Re-export the folder.")
         _check_shape(path, data)
         manifest = cls(
-            folder=folder, format_version=version, task=data["task"], tasks=list(data.get("tasks", [])),
-            inputs=list(data["inputs"]), outputs=list(data["outputs"]), max_length=data["max_length"],
+            folder=folder,
+            format_version=version,
+            task=data["task"],
+            tasks=list(data.get("tasks", [])),
+            inputs=list(data["inputs"]),
+            outputs=list(data["outputs"]),
+            max_length=data["max_length"],
             variants={p: _variant(v) for p, v in data["variants"].items()},
             files={rel: FileEntry(**_split(FileEntry, info)) for rel, info in data["files"].items()},
-            architecture=data.get("architecture"), hidden_size=data.get("hidden_size"),
-            labels={int(k): v for k, v in data.get("labels", {}).items()}, problem_type=data.get("problem_type"),
-            pad_token_id=data.get("pad_token_id", 0), tokenizer=data.get("tokenizer", "tokenizer.json"),
+            architecture=data.get("architecture"),
+            hidden_size=data.get("hidden_size"),
+            labels={int(k): v for k, v in data.get("labels", {}).items()},
+            problem_type=data.get("problem_type"),
+            pad_token_id=data.get("pad_token_id", 0),
+            tokenizer=data.get("tokenizer", "tokenizer.json"),
             tokenizer_config=cast(TokenizerConfig, dict(data["tokenizer_config"]))
-            if data.get("tokenizer_config") is not None else None,
+            if data.get("tokenizer_config") is not None
+            else None,
             pooling=Pooling(**_split(Pooling, data["pooling"])) if data.get("pooling") is not None else None,
-            provenance=data.get("provenance"), validation_data=data.get("validation_data"),
-            intermediate_validation=data.get("intermediate_validation"), generation=data.get("generation"),
+            provenance=data.get("provenance"),
+            validation_data=data.get("validation_data"),
+            intermediate_validation=data.get("intermediate_validation"),
+            generation=data.get("generation"),
             extra={k: v for k, v in data.items() if k not in _KNOWN},
         )
         # Every file the runtime opens must be listed under 'files', so that verify covers it.
         for rel in [v.file for v in manifest.variants.values()] + [manifest.tokenizer]:
             if rel not in manifest.files:
-                raise ManifestError(f"{path}: {rel!r} is used but not listed under 'files', so it cannot be "
-                                    "verified. Re-export the folder.")
+                raise ManifestError(
+                    f"{path}: {rel!r} is used but not listed under 'files', so it cannot be "
+                    "verified. Re-export the folder."
+                )
         return manifest
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of this manifest (optional keys that are unset are left out)."""
         optional: dict[str, Any] = {
-            "architecture": self.architecture, "hidden_size": self.hidden_size,
+            "architecture": self.architecture,
+            "hidden_size": self.hidden_size,
             "labels": {str(k): v for k, v in sorted(self.labels.items())} or None,
             "problem_type": self.problem_type,
             "tokenizer_config": None if self.tokenizer_config is None else dict(self.tokenizer_config),
-            "pooling": None if self.pooling is None else _with_extra(self.pooling, {
-                "mode": self.pooling.mode, "normalize": self.pooling.normalize, "source": self.pooling.source}),
-            "provenance": self.provenance, "validation_data": self.validation_data,
-            "intermediate_validation": self.intermediate_validation, "generation": self.generation,
+            "pooling": None
+            if self.pooling is None
+            else _with_extra(
+                self.pooling,
+                {"mode": self.pooling.mode, "normalize": self.pooling.normalize, "source": self.pooling.source},
+            ),
+            "provenance": self.provenance,
+            "validation_data": self.validation_data,
+            "intermediate_validation": self.intermediate_validation,
+            "generation": self.generation,
         }
         return {
             **self.extra,
-            "format_version": self.format_version, "task": self.task, "tasks": list(self.tasks),
-            "inputs": list(self.inputs), "outputs": list(self.outputs), "max_length": self.max_length,
-            "pad_token_id": self.pad_token_id, "tokenizer": self.tokenizer,
+            "format_version": self.format_version,
+            "task": self.task,
+            "tasks": list(self.tasks),
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "max_length": self.max_length,
+            "pad_token_id": self.pad_token_id,
+            "tokenizer": self.tokenizer,
             "variants": {p: _variant_dict(v) for p, v in self.variants.items()},
             "files": {rel: _with_extra(f, {"sha256": f.sha256, "size": f.size}) for rel, f in self.files.items()},
             **{k: v for k, v in optional.items() if v is not None},
@@ -218,8 +243,9 @@ def _decode(text: str, path: Path) -> Any:
     except json.JSONDecodeError as e:
         raise ManifestError(f"{path} is not valid JSON ({e}). Re-export the folder with --force.") from e
     except RecursionError:  # thousands of nested [ or {: no manifest we write nests more than a few levels
-        raise ManifestError(f"{path} nests JSON too deeply to be a manifest. Re-export the folder with --force.") \
-            from None
+        raise ManifestError(
+            f"{path} nests JSON too deeply to be a manifest. Re-export the folder with --force."
+        ) from None
 
 
 def _split(cls: type[Variant | Pooling | FileEntry], data: dict[str, Any]) -> dict[str, Any]:
@@ -235,9 +261,14 @@ def _variant(data: dict[str, Any]) -> Variant:
 
 
 def _variant_dict(v: Variant) -> dict[str, Any]:
-    optional = {"fused_operators": v.fused_operators, "note": v.note, "recipe": v.recipe,
-                "recipe_search": v.recipe_search, "validation": v.validation,
-                "cpu_disabled_optimizers": list(v.cpu_disabled_optimizers) or None}
+    optional = {
+        "fused_operators": v.fused_operators,
+        "note": v.note,
+        "recipe": v.recipe,
+        "recipe_search": v.recipe_search,
+        "validation": v.validation,
+        "cpu_disabled_optimizers": list(v.cpu_disabled_optimizers) or None,
+    }
     return _with_extra(v, {"file": v.file, **{k: x for k, x in optional.items() if x is not None}})
 
 
@@ -314,18 +345,24 @@ def _is_object(x: Any, *, of: Callable[[Any], bool] = lambda _: True) -> bool:
 
 
 def _is_variant(v: Any) -> bool:
-    return (isinstance(v, dict) and isinstance(v.get("file"), str)
-            and _is_str_list(v.get("cpu_disabled_optimizers", []))
-            and _is_object(v.get("fused_operators", {}), of=_is_int)
-            and isinstance(v.get("note", ""), str)
-            and all(_is_object(v.get(k, {})) for k in ("recipe", "recipe_search", "validation")))
+    return (
+        isinstance(v, dict)
+        and isinstance(v.get("file"), str)
+        and _is_str_list(v.get("cpu_disabled_optimizers", []))
+        and _is_object(v.get("fused_operators", {}), of=_is_int)
+        and isinstance(v.get("note", ""), str)
+        and all(_is_object(v.get(k, {})) for k in ("recipe", "recipe_search", "validation"))
+    )
 
 
 def _is_tokenizer_config(x: Any) -> bool:
     if not _is_object(x) or not isinstance(x.get("clean_up_tokenization_spaces", False), bool):
         return False
-    return all((_is_int(v) if k.endswith("_id") else isinstance(v, str)) for k, v in x.items()
-               if k != "clean_up_tokenization_spaces" and v is not None)
+    return all(
+        (_is_int(v) if k.endswith("_id") else isinstance(v, str))
+        for k, v in x.items()
+        if k != "clean_up_tokenization_spaces" and v is not None
+    )
 
 
 _REQUIRED = ("task", "inputs", "outputs", "max_length", "variants", "files")
@@ -341,30 +378,52 @@ _SHAPE: dict[str, tuple[Callable[[Any], bool], str]] = {
     "architecture": (lambda x: isinstance(x, str), "a string"),
     # attention_mask is required: without it the runtime could not mask padding, and padded batches would
     # attend to pad tokens (answers that change with what a text is batched with).
-    "inputs": (lambda x: _is_str_list(x) and {"input_ids", "attention_mask"} <= set(x),
-               "a list of input names including 'input_ids' and 'attention_mask'"),
+    "inputs": (
+        lambda x: _is_str_list(x) and {"input_ids", "attention_mask"} <= set(x),
+        "a list of input names including 'input_ids' and 'attention_mask'",
+    ),
     "outputs": (lambda x: _is_str_list(x) and len(x) > 0, "a non-empty list of output names"),
     "max_length": (lambda x: _is_int(x) and x > 0, "a positive integer"),
     "hidden_size": (lambda x: _is_int(x) and x > 0, "a positive integer"),
     "pad_token_id": (_is_int, "an integer"),
     "problem_type": (lambda x: isinstance(x, str), "a string such as 'single_label_classification'"),
     "tokenizer": (lambda x: isinstance(x, str), "a path string"),
-    "tokenizer_config": (_is_tokenizer_config,
-                         ("an object of '<name>_token' -> string or null, '<name>_token_id' -> integer or null, "
-                          "'clean_up_tokenization_spaces' -> true/false")),
-    "pooling": (lambda x: _is_object(x) and isinstance(x.get("mode"), str)
-                and isinstance(x.get("normalize", True), bool) and isinstance(x.get("source", ""), str),
-                "an object {'mode': 'cls' | 'mean' | 'max', 'normalize': true/false}"),
-    "variants": (lambda x: _is_object(x, of=_is_variant) and len(x) > 0,
-                 ("an object of precision -> {'file': path, 'cpu_disabled_optimizers': [names], "
-                  "'fused_operators': {name: count}, 'recipe'/'validation': {...}, ...}")),
-    "files": (lambda x: _is_object(x, of=lambda v: isinstance(v, dict) and isinstance(v.get("sha256"), str)
-                                   and _is_int(v.get("size"))),
-              "an object of path -> {'sha256': hex, 'size': bytes}"),
+    "tokenizer_config": (
+        _is_tokenizer_config,
+        (
+            "an object of '<name>_token' -> string or null, '<name>_token_id' -> integer or null, "
+            "'clean_up_tokenization_spaces' -> true/false"
+        ),
+    ),
+    "pooling": (
+        lambda x: (
+            _is_object(x)
+            and isinstance(x.get("mode"), str)
+            and isinstance(x.get("normalize", True), bool)
+            and isinstance(x.get("source", ""), str)
+        ),
+        "an object {'mode': 'cls' | 'mean' | 'max', 'normalize': true/false}",
+    ),
+    "variants": (
+        lambda x: _is_object(x, of=_is_variant) and len(x) > 0,
+        (
+            "an object of precision -> {'file': path, 'cpu_disabled_optimizers': [names], "
+            "'fused_operators': {name: count}, 'recipe'/'validation': {...}, ...}"
+        ),
+    ),
+    "files": (
+        lambda x: _is_object(
+            x, of=lambda v: isinstance(v, dict) and isinstance(v.get("sha256"), str) and _is_int(v.get("size"))
+        ),
+        "an object of path -> {'sha256': hex, 'size': bytes}",
+    ),
     # ASCII digits only: str.isdigit() accepts '¹' or '٣', which int() then rejects or reads as another index.
-    "labels": (lambda x: isinstance(x, dict) and all(re.fullmatch(r"-?[0-9]+", k) and isinstance(v, str)
-                                                       for k, v in x.items()),
-               "an object of class index -> label string"),
+    "labels": (
+        lambda x: (
+            isinstance(x, dict) and all(re.fullmatch(r"-?[0-9]+", k) and isinstance(v, str) for k, v in x.items())
+        ),
+        "an object of class index -> label string",
+    ),
     "provenance": (_is_object, "an object"),
     "validation_data": (_is_object, "an object"),
     "generation": (_is_object, "an object"),

@@ -15,8 +15,12 @@ from ._resolve import resolve_model
 from ._session import choose, create_session
 from .errors import InferenceError, NonFiniteOutputError, TaskMismatchError
 
-_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-           "tensor(int64)": np.int64}
+_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+}
 # Above this many values, min/max (no temporary) replace isfinite().all() (a bool copy of the output: 62 MB
 # for a fill-mask batch of 2048 tokens x 30k vocabulary); below it isfinite is the faster of the two.
 _SMALL = 1 << 16
@@ -67,11 +71,13 @@ class OnnxModel:
     output_name: str | tuple[str, ...] | None = None  # what __call__ returns; None: every graph output
     graph: str | None = None  # the head the folder must be exported for (several heads output "logits")
 
-    def __init__(self, manifest: Manifest, device: str = "cpu", precision: str | None = None,
-                 threads: int | None = None):
+    def __init__(
+        self, manifest: Manifest, device: str = "cpu", precision: str | None = None, threads: int | None = None
+    ):
         wanted = (self.output_name,) if isinstance(self.output_name, str) else self.output_name or ()
         if any(name not in manifest.outputs for name in wanted) or (
-                self.graph is not None and self.graph not in manifest.tasks):
+            self.graph is not None and self.graph not in manifest.tasks
+        ):
             raise TaskMismatchError(
                 f"{manifest.folder} (task {manifest.task!r}) has outputs {manifest.outputs}, not "
                 f"{self.output_name!r}{f' of a {self.graph} head' if self.graph else ''}. "
@@ -85,8 +91,14 @@ class OnnxModel:
         self._graph_inputs = [i.name for i in self.session.get_inputs()]
 
     @classmethod
-    def from_pretrained(cls: type[_Model], name_or_path: str | os.PathLike[str], device: str = "cpu",
-                        precision: str | None = None, threads: int | None = None, verify: bool = True) -> _Model:
+    def from_pretrained(
+        cls: type[_Model],
+        name_or_path: str | os.PathLike[str],
+        device: str = "cpu",
+        precision: str | None = None,
+        threads: int | None = None,
+        verify: bool = True,
+    ) -> _Model:
         """Load a model folder by path or name; ``device`` is "cpu", "cuda" or "auto"."""
         return cls(load_manifest(resolve_model(name_or_path), verify=verify), device, precision, threads)
 
@@ -170,8 +182,10 @@ class OnnxModel:
     def _empty(self, ids: np.ndarray, output_names: list[str]) -> list[np.ndarray]:
         """Outputs of zero rows, shaped as the graph declares them (symbolic sequence axes: the input's width)."""
         if ids.ndim != 2 or len(ids):
-            raise ValueError(f"input_ids has shape {ids.shape}: every row needs at least one token (the tokenizer "
-                             "adds its special tokens even to an empty text); pass the tokenizer's output")
+            raise ValueError(
+                f"input_ids has shape {ids.shape}: every row needs at least one token (the tokenizer "
+                "adds its special tokens even to an empty text); pass the tokenizer's output"
+            )
         meta = {o.name: o for o in self.session.get_outputs()}
         fallback = {"logits": len(self.labels), "last_hidden_state": self.manifest.hidden_size or 0}
         out = []
@@ -187,14 +201,14 @@ class OnnxModel:
             out.append(np.zeros(shape, dtype=_DTYPES.get(meta[name].type, np.float32)))
         return out
 
-    def __call__(self, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None,
-                 **kwargs: Any) -> ModelOutput:
+    def __call__(
+        self, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None, **kwargs: Any
+    ) -> ModelOutput:
         if input_ids is None:
             raise TypeError("input_ids is required (pass the tokenizer's output: model(**inputs))")
         if kwargs:
             raise TypeError(f"unexpected inputs {sorted(kwargs)}; this model takes {self._graph_inputs}")
-        feeds = self.feeds({"input_ids": input_ids, "attention_mask": attention_mask,
-                            "token_type_ids": token_type_ids})
+        feeds = self.feeds({"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids})
         names = self._output_names
         return ModelOutput(zip(names, self.run(feeds, names)))
 

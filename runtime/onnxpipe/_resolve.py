@@ -113,8 +113,10 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> Path:
             f"{path} has no {MANIFEST_NAME}: it is not an onnxpipe model folder. If it is a PyTorch checkpoint, "
             f"export it first: onnxpipe export {path} --task TASK --out DIR"
         )
-    export = ("Export one with `onnxpipe export SOURCE --task TASK --out DIR` (needs pip install "
-              "'onnxpipe[export]') and pass model=DIR (CLI: --model DIR)")
+    export = (
+        "Export one with `onnxpipe export SOURCE --task TASK --out DIR` (needs pip install "
+        "'onnxpipe[export]') and pass model=DIR (CLI: --model DIR)"
+    )
     if folder_name(os.fspath(name_or_path)) is None:
         raise ModelNotFoundError(
             f"no model folder at {str(name_or_path)!r}: the path does not exist, and it is not a model name "

@@ -34,8 +34,13 @@ class Sampling:
         """Raise ValueError naming the bad setting and its valid range."""
         number = (int, float)
         if not isinstance(self.temperature, number) or isinstance(self.temperature, bool) or not self.temperature > 0:
-            raise ValueError(_INVALID.format(name="temperature", value=self.temperature,
-                                             valid="a number > 0 (lower is more deterministic; do_sample=False for greedy)"))
+            raise ValueError(
+                _INVALID.format(
+                    name="temperature",
+                    value=self.temperature,
+                    valid="a number > 0 (lower is more deterministic; do_sample=False for greedy)",
+                )
+            )
         if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
             raise ValueError(_INVALID.format(name="top_k", value=self.top_k, valid="an int >= 0 (0: no top-k filter)"))
         if not isinstance(self.top_p, number) or isinstance(self.top_p, bool) or not 0 < self.top_p <= 1:

@@ -78,8 +78,13 @@ def check_threads(threads: int | None) -> int:
     cores = default_threads()
     if threads is None:
         return cores
-    return int_option("threads", threads, 1, _THREADS_PER_CORE * cores,
-                      f"{_THREADS_PER_CORE} x the {cores} usable cores; None gives one per core")
+    return int_option(
+        "threads",
+        threads,
+        1,
+        _THREADS_PER_CORE * cores,
+        f"{_THREADS_PER_CORE} x the {cores} usable cores; None gives one per core",
+    )
 
 
 def _disabled_optimizers(manifest: Manifest, choice: SessionChoice) -> dict[str, list[str]]:
@@ -109,8 +114,13 @@ def create_session(manifest: Manifest, choice: SessionChoice, threads: int | Non
         providers.append(_PROVIDER["cpu"])  # shape ops that CUDA does not implement; not a fallback
     try:
         # enable_fallback=0: no silent retry on CPU while creating (older onnxruntime ignores the keyword).
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers, enable_fallback=0,
-                                       **_disabled_optimizers(manifest, choice))
+        session = ort.InferenceSession(
+            str(path),
+            sess_options=opts,
+            providers=providers,
+            enable_fallback=0,
+            **_disabled_optimizers(manifest, choice),
+        )
     except Exception as e:  # onnxruntime raises its own untyped exceptions (Fail, InvalidGraph, ...)
         if choice.device == "cuda" and "CUDA" in str(e):
             raise ProviderUnavailableError(f"CUDAExecutionProvider failed to start for {path}: {e}") from e

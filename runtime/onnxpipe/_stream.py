@@ -21,8 +21,9 @@ class TextStream:
         >>> rest = stream.finish()
     """
 
-    def __init__(self, decode: Callable[[list[int]], str], stop_strings: Sequence[str] = (),
-                 hold_trailing_space: bool = False):
+    def __init__(
+        self, decode: Callable[[list[int]], str], stop_strings: Sequence[str] = (), hold_trailing_space: bool = False
+    ):
         self.decode = decode
         self.stop_strings = tuple(stop_strings)
         # With transformers' clean-up (" ." -> "."), a trailing space may vanish later: release it only then.
@@ -37,12 +38,12 @@ class TextStream:
         if self.text.endswith("\ufffd"):
             return ""
         end = len(self.text.rstrip()) if self.hold_trailing_space else len(self.text)
-        piece = self.text[self.released:end]
+        piece = self.text[self.released : end]
         self.released = max(self.released, end)
         return piece
 
     def finish(self) -> str:
-        piece = self.text[self.released:]
+        piece = self.text[self.released :]
         self.released = len(self.text)
         return piece
 

@@ -75,49 +75,112 @@ class Task:
     cli_input: str = "text"
 
 
-GRAPHS: dict[str, Graph] = {g.name: g for g in (
-    Graph("text-classification", ("logits",), labels=True),
-    Graph("feature-extraction", ()),
-    Graph("fill-mask", ("logits",), per_token=True),
-    Graph("token-classification", ("logits",), per_token=True, labels=True),
-    Graph("question-answering", ("start_logits", "end_logits"), per_token=True),
-    Graph("text-generation", ("logits",), per_token=True, encoder=False),
-)}
+GRAPHS: dict[str, Graph] = {
+    g.name: g
+    for g in (
+        Graph("text-classification", ("logits",), labels=True),
+        Graph("feature-extraction", ()),
+        Graph("fill-mask", ("logits",), per_token=True),
+        Graph("token-classification", ("logits",), per_token=True, labels=True),
+        Graph("question-answering", ("start_logits", "end_logits"), per_token=True),
+        Graph("text-generation", ("logits",), per_token=True, encoder=False),
+    )
+}
 
 _MINILM_FE = ("all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
-TABLE: dict[str, Task] = {t.name: t for t in (
-    Task("text-classification", TextClassificationPipeline, "text-classification", aliases=("sentiment-analysis",),
-         default_model="minilm-sst2", default_source="../shared/checkpoints/minilm-sst2"),
-    Task("feature-extraction", FeatureExtractionPipeline, "feature-extraction",
-         default_model=_MINILM_FE[0], default_source=_MINILM_FE[1]),
-    Task("sentence-embeddings", SentenceEmbeddingsPipeline, "feature-extraction", aliases=("embeddings",),
-         default_model=_MINILM_FE[0], default_source=_MINILM_FE[1]),
-    # transformers' own pipeline defaults where our architectures cover them.
-    Task("fill-mask", FillMaskPipeline, "fill-mask",
-         default_model="distilroberta-base", default_source="distilbert/distilroberta-base"),
-    Task("token-classification", TokenClassificationPipeline, "token-classification", aliases=("ner",),
-         default_model="bert-large-cased-finetuned-conll03-english",
-         default_source="dbmdz/bert-large-cased-finetuned-conll03-english",
-         options=(Option("--aggregation-strategy", "aggregation_strategy",
-                         "how sub-word tokens become entities (default none)",
-                         choices=("none", "simple", "first", "average", "max")),)),
-    Task("question-answering", QuestionAnsweringPipeline, "question-answering",
-         default_model="distilbert-base-cased-distilled-squad",
-         default_source="distilbert/distilbert-base-cased-distilled-squad", cli_input="question-context",
-         options=(Option("--question", "question", "the question (with --context)", implies_task=True),
-                  Option("--context", "context", "the context (with --question)", implies_task=True))),
-    # transformers' default (BART) is not exportable here: a DeBERTa-v3 NLI cross-encoder instead.
-    Task("zero-shot-classification", ZeroShotClassificationPipeline, "text-classification", needs_label="entail",
-         default_model="nli-deberta-v3-small", default_source="cross-encoder/nli-deberta-v3-small",
-         options=(Option("--candidate-labels", "candidate_labels", "comma-separated labels (implies the task)",
-                         implies_task=True, required=True),
-                  Option("--hypothesis-template", "hypothesis_template", "e.g. 'This example is {}.'"),
-                  Option("--multi-label", "multi_label", "labels scored independently", store_true=True))),
-    # Causal LM with a key/value cache; `onnxpipe generate` is its own command (_cli_generate.py).
-    Task("text-generation", TextGenerationPipeline, "text-generation",
-         default_model="gpt2", default_source="openai-community/gpt2"),
-)}
+TABLE: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task(
+            "text-classification",
+            TextClassificationPipeline,
+            "text-classification",
+            aliases=("sentiment-analysis",),
+            default_model="minilm-sst2",
+            default_source="../shared/checkpoints/minilm-sst2",
+        ),
+        Task(
+            "feature-extraction",
+            FeatureExtractionPipeline,
+            "feature-extraction",
+            default_model=_MINILM_FE[0],
+            default_source=_MINILM_FE[1],
+        ),
+        Task(
+            "sentence-embeddings",
+            SentenceEmbeddingsPipeline,
+            "feature-extraction",
+            aliases=("embeddings",),
+            default_model=_MINILM_FE[0],
+            default_source=_MINILM_FE[1],
+        ),
+        # transformers' own pipeline defaults where our architectures cover them.
+        Task(
+            "fill-mask",
+            FillMaskPipeline,
+            "fill-mask",
+            default_model="distilroberta-base",
+            default_source="distilbert/distilroberta-base",
+        ),
+        Task(
+            "token-classification",
+            TokenClassificationPipeline,
+            "token-classification",
+            aliases=("ner",),
+            default_model="bert-large-cased-finetuned-conll03-english",
+            default_source="dbmdz/bert-large-cased-finetuned-conll03-english",
+            options=(
+                Option(
+                    "--aggregation-strategy",
+                    "aggregation_strategy",
+                    "how sub-word tokens become entities (default none)",
+                    choices=("none", "simple", "first", "average", "max"),
+                ),
+            ),
+        ),
+        Task(
+            "question-answering",
+            QuestionAnsweringPipeline,
+            "question-answering",
+            default_model="distilbert-base-cased-distilled-squad",
+            default_source="distilbert/distilbert-base-cased-distilled-squad",
+            cli_input="question-context",
+            options=(
+                Option("--question", "question", "the question (with --context)", implies_task=True),
+                Option("--context", "context", "the context (with --question)", implies_task=True),
+            ),
+        ),
+        # transformers' default (BART) is not exportable here: a DeBERTa-v3 NLI cross-encoder instead.
+        Task(
+            "zero-shot-classification",
+            ZeroShotClassificationPipeline,
+            "text-classification",
+            needs_label="entail",
+            default_model="nli-deberta-v3-small",
+            default_source="cross-encoder/nli-deberta-v3-small",
+            options=(
+                Option(
+                    "--candidate-labels",
+                    "candidate_labels",
+                    "comma-separated labels (implies the task)",
+                    implies_task=True,
+                    required=True,
+                ),
+                Option("--hypothesis-template", "hypothesis_template", "e.g. 'This example is {}.'"),
+                Option("--multi-label", "multi_label", "labels scored independently", store_true=True),
+            ),
+        ),
+        # Causal LM with a key/value cache; `onnxpipe generate` is its own command (_cli_generate.py).
+        Task(
+            "text-generation",
+            TextGenerationPipeline,
+            "text-generation",
+            default_model="gpt2",
+            default_source="openai-community/gpt2",
+        ),
+    )
+}
 
 # Derived tables. ------------------------------------------------------------------------------------------
 TASKS: dict[str, type[Pipeline]] = {name: t.pipeline for name, t in TABLE.items()}

@@ -25,8 +25,18 @@ from ._resolve import resolve_model
 from .errors import IntegrityError, ModelLoadError
 
 # transformers' PreTrainedTokenizerBase.clean_up_tokenization, in order.
-_CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
-             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+_CLEANUPS = (
+    (" .", "."),
+    (" ?", "?"),
+    (" !", "!"),
+    (" ,", ","),
+    (" ' ", "'"),
+    (" n't", "n't"),
+    (" 'm", "'m"),
+    (" 's", "'s"),
+    (" 've", "'ve"),
+    (" 're", "'re"),
+)
 _SPECIALS = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 _PAIR_STRATEGIES = ("only_first", "only_second")
 
@@ -36,6 +46,7 @@ def clean_up(text: str) -> str:
     for a, b in _CLEANUPS:
         text = text.replace(a, b)
     return text
+
 
 _MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")  # transformers' order
 # With truncation, a text longer than _CHARS_PER_TOKEN x the model maximum is tokenized from its start only,
@@ -93,8 +104,14 @@ class AutoTokenizer:
         array([[ 101, 1045, 5223, 2023, 2061, 2172,  999,  102]])
     """
 
-    def __init__(self, tokenizer_json: str, max_length: int, input_names: Sequence[str], pad_token_id: int = 0,
-                 config: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        tokenizer_json: str,
+        max_length: int,
+        input_names: Sequence[str],
+        pad_token_id: int = 0,
+        config: dict[str, Any] | None = None,
+    ):
         self.model_max_length = int(max_length)
         self.model_input_names = [n for n in _MODEL_INPUTS if n in input_names]
         self.pad_token_id = int(pad_token_id)
@@ -102,8 +119,10 @@ class AutoTokenizer:
         # Parsed once; the JSON text is not kept (a 500 MB tokenizer.json is 500 MB more for the process's
         # life). Further copies are cloned from this one when a setting first needs them.
         self._base = self._configure(Tokenizer.from_str(tokenizer_json), self.model_max_length)
-        self._specials: tuple[int, int] = (self._base.num_special_tokens_to_add(False),
-                                           self._base.num_special_tokens_to_add(True))
+        self._specials: tuple[int, int] = (
+            self._base.num_special_tokens_to_add(False),
+            self._base.num_special_tokens_to_add(True),
+        )
         self._pinned: dict[Any, Tokenizer] = {self.model_max_length: self._base}  # read without the lock
         self._recent: OrderedDict[Any, Tokenizer] = OrderedDict()
         self._lock = threading.Lock()
@@ -129,8 +148,9 @@ class AutoTokenizer:
             raise ModelLoadError(f"the tokenizers library rejected {path}: {e}; {manifest.hint()}") from e
 
     @staticmethod
-    def _configure(tok: Tokenizer, max_length: int | None, stride: int = 0,
-                   strategy: str = "longest_first") -> Tokenizer:
+    def _configure(
+        tok: Tokenizer, max_length: int | None, stride: int = 0, strategy: str = "longest_first"
+    ) -> Tokenizer:
         # Only ever called on a copy no other thread can see yet.
         tok.no_padding()
         if max_length is None:
@@ -164,13 +184,22 @@ class AutoTokenizer:
     def __getstate__(self) -> dict[str, Any]:
         # The lock cannot be pickled and the copies are caches: send the base tokenizer (tokenizers pickles it
         # as JSON) and rebuild the rest on the other side, so a tokenizer can go to worker processes.
-        return {"base": self._base, "model_max_length": self.model_max_length,
-                "model_input_names": self.model_input_names, "pad_token_id": self.pad_token_id,
-                "config": self.config}
+        return {
+            "base": self._base,
+            "model_max_length": self.model_max_length,
+            "model_input_names": self.model_input_names,
+            "pad_token_id": self.pad_token_id,
+            "config": self.config,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(model_max_length=state["model_max_length"], model_input_names=state["model_input_names"],
-                             pad_token_id=state["pad_token_id"], _base=state["base"], config=state.get("config", {}))
+        self.__dict__.update(
+            model_max_length=state["model_max_length"],
+            model_input_names=state["model_input_names"],
+            pad_token_id=state["pad_token_id"],
+            _base=state["base"],
+            config=state.get("config", {}),
+        )
         self._specials = (self._base.num_special_tokens_to_add(False), self._base.num_special_tokens_to_add(True))
         self._pinned, self._recent, self._lock = {self.model_max_length: self._base}, OrderedDict(), threading.Lock()
 
@@ -180,8 +209,14 @@ class AutoTokenizer:
         return self._base
 
     def encode_batch(
-        self, texts: Sequence[str], pairs: Sequence[str] | None = None, truncation: bool = True,
-        max_length: int | None = None, stride: int = 0, strategy: str = "longest_first", bounded: bool = False,
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str] | None = None,
+        truncation: bool = True,
+        max_length: int | None = None,
+        stride: int = 0,
+        strategy: str = "longest_first",
+        bounded: bool = False,
         add_special_tokens: bool = True,
     ) -> list[Encoding]:
         """Encode texts (and pairs). ``bounded=True``, for callers that never read ``Encoding.overflowing``:
@@ -208,13 +243,23 @@ class AutoTokenizer:
         silently does not truncate at all, and a stride it cannot fit makes it raise or panic."""
         specials = self._specials[pair]
         if max_length is not None:
-            int_option("max_length", max_length, max(specials, 1), None,
-                       f"the tokenizer adds {specials} special tokens, and below that it would not truncate")
+            int_option(
+                "max_length",
+                max_length,
+                max(specials, 1),
+                None,
+                f"the tokenizer adds {specials} special tokens, and below that it would not truncate",
+            )
         limit = min(max_length or self.model_max_length, self.model_max_length)
         if isinstance(stride, bool) or stride != 0:
-            int_option("stride", stride, 0, limit - specials - 1,
-                       f"windows of max_length={limit} hold {limit - specials} text tokens after {specials} special "
-                       "tokens, and the stride (their overlap) must be smaller")
+            int_option(
+                "stride",
+                stride,
+                0,
+                limit - specials - 1,
+                f"windows of max_length={limit} hold {limit - specials} text tokens after {specials} special "
+                "tokens, and the stride (their overlap) must be smaller",
+            )
         return limit
 
     def _head(self, text: str, limit: int) -> str:
@@ -252,19 +297,32 @@ class AutoTokenizer:
         return BatchEncoding((k, out[k]) for k in self.model_input_names if k in out)
 
     def __call__(
-        self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None, padding: bool | str = False,
-        truncation: bool | str | None = None, max_length: int | None = None, return_tensors: str | None = None,
-        add_special_tokens: bool = True, return_offsets_mapping: bool = False,
-        return_attention_mask: bool | None = None, return_token_type_ids: bool | None = None,
-        return_special_tokens_mask: bool = False, return_length: bool = False, **unsupported: Any,
+        self,
+        text: str | Sequence[str],
+        text_pair: str | Sequence[str] | None = None,
+        padding: bool | str = False,
+        truncation: bool | str | None = None,
+        max_length: int | None = None,
+        return_tensors: str | None = None,
+        add_special_tokens: bool = True,
+        return_offsets_mapping: bool = False,
+        return_attention_mask: bool | None = None,
+        return_token_type_ids: bool | None = None,
+        return_special_tokens_mask: bool = False,
+        return_length: bool = False,
+        **unsupported: Any,
     ) -> BatchEncoding:
         if unsupported:
-            raise TypeError(f"unsupported tokenizer arguments {sorted(unsupported)}; supported: text_pair, padding, "
-                            "truncation, max_length, return_tensors, add_special_tokens, return_offsets_mapping, "
-                            "return_attention_mask, return_token_type_ids, return_special_tokens_mask, return_length")
+            raise TypeError(
+                f"unsupported tokenizer arguments {sorted(unsupported)}; supported: text_pair, padding, "
+                "truncation, max_length, return_tensors, add_special_tokens, return_offsets_mapping, "
+                "return_attention_mask, return_token_type_ids, return_special_tokens_mask, return_length"
+            )
         if return_tensors not in (None, "np"):
-            raise ValueError(f"return_tensors={return_tensors!r}: onnxpipe runs without torch/tensorflow and returns "
-                             "numpy only; use return_tensors='np' (the models take numpy arrays)")
+            raise ValueError(
+                f"return_tensors={return_tensors!r}: onnxpipe runs without torch/tensorflow and returns "
+                "numpy only; use return_tensors='np' (the models take numpy arrays)"
+            )
         if max_length is not None:  # 0 or -1 would otherwise mean "the model maximum" or an OverflowError
             int_option("max_length", max_length, 1, None, "or None for the model maximum")
         single, texts = as_text_list(text, "text")
@@ -284,8 +342,15 @@ class AutoTokenizer:
         else:  # as transformers: an unset truncation with max_length truncates only when not padding
             truncate = max_length is not None and padding in (False, "do_not_pad")
         # bounded: overflow is never returned here (and a pair's overflow grows with the product of the lengths)
-        encodings = self.encode_batch(texts, pairs, truncation=truncate, max_length=max_length, bounded=True,
-                                      strategy=strategy, add_special_tokens=add_special_tokens)
+        encodings = self.encode_batch(
+            texts,
+            pairs,
+            truncation=truncate,
+            max_length=max_length,
+            bounded=True,
+            strategy=strategy,
+            add_special_tokens=add_special_tokens,
+        )
         if padding in (False, "do_not_pad"):
             if return_tensors == "np" and len({len(e.ids) for e in encodings}) > 1:
                 raise ValueError("inputs have different lengths; pass padding=True to return_tensors='np'")
@@ -297,15 +362,19 @@ class AutoTokenizer:
         else:
             raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False")
         out = self.pad(encodings, pad_to)
-        keep = [k for k in self.model_input_names
-                if not (k == "attention_mask" and return_attention_mask is False)
-                and not (k == "token_type_ids" and return_token_type_ids is False)]
+        keep = [
+            k
+            for k in self.model_input_names
+            if not (k == "attention_mask" and return_attention_mask is False)
+            and not (k == "token_type_ids" and return_token_type_ids is False)
+        ]
         out = BatchEncoding((k, out[k]) for k in keep)
         if return_token_type_ids and "token_type_ids" not in out:
             out["token_type_ids"] = self._extra(encodings, lambda e: e.type_ids, out["input_ids"].shape, 0)
         if return_special_tokens_mask:
-            out["special_tokens_mask"] = self._extra(encodings, lambda e: e.special_tokens_mask,
-                                                     out["input_ids"].shape, 1)
+            out["special_tokens_mask"] = self._extra(
+                encodings, lambda e: e.special_tokens_mask, out["input_ids"].shape, 1
+            )
         if return_offsets_mapping:
             n, width = out["input_ids"].shape
             offsets = np.zeros((n, width, 2), dtype=np.int64)
@@ -323,8 +392,12 @@ class AutoTokenizer:
                 if k == "length":
                     listed[k] = v.tolist()
                 elif k == "offset_mapping":
-                    listed[k] = [[tuple(p) for p in row[:n]] if pad_to is None and padding in (False, "do_not_pad")
-                                 else [tuple(p) for p in row] for row, n in zip(v.tolist(), lengths)]
+                    listed[k] = [
+                        [tuple(p) for p in row[:n]]
+                        if pad_to is None and padding in (False, "do_not_pad")
+                        else [tuple(p) for p in row]
+                        for row, n in zip(v.tolist(), lengths)
+                    ]
                 elif padding in (False, "do_not_pad"):
                     listed[k] = [row[:n] for row, n in zip(v.tolist(), lengths)]
                 else:
@@ -343,14 +416,28 @@ class AutoTokenizer:
             array[i, : len(values)] = values
         return array
 
-    def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True,
-               truncation: bool | str | None = None, max_length: int | None = None,
-               return_tensors: str | None = None, **kwargs: Any) -> Any:
+    def encode(
+        self,
+        text: str,
+        text_pair: str | None = None,
+        add_special_tokens: bool = True,
+        truncation: bool | str | None = None,
+        max_length: int | None = None,
+        return_tensors: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Token ids of one text (or pair) as a list, as transformers' ``encode``."""
         if not isinstance(text, str):
             raise TypeError(f"encode takes one str, got {type(text).__name__}; call the tokenizer for a batch")
-        out = self(text, text_pair=text_pair, add_special_tokens=add_special_tokens, truncation=truncation,
-                   max_length=max_length, return_tensors=return_tensors, **kwargs)
+        out = self(
+            text,
+            text_pair=text_pair,
+            add_special_tokens=add_special_tokens,
+            truncation=truncation,
+            max_length=max_length,
+            return_tensors=return_tensors,
+            **kwargs,
+        )
         return out["input_ids"]
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
@@ -359,8 +446,11 @@ class AutoTokenizer:
 
     def tokenize(self, text: str, text_pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
         tok = self._for(None)
-        encoding = (tok.encode(text, add_special_tokens=add_special_tokens) if text_pair is None
-                    else tok.encode(text, text_pair, add_special_tokens=add_special_tokens))
+        encoding = (
+            tok.encode(text, add_special_tokens=add_special_tokens)
+            if text_pair is None
+            else tok.encode(text, text_pair, add_special_tokens=add_special_tokens)
+        )
         tokens: list[str] = encoding.tokens
         return tokens
 
@@ -439,20 +529,25 @@ class AutoTokenizer:
         decoder = self._base.decoder
         return str(decoder.decode(tokens)) if decoder is not None else " ".join(tokens)
 
-    def decode(self, token_ids: Any, skip_special_tokens: bool = False,
-               clean_up_tokenization_spaces: bool | None = None) -> str:
+    def decode(
+        self, token_ids: Any, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None
+    ) -> str:
         """Text of token ids. Special tokens are kept unless ``skip_special_tokens=True`` (transformers' default);
         spaces are cleaned up as the checkpoint's tokenizer says (``clean_up_tokenization_spaces``)."""
         if isinstance(token_ids, (int, np.integer)):
             token_ids = [token_ids]
         ids = np.asarray(token_ids).reshape(-1).tolist() if isinstance(token_ids, np.ndarray) else token_ids
         text: str = self._base.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
-        clean = (self.config.get("clean_up_tokenization_spaces", False) if clean_up_tokenization_spaces is None
-                 else clean_up_tokenization_spaces)
+        clean = (
+            self.config.get("clean_up_tokenization_spaces", False)
+            if clean_up_tokenization_spaces is None
+            else clean_up_tokenization_spaces
+        )
         return clean_up(text) if clean else text
 
-    def batch_decode(self, sequences: Any, skip_special_tokens: bool = False,
-                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
+    def batch_decode(
+        self, sequences: Any, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None
+    ) -> list[str]:
         """``decode`` of each row (a list of id lists, or a 2-D array), as transformers."""
         return [self.decode(seq, skip_special_tokens, clean_up_tokenization_spaces) for seq in sequences]
 

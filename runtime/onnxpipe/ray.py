@@ -61,8 +61,9 @@ def _to_arrow(batch: Any) -> tuple[pa.Table, Any]:
     if isinstance(batch, pa.Table):
         return batch, None
     if isinstance(batch, dict):  # numpy
-        return pa.table({k: _column(list(v) if v.dtype == object else v) for k, v in batch.items()}), \
-            lambda name: list(batch[name])
+        return pa.table({k: _column(list(v) if v.dtype == object else v) for k, v in batch.items()}), lambda name: list(
+            batch[name]
+        )
     return pa.table({k: _column(batch[k].tolist()) for k in batch.columns}), lambda name: batch[name].tolist()
 
 
@@ -80,13 +81,32 @@ class Predictor:
         ...                compute=ActorPoolStrategy(size=2), num_cpus=1, batch_format="pandas")
     """
 
-    def __init__(self, model: Any, task: str | None = None, column: str | None = None,
-                 pair_column: str | None = None, on_error: str = "skip", prefix: str = "",
-                 threads: int | None = None, precision: str | None = None, batch_size: int = 32,
-                 verify: bool = True, **task_kwargs: Any):
-        self.job = BatchJob.create(model, task=task, column=column, pair_column=pair_column, on_error=on_error,
-                                   prefix=prefix, precision=precision, batch_size=batch_size, verify=verify,
-                                   **task_kwargs)
+    def __init__(
+        self,
+        model: Any,
+        task: str | None = None,
+        column: str | None = None,
+        pair_column: str | None = None,
+        on_error: str = "skip",
+        prefix: str = "",
+        threads: int | None = None,
+        precision: str | None = None,
+        batch_size: int = 32,
+        verify: bool = True,
+        **task_kwargs: Any,
+    ):
+        self.job = BatchJob.create(
+            model,
+            task=task,
+            column=column,
+            pair_column=pair_column,
+            on_error=on_error,
+            prefix=prefix,
+            precision=precision,
+            batch_size=batch_size,
+            verify=verify,
+            **task_kwargs,
+        )
         self.pipe = self.job.build_pipeline(threads or assigned_cpus())
 
     def __call__(self, batch: Any) -> pa.Table:
@@ -102,8 +122,9 @@ class _JobPredictor(Predictor):
         self.pipe = job.build_pipeline(threads or assigned_cpus())
 
 
-def ray_tables(job: BatchJob, path: str, fmt: str, batch_rows: int, actors: int = 1,
-               cpus_per_actor: float = 1) -> Iterator[pa.Table]:
+def ray_tables(
+    job: BatchJob, path: str, fmt: str, batch_rows: int, actors: int = 1, cpus_per_actor: float = 1
+) -> Iterator[pa.Table]:
     """The Ray engine of ``run_batch``: output tables in input order, each the job run on ``batch_rows`` rows.
 
     Blocks are re-cut to exactly ``batch_rows`` rows before inference, so every actor sees the same row groups
@@ -133,8 +154,10 @@ def ray_tables(job: BatchJob, path: str, fmt: str, batch_rows: int, actors: int 
     if total < needed:
         if started:
             ray.shutdown()
-        raise BatchJobError(f"{actors} actors of {cpus_per_actor} CPUs need {needed:g} CPUs with the reader, and "
-                            f"this Ray cluster has {total:g}. Use fewer --actors or --cpus-per-actor, or add nodes")
+        raise BatchJobError(
+            f"{actors} actors of {cpus_per_actor} CPUs need {needed:g} CPUs with the reader, and "
+            f"this Ray cluster has {total:g}. Use fewer --actors or --cpus-per-actor, or add nodes"
+        )
     ctx = DataContext.get_current()
     saved = ctx.execution_options.preserve_order, ctx.enable_progress_bars
     ctx.execution_options.preserve_order, ctx.enable_progress_bars = True, False
@@ -143,9 +166,14 @@ def ray_tables(job: BatchJob, path: str, fmt: str, batch_rows: int, actors: int 
         ds = getattr(ray.data, reader)(path, **reader_args)
         job.check_columns(ds.schema().names)  # here, not in the actors: Ray hands their errors back as text
         ds = ds.repartition(target_num_rows_per_block=batch_rows, strict=True)
-        ds = ds.map_batches(_JobPredictor, fn_constructor_kwargs={"job": job, "threads": max(1, round(cpus_per_actor))},
-                            compute=ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor, batch_size=batch_rows,
-                            batch_format="pyarrow")
+        ds = ds.map_batches(
+            _JobPredictor,
+            fn_constructor_kwargs={"job": job, "threads": max(1, round(cpus_per_actor))},
+            compute=ActorPoolStrategy(size=actors),
+            num_cpus=cpus_per_actor,
+            batch_size=batch_rows,
+            batch_format="pyarrow",
+        )
         yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved

@@ -55,12 +55,15 @@ def _run(cmd: list[str], log: Path, env: dict | None = None, cwd: Path | None = 
 
 def _no_cuda_torch(python: Path, log: Path) -> None:
     # An unpinned or wrongly resolved torch brings gigabytes of nvidia-* wheels; refuse such an environment.
-    out = subprocess.run([str(python), "-m", "pip", "list", "--format=json"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True
+    ).stdout
     cuda = [p["name"] for p in json.loads(out) if p["name"].lower().startswith("nvidia-")]
     if cuda:
-        raise EnvBuildError(f"{python.parent.parent} got CUDA packages {cuda}; torch must be the CPU build "
-                            f"({TORCH}, as the export extra resolves it). See {log}.")
+        raise EnvBuildError(
+            f"{python.parent.parent} got CUDA packages {cuda}; torch must be the CPU build "
+            f"({TORCH}, as the export extra resolves it). See {log}."
+        )
 
 
 def ensure(consumer: str) -> Path:
@@ -87,9 +90,14 @@ def _build(consumer: str, where: Path, spec: str) -> None:
     log = where / "build.log"
     if consumer == "transformers.js":
         if shutil.which("npm") is None:
-            raise EnvBuildError("the transformers.js check needs node >= 18 and npm on PATH (apt-get install nodejs npm)")
-        (where / "package.json").write_text(json.dumps({"name": "onnxpipe-interop", "private": True,
-                                                        "type": "module", "dependencies": NODE_SPEC}, indent=2))
+            raise EnvBuildError(
+                "the transformers.js check needs node >= 18 and npm on PATH (apt-get install nodejs npm)"
+            )
+        (where / "package.json").write_text(
+            json.dumps(
+                {"name": "onnxpipe-interop", "private": True, "type": "module", "dependencies": NODE_SPEC}, indent=2
+            )
+        )
         # onnxruntime-node's post-install step downloads from a host outside the registries; skipping it keeps
         # the CPU binaries bundled in the npm package, which is all this check uses.
         env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}

@@ -21,10 +21,15 @@ FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model_quantized.onnx"}
 def run(job):
     name = f"onnxpipe-interop/{job['id']}"  # fastembed's registry of custom models is global: one name per job
     classify = job["kind"] == "classify"
-    TextEmbedding.add_custom_model(model=name, pooling=PoolingType.DISABLED if classify else PoolingType.MEAN,
-                                   normalization=not classify, sources=ModelSource(hf=name), dim=job["dim"],
-                                   model_file=FILES[job["precision"]],
-                                   output_name="logits" if classify else "last_hidden_state")
+    TextEmbedding.add_custom_model(
+        model=name,
+        pooling=PoolingType.DISABLED if classify else PoolingType.MEAN,
+        normalization=not classify,
+        sources=ModelSource(hf=name),
+        dim=job["dim"],
+        model_file=FILES[job["precision"]],
+        output_name="logits" if classify else "last_hidden_state",
+    )
     model = TextEmbedding(model_name=name, specific_model_path=job["folder"])
     out = np.stack(list(model.embed(job["texts"], batch_size=job["batch_size"]))).astype(np.float64)
     if not classify:

@@ -20,8 +20,10 @@ def run(job):
     tok = AutoTokenizer.from_pretrained(job["folder"])
     cls = ORTModelForSequenceClassification if job["kind"] == "classify" else ORTModelForFeatureExtraction
     model = cls.from_pretrained(job["folder"], subfolder="onnx", file_name=FILES[job["precision"]])
-    parts = [batch(model, tok, job, job["texts"][i : i + job["batch_size"]])
-             for i in range(0, len(job["texts"]), job["batch_size"])]
+    parts = [
+        batch(model, tok, job, job["texts"][i : i + job["batch_size"]])
+        for i in range(0, len(job["texts"]), job["batch_size"])
+    ]
     return {key: [row for part in parts for row in part[key]] for key in parts[0]}
 
 

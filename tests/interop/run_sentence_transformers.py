@@ -18,11 +18,15 @@ def run(job):
     if job["kind"] == "st-pytorch":  # the reference: sentence-transformers' own PyTorch model on the checkpoint
         model = SentenceTransformer(job["folder"], device="cpu")
     else:
-        model = SentenceTransformer(job["folder"], backend="onnx", device="cpu",
-                                    model_kwargs={"file_name": FILES[job["precision"]]})
+        model = SentenceTransformer(
+            job["folder"], backend="onnx", device="cpu", model_kwargs={"file_name": FILES[job["precision"]]}
+        )
     vectors = model.encode(job["texts"], batch_size=job["batch_size"], convert_to_numpy=True)
-    return {"embeddings": vectors.tolist(), "modules": [type(m).__name__ for m in model],
-            "max_seq_length": model.max_seq_length}
+    return {
+        "embeddings": vectors.tolist(),
+        "modules": [type(m).__name__ for m in model],
+        "max_seq_length": model.max_seq_length,
+    }
 
 
 def main(src, dst):

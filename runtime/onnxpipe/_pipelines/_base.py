@@ -66,8 +66,14 @@ class Pipeline:
     task = ""
     output_names: tuple[str, ...] = ()
 
-    def __init__(self, model: OnnxModel, tokenizer: AutoTokenizer, batch_size: int = 32,
-                 max_batch_tokens: int = DEFAULT_BATCH_TOKENS, chunk_size: int = 2048):
+    def __init__(
+        self,
+        model: OnnxModel,
+        tokenizer: AutoTokenizer,
+        batch_size: int = 32,
+        max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        chunk_size: int = 2048,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = int_option("batch_size", batch_size)
@@ -91,8 +97,13 @@ class Pipeline:
             raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}")
         return {}, {}
 
-    def _tokenize_options(self, truncation: Any = True, padding: Any = None, max_length: Any = None,
-                          tokenize_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _tokenize_options(
+        self,
+        truncation: Any = True,
+        padding: Any = None,
+        max_length: Any = None,
+        tokenize_kwargs: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Preprocess params from transformers' tokenizer arguments of a call (``truncation``, ``max_length``,
         ``padding``, or them in ``tokenize_kwargs``). ``padding`` is checked and has no effect: inputs are
         padded per length-sorted batch and masked, which gives the same outputs."""
@@ -107,16 +118,22 @@ class Pipeline:
             raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False")
         pre: dict[str, Any] = {"truncation": truncation}
         if max_length is not None:
-            pre["max_length"] = int_option("max_length", max_length, 1, self.tokenizer.model_max_length,
-                                           "the exported model's maximum is the upper bound")
+            pre["max_length"] = int_option(
+                "max_length",
+                max_length,
+                1,
+                self.tokenizer.model_max_length,
+                "the exported model's maximum is the upper bound",
+            )
         return pre
 
     def _normalize(self, inputs: Any) -> tuple[bool, list[Any]]:
         """Return (was a single input, the list of inputs)."""
         return as_text_list(inputs, "inputs")
 
-    def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True,
-                   max_length: int | None = None) -> list[tuple[Any, list[Encoding]]]:
+    def preprocess(
+        self, items: Sequence[Any], offset: int, truncation: bool = True, max_length: int | None = None
+    ) -> list[tuple[Any, list[Encoding]]]:
         texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
         encodings = self.tokenizer.encode_batch(texts, truncation=truncation, max_length=max_length, bounded=True)
         if not truncation:
@@ -126,8 +143,10 @@ class Pipeline:
     def postprocess(self, outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> list[Any]:
         # Every output per row, cut to the row's own tokens where it has a token axis.
         lengths, width = feeds["attention_mask"].sum(axis=1), feeds["attention_mask"].shape[1]
-        return [{k: (v[i, : int(n)] if v.ndim > 1 and v.shape[1] == width else v[i]) for k, v in outputs.items()}
-                for i, n in enumerate(lengths)]
+        return [
+            {k: (v[i, : int(n)] if v.ndim > 1 and v.shape[1] == width else v[i]) for k, v in outputs.items()}
+            for i, n in enumerate(lengths)
+        ]
 
     def gather(self, info: Any, encodings: list[Encoding], rows: list[Any], **params: Any) -> Any:
         # A task with one encoding per input, no gather params and final rows needs nothing more.
@@ -176,8 +195,7 @@ class Pipeline:
             inputs = [inputs]
         return self._iter(inputs, pre, post, batch_size)
 
-    def _iter(self, inputs: Iterable[Any], pre: dict[str, Any], post: dict[str, Any],
-              batch_size: int) -> Iterator[Any]:
+    def _iter(self, inputs: Iterable[Any], pre: dict[str, Any], post: dict[str, Any], batch_size: int) -> Iterator[Any]:
         chunk: list[Any] = []
         offset = 0
         for item in inputs:
@@ -189,13 +207,15 @@ class Pipeline:
         if chunk:
             yield from self._run_chunk(chunk, offset, pre, post, batch_size)
 
-    def _run_chunk(self, items: list[Any], offset: int, pre: dict[str, Any], post: dict[str, Any],
-                   batch_size: int | None = None) -> list[Any]:
+    def _run_chunk(
+        self, items: list[Any], offset: int, pre: dict[str, Any], post: dict[str, Any], batch_size: int | None = None
+    ) -> list[Any]:
         prepared = self.preprocess(items, offset, **pre)
         encodings = [e for _, group in prepared for e in group]
         rows: list[Any] = [None] * len(encodings)
-        for batch in plan_batches([len(e.ids) for e in encodings], batch_size or self.batch_size,
-                                  self.max_batch_tokens):
+        for batch in plan_batches(
+            [len(e.ids) for e in encodings], batch_size or self.batch_size, self.max_batch_tokens
+        ):
             feeds = self.tokenizer.pad([encodings[i] for i in batch])
             try:
                 outputs = self._forward(feeds)
@@ -210,9 +230,13 @@ class Pipeline:
             start = end
         return results
 
-    def _name_inputs(self, error: NonFiniteOutputError, encoding_ids: list[int],
-                     prepared: list[tuple[Any, list[Encoding]]],
-                     offset: int) -> NonFiniteOutputError:
+    def _name_inputs(
+        self,
+        error: NonFiniteOutputError,
+        encoding_ids: list[int],
+        prepared: list[tuple[Any, list[Encoding]]],
+        offset: int,
+    ) -> NonFiniteOutputError:
         """``error`` naming the inputs (``offset`` + index in ``prepared``) that own the given encodings."""
         owner = [k for k, (_, group) in enumerate(prepared) for _ in group]
         inputs = sorted({offset + owner[j] for j in encoding_ids})
@@ -238,5 +262,7 @@ class Pipeline:
         return self.model.precision
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(task={self.task!r}, model={str(self.model.manifest.folder)!r}, "
-                f"device={self.device!r}, precision={self.precision!r})")
+        return (
+            f"{type(self).__name__}(task={self.task!r}, model={str(self.model.manifest.folder)!r}, "
+            f"device={self.device!r}, precision={self.precision!r})"
+        )

@@ -11,9 +11,16 @@ from typing import Any
 import numpy as np
 
 
-def select_starts_ends(start: np.ndarray, end: np.ndarray, p_mask: np.ndarray, attention_mask: np.ndarray,
-                       min_null_score: float, top_k: int, handle_impossible: bool,
-                       max_answer_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def select_starts_ends(
+    start: np.ndarray,
+    end: np.ndarray,
+    p_mask: np.ndarray,
+    attention_mask: np.ndarray,
+    min_null_score: float,
+    top_k: int,
+    handle_impossible: bool,
+    max_answer_len: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     undesired_tokens = np.abs(np.array(p_mask) - 1) & attention_mask
     undesired_tokens_mask = undesired_tokens == 0.0
     start = np.where(undesired_tokens_mask, -10000.0, start)
@@ -29,8 +36,9 @@ def select_starts_ends(start: np.ndarray, end: np.ndarray, p_mask: np.ndarray, a
     return starts, ends, scores, min_null_score
 
 
-def decode_spans(start: np.ndarray, end: np.ndarray, topk: int, max_answer_len: int,
-                 undesired_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decode_spans(
+    start: np.ndarray, end: np.ndarray, topk: int, max_answer_len: int, undesired_tokens: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     outer = np.matmul(np.expand_dims(start, -1), np.expand_dims(end, 1))
     candidates = np.tril(np.triu(outer), max_answer_len - 1)
     scores_flat = candidates.flatten()

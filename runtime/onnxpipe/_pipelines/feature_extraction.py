@@ -22,14 +22,24 @@ class FeatureExtractionPipeline(Pipeline):
     task = "feature-extraction"
     output_names = ("last_hidden_state",)
 
-    def _sanitize_parameters(self, return_tensors: bool = False, truncation: bool = True, padding: Any = None,
-                             max_length: int | None = None, tokenize_kwargs: dict[str, Any] | None = None,
-                             **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _sanitize_parameters(
+        self,
+        return_tensors: bool = False,
+        truncation: bool = True,
+        padding: Any = None,
+        max_length: int | None = None,
+        tokenize_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)}; feature-extraction takes return_tensors, "
-                            "truncation, padding, max_length, tokenize_kwargs")
-        return (self._tokenize_options(truncation, padding, max_length, tokenize_kwargs),
-                {"return_tensors": bool(return_tensors)})
+            raise TypeError(
+                f"unexpected arguments {sorted(kwargs)}; feature-extraction takes return_tensors, "
+                "truncation, padding, max_length, tokenize_kwargs"
+            )
+        return (
+            self._tokenize_options(truncation, padding, max_length, tokenize_kwargs),
+            {"return_tensors": bool(return_tensors)},
+        )
 
     def postprocess(self, outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         hidden = outputs["last_hidden_state"]
@@ -37,7 +47,10 @@ class FeatureExtractionPipeline(Pipeline):
         return [np.ascontiguousarray(hidden[i : i + 1, : int(n)], dtype=np.float32) for i, n in enumerate(lengths)]
 
     def gather(  # type: ignore[override]  # takes only the gather params its _sanitize_parameters returns
-        self, info: None, encodings: list[Encoding], rows: list[np.ndarray],
+        self,
+        info: None,
+        encodings: list[Encoding],
+        rows: list[np.ndarray],
         return_tensors: bool = False,
     ) -> Any:
         return rows[0] if return_tensors else rows[0].tolist()

@@ -44,8 +44,9 @@ class FillMaskPipeline(Pipeline):
             return results[0]
         return super()._finish(results, single, inputs, kwargs)
 
-    def _sanitize_parameters(self, top_k: int | None = None, targets: str | list[str] | None = None,
-                             truncation: bool = False, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _sanitize_parameters(
+        self, top_k: int | None = None, targets: str | list[str] | None = None, truncation: bool = False, **kwargs: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; fill-mask takes top_k, targets, truncation")
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
@@ -57,24 +58,28 @@ class FillMaskPipeline(Pipeline):
         # As transformers: a target outside the vocabulary becomes the first token it encodes to.
         vocab = self.tokenizer.backend.get_vocab()
         ids = [vocab.get(t) for t in targets]
-        ids = [i if i is not None else (self.tokenizer.backend.encode(t, add_special_tokens=False).ids or [None])[0]
-               for t, i in zip(targets, ids)]
+        ids = [
+            i if i is not None else (self.tokenizer.backend.encode(t, add_special_tokens=False).ids or [None])[0]
+            for t, i in zip(targets, ids)
+        ]
         ids = list(set(i for i in ids if i is not None))  # transformers' order, so ties rank the same
         if not ids:
             raise ValueError(f"targets={targets!r}: none of them encodes to a token; pass words of the vocabulary")
         return np.array(ids)
 
     def preprocess(  # type: ignore[override]  # takes only truncation: a mask must survive it
-            self, items: Sequence[Any], offset: int,
-                   truncation: bool = False) -> list[tuple[None, list[Encoding]]]:
+        self, items: Sequence[Any], offset: int, truncation: bool = False
+    ) -> list[tuple[None, list[Encoding]]]:
         texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
         encodings = self.tokenizer.encode_batch(texts, truncation=truncation)
         if not truncation:
             self._check_lengths(encodings, offset)
         for i, e in enumerate(encodings):
             if self.mask_id not in e.ids:
-                raise ValueError(f"input {offset + i} has no mask token {self.mask_token!r} (after truncation, "
-                                 f"if any); put {self.mask_token} where the word to predict goes")
+                raise ValueError(
+                    f"input {offset + i} has no mask token {self.mask_token!r} (after truncation, "
+                    f"if any); put {self.mask_token} where the word to predict goes"
+                )
         return [(None, [e]) for e in encodings]
 
     def postprocess(self, outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -82,8 +87,12 @@ class FillMaskPipeline(Pipeline):
         return [softmax(logits[i, ids[i] == self.mask_id].astype(np.float32)) for i in range(len(ids))]
 
     def gather(  # type: ignore[override]  # takes only the gather params its _sanitize_parameters returns
-        self, info: None, encodings: list[Encoding], rows: list[np.ndarray],
-        top_k: int = 5, target_ids: np.ndarray | None = None,
+        self,
+        info: None,
+        encodings: list[Encoding],
+        rows: list[np.ndarray],
+        top_k: int = 5,
+        target_ids: np.ndarray | None = None,
     ) -> list[Any]:
         ids, probs = np.array(encodings[0].ids), rows[0]
         if target_ids is not None:
@@ -97,7 +106,13 @@ class FillMaskPipeline(Pipeline):
                 filled = ids.copy()
                 filled[position] = token
                 sequence = self.decoder.decode(filled[filled != self.pad_id], skip_special_tokens=single)
-                options.append({"score": float(row[p]), "token": token, "token_str": self.decoder.decode([token]),
-                                "sequence": sequence})
+                options.append(
+                    {
+                        "score": float(row[p]),
+                        "token": token,
+                        "token_str": self.decoder.decode([token]),
+                        "sequence": sequence,
+                    }
+                )
             result.append(options)
         return result[0] if single else result

@@ -52,17 +52,27 @@ class QuestionAnsweringPipeline(Pipeline):
             return True, [inputs]
         if isinstance(inputs, (list, tuple)):
             return False, list(inputs)
-        raise TypeError(f"inputs must be a {{'question': ..., 'context': ...}} dict or a list of them, "
-                        f"got {type(inputs).__name__}")
+        raise TypeError(
+            f"inputs must be a {{'question': ..., 'context': ...}} dict or a list of them, got {type(inputs).__name__}"
+        )
 
-    def _sanitize_parameters(self, top_k: int | None = 1, doc_stride: int | None = None, max_answer_len: int = 15,
-                             max_seq_len: int | None = None, max_question_len: int = 64,
-                             handle_impossible_answer: bool = False, align_to_words: bool = True,
-                             **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _sanitize_parameters(
+        self,
+        top_k: int | None = 1,
+        doc_stride: int | None = None,
+        max_answer_len: int = 15,
+        max_seq_len: int | None = None,
+        max_question_len: int = 64,
+        handle_impossible_answer: bool = False,
+        align_to_words: bool = True,
+        **kwargs: Any,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         # max_question_len is accepted for compatibility: with fast tokenizers transformers ignores it too.
         if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)}; question-answering takes top_k, doc_stride, "
-                            "max_answer_len, max_seq_len, max_question_len, handle_impossible_answer, align_to_words")
+            raise TypeError(
+                f"unexpected arguments {sorted(kwargs)}; question-answering takes top_k, doc_stride, "
+                "max_answer_len, max_seq_len, max_question_len, handle_impossible_answer, align_to_words"
+            )
         top_k = 1 if top_k is None else top_k
         top_k, max_answer_len = int_option("top_k", top_k), int_option("max_answer_len", max_answer_len)
         # Checked here, not in the Rust tokenizer: 0 meant the model maximum, a negative value an OverflowError,
@@ -71,43 +81,77 @@ class QuestionAnsweringPipeline(Pipeline):
         if max_seq_len is None:
             max_seq_len = min(limit, 384)
         else:
-            max_seq_len = min(int_option("max_seq_len", max_seq_len, specials + 2, None,
-                                         f"room for {specials} special tokens, a question and a context"), limit)
+            max_seq_len = min(
+                int_option(
+                    "max_seq_len",
+                    max_seq_len,
+                    specials + 2,
+                    None,
+                    f"room for {specials} special tokens, a question and a context",
+                ),
+                limit,
+            )
         if doc_stride is None:
             doc_stride = min(max_seq_len // 2, 128, max_seq_len - specials - 2)
         else:
-            doc_stride = int_option("doc_stride", doc_stride, 0, max_seq_len - specials - 2,
-                                    f"windows of max_seq_len={max_seq_len} tokens must each add new context")
-        return ({"max_seq_len": max_seq_len, "doc_stride": doc_stride},
-                {"top_k": top_k, "max_answer_len": max_answer_len, "impossible": bool(handle_impossible_answer),
-                 "align": bool(align_to_words)})
+            doc_stride = int_option(
+                "doc_stride",
+                doc_stride,
+                0,
+                max_seq_len - specials - 2,
+                f"windows of max_seq_len={max_seq_len} tokens must each add new context",
+            )
+        return (
+            {"max_seq_len": max_seq_len, "doc_stride": doc_stride},
+            {
+                "top_k": top_k,
+                "max_answer_len": max_answer_len,
+                "impossible": bool(handle_impossible_answer),
+                "align": bool(align_to_words),
+            },
+        )
 
     def preprocess(  # type: ignore[override]  # takes its windowing, from its _sanitize_parameters
-            self, items: Sequence[Any], offset: int, max_seq_len: int = 384,
-                   doc_stride: int = 128) -> list[tuple[str, list[Encoding]]]:
+        self, items: Sequence[Any], offset: int, max_seq_len: int = 384, doc_stride: int = 128
+    ) -> list[tuple[str, list[Encoding]]]:
         pairs = []
         for i, item in enumerate(items):
             if not isinstance(item, dict) or set(item) != {"question", "context"}:
-                raise ValueError(f"input {offset + i}: expected a dict with the keys 'question' and 'context', "
-                                 f"got {sorted(item) if isinstance(item, dict) else type(item).__name__}")
+                raise ValueError(
+                    f"input {offset + i}: expected a dict with the keys 'question' and 'context', "
+                    f"got {sorted(item) if isinstance(item, dict) else type(item).__name__}"
+                )
             question, context = (clean_text(item[k], offset + i, k) for k in ("question", "context"))
             if not question or not context:
                 raise ValueError(f"input {offset + i}: question and context must not be empty")
             pairs.append((question, context))
         try:
-            encodings = self.tokenizer.encode_batch([q for q, _ in pairs], [c for _, c in pairs],
-                                                    max_length=max_seq_len, stride=doc_stride, strategy="only_second")
+            encodings = self.tokenizer.encode_batch(
+                [q for q, _ in pairs],
+                [c for _, c in pairs],
+                max_length=max_seq_len,
+                stride=doc_stride,
+                strategy="only_second",
+            )
         except BaseException as e:  # the Rust tokenizer: a question leaving no room for the context (an error),
             if not isinstance(e, Exception) and type(e).__name__ != "PanicException":  # or a stride (a panic)
                 raise
-            raise ValueError(f"inputs {offset}..{offset + len(pairs) - 1}: {e}. A question must leave room for "
-                             f"more than doc_stride={doc_stride} context tokens within max_seq_len={max_seq_len}; "
-                             "shorten it, raise max_seq_len or lower doc_stride") from e
+            raise ValueError(
+                f"inputs {offset}..{offset + len(pairs) - 1}: {e}. A question must leave room for "
+                f"more than doc_stride={doc_stride} context tokens within max_seq_len={max_seq_len}; "
+                "shorten it, raise max_seq_len or lower doc_stride"
+            ) from e
         return [(context, [e, *e.overflowing]) for (_, context), e in zip(pairs, encodings)]
 
     def gather(  # type: ignore[override]  # takes only the gather params its _sanitize_parameters returns
-        self, context: str, encodings: list[Encoding], rows: list[dict[str, np.ndarray]],
-        top_k: int = 1, max_answer_len: int = 15, impossible: bool = False, align: bool = True,
+        self,
+        context: str,
+        encodings: list[Encoding],
+        rows: list[dict[str, np.ndarray]],
+        top_k: int = 1,
+        max_answer_len: int = 15,
+        impossible: bool = False,
+        align: bool = True,
     ) -> Any:
         answers: list[dict[str, Any]]
         min_null_score, answers = 1000000.0, []
@@ -117,9 +161,15 @@ class QuestionAnsweringPipeline(Pipeline):
             if self.cls_id is not None:
                 p_mask[np.array(enc.ids) == self.cls_id] = 0
             starts, ends, scores, min_null_score = select_starts_ends(
-                row["start_logits"][None].astype(np.float32), row["end_logits"][None].astype(np.float32), p_mask,
-                np.array(enc.attention_mask), min_null_score, top_k * 2 + 10 if align else top_k, impossible,
-                max_answer_len)
+                row["start_logits"][None].astype(np.float32),
+                row["end_logits"][None].astype(np.float32),
+                p_mask,
+                np.array(enc.attention_mask),
+                min_null_score,
+                top_k * 2 + 10 if align else top_k,
+                impossible,
+                max_answer_len,
+            )
             for s, e, score in zip(starts, ends, scores):
                 start, end = _char_span(enc, int(s), int(e), align)
                 same = next((a for a in answers if a["answer"].lower() == context[start:end].lower()), None)
@@ -140,8 +190,9 @@ def _pairs(question: Any, context: Any) -> Any:
         return [{"question": q, "context": context} for q in question]
     if isinstance(question, list) and isinstance(context, list) and len(question) == len(context):
         return [{"question": q, "context": c} for q, c in zip(question, context)]
-    raise ValueError("question/context: pass two strings, a list of questions and one context, "
-                     "or two lists of the same length")
+    raise ValueError(
+        "question/context: pass two strings, a list of questions and one context, or two lists of the same length"
+    )
 
 
 def _char_span(enc: Encoding, s: int, e: int, align: bool) -> tuple[int, int]:

@@ -41,8 +41,9 @@ class SentenceEmbeddingsPipeline(Pipeline):
             raise ValueError(f"manifest pooling mode {pooling.mode!r} is not one of {list(_POOLING)}")
         return pooling
 
-    def _sanitize_parameters(self, normalize: bool | None = None, truncation: bool = True,
-                             **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _sanitize_parameters(
+        self, normalize: bool | None = None, truncation: bool = True, **kwargs: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; sentence-embeddings takes normalize, truncation")
         norm = self._pooling.normalize if normalize is None else normalize
@@ -61,7 +62,10 @@ class SentenceEmbeddingsPipeline(Pipeline):
         return list(vectors)
 
     def gather(  # type: ignore[override]  # takes only the gather params its _sanitize_parameters returns
-        self, info: None, encodings: list[Encoding], rows: list[np.ndarray],
+        self,
+        info: None,
+        encodings: list[Encoding],
+        rows: list[np.ndarray],
         normalize: bool = True,
     ) -> np.ndarray:
         vector = rows[0]

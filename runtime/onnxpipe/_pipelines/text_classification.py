@@ -40,13 +40,22 @@ class TextClassificationPipeline(Pipeline):
             return results
         return super()._finish(results, single, inputs, kwargs)
 
-    def _sanitize_parameters(self, top_k: Any = "", function_to_apply: str | None = None,
-                             truncation: bool = True, return_all_scores: bool | None = None, padding: Any = None,
-                             max_length: int | None = None, tokenize_kwargs: dict[str, Any] | None = None,
-                             **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _sanitize_parameters(
+        self,
+        top_k: Any = "",
+        function_to_apply: str | None = None,
+        truncation: bool = True,
+        return_all_scores: bool | None = None,
+        padding: Any = None,
+        max_length: int | None = None,
+        tokenize_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)}; text-classification takes top_k, "
-                            "function_to_apply, truncation, return_all_scores, padding, max_length, tokenize_kwargs")
+            raise TypeError(
+                f"unexpected arguments {sorted(kwargs)}; text-classification takes top_k, "
+                "function_to_apply, truncation, return_all_scores, padding, max_length, tokenize_kwargs"
+            )
         if function_to_apply is not None:
             function_to_apply = str(function_to_apply).lower()
             if function_to_apply not in _FUNCTIONS:
@@ -57,17 +66,18 @@ class TextClassificationPipeline(Pipeline):
         if legacy and return_all_scores is not None:  # transformers' deprecated form: every label, old shapes
             top_k = None if return_all_scores else 1
         pre = self._tokenize_options(truncation, padding, max_length, tokenize_kwargs)
-        return pre, {"top_k": 1 if top_k == "" else top_k, "legacy": legacy,
-                                            "function_to_apply": function_to_apply}
+        return pre, {"top_k": 1 if top_k == "" else top_k, "legacy": legacy, "function_to_apply": function_to_apply}
 
-    def preprocess(self, items: Sequence[Any], offset: int, truncation: bool = True,
-                   max_length: int | None = None) -> list[tuple[None, list[Encoding]]]:
+    def preprocess(
+        self, items: Sequence[Any], offset: int, truncation: bool = True, max_length: int | None = None
+    ) -> list[tuple[None, list[Encoding]]]:
         singles, pairs = [], []
         for i, item in enumerate(items):
             if isinstance(item, dict):
                 if "text" not in item or set(item) - {"text", "text_pair"}:
-                    raise ValueError(f"input {offset + i}: a dict input takes the keys 'text' and 'text_pair', "
-                                     f"got {sorted(item)}")
+                    raise ValueError(
+                        f"input {offset + i}: a dict input takes the keys 'text' and 'text_pair', got {sorted(item)}"
+                    )
                 pair = item.get("text_pair")
                 if pair is None:
                     singles.append((i, clean_text(item["text"], offset + i)))
@@ -77,12 +87,21 @@ class TextClassificationPipeline(Pipeline):
                 singles.append((i, clean_text(item, offset + i)))
         out: list[Any] = [None] * len(items)
         if singles:
-            for (i, _), e in zip(singles, self.tokenizer.encode_batch([t for _, t in singles], truncation=truncation,
-                                                                            max_length=max_length, bounded=True)):
+            for (i, _), e in zip(
+                singles,
+                self.tokenizer.encode_batch(
+                    [t for _, t in singles], truncation=truncation, max_length=max_length, bounded=True
+                ),
+            ):
                 out[i] = e
         if pairs:
-            encs = self.tokenizer.encode_batch([a for _, a, _ in pairs], [b for _, _, b in pairs],
-                                               truncation=truncation, max_length=max_length, bounded=True)
+            encs = self.tokenizer.encode_batch(
+                [a for _, a, _ in pairs],
+                [b for _, _, b in pairs],
+                truncation=truncation,
+                max_length=max_length,
+                bounded=True,
+            )
             for (i, _, _), e in zip(pairs, encs):
                 out[i] = e
         if not truncation:
@@ -107,8 +126,13 @@ class TextClassificationPipeline(Pipeline):
         return list(outputs["logits"].astype(np.float32))
 
     def gather(  # type: ignore[override]  # takes only the gather params its _sanitize_parameters returns
-        self, info: None, encodings: list[Encoding], rows: list[np.ndarray],
-        top_k: int | None = 1, legacy: bool = True, function_to_apply: str | None = None,
+        self,
+        info: None,
+        encodings: list[Encoding],
+        rows: list[np.ndarray],
+        top_k: int | None = 1,
+        legacy: bool = True,
+        function_to_apply: str | None = None,
     ) -> Any:
         logits, labels = rows[0], self._labels
         fn = function_to_apply or self._function

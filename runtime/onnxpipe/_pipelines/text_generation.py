@@ -44,13 +44,16 @@ def generation_info(manifest: Manifest) -> GenerationInfo:
     """Read what generation needs from the manifest's ``generation`` entry, in this one place."""
     g = manifest.generation
     if not isinstance(g, dict) or not isinstance(g.get("eos_token_id"), list):
-        raise ManifestError(f"{manifest.folder}/manifest.json has no valid 'generation' entry (eos ids, pad id, "
-                            f"generation config); it was not exported for text-generation. {manifest.hint()}")
+        raise ManifestError(
+            f"{manifest.folder}/manifest.json has no valid 'generation' entry (eos ids, pad id, "
+            f"generation config); it was not exported for text-generation. {manifest.hint()}"
+        )
     template = None
     if g.get("chat_template"):
         template = safe_path(manifest.folder, str(g["chat_template"])).read_text(encoding="utf-8")
-    return GenerationInfo(tuple(int(e) for e in g["eos_token_id"]), int(g.get("pad_token_id") or 0),
-                          dict(g.get("config") or {}), template)
+    return GenerationInfo(
+        tuple(int(e) for e in g["eos_token_id"]), int(g.get("pad_token_id") or 0), dict(g.get("config") or {}), template
+    )
 
 
 class TextGenerationPipeline(Pipeline):
@@ -67,43 +70,67 @@ class TextGenerationPipeline(Pipeline):
     task = "text-generation"
     output_names = ("logits",)
 
-    def __init__(self, model: OnnxModel, tokenizer: AutoTokenizer, batch_size: int = 8,
-                 max_batch_tokens: int = DEFAULT_BATCH_TOKENS, chunk_size: int = 2048):
-        super().__init__(model, tokenizer, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
-                         chunk_size=chunk_size)
+    def __init__(
+        self,
+        model: OnnxModel,
+        tokenizer: AutoTokenizer,
+        batch_size: int = 8,
+        max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        chunk_size: int = 2048,
+    ):
+        super().__init__(
+            model, tokenizer, batch_size=batch_size, max_batch_tokens=max_batch_tokens, chunk_size=chunk_size
+        )
         self.graph: DecoderGraph = describe(model)
         self.info = generation_info(model.manifest)
         config = tokenizer_config(model.manifest)
         self.clean_up = bool(config.get("clean_up_tokenization_spaces", False))
         self.decoder = Decoder(tokenizer.backend, self.clean_up)
         self.specials: dict[str, str | None] = {"bos_token": None, "eos_token": None}
-        for name, ids in (("bos_token", (model.manifest.generation or {}).get("bos_token_id")),
-                          ("eos_token", self.info.eos_token_id[0] if self.info.eos_token_id else None)):
+        for name, ids in (
+            ("bos_token", (model.manifest.generation or {}).get("bos_token_id")),
+            ("eos_token", self.info.eos_token_id[0] if self.info.eos_token_id else None),
+        ):
             if ids is not None:
                 self.specials[name] = tokenizer.backend.id_to_token(int(ids))
 
     # -- arguments --------------------------------------------------------------------------------------
-    def _settings(self, max_new_tokens: int | None = None, num_return_sequences: int = 1,
-                  return_full_text: bool = True, stop_strings: str | Sequence[str] | None = None,
-                  skip_special_tokens: bool = True, **kwargs: Any) -> dict[str, Any]:
+    def _settings(
+        self,
+        max_new_tokens: int | None = None,
+        num_return_sequences: int = 1,
+        return_full_text: bool = True,
+        stop_strings: str | Sequence[str] | None = None,
+        skip_special_tokens: bool = True,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
         unknown = sorted(set(kwargs) - set(_SAMPLING_ARGS))
         if unknown:
-            raise TypeError(f"unexpected arguments {unknown}; text-generation takes max_new_tokens, "
-                            f"num_return_sequences, return_full_text, stop_strings, skip_special_tokens, "
-                            f"{', '.join(_SAMPLING_ARGS)}")
+            raise TypeError(
+                f"unexpected arguments {unknown}; text-generation takes max_new_tokens, "
+                f"num_return_sequences, return_full_text, stop_strings, skip_special_tokens, "
+                f"{', '.join(_SAMPLING_ARGS)}"
+            )
         merged = {**_PIPELINE_DEFAULTS, **self.info.config}
         new_tokens = max_new_tokens if max_new_tokens is not None else merged.get("max_new_tokens", 256)
         sampling = from_config(merged, **kwargs)
         n = int_option("num_return_sequences", num_return_sequences)
         if n > 1 and not sampling.do_sample:
-            raise ValueError(f"num_return_sequences={n} with greedy decoding would repeat one text {n} times; "
-                             "pass do_sample=True, or num_return_sequences=1")
+            raise ValueError(
+                f"num_return_sequences={n} with greedy decoding would repeat one text {n} times; "
+                "pass do_sample=True, or num_return_sequences=1"
+            )
         stops = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings or [])
         if not all(isinstance(s, str) and s for s in stops):
             raise ValueError(f"stop_strings={stop_strings!r}; use a non-empty string or a list of them")
-        return {"max_new_tokens": int_option("max_new_tokens", new_tokens, 0), "sampling": sampling,
-                "num_return_sequences": n, "return_full_text": bool(return_full_text), "stop_strings": stops,
-                "skip_special_tokens": bool(skip_special_tokens)}
+        return {
+            "max_new_tokens": int_option("max_new_tokens", new_tokens, 0),
+            "sampling": sampling,
+            "num_return_sequences": n,
+            "return_full_text": bool(return_full_text),
+            "stop_strings": stops,
+            "skip_special_tokens": bool(skip_special_tokens),
+        }
 
     def _prompt(self, item: Any, index: int) -> tuple[str, bool]:
         """(prompt text, whether special tokens are to be added): a chat is rendered by its template, which
@@ -113,8 +140,9 @@ class TextGenerationPipeline(Pipeline):
         return clean_text(item, index), True
 
     # -- generation -------------------------------------------------------------------------------------
-    def _generate(self, prompts: list[tuple[str, bool]], s: dict[str, Any],
-                  rng: np.random.Generator | None) -> Iterator[tuple[int, list[TextStream], np.ndarray, np.ndarray]]:
+    def _generate(
+        self, prompts: list[tuple[str, bool]], s: dict[str, Any], rng: np.random.Generator | None
+    ) -> Iterator[tuple[int, list[TextStream], np.ndarray, np.ndarray]]:
         """For one batch of prompts (each repeated num_return_sequences times): yield per step the row count,
         the rows' streams, the new tokens and which rows are done."""
         n = s["num_return_sequences"]
@@ -122,9 +150,12 @@ class TextGenerationPipeline(Pipeline):
         for add_specials in (True, False):
             texts = [p for p, a in prompts if a == add_specials]
             if texts:
-                encodings.extend(zip([i for i, (_, a) in enumerate(prompts) if a == add_specials],
-                                     self.tokenizer.encode_batch(texts, truncation=False,
-                                                                 add_special_tokens=add_specials)))
+                encodings.extend(
+                    zip(
+                        [i for i, (_, a) in enumerate(prompts) if a == add_specials],
+                        self.tokenizer.encode_batch(texts, truncation=False, add_special_tokens=add_specials),
+                    )
+                )
         ids_list = [e.ids for _, e in sorted(encodings, key=lambda x: x[0]) for _ in range(n)]
         width = max(len(x) for x in ids_list)
         check_room(width, s["max_new_tokens"], self.model.manifest.max_length)
@@ -132,20 +163,33 @@ class TextGenerationPipeline(Pipeline):
         mask = np.zeros_like(ids)
         for r, row in enumerate(ids_list):  # left padding: every row's newest token in the last column
             if row:
-                ids[r, width - len(row):] = row
-                mask[r, width - len(row):] = 1
+                ids[r, width - len(row) :] = row
+                mask[r, width - len(row) :] = 1
         if width == 0 or not mask[:, -1].all():
-            raise ValueError("a prompt encodes to no tokens and the tokenizer adds no start token; give a "
-                             "non-empty prompt")
+            raise ValueError(
+                "a prompt encodes to no tokens and the tokenizer adds no start token; give a non-empty prompt"
+            )
         skip = s["skip_special_tokens"]
-        streams = [TextStream(lambda t: self.decoder.decode(t, skip_special_tokens=skip), s["stop_strings"],
-                              self.clean_up) for _ in ids_list]
-        for tokens, done in generate_tokens(self.model, self.graph, ids, mask, s["max_new_tokens"], s["sampling"],
-                                            self.info.eos_token_id, self.info.pad_token_id, rng):
+        streams = [
+            TextStream(lambda t: self.decoder.decode(t, skip_special_tokens=skip), s["stop_strings"], self.clean_up)
+            for _ in ids_list
+        ]
+        for tokens, done in generate_tokens(
+            self.model,
+            self.graph,
+            ids,
+            mask,
+            s["max_new_tokens"],
+            s["sampling"],
+            self.info.eos_token_id,
+            self.info.pad_token_id,
+            rng,
+        ):
             yield len(ids_list), streams, tokens, done
 
-    def _step_streams(self, streams: list[TextStream], tokens: np.ndarray, done: np.ndarray,
-                      was_done: np.ndarray) -> list[str]:
+    def _step_streams(
+        self, streams: list[TextStream], tokens: np.ndarray, done: np.ndarray, was_done: np.ndarray
+    ) -> list[str]:
         pieces = []
         for r, stream in enumerate(streams):
             piece = ""
@@ -156,8 +200,9 @@ class TextGenerationPipeline(Pipeline):
             pieces.append(piece)
         return pieces
 
-    def _run_batch(self, items: list[Any], offset: int, s: dict[str, Any],
-                   rng: np.random.Generator | None) -> list[list[dict[str, Any]]]:
+    def _run_batch(
+        self, items: list[Any], offset: int, s: dict[str, Any], rng: np.random.Generator | None
+    ) -> list[list[dict[str, Any]]]:
         prompts = [self._prompt(item, offset + i) for i, item in enumerate(items)]
         streams: list[TextStream] = []
         was_done = None
@@ -169,7 +214,7 @@ class TextGenerationPipeline(Pipeline):
         results = []
         for i, item in enumerate(items):
             rows = []
-            for stream in streams[i * n:(i + 1) * n]:
+            for stream in streams[i * n : (i + 1) * n]:
                 stream.finish()
                 rows.append({"generated_text": self._full(item, prompts[i][0], stream.text, s["return_full_text"])})
             results.append(rows)
@@ -209,8 +254,9 @@ class TextGenerationPipeline(Pipeline):
         a list of such lists, as transformers."""
         single = isinstance(inputs, str) or is_chat(inputs)
         if not single and not isinstance(inputs, (list, tuple)):
-            raise TypeError(f"inputs is {type(inputs).__name__}; pass a str, a chat (list of role/content dicts) "
-                            "or a list of those")
+            raise TypeError(
+                f"inputs is {type(inputs).__name__}; pass a str, a chat (list of role/content dicts) or a list of those"
+            )
         results = list(self.iter([inputs] if single else list(inputs), **kwargs))
         return results[0] if single else results
 

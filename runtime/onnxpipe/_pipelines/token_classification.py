@@ -41,33 +41,45 @@ class TokenClassificationPipeline(Pipeline):
         # Word-aware tokenizers (WordPiece's "##") tell sub-words apart exactly; others fall back on spaces.
         self.word_aware = bool(getattr(self.tokenizer.backend.model, "continuing_subword_prefix", None))
 
-    def _sanitize_parameters(self, aggregation_strategy: str | None = None, ignore_labels: Sequence[str] | None = None,
-                             stride: int | None = None, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _sanitize_parameters(
+        self,
+        aggregation_strategy: str | None = None,
+        ignore_labels: Sequence[str] | None = None,
+        stride: int | None = None,
+        **kwargs: Any,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)}; token-classification takes "
-                            "aggregation_strategy, ignore_labels, stride")
+            raise TypeError(
+                f"unexpected arguments {sorted(kwargs)}; token-classification takes "
+                "aggregation_strategy, ignore_labels, stride"
+            )
         strategy = str(getattr(aggregation_strategy, "value", aggregation_strategy) or "none").lower()
         if strategy not in STRATEGIES:
             raise ValueError(f"aggregation_strategy={aggregation_strategy!r}; use one of {list(STRATEGIES)}")
         if stride is not None:
             # Windows hold model_max_length tokens, special ones included; the overlap must leave one new token.
-            int_option("stride", stride, 0,
-                       self.tokenizer.model_max_length - self.tokenizer.num_special_tokens_to_add() - 1)
+            int_option(
+                "stride", stride, 0, self.tokenizer.model_max_length - self.tokenizer.num_special_tokens_to_add() - 1
+            )
             if strategy == "none":
                 raise ValueError("stride needs an aggregation_strategy other than 'none' to merge the windows")
         ignore = ["O"] if ignore_labels is None else list(ignore_labels)
         return {"stride": stride}, {"strategy": strategy, "ignore_labels": ignore}
 
     def preprocess(  # type: ignore[override]  # takes its stride, from its _sanitize_parameters
-            self, items: Sequence[Any], offset: int,
-                   stride: int | None = None) -> list[tuple[str, list[Encoding]]]:
+        self, items: Sequence[Any], offset: int, stride: int | None = None
+    ) -> list[tuple[str, list[Encoding]]]:
         texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
         encodings = self.tokenizer.encode_batch(texts, stride=stride or 0)
         return [(text, [e, *e.overflowing] if stride is not None else [e]) for text, e in zip(texts, encodings)]
 
     def gather(  # type: ignore[override]  # takes only the gather params its _sanitize_parameters returns
-        self, text: str, encodings: list[Encoding], rows: list[dict[str, np.ndarray]],
-        strategy: str = "none", ignore_labels: Sequence[str] = ("O",),
+        self,
+        text: str,
+        encodings: list[Encoding],
+        rows: list[dict[str, np.ndarray]],
+        strategy: str = "none",
+        ignore_labels: Sequence[str] = ("O",),
     ) -> list[dict[str, Any]]:
         entities: list[dict[str, Any]] = []
         for enc, row in zip(encodings, rows):
@@ -79,7 +91,8 @@ class TokenClassificationPipeline(Pipeline):
     def _tokens(self, text: str, enc: Encoding, scores: np.ndarray, strategy: str) -> list[dict[str, Any]]:
         out = []
         for idx, (token_id, word, (start, end), special) in enumerate(
-                zip(enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask)):
+            zip(enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask)
+        ):
             if special:
                 continue
             word_ref = text[start:end]
@@ -89,8 +102,16 @@ class TokenClassificationPipeline(Pipeline):
                 is_subword = start > 0 and " " not in text[start - 1 : start + 1]
             if token_id == self.unk_id:
                 word, is_subword = word_ref, False
-            out.append({"word": word, "scores": scores[idx], "start": start, "end": end, "index": idx,
-                        "is_subword": is_subword})
+            out.append(
+                {
+                    "word": word,
+                    "scores": scores[idx],
+                    "start": start,
+                    "end": end,
+                    "index": idx,
+                    "is_subword": is_subword,
+                }
+            )
         return out
 
     def _label(self, scores: np.ndarray) -> tuple[str, float]:
@@ -99,9 +120,18 @@ class TokenClassificationPipeline(Pipeline):
 
     def _aggregate(self, tokens: list[dict[str, Any]], strategy: str) -> list[dict[str, Any]]:
         if strategy in ("none", "simple"):
-            entities = [{"entity": label, "score": score, "index": t["index"], "word": t["word"],
-                         "start": t["start"], "end": t["end"]}
-                        for t in tokens for label, score in [self._label(t["scores"])]]
+            entities = [
+                {
+                    "entity": label,
+                    "score": score,
+                    "index": t["index"],
+                    "word": t["word"],
+                    "start": t["start"],
+                    "end": t["end"],
+                }
+                for t in tokens
+                for label, score in [self._label(t["scores"])]
+            ]
         else:
             words: list[list[dict[str, Any]]] = []
             for t in tokens:
@@ -120,8 +150,13 @@ class TokenClassificationPipeline(Pipeline):
         else:  # average
             scores = np.nanmean(np.stack([t["scores"] for t in tokens]), axis=0)
         label, score = self._label(scores)
-        return {"entity": label, "score": score, "word": self.decoder.tokens_to_string([t["word"] for t in tokens]),
-                "start": tokens[0]["start"], "end": tokens[-1]["end"]}
+        return {
+            "entity": label,
+            "score": score,
+            "word": self.decoder.tokens_to_string([t["word"] for t in tokens]),
+            "start": tokens[0]["start"],
+            "end": tokens[-1]["end"],
+        }
 
     def _group(self, entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups: list[list[dict[str, Any]]] = []
@@ -131,10 +166,16 @@ class TokenClassificationPipeline(Pipeline):
                 groups[-1].append(e)
             else:
                 groups.append([e])
-        return [{"entity_group": g[0]["entity"].split("-", 1)[-1],
-                 "score": float(np.mean(np.nanmean([e["score"] for e in g]))),
-                 "word": self.decoder.tokens_to_string([e["word"] for e in g]),
-                 "start": g[0]["start"], "end": g[-1]["end"]} for g in groups]
+        return [
+            {
+                "entity_group": g[0]["entity"].split("-", 1)[-1],
+                "score": float(np.mean(np.nanmean([e["score"] for e in g]))),
+                "word": self.decoder.tokens_to_string([e["word"] for e in g]),
+                "start": g[0]["start"],
+                "end": g[-1]["end"],
+            }
+            for g in groups
+        ]
 
 
 def _tag(label: str) -> tuple[str, str]:

@@ -38,8 +38,11 @@ class ZeroShotClassificationPipeline(Pipeline):
         labels = self.model.labels
         self.entailment_id = next((i for i, name in sorted(labels.items()) if name.lower().startswith("entail")), -1)
         if self.entailment_id == -1:  # transformers then reads the last logit; say so instead of guessing silently
-            log.warning("no label of %s starts with 'entail' (labels: %s); using the last logit as entailment",
-                        self.model.manifest.folder, sorted(labels.values()))
+            log.warning(
+                "no label of %s starts with 'entail' (labels: %s); using the last logit as entailment",
+                self.model.manifest.folder,
+                sorted(labels.values()),
+            )
 
     def __call__(self, inputs: Any = None, *args: Any, sequences: Any = None, **kwargs: Any) -> Any:
         if sequences is not None:  # transformers' keyword for the inputs
@@ -65,20 +68,29 @@ class ZeroShotClassificationPipeline(Pipeline):
             raise ValueError("You must include at least one label and at least one sequence.")
         return super()._normalize(inputs)
 
-    def _sanitize_parameters(self, candidate_labels: str | Sequence[str] | None = None,
-                             hypothesis_template: str = "This example is {}.", multi_label: bool | None = None,
-                             multi_class: bool | None = None, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _sanitize_parameters(
+        self,
+        candidate_labels: str | Sequence[str] | None = None,
+        hypothesis_template: str = "This example is {}.",
+        multi_label: bool | None = None,
+        multi_class: bool | None = None,
+        **kwargs: Any,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)}; zero-shot-classification takes candidate_labels, "
-                            "hypothesis_template, multi_label")
+            raise TypeError(
+                f"unexpected arguments {sorted(kwargs)}; zero-shot-classification takes candidate_labels, "
+                "hypothesis_template, multi_label"
+            )
         if isinstance(candidate_labels, str):
             candidate_labels = [label.strip() for label in candidate_labels.split(",") if label.strip()]
         labels = clean_texts(list(candidate_labels or []), "candidate label")
         if not labels:
             raise ValueError("candidate_labels is empty; pass at least one label, e.g. candidate_labels=['a', 'b']")
         if hypothesis_template.format(labels[0]) == hypothesis_template:
-            raise ValueError(f"hypothesis_template={hypothesis_template!r} has no {{}} where the label goes; "
-                             "use e.g. 'This example is {}.'")
+            raise ValueError(
+                f"hypothesis_template={hypothesis_template!r} has no {{}} where the label goes; "
+                "use e.g. 'This example is {}.'"
+            )
         multi = bool(multi_class if multi_label is None else multi_label)  # multi_class: transformers' old name
         return ({"labels": labels, "template": hypothesis_template}, {"labels": labels, "multi_label": multi})
 
@@ -105,8 +117,12 @@ class ZeroShotClassificationPipeline(Pipeline):
         return [(text, encodings[i * n : (i + 1) * n]) for i, text in enumerate(texts)]
 
     def gather(  # type: ignore[override]  # takes only the gather params its _sanitize_parameters returns
-        self, text: str, encodings: list[Encoding], rows: list[dict[str, np.ndarray]],
-        labels: Sequence[str] = (), multi_label: bool = False,
+        self,
+        text: str,
+        encodings: list[Encoding],
+        rows: list[dict[str, np.ndarray]],
+        labels: Sequence[str] = (),
+        multi_label: bool = False,
     ) -> dict[str, Any]:
         logits = np.stack([row["logits"] for row in rows]).astype(np.float32)  # (labels, NLI classes)
         if multi_label or len(labels) == 1:

@@ -22,9 +22,17 @@ from ._models import ModelSet, load_model, parse_model_arg
 __all__ = ["create_app", "serve", "Limits", "ModelSet", "load_model"]
 
 
-def serve(models: Sequence[str], host: str = "127.0.0.1", port: int = 8080, limits: Limits = Limits(),
-          device: str = "cpu", precision: str | None = None, threads: int | None = None,
-          graceful_timeout: float = 30.0, log_level: str = "warning") -> int:
+def serve(
+    models: Sequence[str],
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    limits: Limits = Limits(),
+    device: str = "cpu",
+    precision: str | None = None,
+    threads: int | None = None,
+    graceful_timeout: float = 30.0,
+    log_level: str = "warning",
+) -> int:
     """Load ``models`` (paths, names or ``NAME=PATH``) and serve them until SIGTERM/SIGINT; return 0.
 
     On SIGTERM the server stops accepting connections, finishes the requests in flight (up to
@@ -33,12 +41,22 @@ def serve(models: Sequence[str], host: str = "127.0.0.1", port: int = 8080, limi
     Example:
         >>> serve(["models/minilm-sst2"], port=8080)   # then: curl localhost:8080/predict -d '{"inputs": "hi"}'
     """
-    loaded = [load_model(name, path, device, precision, threads, limits.max_input_length)
-              for name, path in map(parse_model_arg, models)]
+    loaded = [
+        load_model(name, path, device, precision, threads, limits.max_input_length)
+        for name, path in map(parse_model_arg, models)
+    ]
     app = create_app(ModelSet(loaded), limits)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
-                            # uvicorn annotates int, but passes it to asyncio.wait_for: a float works
-                            timeout_graceful_shutdown=graceful_timeout, backlog=2048)  # type: ignore[arg-type]
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        # uvicorn annotates int, but passes it to asyncio.wait_for: a float works
+        timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]
+        backlog=2048,
+    )
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal it caught once it has shut down, which would end the process with
     # "killed by SIGTERM" instead of exit 0; a handler of our own in place of the default absorbs it.

@@ -67,14 +67,23 @@ class Guard:
         m, limits = self.metrics, self.limits
         refusal = None
         if self.in_flight >= limits.max_concurrent_requests:
-            refusal = (429, f"the server is at --max-concurrent-requests={limits.max_concurrent_requests} requests "
-                            "in flight; retry shortly", "Overloaded", "concurrency")
+            refusal = (
+                429,
+                f"the server is at --max-concurrent-requests={limits.max_concurrent_requests} requests "
+                "in flight; retry shortly",
+                "Overloaded",
+                "concurrency",
+            )
         else:
             length = dict(scope["headers"]).get(b"content-length", b"0")
             if not length.isdigit() or int(length) > limits.payload_limit:
-                refusal = (413, f"Content-Length {length.decode(errors='replace')!r} is over {limits.payload_limit} "
-                                "bytes (--payload-limit); send fewer or shorter inputs per request",
-                           "PayloadTooLarge", "payload")
+                refusal = (
+                    413,
+                    f"Content-Length {length.decode(errors='replace')!r} is over {limits.payload_limit} "
+                    "bytes (--payload-limit); send fewer or shorter inputs per request",
+                    "PayloadTooLarge",
+                    "payload",
+                )
         if refusal is not None:
             code, message, error_type, reason = refusal
             m.rejected.inc(reason)
@@ -148,21 +157,29 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
                 return _error(500, str(e), type(e).__name__)
             except (OnnxpipeError, TypeError, ValueError) as e:  # the runtime's input policy: name and reason
                 return _error(422, str(e), type(e).__name__)
+
         return route
 
     def endpoint_route(path: str, endpoint: Endpoint) -> Route:
         async def handler(request: Request) -> Response:
             return await run(endpoint, request)
+
         return Route(path, guarded(handler), methods=["POST"])
 
     async def health(request: Request) -> Response:
         return _JSON({"status": "ok"})
 
     async def info(request: Request) -> Response:
-        return _JSON({"version": __version__, "models": [m.info() for m in models.by_name.values()],
-                      "endpoints": {path: {"task": e.task, "models": models.serving(e.task)}
-                                    for path, e in ENDPOINTS.items()},
-                      "limits": asdict(limits)})
+        return _JSON(
+            {
+                "version": __version__,
+                "models": [m.info() for m in models.by_name.values()],
+                "endpoints": {
+                    path: {"task": e.task, "models": models.serving(e.task)} for path, e in ENDPOINTS.items()
+                },
+                "limits": asdict(limits),
+            }
+        )
 
     async def prometheus(request: Request) -> Response:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -171,8 +188,11 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
         return HTMLResponse(page)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        return _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}; see GET /info for the "
-                                       "endpoints", "NotFound" if exc.status_code == 404 else "BadRequest")
+        return _error(
+            exc.status_code,
+            f"{request.method} {request.url.path}: {exc.detail}; see GET /info for the endpoints",
+            "NotFound" if exc.status_code == 404 else "BadRequest",
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -181,8 +201,13 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
         batcher.close()  # uvicorn has finished the in-flight requests by now
 
     routes = [endpoint_route(path, e) for path, e in ENDPOINTS.items()]
-    routes += [Route("/tokenize", guarded(tokenize), methods=["POST"]),
-               Route("/health", health), Route("/info", info), Route("/metrics", prometheus), Route("/", playground)]
+    routes += [
+        Route("/tokenize", guarded(tokenize), methods=["POST"]),
+        Route("/health", health),
+        Route("/info", info),
+        Route("/metrics", prometheus),
+        Route("/", playground),
+    ]
     # Starlette types a handler's exception as Exception; it calls this one with HTTPException only.
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})  # type: ignore[dict-item]
     return Guard(app, limits, metrics)

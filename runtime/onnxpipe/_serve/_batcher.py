@@ -26,8 +26,9 @@ class _Job:
 
     __slots__ = ("model", "pipe", "encodings", "groups", "post", "rows", "remaining", "future", "done")
 
-    def __init__(self, model: str, pipe: Pipeline, prepared: list[Any], post: dict[str, Any],
-                 future: asyncio.Future[list[Any]]):
+    def __init__(
+        self, model: str, pipe: Pipeline, prepared: list[Any], post: dict[str, Any], future: asyncio.Future[list[Any]]
+    ):
         self.model, self.pipe, self.post, self.future = model, pipe, post, future
         # The pipeline protocol (_pipelines/_base.py): (info, [Encoding, ...]) per input.
         self.groups: list[tuple[Any, int]] = [(info, len(group)) for info, group in prepared]
@@ -39,8 +40,9 @@ class _Job:
     def results(self) -> list[Any]:
         out, start = [], 0
         for info, n in self.groups:
-            out.append(self.pipe.gather(info, self.encodings[start:start + n], self.rows[start:start + n],
-                                        **self.post))
+            out.append(
+                self.pipe.gather(info, self.encodings[start : start + n], self.rows[start : start + n], **self.post)
+            )
             start += n
         return out
 
@@ -92,8 +94,9 @@ class Batcher:
             return job.results()
         with self._cond:
             if self._closed:
-                raise RequestError(503, "the server is shutting down; retry in a moment or on another instance",
-                                   "Unavailable")
+                raise RequestError(
+                    503, "the server is shutting down; retry in a moment or on another instance", "Unavailable"
+                )
             self._pending.append(job)
             self._cond.notify()
         self.metrics.queue_depth.add(len(job.encodings), model)
@@ -145,15 +148,17 @@ class Batcher:
             loop.call_soon_threadsafe(self._deliver, model, len(members), width, finished)
 
     @staticmethod
-    def _postprocess(pipe: Pipeline, members: list[tuple[_Job, int]], outputs: dict[str, np.ndarray],
-                     feeds: dict[str, np.ndarray]) -> None:
+    def _postprocess(
+        pipe: Pipeline, members: list[tuple[_Job, int]], outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray]
+    ) -> None:
         # postprocess takes no call parameters (they act per input, in gather), so requests with different
         # parameters share one batch.
         for (job, i), row in zip(members, pipe.postprocess(outputs, feeds)):
             job.rows[i] = row
 
-    def _deliver(self, model: str, rows: int, width: int,
-                 finished: list[tuple[_Job, list[Any] | None, Exception | None]]) -> None:
+    def _deliver(
+        self, model: str, rows: int, width: int, finished: list[tuple[_Job, list[Any] | None, Exception | None]]
+    ) -> None:
         m = self.metrics
         m.batches.inc(model)
         m.batch_size.observe(rows, model)

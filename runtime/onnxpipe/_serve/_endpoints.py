@@ -42,7 +42,7 @@ def _object(body: Any, allowed: set[str], required: str) -> dict[str, Any]:
     if unknown:
         raise RequestError(422, f"unknown fields {unknown}; this endpoint takes {sorted(allowed)}")
     if required not in body:
-        raise RequestError(422, f"missing field {required!r}; e.g. {{{required!r}: \"I love this!\"}}")
+        raise RequestError(422, f'missing field {required!r}; e.g. {{{required!r}: "I love this!"}}')
     return body
 
 
@@ -61,8 +61,7 @@ def _inputs(value: Any, key: str, single_types: tuple[type, ...] = (str,)) -> tu
         if not value:
             raise RequestError(422, f"{key} is an empty list; send at least one input")
         return False, value
-    raise RequestError(422, f"{key} must be a string or a list of strings, got {type(value).__name__} "
-                            f"({value!r:.60})")
+    raise RequestError(422, f"{key} must be a string or a list of strings, got {type(value).__name__} ({value!r:.60})")
 
 
 def _vector(v: np.ndarray, fmt: str) -> Any:
@@ -76,8 +75,11 @@ def parse_predict(body: Any) -> Call:
     single, items = _inputs(body["inputs"], "inputs", (str, dict))
     # A pair is [text, text_pair] inside the list (TEI's batch-of-pairs shape) or {"text": ..., "text_pair": ...}.
     items = [{"text": x[0], "text_pair": x[1]} if isinstance(x, list) and len(x) == 2 else x for x in items]
-    params = {"top_k": None, "truncation": _flag(body, "truncate", False),
-              "function_to_apply": "none" if _flag(body, "raw_scores", False) else None}
+    params = {
+        "top_k": None,
+        "truncation": _flag(body, "truncate", False),
+        "function_to_apply": "none" if _flag(body, "raw_scores", False) else None,
+    }
     return Call(body.get("model"), single, items, params, {})
 
 
@@ -111,8 +113,12 @@ def parse_openai(body: Any) -> Call:
 
 def render_openai(call: Call, results: list[Any], model: str, tokens: int) -> Any:
     fmt = call.extra["encoding_format"]
-    return {"object": "list", "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            "data": [{"object": "embedding", "index": i, "embedding": _vector(v, fmt)} for i, v in enumerate(results)]}
+    return {
+        "object": "list",
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "data": [{"object": "embedding", "index": i, "embedding": _vector(v, fmt)} for i, v in enumerate(results)],
+    }
 
 
 # -- Hugging Face Inference API shape: {"inputs": ..., "parameters": {pipeline kwargs}} ----------------------
@@ -145,8 +151,16 @@ def parse_tokenize(body: Any) -> Call:
 def render_tokens(encoding: Any) -> list[dict[str, Any]]:
     """TEI's /tokenize shape: id, text, special, and the character span (null for special tokens)."""
     out = []
-    for tid, text, special, (start, stop) in zip(encoding.ids, encoding.tokens, encoding.special_tokens_mask,
-                                                 encoding.offsets):
-        out.append({"id": tid, "text": text, "special": bool(special),
-                    "start": None if special else start, "stop": None if special else stop})
+    for tid, text, special, (start, stop) in zip(
+        encoding.ids, encoding.tokens, encoding.special_tokens_mask, encoding.offsets
+    ):
+        out.append(
+            {
+                "id": tid,
+                "text": text,
+                "special": bool(special),
+                "start": None if special else start,
+                "stop": None if special else stop,
+            }
+        )
     return out

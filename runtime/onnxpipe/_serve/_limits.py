@@ -32,10 +32,12 @@ class Limits:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}; use a positive integer")
-        if self.max_input_length is not None and (not isinstance(self.max_input_length, int)
-                                                  or self.max_input_length < 1):
-            raise ValueError(f"max_input_length={self.max_input_length!r}; use a positive integer, or None for "
-                             "each model's maximum")
+        if self.max_input_length is not None and (
+            not isinstance(self.max_input_length, int) or self.max_input_length < 1
+        ):
+            raise ValueError(
+                f"max_input_length={self.max_input_length!r}; use a positive integer, or None for each model's maximum"
+            )
 
 
 class RequestError(Exception):
@@ -52,9 +54,13 @@ class RequestError(Exception):
 def check_client_batch(n: int, limits: Limits) -> None:
     """Raise 413 when one request carries more inputs than ``--max-client-batch-size``."""
     if n > limits.max_client_batch_size:
-        raise RequestError(413, f"this request has {n} inputs; the server accepts at most "
-                                f"{limits.max_client_batch_size} per request (--max-client-batch-size). "
-                                "Split it into several requests.", "PayloadTooLarge")
+        raise RequestError(
+            413,
+            f"this request has {n} inputs; the server accepts at most "
+            f"{limits.max_client_batch_size} per request (--max-client-batch-size). "
+            "Split it into several requests.",
+            "PayloadTooLarge",
+        )
 
 
 def parse_json(raw: bytes) -> Any:
@@ -62,9 +68,12 @@ def parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RequestError(400, f"the body is not valid JSON ({e}); send a JSON object such as "
-                                '{"inputs": "I love this!"} with Content-Type: application/json',
-                           "BadRequest") from None
+        raise RequestError(
+            400,
+            f"the body is not valid JSON ({e}); send a JSON object such as "
+            '{"inputs": "I love this!"} with Content-Type: application/json',
+            "BadRequest",
+        ) from None
 
 
 async def read_body(receive: Any, limit: int) -> bytes:
@@ -77,8 +86,11 @@ async def read_body(receive: Any, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise RequestError(413, f"the body is over {limit} bytes (--payload-limit); send fewer or shorter "
-                                    "inputs per request", "PayloadTooLarge")
+            raise RequestError(
+                413,
+                f"the body is over {limit} bytes (--payload-limit); send fewer or shorter inputs per request",
+                "PayloadTooLarge",
+            )
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

@@ -18,8 +18,10 @@ TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     if not names:
         return ""
-    pairs = ",".join(f'{n}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-                     for n, v in zip(names, values))
+    pairs = ",".join(
+        f'{n}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+        for n, v in zip(names, values)
+    )
     return "{" + pairs + "}"
 
 
@@ -99,22 +101,31 @@ class Metrics:
     """
 
     def __init__(self) -> None:
-        self.requests = Counter("onnxpipe_requests_total", "HTTP requests by endpoint and status",
-                                ["endpoint", "status"])
-        self.latency = Histogram("onnxpipe_request_duration_seconds", "Time from request to response",
-                                 ["endpoint"])
+        self.requests = Counter(
+            "onnxpipe_requests_total", "HTTP requests by endpoint and status", ["endpoint", "status"]
+        )
+        self.latency = Histogram("onnxpipe_request_duration_seconds", "Time from request to response", ["endpoint"])
         self.in_flight = Gauge("onnxpipe_requests_in_flight", "Requests admitted and not yet answered")
-        self.rejected = Counter("onnxpipe_requests_rejected_total", "Requests refused before any work, by reason",
-                                ["reason"])
+        self.rejected = Counter(
+            "onnxpipe_requests_rejected_total", "Requests refused before any work, by reason", ["reason"]
+        )
         self.queue_depth = Gauge("onnxpipe_queue_depth", "Inputs tokenized and waiting for a batch", ["model"])
         self.batches = Counter("onnxpipe_batches_total", "Model calls (one per batch)", ["model"])
         self.batch_size = Histogram("onnxpipe_batch_size", "Rows per model call", ["model"], SIZE_BUCKETS)
-        self.batch_tokens = Histogram("onnxpipe_batch_tokens", "Padded tokens per model call", ["model"],
-                                      TOKEN_BUCKETS)
+        self.batch_tokens = Histogram("onnxpipe_batch_tokens", "Padded tokens per model call", ["model"], TOKEN_BUCKETS)
         self.tokens = Counter("onnxpipe_input_tokens_total", "Tokens of the inputs served", ["model"])
         self.in_flight.set(0)
 
     def render(self) -> str:
-        metrics = (self.requests, self.latency, self.in_flight, self.rejected, self.queue_depth, self.batches,
-                   self.batch_size, self.batch_tokens, self.tokens)
+        metrics = (
+            self.requests,
+            self.latency,
+            self.in_flight,
+            self.rejected,
+            self.queue_depth,
+            self.batches,
+            self.batch_size,
+            self.batch_tokens,
+            self.tokens,
+        )
         return "\n".join(line for m in metrics for line in m.render()) + "\n"

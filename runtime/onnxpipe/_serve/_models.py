@@ -33,13 +33,26 @@ class ServedModel:
     def info(self) -> dict[str, Any]:
         """The manifest figures ``GET /info`` shows for this model."""
         data = self.manifest.to_dict()
-        keep = ("architecture", "format_version", "hidden_size", "max_length", "labels", "pooling", "problem_type",
-                "validation_data")
+        keep = (
+            "architecture",
+            "format_version",
+            "hidden_size",
+            "max_length",
+            "labels",
+            "pooling",
+            "problem_type",
+            "validation_data",
+        )
         out = {k: data[k] for k in keep if k in data}
         tokenizer = next(iter(self.pipelines.values())).tokenizer
-        out.update(name=self.name, folder=str(self.manifest.folder), tasks=sorted(self.pipelines),
-                   device=self.model.device, precision=self.model.precision,
-                   max_input_length=tokenizer.model_max_length)
+        out.update(
+            name=self.name,
+            folder=str(self.manifest.folder),
+            tasks=sorted(self.pipelines),
+            device=self.model.device,
+            precision=self.model.precision,
+            max_input_length=tokenizer.model_max_length,
+        )
         return out
 
 
@@ -57,16 +70,21 @@ def parse_model_arg(arg: str) -> tuple[str, str]:
     return Path(os.path.normpath(arg)).name, arg
 
 
-def load_model(name: str, path: str, device: str = "cpu", precision: str | None = None, threads: int | None = None,
-               max_input_length: int | None = None) -> ServedModel:
+def load_model(
+    name: str,
+    path: str,
+    device: str = "cpu",
+    precision: str | None = None,
+    threads: int | None = None,
+    max_input_length: int | None = None,
+) -> ServedModel:
     """Load one folder and build a pipeline for every task it serves (tokenizer capped at ``max_input_length``)."""
     manifest = load_manifest(resolve_model(path))
     model = OnnxModel(manifest, device=device, precision=precision, threads=threads)
     tokenizer = AutoTokenizer.from_manifest(manifest)
     if max_input_length is not None and max_input_length < tokenizer.model_max_length:
         # The runtime's own input policy then truncates, or refuses with InputTooLongError, at the server's cap.
-        tokenizer = AutoTokenizer(tokenizer.backend.to_str(), max_input_length, manifest.inputs,
-                                  manifest.pad_token_id)
+        tokenizer = AutoTokenizer(tokenizer.backend.to_str(), max_input_length, manifest.inputs, manifest.pad_token_id)
     served = ServedModel(name, manifest, model)
     for task, t in TABLE.items():
         if folder_task(task) in manifest.tasks:
@@ -97,16 +115,21 @@ class ModelSet:
             if model is None:
                 raise RequestError(422, f"model={name!r} is not served here; served models: {sorted(self.by_name)}")
             if task is not None and task not in model.pipelines:
-                raise RequestError(422, f"model {name!r} does not serve {task}; it serves {sorted(model.pipelines)}. "
-                                        f"Models serving {task}: {self.serving(task)}")
+                raise RequestError(
+                    422,
+                    f"model {name!r} does not serve {task}; it serves {sorted(model.pipelines)}. "
+                    f"Models serving {task}: {self.serving(task)}",
+                )
             return model
         for model in self.by_name.values():
             if task is None or task in model.pipelines:
                 return model
         served = ", ".join(f"{n}: {sorted(m.pipelines)}" for n, m in self.by_name.items())
-        raise RequestError(404, f"no served model does {task}; start the server with a model folder exported "
-                                f"for it (served: {served})",
-                           "NotFound")
+        raise RequestError(
+            404,
+            f"no served model does {task}; start the server with a model folder exported for it (served: {served})",
+            "NotFound",
+        )
 
     def serving(self, task: str) -> list[str]:
         return [n for n, m in self.by_name.items() if task in m.pipelines]
