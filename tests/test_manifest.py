@@ -28,7 +28,9 @@ def test_the_shipped_folder_reserialises_to_identical_bytes():
     assert manifest.to_json() == TEXT
     assert manifest.format_version == "1.0" and manifest.task == "text-classification"
     assert manifest.labels == {0: "NEGATIVE", 1: "POSITIVE"}
-    assert manifest.variants["int8"].cpu_disabled_optimizers == ("SkipLayerNormFusion",)
+    # Re-exported for issue 13: the residual Add is baked in as Sum, so no load-time switch is recorded.
+    assert manifest.variants["int8"].recipe["residual_add_as_sum"] is True
+    assert manifest.variants["int8"].cpu_disabled_optimizers == ()
     assert manifest.files["tokenizer.json"].size == (MINILM / "tokenizer.json").stat().st_size
     assert manifest.tokenizer_config is not None and manifest.tokenizer_config["mask_token_id"] == 103
 

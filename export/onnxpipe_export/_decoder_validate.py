@@ -11,10 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from onnxpipe._generate import KVCache, describe, generate_tokens
-from onnxpipe._model import OnnxModel
-from onnxpipe._sampling import Sampling
-from onnxpipe._tokenizer import AutoTokenizer
+from onnxpipe._for_export import AutoTokenizer, KVCache, OnnxModel, Sampling, describe, generate_tokens
 from onnxpipe.errors import ValidationError
 
 from ._sentences import VALIDATION_SENTENCES

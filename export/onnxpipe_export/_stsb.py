@@ -13,9 +13,7 @@ import csv
 
 import numpy as np
 
-from onnxpipe._manifest import Manifest
-from onnxpipe._model import OnnxModel
-from onnxpipe._tokenizer import AutoTokenizer
+from onnxpipe._for_export import AutoTokenizer, Manifest, OnnxModel
 from onnxpipe.errors import ExportError, ValidationError
 
 INT8_MAX_DROP = 1.0  # Spearman x100 points below fp32
@@ -97,8 +95,8 @@ def sts_figures(ckpt, manifest: Manifest, tokenizer: AutoTokenizer, path) -> dic
     """The manifest's ``validation_data`` block for an STS file; ValidationError when int8 drops > 1 point."""
     s1, s2, gold = read_sts(path)
     texts = list(dict.fromkeys(s1 + s2))
-    mode = (manifest.data.get("pooling") or {}).get("mode", "mean")
-    torch_vecs = _torch_vectors(ckpt, texts, mode, manifest.data["max_length"])
+    mode = manifest.pooling.mode if manifest.pooling else "mean"
+    torch_vecs = _torch_vectors(ckpt, texts, mode, manifest.max_length)
     figures = {
         "file": str(path),
         "pairs": len(gold),

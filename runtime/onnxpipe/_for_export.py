@@ -9,9 +9,11 @@ from __future__ import annotations
 from ._batching import plan_batches
 from ._bench import machine_info
 from ._cli import cmd_info
+from ._generate import KVCache, describe, generate_tokens
 from ._manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, Pooling, Variant, file_entry, sha256_file
 from ._model import OnnxModel
 from ._pipelines._base import DEFAULT_BATCH_TOKENS
+from ._sampling import Sampling
 from ._tasks import GRAPHS, TABLE, export_task_names, served_tasks
 from ._tokenizer import AutoTokenizer
 
@@ -20,6 +22,7 @@ __all__ = [
     "DEFAULT_BATCH_TOKENS",
     "FORMAT_VERSION",
     "GRAPHS",
+    "KVCache",
     "MANIFEST_NAME",
     "Manifest",
     "OnnxModel",
@@ -31,6 +34,9 @@ __all__ = [
     "file_entry",
     "machine_info",
     "plan_batches",
+    "Sampling",
+    "describe",
+    "generate_tokens",
     "sha256_file",
     "served_tasks",
 ]
