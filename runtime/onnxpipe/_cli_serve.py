@@ -43,6 +43,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     s.add_argument("--precision", choices=["int8", "fp32", "fp16"])
     s.add_argument("--threads", type=int, help="intra-op threads (default: the usable cores)")
     s.add_argument(
+        "--execution",
+        default="auto",
+        choices=["auto", "alone", "batched"],
+        help="auto (default): dynamic-int8 inputs each run alone on a thread pool, so an answer never depends on "
+        "the other requests; batched: padded batches (int8 answers then vary with batch-mates)",
+    )
+    s.add_argument(
         "--graceful-timeout",
         type=float,
         default=30.0,
@@ -78,4 +85,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
         precision=args.precision,
         threads=args.threads,
         graceful_timeout=args.graceful_timeout,
+        execution=args.execution,
     )

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 from typing import Any, NoReturn, TypeVar
 
@@ -12,7 +17,7 @@ from ._config import Config
 from ._contract import check_graph
 from ._manifest import Manifest, load_manifest
 from ._resolve import resolve_model
-from ._session import choose, create_session
+from ._session import check_threads, choose, choose_execution, create_session
 from .errors import InferenceError, NonFiniteOutputError, TaskMismatchError
 
 _DTYPES = {
@@ -44,6 +49,8 @@ _NOT_PICKLABLE = (
 
 
 _Model = TypeVar("_Model", bound="OnnxModel")
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 class ModelOutput(dict[str, np.ndarray]):
@@ -72,7 +79,12 @@ class OnnxModel:
     graph: str | None = None  # the head the folder must be exported for (several heads output "logits")
 
     def __init__(
-        self, manifest: Manifest, device: str = "cpu", precision: str | None = None, threads: int | None = None
+        self,
+        manifest: Manifest,
+        device: str = "cpu",
+        precision: str | None = None,
+        threads: int | None = None,
+        execution: str = "auto",
     ):
         wanted = (self.output_name,) if isinstance(self.output_name, str) else self.output_name or ()
         if any(name not in manifest.outputs for name in wanted) or (
@@ -86,9 +98,18 @@ class OnnxModel:
         self._output_names = list(wanted) or manifest.outputs
         self.manifest = manifest
         self.choice = choose(manifest, device, precision)
-        self.session = create_session(manifest, self.choice, threads)
+        self.threads = check_threads(threads)
+        self.session = create_session(manifest, self.choice, self.threads)
         check_graph(manifest, self.session, self.choice.precision)  # inputs, outputs and labels, once at load
         self._graph_inputs = [i.name for i in self.session.get_inputs()]
+        # "alone" or "batched": how pipelines run several inputs (_session.EXECUTIONS says why).
+        self.execution = choose_execution(manifest, self.choice, execution)
+        # For "alone" with several inputs: a 1-thread session run from `threads` workers (one core each), made
+        # on first use, so single-input callers pay neither its memory nor its threads.
+        self._lane_session: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        self._lane_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(
@@ -98,9 +119,13 @@ class OnnxModel:
         precision: str | None = None,
         threads: int | None = None,
         verify: bool = True,
+        execution: str = "auto",
     ) -> _Model:
-        """Load a model folder by path or name; ``device`` is "cpu", "cuda" or "auto"."""
-        return cls(load_manifest(resolve_model(name_or_path), verify=verify), device, precision, threads)
+        """Load a model folder by path or name; ``device`` is "cpu", "cuda" or "auto". ``execution``: how
+        pipelines run several inputs, "alone" (each its own batch of one, the default for dynamic int8, whose
+        answers otherwise depend on the batch), "batched" or "auto"."""
+        manifest = load_manifest(resolve_model(name_or_path), verify=verify)
+        return cls(manifest, device, precision, threads, execution)
 
     @property
     def device(self) -> str:
@@ -137,12 +162,15 @@ class OnnxModel:
                 raise ValueError(f"the graph needs input {name!r}; got {sorted(inputs)}")
         return out
 
-    def run(self, feeds: dict[str, np.ndarray], output_names: list[str]) -> list[np.ndarray]:
+    def run(self, feeds: dict[str, np.ndarray], output_names: list[str], lane: bool = False) -> list[np.ndarray]:
+        """Run the session on ``feeds``. ``lane=True`` (only inside ``map_batches``' workers) runs the
+        1-thread session those workers share; both sessions give identical results."""
         ids = feeds["input_ids"]
         if ids.size == 0:  # never reaches onnxruntime: the int8 kernels divide by the row count (SIGFPE)
             return self._empty(ids, output_names)
+        session = self._lane_session if lane else self.session
         try:
-            outputs: list[np.ndarray] = self.session.run(output_names, feeds)
+            outputs: list[np.ndarray] = session.run(output_names, feeds)
         except Exception as e:
             shapes = {k: v.shape for k, v in feeds.items()}
             raise InferenceError(
@@ -154,6 +182,40 @@ class OnnxModel:
                 bad = ~np.isfinite(out.reshape(len(out), -1)).all(axis=1)
                 raise self.non_finite_error(name, np.flatnonzero(bad).tolist())
         return outputs
+
+    def map_batches(self, fn: Callable[[_T, bool], _R], items: Iterable[_T]) -> Iterator[_R]:
+        """``fn(item, lane)`` for every item, yielding the results in order. With "alone" execution, several
+        items and more than one thread, the calls run on a pool of ``threads`` workers with ``lane=True``
+        (``fn`` passes it to ``run``), at most two per worker in flight so memory stays bounded; otherwise one
+        after another on the calling thread with ``lane=False``. onnxruntime releases the GIL while it runs."""
+        items = list(items)
+        if self.execution != "alone" or self.threads == 1 or len(items) < 2:
+            for item in items:
+                yield fn(item, False)
+            return
+        pool = self._lanes()
+        pending: deque[Future[_R]] = deque()
+        try:
+            for item in items:
+                if len(pending) >= 2 * self.threads:
+                    yield pending.popleft().result()
+                pending.append(pool.submit(fn, item, True))
+            while pending:
+                yield pending.popleft().result()
+        finally:  # an error or an abandoned generator: no orphan work keeps running
+            for f in pending:
+                f.cancel()
+
+    def _lanes(self) -> ThreadPoolExecutor:
+        with self._lane_lock:
+            # A forked child inherits the pool object but not its threads: work queued there would wait forever.
+            if self._pool is None or self._pool_pid != os.getpid():
+                if self._lane_session is None:
+                    self._lane_session = create_session(self.manifest, self.choice, 1)
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnxpipe-lane")
+                self._pool_pid = os.getpid()
+                weakref.finalize(self, self._pool.shutdown, wait=False)
+            return self._pool
 
     def run_bound(self, binding: Any, shape: tuple[int, ...]) -> list[Any]:
         """Run with an IO binding (the generation loop's cache stays in onnxruntime's OrtValues); return the

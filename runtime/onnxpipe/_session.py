@@ -64,6 +64,32 @@ def choose(manifest: Manifest, device: str = "cpu", precision: str | None = None
     return SessionChoice(device, precision)
 
 
+# How a pipeline runs its inputs. "batched": length-sorted padded batches (plan_batches). "alone": every sequence
+# as its own batch of one, several at once from a thread pool. Dynamic int8 scales each matmul's activations
+# by the whole batch tensor, so a text's answer depends on its batch-mates (minilm-sst2, SST-2 dev in batches of
+# 32: 15 of 872 labels flipped, max score change 0.48); alone, every text gets exactly its single-input answer,
+# and on 2 AMD cores it was also the faster of the two (440 vs 308 sentences/s, bench/README.md), because the
+# pool keeps both cores busy without padding. fp32/fp16 and fixed-scale int8 are exact in batches: batched.
+EXECUTIONS = ("auto", "alone", "batched")
+
+
+def batch_dependent(manifest: Manifest, precision: str) -> bool:
+    """Whether the variant's result for a text depends on the rest of its batch (dynamic activation scales)."""
+    if precision != "int8":
+        return False
+    recipe = manifest.variants[precision].recipe or {}
+    return bool(recipe.get("method", "dynamic") == "dynamic")  # a folder without a recipe predates the others
+
+
+def choose_execution(manifest: Manifest, choice: SessionChoice, execution: str = "auto") -> str:
+    """ "alone" or "batched" for ``execution`` ("auto": alone exactly where batches would change answers)."""
+    if execution not in EXECUTIONS:
+        raise ValueError(f"execution={execution!r} is not one of {list(EXECUTIONS)}")
+    if execution != "auto":
+        return execution
+    return "alone" if batch_dependent(manifest, choice.precision) else "batched"
+
+
 def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 

@@ -14,7 +14,7 @@ batches by length within one call, and a server may batch across requests with t
         token-classification with ``stride`` one per window, zero-shot one per candidate label.
     feeds = pipe.tokenizer.pad(encodings)
         Any encodings of this pipeline, of any inputs and calls, padded into one batch.
-    outputs = pipe._forward(feeds) -> {output name: array with a leading batch axis}
+    outputs = pipe._forward(feeds, lane) -> {output name: array with a leading batch axis}
         The only hook that runs the model. Raises NonFiniteOutputError whose ``rows`` are batch rows; map
         them to inputs and re-raise ``pipe.model.non_finite_error(e.output, inputs, "input")`` (as
         ``_name_inputs`` does here).
@@ -25,6 +25,10 @@ batches by length within one call, and a server may batch across requests with t
     result = pipe.gather(info, encodings, rows, **post)
         One input's result from its ``preprocess`` entry and its rows (in the same order as its encodings).
         The default returns ``rows[0]``; every task here overrides it, as each takes gather params.
+
+``_execute(encodings)`` is the loop's middle: it cuts the encodings into batches as the model's execution says
+(length-sorted padded batches, or each encoding alone for dynamic int8, several at once on the model's worker
+pool: _session.EXECUTIONS) and yields each batch's rows; the server runs it over its queued requests.
 
 ``__call__`` wraps the loop: ``_normalize(inputs)`` -> (single, items); ``iter`` runs the protocol over
 chunks of ``chunk_size`` inputs (never holding more than one chunk's encodings and rows), yielding results
@@ -166,9 +170,29 @@ class Pipeline:
                     "Shorten it, or pass truncation=True to cut it to the limit."
                 )
 
-    def _forward(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _forward(self, feeds: dict[str, np.ndarray], lane: bool = False) -> dict[str, np.ndarray]:
         names = list(self.output_names)
-        return dict(zip(names, self.model.run(self.model.feeds(feeds), names)))
+        return dict(zip(names, self.model.run(self.model.feeds(feeds), names, lane)))
+
+    def _execute(
+        self, encodings: Sequence[Encoding], batch_size: int | None = None, max_batch_tokens: int | None = None
+    ) -> Iterator[tuple[list[int], int, list[Any] | Exception]]:
+        """Run ``encodings`` through the model; yield ``(indices, padded width, rows)`` per batch, where rows
+        are ``postprocess``'s (or the exception that batch raised: the caller decides whom it fails)."""
+        if self.model.execution == "alone":
+            plan: Iterable[list[int]] = ([i] for i in range(len(encodings)))
+        else:
+            lengths = [len(e.ids) for e in encodings]
+            plan = plan_batches(lengths, batch_size or self.batch_size, max_batch_tokens or self.max_batch_tokens)
+
+        def run(batch: list[int], lane: bool) -> tuple[list[int], int, list[Any] | Exception]:
+            feeds = self.tokenizer.pad([encodings[i] for i in batch])
+            try:
+                return batch, int(feeds["input_ids"].shape[1]), self.postprocess(self._forward(feeds, lane), feeds)
+            except Exception as e:  # handed to the caller with the batch it belongs to
+                return batch, int(feeds["input_ids"].shape[1]), e
+
+        return self.model.map_batches(run, plan)
 
     def _split_params(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         pre, post = self._sanitize_parameters(**kwargs)
@@ -213,16 +237,18 @@ class Pipeline:
         prepared = self.preprocess(items, offset, **pre)
         encodings = [e for _, group in prepared for e in group]
         rows: list[Any] = [None] * len(encodings)
-        for batch in plan_batches(
-            [len(e.ids) for e in encodings], batch_size or self.batch_size, self.max_batch_tokens
-        ):
-            feeds = self.tokenizer.pad([encodings[i] for i in batch])
-            try:
-                outputs = self._forward(feeds)
-            except NonFiniteOutputError as e:  # name the caller's inputs, not rows of a length-sorted batch
-                raise self._name_inputs(e, [batch[r] for r in e.rows], prepared, offset) from None
-            for i, row in zip(batch, self.postprocess(outputs, feeds)):
-                rows[i] = row
+        non_finite: list[tuple[NonFiniteOutputError, list[int]]] = []
+        for batch, _, batch_rows in self._execute(encodings, batch_size):
+            if isinstance(batch_rows, NonFiniteOutputError):  # finish the chunk: the error names every bad input
+                non_finite.append((batch_rows, [batch[r] for r in batch_rows.rows]))
+            elif isinstance(batch_rows, Exception):
+                raise batch_rows
+            else:
+                for i, row in zip(batch, batch_rows):
+                    rows[i] = row
+        if non_finite:  # the caller's input indices, not rows of a length-sorted (or one-row) batch
+            bad = sorted(i for _, ids in non_finite for i in ids)
+            raise self._name_inputs(non_finite[0][0], bad, prepared, offset) from None
         results, start = [], 0
         for info, group in prepared:
             end = start + len(group)

@@ -32,17 +32,19 @@ def serve(
     threads: int | None = None,
     graceful_timeout: float = 30.0,
     log_level: str = "warning",
+    execution: str = "auto",
 ) -> int:
     """Load ``models`` (paths, names or ``NAME=PATH``) and serve them until SIGTERM/SIGINT; return 0.
 
     On SIGTERM the server stops accepting connections, finishes the requests in flight (up to
-    ``graceful_timeout`` seconds) and returns 0.
+    ``graceful_timeout`` seconds) and returns 0. ``execution`` as in ``pipeline()``: by default a dynamic-int8
+    model runs every input alone, so an answer never depends on the other requests queued with it.
 
     Example:
         >>> serve(["models/minilm-sst2"], port=8080)   # then: curl localhost:8080/predict -d '{"inputs": "hi"}'
     """
     loaded = [
-        load_model(name, path, device, precision, threads, limits.max_input_length)
+        load_model(name, path, device, precision, threads, limits.max_input_length, execution)
         for name, path in map(parse_model_arg, models)
     ]
     app = create_app(ModelSet(loaded), limits)

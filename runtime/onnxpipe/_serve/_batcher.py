@@ -1,8 +1,8 @@
 """Dynamic batching: encodings from many requests share model calls, and each request gets its own results.
 
 Handlers tokenize on the event loop (``pipe.preprocess``) and ``submit`` the encodings. One inference thread
-takes everything queued at that moment, cuts it with the runtime's batch planner under the token budget,
-runs each batch through the pipeline's own ``_forward`` and ``postprocess``, then ``gather`` per input,
+takes everything queued at that moment and runs it with the pipeline's own ``_execute`` (the runtime's batch
+planner under the token budget, or each input alone for dynamic int8), then ``gather`` per input,
 and hands each request its results in its own order. Requests that arrive meanwhile wait for the next round:
 the thread never waits for a batch to fill, so one lone client pays no batching delay.
 """
@@ -13,9 +13,6 @@ import asyncio
 import threading
 from typing import Any
 
-import numpy as np
-
-from .._batching import plan_batches
 from .._pipelines import Pipeline
 from ._limits import RequestError
 from ._metrics import Metrics
@@ -120,23 +117,21 @@ class Batcher:
     def _serve(self, jobs: list[_Job]) -> None:
         pipe, model = jobs[0].pipe, jobs[0].model
         slots = [(job, i) for job in jobs for i in range(len(job.encodings))]
-        lengths = [len(job.encodings[i].ids) for job, i in slots]
         loop = self._loop
         assert loop is not None, "start() sets the loop before the thread runs"
-        for batch in plan_batches(lengths, pipe.batch_size, self.max_batch_tokens):
+        # The pipeline's own execution: padded batches under the token budget, or (dynamic int8) each input
+        # alone on the model's worker pool, so a request's answer never depends on the others in the queue.
+        encodings = [job.encodings[i] for job, i in slots]
+        for batch, width, rows in pipe._execute(encodings, pipe.batch_size, self.max_batch_tokens):
             members = [slots[k] for k in batch]
-            width = 0
             finished: list[tuple[_Job, list[Any] | None, Exception | None]] = []
-            try:
-                feeds = pipe.tokenizer.pad([job.encodings[i] for job, i in members])
-                width = int(feeds["input_ids"].shape[1])
-                outputs = pipe._forward(feeds)
-                self._postprocess(pipe, members, outputs, feeds)
-            except Exception as e:  # the batch failed: every request with a row in it gets the error
-                finished = [(job, None, e) for job in {id(j): j for j, _ in members}.values() if not job.done]
+            if isinstance(rows, Exception):  # the batch failed: every request with a row in it gets the error
+                finished = [(job, None, rows) for job in {id(j): j for j, _ in members}.values() if not job.done]
                 for job, _, _ in finished:
                     job.done = True
             else:
+                for (job, i), row in zip(members, rows):
+                    job.rows[i] = row
                 for job, _ in members:
                     job.remaining -= 1
                     if job.remaining == 0 and not job.done:
@@ -146,15 +141,6 @@ class Batcher:
                         except Exception as e:  # gather refused the rows: that request fails alone
                             finished.append((job, None, e))
             loop.call_soon_threadsafe(self._deliver, model, len(members), width, finished)
-
-    @staticmethod
-    def _postprocess(
-        pipe: Pipeline, members: list[tuple[_Job, int]], outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray]
-    ) -> None:
-        # postprocess takes no call parameters (they act per input, in gather), so requests with different
-        # parameters share one batch.
-        for (job, i), row in zip(members, pipe.postprocess(outputs, feeds)):
-            job.rows[i] = row
 
     def _deliver(
         self, model: str, rows: int, width: int, finished: list[tuple[_Job, list[Any] | None, Exception | None]]
