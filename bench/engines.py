@@ -262,6 +262,7 @@ def load_onnxpipe(spec: Spec, paths: dict[str, Path]) -> Engine:
         precision=spec.precision,
         batch_size=spec.options.get("batch_size", 128),
         verify=False,
+        execution=spec.options.get("execution", "auto"),
     )
     if spec.task == "cls":
         label2id = {v: k for k, v in pipe.model.labels.items()}

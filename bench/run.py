@@ -41,6 +41,9 @@ CLS_WORKLOADS = [
     "syn128",
     "syn256",
     "syn512",
+    "syn128-b8",
+    "syn256-b8",
+    "syn512-b8",
 ]
 FE_WORKLOADS = ["seed1", "seed2", "sst2-b8", "sst2-b32", "sst2-b128", "sst2-stream", "syn128"]
 QUICK = {"rounds": 1, "sst2_limit": 64, "timing": {"warmup": 1, "min_passes": 1, "min_time": 0.1, "max_time": 1.0}}
@@ -48,7 +51,7 @@ SMOKE = {
     "rounds": 1,
     "sst2_limit": 8,
     "timing": {"warmup": 1, "min_passes": 2, "min_time": 0.0, "max_time": 60.0},
-    "workloads": ["seed1", "seed2", "sst2-b8", "sst2-stream", "syn64"],
+    "workloads": ["seed1", "seed2", "sst2-b8", "sst2-stream", "syn64", "syn64-b2"],
 }
 ENGINES = [
     # sentiment (minilm-sst2); the optimum-same engine reads the very file onnxpipe's default precision uses
@@ -59,7 +62,8 @@ ENGINES = [
     Spec("ort-int8", "d", "cls", "int8", "ort"),
     Spec("ort-fp32", "d", "cls", "fp32", "ort"),
     Spec("ort-int8-onnxpipe-opts", "d", "cls", "int8", "ort", {"session": "onnxpipe"}),
-    Spec("onnxpipe-int8", "e", "cls", "int8", "onnxpipe"),
+    Spec("onnxpipe-int8", "e", "cls", "int8", "onnxpipe"),  # execution "auto": each input alone (issue 11)
+    Spec("onnxpipe-int8-batched", "e", "cls", "int8", "onnxpipe", {"execution": "batched"}),
     Spec("onnxpipe-fp32", "e", "cls", "fp32", "onnxpipe"),
     Spec("onnxpipe-fp16", "e", "cls", "fp16", "onnxpipe"),
     Spec("openvino-int8", "f", "cls", "int8", "openvino"),
@@ -76,6 +80,7 @@ ENGINES = [
     Spec("ort-fp32", "d", "fe", "fp32", "ort"),
     Spec("ort-int8-onnxpipe-opts", "d", "fe", "int8", "ort", {"session": "onnxpipe"}),
     Spec("onnxpipe-int8", "e", "fe", "int8", "onnxpipe"),
+    Spec("onnxpipe-int8-batched", "e", "fe", "int8", "onnxpipe", {"execution": "batched"}),
     Spec("onnxpipe-fp32", "e", "fe", "fp32", "onnxpipe"),
     Spec("ctranslate2-int8", "f", "fe", "int8", "ctranslate2"),
     Spec("openvino-int8", "f", "fe", "int8", "openvino"),

@@ -53,8 +53,10 @@ def build(names: list[str], sst2_limit: int | None = None) -> list[Workload]:
             out.append(Workload(name, [texts[i : i + b] for i in range(0, len(texts), b)], b, labels))
         elif name == "sst2-stream":
             out.append(Workload(name, [list(texts)], 32, labels))
-        elif name.startswith("syn"):
-            out.append(Workload(name, [[synthetic(int(name[3:]))]], 1))
+        elif name.startswith("syn"):  # synN: one input of N tokens; synN-bB: B of them in one request
+            tokens, _, batch = name[3:].partition("-b")
+            b = int(batch or 1)
+            out.append(Workload(name, [[synthetic(int(tokens))] * b], b))
         else:
-            raise ValueError(f"unknown workload {name!r}; valid: seed1, seed2, sst2-bN, sst2-stream, synN")
+            raise ValueError(f"unknown workload {name!r}; valid: seed1, seed2, sst2-bN, sst2-stream, synN, synN-bB")
     return out

@@ -38,6 +38,7 @@ SMOKE_ENGINES = {
     "fastembed-int8": "fastembed",
     "ort-int8": "onnxruntime",
     "onnxpipe-int8": "onnxpipe",
+    "onnxpipe-int8-batched": "onnxpipe",
     "onnxpipe-fp32": "onnxpipe",
     "ctranslate2-int8": "ctranslate2",
     "openvino-fp32": "openvino",
