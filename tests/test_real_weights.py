@@ -166,6 +166,24 @@ def test_minilm_embeddings_match_pytorch_mean_pooling(minilm_export, precision, 
     assert pooling["mode"] == "mean" and pooling["normalize"] is True
 
 
+@pytest.mark.torch
+def test_minilm_int8_embeddings_do_not_depend_on_batch_mates(minilm_export):
+    # Issue 11's gate for the embeddings default: a sentence embedded inside a call of many equals it embedded
+    # alone (cosine >= 0.9999; "alone" execution makes it exact). In padded batches the same file moves them.
+    texts = _sst2_dev()[0][:200]
+    embed = onnxpipe.pipeline("sentence-embeddings", model=minilm_export, precision="int8")
+    assert embed.model.execution == "alone"
+    together = embed(texts)
+    alone = np.stack([embed(t) for t in texts])
+    cosine = (together * alone).sum(1)  # normalized vectors
+    assert cosine.min() >= 0.9999, f"min cosine {cosine.min():.6f}"
+    np.testing.assert_array_equal(together, alone)
+    batched = onnxpipe.pipeline("sentence-embeddings", model=minilm_export, precision="int8", execution="batched")
+    moved = (batched(texts) * alone).sum(1)
+    print(f"padded batches instead: cosine min {moved.min():.5f}, mean {moved.mean():.5f}")
+    assert moved.min() < 0.9999  # why "alone" is the default for this file
+
+
 def _long_texts() -> list[str]:
     """Two texts longer than all-MiniLM-L6-v2's max_seq_length (256): ~330 words and ~620 words (over 512 tokens)."""
     words = " ".join(_sst2_dev()[0][6:40]).split()
