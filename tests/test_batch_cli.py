@@ -128,6 +128,18 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
     assert "--aggregation-strategy is for token-classification" in capsys.readouterr().err
 
 
+def test_retries_option(tmp_path, capsys):
+    from onnxpipe._batch_job import DEFAULT_RETRIES
+
+    with pytest.raises(SystemExit):
+        main(["batch", "--help"])
+    assert f"(default {DEFAULT_RETRIES})" in " ".join(capsys.readouterr().out.split())  # help told the truth
+    src = _write(tmp_path / "in.jsonl", "jsonl", [{"text": "fine"}])
+    argv = ["batch", "minilm-sst2", "--input", str(src), "--output", str(tmp_path / "o.parquet"), "--retries", "-1"]
+    assert main(argv) == 2
+    assert "retries=-1" in capsys.readouterr().err and not (tmp_path / "o.parquet").exists()
+
+
 @pytest.mark.parametrize(
     "engine,missing,extra", [("local", "pyarrow", "onnxpipe[batch]"), ("ray", "ray.data", "onnxpipe[ray]")]
 )
