@@ -234,6 +234,48 @@ def test_write_is_atomic(monkeypatch, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", "out.parquet"]  # no .partial left
 
 
+# The child of the test below: run a job, SIGKILL itself (no __exit__, no finally) once a batch is in the file.
+_KILLED_WHILE_WRITING = """
+import os, signal, sys
+import pyarrow.parquet as pq
+from onnxpipe._batch_job import run_batch
+
+original = pq.ParquetWriter.write_table
+def write_then_die(self, table, *args, **kwargs):
+    original(self, table, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+pq.ParquetWriter.write_table = write_then_die
+run_batch("minilm-sst2", sys.argv[1], sys.argv[2], batch_rows=20)
+"""
+
+
+def test_process_killed_while_writing_leaves_no_partial_output(tmp_path):
+    """SIGKILL mid-file (what the OOM killer or a preempted node does: no cleanup runs): the output path keeps
+    its previous content, and the half-written file is the hidden temporary, which Parquet readers skip."""
+    import signal
+    import subprocess
+    import sys
+
+    src = tmp_path / "data" / "in.parquet"
+    src.parent.mkdir()
+    pq.write_table(pa.table({"text": _sentences(50)}), src)
+    out = tmp_path / "out" / "scored.parquet"
+    out.parent.mkdir()
+    previous = pa.table({"text": ["yesterday's run"], "label": ["POSITIVE"]})
+    pq.write_table(previous, out)
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_WHILE_WRITING, str(src), str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    assert pq.read_table(out).equals(previous)
+    (partial,) = [p for p in out.parent.iterdir() if p != out]
+    assert partial.name.startswith(".scored.parquet.") and partial.name.endswith(".partial")
+    assert partial.stat().st_size > 100  # more than the 4-byte header: it died with a batch in the file
+    with pytest.raises(pa.ArrowInvalid):  # no footer: not a Parquet file
+        pq.read_table(partial)
+    assert pq.read_table(out.parent).equals(previous)  # a reader of the folder sees the finished file only
+
+
 @pytest.mark.torch
 def test_embeddings_column_on_ray(ray_session, tiny_export, tmp_path):
     from onnxpipe.ray import run_batch
