@@ -111,7 +111,11 @@ def markdown(prov: dict) -> list[str]:
         commit = f"unknown ({g['error']})"
     else:
         commit = f"`{g['commit']}`" + (
-            f" **with uncommitted changes** to {', '.join(g['dirty_files'])}" if g["dirty"] else " (clean)"
+            " (uncommitted changes not recorded)"  # a result from before provenance was recorded
+            if g["dirty"] is None
+            else f" **with uncommitted changes** to {', '.join(g['dirty_files'])}"
+            if g["dirty"]
+            else " (clean)"
         )
     return [
         f"Command (at the repository root): `{prov['command']}`  ",

@@ -17,7 +17,6 @@ pq = pytest.importorskip("pyarrow.parquet")
 import onnxpipe  # noqa: E402
 from onnxpipe._cli import main  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [
     "I've been waiting for a HuggingFace course my whole life.",
     "I hate this so much!",
@@ -128,6 +127,18 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
     assert "--aggregation-strategy is for token-classification" in capsys.readouterr().err
 
 
+def test_retries_option(tmp_path, capsys):
+    from onnxpipe._batch_job import DEFAULT_RETRIES
+
+    with pytest.raises(SystemExit):
+        main(["batch", "--help"])
+    assert f"(default {DEFAULT_RETRIES})" in " ".join(capsys.readouterr().out.split())  # help told the truth
+    src = _write(tmp_path / "in.jsonl", "jsonl", [{"text": "fine"}])
+    argv = ["batch", "minilm-sst2", "--input", str(src), "--output", str(tmp_path / "o.parquet"), "--retries", "-1"]
+    assert main(argv) == 2
+    assert "retries=-1" in capsys.readouterr().err and not (tmp_path / "o.parquet").exists()
+
+
 @pytest.mark.parametrize(
     "engine,missing,extra", [("local", "pyarrow", "onnxpipe[batch]"), ("ray", "ray.data", "onnxpipe[ray]")]
 )
@@ -136,17 +147,3 @@ def test_without_the_extra_prints_the_pip_line(engine, missing, extra, monkeypat
     argv = ["batch", "minilm-sst2", "--input", "x.parquet", "--output", str(tmp_path / "o.parquet"), "--engine", engine]
     assert main(argv) == 2
     assert f"pip install '{extra}'" in capsys.readouterr().err
-
-
-@pytest.mark.ray
-def test_bench_batch_scale_smoke(ray_session, tmp_path):
-    """bench/batch_scale.py on a few hundred rows, so the benchmark cannot rot; its figures are not checked."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import batch_scale
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    report = batch_scale.main(["--rows", "200", "--actors", "1", "--cpus-per-actor", "1", "--out", str(tmp_path)])
-    assert [r["engine"] for r in report["runs"]] == ["in-process", "local", "ray-1"]
-    assert all(r["rows"] == 200 and r["identical_to_local"] for r in report["runs"][1:])
-    assert (tmp_path / "batch_scale.json").exists() and (tmp_path / "batch_scale.md").exists()

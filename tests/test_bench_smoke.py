@@ -1,4 +1,4 @@
-"""Smoke of every bench program (run.py, tasks.py, matmul_floor.py, session_options.py) and of
+"""Smoke of every bench program (run.py, tasks.py, matmul_floor.py, session_options.py, batch_scale.py) and of
 ``onnxpipe bench``, so none can rot. No timing assertions: the machine is shared and slow; these check that
 every installed engine loads, predicts and is reported, and that every committed result records where it came
 from (command, commit, machine, versions, date).
@@ -321,3 +321,55 @@ def test_session_options_smoke(tmp_path):
     assert [r["options"] for r in result["rows"]][1:] == ["no arena"] and len(result["rows"]) == 2
     for row in result["rows"]:
         assert row["rounds"] == 1 and row["seed1_p50_ms"] > 0 and row["sst2_b32_sps"] > 0
+
+
+def _batch_scale():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import batch_scale
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return batch_scale
+
+
+@pytest.mark.ray
+def test_batch_scale_smoke(ray_session, tmp_path):
+    """bench/batch_scale.py --smoke in this process, on the session's Ray (it must use that one and leave it up):
+    every engine runs and writes the local engine's file; every figure the cost model needs is written."""
+    _require(ROOT.parent / "shared" / "data" / "sst2" / "train.tsv", "batch_scale.py reads SST-2 train")
+    batch_scale = _batch_scale()
+    with pytest.raises(SystemExit):  # a smoke must not replace the committed figures
+        batch_scale.main(["--smoke"])
+    argv = ["--smoke", "--out", str(tmp_path)]
+    report = batch_scale.main(argv)
+    assert ray_session.is_initialized()
+    assert [r["engine"] for r in report["runs"]] == ["in-process", "local", "ray-1"]
+    assert all(r["rows"] == 200 and r["identical_to_local"] for r in report["runs"][1:])
+    assert all(r["sentences_per_s"] > 0 for r in report["runs"]) and report["smoke"] and report["subset"]
+    stages = report["stages"]
+    for name in ("read_s", "model_load_s", "tokenize_s", "infer_s", "write_s"):
+        assert stages[name] > 0, name
+    assert stages["ray_init_s"] is None  # the session's Ray: not started here
+    assert stages["ray_job_start_s"] is not None
+    assert all(v is not None for v in report["cost_model"].values()), report["cost_model"]
+    _check_provenance(report["provenance"], "batch_scale.py", argv)
+    assert json.loads((tmp_path / "batch_scale.json").read_text()) == json.loads(json.dumps(report))
+    md = (tmp_path / "batch_scale.md").read_text()
+    assert md.startswith("# `onnxpipe batch` at scale: SST-2 train (SMOKE run: not figures)")
+    _check_markdown_header(md, report["provenance"])
+    assert batch_scale.runs_table(report) in md and batch_scale.cost_table(report) in md
+
+
+def test_readme_scale_out_shows_the_committed_batch_scale_figures():
+    """README "Scale out" quotes bench/results/batch_scale.json, through the tables batch_scale.py writes:
+    after a new run, paste the two tables of bench/results/batch_scale.md (and update the prose around them)."""
+    pytest.importorskip("pyarrow")
+    batch_scale = _batch_scale()
+    report = json.loads((ROOT / "bench" / "results" / "batch_scale.json").read_text())
+    assert not report["smoke"]
+    assert (ROOT / "bench" / "results" / "batch_scale.md").read_text() == batch_scale.markdown(report)
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Scale out") : readme.index("## Command line")]
+    assert f"`{report['provenance']['command']}`" in section
+    for table in (batch_scale.runs_table(report), batch_scale.cost_table(report)):
+        assert table in section, f"README 'Scale out' lacks this table of bench/results/batch_scale.md:\n{table}"

@@ -7,6 +7,7 @@ Every output row is checked against the in-process pipeline on the same rows, in
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,76 @@ def test_ray_engine_matches_pipeline_and_keeps_order(ray_session, classifier, tm
     assert out.column("error").null_count == len(texts)
     run_batch("minilm-sst2", src, tmp_path / "local.parquet", engine="local", batch_rows=64)
     assert pq.read_table(tmp_path / "local.parquet").equals(out)
+
+
+def _dying_predictor(monkeypatch, tmp_path: Path, kills: int) -> Path:
+    """Make the Ray engine's actors kill their own process (``os._exit``, as a segfault or the OOM killer would)
+    on their first ``kills`` batches in all, counted across actors and restarts in marker files (O_EXCL: one
+    actor wins each). Returns the folder where every actor start leaves a file."""
+    from onnxpipe import ray as onnxpipe_ray
+
+    starts = tmp_path / "starts"
+    starts.mkdir()
+    base = onnxpipe_ray._JobPredictor
+
+    # Defined in here, so Ray's cloudpickle ships the class by value: the actors cannot import this module.
+    class DyingPredictor(base):  # type: ignore[misc,valid-type]
+        def __init__(self, *args, **kwargs):
+            (starts / f"{os.getpid()}-{len(os.listdir(starts))}").touch()
+            super().__init__(*args, **kwargs)
+
+        def __call__(self, batch):
+            for k in range(kills):
+                try:
+                    os.close(os.open(tmp_path / f"killed-{k}", os.O_CREAT | os.O_EXCL))
+                except FileExistsError:
+                    continue
+                os._exit(1)
+            return super().__call__(batch)
+
+    monkeypatch.setattr(onnxpipe_ray, "_JobPredictor", DyingPredictor)
+    return starts
+
+
+def test_killed_actor_is_restarted_and_its_batch_retried(ray_session, classifier, monkeypatch, tmp_path):
+    """An actor process dies on the job's first batch: Ray restarts it, the batch runs again, and the file is the
+    one an undisturbed job writes (every row equal to the in-process pipeline, ids in input order)."""
+    from onnxpipe.ray import run_batch
+
+    starts = _dying_predictor(monkeypatch, tmp_path, kills=1)
+    texts = _sentences(200)
+    ids = [f"doc-{i:04d}" for i in range(len(texts))][::-1]
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": ids, "text": texts}), src, row_group_size=50)
+    report = run_batch("minilm-sst2", src, tmp_path / "out.parquet", engine="ray", actors=2, batch_rows=64, retries=1)
+    assert (tmp_path / "killed-0").exists()  # an actor did die mid-job
+    assert len(list(starts.iterdir())) >= 3  # two actors, and the one restarted after the kill
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert report["rows"] == len(texts) and report["errors"] == 0
+    assert out.column("id").to_pylist() == ids and out.column("text").to_pylist() == texts
+    want = _expected(classifier, texts, 64)
+    assert out.column("label").to_pylist() == [w["label"] for w in want]
+    assert out.column("score").to_pylist() == [w["score"] for w in want]
+    assert sorted(p.name for p in tmp_path.glob("*.parquet")) == ["in.parquet", "out.parquet"]
+
+
+def test_batch_that_always_kills_its_actor_fails_the_job(ray_session, monkeypatch, tmp_path):
+    """Retries are bounded (Ray Data's own default retries forever): after 1 + retries deaths the job stops with
+    onnxpipe's error, and nothing is written, not even a partial file."""
+    from ray.data import Dataset
+
+    from onnxpipe.ray import _retry_options, run_batch
+
+    # Where Ray no longer takes the retry options (2.64, it says), Ray Data retries forever: fail, do not hang.
+    assert _retry_options(Dataset.map_batches, 1), "this Ray's map_batches takes no max_task_retries"
+    _dying_predictor(monkeypatch, tmp_path, kills=1000)
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": _sentences(20)}), src)
+    with pytest.raises(BatchJobError, match=r"its Ray actor on each of 2 tries \(--retries 1\).*nothing was written"):
+        run_batch("minilm-sst2", src, tmp_path / "out.parquet", engine="ray", batch_rows=64, retries=1)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".parquet" or "partial" in p.name) == ["in.parquet"]
+    with pytest.raises(BatchJobError, match=r"retries=-1.*0 or more"):
+        run_batch("minilm-sst2", src, tmp_path / "out.parquet", engine="ray", retries=-1)
 
 
 @pytest.mark.parametrize("batch_format", ["numpy", "pandas"])
@@ -165,6 +236,48 @@ def test_write_is_atomic(monkeypatch, tmp_path):
     assert calls == [20, 20]  # it crashed mid-file, after a batch had been written
     assert out.read_bytes() == b"the previous output"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", "out.parquet"]  # no .partial left
+
+
+# The child of the test below: run a job, SIGKILL itself (no __exit__, no finally) once a batch is in the file.
+_KILLED_WHILE_WRITING = """
+import os, signal, sys
+import pyarrow.parquet as pq
+from onnxpipe._batch_job import run_batch
+
+original = pq.ParquetWriter.write_table
+def write_then_die(self, table, *args, **kwargs):
+    original(self, table, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+pq.ParquetWriter.write_table = write_then_die
+run_batch("minilm-sst2", sys.argv[1], sys.argv[2], batch_rows=20)
+"""
+
+
+def test_process_killed_while_writing_leaves_no_partial_output(tmp_path):
+    """SIGKILL mid-file (what the OOM killer or a preempted node does: no cleanup runs): the output path keeps
+    its previous content, and the half-written file is the hidden temporary, which Parquet readers skip."""
+    import signal
+    import subprocess
+    import sys
+
+    src = tmp_path / "data" / "in.parquet"
+    src.parent.mkdir()
+    pq.write_table(pa.table({"text": _sentences(50)}), src)
+    out = tmp_path / "out" / "scored.parquet"
+    out.parent.mkdir()
+    previous = pa.table({"text": ["yesterday's run"], "label": ["POSITIVE"]})
+    pq.write_table(previous, out)
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_WHILE_WRITING, str(src), str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    assert pq.read_table(out).equals(previous)
+    (partial,) = [p for p in out.parent.iterdir() if p != out]
+    assert partial.name.startswith(".scored.parquet.") and partial.name.endswith(".partial")
+    assert partial.stat().st_size > 100  # more than the 4-byte header: it died with a batch in the file
+    with pytest.raises(pa.ArrowInvalid):  # no footer: not a Parquet file
+        pq.read_table(partial)
+    assert pq.read_table(out.parent).equals(previous)  # a reader of the folder sees the finished file only
 
 
 @pytest.mark.torch

@@ -46,6 +46,11 @@ from .errors import BatchJobError, OnnxpipeError
 # job's results equal ``pipe(all_rows)`` row for row.
 DEFAULT_BATCH_ROWS = 2048
 ON_ERROR = ("skip", "fail")
+# How often the Ray engine retries a batch whose actor died (the process crashed or was killed, its node lost):
+# Ray restarts the actor, as often as it takes, and resubmits the batch. Bounded, unlike Ray Data's default
+# (-1, forever): a batch that kills its actor every time (a row that crashes onnxruntime, an actor over its
+# memory) then fails the job after 1 + DEFAULT_RETRIES attempts instead of looping without end.
+DEFAULT_RETRIES = 3
 # Errors that belong to one input (a non-string, an empty question, an over-long input with truncation off).
 ROW_ERRORS = (TypeError, ValueError, OnnxpipeError)
 
@@ -502,6 +507,7 @@ def run_batch(
     engine: str = "local",
     actors: int = 1,
     cpus_per_actor: float = 1,
+    retries: int = DEFAULT_RETRIES,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     on_error: str = "skip",
     prefix: str = "",
@@ -516,8 +522,10 @@ def run_batch(
     and write the input's columns plus the task's outputs to the Parquet file ``output``, in input order.
 
     ``engine="local"`` runs in this process; ``"ray"`` runs ``actors`` Ray actors of ``cpus_per_actor`` CPUs
-    (on the cluster at ``RAY_ADDRESS`` if set). Rows that fail get their error in the ``error`` column
-    (``on_error="skip"``) or stop the job (``"fail"``); ``output`` appears only when the whole job succeeded.
+    (on the cluster at ``RAY_ADDRESS`` if set); Ray restarts an actor that dies and retries its batch up to
+    ``retries`` times (default ``DEFAULT_RETRIES``), then the job fails. Rows that fail get their error in the
+    ``error`` column (``on_error="skip"``) or stop the job (``"fail"``); ``output`` appears only when the whole
+    job succeeded.
     ``progress``: an object with ``tick()`` called once per row (e.g. the CLI's counter). Returns a report.
 
     >>> report = run_batch("minilm-sst2", "reviews.parquet", "scored.parquet", column="review")
@@ -530,6 +538,8 @@ def run_batch(
         raise BatchJobError(f"on_error={on_error!r}; use one of {list(ON_ERROR)}")
     if batch_rows < 1 or actors < 1:
         raise BatchJobError(f"batch_rows ({batch_rows}) and actors ({actors}) must be at least 1")
+    if retries < 0:
+        raise BatchJobError(f"retries={retries}: how often a batch is retried after its actor died; use 0 or more")
     fmt = detect_format(str(input), input_format)
     job = BatchJob.create(
         model,
@@ -550,7 +560,7 @@ def run_batch(
     # by its position in the input (a worker does not know where its batch starts).
     with AtomicParquetWriter(output) as writer:
         for table in ENGINES[engine](
-            job, str(input), fmt, batch_rows, threads, actors=actors, cpus_per_actor=cpus_per_actor
+            job, str(input), fmt, batch_rows, threads, actors=actors, cpus_per_actor=cpus_per_actor, retries=retries
         ):
             for i, err in enumerate(table.column(error_name).to_pylist()):
                 if err is None:

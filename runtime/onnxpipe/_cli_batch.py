@@ -50,6 +50,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         engine=args.engine,
         actors=args.actors,
         cpus_per_actor=args.cpus_per_actor,
+        **({} if args.retries is None else {"retries": args.retries}),
         batch_rows=args.batch_rows,
         on_error=args.on_error,
         prefix=args.prefix,
@@ -93,6 +94,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     b.add_argument("--actors", type=int, default=1, help="Ray actors (default 1)")
     b.add_argument("--cpus-per-actor", type=float, default=1, help="CPUs per actor = its onnxruntime threads")
+    b.add_argument(
+        "--retries",
+        type=int,
+        # The default lives in _batch_job (DEFAULT_RETRIES), which imports pyarrow: not at `onnxpipe --help`.
+        help="Ray: times a batch is retried, on a restarted actor, after its actor died (default 3); then the "
+        "job fails",
+    )
     b.add_argument("--batch-rows", type=int, default=2048, help="rows per batch (default 2048, one pipeline chunk)")
     b.add_argument(
         "--on-error",

@@ -8,24 +8,29 @@
     ...                         compute=ActorPoolStrategy(size=4), num_cpus=2, batch_size=2048, batch_format="numpy")
 
 Each actor builds its pipeline once (onnxruntime sessions do not pickle) with as many onnxruntime threads as
-CPUs Ray gave it. Ray restarts a killed actor and retries its batch (Ray Data's default ``max_restarts=-1``).
-The model folder must be readable at the same path on every node. ``import onnxpipe`` never imports this
-module; ray itself is imported only when an actor or the Ray engine starts.
+CPUs Ray gave it. Ray Data restarts a killed actor and retries its batch, by default forever
+(``max_restarts=-1, max_task_retries=-1``). ``run_batch`` bounds the retries (``DEFAULT_RETRIES``), so that a
+batch that kills its actor every time fails the job instead; in your own pipeline, ``max_task_retries=3`` to
+``map_batches`` does the same (Ray 2.60 warns that these extra options go in Ray 2.64). The model folder must
+be readable at the same path on every node. ``import onnxpipe`` never imports this module; ray itself is
+imported only when an actor or the Ray engine starts.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 
-from ._batch_job import FORMATS, BatchJob, run_batch
+from ._batch_job import DEFAULT_RETRIES, FORMATS, BatchJob, run_batch
 from .errors import BatchJobError
 
-__all__ = ["Predictor", "run_batch", "assigned_cpus"]
+__all__ = ["Predictor", "run_batch", "assigned_cpus", "DEFAULT_RETRIES"]
 
 
 def assigned_cpus() -> int | None:
@@ -122,17 +127,34 @@ class _JobPredictor(Predictor):
         self.pipe = job.build_pipeline(threads or assigned_cpus())
 
 
+def _retry_options(map_batches: Any, retries: int) -> dict[str, int]:
+    """The actor options that bound the retries: restart a dead actor always (as Ray Data does), retry the batch
+    it held ``retries`` times. Ray Data takes them only as ``map_batches``' extra keyword arguments, which Ray
+    2.60 says go in 2.64, with no named replacement for these two: where they are gone, {} (Ray Data's own
+    default then applies: retry forever)."""
+    kinds = {p.kind for p in inspect.signature(map_batches).parameters.values()}
+    return {"max_restarts": -1, "max_task_retries": retries} if inspect.Parameter.VAR_KEYWORD in kinds else {}
+
+
 def ray_tables(
-    job: BatchJob, path: str, fmt: str, batch_rows: int, actors: int = 1, cpus_per_actor: float = 1
+    job: BatchJob,
+    path: str,
+    fmt: str,
+    batch_rows: int,
+    actors: int = 1,
+    cpus_per_actor: float = 1,
+    retries: int = DEFAULT_RETRIES,
 ) -> Iterator[pa.Table]:
     """The Ray engine of ``run_batch``: output tables in input order, each the job run on ``batch_rows`` rows.
 
     Blocks are re-cut to exactly ``batch_rows`` rows before inference, so every actor sees the same row groups
-    as the local engine does and the two write the same output.
+    as the local engine does and the two write the same output. A batch whose actor dies is retried on the
+    restarted actor up to ``retries`` times; then the job fails with BatchJobError.
     """
     try:
         import ray
         from ray.data import ActorPoolStrategy, DataContext
+        from ray.exceptions import RayActorError
     except ImportError as e:
         raise ImportError("the Ray engine needs Ray Data. Install it with: pip install 'onnxpipe[ray]'") from e
 
@@ -166,15 +188,26 @@ def ray_tables(
         ds = getattr(ray.data, reader)(path, **reader_args)
         job.check_columns(ds.schema().names)  # here, not in the actors: Ray hands their errors back as text
         ds = ds.repartition(target_num_rows_per_block=batch_rows, strict=True)
-        ds = ds.map_batches(
-            _JobPredictor,
-            fn_constructor_kwargs={"job": job, "threads": max(1, round(cpus_per_actor))},
-            compute=ActorPoolStrategy(size=actors),
-            num_cpus=cpus_per_actor,
-            batch_size=batch_rows,
-            batch_format="pyarrow",
-        )
-        yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
+        with warnings.catch_warnings():  # Ray's deprecation of the retry options: known, see _retry_options
+            warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated")
+            ds = ds.map_batches(
+                _JobPredictor,
+                fn_constructor_kwargs={"job": job, "threads": max(1, round(cpus_per_actor))},
+                compute=ActorPoolStrategy(size=actors),
+                num_cpus=cpus_per_actor,
+                batch_size=batch_rows,
+                batch_format="pyarrow",
+                **_retry_options(ds.map_batches, retries),
+            )
+        try:
+            yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
+        except RayActorError as e:
+            raise BatchJobError(
+                f"a batch of {batch_rows} rows lost its Ray actor on each of {retries + 1} tries "
+                f"(--retries {retries}); nothing was written. A row may crash onnxruntime or exhaust the actor's "
+                "memory: find it with --engine local on that part of the input, or give actors more memory "
+                "(fewer --actors)"
+            ) from e
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
         if started:
