@@ -95,6 +95,8 @@ def _predict(args: argparse.Namespace, lines: Iterable[str] | None) -> int:
         precision=args.precision,
         batch_size=args.batch_size,
         verify=not args.no_verify,
+        profile=args.profile,
+        format=args.format,
     )
     kwargs = {} if args.top_k is None else {"top_k": None if args.top_k == 0 else args.top_k}
     kwargs.update(task_kwargs(canonical_task(task), args))
@@ -238,6 +240,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         runs=args.runs,
         warmup=args.warmup,
         verify=not args.no_verify,
+        profile=args.profile,
+        format=args.format,
     )
     print(format_table(report), file=sys.stderr)
     text = json.dumps(report, indent=2, sort_keys=True) + "\n"
@@ -290,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top-k", type=int, help="labels / tokens / answers per input, best first (0: all labels)")
     pr.add_argument("--batch-size", type=int, default=32)
     pr.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
+    _cli_serve.add_session_arguments(pr)
     add_task_arguments(pr)
     pr.set_defaults(func=cmd_predict)
 
@@ -304,13 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--task", help="default: the model folder's task")
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     b.add_argument("--precision", choices=["int8", "fp32", "fp16"])
-    b.add_argument("--threads", type=int, help="intra-op threads (default: the usable cores)")
+    b.add_argument("--threads", type=int, help="intra-op threads (default: the profile's)")
     b.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default 1,8,32)")
     b.add_argument("--seq-lengths", default="16,64,128", help="tokens per input, comma-separated (default 16,64,128)")
     b.add_argument("--runs", type=int, default=20, help="timed runs per configuration (default 20)")
     b.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     b.add_argument("--json-out", metavar="FILE", help="write the JSON report here (default: stdout)")
     b.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
+    _cli_serve.add_session_arguments(b)
     b.set_defaults(func=cmd_bench)
     _cli_serve.add_parser(sub)  # starlette / uvicorn, pyarrow / ray load only when these commands run
     _cli_batch.add_parser(sub)

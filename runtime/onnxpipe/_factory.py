@@ -115,6 +115,8 @@ def pipeline(
     max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
     threads: int | None = None,
     verify: bool = True,
+    profile: str = "default",
+    format: str = "onnx",
     **kwargs: Any,
 ) -> Pipeline:
     """Build a pipeline like ``transformers.pipeline``, running on onnxruntime.
@@ -123,6 +125,8 @@ def pipeline(
     path or name, or a loaded ``AutoModel*`` (default: the embedded model for the task). ``tokenizer``: the
     folder's own (a path to that folder, or an ``AutoTokenizer``). ``device``: "cpu" or -1, "cuda" or 0, or
     "auto". ``precision``: "int8", "fp32" or "fp16" (default int8 on CPU, fp16 else fp32 on CUDA).
+    ``profile``: "default" (lowest latency) or "low-power" (one thread, no spinning, no arena: ~0 CPU between
+    requests). ``format``: "onnx" or "ort" (the variant's ORT-format copy, written by ``onnxpipe export --ort``).
     ``verify=False`` skips the sha256 check at load. Other keyword arguments (``top_k``,
     ``aggregation_strategy``, ``grouped_entities``...) become the defaults of every call, as in transformers.
 
@@ -141,7 +145,9 @@ def pipeline(
             f"{folder} was exported for {manifest.tasks}, not {needed!r} (needed by {task!r}). "
             f"Export the checkpoint for it: onnxpipe export SOURCE --task {needed} --out DIR"
         )
-    onnx_model = loaded or OnnxModel(manifest, device=_device(device), precision=precision, threads=threads)
+    onnx_model = loaded or OnnxModel(
+        manifest, device=_device(device), precision=precision, threads=threads, profile=profile, format=format
+    )
     pipe = TABLE[name].pipeline(
         onnx_model, _tokenizer(tokenizer, folder, manifest), batch_size=batch_size, max_batch_tokens=max_batch_tokens
     )

@@ -72,7 +72,13 @@ class OnnxModel:
     graph: str | None = None  # the head the folder must be exported for (several heads output "logits")
 
     def __init__(
-        self, manifest: Manifest, device: str = "cpu", precision: str | None = None, threads: int | None = None
+        self,
+        manifest: Manifest,
+        device: str = "cpu",
+        precision: str | None = None,
+        threads: int | None = None,
+        profile: str = "default",
+        format: str = "onnx",
     ):
         wanted = (self.output_name,) if isinstance(self.output_name, str) else self.output_name or ()
         if any(name not in manifest.outputs for name in wanted) or (
@@ -85,8 +91,9 @@ class OnnxModel:
             )
         self._output_names = list(wanted) or manifest.outputs
         self.manifest = manifest
-        self.choice = choose(manifest, device, precision)
-        self.session = create_session(manifest, self.choice, threads)
+        self.choice = choose(manifest, device, precision, format)
+        self.profile = profile
+        self.session = create_session(manifest, self.choice, threads, profile)
         check_graph(manifest, self.session, self.choice.precision)  # inputs, outputs and labels, once at load
         self._graph_inputs = [i.name for i in self.session.get_inputs()]
 
@@ -98,9 +105,19 @@ class OnnxModel:
         precision: str | None = None,
         threads: int | None = None,
         verify: bool = True,
+        profile: str = "default",
+        format: str = "onnx",
     ) -> _Model:
-        """Load a model folder by path or name; ``device`` is "cpu", "cuda" or "auto"."""
-        return cls(load_manifest(resolve_model(name_or_path), verify=verify), device, precision, threads)
+        """Load a model folder by path or name; ``device`` is "cpu", "cuda" or "auto"; ``profile`` "default" or
+        "low-power" (one thread, no spinning, no arena); ``format`` "onnx" or "ort" (the variant's ORT-format
+        copy, from ``onnxpipe export --ort``).
+
+        Example:
+            >>> AutoModelForSequenceClassification.from_pretrained("minilm-sst2", profile="low-power").precision
+            'int8'
+        """
+        manifest = load_manifest(resolve_model(name_or_path), verify=verify)
+        return cls(manifest, device, precision, threads, profile=profile, format=format)
 
     @property
     def device(self) -> str:
@@ -109,6 +126,10 @@ class OnnxModel:
     @property
     def precision(self) -> str:
         return self.choice.precision
+
+    @property
+    def format(self) -> str:
+        return self.choice.format
 
     @property
     def labels(self) -> dict[int, str]:

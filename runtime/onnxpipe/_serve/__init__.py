@@ -32,6 +32,8 @@ def serve(
     threads: int | None = None,
     graceful_timeout: float = 30.0,
     log_level: str = "warning",
+    profile: str = "default",
+    format: str = "onnx",
 ) -> int:
     """Load ``models`` (paths, names or ``NAME=PATH``) and serve them until SIGTERM/SIGINT; return 0.
 
@@ -42,7 +44,7 @@ def serve(
         >>> serve(["models/minilm-sst2"], port=8080)   # then: curl localhost:8080/predict -d '{"inputs": "hi"}'
     """
     loaded = [
-        load_model(name, path, device, precision, threads, limits.max_input_length)
+        load_model(name, path, device, precision, threads, limits.max_input_length, profile=profile, format=format)
         for name, path in map(parse_model_arg, models)
     ]
     app = create_app(ModelSet(loaded), limits)
