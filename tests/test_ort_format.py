@@ -7,41 +7,21 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
+from _ort_util import add_ort_copy
 from onnxpipe import AutoModelForSequenceClassification, AutoTokenizer, errors, pipeline
 from onnxpipe._cli import main as cli_main
-from onnxpipe._manifest import MANIFEST_NAME, Manifest, OrtFormat, file_entry, load_manifest
-from onnxpipe._session import OPTIMIZATION_LEVEL, save_ort_format
+from onnxpipe._manifest import MANIFEST_NAME, Manifest, load_manifest
+from onnxpipe._session import save_ort_format
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = ROOT / "models" / "minilm-sst2"
 TEXTS = ["I've been waiting for a HuggingFace course my whole life.", "I hate this so much!", "", "Not bad. 👍"]
-
-
-def _write(manifest: Manifest) -> None:
-    (manifest.folder / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
-
-
-def add_ort_copy(folder: Path, precision: str, writer: str = ort.__version__) -> Path:
-    """What ``export --ort`` does to one variant, without the export extra: save the .ort, list it, hash it."""
-    manifest = load_manifest(folder)
-    rel = Path(manifest.variants[precision].file).with_suffix(".ort").as_posix()
-    save_ort_format(manifest, precision, folder / rel)
-    variant = replace(manifest.variants[precision], ort=OrtFormat(rel, writer, OPTIMIZATION_LEVEL))
-    _write(
-        replace(
-            manifest,
-            variants={**manifest.variants, precision: variant},
-            files={**manifest.files, rel: file_entry(folder / rel)},
-        )
-    )
-    return folder / rel
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ from ._cli_io import (
 from ._cli_tasks import add_task_arguments, implied_task, task_inputs, task_kwargs
 from ._manifest import load_manifest
 from ._resolve import resolve_model
+from ._session import PROFILES
 from ._tasks import TABLE, canonical_task
 from .errors import OnnxpipeError
 
@@ -147,6 +148,12 @@ def _print_recipe_search(found: dict[str, Any]) -> None:
 
 def cmd_info(args: argparse.Namespace) -> int:
     manifest = load_manifest(resolve_model(args.model), verify=not args.no_verify)
+    if getattr(args, "footprint", False):  # export's cmd_info call has no such argument
+        from ._footprint import footprint, format_report
+
+        report = footprint(manifest.folder, profile=args.profile, runs=args.runs)
+        print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_report(report))
+        return 0
     if args.json:
         print(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
         return 0
@@ -178,6 +185,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         # text-generation variants carry their own summary (logits diff, greedy agreement with PyTorch)
         figures = figures or val.get("summary", "")
         print(f"  {p:5s} {v.file:28s} {size:7.1f} MB  {figures or val.get('skipped', '')}")
+        if v.ort is not None:
+            ort_mb = manifest.files[v.ort.file].size / 1e6
+            print(
+                f"        ORT format: {v.ort.file} {ort_mb:.1f} MB (onnxruntime {v.ort.onnxruntime}, "
+                f"{v.ort.optimization_level}; minimal build: {v.ort.required_operators})"
+            )
         if (v.recipe or {}).get("method") == "MatMulNBits":
             r = v.recipe or {}
             print(
@@ -302,6 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model", help="model folder or name")
     i.add_argument("--json", action="store_true", help="print the whole manifest")
     i.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
+    i.add_argument(
+        "--footprint",
+        action="store_true",
+        help="measure instead: bytes on disk per variant and format, installed runtime size, and in fresh "
+        "processes peak RSS at batch 1 and cold start to the first prediction (--json: as JSON)",
+    )
+    i.add_argument("--profile", default="default", choices=list(PROFILES), help="with --footprint: the session profile")
+    i.add_argument("--runs", type=int, default=3, help="with --footprint: fresh processes per variant (median)")
     i.set_defaults(func=cmd_info)
 
     b = sub.add_parser("bench", help="time a model folder: p50/p90/p99 over a batch x length sweep, JSON out")
