@@ -1,4 +1,4 @@
-"""Edge deployment, runtime only: the low-power session profile (one thread, no spinning, no arena) and
+"""Edge deployment, runtime only: the low-power session profile (one thread, no spinning) and
 ``onnxpipe info --footprint`` (disk, installed size, peak RSS and cold start in fresh processes). No timing
 assertions: the machine is shared; these check the settings reach onnxruntime and the report is complete."""
 
@@ -29,7 +29,7 @@ def _options(pipe):
 
 def test_the_low_power_profile_reaches_the_session():
     opts = _options(pipeline("sentiment-analysis", profile="low-power"))
-    assert opts.intra_op_num_threads == 1 and opts.enable_cpu_mem_arena is False
+    assert opts.intra_op_num_threads == 1 and opts.enable_cpu_mem_arena is True  # measured: arena off is worse
     assert [opts.get_session_config_entry(key) for key in SPINNING] == ["0", "0"]
 
 

@@ -125,7 +125,7 @@ def pipeline(
     path or name, or a loaded ``AutoModel*`` (default: the embedded model for the task). ``tokenizer``: the
     folder's own (a path to that folder, or an ``AutoTokenizer``). ``device``: "cpu" or -1, "cuda" or 0, or
     "auto". ``precision``: "int8", "fp32" or "fp16" (default int8 on CPU, fp16 else fp32 on CUDA).
-    ``profile``: "default" (lowest latency) or "low-power" (one thread, no spinning, no arena: ~0 CPU between
+    ``profile``: "default" (lowest latency) or "low-power" (one thread that does not spin: ~0 CPU between
     requests). ``format``: "onnx" or "ort" (the variant's ORT-format copy, written by ``onnxpipe export --ort``).
     ``verify=False`` skips the sha256 check at load. Other keyword arguments (``top_k``,
     ``aggregation_strategy``, ``grouped_entities``...) become the defaults of every call, as in transformers.

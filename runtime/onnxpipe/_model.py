@@ -109,7 +109,7 @@ class OnnxModel:
         format: str = "onnx",
     ) -> _Model:
         """Load a model folder by path or name; ``device`` is "cpu", "cuda" or "auto"; ``profile`` "default" or
-        "low-power" (one thread, no spinning, no arena); ``format`` "onnx" or "ort" (the variant's ORT-format
+        "low-power" (one thread, no spinning); ``format`` "onnx" or "ort" (the variant's ORT-format
         copy, from ``onnxpipe export --ort``).
 
         Example:
