@@ -48,7 +48,7 @@ class Profile:
 # before profiles existed. "low-power" is for a small box that is mostly idle: pool threads that spin after each
 # run burn CPU between requests (3-7 % of a core idle, ~30 % at 10 requests/s, against ~0 and ~4 % without), and
 # a second thread buys little at batch 1. The memory arena stays on: it is bounded by the largest call
-# (max_batch_tokens), and without it onnxruntime's per-run malloc/free left 13-76 MB more resident through the
+# (max_batch_tokens), and without it onnxruntime's per-run malloc/free left 11-76 MB more resident through the
 # pipeline (glibc keeps the freed heap), so "arena off" is no limit here.
 PROFILES: dict[str, Profile] = {
     "default": Profile(threads=None, note="one thread per core, spinning threads: lowest latency on a quiet machine"),
