@@ -46,7 +46,8 @@ class Profile:
 
 # Chosen by measurement (bench/footprint.py, README "Edge deployment"). "default" is what every session had
 # before profiles existed. "low-power" is for a small box that is mostly idle: pool threads that spin after each
-# run burn CPU between requests (3-7 % of a core idle, ~30 % at 10 requests/s, against ~0 and ~4 % without), and
+# run burn CPU between requests (~2 % of a core in the 2 s after a burst and 31-42 % at 10 requests/s, against
+# 0.00 % and 4-5 % without, measured under load), and
 # a second thread buys little at batch 1. The memory arena stays on: it is bounded by the largest call
 # (max_batch_tokens), and without it onnxruntime's per-run malloc/free left 11-76 MB more resident through the
 # pipeline (glibc keeps the freed heap), so "arena off" is no limit here.
