@@ -373,3 +373,22 @@ def test_readme_scale_out_shows_the_committed_batch_scale_figures():
     assert f"`{report['provenance']['command']}`" in section
     for table in (batch_scale.runs_table(report), batch_scale.cost_table(report)):
         assert table in section, f"README 'Scale out' lacks this table of bench/results/batch_scale.md:\n{table}"
+
+
+def test_footprint_bench_smoke(tmp_path):
+    """bench/footprint.py: the default and low-power profiles, one round, a short idle window, one footprint run."""
+    _require_embedded()
+    out = tmp_path / "footprint.json"
+    argv = ["--model", str(EMBEDDED), "--rounds", "1", "--calls", "5", "--idle-s", "0.2", "--sparse", "3"]
+    argv += ["--only", "low-power", "--footprint-runs", "1", "--out", str(out)]
+    _run_bench("footprint.py", argv)
+    result = json.loads(out.read_text())
+    _check_provenance(result["provenance"], "footprint.py", argv)
+    rows = {r["config"]: r for r in result["profiles"]}
+    assert set(rows) == {"default", "low-power"} and rows["low-power"]["threads"] == 1
+    for r in rows.values():
+        assert r["model"] == "models/minilm-sst2" and r["parity_with_default"] and r["b1_p50_ms"] > 0
+        assert r["idle_cpu_pct"] >= 0 and r["sparse_cpu_pct"] > 0 and r["peak_rss_mb"] >= r["peak_rss_b1_mb"] > 0
+    assert [f["profile"] for f in result["footprints"]] == ["default", "low-power"]
+    for f in result["footprints"]:
+        assert f["model"] == "models/minilm-sst2" and f["variants"][0]["cold_start_s"] > 0

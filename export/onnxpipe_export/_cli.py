@@ -48,6 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--validation-data, time it here, keep the fastest within 1 point of PyTorch and 98%% label "
         "agreement; all figures go in the manifest), or a candidate: " + ", ".join(INT8_CANDIDATES),
     )
+    e.add_argument(
+        "--ort",
+        action="store_true",
+        help="also write each variant but fp16 in onnxruntime's ORT format (onnx/<name>.ort, for minimal and "
+        "mobile builds; load it with --format ort) and required_operators.config, the operators a minimal "
+        "build needs (--include_ops_by_config)",
+    )
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_export)
@@ -76,6 +83,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         validation_data=args.validation_data,
         int8_recipe=args.int8_recipe,
+        ort=args.ort,
     )
     print(f"wrote {out}")
     args.model, args.json = str(out), False

@@ -107,10 +107,17 @@ def run_export(
     progress=True,
     validation_data=None,
     int8_recipe="default",
+    ort=False,
 ) -> Path:
     requested, task = task, canonical_export_task(task)
     if task == "text-generation":  # decoder-only causal LMs have their own recipe
         from ._decoder import export_decoder
+
+        if ort:
+            raise ExportError(
+                "--ort is not made for text-generation folders yet (its generation loop is validated on the "
+                ".onnx files only); export without --ort"
+            )
 
         return export_decoder(
             source, requested, out, precisions, force, allow_pickle, trust_remote_code, revision, progress
@@ -140,6 +147,7 @@ def run_export(
         "fuse graph",
         *[f"make {p}" for p in precisions if p != "fp32"],
         "validate against PyTorch",
+        *(["write ORT format"] if ort else []),
         "write manifest",
     ]
     bar = tqdm(total=len(steps), desc=f"export {Path(str(source)).name}", unit="step", disable=not progress)
@@ -210,6 +218,12 @@ def run_export(
             )
         bar.update()
 
+        if ort:
+            from ._ort import write_ort_files
+
+            step("write ORT format")
+            manifest = write_ort_files(manifest, precisions, tokenizer)
+            bar.update()
         step("write manifest")
         write_manifest(finish_manifest(manifest, precisions))
         fsync_tree(tmp)

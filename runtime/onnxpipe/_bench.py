@@ -102,6 +102,8 @@ def bench(
     runs: int = 20,
     warmup: int = 3,
     verify: bool = True,
+    profile: str = "default",
+    format: str = "onnx",
 ) -> dict[str, Any]:
     """Time a model folder over a batch-size x sequence-length sweep.
 
@@ -135,6 +137,8 @@ def bench(
         precision=precision,
         threads=threads,
         verify=False,
+        profile=profile,
+        format=format,
         max_batch_tokens=max(max(batch_sizes) * max(seq_lengths), 16384),
     )
     load_s = time.perf_counter() - t0
@@ -165,6 +169,8 @@ def bench(
         "model": str(folder),
         "task": task,
         "precision": pipe.precision,
+        "format": pipe.model.format,
+        "profile": profile,
         "device": pipe.device,
         "provider": session.get_providers()[0],
         "threads": opts.intra_op_num_threads or "onnxruntime default",

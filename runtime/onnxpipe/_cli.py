@@ -31,6 +31,7 @@ from ._cli_io import (
 from ._cli_tasks import add_task_arguments, implied_task, task_inputs, task_kwargs
 from ._manifest import load_manifest
 from ._resolve import resolve_model
+from ._session import PROFILES
 from ._tasks import TABLE, canonical_task
 from .errors import OnnxpipeError
 
@@ -95,6 +96,8 @@ def _predict(args: argparse.Namespace, lines: Iterable[str] | None) -> int:
         precision=args.precision,
         batch_size=args.batch_size,
         verify=not args.no_verify,
+        profile=args.profile,
+        format=args.format,
     )
     kwargs = {} if args.top_k is None else {"top_k": None if args.top_k == 0 else args.top_k}
     kwargs.update(task_kwargs(canonical_task(task), args))
@@ -145,6 +148,12 @@ def _print_recipe_search(found: dict[str, Any]) -> None:
 
 def cmd_info(args: argparse.Namespace) -> int:
     manifest = load_manifest(resolve_model(args.model), verify=not args.no_verify)
+    if getattr(args, "footprint", False):  # export's cmd_info call has no such argument
+        from ._footprint import footprint, format_report
+
+        report = footprint(manifest.folder, profile=args.profile, runs=args.runs)
+        print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_report(report))
+        return 0
     if args.json:
         print(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
         return 0
@@ -176,6 +185,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         # text-generation variants carry their own summary (logits diff, greedy agreement with PyTorch)
         figures = figures or val.get("summary", "")
         print(f"  {p:5s} {v.file:28s} {size:7.1f} MB  {figures or val.get('skipped', '')}")
+        if v.ort is not None:
+            ort_mb = manifest.files[v.ort.file].size / 1e6
+            print(
+                f"        ORT format: {v.ort.file} {ort_mb:.1f} MB (onnxruntime {v.ort.onnxruntime}, "
+                f"{v.ort.optimization_level}; minimal build: {v.ort.required_operators})"
+            )
         if (v.recipe or {}).get("method") == "MatMulNBits":
             r = v.recipe or {}
             print(
@@ -238,6 +253,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         runs=args.runs,
         warmup=args.warmup,
         verify=not args.no_verify,
+        profile=args.profile,
+        format=args.format,
     )
     print(format_table(report), file=sys.stderr)
     text = json.dumps(report, indent=2, sort_keys=True) + "\n"
@@ -290,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top-k", type=int, help="labels / tokens / answers per input, best first (0: all labels)")
     pr.add_argument("--batch-size", type=int, default=32)
     pr.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
+    _cli_serve.add_session_arguments(pr)
     add_task_arguments(pr)
     pr.set_defaults(func=cmd_predict)
 
@@ -297,6 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model", help="model folder or name")
     i.add_argument("--json", action="store_true", help="print the whole manifest")
     i.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
+    i.add_argument(
+        "--footprint",
+        action="store_true",
+        help="measure instead: bytes on disk per variant and format, installed runtime size, and in fresh "
+        "processes peak RSS at batch 1 and cold start to the first prediction (--json: as JSON)",
+    )
+    i.add_argument("--profile", default="default", choices=list(PROFILES), help="with --footprint: the session profile")
+    i.add_argument("--runs", type=int, default=3, help="with --footprint: fresh processes per variant (median)")
     i.set_defaults(func=cmd_info)
 
     b = sub.add_parser("bench", help="time a model folder: p50/p90/p99 over a batch x length sweep, JSON out")
@@ -304,13 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--task", help="default: the model folder's task")
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     b.add_argument("--precision", choices=["int8", "fp32", "fp16"])
-    b.add_argument("--threads", type=int, help="intra-op threads (default: the usable cores)")
+    b.add_argument("--threads", type=int, help="intra-op threads (default: the profile's)")
     b.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default 1,8,32)")
     b.add_argument("--seq-lengths", default="16,64,128", help="tokens per input, comma-separated (default 16,64,128)")
     b.add_argument("--runs", type=int, default=20, help="timed runs per configuration (default 20)")
     b.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     b.add_argument("--json-out", metavar="FILE", help="write the JSON report here (default: stdout)")
     b.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
+    _cli_serve.add_session_arguments(b)
     b.set_defaults(func=cmd_bench)
     _cli_serve.add_parser(sub)  # starlette / uvicorn, pyarrow / ray load only when these commands run
     _cli_batch.add_parser(sub)

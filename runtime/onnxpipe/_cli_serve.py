@@ -7,6 +7,24 @@ import importlib.util
 import sys
 
 from ._pipelines._base import DEFAULT_BATCH_TOKENS
+from ._session import FORMATS, PROFILES
+
+
+def add_session_arguments(parser: argparse.ArgumentParser) -> None:
+    """--profile and --format, shared by predict, serve and bench."""
+    parser.add_argument(
+        "--profile",
+        default="default",
+        choices=list(PROFILES),
+        help="session settings: " + "; ".join(f"{name}: {p.note}" for name, p in PROFILES.items()),
+    )
+    parser.add_argument(
+        "--format",
+        default="onnx",
+        choices=list(FORMATS),
+        help="the variant's file: onnx, or ort (its ORT-format copy, from onnxpipe export --ort; CPU only)",
+    )
+
 
 INSTALL = "pip install 'onnxpipe[serve]'"
 
@@ -41,7 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     s.add_argument("--payload-limit", type=int, default=2_000_000, help="request body bytes at most (default 2 MB)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     s.add_argument("--precision", choices=["int8", "fp32", "fp16"])
-    s.add_argument("--threads", type=int, help="intra-op threads (default: the usable cores)")
+    s.add_argument("--threads", type=int, help="intra-op threads (default: the profile's)")
+    add_session_arguments(s)
     s.add_argument(
         "--execution",
         default="auto",
@@ -86,4 +105,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         graceful_timeout=args.graceful_timeout,
         execution=args.execution,
+        profile=args.profile,
+        format=args.format,
     )

@@ -116,6 +116,8 @@ def pipeline(
     threads: int | None = None,
     verify: bool = True,
     execution: str = "auto",
+    profile: str = "default",
+    format: str = "onnx",
     **kwargs: Any,
 ) -> Pipeline:
     """Build a pipeline like ``transformers.pipeline``, running on onnxruntime.
@@ -124,9 +126,11 @@ def pipeline(
     path or name, or a loaded ``AutoModel*`` (default: the embedded model for the task). ``tokenizer``: the
     folder's own (a path to that folder, or an ``AutoTokenizer``). ``device``: "cpu" or -1, "cuda" or 0, or
     "auto". ``precision``: "int8", "fp32" or "fp16" (default int8 on CPU, fp16 else fp32 on CUDA).
-    ``verify=False`` skips the sha256 check at load. ``execution``: "auto" (default) runs dynamic-int8 inputs
-    each as its own batch of one on a thread pool, so an answer never depends on the rest of the batch, and
-    everything else in length-sorted padded batches; "alone" or "batched" force one way. Other keyword
+    ``profile``: "default" (lowest latency) or "low-power" (one thread that does not spin: ~0 CPU between
+    requests). ``format``: "onnx" or "ort" (the variant's ORT-format copy, written by ``onnxpipe export --ort``).
+    ``execution``: "auto" (default) runs dynamic-int8 inputs each as its own batch of one on a thread pool, so
+    an answer never depends on the rest of the batch, and everything else in length-sorted padded batches;
+    "alone" or "batched" force one way. ``verify=False`` skips the sha256 check at load. Other keyword
     arguments (``top_k``, ``aggregation_strategy``, ``grouped_entities``...) become the defaults of every call,
     as in transformers.
 
@@ -146,7 +150,13 @@ def pipeline(
             f"Export the checkpoint for it: onnxpipe export SOURCE --task {needed} --out DIR"
         )
     onnx_model = loaded or OnnxModel(
-        manifest, device=_device(device), precision=precision, threads=threads, execution=execution
+        manifest,
+        device=_device(device),
+        precision=precision,
+        threads=threads,
+        profile=profile,
+        format=format,
+        execution=execution,
     )
     pipe = TABLE[name].pipeline(
         onnx_model, _tokenizer(tokenizer, folder, manifest), batch_size=batch_size, max_batch_tokens=max_batch_tokens

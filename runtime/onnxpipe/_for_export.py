@@ -10,10 +10,11 @@ from ._batching import plan_batches
 from ._bench import machine_info
 from ._cli import cmd_info
 from ._generate import KVCache, describe, generate_tokens
-from ._manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, Pooling, Variant, file_entry, sha256_file
+from ._manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, OrtFormat, Pooling, Variant, file_entry, sha256_file
 from ._model import OnnxModel
 from ._pipelines._base import DEFAULT_BATCH_TOKENS
 from ._sampling import Sampling
+from ._session import OPTIMIZATION_LEVEL, save_ort_format
 from ._tasks import GRAPHS, TABLE, export_task_names, served_tasks
 from ._tokenizer import AutoTokenizer
 
@@ -26,6 +27,8 @@ __all__ = [
     "MANIFEST_NAME",
     "Manifest",
     "OnnxModel",
+    "OPTIMIZATION_LEVEL",
+    "OrtFormat",
     "Pooling",
     "TABLE",
     "Variant",
@@ -37,6 +40,7 @@ __all__ = [
     "Sampling",
     "describe",
     "generate_tokens",
+    "save_ort_format",
     "sha256_file",
     "served_tasks",
 ]

@@ -22,7 +22,8 @@ from .errors import IntegrityError, ManifestError
 
 # 1.0: the first format. A new optional key is a minor bump (older runtimes ignore it, as unknown keys are
 # kept); a new required key or a changed meaning is a major bump, which this runtime refuses with a re-export hint.
-FORMAT_VERSION = "1.0"
+# 1.1: variants.*.ort (the ORT-format copy of a variant, onnxpipe export --ort).
+FORMAT_VERSION = "1.1"
 MANIFEST_NAME = "manifest.json"
 PRECISIONS = ("int8", "int4", "fp32", "fp16")
 
@@ -74,6 +75,18 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class OrtFormat:
+    """A variant's copy in onnxruntime's ORT format (flatbuffers, what minimal and mobile builds load), saved
+    after the graph optimizations the runtime applies at load, so both files compute the same."""
+
+    file: str
+    onnxruntime: str  # the version that wrote it: ORT format is read by that version and later ones only
+    optimization_level: str  # the level it was saved at: the runtime's own ("extended")
+    required_operators: str | None = None  # the operator config a minimal build of it needs (--include_ops_by_config)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
 class Variant:
     """One precision's ONNX file and what is known about it."""
 
@@ -85,6 +98,7 @@ class Variant:
     recipe: Figures | None = None  # the int8 recipe that made the file
     recipe_search: Figures | None = None  # every candidate's figures, with --int8-recipe search
     validation: Figures | None = None  # the figures against PyTorch, or {"skipped": why}
+    ort: OrtFormat | None = None  # with onnxpipe export --ort
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -125,8 +139,14 @@ class Manifest:
         if not self.tasks:  # a folder that predates 'tasks' serves its one task
             object.__setattr__(self, "tasks", [self.task])
 
-    def variant_path(self, precision: str) -> Path:
-        return safe_path(self.folder, self.variants[precision].file)
+    def variant_path(self, precision: str, format: str = "onnx") -> Path:
+        """The file of ``precision`` in ``format`` ("onnx", or "ort" where the variant has an ORT-format copy)."""
+        v = self.variants[precision]
+        if format == "ort" and v.ort is not None:
+            return safe_path(self.folder, v.ort.file)
+        if format != "onnx":
+            raise ValueError(f"{self.folder}: the {precision} variant has no {format!r} file")
+        return safe_path(self.folder, v.file)
 
     def hint(self) -> str:
         src = (self.provenance or {}).get("source", "SOURCE")
@@ -187,7 +207,9 @@ class Manifest:
             extra={k: v for k, v in data.items() if k not in _KNOWN},
         )
         # Every file the runtime opens must be listed under 'files', so that verify covers it.
-        for rel in [v.file for v in manifest.variants.values()] + [manifest.tokenizer]:
+        variants = manifest.variants.values()
+        opened = [v.file for v in variants] + [v.ort.file for v in variants if v.ort is not None]
+        for rel in opened + [manifest.tokenizer]:
             if rel not in manifest.files:
                 raise ManifestError(
                     f"{path}: {rel!r} is used but not listed under 'files', so it cannot be "
@@ -248,7 +270,7 @@ def _decode(text: str, path: Path) -> Any:
         ) from None
 
 
-def _split(cls: type[Variant | Pooling | FileEntry], data: dict[str, Any]) -> dict[str, Any]:
+def _split(cls: type[Variant | Pooling | FileEntry | OrtFormat], data: dict[str, Any]) -> dict[str, Any]:
     """``data`` as keyword arguments of the dataclass ``cls``: its fields, and the rest under ``extra``."""
     names = {f.name for f in fields(cls) if f.name != "extra"}
     return {**{k: v for k, v in data.items() if k in names}, "extra": {k: v for k, v in data.items() if k not in names}}
@@ -257,6 +279,8 @@ def _split(cls: type[Variant | Pooling | FileEntry], data: dict[str, Any]) -> di
 def _variant(data: dict[str, Any]) -> Variant:
     kwargs = _split(Variant, data)
     kwargs["cpu_disabled_optimizers"] = tuple(kwargs.get("cpu_disabled_optimizers", ()))
+    if kwargs.get("ort") is not None:
+        kwargs["ort"] = OrtFormat(**_split(OrtFormat, kwargs["ort"]))
     return Variant(**kwargs)
 
 
@@ -268,11 +292,22 @@ def _variant_dict(v: Variant) -> dict[str, Any]:
         "recipe_search": v.recipe_search,
         "validation": v.validation,
         "cpu_disabled_optimizers": list(v.cpu_disabled_optimizers) or None,
+        "ort": None
+        if v.ort is None
+        else _with_extra(
+            v.ort,
+            {
+                "file": v.ort.file,
+                "onnxruntime": v.ort.onnxruntime,
+                "optimization_level": v.ort.optimization_level,
+                "required_operators": v.ort.required_operators,
+            },
+        ),
     }
     return _with_extra(v, {"file": v.file, **{k: x for k, x in optional.items() if x is not None}})
 
 
-def _with_extra(obj: Variant | Pooling | FileEntry, known: dict[str, Any]) -> dict[str, Any]:
+def _with_extra(obj: Variant | Pooling | FileEntry | OrtFormat, known: dict[str, Any]) -> dict[str, Any]:
     return {**obj.extra, **{k: v for k, v in known.items() if v is not None}}
 
 
@@ -352,6 +387,17 @@ def _is_variant(v: Any) -> bool:
         and _is_object(v.get("fused_operators", {}), of=_is_int)
         and isinstance(v.get("note", ""), str)
         and all(_is_object(v.get(k, {})) for k in ("recipe", "recipe_search", "validation"))
+        and _is_ort_format(v.get("ort"))
+    )
+
+
+def _is_ort_format(x: Any) -> bool:
+    if x is None:
+        return True
+    return (
+        _is_object(x)
+        and all(isinstance(x.get(k), str) for k in ("file", "onnxruntime", "optimization_level"))
+        and isinstance(x.get("required_operators", ""), str)
     )
 
 
@@ -408,7 +454,8 @@ _SHAPE: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda x: _is_object(x, of=_is_variant) and len(x) > 0,
         (
             "an object of precision -> {'file': path, 'cpu_disabled_optimizers': [names], "
-            "'fused_operators': {name: count}, 'recipe'/'validation': {...}, ...}"
+            "'fused_operators': {name: count}, 'recipe'/'validation': {...}, 'ort': {'file': path, "
+            "'onnxruntime': version, 'optimization_level': level}, ...}"
         ),
     ),
     "files": (

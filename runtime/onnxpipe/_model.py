@@ -17,7 +17,7 @@ from ._config import Config
 from ._contract import check_graph
 from ._manifest import Manifest, load_manifest
 from ._resolve import resolve_model
-from ._session import check_threads, choose, choose_execution, create_session
+from ._session import choose, choose_execution, create_session
 from .errors import InferenceError, NonFiniteOutputError, TaskMismatchError
 
 _DTYPES = {
@@ -85,6 +85,8 @@ class OnnxModel:
         precision: str | None = None,
         threads: int | None = None,
         execution: str = "auto",
+        profile: str = "default",
+        format: str = "onnx",
     ):
         wanted = (self.output_name,) if isinstance(self.output_name, str) else self.output_name or ()
         if any(name not in manifest.outputs for name in wanted) or (
@@ -97,9 +99,10 @@ class OnnxModel:
             )
         self._output_names = list(wanted) or manifest.outputs
         self.manifest = manifest
-        self.choice = choose(manifest, device, precision)
-        self.threads = check_threads(threads)
-        self.session = create_session(manifest, self.choice, self.threads)
+        self.choice = choose(manifest, device, precision, format)
+        self.profile = profile
+        self.session = create_session(manifest, self.choice, threads, profile)
+        self.threads = int(self.session.get_session_options().intra_op_num_threads)
         check_graph(manifest, self.session, self.choice.precision)  # inputs, outputs and labels, once at load
         self._graph_inputs = [i.name for i in self.session.get_inputs()]
         # "alone" or "batched": how pipelines run several inputs (_session.EXECUTIONS says why).
@@ -120,12 +123,21 @@ class OnnxModel:
         threads: int | None = None,
         verify: bool = True,
         execution: str = "auto",
+        profile: str = "default",
+        format: str = "onnx",
     ) -> _Model:
-        """Load a model folder by path or name; ``device`` is "cpu", "cuda" or "auto". ``execution``: how
-        pipelines run several inputs, "alone" (each its own batch of one, the default for dynamic int8, whose
-        answers otherwise depend on the batch), "batched" or "auto"."""
+        """Load a model folder by path or name; ``device`` is "cpu", "cuda" or "auto"; ``profile`` "default" or
+        "low-power" (one thread, no spinning); ``format`` "onnx" or "ort" (the variant's ORT-format
+        copy, from ``onnxpipe export --ort``); ``execution``: how pipelines run several inputs, "alone" (each
+        its own batch of one, the default for dynamic int8, whose answers otherwise depend on the batch),
+        "batched" or "auto".
+
+        Example:
+            >>> AutoModelForSequenceClassification.from_pretrained("minilm-sst2", profile="low-power").precision
+            'int8'
+        """
         manifest = load_manifest(resolve_model(name_or_path), verify=verify)
-        return cls(manifest, device, precision, threads, execution)
+        return cls(manifest, device, precision, threads, execution=execution, profile=profile, format=format)
 
     @property
     def device(self) -> str:
@@ -134,6 +146,10 @@ class OnnxModel:
     @property
     def precision(self) -> str:
         return self.choice.precision
+
+    @property
+    def format(self) -> str:
+        return self.choice.format
 
     @property
     def labels(self) -> dict[int, str]:
@@ -211,7 +227,7 @@ class OnnxModel:
             # A forked child inherits the pool object but not its threads: work queued there would wait forever.
             if self._pool is None or self._pool_pid != os.getpid():
                 if self._lane_session is None:
-                    self._lane_session = create_session(self.manifest, self.choice, 1)
+                    self._lane_session = create_session(self.manifest, self.choice, 1, self.profile)
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnxpipe-lane")
                 self._pool_pid = os.getpid()
                 weakref.finalize(self, self._pool.shutdown, wait=False)

@@ -1,4 +1,5 @@
-"""The one place that creates onnxruntime sessions: provider check, precision choice, threads.
+"""The one place that creates onnxruntime sessions: provider check, precision and file format choice, threads,
+and the session profile (``default``: fastest; ``low-power``: one thread that does not spin between runs).
 
 A session is configured here once and never changed afterwards, so one session can be shared by threads.
 onnxruntime's Python wrapper silently rebuilds a session on CPU when CUDA fails, both while creating it and
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import onnxruntime as ort
 
@@ -27,16 +29,97 @@ _PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _PRECISION_ORDER = {"cpu": ("int8", "int4", "fp32", "fp16"), "cuda": ("fp16", "fp32")}
 
 
+# "onnx": the variant's .onnx file; "ort": its ORT-format copy (onnxpipe export --ort), the file minimal and
+# mobile onnxruntime builds load. Both compute the same (the .ort is saved after the runtime's own optimizations).
+FORMATS = ("onnx", "ort")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Session settings as data: ``threads`` (None: one per usable core) and onnxruntime session options."""
+
+    threads: int | None
+    cpu_mem_arena: bool = True
+    config: tuple[tuple[str, str], ...] = ()  # SessionOptions.add_session_config_entry(key, value)
+    note: str = ""
+
+
+# Chosen by measurement (bench/footprint.py, README "Edge deployment"). "default" is what every session had
+# before profiles existed. "low-power" is for a small box that is mostly idle: pool threads that spin after each
+# run burn CPU between requests (~2 % of a core in the 2 s after a burst and 31-42 % at 10 requests/s, against
+# 0.00 % and 4-5 % without, measured under load), and
+# a second thread buys little at batch 1. The memory arena stays on: it is bounded by the largest call
+# (max_batch_tokens), and without it onnxruntime's per-run malloc/free left 11-76 MB more resident through the
+# pipeline (glibc keeps the freed heap), so "arena off" is no limit here.
+PROFILES: dict[str, Profile] = {
+    "default": Profile(threads=None, note="one thread per core, spinning threads: lowest latency on a quiet machine"),
+    "low-power": Profile(
+        threads=1,
+        config=(("session.intra_op.allow_spinning", "0"), ("session.inter_op.allow_spinning", "0")),
+        note="one thread, no spinning: ~0 CPU between requests",
+    ),
+}
+
+
+def check_profile(profile: str) -> Profile:
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r} is not one of {list(PROFILES)}")
+    return PROFILES[profile]
+
+
 @dataclass(frozen=True)
 class SessionChoice:
     device: str
     precision: str
+    format: str = "onnx"
 
 
-def choose(manifest: Manifest, device: str = "cpu", precision: str | None = None) -> SessionChoice:
-    """Pick the device and precision; raise with the valid choices when the request cannot be met."""
+def choose(
+    manifest: Manifest, device: str = "cpu", precision: str | None = None, format: str = "onnx"
+) -> SessionChoice:
+    """Pick the device, precision and file format; raise with the valid choices when the request cannot be met."""
     if device not in DEVICES:
         raise ValueError(f"device={device!r} is not one of {list(DEVICES)}")
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r} is not one of {list(FORMATS)}")
+    choice = _choose(manifest, device, precision)
+    if format == "ort":
+        _check_ort(manifest, choice)
+    return SessionChoice(choice.device, choice.precision, format)
+
+
+def _check_ort(manifest: Manifest, choice: SessionChoice) -> None:
+    ort_file = manifest.variants[choice.precision].ort
+    if ort_file is None:
+        having = sorted(p for p, v in manifest.variants.items() if v.ort is not None)
+        raise PrecisionUnavailableError(
+            f"{manifest.folder} has no ORT-format file for {choice.precision!r}"
+            + (f" (it has one for {having})" if having else "")
+            + ". Use format='onnx', or re-export with --ort: onnxpipe export SOURCE --out DIR --ort"
+        )
+    if choice.device != "cpu":
+        raise ProviderUnavailableError(
+            f"format='ort' runs on the CPU provider only: {ort_file.file} was optimized for it at export. "
+            f"Use format='onnx' on {choice.device}."
+        )
+    if _version(ort.__version__) < _version(ort_file.onnxruntime):
+        raise ModelLoadError(
+            f"{ort_file.file} was written by onnxruntime {ort_file.onnxruntime}; this is {ort.__version__}, and "
+            f"onnxruntime reads ORT-format files of its own version or older only. Fix: pip install "
+            f"'onnxruntime>={ort_file.onnxruntime}', or use format='onnx'."
+        )
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """Major and minor of a version string, ``"1.32.0"`` -> ``(1, 32)`` (patch releases keep the ORT format)."""
+    parts = []
+    for piece in text.split(".")[:2]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def _choose(manifest: Manifest, device: str, precision: str | None) -> SessionChoice:
     available = ort.get_available_providers()
     if device == "auto":
         device = "cuda" if _PROVIDER["cuda"] in available else "cpu"
@@ -121,20 +204,61 @@ def _disabled_optimizers(manifest: Manifest, choice: SessionChoice) -> dict[str,
     return {"disabled_optimizers": list(names)} if names else {}
 
 
-def create_session(manifest: Manifest, choice: SessionChoice, threads: int | None = None) -> ort.InferenceSession:
-    threads = check_threads(threads)
-    path = manifest.variant_path(choice.precision)
+# The level every session runs at, recorded in the manifest for ORT-format files saved at it (save_ort_format).
+# Not "all": its layout (NCHWc) rewrites are specific to the CPU that saves the file.
+OPTIMIZATION_LEVEL = "extended"
+_LEVELS = {"extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
+
+
+def session_options(threads: int | None = None, profile: str = "default") -> ort.SessionOptions:
+    """The SessionOptions of every session: ``profile``'s settings, ``threads`` (when given) over its count."""
+    settings = check_profile(profile)
+    threads = check_threads(threads if threads is not None else settings.threads)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    opts.enable_cpu_mem_arena = settings.cpu_mem_arena
+    for key, value in settings.config:
+        opts.add_session_config_entry(key, value)
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Intra-op spinning stays on (onnxruntime's default), chosen by measurement (bench/session_options.py, int8
-    # minilm-sst2, 2 cores): with the machine lightly loaded, turning it off costs 39 % at batch 1 (p50 1.32 ->
-    # 2.17 ms, the pool's wake-up latency); only when other processes oversubscribe the cores (load 6-11) does
-    # off win (6.1 -> 2.1 ms). Arena, memory pattern and optimization level changed nothing measurable.
+    # The default profile keeps intra-op spinning on (onnxruntime's default), chosen by measurement
+    # (bench/session_options.py, int8 minilm-sst2, 2 cores): with the machine lightly loaded, turning it off costs
+    # 39 % at batch 1 (p50 1.32 -> 2.17 ms, the pool's wake-up latency); only when other processes oversubscribe
+    # the cores (load 6-11) does off win (6.1 -> 2.1 ms). Arena, memory pattern and optimization level changed
+    # nothing measurable in speed; the low-power profile turns spinning and the arena off for idle CPU and memory.
     # The export stage already fused the graph; "extended" re-applies only the cheap rewrites.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.graph_optimization_level = _LEVELS[OPTIMIZATION_LEVEL]
     opts.log_severity_level = 3
+    return opts
+
+
+def save_ort_format(manifest: Manifest, precision: str, dest: Path) -> None:
+    """Write ``precision``'s graph to ``dest`` in ORT format, optimized exactly as create_session optimizes it on
+    the CPU provider (same level, same disabled optimizers), so the .ort file computes what the .onnx does.
+
+    Example:
+        >>> save_ort_format(manifest, "int8", folder / "onnx/model_quantized.ort")
+    """
+    opts = session_options(threads=1)
+    opts.optimized_model_filepath = str(dest)
+    opts.add_session_config_entry("session.save_model_format", "ORT")
+    choice = SessionChoice("cpu", precision)
+    ort.InferenceSession(
+        str(manifest.variant_path(precision)),
+        sess_options=opts,
+        providers=[_PROVIDER["cpu"]],
+        **_disabled_optimizers(manifest, choice),
+    )
+
+
+def create_session(
+    manifest: Manifest, choice: SessionChoice, threads: int | None = None, profile: str = "default"
+) -> ort.InferenceSession:
+    """A session of ``choice``'s file with ``profile``'s settings (PROFILES); ``threads`` overrides its count."""
+    path = manifest.variant_path(choice.precision, choice.format)
+    opts = session_options(threads, profile)
+    if choice.format == "ort":
+        opts.add_session_config_entry("session.load_model_format", "ORT")
     providers = [_PROVIDER[choice.device]]
     if choice.device == "cuda":
         providers.append(_PROVIDER["cpu"])  # shape ops that CUDA does not implement; not a fallback

@@ -33,6 +33,8 @@ def serve(
     graceful_timeout: float = 30.0,
     log_level: str = "warning",
     execution: str = "auto",
+    profile: str = "default",
+    format: str = "onnx",
 ) -> int:
     """Load ``models`` (paths, names or ``NAME=PATH``) and serve them until SIGTERM/SIGINT; return 0.
 
@@ -44,7 +46,17 @@ def serve(
         >>> serve(["models/minilm-sst2"], port=8080)   # then: curl localhost:8080/predict -d '{"inputs": "hi"}'
     """
     loaded = [
-        load_model(name, path, device, precision, threads, limits.max_input_length, execution)
+        load_model(
+            name,
+            path,
+            device,
+            precision,
+            threads,
+            limits.max_input_length,
+            execution=execution,
+            profile=profile,
+            format=format,
+        )
         for name, path in map(parse_model_arg, models)
     ]
     app = create_app(ModelSet(loaded), limits)

@@ -78,10 +78,20 @@ def load_model(
     threads: int | None = None,
     max_input_length: int | None = None,
     execution: str = "auto",
+    profile: str = "default",
+    format: str = "onnx",
 ) -> ServedModel:
     """Load one folder and build a pipeline for every task it serves (tokenizer capped at ``max_input_length``)."""
     manifest = load_manifest(resolve_model(path))
-    model = OnnxModel(manifest, device=device, precision=precision, threads=threads, execution=execution)
+    model = OnnxModel(
+        manifest,
+        device=device,
+        precision=precision,
+        threads=threads,
+        execution=execution,
+        profile=profile,
+        format=format,
+    )
     tokenizer = AutoTokenizer.from_manifest(manifest)
     if max_input_length is not None and max_input_length < tokenizer.model_max_length:
         # The runtime's own input policy then truncates, or refuses with InputTooLongError, at the server's cap.
