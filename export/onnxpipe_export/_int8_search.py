@@ -37,6 +37,7 @@ from onnxpipe._for_export import (
     plan_batches,
 )
 
+from ._invariance import alone_and_batched
 from ._optimize import DEFAULT_INT8, INT8_CANDIDATES, quantize_int8, recipe_named
 from ._validate import label_figures
 from ._variants import int8_variant
@@ -101,10 +102,11 @@ def search(
         path = work / f"{name}.onnx"
         quantize_int8(source_for(recipe), path, recipe)
         model = _session_on(manifest, f"search/{name}.onnx", recipe)
+        alone, _ = alone_and_batched(model, tokenizer, texts, "logits")
         rows[name] = {
             "recipe": {k: v for k, v in recipe.items() if k != "name"},
             "size_mb": round(path.stat().st_size / 1e6, 2),
-            **label_figures(model, singles, gold_arr, ref_labels),
+            **label_figures(alone, gold_arr, ref_labels),
         }
         del model
         gc.collect()
