@@ -212,13 +212,14 @@ def test_export_refuses_a_decoder_for_an_encoder_task(hf, tmp_path):
         export(hf["gpt2"][2], task="text-generation", out=tmp_path / "y", precisions="fp16", progress=False)
 
 
+@pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("op", ["MatMul", "Gemm"])
-def test_4bit_packing_is_what_matmulnbits_computes(op, tmp_path):
+def test_low_bit_packing_is_what_matmulnbits_computes(op, bits, tmp_path):
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from onnxpipe_export._lowbit import _pack_4bit, quantize_4bit
+    from onnxpipe_export._lowbit import _pack, quantize_nbits
 
     rng = np.random.default_rng(0)
     w = rng.normal(size=(40, 24)).astype(np.float32)  # K not a multiple of the block: padded
@@ -238,15 +239,17 @@ def test_4bit_packing_is_what_matmulnbits_computes(op, tmp_path):
         inits if op == "Gemm" else inits[:1],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
-    recipe = quantize_4bit(tmp_path / "m.onnx", tmp_path / "q.onnx", {**_lowbit_int4(), "accuracy_level": 0})
+    settings = {**_lowbit_int4(), "bits": bits, "accuracy_level": 0}
+    recipe = quantize_nbits(tmp_path / "m.onnx", tmp_path / "q.onnx", settings)
     assert recipe["matmuls_quantized"] == 1
-    packed, scales = _pack_4bit(w, 32)
-    q = np.stack([packed & 15, packed >> 4], axis=-1).reshape(24, -1).astype(np.float32) - 8
-    deq = (q * np.repeat(scales.reshape(24, -1), 32, axis=1))[:, :40].T
+    packed, scales = _pack(w, 32, bits)
+    q = (np.stack([packed & 15, packed >> 4], axis=-1) if bits == 4 else packed).reshape(24, -1).astype(np.float32)
+    deq = ((q - 2 ** (bits - 1)) * np.repeat(scales.reshape(24, -1), 32, axis=1))[:, :40].T
     x = rng.normal(size=(3, 40)).astype(np.float32)
     y = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(y, x @ deq + bias, atol=1e-4)
-    assert np.abs(deq - w).max() <= np.abs(w).max() / 14 + 1e-6  # half a step of the 4-bit grid
+    step = np.abs(w).max() / (2 ** (bits - 1) - 1)
+    assert np.abs(deq - w).max() <= step / 2 + 1e-6  # half a step of the grid
 
 
 def _lowbit_int4():

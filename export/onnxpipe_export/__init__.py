@@ -50,6 +50,7 @@ def export(
     validation_data=None,
     int8_recipe="default",
     ort=False,
+    calibration_data=None,
 ):
     """Export ``source`` (a checkpoint folder or hub id) for ``task`` into the model folder ``out``.
 
@@ -62,6 +63,8 @@ def export(
     this machine, keep the fastest within the quality gates and record all candidates' figures in the manifest.
     ``ort``: also write each variant (but fp16) in onnxruntime's ORT format (``onnx/<name>.ort``, checked to
     compute the same) and ``required_operators.config``, what a minimal onnxruntime build needs.
+    ``calibration_data``: sentences (labelled TSV like ``validation_data``, or one per line) that static int8
+    recipes calibrate activation ranges on; never the validation set. Without it the search skips them.
 
     >>> export("../shared/checkpoints/minilm-sst2", out="models/minilm-sst2", precisions="int8",
     ...        validation_data="../shared/data/sst2/dev.tsv", int8_recipe="search")  # doctest: +SKIP
@@ -82,4 +85,5 @@ def export(
         validation_data=validation_data,
         int8_recipe=int8_recipe,
         ort=ort,
+        calibration_data=calibration_data,
     )

@@ -41,12 +41,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export fails when int8 falls more than 1 point below fp32",
     )
     e.add_argument(
+        "--calibration-data",
+        metavar="FILE",
+        help="sentences that static int8 recipes calibrate activation ranges on: label<TAB>text rows after a "
+        "header line, or one sentence per line (e.g. the task's training set; never --validation-data). "
+        "Without it --int8-recipe search skips the static candidates",
+    )
+    e.add_argument(
         "--int8-recipe",
         default="default",
         metavar="NAME",
         help=f"default ({DEFAULT_INT8}), search (quantize every candidate, score it on "
-        "--validation-data, time it here, keep the fastest within 1 point of PyTorch and 98%% label "
-        "agreement; all figures go in the manifest), or a candidate: " + ", ".join(INT8_CANDIDATES),
+        "--validation-data alone and in padded batches, time it here, keep the fastest within 1 point of "
+        "PyTorch and 98%% label agreement whose answers do not depend on the batch as the runtime runs it; "
+        "all figures go in the manifest), or a candidate: " + ", ".join(INT8_CANDIDATES),
     )
     e.add_argument(
         "--ort",
@@ -84,6 +92,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         validation_data=args.validation_data,
         int8_recipe=args.int8_recipe,
         ort=args.ort,
+        calibration_data=args.calibration_data,
     )
     print(f"wrote {out}")
     args.model, args.json = str(out), False

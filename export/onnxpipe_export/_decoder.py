@@ -93,7 +93,7 @@ def export_decoder(
     from ._assemble import _provenance, finish_manifest, write_manifest
     from ._decoder_validate import validate_decoder
     from ._load import load_checkpoint, tokenizer_config
-    from ._lowbit import quantize_4bit, quantize_8bit
+    from ._lowbit import quantize_8bit, quantize_nbits
 
     precisions = decoder_precisions(precisions)
     target = prepare(out, source, force)
@@ -108,7 +108,7 @@ def export_decoder(
             shutil.move(str(f), str(tmp / "onnx" / f.name))
         variants = {"fp32": Variant(DECODER_FILES["fp32"])}
         if "int4" in precisions:
-            variants["int4"] = Variant(DECODER_FILES["int4"], recipe=quantize_4bit(fp32, tmp / DECODER_FILES["int4"]))
+            variants["int4"] = Variant(DECODER_FILES["int4"], recipe=quantize_nbits(fp32, tmp / DECODER_FILES["int4"]))
         if "int8" in precisions:
             variants["int8"] = Variant(DECODER_FILES["int8"], recipe=quantize_8bit(fp32, tmp / DECODER_FILES["int8"]))
         shutil.rmtree(tmp / "raw")

@@ -1,10 +1,13 @@
-"""CPU low-bit variants of a decoder graph: 4-bit weight-only (``MatMulNBits``) and dynamic int8.
+"""CPU low-bit variants: weight-only ``MatMulNBits`` (4- or 8-bit; decoders and the encoders' int8 recipes) and
+dynamic int8 for decoders.
 
-4-bit: every MatMul (and plain Gemm: GPT-2's Conv1D layers) whose weight is a 2-D float initializer becomes
-onnxruntime's ``com.microsoft.MatMulNBits`` (what onnxruntime-genai runs on CPU): symmetric 4-bit weights in blocks
-of ``block_size`` along K, one fp32 scale per block, zero point 8 (the operator's default when none is given). It is
-written here in numpy rather than with onnxruntime's MatMulNBitsQuantizer because that module imports ``onnx_ir``,
-one more export dependency for ~40 lines of packing.
+N-bit: every MatMul (and plain Gemm: GPT-2's Conv1D layers) whose weight is a 2-D float initializer becomes
+onnxruntime's ``com.microsoft.MatMulNBits`` (what onnxruntime-genai runs on CPU): symmetric 4- or 8-bit weights in
+blocks of ``block_size`` along K, one fp32 scale per block, zero point 2^(bits-1) (8 or 128, the operator's default
+when none is given). With ``accuracy_level`` 4 the CPU kernel quantizes the activations to int8 per row and block,
+so a row's result never depends on the other rows of its batch (issue 11). It is written here in numpy rather than
+with onnxruntime's MatMulNBitsQuantizer because that module imports ``onnx_ir``, one more export dependency for
+~40 lines of packing.
 
 int8: onnxruntime's dynamic quantizer with u8 weights: on AVX2-only CPUs (no VNNI) the u8 x s8 kernel saturates its
 16-bit pair sums (README "INT8 and the CPU"), u8 x u8 does not.
@@ -23,23 +26,27 @@ INT4 = {"method": "MatMulNBits", "bits": 4, "block_size": 32, "symmetric": True,
 INT8 = {"method": "dynamic", "weight_type": "QUInt8", "per_channel": False, "op_types": ["MatMul", "Gemm"]}
 
 
-def _pack_4bit(w: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """``w`` (K, N) fp32 -> (packed uint8 (N, blocks, block // 2), scales fp32 (N * blocks,))."""
+def _pack(w: np.ndarray, block: int, bits: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """``w`` (K, N) fp32 -> (packed uint8 (N, blocks, block * bits // 8), scales fp32 (N * blocks,))."""
+    if bits not in (4, 8):
+        raise ValueError(f"MatMulNBits packing for {bits} bits; this export writes 4 or 8")
     k, n = w.shape
     blocks = -(-k // block)
     padded = np.zeros((blocks * block, n), dtype=np.float32)
     padded[:k] = w
     cols = padded.T.reshape(n, blocks, block)
-    scale = np.abs(cols).max(axis=2) / 7.0  # [-7, 7]: symmetric around the zero point 8
+    top = 2 ** (bits - 1) - 1  # [-7, 7] or [-127, 127]: symmetric around the zero point 8 or 128
+    scale = np.abs(cols).max(axis=2) / top
     scale[scale == 0] = 1.0
-    q = (np.clip(np.rint(cols / scale[:, :, None]), -7, 7) + 8).astype(np.uint8)
-    packed = q[:, :, 0::2] | (q[:, :, 1::2] << 4)  # element 2i in the low nibble, 2i+1 in the high one
-    return packed, scale.astype(np.float32).reshape(-1)
+    q = (np.clip(np.rint(cols / scale[:, :, None]), -top, top) + top + 1).astype(np.uint8)
+    if bits == 4:
+        q = q[:, :, 0::2] | (q[:, :, 1::2] << 4)  # element 2i in the low nibble, 2i+1 in the high one
+    return q, scale.astype(np.float32).reshape(-1)
 
 
-def _weight(node, inits: dict) -> np.ndarray | None:
+def _weight(node, inits: dict, op_types=("MatMul", "Gemm")) -> np.ndarray | None:
     """The (K, N) float weight of a MatMul or plain Gemm (alpha = beta = 1, A not transposed); else None."""
-    if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2 or node.input[1] not in inits:
+    if node.op_type not in op_types or len(node.input) < 2 or node.input[1] not in inits:
         return None
     init = inits[node.input[1]]
     if len(init.dims) != 2 or init.data_type != onnx.TensorProto.FLOAT:
@@ -53,22 +60,23 @@ def _weight(node, inits: dict) -> np.ndarray | None:
     return np.ascontiguousarray(w.T) if attrs.get("transB", 0) else w
 
 
-def quantize_4bit(source: Path, out: Path, settings: dict = INT4) -> dict:
-    """Write ``out``: ``source`` with its weight MatMuls as 4-bit MatMulNBits; return the recipe with counts."""
+def quantize_nbits(source: Path, out: Path, settings: dict = INT4) -> dict:
+    """Write ``out``: ``source`` with its weight MatMuls as ``settings["bits"]``-bit MatMulNBits; return the
+    recipe with counts."""
     model = onnx.load(str(source))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    block = int(settings["block_size"])
+    block, bits = int(settings["block_size"]), int(settings["bits"])
     replaced, kept = 0, 0
     nodes = []
     for node in graph.node:
-        w = _weight(node, inits)
+        w = _weight(node, inits, tuple(settings.get("op_types", ("MatMul", "Gemm"))))
         if w is None:
             kept += node.op_type in ("MatMul", "Gemm")
             nodes.append(node)
             continue
-        packed, scales = _pack_4bit(w, block)
-        base = f"{node.input[1]}_q4"
+        packed, scales = _pack(w, block, bits)
+        base = f"{node.input[1]}_q{bits}"
         graph.initializer.extend(
             [numpy_helper.from_array(packed, base), numpy_helper.from_array(scales, base + "_scales")]
         )
@@ -79,16 +87,16 @@ def quantize_4bit(source: Path, out: Path, settings: dict = INT4) -> dict:
                 "MatMulNBits",
                 [node.input[0], base, base + "_scales"],
                 product,
-                name=(node.name or base) + "_q4",
+                name=(node.name or base) + f"_q{bits}",
                 domain="com.microsoft",
                 K=w.shape[0],
                 N=w.shape[1],
-                bits=4,
+                bits=bits,
                 block_size=block,
                 accuracy_level=int(settings["accuracy_level"]),
             )
         )
-        if bias:  # Gemm's C (GPT-2's Conv1D layers export as Gemm): added after the 4-bit product
+        if bias:  # Gemm's C (GPT-2's Conv1D layers export as Gemm): added after the low-bit product
             nodes.append(
                 helper.make_node(
                     "Add", [product[0], node.input[2]], list(node.output), name=(node.name or base) + "_bias"

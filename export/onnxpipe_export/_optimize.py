@@ -1,9 +1,9 @@
 """Graph fusion, INT8 quantization and fp16 conversion of the exported fp32 graph.
 
-INT8 is dynamic (weights quantized offline, activations per call) and meant for CPU. Recipes are plain data
-(INT8_CANDIDATES); `--int8-recipe search` (_int8_search.py) measures them all on labelled data and this CPU.
-Per-channel weights matter most: on minilm-sst2 per-tensor quantization loses 1.6-1.8 points of SST-2 dev
-accuracy, per-channel about 0.1.
+INT8 is meant for CPU: dynamic (weights quantized offline, activations per call), weight-only MatMulNBits
+(_lowbit.py) or static QDQ (_calibrate.py). Recipes are plain data (INT8_CANDIDATES); `--int8-recipe search`
+(_int8_search.py) measures them all on labelled data and this CPU. Per-channel weights matter most for dynamic:
+on minilm-sst2 per-tensor quantization loses 1.6-1.8 points of SST-2 dev accuracy, per-channel about 0.1.
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.onnx_model import OnnxModel
 from onnxruntime.transformers.optimizer import optimize_model
 
-from ._int8_recipes import DEFAULT_INT8, INT8_CANDIDATES, INT8_RECIPE, recipe_named  # noqa: F401  (re-exported)
+from ._int8_recipes import (  # noqa: F401  (re-exported)
+    DEFAULT_INT8,
+    INT8_CANDIDATES,
+    INT8_RECIPE,
+    needs_calibration,
+    recipe_named,
+)
 
 
 def _heads_and_hidden(config) -> tuple[int, int]:
@@ -69,9 +75,26 @@ def int8_source(recipe: dict, raw: Path, fused: Path, fusion: str | None, config
     return out
 
 
-def quantize_int8(source: Path, out: Path, recipe: dict | None = None) -> dict:
-    """Quantize the fp32 graph ``source`` (see int8_source) with ``recipe`` (default INT8_RECIPE)."""
+def quantize_int8(source: Path, out: Path, recipe: dict | None = None, calibration=None) -> dict:
+    """Quantize the fp32 graph ``source`` (see int8_source) with ``recipe`` (default DEFAULT_INT8); return the
+    recipe as the manifest records it. ``calibration`` (_calibrate.Calibration): static recipes only."""
     recipe = dict(recipe or recipe_named(DEFAULT_INT8))
+    if recipe.get("method") == "MatMulNBits":
+        from ._lowbit import quantize_nbits
+
+        made = quantize_nbits(source, out, recipe)
+    elif recipe.get("method") == "static":
+        from ._calibrate import quantize_static_int8
+
+        made = quantize_static_int8(source, out, recipe, calibration)
+    else:
+        made = _quantize_dynamic(source, out, recipe)
+    if recipe.get("residual_add_as_sum"):
+        residual_add_as_sum(out)
+    return made
+
+
+def _quantize_dynamic(source: Path, out: Path, recipe: dict) -> dict:
     root = logging.getLogger()
     level = root.level
     # The quantizer logs "consider pre-processing" on the root logger on every call; that advice is for static
@@ -90,8 +113,6 @@ def quantize_int8(source: Path, out: Path, recipe: dict | None = None) -> dict:
         )
     finally:
         root.setLevel(level)
-    if recipe.get("residual_add_as_sum"):
-        residual_add_as_sum(out)
     return recipe
 
 

@@ -65,7 +65,40 @@ def _write_tokenizer(ckpt, folder: Path, max_length: int) -> None:
         raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from e
 
 
-def _int8_recipe(task: str, precisions: list[str], validation_data: Any, int8_recipe: str) -> dict | None:
+def _check_calibration_data(calibration_data: Any, validation_data: Any) -> None:
+    from ._calibrate import read_calibration_texts
+
+    if not Path(calibration_data).is_file():
+        raise ExportError(
+            f"--calibration-data {calibration_data}: no such file (expected label<TAB>text rows after a header "
+            "line, or one sentence per line)"
+        )
+    if validation_data is not None and Path(calibration_data).resolve() == Path(validation_data).resolve():
+        raise ExportError(
+            f"--calibration-data and --validation-data are the same file ({calibration_data}): ranges "
+            "calibrated on the validation set would flatter its figures. Calibrate on other sentences of the "
+            "task, e.g. its training set"
+        )
+    read_calibration_texts(calibration_data)  # a file without sentences is refused now, not after the export
+
+
+def _validation_texts(task: str, validation_data: Any) -> list[str]:
+    """The sentences of --validation-data, which calibration must never see."""
+    if validation_data is None:
+        return []
+    if task == "feature-extraction":
+        from ._stsb import read_sts
+
+        s1, s2, _ = read_sts(validation_data)
+        return s1 + s2
+    from ._validate import read_labelled_tsv
+
+    return read_labelled_tsv(validation_data)[0]
+
+
+def _int8_recipe(
+    task: str, precisions: list[str], validation_data: Any, int8_recipe: str, calibration_data: Any = None
+) -> dict | None:
     """The int8 recipe the options ask for, or None for ``search``; refuse options that do not go together
     before anything heavy loads."""
     if validation_data is not None:
@@ -83,6 +116,8 @@ def _int8_recipe(task: str, precisions: list[str], validation_data: Any, int8_re
             from ._stsb import read_sts
 
             read_sts(validation_data)  # a wrong file is refused now, not after the export
+    if calibration_data is not None:
+        _check_calibration_data(calibration_data, validation_data)
     if int8_recipe == "search":
         if validation_data is None or "int8" not in precisions:
             raise ExportError(
@@ -90,9 +125,15 @@ def _int8_recipe(task: str, precisions: list[str], validation_data: Any, int8_re
                 "(text-classification) and keep int8 in --precision"
             )
         return None
-    from ._optimize import DEFAULT_INT8, recipe_named
+    from ._optimize import DEFAULT_INT8, needs_calibration, recipe_named
 
-    return recipe_named(DEFAULT_INT8 if int8_recipe == "default" else int8_recipe)
+    recipe = recipe_named(DEFAULT_INT8 if int8_recipe == "default" else int8_recipe)
+    if needs_calibration(recipe) and calibration_data is None and "int8" in precisions:
+        raise ExportError(
+            f"int8 recipe {int8_recipe!r} is static: it calibrates activation ranges on sample sentences. Pass "
+            "--calibration-data FILE (sentences of the task, e.g. its training set; never the validation data)"
+        )
+    return recipe
 
 
 def run_export(
@@ -108,6 +149,7 @@ def run_export(
     validation_data=None,
     int8_recipe="default",
     ort=False,
+    calibration_data=None,
 ) -> Path:
     requested, task = task, canonical_export_task(task)
     if task == "text-generation":  # decoder-only causal LMs have their own recipe
@@ -118,6 +160,8 @@ def run_export(
                 "--ort is not made for text-generation folders yet (its generation loop is validated on the "
                 ".onnx files only); export without --ort"
             )
+        if calibration_data is not None:
+            raise ExportError("--calibration-data applies to encoder exports' static int8 recipes, not text-generation")
 
         return export_decoder(
             source, requested, out, precisions, force, allow_pickle, trust_remote_code, revision, progress
@@ -125,7 +169,7 @@ def run_export(
     precisions = _parse_precisions(precisions)
     target = prepare(out, source, force)
     out = target.path
-    recipe = _int8_recipe(task, precisions, validation_data, int8_recipe)
+    recipe = _int8_recipe(task, precisions, validation_data, int8_recipe, calibration_data)
     search = recipe is None
 
     from ._assemble import draft_manifest, finish_manifest, write_manifest
@@ -164,6 +208,13 @@ def run_export(
         # are refused now rather than after export, fusion and quantization.
         ref = torch_reference(ckpt, task)
         check_head_size(ckpt, task, ref)
+        max_length = _max_length(ckpt)
+        calibration = None
+        if calibration_data is not None:
+            from ._calibrate import Calibration
+
+            exclude = _validation_texts(task, validation_data)
+            calibration = Calibration.from_file(calibration_data, ckpt.tokenizer, max_length, exclude)
         bar.update()
 
         step("export fp32 ONNX")
@@ -183,11 +234,10 @@ def run_export(
         for p in precisions:
             if p != "fp32":
                 step(f"make {p}")
-                made = make_variant(p, tmp, fused_ops, recipe, source_for)
+                made = make_variant(p, tmp, fused_ops, recipe, source_for, calibration)
                 if made is not None:
                     variants[p] = made
                 bar.update()
-        max_length = _max_length(ckpt)
         _write_tokenizer(ckpt, tmp, max_length)
         ckpt.config.save_pretrained(tmp)  # with id2label / label2id, which Optimum and transformers.js read
         write_ecosystem_files(ckpt, tmp, max_length)
@@ -201,7 +251,9 @@ def run_export(
 
             texts, gold = read_labelled_tsv(validation_data)
             ref_labels = pytorch_labels(ckpt, texts)
-            found = search_int8(tmp, manifest, tokenizer, source_for, texts, gold, ref_labels, progress=step)
+            found = search_int8(
+                tmp, manifest, tokenizer, source_for, texts, gold, ref_labels, progress=step, calibration=calibration
+            )
             chosen = found["candidates"][found["chosen"]]["recipe"] | {"name": found["chosen"]}
             manifest = replace(
                 manifest, variants={**manifest.variants, "int8": int8_variant(chosen, fused_ops, recipe_search=found)}

@@ -2,9 +2,10 @@
 
 ``onnxpipe export --task feature-extraction --validation-data sts-dev.csv`` scores PyTorch (the checkpoint with
 the folder's pooling and truncation, i.e. what sentence-transformers computes) and every variant, batched as the
-runtime batches (length-sorted, padded) and one sentence at a time: dynamic int8 quantizes activations with one
-scale per batch, so the two differ for int8. The export fails when int8 falls more than INT8_MAX_DROP points
-below fp32 on either.
+runtime's pipelines batch (plan_batches: length-sorted, padded) and one sentence at a time: dynamic int8
+quantizes activations with one scale per batch, so the two differ for int8, and each variant's
+``batch_invariance`` records by how much (cosine of each sentence's pooled vector alone vs batched). The export
+fails when int8 falls more than INT8_MAX_DROP points below fp32 on either.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import numpy as np
 from onnxpipe._for_export import AutoTokenizer, Manifest, OnnxModel
 from onnxpipe.errors import ExportError, ValidationError
 
+from ._invariance import alone_and_batched, vector_invariance
+
 INT8_MAX_DROP = 1.0  # Spearman x100 points below fp32
-BATCH = 32
+SCORES = ("batched", "one_at_a_time")  # the Spearman figures of a variant, beside its batch_invariance
 
 
 def read_sts(path) -> tuple[list[str], list[str], np.ndarray]:
@@ -66,17 +69,6 @@ def _cosine_scores(vectors: dict[str, np.ndarray], s1, s2) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-def _onnx_vectors(model: OnnxModel, tokenizer: AutoTokenizer, texts: list[str], mode: str, batch: int):
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # length-sorted, as the runtime batches
-    out = {}
-    for i in range(0, len(order), batch):
-        chunk = [texts[j] for j in order[i : i + batch]]
-        feeds = tokenizer(chunk, padding=True, truncation=True, return_tensors="np")
-        hidden = model.run(model.feeds(feeds), ["last_hidden_state"])[0]
-        out.update(zip(chunk, _pool(hidden, feeds["attention_mask"], mode)))
-    return out
-
-
 def _torch_vectors(ckpt, texts: list[str], mode: str, max_length: int):
     import torch
 
@@ -110,9 +102,13 @@ def sts_figures(ckpt, manifest: Manifest, tokenizer: AutoTokenizer, path) -> dic
         except Exception as e:  # fp16 kernels missing on CPU: recorded by validate_variant already
             figures["variants"][precision] = {"skipped": str(e).splitlines()[0][:200]}
             continue
+        alone, batched = alone_and_batched(
+            model, tokenizer, texts, "last_hidden_state", lambda out, feeds: _pool(out, feeds["attention_mask"], mode)
+        )
         figures["variants"][precision] = {
-            how: spearman_x100(_cosine_scores(_onnx_vectors(model, tokenizer, texts, mode, batch), s1, s2), gold)
-            for how, batch in (("batched", BATCH), ("one_at_a_time", 1))
+            "batched": spearman_x100(_cosine_scores(dict(zip(texts, batched)), s1, s2), gold),
+            "one_at_a_time": spearman_x100(_cosine_scores(dict(zip(texts, alone)), s1, s2), gold),
+            "batch_invariance": vector_invariance(alone, batched),
         }
     _gate(figures)
     return figures
@@ -123,8 +119,8 @@ def _gate(figures: dict) -> None:
     if "int8" not in v or "skipped" in v["int8"]:
         return
     ref = v["fp32"] if "fp32" in v and "skipped" not in v["fp32"] else None
-    base = min(ref.values()) if ref else figures["pytorch"]
-    worst = min(v["int8"].values())
+    base = min(ref[k] for k in SCORES) if ref else figures["pytorch"]
+    worst = min(v["int8"][k] for k in SCORES)
     figures["int8_gate"] = {"max_drop": INT8_MAX_DROP, "against": "fp32" if ref else "pytorch", "met": True}
     if not worst >= base - INT8_MAX_DROP:
         figures["int8_gate"]["met"] = False

@@ -14,6 +14,7 @@ import torch
 from onnxpipe._for_export import GRAPHS, AutoTokenizer, Manifest, OnnxModel
 from onnxpipe.errors import ExportError, ValidationError
 
+from ._invariance import alone_and_batched, score_invariance
 from ._sentences import VALIDATION_SENTENCES
 
 FP32_ATOL = 1e-4
@@ -134,23 +135,23 @@ def pytorch_labels(checkpoint, texts: list[str], batch_size: int = 64) -> np.nda
     return np.concatenate(out)
 
 
-def label_figures(model: OnnxModel, singles: list, gold: np.ndarray, ref_labels: np.ndarray) -> dict:
-    """Accuracy and label agreement with PyTorch of ``model`` on tokenized ``singles``, one sentence per run:
-    dynamic int8 scales activations per batch, so batch-1 is the reproducible figure."""
-    got = np.array([int(model.run(model.feeds(s), ["logits"])[0][0].argmax()) for s in singles])
+def label_figures(alone_logits: np.ndarray, gold: np.ndarray, ref_labels: np.ndarray) -> dict:
+    """Accuracy and label agreement with PyTorch of logits computed one sentence per run: dynamic int8 scales
+    activations per batch, so batch-1 is the reproducible figure (and what the runtime computes for it)."""
+    got = alone_logits.argmax(-1)
     return {"accuracy": float((got == gold).mean()), "label_agreement_with_pytorch": float((got == ref_labels).mean())}
 
 
 def dataset_figures(
     checkpoint, manifest: Manifest, tokenizer: AutoTokenizer, path, ref_labels: np.ndarray | None = None
 ) -> dict:
-    """Accuracy of PyTorch and of every variant on a labelled set, and each variant's label agreement.
+    """Accuracy of PyTorch and of every variant on a labelled set, each variant's label agreement, and its
+    batch invariance (every text alone vs inside the runtime's padded batches, _invariance.py).
     ``ref_labels``: PyTorch's labels on the set when the caller has them already."""
     texts, labels = read_labelled_tsv(path)
     gold = np.array(labels)
     if ref_labels is None:
         ref_labels = pytorch_labels(checkpoint, texts)
-    singles = [tokenizer([t], truncation=True, return_tensors="np") for t in texts]
     figures = {
         "file": str(path),
         "sentences": len(texts),
@@ -163,5 +164,9 @@ def dataset_figures(
         except Exception as e:  # fp16 kernels missing on CPU: recorded by validate_variant already
             figures["variants"][precision] = {"skipped": str(e).splitlines()[0][:200]}
             continue
-        figures["variants"][precision] = label_figures(model, singles, gold, ref_labels)
+        alone, batched = alone_and_batched(model, tokenizer, texts, "logits")
+        figures["variants"][precision] = {
+            **label_figures(alone, gold, ref_labels),
+            "batch_invariance": score_invariance(alone, batched),
+        }
     return figures

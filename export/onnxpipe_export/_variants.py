@@ -46,11 +46,13 @@ def make_variant(
     fused_ops: dict[str, int],
     recipe: dict[str, Any] | None,
     source_for: Callable[[dict[str, Any]], Path],
+    calibration: Any = None,
 ) -> Variant | None:
     """Write ``precision``'s file from ``folder``'s fused fp32 graph and return its entry.
 
     int8 with ``recipe`` None (``--int8-recipe search``) returns None: the search quantizes its candidates once
-    the folder can be loaded. ``source_for(recipe)`` is the fp32 graph a recipe quantizes.
+    the folder can be loaded. ``source_for(recipe)`` is the fp32 graph a recipe quantizes; ``calibration``
+    (_calibrate.Calibration) the sentences a static recipe calibrates on.
     """
     from ._optimize import (  # onnx and the quantizer load only when an export runs
         quantize_int8,
@@ -60,8 +62,8 @@ def make_variant(
     if precision == "int8":
         if recipe is None:
             return None
-        quantize_int8(source_for(recipe), folder / VARIANT_FILES["int8"], recipe)
-        return int8_variant(recipe, fused_ops)
+        made = quantize_int8(source_for(recipe), folder / VARIANT_FILES["int8"], recipe, calibration)
+        return int8_variant(made, fused_ops)
     if precision == "fp16":
         to_fp16(folder / VARIANT_FILES["fp32"], folder / VARIANT_FILES["fp16"])
         return Variant(VARIANT_FILES["fp16"], fused_operators=fused_ops, note=FP16_NOTE)

@@ -129,21 +129,48 @@ def _flush_quietly() -> bool:
         return False
 
 
+def _invariance_text(inv: dict[str, Any]) -> str:
+    """One variant's or candidate's batch_invariance figures (each text alone vs in padded batches)."""
+    if "min_cosine" in inv:
+        return f"min cosine {inv['min_cosine']:.6f}, mean {inv['mean_cosine']:.6f}"
+    flips = inv["label_flips"]
+    return (
+        f"max score change {inv['max_score_change']:.2g}, p99 {inv['p99_score_change']:.2g}, "
+        f"{flips} label flip{'' if flips == 1 else 's'}"
+    )
+
+
 def _print_recipe_search(found: dict[str, Any]) -> None:
     data = found["data"]
     print(
         f"        chosen by --int8-recipe search on {found['timing']['machine']} "
         f"({data['sentences']} labelled sentences, PyTorch accuracy {data['pytorch_accuracy']:.4f}):"
     )
+    rows = {n: r for n, r in found["candidates"].items() if "skipped" not in r}
     w = max(map(len, found["candidates"]))
-    print(f"        {'candidate':{w}s} {'accuracy':>8s} {'agrees':>7s} {'batch-1':>9s} {'sent/s':>7s} {'speed':>6s}")
-    for name, row in sorted(found["candidates"].items(), key=lambda kv: -kv[1]["speed_vs_default"]):
+    print(
+        f"        {'candidate':{w}s} {'accuracy':>8s} {'agrees':>7s} {'max dP':>7s} {'flips':>5s} {'invariant':>9s} "
+        f"{'batch-1':>9s} {'sent/s':>7s} {'speed':>6s}"
+    )
+    for name, row in sorted(rows.items(), key=lambda kv: -kv[1]["speed_vs_default"]):
         mark = "*" if name == found["chosen"] else ("" if row["gates_met"] else "x")
+        inv = row.get("batch_invariance")  # absent in folders searched before issue 11
+        invariant = (
+            "-" if inv is None else "yes" if row["batch_invariant"] else "run alone" if row["runs_alone"] else "no"
+        )
+        change = f"{inv['max_score_change']:7.2g} {inv['label_flips']:5d}" if inv else f"{'-':>7s} {'-':>5s}"
         print(
             f"      {mark:1s} {name:{w}s} {row['accuracy']:8.4f} {row['label_agreement_with_pytorch']:7.1%} "
-            f"{row['batch1_p50_ms']:6.2f} ms {row['sentences_per_s']:7.0f} {row['speed_vs_default']:5.2f}x"
+            f"{change} {invariant:>9s} {row['batch1_p50_ms']:6.2f} ms {row['sentences_per_s']:7.0f} "
+            f"{row['speed_vs_default']:5.2f}x"
         )
-    print(f"        (* chosen, x misses the quality gates; rule: {found['rule']})")
+    for name, row in found["candidates"].items():
+        if "skipped" in row:
+            print(f"        {name:{w}s} skipped: {row['skipped']}")
+    print(
+        "        (* chosen, x misses the gates; max dP / flips: each sentence alone vs in padded batches; "
+        f"invariant: in padded batches, or run alone by the runtime (dynamic); rule: {found['rule']})"
+    )
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -196,6 +223,15 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(
                 f"        recipe: {r['bits']}-bit weight-only MatMulNBits, block {r.get('block_size')}, "
                 f"{r.get('matmuls_quantized')} MatMuls quantized, {r.get('matmuls_kept_fp32')} kept fp32"
+                + (f", graph {r['graph']}" if "graph" in r else "")
+            )
+        elif (v.recipe or {}).get("method") == "static":
+            r = v.recipe or {}
+            calib = r.get("calibration_data") or {}
+            print(
+                f"        recipe {r.get('name', '?')}: static QDQ {' / '.join(r.get('op_types', []))}, "
+                f"{r.get('calibration')} calibration on {calib.get('sentences')} sentences of "
+                f"{PurePath(str(calib.get('file'))).name}, graph {r.get('graph')}"
             )
         elif v.recipe:
             r = v.recipe
@@ -209,6 +245,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             )
         if v.recipe_search:
             _print_recipe_search(v.recipe_search)
+        inv = ((manifest.validation_data or {}).get("variants", {}).get(p) or {}).get("batch_invariance")
+        if inv:  # every validation text alone vs inside the runtime's padded batches
+            print(f"        alone vs batched: {_invariance_text(inv)}")
     vd = manifest.validation_data
     if vd and vd.get("pairs"):  # feature extraction: STS Benchmark Spearman x100
         per = ", ".join(
