@@ -31,7 +31,7 @@ from ._cli_io import (
 from ._cli_tasks import add_task_arguments, implied_task, task_inputs, task_kwargs
 from ._manifest import load_manifest
 from ._resolve import resolve_model
-from ._session import PROFILES
+from ._session import PROFILES, batch_dependent
 from ._tasks import TABLE, canonical_task
 from .errors import OnnxpipeError
 
@@ -243,6 +243,8 @@ def cmd_info(args: argparse.Namespace) -> int:
                 f"        recipe {r.get('name', '?')}: {r.get('method')} {r.get('weight_type')}, "
                 f"{'per-channel' if r.get('per_channel') else 'per-tensor'}, graph {r.get('graph')}{off}"
             )
+        if batch_dependent(manifest, p):  # what execution="auto" does with it on CPU (issue 11)
+            print("        runs each input alone on CPU (dynamic activation scales would tie it to its batch-mates)")
         if v.recipe_search:
             _print_recipe_search(v.recipe_search)
         inv = ((manifest.validation_data or {}).get("variants", {}).get(p) or {}).get("batch_invariance")
