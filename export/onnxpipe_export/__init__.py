@@ -49,6 +49,7 @@ def export(
     progress=True,
     validation_data=None,
     int8_recipe="default",
+    prune_vocab=None,
 ):
     """Export ``source`` (a checkpoint folder or hub id) for ``task`` into the model folder ``out``.
 
@@ -59,6 +60,8 @@ def export(
     ``int8_recipe``: "default" (per-channel QInt8 on the fused graph), a candidate name from
     ``INT8_CANDIDATES``, or "search": quantize every candidate, score it on ``validation_data``, time it on
     this machine, keep the fastest within the quality gates and record all candidates' figures in the manifest.
+    ``prune_vocab``: a corpus file (one text per line, or a TSV with a header); only the tokens it needs stay in
+    the embedding matrix and tokenizer.json, and the manifest's ``vocab_pruning`` records what was cut.
 
     >>> export("../shared/checkpoints/minilm-sst2", out="models/minilm-sst2", precisions="int8",
     ...        validation_data="../shared/data/sst2/dev.tsv", int8_recipe="search")  # doctest: +SKIP
@@ -78,4 +81,5 @@ def export(
         progress=progress,
         validation_data=validation_data,
         int8_recipe=int8_recipe,
+        prune_vocab=prune_vocab,
     )

@@ -48,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--validation-data, time it here, keep the fastest within 1 point of PyTorch and 98%% label "
         "agreement; all figures go in the manifest), or a candidate: " + ", ".join(INT8_CANDIDATES),
     )
+    e.add_argument(
+        "--prune-vocab",
+        metavar="CORPUS",
+        help="keep only the tokens this corpus needs (one text per line, or a TSV with a header): a smaller "
+        "embedding matrix and tokenizer.json for one language or domain; unseen words split into kept pieces",
+    )
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_export)
@@ -76,6 +82,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         validation_data=args.validation_data,
         int8_recipe=args.int8_recipe,
+        prune_vocab=args.prune_vocab,
     )
     print(f"wrote {out}")
     args.model, args.json = str(out), False
