@@ -2,10 +2,13 @@
 (onnxruntime-web, WASM backend) in headless Chromium against onnxpipe's Python runtime, on this machine.
 
 Each round starts a fresh Chromium (cold: no HTTP or Cache Storage cache, the .wasm compiled anew) on the demo
-page (examples/browser/) and fresh Python processes (1 intra-op thread, as the page's WASM, and the runtime's
-default), alternated; the figures are medians over the rounds. Before anything is timed, the seed sentences must
-get the same labels in both. Batch-1 latency: each seed sentence WARMUP times, then ROUNDS x each, one call at a
-time, p50 (the page's "Measure" button does the same). Needs Chromium, chromedriver, selenium, node and npm (as
+page (examples/browser/), once with onnxruntime-web's plain WASM build (the page's default) and once with the
+asyncify build (transformers.js's default, which WebGPU needs), and fresh Python processes (1 intra-op thread,
+as the page's WASM, and the runtime's default), alternated; the figures are medians over the rounds. Before
+anything is timed, the seed sentences must get the same labels everywhere. Batch-1 latency: each seed sentence
+WARMUP times, then ROUNDS x each, one call at a time, p50 (the page's "Measure" button does the same). Load:
+the page's pipeline() (fetch config, tokenizer and ONNX file, compile the .wasm, create the session); Python's
+pipeline() after `import onnxpipe` (import_ms apart). Needs Chromium, chromedriver, selenium, node and npm (as
 the browser test).
 
     .venv/bin/python bench/browser.py [--model models/minilm-sst2] [--rounds 3] [--out bench/results/browser.json]
@@ -14,6 +17,7 @@ the browser test).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -67,9 +71,9 @@ def python_round(model: Path, precision: str, threads: int | None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def browser_round(model: Path, dtype: str) -> dict:
+def browser_round(model: Path, dtype: str, build: str) -> dict:
     with DemoServer(models=model.parent) as server, chromium() as browser:
-        page = Page(browser, f"{server.url}/?model={model.name}&dtype={dtype}&threads=1")
+        page = Page(browser, f"{server.url}/?model={model.name}&dtype={dtype}&threads=1&build={build}")
         labels = [page.type_and_classify(s)[0]["label"] for s in SEEDS]
         p50 = page.measure_latency()
         timings = page.timings()
@@ -92,7 +96,12 @@ def main(argv: list[str] | None = None) -> None:
     prov = provenance(__file__, argv)
     model, precision = a.model.resolve(), PRECISION[a.dtype]
     engines = {
-        "transformers.js in Chromium (WASM, 1 thread)": lambda: browser_round(model, a.dtype),
+        **{
+            f"transformers.js in Chromium ({build} WASM build, 1 thread)": functools.partial(
+                browser_round, model, a.dtype, build
+            )
+            for build in ("plain", "asyncify")
+        },
         "onnxpipe Python (1 thread)": lambda: python_round(model, precision, 1),
         "onnxpipe Python (default threads)": lambda: python_round(model, precision, None),
     }

@@ -1,11 +1,13 @@
 // An onnxpipe model folder in the browser: transformers.js (WASM backend) reads models/<name>/ from this origin
 // only (remote models off, the .wasm files from the local copy of the npm package), and times what it does.
 // Query parameters: model (default minilm-sst2), dtype (q8 = onnx/model_quantized.onnx, fp32 = onnx/model.onnx),
-// threads (WASM threads, default 1: more need a cross-origin-isolated page, which a plain static server is not).
+// threads (WASM threads, default 1: more need a cross-origin-isolated page, which a plain static server is not),
+// build (plain or asyncify: which onnxruntime-web WASM binary).
 const params = new URLSearchParams(location.search);
 const MODEL = params.get("model") ?? "minilm-sst2";
 const DTYPE = params.get("dtype") ?? "q8";
 const THREADS = Number(params.get("threads") ?? 1);
+const BUILD = params.get("build") ?? "plain"; // onnxruntime-web WASM build: plain or asyncify
 // The seed sentences of bench/walkthrough.py; the latency button times each one at a time.
 const SEEDS = ["I've been waiting for a HuggingFace course my whole life.", "I hate this so much!"];
 const WARMUP = 3;
@@ -47,15 +49,18 @@ async function main() {
   env.useBrowserCache = false; // every load reads the files, so the load time is a real one
   env.useWasmCache = false;
   const wasm = env.backends.onnx.wasm;
+  // onnxruntime-web's plain WASM build (14 MB): transformers.js defaults to the asyncify one (27 MB, needed for
+  // WebGPU), which here took 2.2x as long to load and ran batch-1 ~2x slower (README, "In the browser")
+  const suffix = BUILD === "plain" ? "" : `.${BUILD}`;
   wasm.wasmPaths = {
-    mjs: "/vendor/ort/ort-wasm-simd-threaded.asyncify.mjs",
-    wasm: "/vendor/ort/ort-wasm-simd-threaded.asyncify.wasm",
+    mjs: `/vendor/ort/ort-wasm-simd-threaded${suffix}.mjs`,
+    wasm: `/vendor/ort/ort-wasm-simd-threaded${suffix}.wasm`,
   };
   wasm.numThreads = THREADS;
   $("model").textContent = `models/${MODEL} (dtype ${DTYPE})`;
   $("runtime").textContent =
     `transformers.js ${env.version}, onnxruntime-web ${env.backends.onnx.versions?.web ?? "?"}, ` +
-    `WASM, ${THREADS} thread(s), ${navigator.hardwareConcurrency} logical CPUs`;
+    `WASM (${BUILD} build), ${THREADS} thread(s), ${navigator.hardwareConcurrency} logical CPUs`;
 
   const t0 = performance.now();
   const classify = await pipeline("text-classification", MODEL, { dtype: DTYPE, device: "wasm" });
