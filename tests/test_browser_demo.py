@@ -103,3 +103,21 @@ def test_pruned_fp32_folder_in_the_browser_matches_python(tmp_path):
         assert [p["label"] for p in got] == [w["label"] for w in want], text
         assert _as_dict(got) == pytest.approx(_as_dict(want), abs=FP32_SCORE), text
     assert errors == []
+
+
+def test_bench_browser_runs(tmp_path):
+    """bench/browser.py, one round: every engine timed, the labels agreed, provenance recorded."""
+    import json
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import browser as bench_browser
+
+    out = tmp_path / "browser.json"
+    try:
+        bench_browser.main(["--rounds", "1", "--out", str(out)])
+    except BrowserMissingError as e:
+        pytest.fail(str(e))
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["provenance"]["command"].startswith("python bench/browser.py")
+    assert len(result["medians"]) == 4
+    assert all(m["load_ms"] > 0 and m["p50_ms"] > 0 for m in result["medians"].values())

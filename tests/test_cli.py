@@ -91,7 +91,9 @@ def test_info_summarises_the_manifest(capsys):
     assert "onnx/model_quantized.onnx" in out and "MB" in out and "label_agreement" in out
     assert main(["info", "minilm-sst2", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["format_version"] == onnxpipe.FORMAT_VERSION and data["labels"] == {"0": "NEGATIVE", "1": "POSITIVE"}
+    # the committed folder predates minor bumps (1.1: vocab_pruning): the same major is what the runtime reads
+    assert data["format_version"].split(".")[0] == onnxpipe.FORMAT_VERSION.split(".")[0]
+    assert data["labels"] == {"0": "NEGATIVE", "1": "POSITIVE"}
 
 
 def test_info_shows_the_int8_recipe_search_the_embedded_model_was_chosen_by(capsys):

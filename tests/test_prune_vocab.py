@@ -250,3 +250,17 @@ def test_cli_export_option_and_info(pruned, capsys, tmp_path):
     out = tmp_path / "out"
     assert main(["export", "any", "--out", str(out), "--prune-vocab", str(tmp_path / "missing.txt")]) == 2
     assert "--prune-vocab" in capsys.readouterr().err and not out.exists()
+
+
+def test_manifest_reads_vocab_pruning_as_a_typed_key(pruned):
+    from onnxpipe._manifest import Manifest, load_manifest
+    from onnxpipe.errors import ManifestError
+
+    manifest = load_manifest(pruned("bert"))
+    assert manifest.vocab_pruning is not None and "vocab_pruning" not in manifest.extra
+    assert manifest.vocab_pruning["vocab_after"] < manifest.vocab_pruning["vocab_before"] == 30522
+    assert Manifest.from_json(manifest.to_json(), manifest.folder) == manifest
+    data = json.loads(manifest.to_json())
+    data["vocab_pruning"] = "30522 -> 83"
+    with pytest.raises(ManifestError, match="'vocab_pruning' must be an object"):
+        Manifest.from_json(data, manifest.folder)
