@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _tiny import corpus
+from _tiny import ARCHS as ARCHITECTURES, corpus
 from onnxpipe import AutoModelForMaskedLM, AutoTokenizer, pipeline
 from onnxpipe.errors import ExportError
 
@@ -186,6 +186,19 @@ def test_fill_mask_scores_only_kept_tokens_with_unpruned_logits(tiny_export, pru
     np.testing.assert_allclose(b, a[..., kept], atol=1e-4)
     top = pipeline("fill-mask", model=small, precision="fp32")(text, top_k=3)
     assert all(r["token_str"].strip() and r["token"] < len(kept) for r in top)
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHITECTURES if a != "bert"])
+def test_every_architecture_prunes_with_its_masked_lm_head(arch, pruned):
+    """Each family's embeddings and (tied or not) output layer: the export itself proves PyTorch unchanged on the
+    corpus after the cut, and the ONNX file then matches the pruned PyTorch model."""
+    small = pruned(arch, "fill-mask")
+    m = _manifest(small)
+    assert m["vocab_pruning"]["vocab_after"] < m["vocab_pruning"]["vocab_before"]
+    assert m["variants"]["fp32"]["validation"]["max_abs_diff_logits"] < 1e-4
+    mask = m["tokenizer_config"]["mask_token"]
+    top = pipeline("fill-mask", model=small, precision="fp32")(f"The film was {mask}", top_k=2)
+    assert len(top) == 2 and all(r["token"] < m["vocab_pruning"]["vocab_after"] for r in top)
 
 
 def test_pruned_folder_reads_the_same_in_transformers_js(pruned, tmp_path):
