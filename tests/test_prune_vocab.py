@@ -277,3 +277,46 @@ def test_manifest_reads_vocab_pruning_as_a_typed_key(pruned):
     data["vocab_pruning"] = "30522 -> 83"
     with pytest.raises(ManifestError, match="'vocab_pruning' must be an object"):
         Manifest.from_json(data, manifest.folder)
+
+
+def _trained(kind: str):
+    """A small WordLevel or character BPE (continuing-subword prefix "##", unknown token) tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]"]
+    if kind == "WordLevel":
+        tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+        trainer = trainers.WordLevelTrainer(special_tokens=specials)
+    else:
+        tok = Tokenizer(models.BPE(unk_token="[UNK]", continuing_subword_prefix="##"))
+        trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, continuing_subword_prefix="##")
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(corpus(), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]")
+
+
+@pytest.mark.parametrize("kind", ["WordLevel", "BPE"])
+def test_tokenizer_models_without_a_tiny_checkpoint(kind):
+    """WordLevel, and BPE with a continuing-subword prefix (merges build "a" + "##b" -> "ab"): the corpus
+    tokenizes to the same tokens, anything else to ids inside the pruned vocabulary."""
+    from types import SimpleNamespace
+
+    from tokenizers import Tokenizer
+
+    from onnxpipe_export._prune import _kept_ids, _prune_tokenizer_json
+
+    hf = _trained(kind)
+    spec = json.loads(hf.backend_tokenizer.to_str())
+    ckpt = SimpleNamespace(tokenizer=hf, config=SimpleNamespace(to_dict=lambda: {"pad_token_id": 0}))
+    keep, counts, _alphabet = _kept_ids(ckpt, spec, CORPUS[:10])
+    new_id = {old: new for new, old in enumerate(keep)}
+    small = Tokenizer.from_str(json.dumps(_prune_tokenizer_json(spec, new_id)))
+    assert small.get_vocab_size() == len(keep) < hf.backend_tokenizer.get_vocab_size()
+    for text in CORPUS[:10]:
+        old = hf.backend_tokenizer.encode(text)
+        assert small.encode(text).tokens == old.tokens
+        assert small.encode(text).ids == [new_id[i] for i in old.ids]
+    for text in UNSEEN:
+        assert all(0 <= i < len(keep) for i in small.encode(text).ids)
+    assert counts["merge_parts"] > 0 if kind == "BPE" else counts["alphabet"] == 0

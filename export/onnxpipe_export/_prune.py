@@ -28,6 +28,14 @@ _TEXT_COLUMNS = ("sentence", "text", "content")
 # Tokenizer files transformers saves besides tokenizer.json; they describe the full vocabulary, so they go.
 _SLOW_FILES = ("vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "spm.model")
 _CHECK_TEXTS = 32  # corpus texts run through PyTorch before and after, to prove the surgery changed nothing
+# What a text outside the corpus becomes, per tokenizer model (the manifest's vocab_pruning.unseen_text).
+_UNSEEN = {
+    "WordPiece": "a word outside the corpus splits into kept pieces; one holding a character outside 'alphabet' "
+    "becomes unk_token",
+    "Unigram": "a word outside the corpus splits into kept pieces; a character outside 'alphabet' becomes unk_token",
+    "BPE": "a word outside the corpus splits into kept pieces, down to single bytes or characters",
+    "WordLevel": "a word outside the corpus becomes unk_token",
+}
 
 
 def read_corpus(path: str | Path) -> list[str]:
@@ -68,7 +76,8 @@ def prune_checkpoint(ckpt: Any, task: str, corpus: str | Path) -> tuple[Any, dic
     >>> record["vocab_before"], record["vocab_after"]  # doctest: +SKIP
     (30522, 11609)
     """
-    check_corpus_option(corpus, task)
+    if task == "text-generation":
+        check_corpus_option(corpus, task)  # refuses, naming the reason
     texts = read_corpus(corpus)
     old_tok = ckpt.tokenizer
     spec = json.loads(old_tok.backend_tokenizer.to_str())
@@ -101,15 +110,6 @@ def prune_checkpoint(ckpt: Any, task: str, corpus: str | Path) -> tuple[Any, dic
         "outputs": "the masked-LM head scores only the kept tokens" if task == "fill-mask" else "unchanged",
     }
     return ckpt, record
-
-
-_UNSEEN = {
-    "WordPiece": "a word outside the corpus splits into kept pieces; one holding a character outside 'alphabet' "
-    "becomes unk_token",
-    "Unigram": "a word outside the corpus splits into kept pieces; a character outside 'alphabet' becomes unk_token",
-    "BPE": "a word outside the corpus splits into kept pieces, down to single bytes or characters",
-    "WordLevel": "a word outside the corpus becomes unk_token",
-}
 
 
 # -- which ids -----------------------------------------------------------------------------------------------
