@@ -91,7 +91,7 @@ def test_info_summarises_the_manifest(capsys):
     assert "onnx/model_quantized.onnx" in out and "MB" in out and "label_agreement" in out
     assert main(["info", "minilm-sst2", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    # the embedded folder was written as 1.0; this runtime (1.1, variants.*.ort) reads every 1.x
+    # the embedded folder was written as 1.0; this runtime (1.1: variants.*.ort, vocab_pruning) reads every 1.x
     assert data["format_version"].split(".")[0] == onnxpipe.FORMAT_VERSION.split(".")[0]
     assert data["labels"] == {"0": "NEGATIVE", "1": "POSITIVE"}
 

@@ -51,6 +51,7 @@ def export(
     int8_recipe="default",
     ort=False,
     calibration_data=None,
+    prune_vocab=None,
 ):
     """Export ``source`` (a checkpoint folder or hub id) for ``task`` into the model folder ``out``.
 
@@ -65,6 +66,8 @@ def export(
     compute the same) and ``required_operators.config``, what a minimal onnxruntime build needs.
     ``calibration_data``: sentences (labelled TSV like ``validation_data``, or one per line) that static int8
     recipes calibrate activation ranges on; never the validation set. Without it the search skips them.
+    ``prune_vocab``: a corpus file (one text per line, or a TSV with a header); only the tokens it needs stay in
+    the embedding matrix and tokenizer.json, and the manifest's ``vocab_pruning`` records what was cut.
 
     >>> export("../shared/checkpoints/minilm-sst2", out="models/minilm-sst2", precisions="int8",
     ...        validation_data="../shared/data/sst2/dev.tsv", int8_recipe="search")  # doctest: +SKIP
@@ -86,4 +89,5 @@ def export(
         int8_recipe=int8_recipe,
         ort=ort,
         calibration_data=calibration_data,
+        prune_vocab=prune_vocab,
     )

@@ -63,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "mobile builds; load it with --format ort) and required_operators.config, the operators a minimal "
         "build needs (--include_ops_by_config)",
     )
+    e.add_argument(
+        "--prune-vocab",
+        metavar="CORPUS",
+        help="keep only the tokens this corpus needs (one text per line, or a TSV with a header): a smaller "
+        "embedding matrix and tokenizer.json for one language or domain; unseen words split into kept pieces",
+    )
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_export)
@@ -93,6 +99,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         int8_recipe=args.int8_recipe,
         ort=args.ort,
         calibration_data=args.calibration_data,
+        prune_vocab=args.prune_vocab,
     )
     print(f"wrote {out}")
     args.model, args.json = str(out), False

@@ -150,8 +150,13 @@ def run_export(
     int8_recipe="default",
     ort=False,
     calibration_data=None,
+    prune_vocab=None,
 ) -> Path:
     requested, task = task, canonical_export_task(task)
+    if prune_vocab is not None:
+        from ._prune import check_corpus_option
+
+        check_corpus_option(prune_vocab, task)  # refused before anything heavy loads
     if task == "text-generation":  # decoder-only causal LMs have their own recipe
         from ._decoder import export_decoder
 
@@ -204,6 +209,11 @@ def run_export(
         step("load checkpoint")
         ckpt = load_checkpoint(str(source), task, allow_pickle, trust_remote_code, revision)
         tasks = folder_tasks(requested, ckpt.config)  # refuses zero-shot for a model without NLI labels
+        pruning = None
+        if prune_vocab is not None:  # everything after, PyTorch's reference included, sees the pruned model
+            from ._prune import prune_checkpoint
+
+            ckpt, pruning = prune_checkpoint(ckpt, task, prune_vocab)
         # PyTorch's outputs before the long work: non-finite ones, or a head of another size than the labels,
         # are refused now rather than after export, fusion and quantization.
         ref = torch_reference(ckpt, task)
@@ -241,7 +251,9 @@ def run_export(
         _write_tokenizer(ckpt, tmp, max_length)
         ckpt.config.save_pretrained(tmp)  # with id2label / label2id, which Optimum and transformers.js read
         write_ecosystem_files(ckpt, tmp, max_length)
-        manifest = draft_manifest(ckpt, task, tasks, tmp, variants, max_length, revision)
+        manifest = replace(
+            draft_manifest(ckpt, task, tasks, tmp, variants, max_length, revision), vocab_pruning=pruning
+        )
 
         step("validate against PyTorch")
         tokenizer = AutoTokenizer.from_manifest(manifest)

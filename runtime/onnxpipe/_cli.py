@@ -192,6 +192,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"labels:        {', '.join(f'{k}={v}' for k, v in sorted(manifest.labels.items()))}")
     if manifest.pooling:
         print(f"pooling:       {manifest.pooling.mode}, normalize={manifest.pooling.normalize}")
+    if manifest.vocab_pruning:
+        vp = manifest.vocab_pruning
+        print(
+            f"vocabulary:    pruned {vp.get('vocab_before')} -> {vp.get('vocab_after')} tokens on "
+            f"{PurePath(str(vp.get('corpus'))).name} (sha256 {str(vp.get('corpus_sha256'))[:12]}...)"
+        )
     print(f"inputs:        {', '.join(manifest.inputs)}")
     print("variants:")
     for p, v in manifest.variants.items():

@@ -22,7 +22,7 @@ from .errors import IntegrityError, ManifestError
 
 # 1.0: the first format. A new optional key is a minor bump (older runtimes ignore it, as unknown keys are
 # kept); a new required key or a changed meaning is a major bump, which this runtime refuses with a re-export hint.
-# 1.1: variants.*.ort (the ORT-format copy of a variant, onnxpipe export --ort).
+# 1.1: variants.*.ort (the ORT-format copy of a variant, onnxpipe export --ort) and vocab_pruning (--prune-vocab).
 FORMAT_VERSION = "1.1"
 MANIFEST_NAME = "manifest.json"
 PRECISIONS = ("int8", "int4", "fp32", "fp16")
@@ -133,6 +133,9 @@ class Manifest:
     # text-generation folders: eos/pad/bos ids, the decoder's shape, generation_config, chat template file
     # (read by _pipelines/text_generation.generation_info, which checks its shape).
     generation: Figures | None = None
+    # --prune-vocab: the corpus (path, sha256), vocabulary size before / after, what was kept and the alphabet
+    # a word outside the corpus must be spelled with to avoid unk_token (export/onnxpipe_export/_prune.py).
+    vocab_pruning: Figures | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -204,6 +207,7 @@ class Manifest:
             validation_data=data.get("validation_data"),
             intermediate_validation=data.get("intermediate_validation"),
             generation=data.get("generation"),
+            vocab_pruning=data.get("vocab_pruning"),
             extra={k: v for k, v in data.items() if k not in _KNOWN},
         )
         # Every file the runtime opens must be listed under 'files', so that verify covers it.
@@ -235,6 +239,7 @@ class Manifest:
             "validation_data": self.validation_data,
             "intermediate_validation": self.intermediate_validation,
             "generation": self.generation,
+            "vocab_pruning": self.vocab_pruning,
         }
         return {
             **self.extra,
@@ -474,6 +479,7 @@ _SHAPE: dict[str, tuple[Callable[[Any], bool], str]] = {
     "provenance": (_is_object, "an object"),
     "validation_data": (_is_object, "an object"),
     "generation": (_is_object, "an object"),
+    "vocab_pruning": (_is_object, "an object"),
     "intermediate_validation": (lambda x: _is_object(x, of=_is_object), "an object of precision -> figures"),
 }
 
