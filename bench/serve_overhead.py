@@ -44,9 +44,16 @@ CLIENTS = (1, 16)
 REQUESTS = 1000  # per level and round
 ROUNDS = 3
 WARMUP = 50
-REFUSALS = {"clients": 8, "requests": 2000}  # 429s sent while one long request keeps the model busy
-BUSY = {"inputs": [" ".join(["the movie was long and the story kept going"] * 60)] * 32, "truncate": True}
-SMOKE = {"clients": (2,), "requests": 20, "rounds": 1, "warmup": 2, "refusals": {"clients": 2, "requests": 10}}
+# 429s sent while one long request (`busy` inputs of 512 tokens) keeps the model busy
+REFUSALS = {"clients": 8, "requests": 2000, "busy": 32}
+LONG = " ".join(["the movie was long and the story kept going"] * 60)  # over 512 tokens: truncated to 512
+SMOKE = {
+    "clients": (2,),
+    "requests": 20,
+    "rounds": 1,
+    "warmup": 2,
+    "refusals": {"clients": 2, "requests": 10, "busy": 8},
+}
 
 # Runs `onnxpipe serve` with some modules made unimportable (sys.modules[name] = None makes `import` fail).
 LAUNCH = (
@@ -167,25 +174,26 @@ def per_request(server: Server, bodies: list[bytes], clients: int, requests: int
     }
 
 
-def refusals(server: Server, body: bytes, clients: int, requests: int) -> dict:
+def refusals(server: Server, body: bytes, clients: int, requests: int, busy: int) -> dict:
     """429s while one long request keeps the model busy: the event loop's CPU per refusal and its latency."""
     import threading
 
     import httpx
 
     url = f"http://127.0.0.1:{server.port}/predict"
-    busy = threading.Thread(target=lambda: httpx.post(url, json=BUSY, timeout=600))
-    busy.start()
+    long_request = {"inputs": [LONG] * busy, "truncate": True}
+    worker = threading.Thread(target=lambda: httpx.post(url, json=long_request, timeout=600))
+    worker.start()
     deadline = time.monotonic() + 120
     while _queued(server) < 1:  # tokenized and queued: from here on the event loop only answers the others
-        if time.monotonic() > deadline or not busy.is_alive():
+        if time.monotonic() > deadline or not worker.is_alive():
             raise RuntimeError("the long request never reached the queue")
         time.sleep(0.005)
     _, m0, w0 = server.cpu()
     answers = asyncio.run(send(server.port, [body], clients, requests))
     _, m1, w1 = server.cpu()
-    still_busy = busy.is_alive()
-    busy.join()
+    still_busy = worker.is_alive()
+    worker.join()
     statuses = _count(answers)
     refused = [t for status, t in answers if status == 429]
     return {
@@ -244,7 +252,8 @@ def markdown(report: dict) -> str:
         )
     lines += [
         "",
-        f"Refusals: --max-concurrent-requests 1, one request of 32 x 512 tokens in flight, "
+        f"Refusals: --max-concurrent-requests 1, one request of {report['config']['refusals']['busy']} x 512 tokens "
+        "in flight, "
         f"{report['config']['refusals']['requests']} more from {report['config']['refusals']['clients']} clients.",
         "",
         "| runtime | stack | refused | other | model busy throughout | loop CPU us/refusal | loop waiting us/refusal "

@@ -404,3 +404,23 @@ def test_load_test_smoke(tmp_path):
     assert report["overload"]["refused_429"] >= 1 and report["overload"]["other"] == {}
     assert report["machine"]["cores"] >= 1 and report["commit"]
     assert "| onnxpipe-serve | 2 |" in (tmp_path / "serve_load.md").read_text()
+
+
+def test_overhead_bench_smoke(tmp_path):
+    import subprocess
+
+    argv = ["--smoke", "--stacks", "h11+asyncio", "--out", str(tmp_path)]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "serve_overhead.py"), *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "serve_overhead.json").read_text())
+    assert [(r["stack"], r["clients"]) for r in report["rows"]] == [("h11+asyncio", 2)]
+    assert report["rows"][0]["loop_cpu_ms"] >= 0 and report["in_process"]["process_cpu_ms"] > 0  # ticks: may be 0
+    assert report["refusals"][0]["refused"] >= 1 and report["refusals"][0]["other"] == {}
+    assert report["provenance"]["argv"] == argv
+    assert "| this | h11+asyncio | 2 |" in (tmp_path / "serve_overhead.md").read_text()

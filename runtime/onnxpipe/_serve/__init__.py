@@ -28,8 +28,13 @@ FAST_STACK = "pip install httptools uvloop"
 
 def http_stack() -> tuple[str, str]:
     """uvicorn's HTTP parser and event loop: httptools and uvloop where installed (the serve extra brings
-    both), else the pure-Python h11 and asyncio, which cost the event loop about a third more CPU per
-    request (bench/results/serve_cpu.md). ``http_stack()  # ('httptools', 'uvloop')``"""
+    both), else the pure-Python h11 and asyncio, which cost the event loop a quarter to a third more CPU
+    per request, and four times as much per 429 (bench/results/serve_overhead.md).
+
+    Example:
+        >>> http_stack()
+        ('httptools', 'uvloop')
+    """
 
     def importable(module: str) -> bool:
         try:

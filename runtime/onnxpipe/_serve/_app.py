@@ -3,8 +3,8 @@
 The guard is the outermost layer, plain ASGI, so that a refusal (429, 413) costs microseconds: it answers
 from bytes prepared at start-up, before the body is read or the tokenizer touched, and keeps the in-flight
 count that ``--max-concurrent-requests`` bounds. Admitted POSTs to the model endpoints skip starlette too
-(its middleware, router and response classes were a tenth of the event loop's CPU per ``/predict``):
-starlette serves only the GET pages and the 404s.
+(profiled, its middleware, router and response classes took about a tenth of the event loop's CPU per
+``/predict``): starlette serves only the GET pages and the 404s.
 """
 
 from __future__ import annotations
