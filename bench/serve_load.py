@@ -1,15 +1,18 @@
 """Load test of ``onnxpipe serve`` against the one-request-at-a-time wrappers, on loopback only.
 
-    PYTHONPATH=runtime python bench/serve_load.py              # full: N = 1, 8, 32, 64; ~10-15 minutes
+    PYTHONPATH=runtime python bench/serve_load.py              # full: N = 1, 8, 32, 64; 10,000 requests each
     PYTHONPATH=runtime python bench/serve_load.py --smoke --out /tmp/x   # seconds: N = 2, a few requests
 
 SST-2 dev sentences go as single-sentence ``POST /predict`` requests from N concurrent keep-alive clients
-(a small raw-asyncio HTTP/1.1 client, so the client costs little of the CPU the servers share). Each server
-runs in its own process: ``onnxpipe serve`` (dynamic batching), (a) transformers' pipeline on PyTorch and
+(a small raw-asyncio HTTP/1.1 client, on uvloop where installed, so the client costs little of the CPU the
+servers share; its CPU per request is reported too). Each server runs in its own process: ``onnxpipe serve``
+with its default execution (dynamic int8: every input alone, so an answer never depends on other requests)
+and with ``--execution batched`` (padded batches across requests), (a) transformers' pipeline on PyTorch and
 (b) onnxpipe's pipeline, both in the minimal wrapper of bench/serve_wrappers.py. Every level stops at
-``--requests`` requests or ``--seconds`` seconds, whichever comes first. Then the overload check: a server
-limited to a few concurrent requests, hit by many clients at once, must answer 429 fast and serve the rest.
-Writes serve_load.json and serve_load.md (command, git commit, machine) to ``--out`` (bench/results).
+``--requests`` requests or ``--seconds`` seconds, whichever comes first: the targets need 10,000 requests at
+64 clients, which the defaults allow on a quiet 2-core machine. Then the overload check: a server limited to
+a few concurrent requests, hit by many clients at once, must answer 429 fast and serve the rest. Writes
+serve_load.json and serve_load.md (command, git commit, machine) to ``--out`` (bench/results).
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from workloads import read_sst2  # noqa: E402
 
 # ---- configuration ---------------------------------------------------------------------------------------
 CONCURRENCY = (1, 8, 32, 64)
-REQUESTS = 10_000  # per level at most
-SECONDS = 60.0  # per level at most
+REQUESTS = 10_000  # per level at most (the targets ask 10,000 at 64 clients)
+SECONDS = 600.0  # per level at most: a bound, not the usual stop
 WARMUP = 50  # requests per server before the first level
 OVERLOAD = {"limit": 4, "clients": 64, "rounds": 10}
 ONNX_MODEL = ROOT / "models" / "minilm-sst2"
@@ -56,6 +59,19 @@ ENGINES = {
         str(port),
         "--max-concurrent-requests",
         "512",
+    ],
+    "onnxpipe-serve-batched": lambda port: [
+        sys.executable,
+        "-m",
+        "onnxpipe._cli",
+        "serve",
+        str(ONNX_MODEL),
+        "--port",
+        str(port),
+        "--max-concurrent-requests",
+        "512",
+        "--execution",
+        "batched",
     ],
     "onnxpipe-unbatched": lambda port: [
         sys.executable,
@@ -279,18 +295,28 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def run(coro):
+    """asyncio.run, on uvloop where installed: the client then takes less of the CPU it shares with the server."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def run_engine(name: str, texts: list[str], levels, requests: int, seconds: float, warmup: int) -> list[dict]:
     server = ServerProcess(ENGINES[name](port := free_port()), port)
     rows = []
     try:
-        asyncio.run(load(port, texts, 1, warmup, seconds))
+        run(load(port, texts, 1, warmup, seconds))
         for clients in levels:
             rows0, calls0 = server.batch_stats()
-            cpu0 = server.cpu_seconds()
-            result = asyncio.run(load(port, texts, clients, requests, seconds))
-            cpu1 = server.cpu_seconds()
+            cpu0, client0 = server.cpu_seconds(), time.process_time()
+            result = run(load(port, texts, clients, requests, seconds))
+            cpu1, client1 = server.cpu_seconds(), time.process_time()
             rows1, calls1 = server.batch_stats()
             result["server_cpu_ms_per_request"] = round(1e3 * (cpu1 - cpu0) / max(result["ok"], 1), 3)
+            result["client_cpu_ms_per_request"] = round(1e3 * (client1 - client0) / max(result["requests"], 1), 3)
             result["mean_batch_size"] = round((rows1 - rows0) / (calls1 - calls0), 2) if calls1 > calls0 else 1.0
             result["engine"] = name
             rows.append(result)
@@ -308,16 +334,19 @@ def markdown(report: dict) -> str:
         f"Commit: {report['commit']}  ",
         f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, Python "
         f"{report['machine']['python']}, onnxruntime {report['machine']['onnxruntime']}  ",
-        "Shared machine: other engineers' jobs ran on the same 2 cores; compare ratios, not absolutes.",
+        f"Load average (1 min): {report.get('loadavg', {}).get('start', '?')} at start, "
+        f"{report.get('loadavg', {}).get('end', '?')} at the end. Above the core count, other jobs shared the "
+        "cores: compare ratios and CPU per request, not absolutes.",
         "",
-        "| engine | clients | requests | errors | req/s | p50 ms | p99 ms | mean batch | server CPU ms/req |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| engine | clients | requests | errors | req/s | p50 ms | p99 ms | mean batch | server CPU ms/req "
+        "| client CPU ms/req |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in report["levels"]:
         lines.append(
             f"| {r['engine']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['requests_per_s']} | "
             f"{r['p50_ms']} | {r['p99_ms']} | {r['mean_batch_size']} | "
-            f"{r.get('server_cpu_ms_per_request', '')} |"
+            f"{r.get('server_cpu_ms_per_request', '')} | {r.get('client_cpu_ms_per_request', '')} |"
         )
     o, off = report["overload"], report["offline"]
     lines += [
@@ -339,47 +368,58 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+SERVE_ENGINES = ("onnxpipe-serve", "onnxpipe-serve-batched")  # the engines the targets are about
+
+
 def targets(levels: list[dict], off: dict, over: dict) -> list[dict]:
     at = {(r["engine"], r["clients"]): r for r in levels}
     out = []
     top = max((r["clients"] for r in levels), default=0)
-    serve = at.get(("onnxpipe-serve", top))
-    if serve:
-        out.append(
-            {
-                "target": f"{top} clients: 0 errors over >= 10,000 requests",
-                "figure": f"{serve['errors']} errors / {serve['requests']}",
-                "met": serve["errors"] == 0 and serve["requests"] >= 10_000,
-            }
-        )
-        for other, factor in (("onnxpipe-unbatched", 3), ("transformers", 6)):
-            if (other, top) in at:
-                ratio = serve["requests_per_s"] / max(at[(other, top)]["requests_per_s"], 1e-9)
-                out.append(
-                    {
-                        "target": f"{top} clients: >= {factor}x {other}",
-                        "figure": f"{ratio:.2f}x",
-                        "met": ratio >= factor,
-                    }
-                )
-        share = serve["requests_per_s"] / off["list_per_s"]
-        out.append({"target": ">= 70 % of offline pipe(list)", "figure": f"{100 * share:.0f} %", "met": share >= 0.7})
-    one = at.get(("onnxpipe-serve", 1))
-    if one:
-        gap = one["p99_ms"] - off["batch1_p99_ms"]
-        out.append(
-            {
-                "target": "1 client: p99 within 1 ms of in-process batch 1 (p99)",
-                "figure": f"{gap:+.2f} ms",
-                "met": gap <= 1.0,
-            }
-        )
+    for engine in SERVE_ENGINES:
+        serve = at.get((engine, top))
+        if serve:
+            out.append(
+                {
+                    "target": f"{engine}, {top} clients: 0 errors over >= 10,000 requests",
+                    "figure": f"{serve['errors']} errors / {serve['requests']}",
+                    "met": serve["errors"] == 0 and serve["requests"] >= 10_000,
+                }
+            )
+            for other, factor in (("onnxpipe-unbatched", 3), ("transformers", 6)):
+                if (other, top) in at:
+                    ratio = serve["requests_per_s"] / max(at[(other, top)]["requests_per_s"], 1e-9)
+                    out.append(
+                        {
+                            "target": f"{engine}, {top} clients: >= {factor}x {other}",
+                            "figure": f"{ratio:.2f}x",
+                            "met": ratio >= factor,
+                        }
+                    )
+            share = serve["requests_per_s"] / off["list_per_s"]
+            out.append(
+                {
+                    "target": f"{engine}, {top} clients: >= 70 % of offline pipe(list)",
+                    "figure": f"{100 * share:.0f} %",
+                    "met": share >= 0.7,
+                }
+            )
+        one = at.get((engine, 1))
+        if one:
+            gap = one["p99_ms"] - off["batch1_p99_ms"]
+            out.append(
+                {
+                    "target": f"{engine}, 1 client: p99 within 1 ms of in-process batch 1 (p99)",
+                    "figure": f"{gap:+.2f} ms",
+                    "met": gap <= 1.0,
+                }
+            )
     if over.get("max_429_ms") is not None:
         out.append(
             {
                 "target": "past the limit: 429 within 5 ms; admitted requests served",
-                "figure": f"max {over['max_429_ms']} ms, {over['served_200']} served, other {over['other']}",
-                "met": over["max_429_ms"] <= 5 and not over["other"],
+                "figure": f"max {over['max_429_ms']} ms (p99 {over['p99_429_ms']}), {over['served_200']} served, "
+                f"other {over['other']}",
+                "met": over["max_429_ms"] <= 5 and over["served_200"] > 0 and not over["other"],
             }
         )
     return out
@@ -403,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         levels, requests, seconds = SMOKE["concurrency"], SMOKE["requests"], SMOKE["seconds"]
         warmup, over_cfg = SMOKE["warmup"], SMOKE["overload"]
+    load_start = round(os.getloadavg()[0], 2)
     texts, _ = read_sst2()
     off = offline(texts if not args.smoke else texts[:32])
     print(json.dumps({"offline": off}), flush=True)
@@ -425,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         over = {
             "limit": over_cfg["limit"],
-            **asyncio.run(overload(port, texts[0], over_cfg["clients"], over_cfg["rounds"])),
+            **run(overload(port, texts[0], over_cfg["clients"], over_cfg["rounds"])),
         }
     finally:
         server.stop()
@@ -434,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "commit": commit.strip(),
         "machine": machine_info(),
+        "loadavg": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
         "offline": off,
         "levels": rows,
         "overload": over,

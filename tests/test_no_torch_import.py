@@ -17,8 +17,20 @@ import pytest
 import onnxpipe
 
 ROOT = Path(__file__).resolve().parents[1]
-# starlette and uvicorn: only the serve extra (onnxpipe._serve) may import them.
-FORBIDDEN = ["torch", "transformers", "optimum", "onnx", "onnxpipe_export", "tensorflow", "jax", "starlette", "uvicorn"]
+# starlette, uvicorn, httptools, uvloop: only the serve extra (onnxpipe._serve) may import them.
+FORBIDDEN = [
+    "torch",
+    "transformers",
+    "optimum",
+    "onnx",
+    "onnxpipe_export",
+    "tensorflow",
+    "jax",
+    "starlette",
+    "uvicorn",
+    "httptools",
+    "uvloop",
+]
 
 EXPECTED_ALL = [
     "pipeline",

@@ -4,8 +4,12 @@ across clients, overload and graceful shutdown. Results are checked against the 
 from __future__ import annotations
 
 import json
+import logging
+import socket
+import statistics
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -180,6 +184,12 @@ def test_error_statuses(server, path, body, status, needle):
     assert r.json()["error_type"]
 
 
+def test_a_model_endpoint_answers_other_methods_405(server):
+    r = httpx.get(server.url + "/predict")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert "takes POST" in r.json()["error"]
+
+
 def test_truncate_per_request(server, short_classifier):
     text = " ".join(["great"] * 100)
     assert server.post("/predict", {"inputs": text}).status_code == 422
@@ -251,6 +261,46 @@ def test_overload_answers_429_and_keeps_serving_the_admitted():
         assert s.metric("onnxpipe_requests_rejected_total", reason="concurrency") >= 1
 
 
+def _refused_without_a_body(port: int) -> bytes:
+    """The status line for a POST that announces a body and never sends it (a server waiting for it would hang)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+        )
+        head = b""
+        while b"\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    return head.split(b"\r\n", 1)[0]
+
+
+def test_429_comes_at_once_before_the_body_the_tokenizer_or_the_model():
+    # Timing on a shared machine: no absolute figure, only that each refusal came back while the admitted
+    # request was still running (it waited for no in-flight work) and in a small share of that request's time.
+    with Server(SST2, "--max-concurrent-requests", "1") as s:
+        with ThreadPoolExecutor(1) as pool:
+            start = time.perf_counter()
+            busy = pool.submit(s.post, "/predict", _busy_body(), 300)
+            assert wait_until(lambda: s.metric("onnxpipe_queue_depth", model="minilm-sst2") >= 1, 120)
+            tokens = s.metric("onnxpipe_input_tokens_total", model="minilm-sst2")
+            assert _refused_without_a_body(s.port).startswith(b"HTTP/1.1 429 ")
+            refusals = []
+            with httpx.Client(timeout=60) as client:
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    r = client.post(s.url + "/predict", json={"inputs": "one more"})
+                    refusals.append(time.perf_counter() - t0)
+                    assert r.status_code == 429 and r.json()["error_type"] == "Overloaded"
+            assert not busy.done(), "the refusals waited for the admitted request"
+            admitted = busy.result(300)
+            busy_s = time.perf_counter() - start
+        assert admitted.status_code == 200 and len(admitted.json()) == 32
+        assert s.metric("onnxpipe_input_tokens_total", model="minilm-sst2") == tokens  # no refusal was tokenized
+        assert statistics.median(refusals) < busy_s / 10, (refusals, busy_s)
+
+
 def test_sigterm_finishes_requests_in_flight_and_exits_0():
     # A long grace period: four requests of four ~512-token inputs take seconds on a loaded 2-core machine.
     s = Server(SST2, "--graceful-timeout", "300")
@@ -283,6 +333,20 @@ def test_serve_without_the_extra_names_the_pip_line(monkeypatch, capsys):
     assert main(["serve", "minilm-sst2"]) == 2
     err = capsys.readouterr().err
     assert "pip install 'onnxpipe[serve]'" in err and "starlette and uvicorn" in err
+
+
+def test_http_stack_prefers_httptools_and_uvloop_and_says_when_they_are_missing(monkeypatch, caplog):
+    from onnxpipe._serve import http_stack
+
+    monkeypatch.setitem(sys.modules, "httptools", None)  # None in sys.modules: the import fails
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    with caplog.at_level(logging.INFO, logger="onnxpipe.serve"):
+        assert http_stack() == ("h11", "asyncio")
+    assert "pip install httptools uvloop" in caplog.text
+    monkeypatch.undo()
+    pytest.importorskip("httptools")
+    pytest.importorskip("uvloop")
+    assert http_stack() == ("httptools", "uvloop")
 
 
 # -- tasks on tiny exports (need the export extra to build them) ------------------------------------------------
@@ -360,3 +424,23 @@ def test_load_test_smoke(tmp_path):
     assert report["overload"]["refused_429"] >= 1 and report["overload"]["other"] == {}
     assert report["machine"]["cores"] >= 1 and report["commit"]
     assert "| onnxpipe-serve | 2 |" in (tmp_path / "serve_load.md").read_text()
+
+
+def test_overhead_bench_smoke(tmp_path):
+    import subprocess
+
+    argv = ["--smoke", "--stacks", "h11+asyncio", "--out", str(tmp_path)]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "serve_overhead.py"), *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "serve_overhead.json").read_text())
+    assert [(r["stack"], r["clients"]) for r in report["rows"]] == [("h11+asyncio", 2)]
+    assert report["rows"][0]["loop_cpu_ms"] >= 0 and report["in_process"]["process_cpu_ms"] > 0  # ticks: may be 0
+    assert report["refusals"][0]["refused"] >= 1 and report["refusals"][0]["other"] == {}
+    assert report["provenance"]["argv"] == argv
+    assert "| this | h11+asyncio | 2 |" in (tmp_path / "serve_overhead.md").read_text()

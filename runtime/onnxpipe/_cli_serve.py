@@ -74,6 +74,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=30.0,
         help="seconds to finish in-flight requests after SIGTERM (default 30)",
     )
+    s.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every request (and uvicorn's start-up lines) to stderr; off by default, as it costs CPU per request",
+    )
     s.set_defaults(func=cmd_serve)
     return s
 
@@ -99,6 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.models,
         host=args.host,
         port=args.port,
+        access_log=args.access_log,
         limits=limits,
         device=args.device,
         precision=args.precision,

@@ -8,6 +8,7 @@ shapes as data), ``_batcher`` (queue and inference thread), ``_models`` (folders
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import sys
@@ -21,11 +22,38 @@ from ._models import ModelSet, load_model, parse_model_arg
 
 __all__ = ["create_app", "serve", "Limits", "ModelSet", "load_model"]
 
+log = logging.getLogger("onnxpipe.serve")
+FAST_STACK = "pip install httptools uvloop"
+
+
+def http_stack() -> tuple[str, str]:
+    """uvicorn's HTTP parser and event loop: httptools and uvloop where installed (the serve extra brings
+    both), else the pure-Python h11 and asyncio, which cost the event loop a quarter to a third more CPU
+    per request, and four times as much per 429 (bench/results/serve_overhead.md).
+
+    Example:
+        >>> http_stack()
+        ('httptools', 'uvloop')
+    """
+
+    def importable(module: str) -> bool:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return False
+        return True
+
+    stack = ("httptools" if importable("httptools") else "h11", "uvloop" if importable("uvloop") else "asyncio")
+    if stack != ("httptools", "uvloop"):
+        log.info("serving with %s and %s; %s for less CPU per request", *stack, FAST_STACK)
+    return stack
+
 
 def serve(
     models: Sequence[str],
     host: str = "127.0.0.1",
     port: int = 8080,
+    access_log: bool = False,
     limits: Limits = Limits(),
     device: str = "cpu",
     precision: str | None = None,
@@ -60,12 +88,19 @@ def serve(
         for name, path in map(parse_model_arg, models)
     ]
     app = create_app(ModelSet(loaded), limits)
+    http, loop = http_stack()
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        log_level=log_level,
-        access_log=False,
+        http=http,
+        loop=loop,
+        ws="none",
+        # The server does not use client addresses (no X-Forwarded-For rewriting: one ASGI layer less per request).
+        proxy_headers=False,
+        server_header=False,
+        log_level="info" if access_log else log_level,  # uvicorn logs each request at INFO
+        access_log=access_log,
         lifespan="on",
         # uvicorn annotates int, but passes it to asyncio.wait_for: a float works
         timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]
@@ -76,7 +111,8 @@ def serve(
     # "killed by SIGTERM" instead of exit 0; a handler of our own in place of the default absorbs it.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     names = ", ".join(f"{m.name} ({', '.join(sorted(m.pipelines))})" for m in loaded)
-    print(f"onnxpipe serve: http://{host}:{port} serving {names}", file=sys.stderr, flush=True)
+    faster = "" if (http, loop) == ("httptools", "uvloop") else f"; {FAST_STACK} for less CPU per request"
+    print(f"onnxpipe serve: http://{host}:{port} serving {names} ({http}, {loop}{faster})", file=sys.stderr, flush=True)
     try:
         server.run()
     finally:
