@@ -408,7 +408,7 @@ def test_load_test_smoke(tmp_path):
             str(ROOT / "bench" / "serve_load.py"),
             "--smoke",
             "--engines",
-            "onnxpipe-serve,onnxpipe-unbatched",
+            "onnxpipe-serve,onnxpipe-serve-batched,onnxpipe-unbatched",
             "--out",
             str(tmp_path),
         ],
@@ -419,7 +419,11 @@ def test_load_test_smoke(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "serve_load.json").read_text())
-    assert [(r["engine"], r["clients"]) for r in report["levels"]] == [("onnxpipe-serve", 2), ("onnxpipe-unbatched", 2)]
+    assert [(r["engine"], r["clients"]) for r in report["levels"]] == [
+        ("onnxpipe-serve", 2),
+        ("onnxpipe-serve-batched", 2),
+        ("onnxpipe-unbatched", 2),
+    ]
     assert all(r["errors"] == 0 and r["ok"] == 20 for r in report["levels"])
     assert report["overload"]["refused_429"] >= 1 and report["overload"]["other"] == {}
     assert report["machine"]["cores"] >= 1 and report["commit"]
