@@ -18,6 +18,7 @@ TEXT = "My name is Wolfgang and I live in Berlin."
 TEXTS = [TEXT, "Hugging Face Inc. is a company based in New York City!", "unbelievably, it was... ok?"]
 CONTEXT = "The Eiffel Tower is in Paris. It was built by Gustave Eiffel's company from 1887 to 1889."
 LABELS = ["politics", "sports", "cooking"]
+WORDS = TEXT.split()
 
 
 def first_difference(a, b, path="result"):
@@ -55,6 +56,10 @@ def _model(lib, cls, model):
     if lib is onnxpipe:
         return getattr(onnxpipe, cls).from_pretrained(model, precision="fp32")
     return getattr(lib, cls).from_pretrained(str(model))
+
+
+def _tok(lib, model):
+    return lib.AutoTokenizer.from_pretrained(str(model))
 
 
 def _mask(lib, model):
@@ -289,6 +294,165 @@ IDIOMS = [
             lib.AutoTokenizer.from_pretrained(str(m))
         ),
     ),
+    # tokenizer: pre-tokenized words, overflowing windows, padding to a multiple (item 3 of issue 12)
+    *[
+        ("text-classification", f"tokenizer {name}", (lambda call_: lambda lib, m: call_(_tok(lib, m)))(call))
+        for name, call in [
+            ("is_split_into_words", lambda t: dict(t(WORDS, is_split_into_words=True))),
+            ("is_split_into_words word_ids()", lambda t: t(WORDS, is_split_into_words=True).word_ids()),
+            (
+                "is_split_into_words batch np",
+                lambda t: dict(
+                    t([WORDS, ["Hi", "there"]], is_split_into_words=True, padding=True, return_tensors="np")
+                ),
+            ),
+            (
+                "is_split_into_words padded word_ids(1)",
+                lambda t: t([WORDS, ["Hi", "there"]], is_split_into_words=True, padding=True).word_ids(1),
+            ),
+            (
+                "is_split_into_words pair, offsets",
+                lambda t: dict(t(WORDS, ["Hi", "there"], is_split_into_words=True, return_offsets_mapping=True)),
+            ),
+            ("is_split_into_words []", lambda t: dict(t([], is_split_into_words=True))),
+            (
+                "is_split_into_words truncation",
+                lambda t: dict(t(WORDS * 40, is_split_into_words=True, truncation=True)),
+            ),
+            (
+                "overflow + stride",
+                lambda t: dict(t(CONTEXT, truncation=True, max_length=10, stride=2, return_overflowing_tokens=True)),
+            ),
+            (
+                "overflow np padded",
+                lambda t: dict(
+                    t(
+                        CONTEXT,
+                        truncation=True,
+                        max_length=10,
+                        stride=2,
+                        return_overflowing_tokens=True,
+                        padding=True,
+                        return_tensors="np",
+                    )
+                ),
+            ),
+            (
+                "overflow batch, offsets, length, special mask",
+                lambda t: dict(
+                    t(
+                        [CONTEXT, TEXT],
+                        max_length=10,
+                        stride=2,
+                        return_overflowing_tokens=True,
+                        return_offsets_mapping=True,
+                        return_length=True,
+                        return_special_tokens_mask=True,
+                    )
+                ),
+            ),
+            (
+                "overflow word_ids(5)",
+                lambda t: t([CONTEXT, TEXT], max_length=10, stride=2, return_overflowing_tokens=True).word_ids(5),
+            ),
+            (  # the course's question-answering preprocessing (chapter 7)
+                "overflow QA windows only_second",
+                lambda t: dict(
+                    t(
+                        "Who built it?",
+                        CONTEXT,
+                        truncation="only_second",
+                        max_length=24,
+                        stride=4,
+                        return_overflowing_tokens=True,
+                        return_offsets_mapping=True,
+                        padding="max_length",
+                    )
+                ),
+            ),
+            (
+                "overflow sequence_ids(2)",
+                lambda t: t(
+                    "Who?", CONTEXT, truncation="only_second", max_length=16, stride=3, return_overflowing_tokens=True
+                ).sequence_ids(2),
+            ),
+            (
+                "overflow pair longest_first",
+                lambda t: dict(
+                    t(CONTEXT, CONTEXT, truncation=True, max_length=20, stride=3, return_overflowing_tokens=True)
+                ),
+            ),
+            (
+                "overflow, no truncation",
+                lambda t: dict(t([CONTEXT, TEXT], truncation=False, return_overflowing_tokens=True)),
+            ),
+            (
+                "overflow at the model maximum",
+                lambda t: dict(t([CONTEXT * 20, TEXT], truncation=True, stride=5, return_overflowing_tokens=True)),
+            ),
+            ("stride without overflow", lambda t: dict(t(CONTEXT, truncation=True, max_length=10, stride=2))),
+            ("pad_to_multiple_of=8", lambda t: dict(t(TEXTS, padding=True, pad_to_multiple_of=8))),
+            (
+                "pad_to_multiple_of np, offsets, length",
+                lambda t: dict(
+                    t(
+                        TEXTS,
+                        padding=True,
+                        pad_to_multiple_of=8,
+                        return_tensors="np",
+                        return_offsets_mapping=True,
+                        return_special_tokens_mask=True,
+                        return_length=True,
+                    )
+                ),
+            ),
+            ("pad_to_multiple_of without padding", lambda t: dict(t(TEXTS, pad_to_multiple_of=8))),
+            (
+                "pad_to_multiple_of, max_length",
+                lambda t: dict(t(TEXTS, padding="max_length", max_length=16, truncation=True, pad_to_multiple_of=8)),
+            ),
+            (
+                "pad_to_multiple_of, max_length untruncated",
+                lambda t: dict(t(TEXTS, padding="max_length", max_length=10, pad_to_multiple_of=8)),
+            ),
+            ("pad_to_multiple_of tokens()", lambda t: t("hi", padding=True, pad_to_multiple_of=8).tokens()),
+            ("padding='max_length' below the longest", lambda t: dict(t(TEXTS, padding="max_length", max_length=5))),
+            ("return_length one text", lambda t: dict(t(TEXT, return_length=True))),
+            ("return_length padded", lambda t: dict(t(TEXTS, return_length=True, padding=True))),
+            ("text_pair '' (no pair)", lambda t: dict(t(TEXT, ""))),
+            ("text_pair [''] (a pair)", lambda t: dict(t([TEXT], [""]))),
+            ("max_length above the model's", lambda t: dict(t(TEXT * 30, truncation=True, max_length=200))),
+            ("truncation='only_first' one text", lambda t: dict(t(TEXT * 30, truncation="only_first"))),
+            ("truncation='only_second' one short text", lambda t: dict(t(TEXT, truncation="only_second"))),
+            ("word_to_chars", lambda t: tuple(t(TEXT).word_to_chars(3))),
+            ("token_to_chars", lambda t: tuple(t(TEXTS).token_to_chars(1, 3))),
+            ("char_to_token", lambda t: t(TEXTS).char_to_token(1, 5)),
+            ("word_to_tokens", lambda t: tuple(t(TEXTS).word_to_tokens(1, 2))),
+            ("token_to_word", lambda t: t(TEXTS).token_to_word(3)),
+            ("encoding[i].ids", lambda t: t(TEXTS)[1].ids),
+            ("backend_tokenizer", lambda t: t.backend_tokenizer.pre_tokenizer.pre_tokenize_str(TEXT)),
+            ("is_fast", lambda t: t.is_fast),
+        ]
+    ],
+    (
+        "roberta:text-classification",
+        "tokenizer overflow, offsets (byte-level BPE)",
+        lambda lib, m: dict(
+            _tok(lib, m)(
+                CONTEXT,
+                truncation=True,
+                max_length=10,
+                stride=2,
+                return_overflowing_tokens=True,
+                return_offsets_mapping=True,
+            )
+        ),
+    ),
+    (
+        "roberta:text-classification",
+        "tokenizer pair only_first (byte-level BPE)",
+        lambda lib, m: dict(_tok(lib, m)(CONTEXT * 10, TEXT, truncation="only_first")),
+    ),
     # models and their config
     *[
         (
@@ -348,8 +512,9 @@ def _model_outputs(lib, m, cls, pick):
 
 @pytest.fixture(scope="module")
 def folders(tiny_checkpoint, tiny_export):
-    def make(head):
-        return tiny_checkpoint("bert", head), tiny_export("bert", head, "int8,fp32")
+    def make(head):  # "text-classification" (BERT) or "roberta:text-classification"
+        arch, _, head = head.rpartition(":")
+        return tiny_checkpoint(arch or "bert", head), tiny_export(arch or "bert", head, "int8,fp32")
 
     return make
 
@@ -364,6 +529,67 @@ def test_idiom_matches_transformers(folders, head, name, idiom):
     checkpoint, folder = folders(head)
     expected, got = idiom(transformers, checkpoint), idiom(onnxpipe, folder)
     assert first_difference(expected, got) is None, first_difference(expected, got)
+
+
+# -- where transformers raises, onnxpipe raises too: a typed error that says why and what to do instead ---------
+BOTH_RAISE = [
+    (
+        "text-classification",
+        "tokenizer only_second, one long text",
+        lambda lib, m: _tok(lib, m)(TEXT * 30, truncation="only_second"),
+        onnxpipe.errors.InputTooLongError,
+        "input 0 .*no text_pair",
+    ),
+    (
+        "text-classification",
+        "tokenizer only_first, first text too short",
+        lambda lib, m: _tok(lib, m)(["a", "short"], ["b", TEXT * 30], truncation="only_first"),
+        onnxpipe.errors.InputTooLongError,
+        "input 1 .*first text is too short",
+    ),
+    (
+        "text-classification",
+        "tokenizer stride >= window",
+        lambda lib, m: _tok(lib, m)(CONTEXT, truncation=True, max_length=10, stride=8, return_overflowing_tokens=True),
+        ValueError,
+        "stride=8",
+    ),
+    (
+        "text-classification",
+        "tokenizer pad_to_multiple_of not dividing max_length",
+        lambda lib, m: _tok(lib, m)(TEXTS, padding=True, truncation=True, pad_to_multiple_of=3),
+        ValueError,
+        "not a multiple of pad_to_multiple_of",
+    ),
+    (
+        "text-classification",
+        "tokenizer is_split_into_words given a str",
+        lambda lib, m: _tok(lib, m)(TEXT, is_split_into_words=True),
+        TypeError,
+        "list of words",
+    ),
+    (
+        "roberta:text-classification",
+        "tokenizer is_split_into_words, byte-level BPE without add_prefix_space",
+        lambda lib, m: _tok(lib, m)(WORDS, is_split_into_words=True),
+        ValueError,
+        "add_prefix_space",
+    ),
+]
+
+
+@pytest.mark.torch
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning", "ignore::DeprecationWarning")
+@pytest.mark.parametrize("head,name,call,error,match", BOTH_RAISE, ids=[f"{r[0]}-{r[1]}" for r in BOTH_RAISE])
+def test_raises_where_transformers_raises(folders, head, name, call, error, match):
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    checkpoint, folder = folders(head)
+    with pytest.raises(BaseException):  # noqa: B017  # transformers' errors are bare Exceptions, even panics
+        call(transformers, checkpoint)
+    with pytest.raises(error, match=match):
+        call(onnxpipe, folder)
 
 
 # -- what cannot be the same says so ----------------------------------------------------------------------------

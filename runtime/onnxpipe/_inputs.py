@@ -50,6 +50,17 @@ def clean_texts(texts: Sequence[Any], what: str = "input") -> list[str]:
     return [clean_text(t, i, what) for i, t in enumerate(texts)]
 
 
+def clean_words(words: Any, index: int = 0, what: str = "text") -> list[str]:
+    """One pre-tokenized input (``is_split_into_words=True``): a list of str, each repaired as ``clean_text``;
+    TypeError naming the input, the word and its type otherwise."""
+    if not isinstance(words, (list, tuple)):
+        raise TypeError(
+            f"{what} {index} is {type(words).__name__} ({words!r:.60}); with is_split_into_words=True an input "
+            "is a list of words (str)"
+        )
+    return [clean_text(w, j, f"{what} {index}, word") for j, w in enumerate(words)]
+
+
 def as_text_list(inputs: Any, what: str = "text") -> tuple[bool, list[Any]]:
     """(was a single str, the inputs as a list) for a str or a list/tuple; TypeError naming the type otherwise."""
     if isinstance(inputs, str):

@@ -10,19 +10,20 @@ numpy, so the same encodings can be padded per length-sorted batch.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from ._inputs import as_text_list, clean_texts, int_option, truncation_flag
+from ._inputs import as_text_list, clean_texts, clean_words, int_option, truncation_flag
 from ._manifest import Manifest, load_manifest, safe_path
 from ._resolve import resolve_model
-from .errors import IntegrityError, ModelLoadError
+from .errors import InputTooLongError, IntegrityError, ModelLoadError
 
 # transformers' PreTrainedTokenizerBase.clean_up_tokenization, in order.
 _CLEANUPS = (
@@ -38,7 +39,7 @@ _CLEANUPS = (
     (" 're", "'re"),
 )
 _SPECIALS = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
-_PAIR_STRATEGIES = ("only_first", "only_second")
+_STRATEGIES = ("longest_first", "only_first", "only_second")  # transformers' TruncationStrategy values that cut
 
 
 def clean_up(text: str) -> str:
@@ -57,6 +58,20 @@ _MARGIN = 64
 # settings (QA windows, NER stride, a few max_length values) with room; beyond that the least recently used
 # copy is dropped (threads still encoding with it keep it alive until they finish).
 _RECENT_COPIES = 8
+
+
+class CharSpan(NamedTuple):
+    """Characters ``start`` to ``end`` (excluded) of the text, as transformers' ``CharSpan``."""
+
+    start: int
+    end: int
+
+
+class TokenSpan(NamedTuple):
+    """Tokens ``start`` to ``end`` (excluded) of an encoding, as transformers' ``TokenSpan``."""
+
+    start: int
+    end: int
 
 
 class BatchEncoding(dict[str, Any]):
@@ -93,6 +108,53 @@ class BatchEncoding(dict[str, Any]):
     def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
         sequence_ids: list[int | None] = self._encoding(batch_index).sequence_ids
         return sequence_ids
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int):  # as transformers: an int picks the Encoding of that row
+            return self._encoding(key)
+        return super().__getitem__(key)
+
+    # transformers' alignment methods: (batch_index, i), or just (i) for row 0; None where nothing maps.
+    def _at(self, first: int, second: int | None) -> tuple[Encoding, int]:
+        return (self._encoding(0), first) if second is None else (self._encoding(first), second)
+
+    def token_to_word(self, batch_or_token_index: int, token_index: int | None = None) -> int | None:
+        e, i = self._at(batch_or_token_index, token_index)
+        word: int | None = e.token_to_word(i)
+        return word
+
+    def token_to_sequence(self, batch_or_token_index: int, token_index: int | None = None) -> int | None:
+        e, i = self._at(batch_or_token_index, token_index)
+        sequence: int | None = e.token_to_sequence(i)
+        return sequence
+
+    def token_to_chars(self, batch_or_token_index: int, token_index: int | None = None) -> CharSpan | None:
+        e, i = self._at(batch_or_token_index, token_index)
+        span = e.token_to_chars(i)
+        return None if span is None else CharSpan(*span)
+
+    def word_to_tokens(
+        self, batch_or_word_index: int, word_index: int | None = None, sequence_index: int = 0
+    ) -> TokenSpan | None:
+        e, i = self._at(batch_or_word_index, word_index)
+        span = e.word_to_tokens(i, sequence_index)
+        return None if span is None else TokenSpan(*span)
+
+    def word_to_chars(
+        self, batch_or_word_index: int, word_index: int | None = None, sequence_index: int = 0
+    ) -> CharSpan:
+        e, i = self._at(batch_or_word_index, word_index)
+        return CharSpan(*e.word_to_chars(i, sequence_index))
+
+    def char_to_token(self, batch_or_char_index: int, char_index: int | None = None, sequence_index: int = 0) -> int:
+        e, i = self._at(batch_or_char_index, char_index)
+        token: int = e.char_to_token(i, sequence_index)
+        return token
+
+    def char_to_word(self, batch_or_char_index: int, char_index: int | None = None, sequence_index: int = 0) -> int:
+        e, i = self._at(batch_or_char_index, char_index)
+        word: int = e.char_to_word(i, sequence_index)
+        return word
 
 
 class AutoTokenizer:
@@ -208,39 +270,84 @@ class AutoTokenizer:
         """The underlying ``tokenizers.Tokenizer`` (truncating at the model maximum). Do not reconfigure it."""
         return self._base
 
+    backend_tokenizer = backend  # transformers' name for it
+    is_fast = True  # a Rust tokenizer, as transformers' fast tokenizers (offsets, word_ids)
+
     def encode_batch(
         self,
-        texts: Sequence[str],
-        pairs: Sequence[str] | None = None,
+        texts: Sequence[Any],
+        pairs: Sequence[Any] | None = None,
         truncation: bool = True,
         max_length: int | None = None,
         stride: int = 0,
         strategy: str = "longest_first",
         bounded: bool = False,
         add_special_tokens: bool = True,
+        is_pretokenized: bool = False,
+        offset: int = 0,
     ) -> list[Encoding]:
-        """Encode texts (and pairs). ``bounded=True``, for callers that never read ``Encoding.overflowing``:
+        """Encode texts (and pairs); with ``is_pretokenized`` each text is a list of words. ``bounded=True``,
+        for callers that never read ``Encoding.overflowing``:
         a truncated text is encoded from its start only, so one huge input cannot take gigabytes (for a pair,
         the overflow the Rust tokenizer keeps grows with the product of both lengths: 1.2 GB for two texts of
         60,000 characters). The kept tokens are the same, except that when a text of a pair is cut, which of
         the two gets the odd token of an odd budget is decided on the cut text (transformers gives it to the
         longer one): a difference of one token at the end of each segment, only for pairs with a text of more
-        than 32 x max_length characters."""
+        than 32 x max_length characters.
+
+        A strategy that cannot cut an input ("only_second" without a pair, or a pair whose text to cut is too
+        short) raises InputTooLongError naming the input (``offset`` + its index), where transformers raises the
+        Rust tokenizer's bare ``Exception``."""
         if max_length is None and not stride:
             limit = self.model_max_length if truncation else None
         else:
             limit = self._limit(max_length, stride, strategy, pairs is not None) if truncation else None
         tok = self._for(limit, stride, strategy)
         if bounded and limit is not None and stride == 0:
-            texts = [self._head(t, limit) for t in texts]
-            pairs = None if pairs is None else [self._head(t, limit) for t in pairs]
+            head = self._head_words if is_pretokenized else self._head
+            texts = [head(t, limit) for t in texts]
+            pairs = None if pairs is None else [head(t, limit) for t in pairs]
         batch = list(texts) if pairs is None else list(zip(texts, pairs))
-        encodings: list[Encoding] = tok.encode_batch(batch, add_special_tokens=add_special_tokens)
+        try:
+            encodings: list[Encoding] = tok.encode_batch(
+                batch, add_special_tokens=add_special_tokens, is_pretokenized=is_pretokenized
+            )
+        except Exception as e:  # the Rust tokenizer raises a bare Exception
+            if "Truncation error" not in str(e):
+                raise
+            args = (tok, batch, add_special_tokens, is_pretokenized, strategy, limit, offset)
+            raise self._truncation_error(*args) from e
         return encodings
+
+    @staticmethod
+    def _truncation_error(
+        tok: Tokenizer, batch: list[Any], specials: bool, words: bool, strategy: str, limit: Any, offset: int
+    ) -> InputTooLongError:
+        """The error for the first input of ``batch`` that ``strategy`` cannot cut (found one by one, once the
+        batch failed)."""
+
+        def fails(item: Any) -> bool:
+            try:
+                tok.encode_batch([item], add_special_tokens=specials, is_pretokenized=words)
+            except Exception:
+                return True
+            return False
+
+        index = next((i for i, item in enumerate(batch) if fails(item)), 0)
+        if not isinstance(batch[index], tuple):
+            why = "has no text_pair, and 'only_second' cuts only the second text of a pair"
+        else:
+            which = "first" if strategy == "only_first" else "second"
+            why = f"is a pair whose {which} text is too short to cut to fit ('{strategy}' cuts only that text)"
+        return InputTooLongError(
+            f"input {offset + index} is longer than max_length={limit} tokens and {why} (transformers raises "
+            "here too); use truncation=True ('longest_first'), or a larger max_length"
+        )
 
     def _limit(self, max_length: int | None, stride: Any, strategy: str, pair: bool) -> int:
         """The truncation length for these arguments, checked: below the special tokens the Rust tokenizer
-        silently does not truncate at all, and a stride it cannot fit makes it raise or panic."""
+        silently does not truncate at all, and a stride it cannot fit makes it raise or panic. A max_length
+        above the model's is kept, as transformers keeps it (the pipelines check theirs against the model)."""
         specials = self._specials[pair]
         if max_length is not None:
             int_option(
@@ -250,7 +357,7 @@ class AutoTokenizer:
                 None,
                 f"the tokenizer adds {specials} special tokens, and below that it would not truncate",
             )
-        limit = min(max_length or self.model_max_length, self.model_max_length)
+        limit = max_length or self.model_max_length
         if isinstance(stride, bool) or stride != 0:
             int_option(
                 "stride",
@@ -278,6 +385,18 @@ class AutoTokenizer:
             cap *= 4
         return text
 
+    def _head_words(self, words: list[str], limit: int) -> list[str]:
+        """``_head`` for a list of words: the first words that give at least ``limit`` + ``_MARGIN`` tokens. Words
+        are tokenized one by one, so the tokens of the first words are exactly the first tokens of all of them."""
+        count = limit + _MARGIN
+        while count < len(words):
+            if len(self._for(None).encode(words[:count], is_pretokenized=True, add_special_tokens=False)) >= (
+                limit + _MARGIN
+            ):
+                return words[:count]
+            count *= 4
+        return words
+
     def pad(self, encodings: Sequence[Encoding], pad_to: int | None = None) -> BatchEncoding:
         """Right-pad encodings into int64 arrays, to the longest one or to ``pad_to``."""
         lengths = [len(e.ids) for e in encodings]
@@ -298,8 +417,8 @@ class AutoTokenizer:
 
     def __call__(
         self,
-        text: str | Sequence[str],
-        text_pair: str | Sequence[str] | None = None,
+        text: Any,
+        text_pair: Any = None,
         padding: bool | str = False,
         truncation: bool | str | None = None,
         max_length: int | None = None,
@@ -310,13 +429,29 @@ class AutoTokenizer:
         return_token_type_ids: bool | None = None,
         return_special_tokens_mask: bool = False,
         return_length: bool = False,
+        stride: int = 0,
+        is_split_into_words: bool = False,
+        pad_to_multiple_of: int | None = None,
+        return_overflowing_tokens: bool = False,
+        verbose: bool = True,
         **unsupported: Any,
     ) -> BatchEncoding:
+        """Encode a text, a list of texts, or pairs (``text_pair``), as transformers' fast tokenizers do: lists
+        without ``return_tensors``, int64 arrays with ``return_tensors="np"``. ``is_split_into_words=True``
+        takes a list of words (or a list of such lists); ``return_overflowing_tokens=True`` returns every
+        window of ``max_length`` tokens (``stride`` tokens of overlap), one row each, with
+        ``overflow_to_sample_mapping``. ``verbose`` is accepted and has no effect (nothing is logged).
+
+        Example:
+            >>> tok(["Hello", "world"], is_split_into_words=True).word_ids()
+            [None, 0, 1, None]
+        """
         if unsupported:
             raise TypeError(
                 f"unsupported tokenizer arguments {sorted(unsupported)}; supported: text_pair, padding, "
-                "truncation, max_length, return_tensors, add_special_tokens, return_offsets_mapping, "
-                "return_attention_mask, return_token_type_ids, return_special_tokens_mask, return_length"
+                "truncation, max_length, stride, is_split_into_words, pad_to_multiple_of, return_tensors, "
+                "add_special_tokens, return_offsets_mapping, return_attention_mask, return_token_type_ids, "
+                "return_special_tokens_mask, return_overflowing_tokens, return_length"
             )
         if return_tensors not in (None, "np"):
             raise ValueError(
@@ -325,96 +460,115 @@ class AutoTokenizer:
             )
         if max_length is not None:  # 0 or -1 would otherwise mean "the model maximum" or an OverflowError
             int_option("max_length", max_length, 1, None, "or None for the model maximum")
-        single, texts = as_text_list(text, "text")
-        pairs = None if text_pair is None else as_text_list(text_pair, "text_pair")[1]
-        if pairs is not None and len(pairs) != len(texts):
-            raise ValueError(f"got {len(texts)} texts and {len(pairs)} text pairs; they must match")
-        texts = clean_texts(texts, "text")
-        if pairs is not None:
-            pairs = clean_texts(pairs, "text_pair")
+        # transformers' TruncationStrategy / PaddingStrategy enums stand for their values
+        truncation, padding = getattr(truncation, "value", truncation), getattr(padding, "value", padding)
+        if pad_to_multiple_of is not None:
+            int_option("pad_to_multiple_of", pad_to_multiple_of, 1, None)
+        if padding not in (True, False, "longest", "max_length", "do_not_pad"):
+            raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False")
+        single, texts, pairs = self._inputs(text, text_pair, is_split_into_words)
         strategy = "longest_first"
-        if truncation in _PAIR_STRATEGIES:
-            if pairs is None:
-                raise ValueError(f"truncation={truncation!r} cuts one text of a pair; pass text_pair, or use True")
+        if isinstance(truncation, str) and truncation in _STRATEGIES:  # also transformers' TruncationStrategy
             strategy, truncate = str(truncation), True
         elif truncation is not None:
             truncate = truncation_flag(truncation)
         else:  # as transformers: an unset truncation with max_length truncates only when not padding
             truncate = max_length is not None and padding in (False, "do_not_pad")
-        # bounded: overflow is never returned here (and a pair's overflow grows with the product of the lengths)
+        pad = padding not in (False, "do_not_pad")
+        width = (max_length or self.model_max_length) if padding == "max_length" else None
+        cut = max_length or self.model_max_length
+        if pad and truncate and pad_to_multiple_of and cut % pad_to_multiple_of:
+            raise ValueError(  # transformers' check, word for word
+                f"Truncation and padding are both activated but truncation length ({cut}) is not a multiple of "
+                f"pad_to_multiple_of ({pad_to_multiple_of})."
+            )
+        # bounded unless the overflow is returned (a pair's overflow grows with the product of the lengths)
         encodings = self.encode_batch(
             texts,
             pairs,
             truncation=truncate,
             max_length=max_length,
-            bounded=True,
+            stride=stride,
+            bounded=not return_overflowing_tokens,
             strategy=strategy,
             add_special_tokens=add_special_tokens,
+            is_pretokenized=is_split_into_words,
         )
-        if padding in (False, "do_not_pad"):
-            if return_tensors == "np" and len({len(e.ids) for e in encodings}) > 1:
-                raise ValueError("inputs have different lengths; pass padding=True to return_tensors='np'")
-            pad_to = None
-        elif padding in (True, "longest"):
-            pad_to = None
-        elif padding == "max_length":
-            pad_to = max_length or self.model_max_length
-        else:
-            raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False")
-        out = self.pad(encodings, pad_to)
-        keep = [
-            k
-            for k in self.model_input_names
-            if not (k == "attention_mask" and return_attention_mask is False)
-            and not (k == "token_type_ids" and return_token_type_ids is False)
-        ]
-        out = BatchEncoding((k, out[k]) for k in keep)
-        if return_token_type_ids and "token_type_ids" not in out:
-            out["token_type_ids"] = self._extra(encodings, lambda e: e.type_ids, out["input_ids"].shape, 0)
+        if pad:  # the Rust way, in place (overflow windows too), so .encodings are padded as transformers'
+            longest = max((len(e.ids) for e in encodings), default=0)
+            width = longest if width is None else width
+            if pad_to_multiple_of and width % pad_to_multiple_of:
+                width += pad_to_multiple_of - width % pad_to_multiple_of
+            pad_token = self._special("pad") or ""
+            for e in encodings:
+                e.pad(width, pad_id=self.pad_token_id, pad_token=pad_token)
+        rows, mapping = encodings, None
+        if return_overflowing_tokens:
+            rows = [w for e in encodings for w in (e, *e.overflowing)]
+            mapping = [i for i, e in enumerate(encodings) for _ in range(1 + len(e.overflowing))]
+        fields: dict[str, Any] = {"input_ids": lambda e: e.ids}
+        if return_token_type_ids or (return_token_type_ids is None and "token_type_ids" in self.model_input_names):
+            fields["token_type_ids"] = lambda e: e.type_ids
+        if return_attention_mask or (return_attention_mask is None and "attention_mask" in self.model_input_names):
+            fields["attention_mask"] = lambda e: e.attention_mask
         if return_special_tokens_mask:
-            out["special_tokens_mask"] = self._extra(
-                encodings, lambda e: e.special_tokens_mask, out["input_ids"].shape, 1
-            )
+            fields["special_tokens_mask"] = lambda e: e.special_tokens_mask
         if return_offsets_mapping:
-            n, width = out["input_ids"].shape
-            offsets = np.zeros((n, width, 2), dtype=np.int64)
-            for i, e in enumerate(encodings):
-                if e.offsets:
-                    offsets[i, : len(e.offsets)] = e.offsets
-            out["offset_mapping"] = offsets
+            fields["offset_mapping"] = lambda e: e.offsets
         if return_length:
-            out["length"] = np.array([len(e.ids) for e in encodings], dtype=np.int64)
-        if return_tensors is None:
-            # lists, as transformers: unpadded rows keep their own lengths
-            lengths = [len(e.ids) for e in encodings]
-            listed = BatchEncoding()
-            for k, v in out.items():
-                if k == "length":
-                    listed[k] = v.tolist()
-                elif k == "offset_mapping":
-                    listed[k] = [
-                        [tuple(p) for p in row[:n]]
-                        if pad_to is None and padding in (False, "do_not_pad")
-                        else [tuple(p) for p in row]
-                        for row, n in zip(v.tolist(), lengths)
-                    ]
-                elif padding in (False, "do_not_pad"):
-                    listed[k] = [row[:n] for row, n in zip(v.tolist(), lengths)]
-                else:
-                    listed[k] = v.tolist()
-            out = listed
-            if single:
-                out = BatchEncoding((k, v[0]) for k, v in out.items())
-        out.__dict__["_encodings"] = encodings
+            fields["length"] = lambda e: len(e.ids)
+        out = BatchEncoding((k, [get(e) for e in rows]) for k, get in fields.items())
+        if mapping is not None:
+            out["overflow_to_sample_mapping"] = mapping
+        if return_tensors == "np":
+            if len({len(e.ids) for e in rows}) > 1:
+                raise ValueError("inputs have different lengths; pass padding=True to return_tensors='np'")
+            out = BatchEncoding((k, np.array(v, dtype=np.int64)) for k, v in out.items())
+            if "offset_mapping" in out and not rows:
+                out["offset_mapping"] = out["offset_mapping"].reshape(0, 0, 2)
+        elif single and not return_overflowing_tokens:  # transformers drops the batch axis of lists only
+            out = BatchEncoding((k, v[0] if v and isinstance(v[0], list) else v) for k, v in out.items())
+        out.__dict__["_encodings"] = rows
         return out
 
-    @staticmethod
-    def _extra(encodings: Sequence[Encoding], field: Any, shape: tuple[int, ...], fill: int) -> np.ndarray:
-        array = np.full(shape, fill, dtype=np.int64)
-        for i, e in enumerate(encodings):
-            values = field(e)
-            array[i, : len(values)] = values
-        return array
+    def _check_words(self) -> None:
+        """Refuse pre-tokenized input where transformers does: a byte-level BPE tokenizer (RoBERTa, GPT-2, BART)
+        without add_prefix_space would glue each word to the one before."""
+        state = json.loads(self._base.pre_tokenizer.__getstate__()) if self._base.pre_tokenizer else {}
+        if state.get("type") == "ByteLevel" and not state.get("add_prefix_space"):
+            raise ValueError(
+                "is_split_into_words=True: this byte-level tokenizer (RoBERTa / GPT-2 style) has no "
+                "add_prefix_space, and transformers refuses pre-tokenized input for it too; pass the words joined "
+                "into one text, or export from a checkpoint whose tokenizer was saved with add_prefix_space=True"
+            )
+
+    def _inputs(self, text: Any, text_pair: Any, words: bool) -> tuple[bool, list[Any], list[Any] | None]:
+        """(one input, the texts, the pairs or None), checked; as transformers, an empty ``text_pair`` of one
+        text is no pair. With ``words``, one input is a list of str and a batch a list of such lists."""
+        if words:
+            self._check_words()
+            if isinstance(text, str) or not isinstance(text, (list, tuple)):
+                raise TypeError(
+                    f"is_split_into_words=True takes a list of words (or a list of such lists), got "
+                    f"{type(text).__name__}; pass text.split(), or drop is_split_into_words for raw text"
+                )
+            single = not (text and isinstance(text[0], (list, tuple)))
+            texts: list[Any] = [clean_words(t, i) for i, t in enumerate([text] if single else text)]
+            pairs: list[Any] | None = None
+            if text_pair is not None:
+                pair_list = [text_pair] if single else text_pair
+                if not isinstance(pair_list, (list, tuple)):
+                    raise TypeError(f"text_pair must match text (lists of words), got {type(text_pair).__name__}")
+                pairs = [clean_words(t, i, "text_pair") for i, t in enumerate(pair_list)]
+        else:
+            single, texts = as_text_list(text, "text")
+            texts = clean_texts(texts, "text")
+            if single and isinstance(text_pair, str) and not text_pair:
+                text_pair = None
+            pairs = None if text_pair is None else clean_texts(as_text_list(text_pair, "text_pair")[1], "text_pair")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"got {len(texts)} texts and {len(pairs)} text pairs; they must match")
+        return single, texts, pairs
 
     def encode(
         self,
