@@ -58,6 +58,12 @@ def _model(lib, cls, model):
     return getattr(lib, cls).from_pretrained(str(model))
 
 
+def _strategy(name):  # transformers' TruncationStrategy enum member; onnxpipe takes it too
+    from transformers.tokenization_utils_base import TruncationStrategy
+
+    return TruncationStrategy[name]
+
+
 def _tok(lib, model):
     return lib.AutoTokenizer.from_pretrained(str(model))
 
@@ -294,6 +300,145 @@ IDIOMS = [
             lib.AutoTokenizer.from_pretrained(str(m))
         ),
     ),
+    # truncation strategies, padding and max_length in the pipelines (items 1 and 2 of issue 12)
+    *[
+        (
+            "text-classification",
+            f"truncation {name}",
+            (lambda call_: lambda lib, m: call_(_pipe(lib, "text-classification", m)))(call),
+        )
+        for name, call in [
+            ("only_first, pair", lambda p: p({"text": TEXT * 30, "text_pair": "short"}, truncation="only_first")),
+            (
+                "only_first, pair, max_length",
+                lambda p: p({"text": CONTEXT, "text_pair": TEXT}, truncation="only_first", max_length=20),
+            ),
+            (
+                "only_second, pair, max_length",
+                lambda p: p({"text": TEXT, "text_pair": CONTEXT}, truncation="only_second", max_length=20),
+            ),
+            (
+                "longest_first, pair, max_length",
+                lambda p: p({"text": TEXT, "text_pair": CONTEXT}, truncation="longest_first", max_length=20),
+            ),
+            (
+                "only_second, long second",
+                lambda p: p({"text": "short", "text_pair": TEXT * 30}, truncation="only_second"),
+            ),
+            ("only_first, one text", lambda p: p(TEXT * 30, truncation="only_first")),
+            ("only_second, one text that fits", lambda p: p(TEXT, truncation="only_second")),
+            (
+                "TruncationStrategy enum",
+                lambda p: p({"text": TEXT, "text_pair": CONTEXT}, truncation=_strategy("ONLY_SECOND"), max_length=20),
+            ),
+        ]
+    ],
+    *[
+        ("text-classification", name, (lambda call_: lambda lib, m: call_(_pipe(lib, "text-classification", m)))(call))
+        for name, call in [
+            ("text_pair= keyword", lambda p: p(TEXT, text_pair=CONTEXT)),
+            ("text_pair= keyword, list", lambda p: p([TEXT, "hello"], text_pair=CONTEXT)),
+            (
+                "text_pair= keyword, only_second, max_length",
+                lambda p: p(TEXT, text_pair=CONTEXT, truncation="only_second", max_length=20),
+            ),
+            ("text_pair '' (no pair)", lambda p: p({"text": TEXT, "text_pair": ""})),
+            (
+                "padding='max_length', max_length (pads, cuts nothing)",
+                lambda p: p(TEXTS, padding="max_length", max_length=6),
+            ),
+            ("padding=True, max_length (cuts nothing)", lambda p: p(TEXTS, padding=True, max_length=6)),
+            ("max_length alone (cuts)", lambda p: p(TEXTS, max_length=6)),
+            ("max_length, truncation=False", lambda p: p(TEXTS, max_length=6, truncation=False)),
+        ]
+    ],
+    (
+        "feature-extraction",
+        "truncation='only_first'",
+        lambda lib, m: _pipe(lib, "feature-extraction", m)(TEXT * 30, truncation="only_first"),
+    ),
+    (
+        "feature-extraction",
+        "tokenize_kwargs truncation='only_first'",
+        lambda lib, m: _pipe(lib, "feature-extraction", m)(TEXT * 30, tokenize_kwargs={"truncation": "only_first"}),
+    ),
+    (
+        "feature-extraction",
+        "tokenize_kwargs max_length, padding (cuts nothing)",
+        lambda lib, m: _pipe(lib, "feature-extraction", m)(TEXT, tokenize_kwargs={"max_length": 5, "padding": True}),
+    ),
+    (
+        "zero-shot-classification",
+        "truncation='only_first'",
+        lambda lib, m: _pipe(lib, "zero-shot-classification", m)(
+            TEXT * 30, candidate_labels=LABELS, truncation="only_first"
+        ),
+    ),
+    (
+        "zero-shot-classification",
+        "truncation=True",
+        lambda lib, m: _pipe(lib, "zero-shot-classification", m)(TEXT * 30, candidate_labels=LABELS, truncation=True),
+    ),
+    *[
+        ("question-answering", name, (lambda call_: lambda lib, m: call_(_pipe(lib, "question-answering", m)))(call))
+        for name, call in [
+            (
+                "padding='max_length', top_k=30",
+                lambda p: p(question="Who built it?", context=CONTEXT, padding="max_length", top_k=30),
+            ),
+            (
+                "padding=True, windows, top_k=40",
+                lambda p: p(question="Who?", context=CONTEXT * 3, padding=True, max_seq_len=32, doc_stride=8, top_k=40),
+            ),
+            (
+                "padding='max_length', windows, top_k=40",
+                lambda p: p(
+                    question="Who?", context=CONTEXT * 3, padding="max_length", max_seq_len=40, doc_stride=8, top_k=40
+                ),
+            ),
+            (
+                "windows, top_k=40",
+                lambda p: p(question="Who?", context=CONTEXT * 3, max_seq_len=32, doc_stride=8, top_k=40),
+            ),
+            (
+                "short context, padding='max_length', top_k=20",
+                lambda p: p(question="Who built it?", context="Gustave built it.", padding="max_length", top_k=20),
+            ),
+            ("short context, top_k=20", lambda p: p(question="Who built it?", context="Gustave built it.", top_k=20)),
+            ("topk=2 (deprecated name)", lambda p: p(question="Who built it?", context=CONTEXT, topk=2)),
+            ("max_question_len", lambda p: p(question="Who built it?", context=CONTEXT, max_question_len=2)),
+            (
+                "truncation='only_second'",
+                lambda p: p(question="Who built it?", context=CONTEXT, truncation="only_second"),
+            ),
+        ]
+    ],
+    *[
+        ("token-classification", name, (lambda call_: lambda lib, m: call_(_pipe(lib, "ner", m)))(call))
+        for name, call in [
+            ("is_split_into_words", lambda p: p(WORDS, is_split_into_words=True)),
+            (
+                "is_split_into_words batch, simple",
+                lambda p: p(
+                    [WORDS, ["Hugging", "Face", "Inc."]], is_split_into_words=True, aggregation_strategy="simple"
+                ),
+            ),
+            (
+                "is_split_into_words, delimiter, first",
+                lambda p: p(WORDS, is_split_into_words=True, delimiter="__", aggregation_strategy="first"),
+            ),
+            (
+                "is_split_into_words, stride, max",
+                lambda p: p(WORDS * 20, is_split_into_words=True, stride=8, aggregation_strategy="max"),
+            ),
+            ("grouped_entities=True at call", lambda p: p(TEXT, grouped_entities=True)),
+            (
+                "grouped_entities overrides aggregation_strategy",
+                lambda p: p(TEXT, grouped_entities=True, aggregation_strategy="max"),
+            ),
+            ("ignore_subwords=True alone (none)", lambda p: p(TEXT, ignore_subwords=True)),
+        ]
+    ],
     # tokenizer: pre-tokenized words, overflowing windows, padding to a multiple (item 3 of issue 12)
     *[
         ("text-classification", f"tokenizer {name}", (lambda call_: lambda lib, m: call_(_tok(lib, m)))(call))
@@ -549,6 +694,50 @@ BOTH_RAISE = [
     ),
     (
         "text-classification",
+        "truncation='only_second' on a long text without pair",
+        lambda lib, m: _pipe(lib, "text-classification", m)(["ok", TEXT * 30], truncation="only_second"),
+        onnxpipe.errors.InputTooLongError,
+        "input 1 .*no text_pair",
+    ),
+    (
+        "text-classification",
+        "truncation='only_first' with a too short first text",
+        lambda lib, m: _pipe(lib, "text-classification", m)(
+            [{"text": "ok", "text_pair": "fine"}, {"text": "short", "text_pair": TEXT * 30}], truncation="only_first"
+        ),
+        onnxpipe.errors.InputTooLongError,
+        "input 1 .*first text is too short",
+    ),
+    (
+        "feature-extraction",
+        "truncation given twice",
+        lambda lib, m: _pipe(lib, "feature-extraction", m)(TEXT, truncation=True, tokenize_kwargs={"truncation": True}),
+        ValueError,
+        "twice",
+    ),
+    (
+        "token-classification",
+        "padding= (token-classification takes no tokenizer arguments)",
+        lambda lib, m: _pipe(lib, "ner", m)(TEXT, padding=True),
+        TypeError,
+        "refuses them too.*stride",
+    ),
+    (
+        "token-classification",
+        "is_split_into_words given a str",
+        lambda lib, m: _pipe(lib, "ner", m)(TEXT, is_split_into_words=True),
+        TypeError,
+        "list of words",
+    ),
+    (
+        "roberta:token-classification",
+        "is_split_into_words, byte-level BPE without add_prefix_space",
+        lambda lib, m: _pipe(lib, "ner", m)(WORDS, is_split_into_words=True),
+        ValueError,
+        "add_prefix_space",
+    ),
+    (
+        "text-classification",
         "tokenizer stride >= window",
         lambda lib, m: _tok(lib, m)(CONTEXT, truncation=True, max_length=10, stride=8, return_overflowing_tokens=True),
         ValueError,
@@ -588,6 +777,77 @@ def test_raises_where_transformers_raises(folders, head, name, call, error, matc
     checkpoint, folder = folders(head)
     with pytest.raises(BaseException):  # noqa: B017  # transformers' errors are bare Exceptions, even panics
         call(transformers, checkpoint)
+    with pytest.raises(error, match=match):
+        call(onnxpipe, folder)
+
+
+# -- where transformers ignores an argument (answering as if it were not given), onnxpipe refuses it -----------
+IGNORED_BY_TRANSFORMERS = [
+    (
+        "feature-extraction",
+        "max_length given directly",
+        lambda lib, m: _pipe(lib, "feature-extraction", m)(TEXT, max_length=5),
+        TypeError,
+        r"tokenize_kwargs=\{'max_length'",
+    ),
+    (
+        "zero-shot-classification",
+        "truncation='only_second'",
+        lambda lib, m: _pipe(lib, "zero-shot-classification", m)(
+            TEXT, candidate_labels=LABELS, truncation="only_second"
+        ),
+        ValueError,
+        "never the hypothesis",
+    ),
+    (
+        "zero-shot-classification",
+        "truncation=False",
+        lambda lib, m: _pipe(lib, "zero-shot-classification", m)(TEXT, candidate_labels=LABELS, truncation=False),
+        ValueError,
+        "always cuts the text",
+    ),
+    (
+        "zero-shot-classification",
+        "max_length",
+        lambda lib, m: _pipe(lib, "zero-shot-classification", m)(TEXT, candidate_labels=LABELS, max_length=5),
+        TypeError,
+        "max_length",
+    ),
+    (
+        "question-answering",
+        "truncation='only_first'",
+        lambda lib, m: _pipe(lib, "question-answering", m)(question="Who?", context=CONTEXT, truncation="only_first"),
+        ValueError,
+        "never cuts the question",
+    ),
+    (
+        "question-answering",
+        "max_length (the window is max_seq_len)",
+        lambda lib, m: _pipe(lib, "question-answering", m)(question="Who?", context=CONTEXT, max_length=10),
+        TypeError,
+        "max_seq_len",
+    ),
+    (
+        "token-classification",
+        "is_split_into_words given to pipeline()",
+        lambda lib, m: _pipe(lib, "ner", m, is_split_into_words=True)(WORDS),
+        TypeError,
+        "with each call",
+    ),
+]
+
+
+@pytest.mark.torch
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning", "ignore::DeprecationWarning")
+@pytest.mark.parametrize(
+    "head,name,call,error,match", IGNORED_BY_TRANSFORMERS, ids=[f"{r[0]}-{r[1]}" for r in IGNORED_BY_TRANSFORMERS]
+)
+def test_refused_where_transformers_ignores(folders, head, name, call, error, match):
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    checkpoint, folder = folders(head)
+    call(transformers, checkpoint)  # runs there, the argument unread
     with pytest.raises(error, match=match):
         call(onnxpipe, folder)
 

@@ -289,8 +289,12 @@ def test_truncation_false_counts_both_texts_of_a_pair(classifier):
 
 
 def test_unsupported_truncation_strategy_is_refused_with_the_valid_values(classifier):
-    with pytest.raises(ValueError, match=r"truncation='only_second' is not supported; use True"):
-        classifier("text", truncation="only_second")
+    with pytest.raises(ValueError, match=r"truncation='only_third' is not supported; use True"):
+        classifier("text", truncation="only_third")
+    # a pair strategy on one text: fine while nothing is cut; where it must cut, an error naming the input
+    assert_valid(classifier("text", truncation="only_second")[0])
+    with pytest.raises(InputTooLongError, match=r"input 1 .*no text_pair"):
+        classifier(["fine", "word " * 600], truncation="only_second")
 
 
 # Huge texts: with truncation on, only their start is tokenized (AutoTokenizer._head), which must give exactly

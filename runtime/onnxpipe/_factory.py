@@ -60,12 +60,7 @@ def _construction_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("use_fast=False: onnxpipe has only the fast (Rust) tokenizer, which the export validated")
     for ignored in ("trust_remote_code", "revision", "model_kwargs", "num_workers"):
         kwargs.pop(ignored, None)  # no effect here: models are local exported folders, batches are ours
-    # As transformers' token-classification: grouped_entities=True means aggregation_strategy "simple",
-    # ignore_subwords=True with it "first"; both only when aggregation_strategy is not given.
-    grouped, subwords = kwargs.pop("grouped_entities", None), kwargs.pop("ignore_subwords", None)
-    if (grouped or subwords) and kwargs.get("aggregation_strategy") is None:
-        kwargs["aggregation_strategy"] = "first" if grouped and subwords else "simple"
-    return kwargs
+    return kwargs  # grouped_entities / ignore_subwords: token-classification's call arguments, as in transformers
 
 
 def _model_folder(task: str | None, model: Any) -> tuple[str, Path, OnnxModel | None]:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 # transformers' TruncationStrategy values that mean "cut at the limit" / "do not cut". The pair-specific
-# strategies ("only_first", "only_second") are not offered by the pipelines.
+# strategies ("only_first", "only_second") are read before this by the tasks that take them.
 _TRUNCATE = {True: True, "longest_first": True, False: False, "do_not_truncate": False}
 
 
@@ -77,9 +77,11 @@ def truncation_flag(value: Any) -> bool:
     """Map transformers' truncation values (True/False, "longest_first", "do_not_truncate") to a bool."""
     if isinstance(value, (bool, str)) and value in _TRUNCATE:
         return _TRUNCATE[value]
+    pairs = " ('only_first'/'only_second' cut one text of a pair: text-classification takes them)"
     raise ValueError(
         f"truncation={value!r} is not supported; use True (or 'longest_first') to cut inputs at the model's "
         "maximum, or False (or 'do_not_truncate') to raise InputTooLongError instead"
+        + (pairs if value in ("only_first", "only_second") else "")
     )
 
 

@@ -276,7 +276,7 @@ class AutoTokenizer:
     def encode_batch(
         self,
         texts: Sequence[Any],
-        pairs: Sequence[Any] | None = None,
+        pairs: Sequence[Any | None] | None = None,
         truncation: bool = True,
         max_length: int | None = None,
         stride: int = 0,
@@ -286,14 +286,13 @@ class AutoTokenizer:
         is_pretokenized: bool = False,
         offset: int = 0,
     ) -> list[Encoding]:
-        """Encode texts (and pairs); with ``is_pretokenized`` each text is a list of words. ``bounded=True``,
-        for callers that never read ``Encoding.overflowing``:
-        a truncated text is encoded from its start only, so one huge input cannot take gigabytes (for a pair,
-        the overflow the Rust tokenizer keeps grows with the product of both lengths: 1.2 GB for two texts of
-        60,000 characters). The kept tokens are the same, except that when a text of a pair is cut, which of
-        the two gets the odd token of an odd budget is decided on the cut text (transformers gives it to the
-        longer one): a difference of one token at the end of each segment, only for pairs with a text of more
-        than 32 x max_length characters.
+        """Encode texts (and pairs: None where a text has none); with ``is_pretokenized`` each text is a list of
+        words. ``bounded=True``, for callers that never read ``Encoding.overflowing``: a truncated text is encoded
+        from its start only, so one huge input cannot take gigabytes (for a pair, the overflow the Rust tokenizer
+        keeps grows with the product of both lengths: 1.2 GB for two texts of 60,000 characters). The kept
+        tokens are the same, except that when a text of a pair is cut, which of the two gets the odd token of an
+        odd budget is decided on the cut text (transformers gives it to the longer one): a difference of one
+        token at the end of each segment, only for pairs with a text of more than 32 x max_length characters.
 
         A strategy that cannot cut an input ("only_second" without a pair, or a pair whose text to cut is too
         short) raises InputTooLongError naming the input (``offset`` + its index), where transformers raises the
@@ -306,8 +305,8 @@ class AutoTokenizer:
         if bounded and limit is not None and stride == 0:
             head = self._head_words if is_pretokenized else self._head
             texts = [head(t, limit) for t in texts]
-            pairs = None if pairs is None else [head(t, limit) for t in pairs]
-        batch = list(texts) if pairs is None else list(zip(texts, pairs))
+            pairs = None if pairs is None else [None if t is None else head(t, limit) for t in pairs]
+        batch = list(texts) if pairs is None else [t if p is None else (t, p) for t, p in zip(texts, pairs)]
         try:
             encodings: list[Encoding] = tok.encode_batch(
                 batch, add_special_tokens=add_special_tokens, is_pretokenized=is_pretokenized
