@@ -598,6 +598,102 @@ IDIOMS = [
         "tokenizer pair only_first (byte-level BPE)",
         lambda lib, m: dict(_tok(lib, m)(CONTEXT * 10, TEXT, truncation="only_first")),
     ),
+    # re-run of the issue's list: what still failed or differed (item 4 of issue 12)
+    (
+        "fill-mask",
+        "tokenizer_kwargs truncation",
+        lambda lib, m: _pipe(lib, "fill-mask", m)(
+            f"Hello {_mask(lib, m)} world." * 40, tokenizer_kwargs={"truncation": True}
+        ),
+    ),
+    (
+        "fill-mask",
+        "tokenizer_kwargs truncation, max_length",
+        lambda lib, m: _pipe(lib, "fill-mask", m)(
+            f"Hello {_mask(lib, m)} world." * 40, tokenizer_kwargs={"truncation": True, "max_length": 20}
+        ),
+    ),
+    *[
+        ("text-classification", f"tokenizer {name}", (lambda call_: lambda lib, m: call_(_tok(lib, m)))(call))
+        for name, call in [
+            ("convert_to_tensors('np')", lambda t: dict(t(TEXTS, padding=True).convert_to_tensors("np"))),
+            ("BatchEncoding.is_fast, n_sequences", lambda t: (t(TEXT).is_fast, t(TEXT, "b").n_sequences)),
+            ("pad(list of encodings), np", lambda t: dict(t.pad([t(x) for x in TEXTS], return_tensors="np"))),
+            ("pad(dict of lists)", lambda t: dict(t.pad(t(TEXTS)))),
+            (
+                "pad max_length, pad_to_multiple_of, left",
+                lambda t: dict(
+                    t.pad(t(TEXTS), padding="max_length", max_length=20, pad_to_multiple_of=8, padding_side="left")
+                ),
+            ),
+            (
+                "pad one encoding",
+                lambda t: dict(t.pad(t(TEXT, return_special_tokens_mask=True), padding="max_length", max_length=16)),
+            ),
+            ("padding_side, truncation_side", lambda t: (t.padding_side, t.truncation_side)),
+            (
+                "padding_side='left' set",
+                lambda t: (setattr(t, "padding_side", "left"), dict(t(TEXTS, padding=True)))[1],
+            ),
+            (
+                "padding_side='left' call",
+                lambda t: dict(t(TEXTS, padding=True, padding_side="left", return_tensors="np")),
+            ),
+            ("encode_plus", lambda t: dict(t.encode_plus(TEXT, CONTEXT, truncation=True, max_length=20))),
+            ("batch_encode_plus texts", lambda t: dict(t.batch_encode_plus(TEXTS, padding=True))),
+            ("batch_encode_plus pairs", lambda t: dict(t.batch_encode_plus([(TEXT, CONTEXT), ("a", "b")]))),
+        ]
+    ],
+    (
+        "question-answering",
+        "X= keyword (older transformers)",
+        lambda lib, m: _pipe(lib, "question-answering", m)(X={"question": "Who built it?", "context": CONTEXT}),
+    ),
+    (
+        "question-answering",
+        "data= keyword (older transformers)",
+        lambda lib, m: _pipe(lib, "question-answering", m)(data=[{"question": "Who?", "context": CONTEXT}] * 2),
+    ),
+    # a decoder's tokenizer has no pad token: None there too, and the course's fix (pad_token = eos_token) works
+    (
+        "gpt2:text-generation",
+        "tokenizer pad_token, pad_token_id",
+        lambda lib, m: (_tok(lib, m).pad_token, _tok(lib, m).pad_token_id),
+    ),
+    (
+        "gpt2:text-generation",
+        "tokenizer.pad_token = eos_token, padding_side='left'",
+        lambda lib, m: (
+            lambda t: (
+                setattr(t, "pad_token", t.eos_token),
+                setattr(t, "padding_side", "left"),
+                dict(t(TEXTS, padding=True)),
+                t.pad_token_id,
+            )[-2:]
+        )(_tok(lib, m)),
+    ),
+    (
+        "gpt2:text-generation",
+        "text-generation arguments at construction",
+        lambda lib, m: _pipe(lib, "text-generation", m, max_new_tokens=4, do_sample=False)("Hello"),
+    ),
+    (
+        "gpt2:text-generation",
+        "text-generation generator in, iterator out",
+        lambda lib, m: list(
+            _pipe(lib, "text-generation", m)((t for t in ["Hello", "The cat"]), max_new_tokens=4, do_sample=False)
+        ),
+    ),
+    (
+        "gpt2:text-generation",
+        "text-generation batch_size (pad_token_id set)",
+        lambda lib, m: (
+            lambda p: (
+                setattr(p.tokenizer, "pad_token_id", p.tokenizer.eos_token_id),
+                p(["Hello", "The cat"], max_new_tokens=4, do_sample=False, batch_size=2),
+            )[-1]
+        )(_pipe(lib, "text-generation", m)),
+    ),
     # models and their config
     *[
         (
@@ -659,7 +755,8 @@ def _model_outputs(lib, m, cls, pick):
 def folders(tiny_checkpoint, tiny_export):
     def make(head):  # "text-classification" (BERT) or "roberta:text-classification"
         arch, _, head = head.rpartition(":")
-        return tiny_checkpoint(arch or "bert", head), tiny_export(arch or "bert", head, "int8,fp32")
+        precisions = "fp32" if head == "text-generation" else "int8,fp32"  # the folders test_generate.py uses
+        return tiny_checkpoint(arch or "bert", head), tiny_export(arch or "bert", head, precisions)
 
     return make
 
@@ -735,6 +832,20 @@ BOTH_RAISE = [
         lambda lib, m: _pipe(lib, "ner", m)(WORDS, is_split_into_words=True),
         ValueError,
         "add_prefix_space",
+    ),
+    (
+        "gpt2:text-generation",
+        "tokenizer padding without a pad token",
+        lambda lib, m: _tok(lib, m)(TEXTS, padding=True),
+        ValueError,
+        "padding token",
+    ),
+    (
+        "gpt2:text-generation",
+        "tokenizer.pad without a pad token",
+        lambda lib, m: (lambda t: t.pad(t(TEXTS)))(_tok(lib, m)),
+        ValueError,
+        "padding token",
     ),
     (
         "text-classification",
@@ -873,6 +984,18 @@ REFUSED = [
         "",
     ),
     ("device=3", lambda m: onnxpipe.pipeline("sentiment-analysis", model=m, device=3), ValueError, "one GPU"),
+    (
+        "truncation_side='left'",
+        lambda m: setattr(onnxpipe.AutoTokenizer.from_pretrained(m), "truncation_side", "left"),
+        ValueError,
+        r"\('right'\) only",
+    ),
+    (
+        "padding_side='top'",
+        lambda m: onnxpipe.AutoTokenizer.from_pretrained(m)(TEXTS, padding=True, padding_side="top"),
+        ValueError,
+        "'right' or 'left'",
+    ),
     (
         "a head the folder lacks",
         lambda m: onnxpipe.AutoModelForTokenClassification.from_pretrained(m),

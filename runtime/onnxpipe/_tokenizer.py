@@ -109,6 +109,30 @@ class BatchEncoding(dict[str, Any]):
         sequence_ids: list[int | None] = self._encoding(batch_index).sequence_ids
         return sequence_ids
 
+    @property
+    def is_fast(self) -> bool:
+        return self.encodings is not None
+
+    @property
+    def n_sequences(self) -> int | None:
+        """1 for texts, 2 for pairs (of row 0), as transformers."""
+        encodings = self.encodings
+        return encodings[0].n_sequences if encodings else None
+
+    def convert_to_tensors(self, tensor_type: str | None = None, prepend_batch_axis: bool = False) -> BatchEncoding:
+        """Lists to int64 numpy arrays in place (``"np"``), as transformers; torch's ``"pt"`` is refused."""
+        if tensor_type is None:
+            return self
+        if tensor_type != "np":
+            raise ValueError(f"tensor_type={tensor_type!r}: onnxpipe runs without torch/tensorflow; use 'np'")
+        for key, value in list(self.items()):
+            if not isinstance(value, np.ndarray):
+                array = np.array([value] if prepend_batch_axis else value)
+                if array.dtype == object:
+                    raise ValueError(f"{key} has rows of different lengths; pad them first (padding=True)")
+                self[key] = array.astype(np.int64) if array.dtype.kind in "iub" or array.size == 0 else array
+        return self
+
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, int):  # as transformers: an int picks the Encoding of that row
             return self._encoding(key)
@@ -157,6 +181,12 @@ class BatchEncoding(dict[str, Any]):
         return word
 
 
+def _side(side: Any) -> str:
+    if side not in ("right", "left"):
+        raise ValueError(f"padding_side={side!r}: use 'right' or 'left'")
+    return str(side)
+
+
 class AutoTokenizer:
     """Tokenizer of a model folder, called like transformers' tokenizers.
 
@@ -176,8 +206,9 @@ class AutoTokenizer:
     ):
         self.model_max_length = int(max_length)
         self.model_input_names = [n for n in _MODEL_INPUTS if n in input_names]
-        self.pad_token_id = int(pad_token_id)
+        self._pad_id = int(pad_token_id)  # pads model inputs; pad_token_id is None where the tokenizer has no pad
         self.config = dict(config or {})  # the manifest's tokenizer_config: special tokens, clean-up flag
+        self.name_or_path = ""  # the model folder, once loaded from one
         # Parsed once; the JSON text is not kept (a 500 MB tokenizer.json is 500 MB more for the process's
         # life). Further copies are cloned from this one when a setting first needs them.
         self._base = self._configure(Tokenizer.from_str(tokenizer_json), self.model_max_length)
@@ -205,9 +236,11 @@ class AutoTokenizer:
             raise ModelLoadError(f"cannot read {path} ({e}); {manifest.hint()}") from e
         try:
             config = dict(manifest.tokenizer_config) if manifest.tokenizer_config else None
-            return cls(text, manifest.max_length, manifest.inputs, manifest.pad_token_id, config)
+            tokenizer = cls(text, manifest.max_length, manifest.inputs, manifest.pad_token_id, config)
         except Exception as e:  # tokenizers raises a bare Exception for JSON it cannot parse
             raise ModelLoadError(f"the tokenizers library rejected {path}: {e}; {manifest.hint()}") from e
+        tokenizer.name_or_path = str(manifest.folder)
+        return tokenizer
 
     @staticmethod
     def _configure(
@@ -250,17 +283,21 @@ class AutoTokenizer:
             "base": self._base,
             "model_max_length": self.model_max_length,
             "model_input_names": self.model_input_names,
-            "pad_token_id": self.pad_token_id,
+            "pad_token_id": self._pad_id,
             "config": self.config,
+            "name_or_path": self.name_or_path,
+            "padding_side": self.padding_side,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(
             model_max_length=state["model_max_length"],
             model_input_names=state["model_input_names"],
-            pad_token_id=state["pad_token_id"],
+            _pad_id=state["pad_token_id"],
             _base=state["base"],
             config=state.get("config", {}),
+            name_or_path=state.get("name_or_path", ""),
+            _padding_side=state.get("padding_side", "right"),
         )
         self._specials = (self._base.num_special_tokens_to_add(False), self._base.num_special_tokens_to_add(True))
         self._pinned, self._recent, self._lock = {self.model_max_length: self._base}, OrderedDict(), threading.Lock()
@@ -396,12 +433,24 @@ class AutoTokenizer:
             count *= 4
         return words
 
-    def pad(self, encodings: Sequence[Encoding], pad_to: int | None = None) -> BatchEncoding:
-        """Right-pad encodings into int64 arrays, to the longest one or to ``pad_to``."""
+    def pad(
+        self, encoded_inputs: Any, padding: Any = True, *, pad_to: int | None = None, **kwargs: Any
+    ) -> BatchEncoding:
+        """Right-pad ``Encoding``s into int64 arrays, to the longest one or to ``pad_to`` (the pipelines' batches).
+
+        Given what the tokenizer returned instead (a dict of lists, or a list of such dicts), pad it as
+        transformers' ``tokenizer.pad`` does: ``padding``, ``max_length``, ``pad_to_multiple_of``,
+        ``padding_side``, ``return_attention_mask``, ``return_tensors`` (None: lists; "np")."""
+        internal = isinstance(encoded_inputs, (list, tuple)) and (
+            not encoded_inputs or isinstance(encoded_inputs[0], Encoding)
+        )
+        if not internal:
+            return self._pad_features(encoded_inputs, padding, **kwargs)
+        encodings: Sequence[Encoding] = encoded_inputs
         lengths = [len(e.ids) for e in encodings]
         width = max(lengths, default=0) if pad_to is None else max(pad_to, max(lengths, default=0))
         n = len(encodings)
-        ids = np.full((n, width), self.pad_token_id, dtype=np.int64)
+        ids = np.full((n, width), self._pad_id, dtype=np.int64)
         mask = np.zeros((n, width), dtype=np.int64)
         types = np.zeros((n, width), dtype=np.int64) if "token_type_ids" in self.model_input_names else None
         for i, (e, length) in enumerate(zip(encodings, lengths)):
@@ -413,6 +462,78 @@ class AutoTokenizer:
         if types is not None:
             out["token_type_ids"] = types
         return BatchEncoding((k, out[k]) for k in self.model_input_names if k in out)
+
+    def _pad_features(
+        self,
+        features: Any,
+        padding: Any = True,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        padding_side: str | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | None = None,
+        verbose: bool = True,
+    ) -> BatchEncoding:
+        """transformers' ``tokenizer.pad`` of tokenizer outputs: input_ids, attention_mask (made if missing),
+        token_type_ids and special_tokens_mask are padded; other keys are left as they are."""
+        if return_tensors not in (None, "np"):
+            raise ValueError(f"return_tensors={return_tensors!r}: onnxpipe returns lists or numpy ('np') only")
+        if isinstance(features, (list, tuple)) and features and isinstance(features[0], dict):
+            features = {k: [f[k] for f in features] for k in features[0]}
+        if not isinstance(features, dict) or "input_ids" not in features:
+            raise ValueError("pad() takes tokenizer outputs: a dict with input_ids, or a list of such dicts")
+        single = bool(features["input_ids"]) and not isinstance(features["input_ids"][0], (list, tuple, np.ndarray))
+        rows = {k: [np.asarray(v).tolist() for v in ([vs] if single else vs)] for k, vs in features.items()}
+        if return_attention_mask or (return_attention_mask is None and "attention_mask" in self.model_input_names):
+            rows.setdefault("attention_mask", [[1] * len(ids) for ids in rows["input_ids"]])
+        padding = getattr(padding, "value", padding)
+        if padding in (True, "longest"):
+            width: int | None = max((len(ids) for ids in rows["input_ids"]), default=0)
+        elif padding == "max_length":
+            width = max_length or self.model_max_length
+        elif padding in (False, "do_not_pad"):
+            width = None
+        else:
+            raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False")
+        if width is not None:
+            self._check_pad()
+        if width is not None and pad_to_multiple_of and width % pad_to_multiple_of:
+            width += pad_to_multiple_of - width % pad_to_multiple_of
+        left = _side(padding_side or self.padding_side) == "left"
+        fills = {"input_ids": self._pad_id, "attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1}
+        for key, fill in fills.items():
+            if key in rows and width is not None:
+                rows[key] = [
+                    ([fill] * (width - len(r)) + r if left else r + [fill] * (width - len(r))) if len(r) < width else r
+                    for r in rows[key]
+                ]
+        out = BatchEncoding((k, v[0] if single else v) for k, v in rows.items())
+        if return_tensors == "np":
+            if not single and len({len(r) for r in out["input_ids"]}) > 1:
+                raise ValueError("inputs have different lengths; pass padding=True to return_tensors='np'")
+            out = BatchEncoding((k, np.array(v, dtype=np.int64)) for k, v in out.items())
+        return out
+
+    # transformers' settings of where padding and truncation go; onnxpipe pads either side, truncates the end
+    @property
+    def padding_side(self) -> str:
+        return str(self.__dict__.get("_padding_side", "right"))
+
+    @padding_side.setter
+    def padding_side(self, side: str) -> None:
+        self.__dict__["_padding_side"] = _side(side)
+
+    @property
+    def truncation_side(self) -> str:
+        return "right"
+
+    @truncation_side.setter
+    def truncation_side(self, side: str) -> None:
+        if side != "right":
+            raise ValueError(
+                f"truncation_side={side!r}: the exported tokenizer truncates at the end ('right') only; cut the "
+                "start of the text yourself before encoding it"
+            )
 
     def __call__(
         self,
@@ -433,6 +554,7 @@ class AutoTokenizer:
         pad_to_multiple_of: int | None = None,
         return_overflowing_tokens: bool = False,
         verbose: bool = True,
+        padding_side: str | None = None,
         **unsupported: Any,
     ) -> BatchEncoding:
         """Encode a text, a list of texts, or pairs (``text_pair``), as transformers' fast tokenizers do: lists
@@ -450,7 +572,7 @@ class AutoTokenizer:
                 f"unsupported tokenizer arguments {sorted(unsupported)}; supported: text_pair, padding, "
                 "truncation, max_length, stride, is_split_into_words, pad_to_multiple_of, return_tensors, "
                 "add_special_tokens, return_offsets_mapping, return_attention_mask, return_token_type_ids, "
-                "return_special_tokens_mask, return_overflowing_tokens, return_length"
+                "return_special_tokens_mask, return_overflowing_tokens, return_length, padding_side"
             )
         if return_tensors not in (None, "np"):
             raise ValueError(
@@ -494,13 +616,14 @@ class AutoTokenizer:
             is_pretokenized=is_split_into_words,
         )
         if pad:  # the Rust way, in place (overflow windows too), so .encodings are padded as transformers'
+            self._check_pad()
             longest = max((len(e.ids) for e in encodings), default=0)
             width = longest if width is None else width
             if pad_to_multiple_of and width % pad_to_multiple_of:
                 width += pad_to_multiple_of - width % pad_to_multiple_of
-            pad_token = self._special("pad") or ""
+            pad_token, side = self._special("pad") or "", _side(padding_side or self.padding_side)
             for e in encodings:
-                e.pad(width, pad_id=self.pad_token_id, pad_token=pad_token)
+                e.pad(width, direction=side, pad_id=self._pad_id, pad_token=pad_token)
         rows, mapping = encodings, None
         if return_overflowing_tokens:
             rows = [w for e in encodings for w in (e, *e.overflowing)]
@@ -593,6 +716,17 @@ class AutoTokenizer:
         )
         return out["input_ids"]
 
+    def encode_plus(self, text: Any, text_pair: Any = None, **kwargs: Any) -> BatchEncoding:
+        """transformers' older name for calling the tokenizer on one text (or pair)."""
+        return self(text, text_pair, **kwargs)
+
+    def batch_encode_plus(self, batch_text_or_text_pairs: Sequence[Any], **kwargs: Any) -> BatchEncoding:
+        """transformers' older name for calling the tokenizer on a batch: texts, or (text, text_pair) tuples."""
+        items = list(batch_text_or_text_pairs)
+        if items and all(isinstance(item, tuple) and len(item) == 2 for item in items):
+            return self([a for a, _ in items], [b for _, b in items], **kwargs)
+        return self(items, **kwargs)
+
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         """How many special tokens the tokenizer adds to one text (or to a pair), as in transformers."""
         return self._specials[bool(pair)]
@@ -624,13 +758,11 @@ class AutoTokenizer:
 
     def _special(self, name: str) -> str | None:
         token = self.config.get(f"{name}_token")
-        if token is None and name == "pad":
-            token = self._base.id_to_token(self.pad_token_id)
+        if name == "pad" and "pad_token" not in self.config:  # a folder from before the config named it
+            token = self._base.id_to_token(self._pad_id)
         return None if token is None else str(token)
 
     def _special_id(self, name: str) -> int | None:
-        if name == "pad":
-            return self.pad_token_id if self._special("pad") is not None else None
         token_id = self.config.get(f"{name}_token_id")
         if token_id is None:
             token = self._special(name)
@@ -641,7 +773,6 @@ class AutoTokenizer:
     eos_token = property(lambda self: self._special("eos"))
     unk_token = property(lambda self: self._special("unk"))
     sep_token = property(lambda self: self._special("sep"))
-    pad_token = property(lambda self: self._special("pad"))
     cls_token = property(lambda self: self._special("cls"))
     mask_token = property(lambda self: self._special("mask"))
     bos_token_id = property(lambda self: self._special_id("bos"))
@@ -650,6 +781,42 @@ class AutoTokenizer:
     sep_token_id = property(lambda self: self._special_id("sep"))
     cls_token_id = property(lambda self: self._special_id("cls"))
     mask_token_id = property(lambda self: self._special_id("mask"))
+
+    # The pad token can be set, as transformers' decoder idiom does (tokenizer.pad_token = tokenizer.eos_token);
+    # it is a token of the vocabulary (the exported tokenizer adds none), and padding then uses it.
+    @property
+    def pad_token(self) -> str | None:
+        return self._special("pad")
+
+    @pad_token.setter
+    def pad_token(self, token: str | None) -> None:
+        token_id = None if token is None else self._base.token_to_id(token)
+        if token is not None and token_id is None:
+            raise ValueError(f"pad_token={token!r} is not in the vocabulary; use one of its tokens, e.g. eos_token")
+        self._set_pad(token, token_id)
+
+    @property
+    def pad_token_id(self) -> int | None:
+        return self._special_id("pad")
+
+    @pad_token_id.setter
+    def pad_token_id(self, token_id: int | None) -> None:
+        token = None if token_id is None else self._base.id_to_token(int(token_id))
+        if token_id is not None and token is None:
+            raise ValueError(f"pad_token_id={token_id!r} is not in the vocabulary (size {len(self)})")
+        self._set_pad(token, token_id)
+
+    def _set_pad(self, token: str | None, token_id: int | None) -> None:
+        self.config = {**self.config, "pad_token": token, "pad_token_id": token_id}
+        if token_id is not None:
+            self._pad_id = int(token_id)
+
+    def _check_pad(self) -> None:
+        if self.pad_token is None:  # as transformers, which would otherwise pad with an id of its choosing
+            raise ValueError(
+                "Asking to pad but the tokenizer does not have a padding token; set one, e.g. "
+                "tokenizer.pad_token = tokenizer.eos_token"
+            )
 
     @property
     def special_tokens_map(self) -> dict[str, str]:

@@ -36,6 +36,11 @@ class QuestionAnsweringPipeline(Pipeline):
         self.cls_id = tokenizer_config(self.model.manifest).get("cls_token_id")
 
     def __call__(self, *args: Any, question: Any = None, context: Any = None, **kwargs: Any) -> Any:
+        for legacy in ("X", "data"):  # transformers' older keywords for the inputs
+            if legacy in kwargs:
+                if args:
+                    raise TypeError(f"pass the inputs once: positionally or as {legacy}=, not both")
+                args = (kwargs.pop(legacy),)
         if args and (question is not None or context is not None):
             raise TypeError("pass question=/context=, or inputs as dicts, not both")
         if len(args) == 2 and all(isinstance(a, str) for a in args):
