@@ -644,6 +644,39 @@ IDIOMS = [
             ("batch_encode_plus pairs", lambda t: dict(t.batch_encode_plus([(TEXT, CONTEXT), ("a", "b")]))),
         ]
     ],
+    *[
+        (
+            "text-classification",
+            f"AutoTokenizer.from_pretrained({name})",
+            (lambda kw_: lambda lib, m: dict(lib.AutoTokenizer.from_pretrained(str(m), **kw_)(TEXTS, padding=True)))(
+                kw
+            ),
+        )
+        for name, kw in [
+            ("use_fast=True", {"use_fast": True}),
+            ("padding_side='left'", {"padding_side": "left"}),
+            (
+                "local_files_only, revision, trust_remote_code",
+                {"local_files_only": True, "revision": "main", "trust_remote_code": True},
+            ),
+        ]
+    ],
+    (
+        "text-classification",
+        "AutoTokenizer.from_pretrained(model_max_length=16)",
+        lambda lib, m: dict(lib.AutoTokenizer.from_pretrained(str(m), model_max_length=16)(TEXT * 9, truncation=True)),
+    ),
+    ("text-classification", "tokenizer.vocab", lambda lib, m: _tok(lib, m).vocab),
+    (
+        "text-classification",
+        "tokenizer.added_tokens_decoder ids",
+        lambda lib, m: sorted(_tok(lib, m).added_tokens_decoder),
+    ),
+    (
+        "text-classification",
+        "tokenizer([(text, pair), text])",
+        lambda lib, m: dict(_tok(lib, m)([(TEXT, CONTEXT), "a b", ["c", "d e"]])),
+    ),
     (
         "question-answering",
         "X= keyword (older transformers)",
@@ -984,6 +1017,24 @@ REFUSED = [
         "",
     ),
     ("device=3", lambda m: onnxpipe.pipeline("sentiment-analysis", model=m, device=3), ValueError, "one GPU"),
+    (
+        "AutoTokenizer.from_pretrained(do_lower_case=False)",
+        lambda m: onnxpipe.AutoTokenizer.from_pretrained(m, do_lower_case=False),
+        TypeError,
+        "frozen",
+    ),
+    (
+        "AutoTokenizer.from_pretrained(use_fast=False)",
+        lambda m: onnxpipe.AutoTokenizer.from_pretrained(m, use_fast=False),
+        ValueError,
+        "fast",
+    ),
+    (
+        "tokenizer text_target=",
+        lambda m: onnxpipe.AutoTokenizer.from_pretrained(m)(TEXT, text_target="x"),
+        TypeError,
+        "text_target",
+    ),
     (
         "truncation_side='left'",
         lambda m: setattr(onnxpipe.AutoTokenizer.from_pretrained(m), "truncation_side", "left"),

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from ._inputs import as_text_list, clean_texts, clean_words, int_option, truncation_flag
+from ._inputs import as_text_list, clean_text, clean_texts, clean_words, int_option, truncation_flag
 from ._manifest import Manifest, load_manifest, safe_path
 from ._resolve import resolve_model
 from .errors import InputTooLongError, IntegrityError, ModelLoadError
@@ -39,6 +39,8 @@ _CLEANUPS = (
     (" 're", "'re"),
 )
 _SPECIALS = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
+# transformers' from_pretrained arguments about where files come from: no effect on a local exported folder
+_LOADING_ARGS = ("revision", "cache_dir", "local_files_only", "token", "trust_remote_code", "force_download")
 _STRATEGIES = ("longest_first", "only_first", "only_second")  # transformers' TruncationStrategy values that cut
 
 
@@ -221,9 +223,39 @@ class AutoTokenizer:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike[str], verify: bool = True) -> AutoTokenizer:
-        """Load the tokenizer of a model folder (a path, or a name such as ``"minilm-sst2"``)."""
-        return cls.from_manifest(load_manifest(resolve_model(name_or_path), verify=verify))
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        verify: bool = True,
+        *,
+        use_fast: bool = True,
+        padding_side: str | None = None,
+        model_max_length: int | None = None,
+        **kwargs: Any,
+    ) -> AutoTokenizer:
+        """Load the tokenizer of a model folder (a path, or a name such as ``"minilm-sst2"``).
+
+        transformers' loading arguments: ``padding_side`` and ``model_max_length`` set those; the ones about
+        where files come from (``revision``, ``cache_dir``, ``local_files_only``, ``token``,
+        ``trust_remote_code``) have no effect on a local exported folder; the ones that would change how text is
+        tokenized (``do_lower_case``, ``add_prefix_space``...) raise, since the exported tokenizer is frozen."""
+        for name in _LOADING_ARGS:  # no effect: the folder is local and already exported
+            kwargs.pop(name, None)
+        if kwargs:
+            raise TypeError(
+                f"AutoTokenizer.from_pretrained got {sorted(kwargs)}: the exported tokenizer.json is frozen (the "
+                "export validated the model with it), so settings that change tokenization are not taken; export "
+                "from a checkpoint whose tokenizer was saved with them. Taken: padding_side, model_max_length, "
+                f"use_fast=True, and (no effect here) {', '.join(_LOADING_ARGS)}"
+            )
+        if use_fast is not True:
+            raise ValueError("use_fast=False: onnxpipe has only the fast (Rust) tokenizer, which the export validated")
+        tokenizer = cls.from_manifest(load_manifest(resolve_model(name_or_path), verify=verify))
+        if padding_side is not None:
+            tokenizer.padding_side = padding_side
+        if model_max_length is not None:
+            tokenizer.model_max_length = int_option("model_max_length", model_max_length)
+        return tokenizer
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> AutoTokenizer:
@@ -682,6 +714,13 @@ class AutoTokenizer:
                 if not isinstance(pair_list, (list, tuple)):
                     raise TypeError(f"text_pair must match text (lists of words), got {type(text_pair).__name__}")
                 pairs = [clean_words(t, i, "text_pair") for i, t in enumerate(pair_list)]
+        elif text_pair is None and isinstance(text, (list, tuple)) and any(isinstance(t, (list, tuple)) for t in text):
+            # transformers' batch of (text, text_pair) tuples, texts alone mixed in
+            single, texts, pairs = False, [], []
+            for i, item in enumerate(text):
+                is_pair = isinstance(item, (list, tuple)) and len(item) == 2
+                texts.append(clean_text(item[0] if is_pair else item, i, "text"))
+                pairs.append(clean_text(item[1], i, "text_pair") if is_pair else None)
         else:
             single, texts = as_text_list(text, "text")
             texts = clean_texts(texts, "text")
@@ -755,6 +794,14 @@ class AutoTokenizer:
     def get_vocab(self) -> dict[str, int]:
         vocab: dict[str, int] = self._base.get_vocab(with_added_tokens=True)
         return vocab
+
+    vocab = property(get_vocab)
+
+    @property
+    def added_tokens_decoder(self) -> dict[int, Any]:
+        """Id -> ``tokenizers.AddedToken`` of the special and added tokens, as transformers' fast tokenizers."""
+        decoder: dict[int, Any] = self._base.get_added_tokens_decoder()
+        return decoder
 
     def _special(self, name: str) -> str | None:
         token = self.config.get(f"{name}_token")
