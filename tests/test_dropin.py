@@ -411,6 +411,11 @@ IDIOMS = [
                 "truncation='only_second'",
                 lambda p: p(question="Who built it?", context=CONTEXT, truncation="only_second"),
             ),
+            (
+                "handle_impossible_answer, max_answer_len",
+                lambda p: p(question="Who?", context=CONTEXT, handle_impossible_answer=True, max_answer_len=3, top_k=3),
+            ),
+            ("align_to_words=False", lambda p: p(question="Who?", context=CONTEXT, align_to_words=False, top_k=3)),
         ]
     ],
     *[
@@ -707,6 +712,13 @@ IDIOMS = [
     ),
     (
         "gpt2:text-generation",
+        "tokenizer.add_special_tokens({'pad_token': eos})",
+        lambda lib, m: (
+            lambda t: (t.add_special_tokens({"pad_token": t.eos_token}), t.pad_token_id, dict(t(TEXTS, padding=True)))
+        )(_tok(lib, m)),
+    ),
+    (
+        "gpt2:text-generation",
         "text-generation arguments at construction",
         lambda lib, m: _pipe(lib, "text-generation", m, max_new_tokens=4, do_sample=False)("Hello"),
     ),
@@ -994,6 +1006,80 @@ def test_refused_where_transformers_ignores(folders, head, name, call, error, ma
     call(transformers, checkpoint)  # runs there, the argument unread
     with pytest.raises(error, match=match):
         call(onnxpipe, folder)
+
+
+# -- transformers' own objects and PyTorch-only arguments: refused, saying what to pass instead ------------------
+REFUSED_TORCH = [
+    (
+        "a PyTorch model",
+        lambda ckpt, m: onnxpipe.pipeline(
+            "text-classification",
+            model=__import__("transformers").AutoModelForSequenceClassification.from_pretrained(ckpt),
+        ),
+        TypeError,
+        "onnxpipe model",
+    ),
+    (
+        "a transformers tokenizer",
+        lambda ckpt, m: onnxpipe.pipeline(
+            "text-classification", model=m, tokenizer=__import__("transformers").AutoTokenizer.from_pretrained(ckpt)
+        ),
+        TypeError,
+        "onnxpipe AutoTokenizer",
+    ),
+    (
+        "use_fast=False",
+        lambda ckpt, m: onnxpipe.pipeline("text-classification", model=m, use_fast=False),
+        ValueError,
+        "fast",
+    ),
+    (
+        "config=",
+        lambda ckpt, m: onnxpipe.pipeline("text-classification", model=m, config=ckpt),
+        ValueError,
+        "config.json",
+    ),
+    (
+        "device_map=",
+        lambda ckpt, m: onnxpipe.pipeline("text-classification", model=m, device_map="auto"),
+        TypeError,
+        "precision=",
+    ),
+    (
+        "torch_dtype=",
+        lambda ckpt, m: onnxpipe.pipeline("text-classification", model=m, torch_dtype="float16"),
+        TypeError,
+        "precision=",
+    ),
+    ("model.to(...)", lambda ckpt, m: onnxpipe.AutoModel.from_pretrained(m).to("cpu"), AttributeError, "to"),
+    ("model.eval()", lambda ckpt, m: onnxpipe.AutoModel.from_pretrained(m).eval(), AttributeError, "eval"),
+    (
+        "tokenizer.save_pretrained",
+        lambda ckpt, m: onnxpipe.AutoTokenizer.from_pretrained(m).save_pretrained("x"),
+        NotImplementedError,
+        "copy the folder",
+    ),
+    (
+        "tokenizer.add_tokens",
+        lambda ckpt, m: onnxpipe.AutoTokenizer.from_pretrained(m).add_tokens(["new"]),
+        NotImplementedError,
+        "export it again",
+    ),
+    (
+        "tokenizer.add_special_tokens, a new token",
+        lambda ckpt, m: onnxpipe.AutoTokenizer.from_pretrained(m).add_special_tokens({"pad_token": "<new-pad>"}),
+        NotImplementedError,
+        "cannot grow",
+    ),
+]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name,call,error,match", REFUSED_TORCH, ids=[r[0] for r in REFUSED_TORCH])
+def test_refused_torch_objects_and_arguments(folders, name, call, error, match):
+    checkpoint, folder = folders("text-classification")
+    with pytest.raises(error, match=match):
+        call(str(checkpoint), folder)
 
 
 # -- what cannot be the same says so ----------------------------------------------------------------------------

@@ -56,6 +56,12 @@ def _construction_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
             f"framework={framework!r}: onnxpipe runs ONNX models on onnxruntime, without "
             "torch/tensorflow; leave framework unset"
         )
+    for torch_only in ("device_map", "torch_dtype", "dtype"):
+        if torch_only in kwargs:
+            raise TypeError(
+                f"{torch_only}= is PyTorch's; onnxpipe picks the device with device= and the weights' type with "
+                "precision= ('fp32', 'fp16', 'int8', 'int4': the variants the folder has)"
+            )
     if kwargs.pop("use_fast", True) is not True:
         raise ValueError("use_fast=False: onnxpipe has only the fast (Rust) tokenizer, which the export validated")
     for ignored in ("trust_remote_code", "revision", "model_kwargs", "num_workers"):

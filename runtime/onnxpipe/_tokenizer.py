@@ -42,6 +42,11 @@ _CLEANUPS = (
     (" 're", "'re"),
 )
 _SPECIALS = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
+_FROZEN = (
+    "{what}: the exported tokenizer cannot grow (the model's embedding matrix has one row per token); add "
+    "tokens to the checkpoint with transformers, resize its embeddings, and export it again. Setting the pad token to "
+    "a token of the vocabulary works: tokenizer.pad_token = tokenizer.eos_token"
+)
 # transformers' from_pretrained arguments about where files come from: no effect on a local exported folder
 _LOADING_ARGS = ("revision", "cache_dir", "local_files_only", "token", "trust_remote_code", "force_download")
 _STRATEGIES = ("longest_first", "only_first", "only_second")  # transformers' TruncationStrategy values that cut
@@ -739,6 +744,25 @@ class AutoTokenizer:
         self.config = {**self.config, "pad_token": token, "pad_token_id": token_id}
         if token_id is not None:
             self._pad_id = int(token_id)
+
+    def add_special_tokens(self, special_tokens_dict: dict[str, Any], **kwargs: Any) -> int:
+        """Only ``{"pad_token": <a token of the vocabulary>}`` (the decoder idiom); returns 0 tokens added."""
+        if (
+            set(special_tokens_dict) == {"pad_token"}
+            and self._base.token_to_id(str(special_tokens_dict["pad_token"])) is not None
+        ):
+            self.pad_token = str(special_tokens_dict["pad_token"])
+            return 0
+        raise NotImplementedError(_FROZEN.format(what=f"add_special_tokens({special_tokens_dict!r})"))
+
+    def add_tokens(self, *args: Any, **kwargs: Any) -> int:
+        raise NotImplementedError(_FROZEN.format(what="add_tokens"))
+
+    def save_pretrained(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            "save_pretrained: the tokenizer is part of the exported model folder; copy the folder's tokenizer.json, "
+            "tokenizer_config.json and special_tokens_map.json (transformers loads them)"
+        )
 
     def _check_pad(self) -> None:
         if self.pad_token is None:  # as transformers, which would otherwise pad with an id of its choosing
