@@ -58,6 +58,12 @@ def _model(lib, cls, model):
     return getattr(lib, cls).from_pretrained(str(model))
 
 
+def _copy(folder):  # beside it, in pytest's temporary tree
+    import shutil
+
+    return shutil.copytree(folder, folder.parent / "copy", dirs_exist_ok=True)
+
+
 def _strategy(name):  # transformers' TruncationStrategy enum member; onnxpipe takes it too
     from transformers.tokenization_utils_base import TruncationStrategy
 
@@ -661,8 +667,15 @@ IDIOMS = [
             ("use_fast=True", {"use_fast": True}),
             ("padding_side='left'", {"padding_side": "left"}),
             (
-                "local_files_only, revision, trust_remote_code",
-                {"local_files_only": True, "revision": "main", "trust_remote_code": True},
+                "local_files_only, revision, cache_dir, token, force_download, trust_remote_code",
+                {
+                    "local_files_only": True,
+                    "revision": "main",
+                    "cache_dir": "unused-cache",
+                    "token": None,
+                    "force_download": False,
+                    "trust_remote_code": True,
+                },
             ),
         ]
     ],
@@ -739,6 +752,48 @@ IDIOMS = [
             )[-1]
         )(_pipe(lib, "text-generation", m)),
     ),
+    # the rest of the compatibility table's rows
+    (
+        "text-classification",
+        "construction: batch_size, trust_remote_code, revision, num_workers",
+        lambda lib, m: _pipe(
+            lib, "sentiment-analysis", m, batch_size=2, trust_remote_code=True, revision="main", num_workers=1
+        )(TEXTS),
+    ),
+    (
+        "zero-shot-classification",
+        "hypothesis_template, comma-separated labels, multi_class",
+        lambda lib, m: _pipe(lib, "zero-shot-classification", m)(
+            TEXTS, candidate_labels="politics, sports", hypothesis_template="This is about {}.", multi_class=True
+        ),
+    ),
+    ("token-classification", "ignore_labels=[]", lambda lib, m: _pipe(lib, "ner", m)(TEXT, ignore_labels=[])),
+    *[
+        ("text-classification", f"tokenizer {name}", (lambda call_: lambda lib, m: call_(_tok(lib, m)))(call))
+        for name, call in [
+            (
+                "return_attention_mask=False, return_token_type_ids=False",
+                lambda t: dict(t(TEXT, return_attention_mask=False, return_token_type_ids=False)),
+            ),
+            (
+                "char_to_word, token_to_sequence",
+                lambda t: (t(TEXTS).char_to_word(1, 5), t(TEXT, "b").token_to_sequence(13)),
+            ),
+            (
+                "get_vocab, convert_tokens_to_string",
+                lambda t: (len(t.get_vocab()), t.convert_tokens_to_string(t.tokenize(TEXT))),
+            ),
+            (
+                "special_tokens_map, all_special_tokens, model_input_names",
+                lambda t: (t.special_tokens_map, t.all_special_tokens, t.model_input_names),
+            ),
+        ]
+    ],
+    (
+        "gpt2:text-generation",
+        "tokenizer bos/eos of a decoder",
+        lambda lib, m: (lambda t: (t.bos_token, t.eos_token, t.bos_token_id, t.eos_token_id))(_tok(lib, m)),
+    ),
     # models and their config
     *[
         (
@@ -757,7 +812,7 @@ IDIOMS = [
         "text-classification",
         "outputs[0] / outputs['logits']",
         lambda lib, m: _model_outputs(
-            lib, m, "AutoModelForSequenceClassification", lambda o: (o[0], o["logits"], o.logits)
+            lib, m, "AutoModelForSequenceClassification", lambda o: (o[0], o["logits"], o.logits, o.to_tuple()[0])
         ),
     ),
     (
@@ -1011,6 +1066,7 @@ def test_refused_where_transformers_ignores(folders, head, name, call, error, ma
 # -- transformers' own objects and PyTorch-only arguments: refused, saying what to pass instead ------------------
 REFUSED_TORCH = [
     (
+        "text-classification",
         "a PyTorch model",
         lambda ckpt, m: onnxpipe.pipeline(
             "text-classification",
@@ -1020,6 +1076,14 @@ REFUSED_TORCH = [
         "onnxpipe model",
     ),
     (
+        "text-classification",
+        "a tokenizer of another folder (a copy of it)",
+        lambda ckpt, m: onnxpipe.pipeline("sentiment-analysis", model=m, tokenizer=_copy(m)),
+        ValueError,
+        "is not the model folder",
+    ),
+    (
+        "text-classification",
         "a transformers tokenizer",
         lambda ckpt, m: onnxpipe.pipeline(
             "text-classification", model=m, tokenizer=__import__("transformers").AutoTokenizer.from_pretrained(ckpt)
@@ -1028,56 +1092,136 @@ REFUSED_TORCH = [
         "onnxpipe AutoTokenizer",
     ),
     (
+        "text-classification",
         "use_fast=False",
         lambda ckpt, m: onnxpipe.pipeline("text-classification", model=m, use_fast=False),
         ValueError,
         "fast",
     ),
     (
+        "text-classification",
         "config=",
         lambda ckpt, m: onnxpipe.pipeline("text-classification", model=m, config=ckpt),
         ValueError,
         "config.json",
     ),
     (
+        "text-classification",
         "device_map=",
         lambda ckpt, m: onnxpipe.pipeline("text-classification", model=m, device_map="auto"),
         TypeError,
         "precision=",
     ),
     (
+        "text-classification",
         "torch_dtype=",
         lambda ckpt, m: onnxpipe.pipeline("text-classification", model=m, torch_dtype="float16"),
         TypeError,
         "precision=",
     ),
-    ("model.to(...)", lambda ckpt, m: onnxpipe.AutoModel.from_pretrained(m).to("cpu"), AttributeError, "to"),
-    ("model.eval()", lambda ckpt, m: onnxpipe.AutoModel.from_pretrained(m).eval(), AttributeError, "eval"),
     (
+        "text-classification",
+        "model.to(...)",
+        lambda ckpt, m: onnxpipe.AutoModel.from_pretrained(m).to("cpu"),
+        AttributeError,
+        "to",
+    ),
+    (
+        "text-classification",
+        "model.eval()",
+        lambda ckpt, m: onnxpipe.AutoModel.from_pretrained(m).eval(),
+        AttributeError,
+        "eval",
+    ),
+    (
+        "text-classification",
         "tokenizer.save_pretrained",
         lambda ckpt, m: onnxpipe.AutoTokenizer.from_pretrained(m).save_pretrained("x"),
         NotImplementedError,
         "copy the folder",
     ),
     (
+        "text-classification",
         "tokenizer.add_tokens",
         lambda ckpt, m: onnxpipe.AutoTokenizer.from_pretrained(m).add_tokens(["new"]),
         NotImplementedError,
         "export it again",
     ),
     (
+        "text-classification",
         "tokenizer.add_special_tokens, a new token",
         lambda ckpt, m: onnxpipe.AutoTokenizer.from_pretrained(m).add_special_tokens({"pad_token": "<new-pad>"}),
         NotImplementedError,
         "cannot grow",
     ),
+    (
+        "text-classification",
+        "num_workers= at call",
+        lambda ckpt, m: onnxpipe.pipeline("sentiment-analysis", model=m)(TEXT, num_workers=1),
+        TypeError,
+        "num_workers",
+    ),
+    (
+        "text-classification",
+        "AutoModel*.from_pretrained(num_labels=...)",
+        lambda ckpt, m: onnxpipe.AutoModelForSequenceClassification.from_pretrained(m, num_labels=2),
+        TypeError,
+        "num_labels",
+    ),
+    (
+        "text-classification",
+        "model(..., output_hidden_states=True)",
+        lambda ckpt, m: onnxpipe.AutoModel.from_pretrained(m)(
+            **onnxpipe.AutoTokenizer.from_pretrained(m)(TEXT, return_tensors="np"), output_hidden_states=True
+        ),
+        TypeError,
+        "output_hidden_states",
+    ),
+    *[
+        (
+            "text-classification",
+            f"tokenizer.{name}",
+            (lambda name_: lambda ckpt, m: getattr(onnxpipe.AutoTokenizer.from_pretrained(m), name_))(name),
+            AttributeError,
+            name,
+        )
+        for name in ("build_inputs_with_special_tokens", "get_special_tokens_mask", "additional_special_tokens")
+    ],
+    (
+        "token-classification",
+        "offset_mapping=",
+        lambda ckpt, m: onnxpipe.pipeline("ner", model=m)(TEXT, offset_mapping=[(0, 2)]),
+        TypeError,
+        "offset_mapping",
+    ),
+    (
+        "gpt2:text-generation",
+        "max_length=",
+        lambda ckpt, m: onnxpipe.pipeline("text-generation", model=m, precision="fp32")("Hi", max_length=20),
+        TypeError,
+        "max_new_tokens",
+    ),
+    (
+        "gpt2:text-generation",
+        "num_beams=",
+        lambda ckpt, m: onnxpipe.pipeline("text-generation", model=m, precision="fp32")("Hi", num_beams=2),
+        TypeError,
+        "beam search",
+    ),
+    (
+        "gpt2:text-generation",
+        "return_tensors=",
+        lambda ckpt, m: onnxpipe.pipeline("text-generation", model=m, precision="fp32")("Hi", return_tensors=True),
+        TypeError,
+        "return_tensors",
+    ),
 ]
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("name,call,error,match", REFUSED_TORCH, ids=[r[0] for r in REFUSED_TORCH])
-def test_refused_torch_objects_and_arguments(folders, name, call, error, match):
-    checkpoint, folder = folders("text-classification")
+@pytest.mark.parametrize("head,name,call,error,match", REFUSED_TORCH, ids=[f"{r[0]}-{r[1]}" for r in REFUSED_TORCH])
+def test_refused_torch_objects_and_arguments(folders, head, name, call, error, match):
+    checkpoint, folder = folders(head)
     with pytest.raises(error, match=match):
         call(str(checkpoint), folder)
 
@@ -1095,12 +1239,6 @@ REFUSED = [
         lambda m: onnxpipe.pipeline("sentiment-analysis", model=m, framework="pt"),
         ValueError,
         "without",
-    ),
-    (
-        "a tokenizer of another folder",
-        lambda m: onnxpipe.pipeline("sentiment-analysis", model=m, tokenizer=str(m.parent)),
-        Exception,
-        "",
     ),
     ("device=3", lambda m: onnxpipe.pipeline("sentiment-analysis", model=m, device=3), ValueError, "one GPU"),
     (
