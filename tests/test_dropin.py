@@ -70,6 +70,12 @@ def _strategy(name):  # transformers' TruncationStrategy enum member; onnxpipe t
     return TruncationStrategy[name]
 
 
+def _aggregation(name):  # transformers' AggregationStrategy enum member; onnxpipe takes it too
+    from transformers.pipelines import AggregationStrategy
+
+    return AggregationStrategy[name]
+
+
 def _tok(lib, model):
     return lib.AutoTokenizer.from_pretrained(str(model))
 
@@ -794,6 +800,65 @@ IDIOMS = [
         "tokenizer bos/eos of a decoder",
         lambda lib, m: (lambda t: (t.bos_token, t.eos_token, t.bos_token_id, t.eos_token_id))(_tok(lib, m)),
     ),
+    ("text-classification", "device='cpu'", lambda lib, m: _pipe(lib, "text-classification", m, device="cpu")(TEXT)),
+    (
+        "text-classification",
+        "model_kwargs={}",
+        lambda lib, m: _pipe(lib, "text-classification", m, model_kwargs={})(TEXT),
+    ),
+    (
+        "text-classification",
+        "return_all_scores=False",
+        lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, return_all_scores=False),
+    ),
+    (
+        "text-classification",
+        "truncation='do_not_truncate'",
+        lambda lib, m: _pipe(lib, "sentiment-analysis", m)(TEXTS, truncation="do_not_truncate"),
+    ),
+    (
+        "feature-extraction",
+        "return_tensors=True",
+        lambda lib, m: _pipe(lib, "feature-extraction", m)(TEXTS, return_tensors=True),
+    ),
+    (
+        "fill-mask",
+        "targets=, top_k=1",
+        lambda lib, m: _pipe(lib, "fill-mask", m)(f"Hello {_mask(lib, m)} world.", targets=["the", "a"], top_k=1),
+    ),
+    (
+        "fill-mask",
+        "two masks",
+        lambda lib, m: _pipe(lib, "fill-mask", m)(f"Hello {_mask(lib, m)} {_mask(lib, m)} world."),
+    ),
+    (
+        "token-classification",
+        "aggregation_strategy enum",
+        lambda lib, m: _pipe(lib, "ner", m)(TEXT, aggregation_strategy=_aggregation("SIMPLE")),
+    ),
+    (
+        "token-classification",
+        "stride, max",
+        lambda lib, m: _pipe(lib, "ner", m)(TEXT * 5, stride=4, aggregation_strategy="max"),
+    ),
+    (
+        "question-answering",
+        "question=[...], context=str",
+        lambda lib, m: _pipe(lib, "question-answering", m)(question=["Who built it?", "Where?"], context=CONTEXT),
+    ),
+    (
+        "question-answering",
+        "positional (question, context)",
+        lambda lib, m: _pipe(lib, "question-answering", m)("Who built it?", CONTEXT),
+    ),
+    (
+        "gpt2:text-generation",
+        "text-generation return_full_text=False",
+        lambda lib, m: _pipe(lib, "text-generation", m)(
+            "Hello", max_new_tokens=5, do_sample=False, return_full_text=False
+        ),
+    ),
+    ("text-classification", "tokenizer .encodings", lambda lib, m: [e.ids for e in _tok(lib, m)(TEXTS).encodings]),
     # models and their config
     *[
         (
@@ -919,6 +984,16 @@ BOTH_RAISE = [
         TypeError,
         "refuses them too.*stride",
     ),
+    *[
+        (
+            "token-classification",
+            f"{name}= (token-classification takes no tokenizer arguments)",
+            (lambda kw_: lambda lib, m: _pipe(lib, "ner", m)(TEXT, **kw_))({name: value}),
+            TypeError,
+            "refuses them too",
+        )
+        for name, value in [("max_length", 10), ("truncation", True)]
+    ],
     (
         "token-classification",
         "is_split_into_words given a str",
@@ -994,6 +1069,13 @@ def test_raises_where_transformers_raises(folders, head, name, call, error, matc
 
 # -- where transformers ignores an argument (answering as if it were not given), onnxpipe refuses it -----------
 IGNORED_BY_TRANSFORMERS = [
+    (
+        "feature-extraction",
+        "padding given directly",
+        lambda lib, m: _pipe(lib, "feature-extraction", m)(TEXT, padding=True),
+        TypeError,
+        r"tokenize_kwargs=\{'padding'",
+    ),
     (
         "feature-extraction",
         "max_length given directly",
@@ -1125,6 +1207,20 @@ REFUSED_TORCH = [
         lambda ckpt, m: onnxpipe.AutoModel.from_pretrained(m).to("cpu"),
         AttributeError,
         "to",
+    ),
+    (
+        "text-classification",
+        "model.generate",
+        lambda ckpt, m: onnxpipe.AutoModelForSequenceClassification.from_pretrained(m).generate,
+        AttributeError,
+        "generate",
+    ),
+    (
+        "text-classification",
+        "max_length above the export's",
+        lambda ckpt, m: onnxpipe.pipeline("sentiment-analysis", model=m)(TEXT, max_length=10_000),
+        ValueError,
+        "maximum is the upper bound",
     ),
     (
         "text-classification",
@@ -1318,3 +1414,26 @@ def test_iterable_in_iterator_out_is_lazy(tiny_export):
     assert [r["label"] for r in results] == [r[0]["label"] for r in (pipe(t) for t in TEXTS)]
     with pytest.raises(TypeError, match="nope"):  # arguments are checked at the call, not at the first next()
         pipe(texts(), nope=1)
+
+
+def test_any_iterable_streams(tiny_export):
+    """Not only generators: any iterable that is not a list/tuple/str (a datasets column, a reader) streams."""
+
+    class Column:  # what a datasets column offers: len, indexing, iteration
+        def __init__(self, items):
+            self.items = items
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            return self.items[i]
+
+        def __iter__(self):
+            return iter(self.items)
+
+    folder = tiny_export("bert", "text-classification", "int8,fp32")
+    pipe = onnxpipe.pipeline("sentiment-analysis", model=folder, precision="fp32")
+    results = pipe(Column(TEXTS), batch_size=2)
+    assert not isinstance(results, list)  # an iterator, as for a generator
+    assert list(results) == pipe(TEXTS, batch_size=2)
