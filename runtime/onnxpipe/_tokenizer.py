@@ -565,8 +565,9 @@ class AutoTokenizer:
             if len({len(e.ids) for e in rows}) > 1:
                 raise ValueError("inputs have different lengths; pass padding=True to return_tensors='np'")
             out = BatchEncoding((k, np.array(v, dtype=np.int64)) for k, v in out.items())
-            if "offset_mapping" in out and not rows:
-                out["offset_mapping"] = out["offset_mapping"].reshape(0, 0, 2)
+            if not rows:  # no texts: (0, 0) arrays, which the models take (they answer with zero rows)
+                shapes = {"length": (0,), "overflow_to_sample_mapping": (0,), "offset_mapping": (0, 0, 2)}
+                out = BatchEncoding((k, v.reshape(shapes.get(k, (0, 0)))) for k, v in out.items())
         elif single and not return_overflowing_tokens:  # transformers drops the batch axis of lists only
             out = BatchEncoding((k, v[0] if v and isinstance(v[0], list) else v) for k, v in out.items())
         out.__dict__["_encodings"] = rows
