@@ -289,8 +289,12 @@ def test_truncation_false_counts_both_texts_of_a_pair(classifier):
 
 
 def test_unsupported_truncation_strategy_is_refused_with_the_valid_values(classifier):
-    with pytest.raises(ValueError, match=r"truncation='only_second' is not supported; use True"):
-        classifier("text", truncation="only_second")
+    with pytest.raises(ValueError, match=r"truncation='only_third' is not supported; use True"):
+        classifier("text", truncation="only_third")
+    # a pair strategy on one text: fine while nothing is cut; where it must cut, an error naming the input
+    assert_valid(classifier("text", truncation="only_second")[0])
+    with pytest.raises(InputTooLongError, match=r"input 1 .*no text_pair"):
+        classifier(["fine", "word " * 600], truncation="only_second")
 
 
 # Huge texts: with truncation on, only their start is tokenized (AutoTokenizer._head), which must give exactly
@@ -402,7 +406,8 @@ def test_non_string_in_a_batch_is_a_type_error_naming_index_and_type(classifier,
     _type_error(lambda: classifier([{"text": "a", "text_pair": "b"}, {"text": bad}]), "input 1", bad)
     if bad is not None:  # text_pair=None means "no pair", as in transformers
         _type_error(lambda: classifier([{"text": "a", "text_pair": bad}]), "text_pair 0", bad)
-    _type_error(lambda: classifier.tokenizer(batch, padding=True), "text 2", bad)
+    if not (isinstance(bad, tuple) and len(bad) == 2):  # to the tokenizer, as to transformers', a (text, pair)
+        _type_error(lambda: classifier.tokenizer(batch, padding=True), "text 2", bad)
     _type_error(lambda: classifier.tokenizer(["a", "b", "c"], text_pair=["a", "b", bad]), "text_pair 2", bad)
 
 

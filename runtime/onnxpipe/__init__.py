@@ -11,6 +11,7 @@ This package imports onnxruntime, tokenizers and numpy only; the export stage is
 from __future__ import annotations
 
 from . import errors
+from ._batch_encoding import BatchEncoding
 from ._factory import pipeline
 from ._manifest import FORMAT_VERSION
 from ._model import (
@@ -23,7 +24,7 @@ from ._model import (
 )
 from ._pipelines import Pipeline
 from ._tasks import TASKS
-from ._tokenizer import AutoTokenizer, BatchEncoding
+from ._tokenizer import AutoTokenizer
 
 __version__ = "0.1.0"
 

@@ -56,16 +56,17 @@ def _construction_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
             f"framework={framework!r}: onnxpipe runs ONNX models on onnxruntime, without "
             "torch/tensorflow; leave framework unset"
         )
+    for torch_only in ("device_map", "torch_dtype", "dtype"):
+        if torch_only in kwargs:
+            raise TypeError(
+                f"{torch_only}= is PyTorch's; onnxpipe picks the device with device= and the weights' type with "
+                "precision= ('fp32', 'fp16', 'int8', 'int4': the variants the folder has)"
+            )
     if kwargs.pop("use_fast", True) is not True:
         raise ValueError("use_fast=False: onnxpipe has only the fast (Rust) tokenizer, which the export validated")
     for ignored in ("trust_remote_code", "revision", "model_kwargs", "num_workers"):
         kwargs.pop(ignored, None)  # no effect here: models are local exported folders, batches are ours
-    # As transformers' token-classification: grouped_entities=True means aggregation_strategy "simple",
-    # ignore_subwords=True with it "first"; both only when aggregation_strategy is not given.
-    grouped, subwords = kwargs.pop("grouped_entities", None), kwargs.pop("ignore_subwords", None)
-    if (grouped or subwords) and kwargs.get("aggregation_strategy") is None:
-        kwargs["aggregation_strategy"] = "first" if grouped and subwords else "simple"
-    return kwargs
+    return kwargs  # grouped_entities / ignore_subwords: token-classification's call arguments, as in transformers
 
 
 def _model_folder(task: str | None, model: Any) -> tuple[str, Path, OnnxModel | None]:

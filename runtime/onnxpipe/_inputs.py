@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 # transformers' TruncationStrategy values that mean "cut at the limit" / "do not cut". The pair-specific
-# strategies ("only_first", "only_second") are not offered by the pipelines.
+# strategies ("only_first", "only_second") are read before this by the tasks that take them.
 _TRUNCATE = {True: True, "longest_first": True, False: False, "do_not_truncate": False}
 
 
@@ -50,6 +50,17 @@ def clean_texts(texts: Sequence[Any], what: str = "input") -> list[str]:
     return [clean_text(t, i, what) for i, t in enumerate(texts)]
 
 
+def clean_words(words: Any, index: int = 0, what: str = "text") -> list[str]:
+    """One pre-tokenized input (``is_split_into_words=True``): a list of str, each repaired as ``clean_text``;
+    TypeError naming the input, the word and its type otherwise."""
+    if not isinstance(words, (list, tuple)):
+        raise TypeError(
+            f"{what} {index} is {type(words).__name__} ({words!r:.60}); with is_split_into_words=True an input "
+            "is a list of words (str)"
+        )
+    return [clean_text(w, j, f"{what} {index}, word") for j, w in enumerate(words)]
+
+
 def as_text_list(inputs: Any, what: str = "text") -> tuple[bool, list[Any]]:
     """(was a single str, the inputs as a list) for a str or a list/tuple; TypeError naming the type otherwise."""
     if isinstance(inputs, str):
@@ -66,9 +77,11 @@ def truncation_flag(value: Any) -> bool:
     """Map transformers' truncation values (True/False, "longest_first", "do_not_truncate") to a bool."""
     if isinstance(value, (bool, str)) and value in _TRUNCATE:
         return _TRUNCATE[value]
+    pairs = " ('only_first'/'only_second' cut one text of a pair: text-classification takes them)"
     raise ValueError(
         f"truncation={value!r} is not supported; use True (or 'longest_first') to cut inputs at the model's "
         "maximum, or False (or 'do_not_truncate') to raise InputTooLongError instead"
+        + (pairs if value in ("only_first", "only_second") else "")
     )
 
 

@@ -4,12 +4,15 @@ The Rust tokenizer is never reconfigured after it is built (reconfiguring while 
 what raises "Already borrowed"): each truncation setting gets its own frozen copy, built under a lock. The
 two every pipeline uses (the model maximum, no truncation) are kept; others live in a small LRU, so request
 arguments passed through (max_length, stride, doc_stride) cannot grow memory without limit (~6 MiB per copy
-of a BERT vocabulary); a miss costs one copy (~80 ms for minilm-sst2's tokenizer). Padding happens here in
-numpy, so the same encodings can be padded per length-sorted batch.
+of a BERT vocabulary); a miss costs one copy (~80 ms for minilm-sst2's tokenizer). The pipelines' batches are
+padded here in numpy (``pad``), so the same encodings can be padded per length-sorted batch; a direct call
+pads each call's own fresh encodings with the Rust ``Encoding.pad``, so ``.encodings`` match transformers'.
+What transformers lets users set (pad_token, padding_side, model_max_length) are plain attributes here.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections import OrderedDict
@@ -19,10 +22,11 @@ from typing import Any
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from ._inputs import as_text_list, clean_texts, int_option, truncation_flag
+from ._batch_encoding import BatchEncoding
+from ._inputs import as_text_list, clean_text, clean_texts, clean_words, int_option, truncation_flag
 from ._manifest import Manifest, load_manifest, safe_path
 from ._resolve import resolve_model
-from .errors import IntegrityError, ModelLoadError
+from .errors import InputTooLongError, IntegrityError, ModelLoadError
 
 # transformers' PreTrainedTokenizerBase.clean_up_tokenization, in order.
 _CLEANUPS = (
@@ -38,7 +42,14 @@ _CLEANUPS = (
     (" 're", "'re"),
 )
 _SPECIALS = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
-_PAIR_STRATEGIES = ("only_first", "only_second")
+_FROZEN = (
+    "{what}: the exported tokenizer cannot grow (the model's embedding matrix has one row per token); add "
+    "tokens to the checkpoint with transformers, resize its embeddings, and export it again. Setting the pad token to "
+    "a token of the vocabulary works: tokenizer.pad_token = tokenizer.eos_token"
+)
+# transformers' from_pretrained arguments about where files come from: no effect on a local exported folder
+_LOADING_ARGS = ("revision", "cache_dir", "local_files_only", "token", "trust_remote_code", "force_download")
+_STRATEGIES = ("longest_first", "only_first", "only_second")  # transformers' TruncationStrategy values that cut
 
 
 def clean_up(text: str) -> str:
@@ -59,40 +70,10 @@ _MARGIN = 64
 _RECENT_COPIES = 8
 
 
-class BatchEncoding(dict[str, Any]):
-    """A dict of model inputs, as transformers returns them; keys are also attributes. ``encodings`` holds
-    the Rust ``Encoding`` of each text (``word_ids(i)``, ``tokens(i)`` read them), as fast tokenizers do."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    @property
-    def encodings(self) -> list[Encoding] | None:
-        encodings: list[Encoding] | None = self.__dict__.get("_encodings")
-        return encodings
-
-    def _encoding(self, batch_index: int) -> Encoding:
-        if not self.encodings:
-            raise ValueError("this BatchEncoding was not made by the tokenizer, so it has no encodings")
-        return self.encodings[batch_index]
-
-    def word_ids(self, batch_index: int = 0) -> list[int | None]:
-        """The word index of each token (None for special tokens), as transformers."""
-        word_ids: list[int | None] = self._encoding(batch_index).word_ids
-        return word_ids
-
-    def tokens(self, batch_index: int = 0) -> list[str]:
-        tokens: list[str] = self._encoding(batch_index).tokens
-        return tokens
-
-    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
-        sequence_ids: list[int | None] = self._encoding(batch_index).sequence_ids
-        return sequence_ids
+def _side(side: Any) -> str:
+    if side not in ("right", "left"):
+        raise ValueError(f"padding_side={side!r}: use 'right' or 'left'")
+    return str(side)
 
 
 class AutoTokenizer:
@@ -114,8 +95,9 @@ class AutoTokenizer:
     ):
         self.model_max_length = int(max_length)
         self.model_input_names = [n for n in _MODEL_INPUTS if n in input_names]
-        self.pad_token_id = int(pad_token_id)
+        self._pad_id = int(pad_token_id)  # pads model inputs; pad_token_id is None where the tokenizer has no pad
         self.config = dict(config or {})  # the manifest's tokenizer_config: special tokens, clean-up flag
+        self.name_or_path = ""  # the model folder, once loaded from one
         # Parsed once; the JSON text is not kept (a 500 MB tokenizer.json is 500 MB more for the process's
         # life). Further copies are cloned from this one when a setting first needs them.
         self._base = self._configure(Tokenizer.from_str(tokenizer_json), self.model_max_length)
@@ -128,9 +110,39 @@ class AutoTokenizer:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike[str], verify: bool = True) -> AutoTokenizer:
-        """Load the tokenizer of a model folder (a path, or a name such as ``"minilm-sst2"``)."""
-        return cls.from_manifest(load_manifest(resolve_model(name_or_path), verify=verify))
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        verify: bool = True,
+        *,
+        use_fast: bool = True,
+        padding_side: str | None = None,
+        model_max_length: int | None = None,
+        **kwargs: Any,
+    ) -> AutoTokenizer:
+        """Load the tokenizer of a model folder (a path, or a name such as ``"minilm-sst2"``).
+
+        transformers' loading arguments: ``padding_side`` and ``model_max_length`` set those; the ones about
+        where files come from (``revision``, ``cache_dir``, ``local_files_only``, ``token``,
+        ``trust_remote_code``) have no effect on a local exported folder; the ones that would change how text is
+        tokenized (``do_lower_case``, ``add_prefix_space``...) raise, since the exported tokenizer is frozen."""
+        for name in _LOADING_ARGS:  # no effect: the folder is local and already exported
+            kwargs.pop(name, None)
+        if kwargs:
+            raise TypeError(
+                f"AutoTokenizer.from_pretrained got {sorted(kwargs)}: the exported tokenizer.json is frozen (the "
+                "export validated the model with it), so settings that change tokenization are not taken; export "
+                "from a checkpoint whose tokenizer was saved with them. Taken: padding_side, model_max_length, "
+                f"use_fast=True, and (no effect here) {', '.join(_LOADING_ARGS)}"
+            )
+        if use_fast is not True:
+            raise ValueError("use_fast=False: onnxpipe has only the fast (Rust) tokenizer, which the export validated")
+        tokenizer = cls.from_manifest(load_manifest(resolve_model(name_or_path), verify=verify))
+        if padding_side is not None:
+            tokenizer.padding_side = padding_side
+        if model_max_length is not None:
+            tokenizer.model_max_length = int_option("model_max_length", model_max_length)
+        return tokenizer
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> AutoTokenizer:
@@ -143,9 +155,11 @@ class AutoTokenizer:
             raise ModelLoadError(f"cannot read {path} ({e}); {manifest.hint()}") from e
         try:
             config = dict(manifest.tokenizer_config) if manifest.tokenizer_config else None
-            return cls(text, manifest.max_length, manifest.inputs, manifest.pad_token_id, config)
+            tokenizer = cls(text, manifest.max_length, manifest.inputs, manifest.pad_token_id, config)
         except Exception as e:  # tokenizers raises a bare Exception for JSON it cannot parse
             raise ModelLoadError(f"the tokenizers library rejected {path}: {e}; {manifest.hint()}") from e
+        tokenizer.name_or_path = str(manifest.folder)
+        return tokenizer
 
     @staticmethod
     def _configure(
@@ -188,17 +202,21 @@ class AutoTokenizer:
             "base": self._base,
             "model_max_length": self.model_max_length,
             "model_input_names": self.model_input_names,
-            "pad_token_id": self.pad_token_id,
+            "pad_token_id": self._pad_id,
             "config": self.config,
+            "name_or_path": self.name_or_path,
+            "padding_side": self.padding_side,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(
             model_max_length=state["model_max_length"],
             model_input_names=state["model_input_names"],
-            pad_token_id=state["pad_token_id"],
+            _pad_id=state["pad_token_id"],
             _base=state["base"],
             config=state.get("config", {}),
+            name_or_path=state.get("name_or_path", ""),
+            _padding_side=state.get("padding_side", "right"),
         )
         self._specials = (self._base.num_special_tokens_to_add(False), self._base.num_special_tokens_to_add(True))
         self._pinned, self._recent, self._lock = {self.model_max_length: self._base}, OrderedDict(), threading.Lock()
@@ -208,39 +226,83 @@ class AutoTokenizer:
         """The underlying ``tokenizers.Tokenizer`` (truncating at the model maximum). Do not reconfigure it."""
         return self._base
 
+    backend_tokenizer = backend  # transformers' name for it
+    is_fast = True  # a Rust tokenizer, as transformers' fast tokenizers (offsets, word_ids)
+
     def encode_batch(
         self,
-        texts: Sequence[str],
-        pairs: Sequence[str] | None = None,
+        texts: Sequence[Any],
+        pairs: Sequence[Any | None] | None = None,
         truncation: bool = True,
         max_length: int | None = None,
         stride: int = 0,
         strategy: str = "longest_first",
         bounded: bool = False,
         add_special_tokens: bool = True,
+        is_pretokenized: bool = False,
+        offset: int = 0,
     ) -> list[Encoding]:
-        """Encode texts (and pairs). ``bounded=True``, for callers that never read ``Encoding.overflowing``:
-        a truncated text is encoded from its start only, so one huge input cannot take gigabytes (for a pair,
-        the overflow the Rust tokenizer keeps grows with the product of both lengths: 1.2 GB for two texts of
-        60,000 characters). The kept tokens are the same, except that when a text of a pair is cut, which of
-        the two gets the odd token of an odd budget is decided on the cut text (transformers gives it to the
-        longer one): a difference of one token at the end of each segment, only for pairs with a text of more
-        than 32 x max_length characters."""
+        """Encode texts (and pairs: None where a text has none); with ``is_pretokenized`` each text is a list of
+        words. ``bounded=True``, for callers that never read ``Encoding.overflowing``: a truncated text is encoded
+        from its start only, so one huge input cannot take gigabytes (for a pair, the overflow the Rust tokenizer
+        keeps grows with the product of both lengths: 1.2 GB for two texts of 60,000 characters). The kept
+        tokens are the same, except that when a text of a pair is cut, which of the two gets the odd token of an
+        odd budget is decided on the cut text (transformers gives it to the longer one): a difference of one
+        token at the end of each segment, only for pairs with a text of more than 32 x max_length characters.
+
+        A strategy that cannot cut an input ("only_second" without a pair, or a pair whose text to cut is too
+        short) raises InputTooLongError naming the input (``offset`` + its index), where transformers raises the
+        Rust tokenizer's bare ``Exception``."""
         if max_length is None and not stride:
             limit = self.model_max_length if truncation else None
         else:
             limit = self._limit(max_length, stride, strategy, pairs is not None) if truncation else None
         tok = self._for(limit, stride, strategy)
         if bounded and limit is not None and stride == 0:
-            texts = [self._head(t, limit) for t in texts]
-            pairs = None if pairs is None else [self._head(t, limit) for t in pairs]
-        batch = list(texts) if pairs is None else list(zip(texts, pairs))
-        encodings: list[Encoding] = tok.encode_batch(batch, add_special_tokens=add_special_tokens)
+            head = self._head_words if is_pretokenized else self._head
+            texts = [head(t, limit) for t in texts]
+            pairs = None if pairs is None else [None if t is None else head(t, limit) for t in pairs]
+        batch = list(texts) if pairs is None else [t if p is None else (t, p) for t, p in zip(texts, pairs)]
+        try:
+            encodings: list[Encoding] = tok.encode_batch(
+                batch, add_special_tokens=add_special_tokens, is_pretokenized=is_pretokenized
+            )
+        except Exception as e:  # the Rust tokenizer raises a bare Exception
+            if "Truncation error" not in str(e):
+                raise
+            args = (tok, batch, add_special_tokens, is_pretokenized, strategy, limit, offset)
+            raise self._truncation_error(*args) from e
         return encodings
+
+    @staticmethod
+    def _truncation_error(
+        tok: Tokenizer, batch: list[Any], specials: bool, words: bool, strategy: str, limit: Any, offset: int
+    ) -> InputTooLongError:
+        """The error for the first input of ``batch`` that ``strategy`` cannot cut (found one by one, once the
+        batch failed)."""
+
+        def fails(item: Any) -> bool:
+            try:
+                tok.encode_batch([item], add_special_tokens=specials, is_pretokenized=words)
+            except Exception:
+                return True
+            return False
+
+        index = next((i for i, item in enumerate(batch) if fails(item)), 0)
+        if not isinstance(batch[index], tuple):
+            why = "has no text_pair, and 'only_second' cuts only the second text of a pair"
+        else:
+            which = "first" if strategy == "only_first" else "second"
+            why = f"is a pair whose {which} text is too short to cut to fit ('{strategy}' cuts only that text)"
+        return InputTooLongError(
+            f"input {offset + index} is longer than max_length={limit} tokens and {why} (transformers raises "
+            "here too); use truncation=True ('longest_first'), or a larger max_length"
+        )
 
     def _limit(self, max_length: int | None, stride: Any, strategy: str, pair: bool) -> int:
         """The truncation length for these arguments, checked: below the special tokens the Rust tokenizer
-        silently does not truncate at all, and a stride it cannot fit makes it raise or panic."""
+        silently does not truncate at all, and a stride it cannot fit makes it raise or panic. A max_length
+        above the model's is kept, as transformers keeps it (the pipelines check theirs against the model)."""
         specials = self._specials[pair]
         if max_length is not None:
             int_option(
@@ -250,7 +312,7 @@ class AutoTokenizer:
                 None,
                 f"the tokenizer adds {specials} special tokens, and below that it would not truncate",
             )
-        limit = min(max_length or self.model_max_length, self.model_max_length)
+        limit = max_length or self.model_max_length
         if isinstance(stride, bool) or stride != 0:
             int_option(
                 "stride",
@@ -278,12 +340,36 @@ class AutoTokenizer:
             cap *= 4
         return text
 
-    def pad(self, encodings: Sequence[Encoding], pad_to: int | None = None) -> BatchEncoding:
-        """Right-pad encodings into int64 arrays, to the longest one or to ``pad_to``."""
+    def _head_words(self, words: list[str], limit: int) -> list[str]:
+        """``_head`` for a list of words: the first words that give at least ``limit`` + ``_MARGIN`` tokens. Words
+        are tokenized one by one, so the tokens of the first words are exactly the first tokens of all of them."""
+        count = limit + _MARGIN
+        while count < len(words):
+            if len(self._for(None).encode(words[:count], is_pretokenized=True, add_special_tokens=False)) >= (
+                limit + _MARGIN
+            ):
+                return words[:count]
+            count *= 4
+        return words
+
+    def pad(
+        self, encoded_inputs: Any, padding: Any = True, *, pad_to: int | None = None, **kwargs: Any
+    ) -> BatchEncoding:
+        """Right-pad ``Encoding``s into int64 arrays, to the longest one or to ``pad_to`` (the pipelines' batches).
+
+        Given what the tokenizer returned instead (a dict of lists, or a list of such dicts), pad it as
+        transformers' ``tokenizer.pad`` does: ``padding``, ``max_length``, ``pad_to_multiple_of``,
+        ``padding_side``, ``return_attention_mask``, ``return_tensors`` (None: lists; "np")."""
+        internal = isinstance(encoded_inputs, (list, tuple)) and (
+            not encoded_inputs or isinstance(encoded_inputs[0], Encoding)
+        )
+        if not internal:
+            return self._pad_features(encoded_inputs, padding, **kwargs)
+        encodings: Sequence[Encoding] = encoded_inputs
         lengths = [len(e.ids) for e in encodings]
         width = max(lengths, default=0) if pad_to is None else max(pad_to, max(lengths, default=0))
         n = len(encodings)
-        ids = np.full((n, width), self.pad_token_id, dtype=np.int64)
+        ids = np.full((n, width), self._pad_id, dtype=np.int64)
         mask = np.zeros((n, width), dtype=np.int64)
         types = np.zeros((n, width), dtype=np.int64) if "token_type_ids" in self.model_input_names else None
         for i, (e, length) in enumerate(zip(encodings, lengths)):
@@ -296,10 +382,82 @@ class AutoTokenizer:
             out["token_type_ids"] = types
         return BatchEncoding((k, out[k]) for k in self.model_input_names if k in out)
 
+    def _pad_features(
+        self,
+        features: Any,
+        padding: Any = True,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        padding_side: str | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | None = None,
+        verbose: bool = True,
+    ) -> BatchEncoding:
+        """transformers' ``tokenizer.pad`` of tokenizer outputs: input_ids, attention_mask (made if missing),
+        token_type_ids and special_tokens_mask are padded; other keys are left as they are."""
+        if return_tensors not in (None, "np"):
+            raise ValueError(f"return_tensors={return_tensors!r}: onnxpipe returns lists or numpy ('np') only")
+        if isinstance(features, (list, tuple)) and features and isinstance(features[0], dict):
+            features = {k: [f[k] for f in features] for k in features[0]}
+        if not isinstance(features, dict) or "input_ids" not in features:
+            raise ValueError("pad() takes tokenizer outputs: a dict with input_ids, or a list of such dicts")
+        single = bool(features["input_ids"]) and not isinstance(features["input_ids"][0], (list, tuple, np.ndarray))
+        rows = {k: [np.asarray(v).tolist() for v in ([vs] if single else vs)] for k, vs in features.items()}
+        if return_attention_mask or (return_attention_mask is None and "attention_mask" in self.model_input_names):
+            rows.setdefault("attention_mask", [[1] * len(ids) for ids in rows["input_ids"]])
+        padding = getattr(padding, "value", padding)
+        if padding in (True, "longest"):
+            width: int | None = max((len(ids) for ids in rows["input_ids"]), default=0)
+        elif padding == "max_length":
+            width = max_length or self.model_max_length
+        elif padding in (False, "do_not_pad"):
+            width = None
+        else:
+            raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False")
+        if width is not None:
+            self._check_pad()
+        if width is not None and pad_to_multiple_of and width % pad_to_multiple_of:
+            width += pad_to_multiple_of - width % pad_to_multiple_of
+        left = _side(padding_side or self.padding_side) == "left"
+        fills = {"input_ids": self._pad_id, "attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1}
+        for key, fill in fills.items():
+            if key in rows and width is not None:
+                rows[key] = [
+                    ([fill] * (width - len(r)) + r if left else r + [fill] * (width - len(r))) if len(r) < width else r
+                    for r in rows[key]
+                ]
+        out = BatchEncoding((k, v[0] if single else v) for k, v in rows.items())
+        if return_tensors == "np":
+            if not single and len({len(r) for r in out["input_ids"]}) > 1:
+                raise ValueError("inputs have different lengths; pass padding=True to return_tensors='np'")
+            out = BatchEncoding((k, np.array(v, dtype=np.int64)) for k, v in out.items())
+        return out
+
+    # transformers' settings of where padding and truncation go; onnxpipe pads either side, truncates the end
+    @property
+    def padding_side(self) -> str:
+        return str(self.__dict__.get("_padding_side", "right"))
+
+    @padding_side.setter
+    def padding_side(self, side: str) -> None:
+        self.__dict__["_padding_side"] = _side(side)
+
+    @property
+    def truncation_side(self) -> str:
+        return "right"
+
+    @truncation_side.setter
+    def truncation_side(self, side: str) -> None:
+        if side != "right":
+            raise ValueError(
+                f"truncation_side={side!r}: the exported tokenizer truncates at the end ('right') only; cut the "
+                "start of the text yourself before encoding it"
+            )
+
     def __call__(
         self,
-        text: str | Sequence[str],
-        text_pair: str | Sequence[str] | None = None,
+        text: Any,
+        text_pair: Any = None,
         padding: bool | str = False,
         truncation: bool | str | None = None,
         max_length: int | None = None,
@@ -310,13 +468,30 @@ class AutoTokenizer:
         return_token_type_ids: bool | None = None,
         return_special_tokens_mask: bool = False,
         return_length: bool = False,
+        stride: int = 0,
+        is_split_into_words: bool = False,
+        pad_to_multiple_of: int | None = None,
+        return_overflowing_tokens: bool = False,
+        verbose: bool = True,
+        padding_side: str | None = None,
         **unsupported: Any,
     ) -> BatchEncoding:
+        """Encode a text, a list of texts, or pairs (``text_pair``), as transformers' fast tokenizers do: lists
+        without ``return_tensors``, int64 arrays with ``return_tensors="np"``. ``is_split_into_words=True``
+        takes a list of words (or a list of such lists); ``return_overflowing_tokens=True`` returns every
+        window of ``max_length`` tokens (``stride`` tokens of overlap), one row each, with
+        ``overflow_to_sample_mapping``. ``verbose`` is accepted and has no effect (nothing is logged).
+
+        Example:
+            >>> tok(["Hello", "world"], is_split_into_words=True).word_ids()
+            [None, 0, 1, None]
+        """
         if unsupported:
             raise TypeError(
                 f"unsupported tokenizer arguments {sorted(unsupported)}; supported: text_pair, padding, "
-                "truncation, max_length, return_tensors, add_special_tokens, return_offsets_mapping, "
-                "return_attention_mask, return_token_type_ids, return_special_tokens_mask, return_length"
+                "truncation, max_length, stride, is_split_into_words, pad_to_multiple_of, return_tensors, "
+                "add_special_tokens, return_offsets_mapping, return_attention_mask, return_token_type_ids, "
+                "return_special_tokens_mask, return_overflowing_tokens, return_length, padding_side"
             )
         if return_tensors not in (None, "np"):
             raise ValueError(
@@ -325,96 +500,124 @@ class AutoTokenizer:
             )
         if max_length is not None:  # 0 or -1 would otherwise mean "the model maximum" or an OverflowError
             int_option("max_length", max_length, 1, None, "or None for the model maximum")
-        single, texts = as_text_list(text, "text")
-        pairs = None if text_pair is None else as_text_list(text_pair, "text_pair")[1]
-        if pairs is not None and len(pairs) != len(texts):
-            raise ValueError(f"got {len(texts)} texts and {len(pairs)} text pairs; they must match")
-        texts = clean_texts(texts, "text")
-        if pairs is not None:
-            pairs = clean_texts(pairs, "text_pair")
+        # transformers' TruncationStrategy / PaddingStrategy enums stand for their values
+        truncation, padding = getattr(truncation, "value", truncation), getattr(padding, "value", padding)
+        if pad_to_multiple_of is not None:
+            int_option("pad_to_multiple_of", pad_to_multiple_of, 1, None)
+        if padding not in (True, False, "longest", "max_length", "do_not_pad"):
+            raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False")
+        single, texts, pairs = self._inputs(text, text_pair, is_split_into_words)
         strategy = "longest_first"
-        if truncation in _PAIR_STRATEGIES:
-            if pairs is None:
-                raise ValueError(f"truncation={truncation!r} cuts one text of a pair; pass text_pair, or use True")
+        if isinstance(truncation, str) and truncation in _STRATEGIES:  # also transformers' TruncationStrategy
             strategy, truncate = str(truncation), True
         elif truncation is not None:
             truncate = truncation_flag(truncation)
         else:  # as transformers: an unset truncation with max_length truncates only when not padding
             truncate = max_length is not None and padding in (False, "do_not_pad")
-        # bounded: overflow is never returned here (and a pair's overflow grows with the product of the lengths)
+        pad = padding not in (False, "do_not_pad")
+        width = (max_length or self.model_max_length) if padding == "max_length" else None
+        cut = max_length or self.model_max_length
+        if pad and truncate and pad_to_multiple_of and cut % pad_to_multiple_of:
+            raise ValueError(  # transformers' check, word for word
+                f"Truncation and padding are both activated but truncation length ({cut}) is not a multiple of "
+                f"pad_to_multiple_of ({pad_to_multiple_of})."
+            )
+        # bounded unless the overflow is returned (a pair's overflow grows with the product of the lengths)
         encodings = self.encode_batch(
             texts,
             pairs,
             truncation=truncate,
             max_length=max_length,
-            bounded=True,
+            stride=stride,
+            bounded=not return_overflowing_tokens,
             strategy=strategy,
             add_special_tokens=add_special_tokens,
+            is_pretokenized=is_split_into_words,
         )
-        if padding in (False, "do_not_pad"):
-            if return_tensors == "np" and len({len(e.ids) for e in encodings}) > 1:
-                raise ValueError("inputs have different lengths; pass padding=True to return_tensors='np'")
-            pad_to = None
-        elif padding in (True, "longest"):
-            pad_to = None
-        elif padding == "max_length":
-            pad_to = max_length or self.model_max_length
-        else:
-            raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False")
-        out = self.pad(encodings, pad_to)
-        keep = [
-            k
-            for k in self.model_input_names
-            if not (k == "attention_mask" and return_attention_mask is False)
-            and not (k == "token_type_ids" and return_token_type_ids is False)
-        ]
-        out = BatchEncoding((k, out[k]) for k in keep)
-        if return_token_type_ids and "token_type_ids" not in out:
-            out["token_type_ids"] = self._extra(encodings, lambda e: e.type_ids, out["input_ids"].shape, 0)
+        if pad:  # the Rust way, in place (overflow windows too), so .encodings are padded as transformers'
+            self._check_pad()
+            longest = max((len(e.ids) for e in encodings), default=0)
+            width = longest if width is None else width
+            if pad_to_multiple_of and width % pad_to_multiple_of:
+                width += pad_to_multiple_of - width % pad_to_multiple_of
+            pad_token, side = self._special("pad") or "", _side(padding_side or self.padding_side)
+            for e in encodings:
+                e.pad(width, direction=side, pad_id=self._pad_id, pad_token=pad_token)
+        rows, mapping = encodings, None
+        if return_overflowing_tokens:
+            rows = [w for e in encodings for w in (e, *e.overflowing)]
+            mapping = [i for i, e in enumerate(encodings) for _ in range(1 + len(e.overflowing))]
+        fields: dict[str, Any] = {"input_ids": lambda e: e.ids}
+        if return_token_type_ids or (return_token_type_ids is None and "token_type_ids" in self.model_input_names):
+            fields["token_type_ids"] = lambda e: e.type_ids
+        if return_attention_mask or (return_attention_mask is None and "attention_mask" in self.model_input_names):
+            fields["attention_mask"] = lambda e: e.attention_mask
         if return_special_tokens_mask:
-            out["special_tokens_mask"] = self._extra(
-                encodings, lambda e: e.special_tokens_mask, out["input_ids"].shape, 1
-            )
+            fields["special_tokens_mask"] = lambda e: e.special_tokens_mask
         if return_offsets_mapping:
-            n, width = out["input_ids"].shape
-            offsets = np.zeros((n, width, 2), dtype=np.int64)
-            for i, e in enumerate(encodings):
-                if e.offsets:
-                    offsets[i, : len(e.offsets)] = e.offsets
-            out["offset_mapping"] = offsets
+            fields["offset_mapping"] = lambda e: e.offsets
         if return_length:
-            out["length"] = np.array([len(e.ids) for e in encodings], dtype=np.int64)
-        if return_tensors is None:
-            # lists, as transformers: unpadded rows keep their own lengths
-            lengths = [len(e.ids) for e in encodings]
-            listed = BatchEncoding()
-            for k, v in out.items():
-                if k == "length":
-                    listed[k] = v.tolist()
-                elif k == "offset_mapping":
-                    listed[k] = [
-                        [tuple(p) for p in row[:n]]
-                        if pad_to is None and padding in (False, "do_not_pad")
-                        else [tuple(p) for p in row]
-                        for row, n in zip(v.tolist(), lengths)
-                    ]
-                elif padding in (False, "do_not_pad"):
-                    listed[k] = [row[:n] for row, n in zip(v.tolist(), lengths)]
-                else:
-                    listed[k] = v.tolist()
-            out = listed
-            if single:
-                out = BatchEncoding((k, v[0]) for k, v in out.items())
-        out.__dict__["_encodings"] = encodings
+            fields["length"] = lambda e: len(e.ids)
+        out = BatchEncoding((k, [get(e) for e in rows]) for k, get in fields.items())
+        if mapping is not None:
+            out["overflow_to_sample_mapping"] = mapping
+        if return_tensors == "np":
+            if len({len(e.ids) for e in rows}) > 1:
+                raise ValueError("inputs have different lengths; pass padding=True to return_tensors='np'")
+            out = BatchEncoding((k, np.array(v, dtype=np.int64)) for k, v in out.items())
+            if not rows:  # no texts: (0, 0) arrays, which the models take (they answer with zero rows)
+                shapes = {"length": (0,), "overflow_to_sample_mapping": (0,), "offset_mapping": (0, 0, 2)}
+                out = BatchEncoding((k, v.reshape(shapes.get(k, (0, 0)))) for k, v in out.items())
+        elif single and not return_overflowing_tokens:  # transformers drops the batch axis of lists only
+            out = BatchEncoding((k, v[0] if v and isinstance(v[0], list) else v) for k, v in out.items())
+        out.__dict__["_encodings"] = rows
         return out
 
-    @staticmethod
-    def _extra(encodings: Sequence[Encoding], field: Any, shape: tuple[int, ...], fill: int) -> np.ndarray:
-        array = np.full(shape, fill, dtype=np.int64)
-        for i, e in enumerate(encodings):
-            values = field(e)
-            array[i, : len(values)] = values
-        return array
+    def _check_words(self) -> None:
+        """Refuse pre-tokenized input where transformers does: a byte-level BPE tokenizer (RoBERTa, GPT-2, BART)
+        without add_prefix_space would glue each word to the one before."""
+        state = json.loads(self._base.pre_tokenizer.__getstate__()) if self._base.pre_tokenizer else {}
+        if state.get("type") == "ByteLevel" and not state.get("add_prefix_space"):
+            raise ValueError(
+                "is_split_into_words=True: this byte-level tokenizer (RoBERTa / GPT-2 style) has no "
+                "add_prefix_space, and transformers refuses pre-tokenized input for it too; pass the words joined "
+                "into one text, or export from a checkpoint whose tokenizer was saved with add_prefix_space=True"
+            )
+
+    def _inputs(self, text: Any, text_pair: Any, words: bool) -> tuple[bool, list[Any], list[Any] | None]:
+        """(one input, the texts, the pairs or None), checked; as transformers, an empty ``text_pair`` of one
+        text is no pair. With ``words``, one input is a list of str and a batch a list of such lists."""
+        if words:
+            self._check_words()
+            if isinstance(text, str) or not isinstance(text, (list, tuple)):
+                raise TypeError(
+                    f"is_split_into_words=True takes a list of words (or a list of such lists), got "
+                    f"{type(text).__name__}; pass text.split(), or drop is_split_into_words for raw text"
+                )
+            single = not (text and isinstance(text[0], (list, tuple)))
+            texts: list[Any] = [clean_words(t, i) for i, t in enumerate([text] if single else text)]
+            pairs: list[Any] | None = None
+            if text_pair is not None:
+                pair_list = [text_pair] if single else text_pair
+                if not isinstance(pair_list, (list, tuple)):
+                    raise TypeError(f"text_pair must match text (lists of words), got {type(text_pair).__name__}")
+                pairs = [clean_words(t, i, "text_pair") for i, t in enumerate(pair_list)]
+        elif text_pair is None and isinstance(text, (list, tuple)) and any(isinstance(t, (list, tuple)) for t in text):
+            # transformers' batch of (text, text_pair) tuples, texts alone mixed in
+            single, texts, pairs = False, [], []
+            for i, item in enumerate(text):
+                is_pair = isinstance(item, (list, tuple)) and len(item) == 2
+                texts.append(clean_text(item[0] if is_pair else item, i, "text"))
+                pairs.append(clean_text(item[1], i, "text_pair") if is_pair else None)
+        else:
+            single, texts = as_text_list(text, "text")
+            texts = clean_texts(texts, "text")
+            if single and isinstance(text_pair, str) and not text_pair:
+                text_pair = None
+            pairs = None if text_pair is None else clean_texts(as_text_list(text_pair, "text_pair")[1], "text_pair")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"got {len(texts)} texts and {len(pairs)} text pairs; they must match")
+        return single, texts, pairs
 
     def encode(
         self,
@@ -439,6 +642,17 @@ class AutoTokenizer:
             **kwargs,
         )
         return out["input_ids"]
+
+    def encode_plus(self, text: Any, text_pair: Any = None, **kwargs: Any) -> BatchEncoding:
+        """transformers' older name for calling the tokenizer on one text (or pair)."""
+        return self(text, text_pair, **kwargs)
+
+    def batch_encode_plus(self, batch_text_or_text_pairs: Sequence[Any], **kwargs: Any) -> BatchEncoding:
+        """transformers' older name for calling the tokenizer on a batch: texts, or (text, text_pair) tuples."""
+        items = list(batch_text_or_text_pairs)
+        if items and all(isinstance(item, tuple) and len(item) == 2 for item in items):
+            return self([a for a, _ in items], [b for _, b in items], **kwargs)
+        return self(items, **kwargs)
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         """How many special tokens the tokenizer adds to one text (or to a pair), as in transformers."""
@@ -469,15 +683,21 @@ class AutoTokenizer:
         vocab: dict[str, int] = self._base.get_vocab(with_added_tokens=True)
         return vocab
 
+    vocab = property(get_vocab)
+
+    @property
+    def added_tokens_decoder(self) -> dict[int, Any]:
+        """Id -> ``tokenizers.AddedToken`` of the special and added tokens, as transformers' fast tokenizers."""
+        decoder: dict[int, Any] = self._base.get_added_tokens_decoder()
+        return decoder
+
     def _special(self, name: str) -> str | None:
         token = self.config.get(f"{name}_token")
-        if token is None and name == "pad":
-            token = self._base.id_to_token(self.pad_token_id)
+        if name == "pad" and "pad_token" not in self.config:  # a folder from before the config named it
+            token = self._base.id_to_token(self._pad_id)
         return None if token is None else str(token)
 
     def _special_id(self, name: str) -> int | None:
-        if name == "pad":
-            return self.pad_token_id if self._special("pad") is not None else None
         token_id = self.config.get(f"{name}_token_id")
         if token_id is None:
             token = self._special(name)
@@ -488,7 +708,6 @@ class AutoTokenizer:
     eos_token = property(lambda self: self._special("eos"))
     unk_token = property(lambda self: self._special("unk"))
     sep_token = property(lambda self: self._special("sep"))
-    pad_token = property(lambda self: self._special("pad"))
     cls_token = property(lambda self: self._special("cls"))
     mask_token = property(lambda self: self._special("mask"))
     bos_token_id = property(lambda self: self._special_id("bos"))
@@ -497,6 +716,61 @@ class AutoTokenizer:
     sep_token_id = property(lambda self: self._special_id("sep"))
     cls_token_id = property(lambda self: self._special_id("cls"))
     mask_token_id = property(lambda self: self._special_id("mask"))
+
+    # The pad token can be set, as transformers' decoder idiom does (tokenizer.pad_token = tokenizer.eos_token);
+    # it is a token of the vocabulary (the exported tokenizer adds none), and padding then uses it.
+    @property
+    def pad_token(self) -> str | None:
+        return self._special("pad")
+
+    @pad_token.setter
+    def pad_token(self, token: str | None) -> None:
+        token_id = None if token is None else self._base.token_to_id(token)
+        if token is not None and token_id is None:
+            raise ValueError(f"pad_token={token!r} is not in the vocabulary; use one of its tokens, e.g. eos_token")
+        self._set_pad(token, token_id)
+
+    @property
+    def pad_token_id(self) -> int | None:
+        return self._special_id("pad")
+
+    @pad_token_id.setter
+    def pad_token_id(self, token_id: int | None) -> None:
+        token = None if token_id is None else self._base.id_to_token(int(token_id))
+        if token_id is not None and token is None:
+            raise ValueError(f"pad_token_id={token_id!r} is not in the vocabulary (size {len(self)})")
+        self._set_pad(token, token_id)
+
+    def _set_pad(self, token: str | None, token_id: int | None) -> None:
+        self.config = {**self.config, "pad_token": token, "pad_token_id": token_id}
+        if token_id is not None:
+            self._pad_id = int(token_id)
+
+    def add_special_tokens(self, special_tokens_dict: dict[str, Any], **kwargs: Any) -> int:
+        """Only ``{"pad_token": <a token of the vocabulary>}`` (the decoder idiom); returns 0 tokens added."""
+        if (
+            set(special_tokens_dict) == {"pad_token"}
+            and self._base.token_to_id(str(special_tokens_dict["pad_token"])) is not None
+        ):
+            self.pad_token = str(special_tokens_dict["pad_token"])
+            return 0
+        raise NotImplementedError(_FROZEN.format(what=f"add_special_tokens({special_tokens_dict!r})"))
+
+    def add_tokens(self, *args: Any, **kwargs: Any) -> int:
+        raise NotImplementedError(_FROZEN.format(what="add_tokens"))
+
+    def save_pretrained(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            "save_pretrained: the tokenizer is part of the exported model folder; copy the folder's tokenizer.json, "
+            "tokenizer_config.json and special_tokens_map.json (transformers loads them)"
+        )
+
+    def _check_pad(self) -> None:
+        if self.pad_token is None:  # as transformers, which would otherwise pad with an id of its choosing
+            raise ValueError(
+                "Asking to pad but the tokenizer does not have a padding token; set one, e.g. "
+                "tokenizer.pad_token = tokenizer.eos_token"
+            )
 
     @property
     def special_tokens_map(self) -> dict[str, str]:

@@ -12,7 +12,8 @@ Hierarchy::
     │   └── ModelLoadError            onnxruntime rejected an ONNX file, or tokenizers rejected tokenizer.json
     ├── ProviderUnavailableError      the requested execution provider is not installed or failed
     ├── UnknownTaskError              a task name that no pipeline implements (also a ValueError)
-    ├── InputTooLongError             truncation=False and an input is over the model's maximum (also a ValueError)
+    ├── InputTooLongError             an input over the maximum, with truncation=False or a strategy that cannot
+    │                                 cut it ('only_second' without a pair...) (also a ValueError)
     ├── ChatTemplateError             chat messages without a chat template, or one that fails (also a ValueError)
     ├── InferenceError                onnxruntime failed while running a batch
     │   └── NonFiniteOutputError      the model computed NaN or inf (``.output``, ``.rows``: where)
@@ -96,7 +97,7 @@ class UnknownTaskError(OnnxpipeError, ValueError):
 
 
 class InputTooLongError(OnnxpipeError, ValueError):
-    """An input has more tokens than the model accepts and truncation was turned off."""
+    """An input has more tokens than allowed and truncation was turned off, or cannot cut it (only_first/second)."""
 
 
 class InferenceError(OnnxpipeError):

@@ -103,24 +103,31 @@ class Pipeline:
 
     def _tokenize_options(
         self,
-        truncation: Any = True,
+        truncation: Any = None,
         padding: Any = None,
         max_length: Any = None,
         tokenize_kwargs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Preprocess params from transformers' tokenizer arguments of a call (``truncation``, ``max_length``,
-        ``padding``, or them in ``tokenize_kwargs``). ``padding`` is checked and has no effect: inputs are
-        padded per length-sorted batch and masked, which gives the same outputs."""
+        ``padding``, or them in ``tokenize_kwargs``), with the tokenizer's meaning: ``"only_first"`` /
+        ``"only_second"`` cut that text of a pair; an unset truncation cuts at ``max_length`` only when not
+        padding, and otherwise at the model's maximum (where transformers would fail on a longer input).
+        ``padding`` is checked and has no effect: inputs are padded per length-sorted batch and masked, which
+        gives the same outputs."""
         options = dict(tokenize_kwargs or {})
         unknown = sorted(set(options) - {"truncation", "padding", "max_length"})
         if unknown:
             raise TypeError(f"tokenize_kwargs {unknown} are not supported; it takes truncation, padding, max_length")
-        truncation = options.get("truncation", truncation)
-        padding = options.get("padding", padding)
-        max_length = options.get("max_length", max_length)
+        given = {"truncation": truncation, "padding": padding, "max_length": max_length}
+        twice = sorted(k for k, v in given.items() if v is not None and k in options)
+        if twice:
+            raise ValueError(f"{twice} given twice, as an argument and in tokenize_kwargs; pass each once")
+        given.update(options)
+        truncation, padding = (getattr(given[k], "value", given[k]) for k in ("truncation", "padding"))  # enums
+        max_length = given["max_length"]
         if padding not in (None, True, False, "longest", "max_length", "do_not_pad"):
             raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False")
-        pre: dict[str, Any] = {"truncation": truncation}
+        pre: dict[str, Any] = {}
         if max_length is not None:
             pre["max_length"] = int_option(
                 "max_length",
@@ -129,6 +136,11 @@ class Pipeline:
                 self.tokenizer.model_max_length,
                 "the exported model's maximum is the upper bound",
             )
+            if truncation is None and padding not in (None, False, "do_not_pad"):
+                del pre["max_length"]  # as transformers: max_length with padding pads to it and cuts nothing
+        if isinstance(truncation, str) and truncation in ("longest_first", "only_first", "only_second"):
+            pre["strategy"], truncation = truncation, True
+        pre["truncation"] = True if truncation is None else truncation
         return pre
 
     def _normalize(self, inputs: Any) -> tuple[bool, list[Any]]:
@@ -136,10 +148,19 @@ class Pipeline:
         return as_text_list(inputs, "inputs")
 
     def preprocess(
-        self, items: Sequence[Any], offset: int, truncation: bool = True, max_length: int | None = None
+        self,
+        items: Sequence[Any],
+        offset: int,
+        truncation: bool = True,
+        max_length: int | None = None,
+        strategy: str = "longest_first",
     ) -> list[tuple[Any, list[Encoding]]]:
         texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
-        encodings = self.tokenizer.encode_batch(texts, truncation=truncation, max_length=max_length, bounded=True)
+        # strategy: transformers' truncation strategy; on one text "only_first" is "longest_first", and
+        # "only_second" raises InputTooLongError for a text it would have to cut (as transformers raises)
+        encodings = self.tokenizer.encode_batch(
+            texts, truncation=truncation, max_length=max_length, strategy=strategy, bounded=True, offset=offset
+        )
         if not truncation:
             self._check_lengths(encodings, offset)
         return [(None, [e]) for e in encodings]

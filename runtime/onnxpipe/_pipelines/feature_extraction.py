@@ -25,19 +25,23 @@ class FeatureExtractionPipeline(Pipeline):
     def _sanitize_parameters(
         self,
         return_tensors: bool = False,
-        truncation: bool = True,
-        padding: Any = None,
-        max_length: int | None = None,
+        truncation: Any = None,
         tokenize_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
+        direct = sorted(set(kwargs) & {"padding", "max_length"})
+        if direct:  # transformers drops them unread: honouring them would answer differently, ignoring them too
+            raise TypeError(
+                f"feature-extraction does not take {direct} directly (transformers ignores them there); "
+                f"pass tokenize_kwargs={{{', '.join(repr(k) + ': ...' for k in direct)}}}"
+            )
         if kwargs:
             raise TypeError(
-                f"unexpected arguments {sorted(kwargs)}; feature-extraction takes return_tensors, "
-                "truncation, padding, max_length, tokenize_kwargs"
+                f"unexpected arguments {sorted(kwargs)}; feature-extraction takes return_tensors, truncation, "
+                "tokenize_kwargs"
             )
         return (
-            self._tokenize_options(truncation, padding, max_length, tokenize_kwargs),
+            self._tokenize_options(truncation, tokenize_kwargs=tokenize_kwargs),
             {"return_tensors": bool(return_tensors)},
         )
 

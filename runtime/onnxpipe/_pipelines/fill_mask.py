@@ -45,14 +45,25 @@ class FillMaskPipeline(Pipeline):
         return super()._finish(results, single, inputs, kwargs)
 
     def _sanitize_parameters(
-        self, top_k: int | None = None, targets: str | list[str] | None = None, truncation: bool = False, **kwargs: Any
+        self,
+        top_k: int | None = None,
+        targets: str | list[str] | None = None,
+        truncation: Any = None,
+        tokenizer_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)}; fill-mask takes top_k, targets, truncation")
+            raise TypeError(
+                f"unexpected arguments {sorted(kwargs)}; fill-mask takes top_k, targets, tokenizer_kwargs, truncation"
+            )
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k={top_k!r}; use a positive int (default 5)")
         target_ids = None if targets is None else self._target_ids([targets] if isinstance(targets, str) else targets)
-        return {"truncation": truncation}, {"top_k": 5 if top_k is None else top_k, "target_ids": target_ids}
+        # transformers' tokenizer_kwargs; unlike the other tasks nothing is cut unless asked (a cut may drop the mask)
+        pre = self._tokenize_options(truncation, tokenize_kwargs=tokenizer_kwargs)
+        if truncation is None and "truncation" not in (tokenizer_kwargs or {}) and "max_length" not in pre:
+            pre["truncation"] = False
+        return pre, {"top_k": 5 if top_k is None else top_k, "target_ids": target_ids}
 
     def _target_ids(self, targets: list[str]) -> np.ndarray:
         # As transformers: a target outside the vocabulary becomes the first token it encodes to.
@@ -67,11 +78,18 @@ class FillMaskPipeline(Pipeline):
             raise ValueError(f"targets={targets!r}: none of them encodes to a token; pass words of the vocabulary")
         return np.array(ids)
 
-    def preprocess(  # type: ignore[override]  # takes only truncation: a mask must survive it
-        self, items: Sequence[Any], offset: int, truncation: bool = False
+    def preprocess(
+        self,
+        items: Sequence[Any],
+        offset: int,
+        truncation: bool = False,
+        max_length: int | None = None,
+        strategy: str = "longest_first",
     ) -> list[tuple[None, list[Encoding]]]:
         texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
-        encodings = self.tokenizer.encode_batch(texts, truncation=truncation)
+        encodings = self.tokenizer.encode_batch(
+            texts, truncation=truncation, max_length=max_length, strategy=strategy, offset=offset
+        )
         if not truncation:
             self._check_lengths(encodings, offset)
         for i, e in enumerate(encodings):

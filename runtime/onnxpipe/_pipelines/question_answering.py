@@ -6,6 +6,7 @@ merging of equal answers across windows follow its QuestionAnsweringPipeline, so
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,11 @@ class QuestionAnsweringPipeline(Pipeline):
         self.cls_id = tokenizer_config(self.model.manifest).get("cls_token_id")
 
     def __call__(self, *args: Any, question: Any = None, context: Any = None, **kwargs: Any) -> Any:
+        for legacy in ("X", "data"):  # transformers' older keywords for the inputs
+            if legacy in kwargs:
+                if args:
+                    raise TypeError(f"pass the inputs once: positionally or as {legacy}=, not both")
+                args = (kwargs.pop(legacy),)
         if args and (question is not None or context is not None):
             raise TypeError("pass question=/context=, or inputs as dicts, not both")
         if len(args) == 2 and all(isinstance(a, str) for a in args):
@@ -65,14 +71,31 @@ class QuestionAnsweringPipeline(Pipeline):
         max_question_len: int = 64,
         handle_impossible_answer: bool = False,
         align_to_words: bool = True,
+        padding: Any = None,
+        truncation: Any = True,
+        topk: int | None = None,
         **kwargs: Any,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         # max_question_len is accepted for compatibility: with fast tokenizers transformers ignores it too.
         if kwargs:
+            hint = " (the window length here is max_seq_len)" if "max_length" in kwargs else ""
             raise TypeError(
-                f"unexpected arguments {sorted(kwargs)}; question-answering takes top_k, doc_stride, "
-                "max_answer_len, max_seq_len, max_question_len, handle_impossible_answer, align_to_words"
+                f"unexpected arguments {sorted(kwargs)}{hint}; question-answering takes top_k, doc_stride, "
+                "max_answer_len, max_seq_len, max_question_len, handle_impossible_answer, align_to_words, padding"
             )
+        # transformers always cuts the context only ("only_second") into doc_stride windows, whatever truncation=
+        if getattr(truncation, "value", truncation) not in (True, "only_second"):
+            raise ValueError(
+                f"truncation={truncation!r}: question-answering always reads a long context in overlapping windows "
+                "(max_seq_len, doc_stride) and never cuts the question, as transformers does; use truncation=True "
+                "or 'only_second'"
+            )
+        padding = getattr(padding, "value", padding)
+        if padding not in (None, True, False, "longest", "max_length", "do_not_pad"):
+            raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False")
+        if topk is not None:  # transformers' deprecated name, with its warning
+            warnings.warn("topk parameter is deprecated, use top_k instead", UserWarning, stacklevel=3)
+            top_k = topk if top_k is None or top_k == 1 else top_k
         top_k = 1 if top_k is None else top_k
         top_k, max_answer_len = int_option("top_k", top_k), int_option("max_answer_len", max_answer_len)
         # Checked here, not in the Rust tokenizer: 0 meant the model maximum, a negative value an OverflowError,
@@ -108,6 +131,12 @@ class QuestionAnsweringPipeline(Pipeline):
                 "max_answer_len": max_answer_len,
                 "impossible": bool(handle_impossible_answer),
                 "align": bool(align_to_words),
+                # the width transformers pads each window to; it takes part in the scores' ranking of ties
+                "pad_to": max_seq_len
+                if padding == "max_length"
+                else "longest"
+                if padding in (True, "longest")
+                else None,
             },
         )
 
@@ -152,19 +181,27 @@ class QuestionAnsweringPipeline(Pipeline):
         max_answer_len: int = 15,
         impossible: bool = False,
         align: bool = True,
+        pad_to: int | str | None = None,
     ) -> Any:
         answers: list[dict[str, Any]]
         min_null_score, answers = 1000000.0, []
+        width = len(encodings[0].ids) if pad_to == "longest" else pad_to
         for enc, row in zip(encodings, rows):
             # p_mask: 1 where an answer cannot be (question, special tokens), but the CLS token stays allowed.
             p_mask = np.array([s != 1 for s in enc.sequence_ids], dtype=np.int64)
             if self.cls_id is not None:
                 p_mask[np.array(enc.ids) == self.cls_id] = 0
+            start_logits, end_logits = row["start_logits"], row["end_logits"]
+            attention = np.array(enc.attention_mask)
+            if isinstance(width, int) and width > len(p_mask):  # padding as transformers pads: never an answer
+                extra = (0, width - len(p_mask))
+                start_logits, end_logits = np.pad(start_logits, extra), np.pad(end_logits, extra)
+                p_mask, attention = np.pad(p_mask, extra, constant_values=1), np.pad(attention, extra)
             starts, ends, scores, min_null_score = select_starts_ends(
-                row["start_logits"][None].astype(np.float32),
-                row["end_logits"][None].astype(np.float32),
+                start_logits[None].astype(np.float32),
+                end_logits[None].astype(np.float32),
                 p_mask,
-                np.array(enc.attention_mask),
+                attention,
                 min_null_score,
                 top_k * 2 + 10 if align else top_k,
                 impossible,

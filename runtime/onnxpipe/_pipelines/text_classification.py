@@ -44,20 +44,21 @@ class TextClassificationPipeline(Pipeline):
         self,
         top_k: Any = "",
         function_to_apply: str | None = None,
-        truncation: bool = True,
+        truncation: Any = None,
         return_all_scores: bool | None = None,
         padding: Any = None,
         max_length: int | None = None,
         tokenize_kwargs: dict[str, Any] | None = None,
+        text_pair: str | None = None,
         **kwargs: Any,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
             raise TypeError(
-                f"unexpected arguments {sorted(kwargs)}; text-classification takes top_k, "
-                "function_to_apply, truncation, return_all_scores, padding, max_length, tokenize_kwargs"
+                f"unexpected arguments {sorted(kwargs)}; text-classification takes top_k, function_to_apply, "
+                "truncation, return_all_scores, padding, max_length, text_pair, tokenize_kwargs"
             )
         if function_to_apply is not None:
-            function_to_apply = str(function_to_apply).lower()
+            function_to_apply = str(getattr(function_to_apply, "value", function_to_apply)).lower()
             if function_to_apply not in _FUNCTIONS:
                 raise ValueError(f"function_to_apply={function_to_apply!r}; use one of {list(_FUNCTIONS)}")
         legacy = top_k == ""
@@ -66,47 +67,51 @@ class TextClassificationPipeline(Pipeline):
         if legacy and return_all_scores is not None:  # transformers' deprecated form: every label, old shapes
             top_k = None if return_all_scores else 1
         pre = self._tokenize_options(truncation, padding, max_length, tokenize_kwargs)
+        if text_pair is not None:  # as transformers, the tokenizer's text_pair: the second text of every input
+            if not isinstance(text_pair, str):
+                raise ValueError(
+                    f"text_pair= takes one str, the second text of every input (got {type(text_pair).__name__}); "
+                    "for a pair per input pass dicts: [{'text': ..., 'text_pair': ...}, ...]"
+                )
+            pre["text_pair"] = clean_text(text_pair, 0, "text_pair")
         return pre, {"top_k": 1 if top_k == "" else top_k, "legacy": legacy, "function_to_apply": function_to_apply}
 
-    def preprocess(
-        self, items: Sequence[Any], offset: int, truncation: bool = True, max_length: int | None = None
+    def preprocess(  # also takes the text_pair of every input
+        self,
+        items: Sequence[Any],
+        offset: int,
+        truncation: bool = True,
+        max_length: int | None = None,
+        strategy: str = "longest_first",
+        text_pair: str | None = None,
     ) -> list[tuple[None, list[Encoding]]]:
-        singles, pairs = [], []
+        texts, pairs = [], []
         for i, item in enumerate(items):
+            pair = text_pair
             if isinstance(item, dict):
                 if "text" not in item or set(item) - {"text", "text_pair"}:
                     raise ValueError(
                         f"input {offset + i}: a dict input takes the keys 'text' and 'text_pair', got {sorted(item)}"
                     )
-                pair = item.get("text_pair")
-                if pair is None:
-                    singles.append((i, clean_text(item["text"], offset + i)))
-                else:
-                    pairs.append((i, clean_text(item["text"], offset + i), clean_text(pair, offset + i, "text_pair")))
-            else:
-                singles.append((i, clean_text(item, offset + i)))
-        out: list[Any] = [None] * len(items)
-        if singles:
-            for (i, _), e in zip(
-                singles,
-                self.tokenizer.encode_batch(
-                    [t for _, t in singles], truncation=truncation, max_length=max_length, bounded=True
-                ),
-            ):
-                out[i] = e
-        if pairs:
-            encs = self.tokenizer.encode_batch(
-                [a for _, a, _ in pairs],
-                [b for _, _, b in pairs],
-                truncation=truncation,
-                max_length=max_length,
-                bounded=True,
-            )
-            for (i, _, _), e in zip(pairs, encs):
-                out[i] = e
+                if "text_pair" in item and text_pair is not None:  # transformers: "got multiple values"
+                    raise TypeError(f"input {offset + i} has a text_pair, and text_pair= gives another; pass one")
+                pair = item.get("text_pair", text_pair)
+                item = item["text"]
+            texts.append(clean_text(item, offset + i))
+            # as transformers' tokenizer: an empty second text is no pair
+            pairs.append(None if pair is None or pair == "" else clean_text(pair, offset + i, "text_pair"))
+        encodings = self.tokenizer.encode_batch(
+            texts,
+            pairs if any(p is not None for p in pairs) else None,
+            truncation=truncation,
+            max_length=max_length,
+            strategy=strategy,
+            bounded=True,
+            offset=offset,
+        )
         if not truncation:
-            self._check_lengths(out, offset)
-        return [(None, [e]) for e in out]
+            self._check_lengths(encodings, offset)
+        return [(None, [e]) for e in encodings]
 
     @cached_property
     def _function(self) -> str:

@@ -23,7 +23,7 @@ from .._sampling import from_config, generator
 from .._stream import TextStream
 from .._tokenizer import AutoTokenizer
 from ..errors import ManifestError
-from ._base import DEFAULT_BATCH_TOKENS, Pipeline
+from ._base import DEFAULT_BATCH_TOKENS, Pipeline, _is_stream
 from ._text import Decoder, tokenizer_config
 
 _PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
@@ -106,8 +106,13 @@ class TextGenerationPipeline(Pipeline):
     ) -> dict[str, Any]:
         unknown = sorted(set(kwargs) - set(_SAMPLING_ARGS))
         if unknown:
+            hints = {
+                "max_length": "max_length counts the prompt too; pass max_new_tokens, the tokens to add",
+                "num_beams": "beam search is not implemented; sampling (do_sample=True) or greedy are",
+            }
+            hint = "".join(f" ({hints[k]})" for k in unknown if k in hints)
             raise TypeError(
-                f"unexpected arguments {unknown}; text-generation takes max_new_tokens, "
+                f"unexpected arguments {unknown}{hint}; text-generation takes max_new_tokens, "
                 f"num_return_sequences, return_full_text, stop_strings, skip_special_tokens, "
                 f"{', '.join(_SAMPLING_ARGS)}"
             )
@@ -232,15 +237,22 @@ class TextGenerationPipeline(Pipeline):
         return generator(s["sampling"].seed) if s["sampling"].do_sample else None
 
     # -- public API -------------------------------------------------------------------------------------
+    def _set_defaults(self, **kwargs: Any) -> None:
+        """Arguments given to pipeline(...): every call's defaults, checked now (as transformers takes them)."""
+        self._settings(**{k: v for k, v in kwargs.items() if k != "batch_size"})
+        self._defaults = dict(kwargs)
+
     def iter(self, inputs: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
         """Yield one result (a list of num_return_sequences dicts) per input, in order, batch by batch."""
+        kwargs = {**self._defaults, **kwargs}
+        batch_size = int_option("batch_size", kwargs.pop("batch_size")) if "batch_size" in kwargs else self.batch_size
         s = self._settings(**kwargs)
         rng = self._rng(s)
         if isinstance(inputs, str) or is_chat(inputs):
             inputs = [inputs]
         batch: list[Any] = []
         offset = 0
-        rows = max(1, self.batch_size // s["num_return_sequences"])
+        rows = max(1, batch_size // s["num_return_sequences"])
         for item in inputs:
             batch.append(item)
             if len(batch) == rows:
@@ -252,6 +264,8 @@ class TextGenerationPipeline(Pipeline):
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
         """One prompt (str) or conversation (list of {"role", "content"}) -> a list of dicts; a list of them ->
         a list of such lists, as transformers."""
+        if _is_stream(inputs):  # a generator, a datasets column...: an iterator of results, as transformers
+            return self.iter(inputs, **kwargs)
         single = isinstance(inputs, str) or is_chat(inputs)
         if not single and not isinstance(inputs, (list, tuple)):
             raise TypeError(
@@ -268,7 +282,8 @@ class TextGenerationPipeline(Pipeline):
             >>> "".join(generator.stream("Once upon a time", max_new_tokens=16, do_sample=False))
             ' there was a ...'
         """
-        s = self._settings(**kwargs)
+        defaults = {k: v for k, v in self._defaults.items() if k != "batch_size"}
+        s = self._settings(**{**defaults, **kwargs})
         if s["num_return_sequences"] != 1:
             raise ValueError("stream() yields one sequence; pass num_return_sequences=1")
         if not (isinstance(inputs, str) or is_chat(inputs)):

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Encoding
 
-from .._inputs import clean_text, int_option
+from .._inputs import clean_text, clean_words, int_option
 from ._base import Pipeline
 from ._text import Decoder, softmax, tokenizer_config
 
@@ -41,17 +41,49 @@ class TokenClassificationPipeline(Pipeline):
         # Word-aware tokenizers (WordPiece's "##") tell sub-words apart exactly; others fall back on spaces.
         self.word_aware = bool(getattr(self.tokenizer.backend.model, "continuing_subword_prefix", None))
 
+    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+        if (
+            kwargs.get("is_split_into_words")
+            and isinstance(inputs, (list, tuple))
+            and not all(isinstance(i, (list, tuple)) for i in inputs)
+        ):
+            inputs = [inputs]  # one list of words: a batch of one, so a list of one result (as transformers)
+        return super().__call__(inputs, **kwargs)
+
+    def _set_defaults(self, **kwargs: Any) -> None:
+        if kwargs.get("is_split_into_words") is not None:  # transformers' call overrides it with False, silently
+            raise TypeError(
+                "is_split_into_words given to pipeline(...): transformers ignores it there (each word then becomes "
+                "a text of its own); pass it with each call, ner(words, is_split_into_words=True)"
+            )
+        super()._set_defaults(**kwargs)
+
     def _sanitize_parameters(
         self,
         aggregation_strategy: str | None = None,
         ignore_labels: Sequence[str] | None = None,
         stride: int | None = None,
+        is_split_into_words: bool = False,
+        delimiter: str | None = None,
+        grouped_entities: bool | None = None,
+        ignore_subwords: bool | None = None,
         **kwargs: Any,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
+            tokenizer_args = sorted(set(kwargs) & {"truncation", "padding", "max_length"})
+            hint = (
+                f" ({tokenizer_args}: transformers' token-classification refuses them too; texts are cut at the "
+                "model's maximum, or read whole in overlapping windows with stride=)"
+                if tokenizer_args
+                else ""
+            )
             raise TypeError(
-                f"unexpected arguments {sorted(kwargs)}; token-classification takes "
-                "aggregation_strategy, ignore_labels, stride"
+                f"unexpected arguments {sorted(kwargs)}{hint}; token-classification takes aggregation_strategy, "
+                "ignore_labels, stride, is_split_into_words, delimiter, grouped_entities, ignore_subwords"
+            )
+        if grouped_entities is not None or ignore_subwords is not None:  # transformers' deprecated pair, its rule
+            aggregation_strategy = (
+                "first" if grouped_entities and ignore_subwords else "simple" if grouped_entities else "none"
             )
         strategy = str(getattr(aggregation_strategy, "value", aggregation_strategy) or "none").lower()
         if strategy not in STRATEGIES:
@@ -63,19 +95,30 @@ class TokenClassificationPipeline(Pipeline):
             )
             if strategy == "none":
                 raise ValueError("stride needs an aggregation_strategy other than 'none' to merge the windows")
+        if is_split_into_words:  # words are joined with the delimiter into the text start/end point into
+            self.tokenizer._check_words()
+            delimiter = clean_text(" " if delimiter is None else delimiter, 0, "delimiter")
         ignore = ["O"] if ignore_labels is None else list(ignore_labels)
-        return {"stride": stride}, {"strategy": strategy, "ignore_labels": ignore}
+        return (
+            {"stride": stride, "delimiter": delimiter if is_split_into_words else None},
+            {"strategy": strategy, "ignore_labels": ignore},
+        )
 
-    def preprocess(  # type: ignore[override]  # takes its stride, from its _sanitize_parameters
-        self, items: Sequence[Any], offset: int, stride: int | None = None
-    ) -> list[tuple[str, list[Encoding]]]:
-        texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
-        encodings = self.tokenizer.encode_batch(texts, stride=stride or 0)
-        return [(text, [e, *e.overflowing] if stride is not None else [e]) for text, e in zip(texts, encodings)]
+    def preprocess(  # type: ignore[override]  # takes its stride and words, from its _sanitize_parameters
+        self, items: Sequence[Any], offset: int, stride: int | None = None, delimiter: str | None = None
+    ) -> list[tuple[tuple[str, list[int] | None], list[Encoding]]]:
+        if delimiter is None:  # texts
+            texts: list[Any] = [clean_text(t, offset + i) for i, t in enumerate(items)]
+            infos: list[tuple[str, list[int] | None]] = [(t, None) for t in texts]
+        else:  # lists of words (is_split_into_words): the text is their join, each word starts where it lands
+            texts = [clean_words(t, offset + i, "input") for i, t in enumerate(items)]
+            infos = [(delimiter.join(words), _starts(words, len(delimiter))) for words in texts]
+        encodings = self.tokenizer.encode_batch(texts, stride=stride or 0, is_pretokenized=delimiter is not None)
+        return [(info, [e, *e.overflowing] if stride is not None else [e]) for info, e in zip(infos, encodings)]
 
     def gather(  # type: ignore[override]  # takes only the gather params its _sanitize_parameters returns
         self,
-        text: str,
+        info: tuple[str, list[int] | None],
         encodings: list[Encoding],
         rows: list[dict[str, np.ndarray]],
         strategy: str = "none",
@@ -83,18 +126,23 @@ class TokenClassificationPipeline(Pipeline):
     ) -> list[dict[str, Any]]:
         entities: list[dict[str, Any]] = []
         for enc, row in zip(encodings, rows):
-            tokens = self._tokens(text, enc, softmax(row["logits"].astype(np.float32)), strategy)
+            tokens = self._tokens(info, enc, softmax(row["logits"].astype(np.float32)), strategy)
             grouped = self._aggregate(tokens, strategy)
             entities += [e for e in grouped if e.get("entity", e.get("entity_group")) not in ignore_labels]
         return _merge_windows(entities) if len(encodings) > 1 else entities
 
-    def _tokens(self, text: str, enc: Encoding, scores: np.ndarray, strategy: str) -> list[dict[str, Any]]:
+    def _tokens(
+        self, info: tuple[str, list[int] | None], enc: Encoding, scores: np.ndarray, strategy: str
+    ) -> list[dict[str, Any]]:
+        text, word_starts = info
         out = []
-        for idx, (token_id, word, (start, end), special) in enumerate(
-            zip(enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask)
+        for idx, (token_id, word, (start, end), special, word_id) in enumerate(
+            zip(enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask, enc.word_ids)
         ):
             if special:
                 continue
+            if word_starts is not None and word_id is not None:  # offsets of pre-tokenized words are per word
+                start, end = start + word_starts[word_id], end + word_starts[word_id]
             word_ref = text[start:end]
             if self.word_aware:
                 is_subword = len(word) != len(word_ref)
@@ -176,6 +224,15 @@ class TokenClassificationPipeline(Pipeline):
             }
             for g in groups
         ]
+
+
+def _starts(words: list[str], gap: int) -> list[int]:
+    """Where each word starts in ``delimiter.join(words)``, the delimiter ``gap`` characters long."""
+    starts, at = [], 0
+    for word in words:
+        starts.append(at)
+        at += len(word) + gap
+    return starts
 
 
 def _tag(label: str) -> tuple[str, str]:

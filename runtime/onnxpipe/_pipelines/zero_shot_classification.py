@@ -74,12 +74,21 @@ class ZeroShotClassificationPipeline(Pipeline):
         hypothesis_template: str = "This example is {}.",
         multi_label: bool | None = None,
         multi_class: bool | None = None,
+        truncation: Any = True,
         **kwargs: Any,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         if kwargs:
             raise TypeError(
                 f"unexpected arguments {sorted(kwargs)}; zero-shot-classification takes candidate_labels, "
-                "hypothesis_template, multi_label"
+                "hypothesis_template, multi_label, truncation (it cuts the text, never the label, at the model's "
+                "maximum, as transformers, which ignores tokenizer arguments here)"
+            )
+        # transformers always cuts the premise only ("only_first") and ignores truncation=; the values that say
+        # so are accepted, any other would be a promise neither library keeps
+        if getattr(truncation, "value", truncation) not in (True, "only_first"):
+            raise ValueError(
+                f"truncation={truncation!r}: zero-shot-classification always cuts the text (the premise) and never "
+                "the hypothesis holding the label, as transformers does; use truncation=True or 'only_first'"
             )
         if isinstance(candidate_labels, str):
             candidate_labels = [label.strip() for label in candidate_labels.split(",") if label.strip()]
