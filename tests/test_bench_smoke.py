@@ -180,7 +180,7 @@ def test_every_installed_engine_runs_or_says_why(suite_rows, task, engine, tiny_
         timed = {
             r["workload"]: r for r in rows if r["task"] == task and r["engine"] == engine and r["workload"] != "process"
         }
-        assert set(timed) == {"seed1", "seed2", "sst2-b8", "sst2-stream", "syn64"}
+        assert set(timed) == {"seed1", "seed2", "sst2-b8", "sst2-stream", "syn64", "syn64-b2"}
         for r in timed.values():
             assert r["passes"] == 2 and r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] and r["throughput_sps"] > 0
         if task == "cls":
