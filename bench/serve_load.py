@@ -48,49 +48,25 @@ SMOKE = {
     "warmup": 2,
     "overload": {"limit": 1, "clients": 4, "rounds": 2},
 }
+
+
+def _serve(*options: str):
+    """``onnxpipe serve`` on the shipped model with a concurrency limit that never refuses the load test."""
+    return lambda port: [sys.executable, "-m", "onnxpipe._cli", "serve", str(ONNX_MODEL), "--port", str(port),
+                         "--max-concurrent-requests", "512", *options]  # fmt: skip
+
+
+def _wrapper(kind: str, model: Path):
+    """serve_wrappers.py's one-request-at-a-time server around ``kind``'s pipeline."""
+    return lambda port: [sys.executable, str(HERE / "serve_wrappers.py"), kind, "--model", str(model),
+                         "--port", str(port)]  # fmt: skip
+
+
 ENGINES = {
-    "onnxpipe-serve": lambda port: [
-        sys.executable,
-        "-m",
-        "onnxpipe._cli",
-        "serve",
-        str(ONNX_MODEL),
-        "--port",
-        str(port),
-        "--max-concurrent-requests",
-        "512",
-    ],
-    "onnxpipe-serve-batched": lambda port: [
-        sys.executable,
-        "-m",
-        "onnxpipe._cli",
-        "serve",
-        str(ONNX_MODEL),
-        "--port",
-        str(port),
-        "--max-concurrent-requests",
-        "512",
-        "--execution",
-        "batched",
-    ],
-    "onnxpipe-unbatched": lambda port: [
-        sys.executable,
-        str(HERE / "serve_wrappers.py"),
-        "onnxpipe",
-        "--model",
-        str(ONNX_MODEL),
-        "--port",
-        str(port),
-    ],
-    "transformers": lambda port: [
-        sys.executable,
-        str(HERE / "serve_wrappers.py"),
-        "transformers",
-        "--model",
-        str(TORCH_MODEL),
-        "--port",
-        str(port),
-    ],
+    "onnxpipe-serve": _serve(),
+    "onnxpipe-serve-batched": _serve("--execution", "batched"),
+    "onnxpipe-unbatched": _wrapper("onnxpipe", ONNX_MODEL),
+    "transformers": _wrapper("transformers", TORCH_MODEL),
 }
 
 
@@ -215,8 +191,11 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, cmd: list[str], port: int):
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "runtime"), os.environ.get("PYTHONPATH", "")])}
+    """A server in its own process, started with ``cmd`` (``runtime`` first on its PYTHONPATH) and waited for
+    until /health answers 200; ``stop`` sends SIGTERM (SIGKILL after 60 s)."""
+
+    def __init__(self, cmd: list[str], port: int, runtime: Path = ROOT / "runtime"):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(runtime), os.environ.get("PYTHONPATH", "")])}
         self.port = port
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 180

@@ -26,7 +26,6 @@ import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from provenance import markdown as provenance_lines, provenance, rel  # noqa: E402
-from serve_load import ONNX_MODEL, Connection, _pct, free_port  # noqa: E402
+from serve_load import ONNX_MODEL, Connection, ServerProcess, _pct, free_port  # noqa: E402
 from workloads import read_sst2  # noqa: E402
 
 # ---- configuration ---------------------------------------------------------------------------------------
@@ -81,48 +80,19 @@ def thread_seconds(pid: int, tid: int) -> tuple[float, float]:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), float("nan")
 
 
-class Server:
+class Server(ServerProcess):
+    """``onnxpipe serve`` from the sources at ``runtime``, with the modules in ``hidden`` made unimportable (so
+    the server falls back to the stack without them)."""
+
     def __init__(self, runtime: Path, hidden: tuple[str, ...], *args: str):
-        self.port = free_port()
-        cmd = [sys.executable, "-c", LAUNCH, ",".join(hidden), "serve", str(ONNX_MODEL), "--port", str(self.port)]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(runtime), os.environ.get("PYTHONPATH", "")])}
-        self.proc = subprocess.Popen(
-            [*cmd, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        deadline = time.monotonic() + 180
-        while self.get("/health") != 200:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{cmd} did not start: {self.proc.stderr.read()[-2000:]!r}")
-            time.sleep(0.2)
+        port = free_port()
+        cmd = [sys.executable, "-c", LAUNCH, ",".join(hidden), "serve", str(ONNX_MODEL), "--port", str(port)]
+        super().__init__([*cmd, *args], port, runtime)
         self.stack = self.proc.stderr.readline().decode().strip()  # the start-up line names the stack
-
-    def get(self, path: str) -> int | str:
-        import http.client
-
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request("GET", path)
-            r = conn.getresponse()
-            return r.status if path == "/health" else r.read().decode()
-        except OSError:
-            return 0
-        finally:
-            conn.close()
 
     def cpu(self) -> tuple[float, float, float]:
         """Seconds so far: process CPU, main-thread CPU, main thread runnable but waiting for a core."""
         return (cpu_seconds(self.proc.pid), *thread_seconds(self.proc.pid, self.proc.pid))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.proc.stderr.close()
 
 
 async def send(port: int, bodies: list[bytes], clients: int, requests: int) -> list[tuple[int, float]]:
@@ -209,7 +179,7 @@ def refusals(server: Server, body: bytes, clients: int, requests: int, busy: int
 
 
 def _queued(server: Server) -> float:
-    for line in str(server.get("/metrics")).splitlines():
+    for line in server.get("/metrics")[1].splitlines():
         if line.startswith("onnxpipe_queue_depth{"):
             return float(line.rsplit(" ", 1)[1])
     return 0.0

@@ -18,12 +18,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from onnxpipe._for_export import AutoTokenizer
 from onnxpipe.errors import ExportError
 
 from ._ecosystem import max_seq_length, write_ecosystem_files
+from ._extra import require_extra
 from ._output import check_space, file_errors, fsync_tree, place, prepare, staging
 from ._registry import canonical_export_task, folder_tasks
 from ._variants import VARIANT_FILES
@@ -136,7 +135,7 @@ def _int8_recipe(
     return recipe
 
 
-def run_export(
+def export(
     source,
     task="text-classification",
     out=None,
@@ -152,6 +151,28 @@ def run_export(
     calibration_data=None,
     prune_vocab=None,
 ) -> Path:
+    """Export ``source`` (a checkpoint folder or hub id) for ``task`` into the model folder ``out``.
+
+    Steps: load -> ONNX fp32 (optimum-onnx) -> graph fusion -> INT8 / fp16 variants -> validation against
+    PyTorch -> tokenizer and manifest -> atomic move into place. Returns the folder's path.
+    ``validation_data``: a labelled TSV (``label<TAB>text`` after a header) whose accuracy and label
+    agreement per variant are recorded in the manifest (text-classification only).
+    ``int8_recipe``: "default" (per-channel QInt8 on the fused graph), a candidate name from
+    ``INT8_CANDIDATES``, or "search": quantize every candidate, score it on ``validation_data``, time it on
+    this machine, keep the fastest within the quality gates and record all candidates' figures in the manifest.
+    ``ort``: also write each variant (but fp16) in onnxruntime's ORT format (``onnx/<name>.ort``, checked to
+    compute the same) and ``required_operators.config``, what a minimal onnxruntime build needs.
+    ``calibration_data``: sentences (labelled TSV like ``validation_data``, or one per line) that static int8
+    recipes calibrate activation ranges on; never the validation set. Without it the search skips them.
+    ``prune_vocab``: a corpus file (one text per line, or a TSV with a header); only the tokens it needs stay in
+    the embedding matrix and tokenizer.json, and the manifest's ``vocab_pruning`` records what was cut.
+
+    >>> export("../shared/checkpoints/minilm-sst2", out="models/minilm-sst2", precisions="int8",
+    ...        validation_data="../shared/data/sst2/dev.tsv", int8_recipe="search")  # doctest: +SKIP
+    """
+    require_extra()
+    from tqdm.auto import tqdm  # export extra
+
     requested, task = task, canonical_export_task(task)
     if prune_vocab is not None:
         from ._prune import check_corpus_option
