@@ -86,32 +86,10 @@ class Predictor:
         ...                compute=ActorPoolStrategy(size=2), num_cpus=1, batch_format="pandas")
     """
 
-    def __init__(
-        self,
-        model: Any,
-        task: str | None = None,
-        column: str | None = None,
-        pair_column: str | None = None,
-        on_error: str = "skip",
-        prefix: str = "",
-        threads: int | None = None,
-        precision: str | None = None,
-        batch_size: int = 32,
-        verify: bool = True,
-        **task_kwargs: Any,
-    ):
-        self.job = BatchJob.create(
-            model,
-            task=task,
-            column=column,
-            pair_column=pair_column,
-            on_error=on_error,
-            prefix=prefix,
-            precision=precision,
-            batch_size=batch_size,
-            verify=verify,
-            **task_kwargs,
-        )
+    def __init__(self, model: Any, *, threads: int | None = None, **options: Any):
+        # options: BatchJob.create's (task, column, pair_column, on_error, prefix, precision, batch_size, verify)
+        # and the task's call arguments (top_k, normalize, ...), checked there once
+        self.job = BatchJob.create(model, **options)
         self.pipe = self.job.build_pipeline(threads or assigned_cpus())
 
     def __call__(self, batch: Any) -> pa.Table:
