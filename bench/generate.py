@@ -421,7 +421,8 @@ def write(results: dict, out: Path) -> None:
         "",
         f"**Random weights: timing only.** Prompt {results['prompt_tokens']} tokens, {results['new_tokens']} new "
         f"tokens, greedy, eos off; median of {results['rounds']} rounds after a warm-up; {results['threads']} "
-        "usable cores (a shared machine: other jobs ran meanwhile, so treat ratios as rough).",
+        f"usable cores; load average {results['provenance'].get('loadavg_1min_at_start', '?')} at the start (above "
+        "the core count, other jobs shared the cores: treat ratios as rough).",
         "",
         "| model | engine | TTFT ms | decode tokens/s | end-to-end tokens/s |",
         "|---|---|---:|---:|---:|",
