@@ -14,7 +14,6 @@ of batch_scale.md are the ones README "Scale out" shows (a test holds them equal
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -28,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from onnxpipe import pipeline  # noqa: E402
 from onnxpipe._batch_job import run_batch  # noqa: E402
-from provenance import markdown as provenance_lines, provenance  # noqa: E402
+from provenance import markdown as provenance_lines, provenance, write_report  # noqa: E402
 
 # ---- configuration (defaults of the arguments) -----------------------------------------------------------
 TRAIN = HERE.parents[1] / "shared" / "data" / "sst2" / "train.tsv"
@@ -174,12 +173,9 @@ def main(argv: list[str] | None = None) -> dict:
         "cost_model": model,
         "runs": runs,
     }
-    text = json.dumps(report, indent=2, sort_keys=True)
-    (out / "batch_scale.json").write_text(text + "\n", encoding="utf-8")
-    # from the JSON as written (keys sorted), so the table can be rebuilt from the committed file alone
-    (out / "batch_scale.md").write_text(markdown(json.loads(text)), encoding="utf-8")
+    table = write_report(out, "batch_scale", report, markdown)
     shutil.rmtree(work, ignore_errors=True)
-    print(markdown(report))
+    print(table)
     return report
 
 

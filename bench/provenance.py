@@ -8,11 +8,12 @@ tasks.md), so a number in the README can be traced to the command that produced 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -126,3 +127,14 @@ def markdown(prov: dict) -> list[str]:
         + ", ".join(f"{k} {v}" for k, v in prov["versions"].items())
         + ".",
     ]
+
+
+def write_report(out: Path, stem: str, report: dict, markdown: Callable[[dict], str]) -> str:
+    """Write ``out/stem.json`` (keys sorted) and ``out/stem.md``, the table made from that JSON as written, so a
+    committed table can always be rebuilt from the committed JSON alone; return the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2, sort_keys=True)
+    (out / f"{stem}.json").write_text(text + "\n", encoding="utf-8")
+    table = markdown(json.loads(text))
+    (out / f"{stem}.md").write_text(table, encoding="utf-8")
+    return table

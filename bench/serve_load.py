@@ -31,6 +31,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "runtime"))
 from onnxpipe._bench import machine_info  # noqa: E402
+from provenance import write_report  # noqa: E402
 from workloads import read_sst2  # noqa: E402
 
 # ---- configuration ---------------------------------------------------------------------------------------
@@ -465,10 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"requests": requests, "seconds": seconds, "levels": list(levels)},
     }
     report["targets"] = targets(rows, off, over)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve_load.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    (args.out / "serve_load.md").write_text(markdown(report))
-    print(markdown(report))
+    print(write_report(args.out, "serve_load", report, markdown))
     return 0
 
 

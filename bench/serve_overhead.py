@@ -33,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from provenance import markdown as provenance_lines, provenance, rel  # noqa: E402
+from provenance import markdown as provenance_lines, provenance, rel, write_report  # noqa: E402
 from serve_load import ONNX_MODEL, Connection, ServerProcess, _pct, free_port  # noqa: E402
 from workloads import read_sst2  # noqa: E402
 
@@ -312,10 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "refusals": refused,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve_overhead.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    (args.out / "serve_overhead.md").write_text(markdown(report))
-    print(markdown(report))
+    print(write_report(args.out, "serve_overhead", report, markdown))
     return 0
 
 
