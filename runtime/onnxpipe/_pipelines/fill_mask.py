@@ -12,7 +12,6 @@ from typing import Any, cast
 import numpy as np
 from tokenizers import Encoding
 
-from .._inputs import clean_text
 from ._base import Pipeline
 from ._text import Decoder, softmax, tokenizer_config
 
@@ -86,19 +85,15 @@ class FillMaskPipeline(Pipeline):
         max_length: int | None = None,
         strategy: str = "longest_first",
     ) -> list[tuple[None, list[Encoding]]]:
-        texts = [clean_text(t, offset + i) for i, t in enumerate(items)]
-        encodings = self.tokenizer.encode_batch(
-            texts, truncation=truncation, max_length=max_length, strategy=strategy, offset=offset
-        )
-        if not truncation:
-            self._check_lengths(encodings, offset)
-        for i, e in enumerate(encodings):
+        # the base's encoding (truncation off by default here, as transformers' fill-mask), then the mask check
+        prepared = super().preprocess(items, offset, truncation, max_length, strategy)
+        for i, (_, (e,)) in enumerate(prepared):
             if self.mask_id not in e.ids:
                 raise ValueError(
                     f"input {offset + i} has no mask token {self.mask_token!r} (after truncation, "
                     f"if any); put {self.mask_token} where the word to predict goes"
                 )
-        return [(None, [e]) for e in encodings]
+        return prepared
 
     def postprocess(self, outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         logits, ids = outputs["logits"], feeds["input_ids"]
