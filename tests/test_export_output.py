@@ -211,8 +211,12 @@ def test_what_appears_at_out_during_the_export_is_never_replaced(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(recipe, "_write_tokenizer", write_tokenizer_and_meddle)
+    moved = []  # what was at --out must not even be moved aside for a moment: someone may be reading it
+    rename = output.rename_noreplace
+    monkeypatch.setattr(output, "rename_noreplace", lambda src, dst: (moved.append(src), rename(src, dst)))
     with pytest.raises(errors.OutputExistsError, match=match):
         _export(ckpt, out, force=force)
+    assert out not in moved
     after = _tree(out)
     monkeypatch.undo()
     midway_alone = tmp_path / "reference"  # the same meddling without an export: what must be there now

@@ -7,7 +7,9 @@ folder is built in a hidden sibling and moved in by a rename that never replaces
 ``RENAME_NOREPLACE`` on Linux, elsewhere ``mkdir`` + ``rename`` (which replaces only the empty folder it has
 just made, and fails if anyone wrote into it meanwhile). So whatever appears at ``--out`` while an export runs,
 a user's folder or a concurrent export's result, is never overwritten: exactly one export wins, the others
-raise OutputExistsError. ``--force`` replaces only the model folder that was there when the export started.
+raise OutputExistsError. ``--force`` replaces only the model folder that was there when the export started,
+and concurrent exports swap one at a time (a lock on the parent folder), so the loser never moves the
+winner's folder aside.
 
 Killed exports: SIGINT/SIGTERM/SIGHUP remove the staging folder on the way out; what SIGKILL or a power cut
 leaves (``.NAME.partial-PID-*``, ``.NAME.old-PID``) is cleaned up by the next export to that folder.
@@ -198,12 +200,38 @@ def _move_in(tmp: Path, out: Path) -> None:
         ) from None
 
 
+def _changed(out: Path, reason: str) -> OutputExistsError:
+    return OutputExistsError(
+        f"{out} changed while this export ran ({reason.replace('is ', 'it is now ', 1)}); "
+        f"it was left as it is and this export was discarded. {_FORCE_POLICY}"
+    )
+
+
 def place(tmp: Path, target: Target) -> None:
     """Move the finished folder ``tmp`` to ``target.path``; replace only the folder ``prepare`` accepted."""
     out = target.path
     if target.replaces is None:
         _move_in(tmp, out)
         return
+    with _exports_to(out.parent):
+        _replace(tmp, target)
+
+
+def _replace(tmp: Path, target: Target) -> None:
+    out = target.path
+    try:
+        st = out.lstat()
+    except FileNotFoundError:  # removed meanwhile: nothing to replace any more
+        _move_in(tmp, out)
+        return
+    # Look before moving it aside: a folder that is not to be replaced (a concurrent export's result, a user's
+    # file put into it) is refused untouched, so nobody reading it sees it vanish for a moment. The checks are
+    # repeated on the moved-aside folder below, for what changes between this look and the move.
+    reason = not_replaceable(out) or (
+        "is another folder than at the start" if (st.st_dev, st.st_ino) != target.replaces else None
+    )
+    if reason:
+        raise _changed(out, reason)
     backup = out.with_name(f".{out.name}.old-{os.getpid()}")
     try:
         rename_noreplace(out, backup)
@@ -222,15 +250,34 @@ def place(tmp: Path, target: Target) -> None:
                 f"{out} changed while this export ran and something else then took its "
                 f"place; what was there is kept as {backup}. This export was discarded"
             ) from None
-        raise OutputExistsError(
-            f"{out} changed while this export ran ({reason.replace('is ', 'it is now ', 1)}); "
-            f"it was left as it is and this export was discarded. {_FORCE_POLICY}"
-        )
+        raise _changed(out, reason)
     try:
         _move_in(tmp, out)
     finally:  # the old model folder goes, as --force asked, even when another export took the place meanwhile
         if not_replaceable(backup) is None:
             shutil.rmtree(backup, ignore_errors=True)
+
+
+@contextmanager
+def _exports_to(folder: Path):
+    """Hold an exclusive lock on ``folder`` (the output's parent) while an export swaps its output in.
+
+    Concurrent onnxpipe exports to one ``--out`` then check and move one after the other, so the loser never
+    moves the winner's fresh folder aside, even for a moment. The lock is ``flock`` on the folder itself: no
+    lock file is left behind, and the kernel drops it when a killed export's process ends. Other programs do
+    not take it; the inode checks in ``_replace`` still guard against them. Without ``fcntl`` (Windows) there
+    is no lock and those checks alone remain."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 # -- staging and recovery ------------------------------------------------------------------------------------
