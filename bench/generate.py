@@ -417,13 +417,14 @@ def write(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "generate.json").write_text(json.dumps(results, indent=2) + "\n")
     load = results.get("provenance", {}).get("loadavg_1min_at_start", "?")
+    busy = isinstance(load, (int, float)) and load > results["threads"]
+    verdict = "above the core count: other jobs shared the cores, treat ratios as rough" if busy else "quiet"
     lines = [
         "# Text generation, batch 1 (bench/generate.py)",
         "",
         f"**Random weights: timing only.** Prompt {results['prompt_tokens']} tokens, {results['new_tokens']} new "
         f"tokens, greedy, eos off; median of {results['rounds']} rounds after a warm-up; {results['threads']} "
-        f"usable cores; load average {load} at the start (above the core count, other jobs shared the cores: "
-        "treat ratios as rough).",
+        f"usable cores; load average {load} at the start ({verdict}).",
         "",
         "| model | engine | TTFT ms | decode tokens/s | end-to-end tokens/s |",
         "|---|---|---:|---:|---:|",

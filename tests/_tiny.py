@@ -96,7 +96,7 @@ _CONFIGS: dict[str, dict] = {
     },
     "llama": {
         "num_hidden_layers": 2,
-        "hidden_size": 32,
+        "hidden_size": 64,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
         "intermediate_size": 37,
@@ -107,10 +107,11 @@ _CONFIGS: dict[str, dict] = {
         "tie_word_embeddings": False,
         "rms_norm_eps": 1e-5,
     },
-    # Qwen2: biases on q/k/v; Mistral: a sliding window (wider than the 128 positions here).
+    # Qwen2: biases on q/k/v; Mistral: a sliding window (wider than the 128 positions here). The Llama family
+    # has head size 16 (hidden 64, 4 heads): the smallest GroupQueryAttention runs, so the fused graph is tested.
     "qwen2": {
         "num_hidden_layers": 2,
-        "hidden_size": 32,
+        "hidden_size": 64,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
         "intermediate_size": 37,
@@ -123,7 +124,7 @@ _CONFIGS: dict[str, dict] = {
     },
     "mistral": {
         "num_hidden_layers": 2,
-        "hidden_size": 32,
+        "hidden_size": 64,
         "num_attention_heads": 4,
         "num_key_value_heads": 1,
         "intermediate_size": 37,

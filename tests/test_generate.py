@@ -172,7 +172,7 @@ def test_cache_stays_in_onnxruntime_between_steps(pipes):
     first = cache.past
     cache.step(np.array([42]))
     assert all(isinstance(v, ort.OrtValue) for v in cache.past) and cache.past[0] is not first[0]
-    assert cache.past[0].shape() == [1, 2, 4, 8]  # grouped-query attention: 2 key/value heads of size 8
+    assert cache.past[0].shape() == [1, 2, 4, 16]  # grouped-query attention: 2 key/value heads of size 16
 
 
 def test_bad_arguments_name_the_value_and_the_fix(pipes):
@@ -201,6 +201,10 @@ def test_manifest_records_what_generation_needs(folders):
     v = llama["variants"]["fp32"]["validation"]
     assert v["greedy_identical"] and v["max_abs_logits_diff"] <= 1e-4
     assert gpt2["tasks"] == ["text-generation"]  # no feature-extraction: a decoder graph has no hidden state out
+    # the Llama family gets the fused graph (GroupQueryAttention); GPT-2 keeps optimum's, and says why
+    assert llama["generation"]["graph"]["builder"] == "onnxpipe-fused"
+    assert gpt2["generation"]["graph"]["builder"] == "optimum"
+    assert "architecture 'gpt2'" in gpt2["generation"]["graph"]["fused_not_used"]
 
 
 def test_export_refuses_a_decoder_for_an_encoder_task(hf, tmp_path):
@@ -261,9 +265,21 @@ def _lowbit_int4():
 def test_low_bit_folder_generates_and_records_its_agreement(tiny_export):
     folder = tiny_export("llama", "text-generation", precisions="fp32,int4")
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["variants"]["int4"]["recipe"]["matmuls_quantized"] >= 14  # 7 per layer; lm_head too
+    recipe = manifest["variants"]["int4"]["recipe"]
+    # the fused graph: q/k/v packed into one matmul, so 5 per layer (qkv, o, gate, up, down), and lm_head
+    assert recipe["matmuls_quantized"] == 5 * 2 + 1 and recipe["matmuls_kept_fp32"] == 0
     g = onnxpipe.pipeline("text-generation", model=folder)
     assert g.precision == "int4"  # the CPU default where there is no int8
+    out = g("Hello", max_new_tokens=8, do_sample=False, return_full_text=False)[0]["generated_text"]
+    assert isinstance(out, str) and out
+
+
+def test_int8_variant_of_the_fused_graph_generates(tiny_export):
+    folder = tiny_export("llama", "text-generation", precisions="fp32,int8")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["generation"]["graph"]["builder"] == "onnxpipe-fused"
+    assert manifest["variants"]["int8"]["validation"]["prompts"] == 4
+    g = onnxpipe.pipeline("text-generation", model=folder, precision="int8")
     out = g("Hello", max_new_tokens=8, do_sample=False, return_full_text=False)[0]["generated_text"]
     assert isinstance(out, str) and out
 
@@ -337,3 +353,50 @@ def test_other_llama_family_configs_export_and_match_generate(arch, tiny_export,
     for prompt in PROMPTS[:2]:
         want = pair[1].decode(_hf_generate(pair, prompt, max_new_tokens=24), skip_special_tokens=True)
         assert g(prompt, max_new_tokens=24, do_sample=False, return_full_text=False)[0]["generated_text"] == want
+
+
+def _config(**changes):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(**{**_tiny_llama_config(), **changes})
+
+
+def _tiny_llama_config() -> dict:
+    from _tiny import _CONFIGS
+
+    return dict(_CONFIGS["llama"])
+
+
+@pytest.mark.parametrize(
+    "changes,reason",
+    [
+        ({}, None),
+        ({"hidden_act": "gelu"}, "activation 'gelu'"),
+        ({"hidden_size": 32}, "head size 8"),
+        ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "rope scaling 'dynamic'"),
+        ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, None),
+    ],
+)
+def test_which_llama_configs_get_the_fused_graph(changes, reason):
+    from onnxpipe_export._decoder_graph import fused_unsupported
+
+    got = fused_unsupported(_config(**changes))
+    assert got == reason if reason is None else reason in got
+
+
+def test_a_config_the_fused_graph_does_not_cover_exports_through_optimum(tiny_checkpoint, tmp_path):
+    """Dynamic rope scaling (tables that depend on the length) is left to optimum's traced graph; the export
+    says so in the manifest and still passes its validation against PyTorch."""
+    import shutil
+
+    from onnxpipe_export import export
+
+    src = shutil.copytree(tiny_checkpoint("llama", "text-generation"), tmp_path / "ckpt")
+    config = json.loads((src / "config.json").read_text())
+    config["rope_scaling"] = {"rope_type": "dynamic", "factor": 2.0}
+    (src / "config.json").write_text(json.dumps(config))
+    folder = export(src, task="text-generation", out=tmp_path / "out", precisions="fp32", progress=False)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["generation"]["graph"]["builder"] == "optimum"
+    assert "rope scaling 'dynamic'" in manifest["generation"]["graph"]["fused_not_used"]
+    assert manifest["variants"]["fp32"]["validation"]["greedy_identical"]

@@ -128,6 +128,9 @@ def quantize_8bit(source: Path, out: Path, settings: dict = INT8) -> dict:
             weight_type=QuantType[settings["weight_type"]],
             per_channel=settings["per_channel"],
             op_types_to_quantize=list(settings["op_types"]),
+            # onnx's shape inference stops at com.microsoft operators (the fused decoder's attention): the
+            # tensors after them are float, which is what the quantizer would otherwise fail to infer
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     finally:
         root.setLevel(level)
