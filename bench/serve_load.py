@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -52,15 +53,16 @@ SMOKE = {
 
 
 def _serve(*options: str):
-    """``onnxpipe serve`` on the shipped model with a concurrency limit that never refuses the load test."""
-    return lambda port: [sys.executable, "-m", "onnxpipe._cli", "serve", str(ONNX_MODEL), "--port", str(port),
-                         "--max-concurrent-requests", "512", *options]  # fmt: skip
+    """``onnxpipe serve`` on the shipped model with a concurrency limit that never refuses the load test;
+    ``extra``: the run's ``--serve-args``."""
+    return lambda port, extra=(): [sys.executable, "-m", "onnxpipe._cli", "serve", str(ONNX_MODEL), "--port",
+                                   str(port), "--max-concurrent-requests", "512", *options, *extra]  # fmt: skip
 
 
 def _wrapper(kind: str, model: Path):
     """serve_wrappers.py's one-request-at-a-time server around ``kind``'s pipeline."""
-    return lambda port: [sys.executable, str(HERE / "serve_wrappers.py"), kind, "--model", str(model),
-                         "--port", str(port)]  # fmt: skip
+    return lambda port, extra=(): [sys.executable, str(HERE / "serve_wrappers.py"), kind, "--model", str(model),
+                                   "--port", str(port)]  # fmt: skip
 
 
 ENGINES = {
@@ -284,8 +286,10 @@ def run(coro):
     return uvloop.run(coro)
 
 
-def run_engine(name: str, texts: list[str], levels, requests: int, seconds: float, warmup: int) -> list[dict]:
-    server = ServerProcess(ENGINES[name](port := free_port()), port)
+def run_engine(
+    name: str, texts: list[str], levels, requests: int, seconds: float, warmup: int, extra: list[str]
+) -> list[dict]:
+    server = ServerProcess(ENGINES[name](port := free_port(), extra), port)
     rows = []
     try:
         run(load(port, texts, 1, warmup, seconds))
@@ -318,6 +322,11 @@ def markdown(report: dict) -> str:
         f"{report.get('loadavg', {}).get('end', '?')} at the end (the servers' and the client's own threads count "
         "in it: torch's and onnxruntime's spinning workers are runnable; a start above the core count means other "
         "jobs shared the cores, and then only ratios and CPU per request compare).",
+        *(
+            [f"Every onnxpipe serve ran with `{' '.join(report['config']['serve_args'])}`."]
+            if report.get("config", {}).get("serve_args")
+            else []
+        ),
         "",
         "| engine | clients | requests | errors | req/s | p50 ms | p99 ms | mean batch | server CPU ms/req "
         "| client CPU ms/req |",
@@ -416,6 +425,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=REQUESTS, help="per level, at most")
     p.add_argument("--seconds", type=float, default=SECONDS, help="per level, at most")
     p.add_argument("--smoke", action="store_true", help="seconds: N=2, a few requests (what pytest runs)")
+    p.add_argument(
+        "--serve-args",
+        default="",
+        help="more options for every onnxpipe serve started (load levels and overload), e.g. '--profile low-power'",
+    )
     p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
     engines = [e for e in args.engines.split(",") if e]
@@ -431,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     texts, _ = read_sst2()
     off = offline(texts if not args.smoke else texts[:32])
     print(json.dumps({"offline": off}), flush=True)
-    rows = [r for name in engines for r in run_engine(name, texts, levels, requests, seconds, warmup)]
+    extra = shlex.split(args.serve_args)
+    rows = [r for name in engines for r in run_engine(name, texts, levels, requests, seconds, warmup, extra)]
     port = free_port()
     server = ServerProcess(
         [
@@ -444,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             str(port),
             "--max-concurrent-requests",
             str(over_cfg["limit"]),
+            *extra,
         ],
         port,
     )
@@ -463,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         "offline": off,
         "levels": rows,
         "overload": over,
-        "config": {"requests": requests, "seconds": seconds, "levels": list(levels)},
+        "config": {"requests": requests, "seconds": seconds, "levels": list(levels), "serve_args": extra},
     }
     report["targets"] = targets(rows, off, over)
     print(write_report(args.out, "serve_load", report, markdown))
