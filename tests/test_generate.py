@@ -166,13 +166,45 @@ def test_stream_holds_back_half_characters():
 def test_cache_stays_in_onnxruntime_between_steps(pipes):
     import onnxruntime as ort
 
-    p = pipes["llama"]
+    # optimum's graph (GPT-2): each step's present tensors, one position longer, become the next past
+    p = pipes["gpt2"]
     cache = KVCache(p.model, p.graph, 1)
     cache.prefill(np.array([[1, 40, 41]]), np.ones((1, 3), dtype=np.int64))
     first = cache.past
     cache.step(np.array([42]))
     assert all(isinstance(v, ort.OrtValue) for v in cache.past) and cache.past[0] is not first[0]
-    assert cache.past[0].shape() == [1, 2, 4, 16]  # grouped-query attention: 2 key/value heads of size 16
+    assert cache.past[0].shape()[2] == 4
+    # the fused graph (Llama): one buffer per tensor, allocated once and written in place
+    p = pipes["llama"]
+    assert p.graph.shared_buffer
+    cache = KVCache(p.model, p.graph, 1, capacity=10)
+    cache.prefill(np.array([[1, 40, 41]]), np.ones((1, 3), dtype=np.int64))
+    first = list(cache.past)
+    assert not cache._buffers[0][0, :, 3].any()
+    cache.step(np.array([42]))
+    assert all(a is b for a, b in zip(cache.past, first))
+    assert cache.past[0].shape() == [1, 2, 10, 16]  # grouped-query attention: 2 key/value heads of size 16
+    assert cache._buffers[0][0, :, 3].any() and not cache._buffers[0][0, :, 4].any()  # slot 3: the new token
+    with pytest.raises(errors.InputTooLongError, match="capacity"):
+        for t in range(7):
+            cache.step(np.array([43 + t]))
+
+
+def test_shared_buffer_gives_what_concatenation_gives(pipes):
+    """The same fused graph run both ways over a left-padded batch: in place and concatenated agree."""
+    from dataclasses import replace
+
+    p = pipes["llama"]
+    ids = np.array([[0, 0, 1, 40, 41], [1, 50, 51, 52, 53]])
+    mask = (np.arange(5) >= np.array([[2], [0]])).astype(np.int64)
+    runs = []
+    for graph in (p.graph, replace(p.graph, shared_buffer=False)):
+        cache = KVCache(p.model, graph, 2, capacity=5 + 4)
+        logits = [cache.prefill(ids, mask)]
+        for t in range(3):
+            logits.append(cache.step(np.array([60 + t, 70 + t])))
+        runs.append(np.stack(logits))
+    np.testing.assert_allclose(runs[0], runs[1], atol=1e-5)
 
 
 def test_bad_arguments_name_the_value_and_the_fix(pipes):
@@ -400,3 +432,37 @@ def test_a_config_the_fused_graph_does_not_cover_exports_through_optimum(tiny_ch
     assert manifest["generation"]["graph"]["builder"] == "optimum"
     assert "rope scaling 'dynamic'" in manifest["generation"]["graph"]["fused_not_used"]
     assert manifest["variants"]["fp32"]["validation"]["greedy_identical"]
+
+
+@pytest.mark.parametrize(
+    "rope",
+    [
+        {"rope_type": "linear", "factor": 2.0},
+        {
+            "rope_type": "llama3",
+            "factor": 4.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 32,
+        },
+        {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 64},
+    ],
+    ids=lambda r: r["rope_type"],
+)
+def test_fused_graph_reproduces_rope_scalings(rope, tiny_checkpoint, tmp_path):
+    """The fused graph's cos/sin tables come from transformers' own rope initialisation, scaling included
+    (yarn's attention factor too): the export's validation (fp32 within 1e-4 of PyTorch, greedy identical)
+    passes on the fused graph, which it would refuse if the tables were wrong."""
+    import shutil
+
+    from onnxpipe_export import export
+
+    src = shutil.copytree(tiny_checkpoint("llama", "text-generation"), tmp_path / "ckpt")
+    config = json.loads((src / "config.json").read_text())
+    config["rope_scaling"] = rope
+    (src / "config.json").write_text(json.dumps(config))
+    folder = export(src, task="text-generation", out=tmp_path / "out", precisions="fp32", progress=False)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["generation"]["graph"]["builder"] == "onnxpipe-fused"
+    v = manifest["variants"]["fp32"]["validation"]
+    assert v["greedy_identical"] and v["max_abs_logits_diff"] <= 1e-4

@@ -62,13 +62,13 @@ def _write_graph(model, tmp: Path, fp32: Path) -> dict:
     why_not = fused_unsupported(model.config)
     if why_not is None:
         build_fused(model, fp32)
-        return {"builder": "onnxpipe-fused", "attention": "com.microsoft.GroupQueryAttention"}
+        return {"builder": "onnxpipe-fused", "attention": "com.microsoft.GroupQueryAttention", "cache": "shared-buffer"}
     raw = _export_onnx(model, tmp / "raw")
     fp32.parent.mkdir()
     for f in raw.parent.glob("model.onnx*"):  # the graph and, past 2 GB, its external data beside it
         shutil.move(str(f), str(fp32.parent / f.name))
     shutil.rmtree(tmp / "raw")
-    return {"builder": "optimum", "fused_not_used": why_not}
+    return {"builder": "optimum", "fused_not_used": why_not, "cache": "concat"}
 
 
 def generation_block(ckpt) -> dict:

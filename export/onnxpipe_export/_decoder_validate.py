@@ -46,7 +46,7 @@ def validate_decoder(ckpt, manifest, precision: str) -> dict:
         if ours != ids:
             raise ValidationError(f"tokenizer.json gives {ours[:12]}... for {prompt!r}, transformers {ids[:12]}...")
         ref_tokens, ref_logits = torch_greedy(ckpt.model, ids, GREEDY)
-        cache = KVCache(model, graph, 1)
+        cache = KVCache(model, graph, 1, capacity=len(ids) + STEPS + 1)
         got = [cache.prefill(np.array([ids]), np.ones((1, len(ids)), dtype=np.int64))[0]]
         for t in ref_tokens[:STEPS]:
             got.append(cache.step(np.array([t]))[0])

@@ -5,11 +5,15 @@ new tokens, ``position_ids`` (Llama-style graphs and GPT-2 alike) and ``past_key
 returns ``logits`` and ``present.N.key/value``. The first call (the prompt) gets empty past tensors; every
 later call feeds one token per row.
 
-The cache never passes through numpy: outputs are bound with IO binding to onnxruntime-allocated ``OrtValue``s,
-and the next step binds those same values as its past inputs, so no step copies or converts the cache in
-Python (``session.run`` would copy every present tensor into a new numpy array and back, each step). The
-graph itself still concatenates past and new keys per step; growing a fixed buffer in place needs
-onnxruntime's GroupQueryAttention with a shared buffer, which this graph layout does not use.
+The cache never passes through numpy: it lives in ``OrtValue``s bound with IO binding, so no step copies or
+converts it in Python (``session.run`` would copy every present tensor into a new numpy array and back, each
+step). Two layouts, read from the manifest (``generation.graph.cache``):
+
+* ``shared-buffer`` (the fused Llama-family graph, GroupQueryAttention): one buffer per layer and key/value,
+  allocated once for the prompt plus ``max_new_tokens`` and bound as both the past input and the present
+  output; the operator writes each step's keys into it in place, so nothing grows or is copied per step.
+* ``concat`` (optimum's graph, GPT-2): the graph concatenates past and new keys into fresh present tensors,
+  which the next step binds as its past.
 
 Batches are left-padded, so the last column is every row's newest token and one logits row per sequence is
 read after each call.
@@ -40,6 +44,7 @@ class DecoderGraph:
     head_dim: int
     kv_type: type
     position_ids: bool
+    shared_buffer: bool = False  # past and present are one preallocated buffer per layer (GroupQueryAttention)
 
 
 def describe(model: OnnxModel) -> DecoderGraph:
@@ -66,26 +71,37 @@ def describe(model: OnnxModel) -> DecoderGraph:
             f"{model.manifest.folder}: {past[0]} has shape {first.shape} and type {first.type}; the "
             "loop needs static heads and head size, float or float16. Re-export the folder."
         )
-    return DecoderGraph(past, present, heads, dim, _KV_TYPES[first.type], "position_ids" in inputs)
+    graph_info = (model.manifest.generation or {}).get("graph") or {}
+    shared = isinstance(graph_info, dict) and graph_info.get("cache") == "shared-buffer"
+    return DecoderGraph(past, present, heads, dim, _KV_TYPES[first.type], "position_ids" in inputs, shared)
 
 
 class KVCache:
     """One generation's decoder calls: the prompt, then one token per row per step; holds the cache as the
-    session's own OrtValues between calls.
+    session's own OrtValues between calls. ``capacity``: the most positions (prompt width plus new tokens) the
+    calls will reach, the size of a shared buffer (default: the model's maximum).
 
     Example:
-        >>> cache = KVCache(model, describe(model), batch=1)
+        >>> cache = KVCache(model, describe(model), batch=1, capacity=2 + 8)
         >>> logits = cache.prefill(np.array([[464, 3290]]), np.ones((1, 2), dtype=np.int64))  # (1, vocabulary)
         >>> logits = cache.step(logits.argmax(-1))
     """
 
-    def __init__(self, model: OnnxModel, graph: DecoderGraph, batch: int):
+    def __init__(self, model: OnnxModel, graph: DecoderGraph, batch: int, capacity: int | None = None):
         import onnxruntime as ort
 
         self.model, self.graph = model, graph
         self.device = "cuda" if model.device == "cuda" else "cpu"
-        empty: np.ndarray = np.zeros((batch, graph.kv_heads, 0, graph.head_dim), dtype=graph.kv_type)
-        self.past: list[Any] = [ort.OrtValue.ortvalue_from_numpy(empty, self.device, 0)] * len(graph.past)
+        self.capacity = int(capacity or model.manifest.max_length)
+        if graph.shared_buffer:
+            # Zeroed, one per tensor: slots past the current length are never attended (the operator's own
+            # lengths), but zeros keep them finite whatever a kernel reads.
+            shape = (batch, graph.kv_heads, self.capacity, graph.head_dim)
+            self._buffers: list[np.ndarray] = [np.zeros(shape, dtype=graph.kv_type) for _ in graph.past]
+            self.past: list[Any] = [ort.OrtValue.ortvalue_from_numpy(b, self.device, 0) for b in self._buffers]
+        else:
+            empty: np.ndarray = np.zeros((batch, graph.kv_heads, 0, graph.head_dim), dtype=graph.kv_type)
+            self.past = [ort.OrtValue.ortvalue_from_numpy(empty, self.device, 0)] * len(graph.past)
         self.binding = model.session.io_binding()
         self.mask = np.zeros((batch, 0), dtype=np.int64)
         self._keep: list[np.ndarray] = []  # numpy inputs bound by reference: alive until the run is over
@@ -98,13 +114,21 @@ class KVCache:
         self._keep = list(feeds.values())
         for name, value in feeds.items():
             b.bind_cpu_input(name, value)
-        for name, value in zip(self.graph.past, self.past):
-            b.bind_ortvalue_input(name, value)
         b.bind_output("logits", "cpu")  # read by numpy every step; only the last position is used
-        for name in self.graph.present:
-            b.bind_output(name, self.device)
+        for name, present, value in zip(self.graph.past, self.graph.present, self.past):
+            b.bind_ortvalue_input(name, value)
+            if self.graph.shared_buffer:
+                b.bind_ortvalue_output(present, value)  # written in place
+            else:
+                b.bind_output(present, self.device)
+        if self.mask.shape[1] > self.capacity:
+            raise InputTooLongError(
+                f"the cache holds {self.capacity} positions and this call needs {self.mask.shape[1]}; "
+                "create the KVCache with capacity = prompt length + max_new_tokens"
+            )
         outputs = self.model.run_bound(b, ids.shape)
-        self.past = outputs[1:]
+        if not self.graph.shared_buffer:
+            self.past = outputs[1:]
         logits: np.ndarray = outputs[0].numpy()[:, -1, :]
         return logits.astype(np.float32)  # a copy: the sampler may modify it
 
@@ -150,7 +174,7 @@ def generate_tokens(
         >>> for tokens, done in generate_tokens(model, describe(model), ids, mask, 8, Sampling(), [50256], 50256):
         ...     print(tokens)
     """
-    cache = KVCache(model, graph, len(ids))
+    cache = KVCache(model, graph, len(ids), capacity=ids.shape[1] + max(max_new_tokens, 1))
     done = np.zeros(len(ids), dtype=bool)
     seen = None
     if sampling.repetition_penalty != 1.0:  # which tokens each row has seen (prompt and output)
