@@ -153,3 +153,34 @@ def test_local_batch_engine_works_with_the_export_stack_unimportable():
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"labels": ["POSITIVE", "NEGATIVE"], "loaded": []}
+
+
+_GENERATE_CHILD = _CHILD.split("import onnxpipe\n")[0] + textwrap.dedent(
+    """
+    from onnxpipe import pipeline
+
+    generator = pipeline("text-generation", model=sys.argv[2])
+    full = generator("Hello there", max_new_tokens=12, do_sample=False, return_full_text=False)[0]["generated_text"]
+    streamed = "".join(generator.stream("Hello there", max_new_tokens=12, do_sample=False))
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in FORBIDDEN)
+    print(json.dumps({"full": full, "streamed": streamed, "loaded": loaded, "attempts": attempts}))
+    """
+)
+
+
+@pytest.mark.torch  # the folder is exported in this session; the child process runs without the export stack
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_text_generation_streams_with_the_export_stack_unimportable(arch, tiny_export):
+    """Both decoder graphs (optimum's for GPT-2, the fused one for Llama) generate and stream with only the
+    runtime importable."""
+    folder = tiny_export(arch, "text-generation", precisions="fp32,int4")
+    proc = subprocess.run(
+        [sys.executable, "-c", _GENERATE_CHILD, json.dumps(FORBIDDEN), str(folder)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["full"] and out["streamed"] == out["full"] and out["loaded"] == []
