@@ -83,16 +83,18 @@ _CHILD = textwrap.dedent(
 )
 
 
-def test_runtime_works_with_the_export_stack_unimportable():
+def _child(code: str, blocked: list[str], *args: str):
+    """Run ``code`` in a fresh interpreter (``sys.argv[1]``: ``blocked`` as JSON; then ``args``); return the
+    JSON its last stdout line holds. A failing child fails the test with its stderr."""
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(FORBIDDEN)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
+        [sys.executable, "-c", code, json.dumps(blocked), *args], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_runtime_works_with_the_export_stack_unimportable():
+    out = _child(_CHILD, FORBIDDEN)
     assert out["labels"] == ["POSITIVE", "NEGATIVE"]
     assert out["shape"] == [2, 16, 384]
     assert out["logits"] == [2, 2]
@@ -118,11 +120,7 @@ def test_import_and_cli_parser_load_no_batch_engine():
         "import json, sys, onnxpipe, onnxpipe._cli; onnxpipe._cli.build_parser(); "
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in json.loads(sys.argv[1]))))"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(HEAVY_OPTIONAL)], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+    assert _child(code, HEAVY_OPTIONAL) == []
 
 
 _BATCH_CHILD = _CHILD.split("import onnxpipe\n")[0] + textwrap.dedent(
@@ -143,16 +141,7 @@ _BATCH_CHILD = _CHILD.split("import onnxpipe\n")[0] + textwrap.dedent(
 
 def test_local_batch_engine_works_with_the_export_stack_unimportable():
     pytest.importorskip("pyarrow")
-    proc = subprocess.run(
-        [sys.executable, "-c", _BATCH_CHILD, json.dumps(FORBIDDEN)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out == {"labels": ["POSITIVE", "NEGATIVE"], "loaded": []}
+    assert _child(_BATCH_CHILD, FORBIDDEN) == {"labels": ["POSITIVE", "NEGATIVE"], "loaded": []}
 
 
 _GENERATE_CHILD = _CHILD.split("import onnxpipe\n")[0] + textwrap.dedent(
@@ -174,13 +163,5 @@ def test_text_generation_streams_with_the_export_stack_unimportable(arch, tiny_e
     """Both decoder graphs (optimum's for GPT-2, the fused one for Llama) generate and stream with only the
     runtime importable."""
     folder = tiny_export(arch, "text-generation", precisions="fp32,int4")
-    proc = subprocess.run(
-        [sys.executable, "-c", _GENERATE_CHILD, json.dumps(FORBIDDEN), str(folder)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = _child(_GENERATE_CHILD, FORBIDDEN, str(folder))
     assert out["full"] and out["streamed"] == out["full"] and out["loaded"] == []
