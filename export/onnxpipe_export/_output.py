@@ -217,19 +217,24 @@ def place(tmp: Path, target: Target) -> None:
         _replace(tmp, target)
 
 
+def _not_the_accepted(path: Path, target: Target) -> str | None:
+    """Why ``path`` is not the folder ``prepare`` accepted for replacing; None when it is."""
+    st = path.lstat()
+    if (st.st_dev, st.st_ino) != target.replaces:
+        return "is another folder than at the start"
+    return not_replaceable(path)
+
+
 def _replace(tmp: Path, target: Target) -> None:
     out = target.path
+    # Look before moving it aside: a folder that is not to be replaced (a concurrent export's result, a user's
+    # file put into it) is refused untouched, so nobody reading it sees it vanish for a moment. The check is
+    # repeated on the moved-aside folder below, for what changes between this look and the move.
     try:
-        st = out.lstat()
+        reason = _not_the_accepted(out, target)
     except FileNotFoundError:  # removed meanwhile: nothing to replace any more
         _move_in(tmp, out)
         return
-    # Look before moving it aside: a folder that is not to be replaced (a concurrent export's result, a user's
-    # file put into it) is refused untouched, so nobody reading it sees it vanish for a moment. The checks are
-    # repeated on the moved-aside folder below, for what changes between this look and the move.
-    reason = not_replaceable(out) or (
-        "is another folder than at the start" if (st.st_dev, st.st_ino) != target.replaces else None
-    )
     if reason:
         raise _changed(out, reason)
     backup = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -238,10 +243,7 @@ def _replace(tmp: Path, target: Target) -> None:
     except FileNotFoundError:  # removed meanwhile: nothing to replace any more
         _move_in(tmp, out)
         return
-    st = backup.lstat()
-    reason = not_replaceable(backup) or (
-        "is another folder than at the start" if (st.st_dev, st.st_ino) != target.replaces else None
-    )
+    reason = _not_the_accepted(backup, target)
     if reason:
         try:
             rename_noreplace(backup, out)
