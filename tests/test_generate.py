@@ -388,15 +388,12 @@ def test_other_llama_family_configs_export_and_match_generate(arch, tiny_export,
 
 
 def _config(**changes):
+    """The tiny test Llama's config with ``changes``."""
     from transformers import LlamaConfig
 
-    return LlamaConfig(**{**_tiny_llama_config(), **changes})
-
-
-def _tiny_llama_config() -> dict:
     from _tiny import _CONFIGS
 
-    return dict(_CONFIGS["llama"])
+    return LlamaConfig(**{**_CONFIGS["llama"], **changes})
 
 
 @pytest.mark.parametrize(
