@@ -129,10 +129,11 @@ _BATCH_CHILD = _CHILD.split("import onnxpipe\n")[0] + textwrap.dedent(
     import pyarrow as pa, pyarrow.parquet as pq
     from onnxpipe._batch_job import run_batch
 
-    folder = pathlib.Path(tempfile.mkdtemp())
-    pq.write_table(pa.table({"text": ["I love it", "I hate it"]}), folder / "in.parquet")
-    run_batch("minilm-sst2", folder / "in.parquet", folder / "out.parquet")
-    labels = pq.read_table(folder / "out.parquet").column("label").to_pylist()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp)
+        pq.write_table(pa.table({"text": ["I love it", "I hate it"]}), folder / "in.parquet")
+        run_batch("minilm-sst2", folder / "in.parquet", folder / "out.parquet")
+        labels = pq.read_table(folder / "out.parquet").column("label").to_pylist()
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in FORBIDDEN)
     print(json.dumps({"labels": labels, "loaded": loaded}))
     """
