@@ -207,6 +207,14 @@ def test_shared_buffer_gives_what_concatenation_gives(pipes):
     np.testing.assert_allclose(runs[0], runs[1], atol=1e-5)
 
 
+def test_serve_loads_a_decoder_folder_and_leaves_its_cache_inputs_alone(folders):
+    serve = pytest.importorskip("onnxpipe._serve")
+    for arch in ARCHS:  # warm_up runs encoders once; a decoder's feeds need a cache it does not build
+        served = serve.load_model(arch, str(folders[arch]))
+        assert list(served.pipelines) == ["text-generation"]
+        assert served.model._lane_session is None
+
+
 def test_bad_arguments_name_the_value_and_the_fix(pipes):
     p = pipes["gpt2"]
     with pytest.raises(ValueError, match="temperature=0"):

@@ -67,6 +67,17 @@ def short_classifier():
 
 
 # -- endpoints -----------------------------------------------------------------------------------------------
+def test_what_a_first_request_would_build_exists_when_the_server_starts():
+    """Built lazily, the untruncated tokenizer copy (~35 ms with the GIL held, on the event loop) and the lane
+    session (~100 ms) landed on the first requests: the first burst's 429s took 25-45 ms instead of 3-6."""
+    from onnxpipe._serve import load_model
+
+    served = load_model("sst2", SST2, threads=2)
+    assert served.model.execution == "alone"
+    assert served.model._lane_session is not None and served.model._pool is not None
+    assert None in served.pipelines["text-classification"].tokenizer._pinned
+
+
 def test_predict_single_equals_the_pipeline(server, classifier):
     for text in TEXTS:
         r = server.post("/predict", {"inputs": text})

@@ -96,6 +96,11 @@ def load_model(
     if max_input_length is not None and max_input_length < tokenizer.model_max_length:
         # The runtime's own input policy then truncates, or refuses with InputTooLongError, at the server's cap.
         tokenizer = AutoTokenizer(tokenizer.backend.to_str(), max_input_length, manifest.inputs, manifest.pad_token_id)
+    # Made lazily, these landed on the first requests, on the event loop: the untruncated tokenizer copy
+    # (requests truncate only when they ask) took ~35 ms of the GIL, and the lane session ~100 ms of a core; the
+    # first burst's 429s took 25-45 ms instead of 3-6 ms (bench/serve_load.py's overload, first round).
+    tokenizer._for(None)
+    model.warm_up()
     served = ServedModel(name, manifest, model)
     for task, t in TABLE.items():
         if folder_task(task) in manifest.tasks:
