@@ -330,6 +330,29 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0():
         s.stop()
 
 
+def test_serve_freezes_what_it_loaded_before_it_serves(monkeypatch):
+    """A full collection walked the loaded models' objects again each time (~7 ms, 14 ms inside a burst)."""
+    import gc
+
+    import uvicorn
+
+    from onnxpipe._serve import serve
+
+    seen = {}
+
+    def run(self):  # in place of serving: what the collector sees when the first request could arrive
+        seen["frozen"] = gc.get_freeze_count()
+        self.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    gc.unfreeze()
+    try:
+        assert serve([SST2], port=0) == 0
+    finally:
+        gc.unfreeze()  # the test process's objects go back to the collector
+    assert seen["frozen"] > 10_000
+
+
 # -- the CLI without the extra -------------------------------------------------------------------------------
 def test_serve_without_the_extra_names_the_pip_line(monkeypatch, capsys):
     import importlib.util as util

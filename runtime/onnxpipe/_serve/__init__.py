@@ -8,6 +8,7 @@ shapes as data), ``_batcher`` (queue and inference thread), ``_models`` (folders
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import signal
@@ -107,6 +108,11 @@ def serve(
         backlog=2048,
     )
     server = uvicorn.Server(config)
+    # Everything loaded so far lives as long as the server. Left to the collector, each full collection walks it
+    # again: ~7 ms for MiniLM's process, 14 ms measured inside a burst of requests, every request waiting.
+    # Frozen, a full collection walks only what requests allocate.
+    gc.collect()
+    gc.freeze()
     # uvicorn re-raises the signal it caught once it has shut down, which would end the process with
     # "killed by SIGTERM" instead of exit 0; a handler of our own in place of the default absorbs it.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
