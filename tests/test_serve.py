@@ -312,6 +312,97 @@ def test_429_comes_at_once_before_the_body_the_tokenizer_or_the_model():
         assert statistics.median(refusals) < busy_s / 10, (refusals, busy_s)
 
 
+def _exchange(port: int, raw: bytes, responses: int) -> tuple[list[bytes], bool]:
+    """Send ``raw`` on one connection; read ``responses`` responses (status lines) and whether it then closed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(raw)
+        data, statuses = b"", []
+        while len(statuses) < responses:
+            head_end = data.find(b"\r\n\r\n")
+            if head_end < 0:
+                chunk = sock.recv(65536)
+                assert chunk, f"closed after {statuses}"
+                data += chunk
+                continue
+            head = data[:head_end].decode("latin-1").split("\r\n")
+            length = next(int(h.split(":")[1]) for h in head if h.lower().startswith("content-length:"))
+            while len(data) < head_end + 4 + length:
+                data += sock.recv(65536)
+            statuses.append(head[0].encode())
+            data = data[head_end + 4 + length :]
+        sock.settimeout(2)
+        try:
+            closed = sock.recv(1) == b""
+        except TimeoutError:
+            closed = False
+    return statuses, closed
+
+
+def test_refusals_written_by_the_protocol_keep_the_connection_and_its_pipelined_requests():
+    post = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 19\r\n%s\r\n"
+    body = b'{"inputs": "hello"}'
+    with Server(SST2, "--max-concurrent-requests", "1") as s:
+        with ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(s.post, "/predict", _busy_body(), 300)
+            assert wait_until(lambda: s.metric("onnxpipe_requests_in_flight") >= 1)
+            # Two refused POSTs (their bodies discarded) and a GET, pipelined on one connection: in order, open.
+            raw = post % b"" + body + post % b"" + body + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+            statuses, closed = _exchange(s.port, raw, 3)
+            assert [x.split(b" ")[1] for x in statuses] == [b"429", b"429", b"200"] and not closed
+            # A client that asked to close gets its 429, then the close.
+            statuses, closed = _exchange(s.port, post % b"Connection: close\r\n" + body, 1)
+            assert statuses[0].startswith(b"HTTP/1.1 429 ") and closed
+            assert busy.result(300).status_code == 200
+        assert s.metric("onnxpipe_requests_rejected_total", reason="concurrency") == 3
+        assert s.metric("onnxpipe_requests_in_flight") == 0
+        assert s.post("/predict", {"inputs": "hello"}).status_code == 200
+
+
+@pytest.fixture
+def guard():
+    from onnxpipe._serve import Limits, ModelSet, create_app, load_model
+
+    return create_app(ModelSet([load_model("sst2", SST2)]), Limits(max_concurrent_requests=2))
+
+
+def _scope(**extra):
+    return {"type": "http", "method": "POST", "path": "/predict", "headers": [], **extra}
+
+
+def test_admission_counts_each_request_as_its_headers_complete(guard):
+    """A burst parsed in one read: each request is counted as the protocol sees it, before any task runs."""
+    from onnxpipe._serve._app import ADMITTED
+    from onnxpipe._serve._protocol import refusing_protocol
+
+    assert refusing_protocol(guard) is not None, "uvicorn lost HttpToolsProtocol._start_asgi_task: see _protocol.py"
+    scopes = [_scope() for _ in range(3)]
+    answers = [guard.admit(sc) for sc in scopes]
+    assert answers[:2] == [None, None] and answers[2][0].startswith(b"HTTP/1.1 429 ")
+    assert json.loads(answers[2][1].split(b"\r\n\r\n", 1)[1])["error_type"] == "Overloaded"
+    assert [ADMITTED in sc for sc in scopes] == [True, True, False] and guard.in_flight == 2
+
+
+def test_without_the_protocol_the_guard_admits_and_refuses_itself(guard):
+    """On h11 (or a uvicorn without the hook) the ASGI call does the admission; an admitted one is released."""
+    import asyncio
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def no_body():
+        raise AssertionError("a refusal reads no body")
+
+    guard.in_flight = 2
+    asyncio.run(guard(_scope(), no_body, send))
+    assert sent[0]["status"] == 429 and json.loads(sent[1]["body"])["error_type"] == "Overloaded"
+    guard.in_flight = 1
+    sent.clear()
+    asyncio.run(guard(_scope(headers=[(b"content-length", b"99999999")]), no_body, send))
+    assert sent[0]["status"] == 413 and guard.in_flight == 1  # admitted, answered, released
+
+
 def test_sigterm_finishes_requests_in_flight_and_exits_0():
     # A long grace period: four requests of four ~512-token inputs take seconds on a loaded 2-core machine.
     s = Server(SST2, "--graceful-timeout", "300")

@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 
@@ -90,11 +91,22 @@ def serve(
     ]
     app = create_app(ModelSet(loaded), limits)
     http, loop = http_stack()
+    protocol: Any = http
+    slower = ""
+    if http == "httptools":  # 429s written by the protocol itself, half the loop's CPU of an ASGI refusal
+        from ._protocol import HOOK, refusing_protocol
+
+        protocol = refusing_protocol(app) or http
+        if protocol == http:
+            slower = (
+                f"; uvicorn {uvicorn.__version__} has no HttpToolsProtocol.{HOOK}, so 429s go through ASGI "
+                "(pip install 'uvicorn>=0.45')"
+            )
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        http=http,
+        http=protocol,
         loop=loop,
         ws="none",
         # The server does not use client addresses (no X-Forwarded-For rewriting: one ASGI layer less per request).
@@ -118,7 +130,11 @@ def serve(
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     names = ", ".join(f"{m.name} ({', '.join(sorted(m.pipelines))})" for m in loaded)
     faster = "" if (http, loop) == ("httptools", "uvloop") else f"; {FAST_STACK} for less CPU per request"
-    print(f"onnxpipe serve: http://{host}:{port} serving {names} ({http}, {loop}{faster})", file=sys.stderr, flush=True)
+    print(
+        f"onnxpipe serve: http://{host}:{port} serving {names} ({http}, {loop}{faster}{slower})",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         server.run()
     finally:

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import asdict
 from importlib import resources
 from typing import Any
@@ -36,6 +36,8 @@ from ._metrics import Metrics
 from ._models import ModelSet
 
 log = logging.getLogger("onnxpipe.serve")
+# The scope key a request admitted by the protocol carries (an ASGI extension key: namespaced, never sent on).
+ADMITTED = "onnxpipe.admitted"
 
 
 def _plain(x: Any) -> Any:
@@ -96,34 +98,36 @@ class Guard:
             "retry shortly",
             "Overloaded",
         )
+        self._overloaded_http = (
+            b"HTTP/1.1 429 Too Many Requests\r\n",
+            b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+            % (len(self._overloaded), self._overloaded),
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             if scope["type"] == "http" and scope["path"] in self.handlers:
                 return await self._not_allowed(scope, send)
             return await self.app(scope, receive, send)
-        # The admission check comes first: nothing below runs for a refused request.
+        # Admission comes first: nothing below runs for a refused request. With httptools the protocol has
+        # admitted it already, as its headers completed (``admit``); other servers are admitted here.
+        if not scope.get(ADMITTED) and self.admit(scope) is not None:
+            return await _respond(send, 429, self._overloaded)
         m, limits = self.metrics, self.limits
         handler = self.handlers.get(scope["path"])
         endpoint = scope["path"] if handler is not None else "other"
-        if self.in_flight >= limits.max_concurrent_requests:
-            m.rejected.inc("concurrency")
-            m.requests.inc(endpoint, "429")
-            return await _respond(send, 429, self._overloaded)
-        length = _content_length(scope["headers"])
-        if not length.isdigit() or int(length) > limits.payload_limit:
-            m.rejected.inc("payload")
-            m.requests.inc(endpoint, "413")
-            message = (
-                f"Content-Length {length.decode(errors='replace')!r} is over {limits.payload_limit} bytes "
-                "(--payload-limit); send fewer or shorter inputs per request"
-            )
-            return await _respond(send, 413, _error_body(message, "PayloadTooLarge"))
-        self.in_flight += 1
-        m.in_flight.set(self.in_flight)
         start, status = time.perf_counter(), 500
         try:
-            if handler is not None:
+            length = _content_length(scope["headers"])
+            if not length.isdigit() or int(length) > limits.payload_limit:
+                m.rejected.inc("payload")
+                message = (
+                    f"Content-Length {length.decode(errors='replace')!r} is over {limits.payload_limit} bytes "
+                    "(--payload-limit); send fewer or shorter inputs per request"
+                )
+                status = 413
+                await _respond(send, 413, _error_body(message, "PayloadTooLarge"))
+            elif handler is not None:
                 status, body = await handler(receive)
                 await _respond(send, status, body)
             else:  # an unknown path: starlette's 404 (or 405), as JSON
@@ -143,6 +147,23 @@ class Guard:
             m.in_flight.set(self.in_flight)
             m.requests.inc(endpoint, str(status))
             m.latency.observe(time.perf_counter() - start, endpoint)
+
+    def admit(self, scope: MutableMapping[str, Any]) -> tuple[bytes, bytes] | None:
+        """Admit one POST (counted in flight until ``__call__`` finishes it; ``scope`` marked ADMITTED), or,
+        past ``--max-concurrent-requests``, count a refusal and return the 429 to write: (status line, the
+        headers after the server's default ones and the body).
+
+        The httptools protocol (``_protocol``) calls this as a request's headers complete, before its task
+        exists: a burst parsed in one read is then counted request by request, not all admitted against the
+        count before any of their tasks ran."""
+        if self.in_flight >= self.limits.max_concurrent_requests:
+            self.metrics.rejected.inc("concurrency")
+            self.metrics.requests.inc(scope["path"] if scope["path"] in self.handlers else "other", "429")
+            return self._overloaded_http
+        self.in_flight += 1
+        self.metrics.in_flight.set(self.in_flight)
+        scope[ADMITTED] = True
+        return None
 
     @staticmethod
     async def _not_allowed(scope: Scope, send: Send) -> None:
