@@ -4,9 +4,10 @@ Through ASGI, each refusal cost the event loop a task, a scope, two send message
 assembly. Here the guard is asked as soon as the headers are complete, before any task exists, and a refused
 request gets its prepared bytes written at once; the connection then goes on exactly as after any response
 uvicorn completes (keep-alive timer, pipelined requests, the unread body discarded). Measured side by side
-(bench/serve_overhead.py, model busy, 8 clients): 57.8 -> 28.5 us of loop CPU per refusal, 429 p50 0.84 ->
-0.20 ms. The hook, ``HttpToolsProtocol._start_asgi_task``, is uvicorn's since 0.45 (the serve extra's floor);
-where it is missing the server says so at start and refuses through the ASGI guard, as with h11.
+(bench/results/serve_overhead.md, model busy, 8 clients): 92 -> 65 us of loop CPU per refusal, 429 p50 1.36 ->
+0.52 ms (two other side-by-side runs: 58 -> 29 and 82 -> 46 us). The hook,
+``HttpToolsProtocol._start_asgi_task``, is uvicorn's since 0.45 (the serve extra's floor); where it is missing
+the server says so at start and refuses through the ASGI guard, as with h11.
 """
 
 from __future__ import annotations
