@@ -256,6 +256,11 @@ def modules_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path / "hf_modules"))
     monkeypatch.setattr(sys, "path", list(sys.path))
+    yield
+    # The imported remote code stays in sys.modules under the same name in every test ("ckpt"); the next test
+    # would load it from this test's folder, which pytest deletes once the test passes.
+    for name in [m for m in sys.modules if m.split(".")[0] == "transformers_modules"]:
+        del sys.modules[name]
 
 
 def test_unknown_model_type_with_remote_code_needs_trust_remote_code(ckpt, tmp_path, modules_cache):
