@@ -163,7 +163,7 @@ def ray_tables(
     ctx.execution_options.preserve_order, ctx.enable_progress_bars = True, False
     try:
         _, _, reader, reader_args = FORMATS[fmt]
-        ds = getattr(ray.data, reader)(path, **reader_args)
+        ds = getattr(ray.data, reader)(path, **reader_args(job.input_columns))
         job.check_columns(ds.schema().names)  # here, not in the actors: Ray hands their errors back as text
         ds = ds.repartition(target_num_rows_per_block=batch_rows, strict=True)
         with warnings.catch_warnings():  # Ray's deprecation of the retry options: known, see _retry_options
