@@ -346,3 +346,15 @@ def test_rerun_removes_its_own_stale_partials(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["in.jsonl", "out.parquet", running.name, elsewhere.name, other.name]
     )
+
+
+@pytest.mark.ray
+def test_ray_reads_text_columns_as_the_local_engine_does(ray_session, tmp_path, capsys):
+    for name, content in [("digits.csv", "text,id\n10,1\n\n7,3\n"), ("tabs.tsv", 'id\ttext\n1\t"quoted" start\n')]:
+        src = tmp_path / name
+        src.write_text(content, encoding="utf-8")
+        outs = [tmp_path / f"{name}.{engine}.parquet" for engine in ("local", "ray")]
+        for out, engine in zip(outs, ("local", "ray")):
+            assert main(["batch", "minilm-sst2", "--input", str(src), "--output", str(out), "--engine", engine]) == 0
+        assert pq.read_table(outs[1]).equals(pq.read_table(outs[0])), name
+        assert pq.read_table(outs[0]).column("error").null_count == pq.read_table(outs[0]).num_rows

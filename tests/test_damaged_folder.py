@@ -154,6 +154,23 @@ CASES = {
         errors.ManifestError,
         [r"'files' must be an object of path", r"re-export"],
     ),
+    **{
+        f"generation_{key}_{name}": (
+            lambda f, key=key, value=value: edit_manifest(f, _set("generation", {"eos_token_id": [2], key: value})),
+            errors.ManifestError,
+            [rf"'generation\.{key}' must be {what}", r"re-export"],
+        )
+        for key, name, value, what in [
+            ("eos_token_id", "a_word", ["abc"], r"a list of token ids"),
+            ("eos_token_id", "a_bool", [True], r"a list of token ids"),
+            ("eos_token_id", "not_a_list", "2", r"a list of token ids"),
+            ("bos_token_id", "a_word", "abc", r"a token id"),
+            ("pad_token_id", "negative", -1, r"a token id"),
+            ("config", "a_list", [1], r"an object"),
+            ("chat_template", "a_number", 5, r"a file name"),
+            ("num_key_value_heads", "zero", 0, r"a positive integer"),
+        ]
+    },
     "labels_not_indices": (
         lambda f: edit_manifest(f, _set("labels", {"neg": "NEGATIVE"})),
         errors.ManifestError,
