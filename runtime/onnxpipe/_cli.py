@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import _cli_batch, _cli_generate, _cli_serve
+from ._cli_files import check_new_file, write_whole
 from ._cli_io import (
     InputLines,
     OutputError,
@@ -289,6 +290,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         except ValueError:
             raise ValueError(f"--{what} {text!r}: give comma-separated integers, e.g. 1,8,32") from None
 
+    if args.json_out:
+        check_new_file(args.json_out, "--json-out", args.force)
     report = bench(
         args.model,
         task=args.task,
@@ -306,8 +309,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(format_table(report), file=sys.stderr)
     text = json.dumps(report, indent=2, sort_keys=True) + "\n"
     if args.json_out:
-        with open(args.json_out, "w", encoding="utf-8") as f:
-            f.write(text)
+        write_whole(args.json_out, text)
     else:
         sys.stdout.write(text)
     return 0
@@ -383,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=int, default=20, help="timed runs per configuration (default 20)")
     b.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     b.add_argument("--json-out", metavar="FILE", help="write the JSON report here (default: stdout)")
+    b.add_argument("--force", action="store_true", help="replace --json-out if it exists")
     b.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
     _cli_serve.add_session_arguments(b)
     b.set_defaults(func=cmd_bench)
