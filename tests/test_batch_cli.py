@@ -329,12 +329,13 @@ def test_signal_leaves_no_partial(sig, tmp_path):
 
 def test_rerun_removes_its_own_stale_partials(tmp_path, capsys):
     import os
-    import socket
     import subprocess
+
+    from onnxpipe._batch_job import _host
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
-    host = socket.gethostname()
+    host = _host()  # the machine's name as the temporary files carry it
     src = _write(tmp_path / "in.jsonl", "jsonl", [{"text": "fine"}])
     stale = tmp_path / f".out.parquet.{dead_pid}@{host}.0123abcd.partial"
     running = tmp_path / f".out.parquet.{os.getpid()}@{host}.4567abcd.partial"  # a live job's: kept

@@ -593,7 +593,11 @@ def check_output(output: Any, input: Any, force: bool) -> None:
 def _partial_name(name: str) -> str:
     # Who wrote it (process and machine) is in the name, so a later job to the same output can tell a dead
     # job's leftover from a running job's file.
-    return f".{name}.{os.getpid()}@{socket.gethostname()}.{uuid.uuid4().hex[:8]}.partial"
+    return f".{name}.{os.getpid()}@{_host()}.{uuid.uuid4().hex[:8]}.partial"
+
+
+def _host() -> str:
+    return socket.gethostname()[:32]  # the name stays under the filesystem's 255 bytes
 
 
 def _alive(pid: int) -> bool:
@@ -616,7 +620,7 @@ def remove_stale_partials(path: str) -> list[str]:
         entries = os.listdir(folder or ".")
     except OSError:
         return removed
-    host = socket.gethostname()
+    host = _host()
     for entry in entries:
         m = pattern.fullmatch(entry)
         if m and m.group(2) == host and not _alive(int(m.group(1))):
