@@ -239,6 +239,7 @@ def test_force_replaces_an_existing_output(classifier, tmp_path, capsys):
         ("list.jsonl", '{"text": ["x"]}\n{"text": "b"}\n', [], ['["x"]', "b"], ["list", None]),
         ("tabs.tsv", 'id\ttext\n1\t"quoted" start\n2\tplain\n', [], ['"quoted" start', "plain"], [None] * 2),
         ("tabs.txt", "id\ttext\n1\tone\n2\ttwo\n", ["--format", "tsv"], ["one", "two"], [None] * 2),
+        ("lines.txt", "good\n\n   \nbad\n", [], ["good", "", "   ", "bad"], [None] * 4),
     ],
 )
 def test_text_columns_are_read_as_text(name, content, argv, texts, errors, classifier, tmp_path, capsys):
@@ -351,7 +352,12 @@ def test_rerun_removes_its_own_stale_partials(tmp_path, capsys):
 
 @pytest.mark.ray
 def test_ray_reads_text_columns_as_the_local_engine_does(ray_session, tmp_path, capsys):
-    for name, content in [("digits.csv", "text,id\n10,1\n\n7,3\n"), ("tabs.tsv", 'id\ttext\n1\t"quoted" start\n')]:
+    cases = [
+        ("digits.csv", "text,id\n10,1\n\n7,3\n"),
+        ("tabs.tsv", 'id\ttext\n1\t"quoted" start\n'),
+        ("lines.txt", "good\n\n   \nbad\n"),
+    ]
+    for name, content in cases:
         src = tmp_path / name
         src.write_text(content, encoding="utf-8")
         outs = [tmp_path / f"{name}.{engine}.parquet" for engine in ("local", "ray")]
@@ -359,3 +365,18 @@ def test_ray_reads_text_columns_as_the_local_engine_does(ray_session, tmp_path, 
             assert main(["batch", "minilm-sst2", "--input", str(src), "--output", str(out), "--engine", engine]) == 0
         assert pq.read_table(outs[1]).equals(pq.read_table(outs[0])), name
         assert pq.read_table(outs[0]).column("error").null_count == pq.read_table(outs[0]).num_rows
+
+
+@pytest.mark.ray
+def test_ray_writes_mixed_json_values_as_the_local_engine_does(ray_session, tmp_path, monkeypatch):
+    """Ray Data reads such JSON Lines with pandas and kept the mixed column as pickled objects: the output file's
+    text column held pickle bytes. Also: a relative --input, which Ray's read tasks resolved elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    lines = ['{"text": "a"}', '{"text": 5}', '{"text": ["x"]}', '{"text": "10"}', '{"text": true}']
+    Path("mixed.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for engine in ("local", "ray"):
+        argv = ["batch", "minilm-sst2", "--input", "mixed.jsonl", "--output", f"{engine}.parquet", "--engine", engine]
+        assert main(argv) == 0
+    local, ray_out = pq.read_table("local.parquet"), pq.read_table("ray.parquet")
+    assert local.column("text").to_pylist() == ["a", "5", '["x"]', "10", "true"]
+    assert ray_out.equals(local), (ray_out.to_pylist(), local.to_pylist())

@@ -104,11 +104,22 @@ def _with_raw(table: pa.Table, name: str) -> list[Any]:
     return values
 
 
+def as_text(value: Any) -> str | None:
+    """How a value that is not text is kept in a text column: its JSON text (``5``, ``["x"]``, ``true``), or
+    ``str()`` when JSON cannot say it; a str as it is, None as null. Both engines write the same."""
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def _arrow_column(values: list[Any]) -> pa.Array:
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types in a column nobody reads: kept, as text
-        return pa.array([None if v is None else json.dumps(v, ensure_ascii=False) for v in values], pa.string())
+        return pa.array([as_text(v) for v in values], pa.string())
 
 
 def _jsonl_table(records: list[dict[str, Any]], columns: list[str]) -> pa.Table:
@@ -120,7 +131,7 @@ def _jsonl_table(records: list[dict[str, Any]], columns: list[str]) -> pa.Table:
             data[name] = _arrow_column(values)
             continue
         odd = [not (v is None or isinstance(v, str)) for v in values]
-        data[name] = pa.array([json.dumps(v, ensure_ascii=False) if o else v for v, o in zip(values, odd)], pa.string())
+        data[name] = pa.array([as_text(v) for v in values], pa.string())
         if any(odd):
             data[_RAW.format(name)] = pa.array(
                 [json.dumps(v, ensure_ascii=False) if o else None for v, o in zip(values, odd)], pa.string()
@@ -176,13 +187,12 @@ def _read_delimited(delimiter: str) -> Callable[..., Iterator[pa.Table]]:
 
 
 def _read_text(fs: pa_fs.FileSystem, path: str, rows: int, columns: list[str]) -> Iterator[pa.Table]:
-    # As ray.data.read_text: one row per line, column "text", empty lines dropped; read a slice at a time.
+    # One row per line, column "text", read a slice at a time. An empty line is a row (its text ""), as in
+    # predict and CSV, so row N is line N; the Ray engine reads with drop_empty_lines=False to match.
     with fs.open_input_stream(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as f:
         lines: list[str] = []
         for line in f:
-            line = line.rstrip("\r\n")
-            if line:
-                lines.append(line)
+            lines.append(line.rstrip("\r\n"))
             if len(lines) == rows:
                 yield pa.table({"text": pa.array(lines, pa.string())})
                 lines = []
@@ -204,7 +214,7 @@ FORMATS: dict[
         "read_csv",
         lambda columns: {**csv_options("\t", columns), "file_extensions": None},
     ),
-    "text": ((".txt", ".text"), _read_text, "read_text", lambda columns: {}),
+    "text": ((".txt", ".text"), _read_text, "read_text", lambda columns: {"drop_empty_lines": False}),
 }
 
 
