@@ -392,3 +392,40 @@ def test_footprint_bench_smoke(tmp_path):
     assert [f["profile"] for f in result["footprints"]] == ["default", "low-power"]
     for f in result["footprints"]:
         assert f["model"] == "models/minilm-sst2" and f["variants"][0]["cold_start_s"] > 0
+
+
+@pytest.mark.parametrize(
+    "kind,force,message",
+    [
+        ("file", False, "already exists; pass --force"),
+        ("folder", False, "is a folder"),
+        ("folder", True, "is a folder"),
+    ],
+)
+def test_bench_json_out_never_replaces_a_file_unasked(kind, force, message, tmp_path, capsys, monkeypatch):
+    """--json-out is checked before the benchmark runs: a folder, or an existing file without --force, is refused
+    and left as it was (the report used to be written over any file, after minutes of timing)."""
+    from onnxpipe import _bench
+
+    _require_embedded()
+    monkeypatch.setattr(_bench, "bench", lambda *a, **k: pytest.fail("the benchmark ran before the refusal"))
+    out = tmp_path / "report.json"
+    if kind == "file":
+        out.write_text("yesterday's report")
+    else:
+        out.mkdir()
+    argv = ["bench", str(EMBEDDED), "--json-out", str(out)] + (["--force"] if force else [])
+    assert cli_main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert (out.read_text() == "yesterday's report") if kind == "file" else out.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_bench_json_out_force_replaces_the_file(tmp_path):
+    _require_embedded()
+    out = tmp_path / "report.json"
+    out.write_text("yesterday's report")
+    argv = ["bench", str(EMBEDDED), "--runs", "1", "--warmup", "0", "--batch-sizes", "1", "--seq-lengths", "8"]
+    assert cli_main([*argv, "--json-out", str(out), "--force"]) == 0
+    assert json.loads(out.read_text())["results"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]

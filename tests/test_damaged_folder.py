@@ -154,6 +154,23 @@ CASES = {
         errors.ManifestError,
         [r"'files' must be an object of path", r"re-export"],
     ),
+    **{
+        f"generation_{key}_{name}": (
+            lambda f, key=key, value=value: edit_manifest(f, _set("generation", {"eos_token_id": [2], key: value})),
+            errors.ManifestError,
+            [rf"'generation\.{key}' must be {what}", r"re-export"],
+        )
+        for key, name, value, what in [
+            ("eos_token_id", "a_word", ["abc"], r"a list of token ids"),
+            ("eos_token_id", "a_bool", [True], r"a list of token ids"),
+            ("eos_token_id", "not_a_list", "2", r"a list of token ids"),
+            ("bos_token_id", "a_word", "abc", r"a token id"),
+            ("pad_token_id", "negative", -1, r"a token id"),
+            ("config", "a_list", [1], r"an object"),
+            ("chat_template", "a_number", 5, r"a file name"),
+            ("num_key_value_heads", "zero", 0, r"a positive integer"),
+        ]
+    },
     "labels_not_indices": (
         lambda f: edit_manifest(f, _set("labels", {"neg": "NEGATIVE"})),
         errors.ManifestError,
@@ -566,3 +583,22 @@ def test_onnx_external_data_is_verified_only_when_listed(folder):
     flip_byte(data, 0)
     with pytest.raises(errors.IntegrityError, match=r"weights\.bin does not match its sha256"):
         pipeline("sentiment-analysis", model=folder)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: d["validation_data"].__setitem__("variants", []),
+        lambda d: d["validation_data"].pop("pytorch_accuracy"),
+        lambda d: d["variants"]["int8"].__setitem__("validation", {"max_abs_diff_logits": "x"}),
+    ],
+    ids=["validation_data_variants_a_list", "validation_data_without_accuracy", "validation_figure_a_word"],
+)
+def test_info_names_a_damaged_export_record(folder, damage, capsys):
+    """The export's records (validation figures, validation data) are read only by `onnxpipe info`: a damaged
+    one was an AttributeError or KeyError traceback there."""
+    edit_manifest(folder, damage)
+    assert cli_main(["info", str(folder), "--no-verify"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "a record of the export" in err and "re-export" in err
+    assert "Traceback" not in err

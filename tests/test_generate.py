@@ -231,6 +231,60 @@ def test_bad_arguments_name_the_value_and_the_fix(pipes):
         p(3)
 
 
+# Arguments transformers' pipeline refuses with a ValueError: refused here too, before any work, with onnxpipe's
+# typed error (also a ValueError) naming the argument and its range; never an empty or garbage result.
+REFUSED_BY_BOTH = [
+    ({"max_new_tokens": 0}, r"max_new_tokens=0 .*use an int >= 1"),
+    ({"max_new_tokens": -1}, r"max_new_tokens=-1 .*use an int >= 1"),
+    ({"do_sample": True, "temperature": 0.0}, r"temperature=0\.0 is invalid; use a finite number >= 1e-06"),
+    ({"repetition_penalty": 0.0}, r"repetition_penalty=0\.0 is invalid; use a number from 0\.0001 to 10000"),
+    ({"repetition_penalty": -1.0}, r"repetition_penalty=-1\.0 is invalid; use a number from"),
+]
+
+
+@pytest.mark.parametrize("kwargs,message", REFUSED_BY_BOTH)
+def test_arguments_transformers_refuses_are_refused(kwargs, message, hf, pipes):
+    from transformers import pipeline as hf_pipeline
+
+    theirs = hf_pipeline("text-generation", model=str(hf["gpt2"][2]))
+    kwargs = {"max_new_tokens": 4, **kwargs}
+    for inputs in ("hello", ["hello", "hi"]):
+        with pytest.raises(ValueError):
+            theirs(inputs, **kwargs)
+        with pytest.raises(errors.GenerationArgumentError, match=message) as info:
+            pipes["gpt2"](inputs, **kwargs)
+        assert isinstance(info.value, ValueError)
+    with pytest.raises(errors.GenerationArgumentError, match=message):
+        list(pipes["gpt2"].stream("hello", **kwargs))
+
+
+# Values transformers takes and turns into inf/NaN logits (numpy warned of overflow and nothing was generated):
+# refused here with the range that keeps every logit finite, and no numpy warning on the way.
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("repetition_penalty", 1e-300),
+        ("repetition_penalty", 1e300),
+        ("repetition_penalty", float("inf")),
+        ("repetition_penalty", float("nan")),
+        ("temperature", 1e-300),
+        ("temperature", float("inf")),
+        ("temperature", float("nan")),
+        ("top_p", float("nan")),
+        ("top_p", 1.5),
+        ("top_k", 2.5),
+        ("num_return_sequences", 0),
+    ],
+)
+def test_out_of_range_sampling_is_refused_without_numpy_warnings(name, value, pipes):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(errors.GenerationArgumentError, match=rf"{name}=.*(use|valid)"):
+            pipes["gpt2"]("hello", max_new_tokens=4, do_sample=True, seed=0, **{name: value})
+
+
 def test_manifest_records_what_generation_needs(folders):
     gpt2 = json.loads((folders["gpt2"] / "manifest.json").read_text())
     llama = json.loads((folders["llama"] / "manifest.json").read_text())

@@ -232,7 +232,7 @@ def test_write_is_atomic(monkeypatch, tmp_path):
     original = pq.ParquetWriter.write_table
     monkeypatch.setattr(pq.ParquetWriter, "write_table", crash)
     with pytest.raises(OSError, match="disk full"):
-        _batch_job.run_batch("minilm-sst2", src, out, batch_rows=20)
+        _batch_job.run_batch("minilm-sst2", src, out, batch_rows=20, force=True)
     assert calls == [20, 20]  # it crashed mid-file, after a batch had been written
     assert out.read_bytes() == b"the previous output"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", "out.parquet"]  # no .partial left
@@ -249,7 +249,7 @@ def write_then_die(self, table, *args, **kwargs):
     original(self, table, *args, **kwargs)
     os.kill(os.getpid(), signal.SIGKILL)
 pq.ParquetWriter.write_table = write_then_die
-run_batch("minilm-sst2", sys.argv[1], sys.argv[2], batch_rows=20)
+run_batch("minilm-sst2", sys.argv[1], sys.argv[2], batch_rows=20, force=True)
 """
 
 

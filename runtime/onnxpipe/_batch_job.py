@@ -9,9 +9,14 @@ its batch.) pyarrow is imported here at the top, so nothing imported by ``import
 
 from __future__ import annotations
 
+import errno
 import importlib
 import io
+import json
+import os
 import posixpath
+import re
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -26,7 +31,6 @@ try:
     import pyarrow as pa
     import pyarrow.csv as pa_csv
     import pyarrow.fs as pa_fs
-    import pyarrow.json as pa_json
     import pyarrow.parquet as pq
 except ImportError as e:  # the CLI turns this into the pip line and exit 2
     raise ImportError(
@@ -64,43 +68,131 @@ def _rows_per_slice(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]
         pending.append(t)
         held += t.num_rows
         while held >= rows:
-            joined = pa.concat_tables(pending)
+            joined = _concat(pending)
             yield joined.slice(0, rows)
             rest = joined.slice(rows)
             pending, held = [rest], rest.num_rows
     if held:
-        yield pa.concat_tables(pending)
+        yield _concat(pending)
 
 
-def _read_parquet(fs: pa_fs.FileSystem, path: str, rows: int) -> Iterator[pa.Table]:
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    # Blocks may differ in columns (a hidden raw column in some) and in types inferred from all-null values.
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def _read_parquet(fs: pa_fs.FileSystem, path: str, rows: int, columns: list[str]) -> Iterator[pa.Table]:
     with fs.open_input_file(path) as f:
         for b in pq.ParquetFile(f).iter_batches(batch_size=rows):
             yield pa.Table.from_batches([b])
 
 
-def _read_jsonl(fs: pa_fs.FileSystem, path: str, rows: int) -> Iterator[pa.Table]:
-    with fs.open_input_stream(path) as f:
-        if not hasattr(pa_json, "open_json"):  # pyarrow < 19: no streaming JSON reader, the file at once
-            yield pa_json.read_json(f)
-            return
-        for b in pa_json.open_json(f):
-            yield pa.Table.from_batches([b])
+# A hidden column per input column, beside it while the rows move from the reader to BatchJob.process: the
+# JSON text of a value that is not a string (a number where the text should be), so that the row gets the
+# runtime's own TypeError for that value while the column itself stays a string column (Arrow columns have one
+# type; pyarrow's JSON reader fails the whole file on the mix). process removes it.
+_RAW = "\x00onnxpipe raw {}"
 
 
-def _read_csv(fs: pa_fs.FileSystem, path: str, rows: int) -> Iterator[pa.Table]:
-    with fs.open_input_stream(path) as f:
-        for b in pa_csv.open_csv(f):
-            yield pa.Table.from_batches([b])
+def _with_raw(table: pa.Table, name: str) -> list[Any]:
+    """Column ``name``'s values as the file held them (see _RAW)."""
+    values: list[Any] = table.column(name).to_pylist()
+    if _RAW.format(name) in table.column_names:
+        for i, text in enumerate(table.column(_RAW.format(name)).to_pylist()):
+            if text is not None:
+                values[i] = json.loads(text)
+    return values
 
 
-def _read_text(fs: pa_fs.FileSystem, path: str, rows: int) -> Iterator[pa.Table]:
-    # As ray.data.read_text: one row per line, column "text", empty lines dropped; read a slice at a time.
+def as_text(value: Any) -> str | None:
+    """How a value that is not text is kept in a text column: its JSON text (``5``, ``["x"]``, ``true``), or
+    ``str()`` when JSON cannot say it; a str as it is, None as null. Both engines write the same."""
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _arrow_column(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types in a column nobody reads: kept, as text
+        return pa.array([as_text(v) for v in values], pa.string())
+
+
+def _jsonl_table(records: list[dict[str, Any]], columns: list[str]) -> pa.Table:
+    names = list(dict.fromkeys(k for r in records for k in r))
+    data: dict[str, pa.Array] = {}
+    for name in names:
+        values = [r.get(name) for r in records]
+        if name not in columns:
+            data[name] = _arrow_column(values)
+            continue
+        odd = [not (v is None or isinstance(v, str)) for v in values]
+        data[name] = pa.array([as_text(v) for v in values], pa.string())
+        if any(odd):
+            data[_RAW.format(name)] = pa.array(
+                [json.dumps(v, ensure_ascii=False) if o else None for v, o in zip(values, odd)], pa.string()
+            )
+    return pa.table(data)
+
+
+def _read_jsonl(fs: pa_fs.FileSystem, path: str, rows: int, columns: list[str]) -> Iterator[pa.Table]:
+    # Read here, not by pyarrow's JSON reader: that one fails the whole file when one row's text is a number
+    # (a column "changed from string to number"); the policy is an error for that row and the job goes on.
+    with fs.open_input_stream(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as f:
+        records: list[dict[str, Any]] = []
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue  # JSON Lines: a blank line is no record
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                raise BatchJobError(f"line {number} of {path} is not valid JSON ({e}); fix or remove it") from None
+            if not isinstance(record, dict):
+                raise BatchJobError(
+                    f"line {number} of {path} is a JSON {type(record).__name__}, not an object; "
+                    'JSON Lines input holds one object per line, e.g. {"text": "..."}'
+                )
+            records.append(record)
+            if len(records) == rows:
+                yield _jsonl_table(records, columns)
+                records = []
+        if records:
+            yield _jsonl_table(records, columns)
+
+
+def csv_options(delimiter: str, columns: list[str]) -> dict[str, Any]:
+    """pyarrow.csv options (also Ray's arrow_csv_args): the text columns are strings whatever they look like
+    (``10`` is the text "10", not a number, in every row), and an empty line is a row (its text ""), so row N
+    of the output is line N of the input's records."""
+    return {
+        # TSV has no quoting: a field that starts with " is text, not the start of a quoted field.
+        "parse_options": pa_csv.ParseOptions(
+            delimiter=delimiter, quote_char=False if delimiter == "\t" else '"', ignore_empty_lines=False
+        ),
+        "convert_options": pa_csv.ConvertOptions(column_types={c: pa.string() for c in columns}),
+    }
+
+
+def _read_delimited(delimiter: str) -> Callable[..., Iterator[pa.Table]]:
+    def read(fs: pa_fs.FileSystem, path: str, rows: int, columns: list[str]) -> Iterator[pa.Table]:
+        with fs.open_input_stream(path) as f:
+            for b in pa_csv.open_csv(f, **csv_options(delimiter, columns)):
+                yield pa.Table.from_batches([b])
+
+    return read
+
+
+def _read_text(fs: pa_fs.FileSystem, path: str, rows: int, columns: list[str]) -> Iterator[pa.Table]:
+    # One row per line, column "text", read a slice at a time. An empty line is a row (its text ""), as in
+    # predict and CSV, so row N is line N; the Ray engine reads with drop_empty_lines=False to match.
     with fs.open_input_stream(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as f:
         lines: list[str] = []
         for line in f:
-            line = line.rstrip("\r\n")
-            if line:
-                lines.append(line)
+            lines.append(line.rstrip("\r\n"))
             if len(lines) == rows:
                 yield pa.table({"text": pa.array(lines, pa.string())})
                 lines = []
@@ -108,12 +200,21 @@ def _read_text(fs: pa_fs.FileSystem, path: str, rows: int) -> Iterator[pa.Table]
             yield pa.table({"text": pa.array(lines, pa.string())})
 
 
-# format -> (file name endings, local reader, name of the ray.data reader and its extra arguments)
-FORMATS: dict[str, tuple[tuple[str, ...], Callable[..., Iterator[pa.Table]], str, dict[str, Any]]] = {
-    "parquet": ((".parquet", ".pq"), _read_parquet, "read_parquet", {}),
-    "jsonl": ((".jsonl", ".ndjson", ".json"), _read_jsonl, "read_json", {"lines": True}),
-    "csv": ((".csv",), _read_csv, "read_csv", {}),
-    "text": ((".txt", ".text"), _read_text, "read_text", {}),
+# format -> (file name endings, local reader, name of the ray.data reader and its extra arguments given the
+# input columns)
+FORMATS: dict[
+    str, tuple[tuple[str, ...], Callable[..., Iterator[pa.Table]], str, Callable[[list[str]], dict[str, Any]]]
+] = {
+    "parquet": ((".parquet", ".pq"), _read_parquet, "read_parquet", lambda columns: {}),
+    "jsonl": ((".jsonl", ".ndjson", ".json"), _read_jsonl, "read_json", lambda columns: {"lines": True}),
+    "csv": ((".csv",), _read_delimited(","), "read_csv", lambda columns: csv_options(",", columns)),
+    "tsv": (
+        (".tsv", ".tab"),
+        _read_delimited("\t"),
+        "read_csv",
+        lambda columns: {**csv_options("\t", columns), "file_extensions": None},
+    ),
+    "text": ((".txt", ".text"), _read_text, "read_text", lambda columns: {"drop_empty_lines": False}),
 }
 
 
@@ -132,10 +233,11 @@ def detect_format(path: str, given: str | None = None) -> str:
     )
 
 
-def read_local(path: str, fmt: str, rows: int) -> Iterator[pa.Table]:
-    """Slices of exactly ``rows`` rows of a local or remote (any pyarrow filesystem URI) file."""
+def read_local(path: str, fmt: str, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """Slices of exactly ``rows`` rows of a local or remote (any pyarrow filesystem URI) file; ``columns``, the
+    text columns, are read as strings."""
     fs, inner = pa_fs.FileSystem.from_uri(_uri(path))
-    return _rows_per_slice(FORMATS[fmt][1](fs, inner, rows), rows)
+    return _rows_per_slice(FORMATS[fmt][1](fs, inner, rows, list(columns or [])), rows)
 
 
 def _uri(path: Any) -> str:
@@ -372,7 +474,7 @@ class BatchJob:
     def _items(self, table: pa.Table, raw: Callable[[str], list[Any]] | None) -> tuple[list[Any], list[str | None]]:
         """The pipeline inputs of the rows, and per row the runtime's input-check error (or None)."""
         self.check_columns(table.column_names)
-        values = raw or (lambda name: table.column(name).to_pylist())
+        values = raw or (lambda name: _with_raw(table, name))
         columns = {name: values(name) for name in self.input_columns}
         errors: list[str | None] = [None] * table.num_rows
         # The runtime's own check (clean_text) first, row by row: a bad row is left out of its batch instead
@@ -413,6 +515,7 @@ class BatchJob:
         """The input table with the task's output columns and an ``error`` column appended. ``raw(name)``, if
         given, reads a column's original values (a Ray numpy/pandas batch) instead of the Arrow table's."""
         items, errors = self._items(table, raw)
+        table = table.drop_columns([n for n in table.column_names if n.startswith(_RAW.format(""))])
         good = [i for i, err in enumerate(errors) if err is None]
         results: list[Any] = [None] * len(items)
         for i, (result, err) in zip(good, self._run(pipe, [items[i] for i in good]) if good else []):
@@ -432,18 +535,131 @@ class BatchJob:
 
 
 # -- output -----------------------------------------------------------------------------------------------
+OUTPUT_ENDINGS = (".parquet", ".pq")
+FORCE_HINT = "pass --force (force=True) to replace it"
+
+
+def _is_local(path: Any) -> bool:
+    return "://" not in str(path) or str(path).startswith("file://")
+
+
+def _local(path: Any) -> str:
+    text = str(path)
+    return text[len("file://") :] if text.startswith("file://") else text
+
+
+def _check_ending(output: Any) -> None:
+    name = posixpath.basename(str(output).rstrip("/"))
+    if not name.lower().endswith(OUTPUT_ENDINGS) or name.lower() in OUTPUT_ENDINGS:
+        raise BatchJobError(
+            f"--output {output}: batch writes Parquet, and the name ends otherwise; name it e.g. "
+            f"{posixpath.splitext(name)[0] or 'scored'}.parquet (endings: {', '.join(OUTPUT_ENDINGS)})"
+        )
+
+
+def check_output(output: Any, input: Any, force: bool) -> None:
+    """Refuse, before any work, an ``output`` the job must not write: one that is the input (also through a
+    symbolic or hard link), a folder, a file that exists without ``force``, or a name that is not Parquet's."""
+    if _is_local(output):
+        out = Path(_local(output)).expanduser()
+        try:
+            st = out.stat()  # follows a symbolic link: what would be replaced is the file it points to
+        except FileNotFoundError:
+            _check_ending(output)
+            if os.path.lexists(out) and not force:  # a link to nothing: still something a move would replace
+                raise BatchJobError(f"{output} already exists (a link to nothing); {FORCE_HINT}") from None
+            return
+        except OSError as e:
+            raise BatchJobError(f"--output {output} cannot be examined ({e.strerror or e})") from e
+        if out.is_dir():
+            raise BatchJobError(f"--output {output} is a folder; name a file in it, e.g. {out / 'scored.parquet'}")
+        if _is_local(input):
+            try:
+                src = os.stat(Path(_local(input)).expanduser())
+            except OSError:
+                src = None
+            if src is not None and (src.st_dev, src.st_ino) == (st.st_dev, st.st_ino):
+                raise BatchJobError(
+                    f"--output {output} is the input file {input} (the same file, maybe through a link); "
+                    "the job must not replace its own input. Choose another --output"
+                )
+        _check_ending(output)
+        if not force:
+            raise BatchJobError(f"{output} already exists; {FORCE_HINT}")
+        return
+    fs, inner = pa_fs.FileSystem.from_uri(str(output))
+    info = fs.get_file_info(inner)
+    if info.type == pa_fs.FileType.Directory:
+        raise BatchJobError(
+            f"--output {output} is a folder; name a file in it, e.g. {str(output).rstrip('/')}/scored.parquet"
+        )
+    if str(output) == str(input):
+        raise BatchJobError(f"--output {output} is the input; the job must not replace its own input")
+    _check_ending(output)
+    if info.type != pa_fs.FileType.NotFound and not force:
+        raise BatchJobError(f"{output} already exists; {FORCE_HINT}")
+
+
+def _partial_name(name: str) -> str:
+    # Who wrote it (process and machine) is in the name, so a later job to the same output can tell a dead
+    # job's leftover from a running job's file.
+    return f".{name}.{os.getpid()}@{_host()}.{uuid.uuid4().hex[:8]}.partial"
+
+
+def _host() -> str:
+    return socket.gethostname()[:32]  # the name stays under the filesystem's 255 bytes
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_partials(path: str) -> list[str]:
+    """Delete what killed jobs (SIGKILL, a power cut) left beside the local file ``path``: the temporary files
+    named for ``path`` by a process of this machine that is gone. Returns the names deleted."""
+    folder, name = os.path.split(path)
+    pattern = re.compile(rf"\.{re.escape(name)}\.(\d+)@(.+)\.[0-9a-f]{{8}}\.partial")
+    removed: list[str] = []
+    try:
+        entries = os.listdir(folder or ".")
+    except OSError:
+        return removed
+    host = _host()
+    for entry in entries:
+        m = pattern.fullmatch(entry)
+        if m and m.group(2) == host and not _alive(int(m.group(1))):
+            try:
+                os.unlink(os.path.join(folder, entry))
+                removed.append(entry)
+            except OSError:
+                pass
+    return removed
+
+
 class AtomicParquetWriter:
     """Write Parquet to a hidden temporary file beside ``path`` and move it into place only on success:
-    a crash or an error leaves the previous file (or none), never a half-written one.
+    a crash or an error leaves the previous file (or none), never a half-written one. Without ``force`` a
+    file that appeared at ``path`` meanwhile is not replaced (local files: the move is a hard link, which
+    never replaces); the result then stays in the temporary file, and the error names it.
 
     >>> with AtomicParquetWriter("out.parquet") as w:
     ...     w.write(pa.table({"x": [1, 2]}))
     """
 
-    def __init__(self, path: Any):
+    def __init__(self, path: Any, force: bool = True):
         self.fs, self.path = pa_fs.FileSystem.from_uri(_uri(path))
+        self.force = force
+        self.local = isinstance(self.fs, pa_fs.LocalFileSystem)
         folder, name = posixpath.split(self.path)
-        self.tmp = posixpath.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.partial")
+        if self.local:
+            remove_stale_partials(self.path)
+        self.tmp = posixpath.join(folder, _partial_name(name))
         self.writer: pq.ParquetWriter | None = None
         self.rows = 0
 
@@ -456,6 +672,28 @@ class AtomicParquetWriter:
         self.writer.write_table(table)
         self.rows += table.num_rows
 
+    def _finish(self) -> None:
+        if self.force or not self.local:
+            self.fs.move(self.tmp, self.path)
+            return
+        try:
+            os.link(self.tmp, self.path)  # fails if anything is at path now: nothing is replaced
+        except FileExistsError:
+            raise BatchJobError(
+                f"{self.path} appeared while the job ran and was left as it is; the result is in {self.tmp}: "
+                f"move it where you want it, or rerun with --force"
+            ) from None
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            if os.path.lexists(self.path):  # no hard links on this filesystem: check, then move
+                raise BatchJobError(
+                    f"{self.path} appeared while the job ran and was left as it is; the result is in {self.tmp}"
+                ) from None
+            self.fs.move(self.tmp, self.path)
+            return
+        os.unlink(self.tmp)
+
     def __enter__(self) -> AtomicParquetWriter:
         return self
 
@@ -467,7 +705,7 @@ class AtomicParquetWriter:
         if self.writer is not None:
             self.writer.close()
         if exc_type is None:
-            self.fs.move(self.tmp, self.path)
+            self._finish()
             return
         try:
             self.fs.delete_file(self.tmp)
@@ -480,7 +718,7 @@ def _local_engine(
     job: BatchJob, path: str, fmt: str, batch_rows: int, threads: int | None, **_: Any
 ) -> Iterator[pa.Table]:
     pipe = job.build_pipeline(threads)
-    return (job.process(pipe, t) for t in read_local(path, fmt, batch_rows))
+    return (job.process(pipe, t) for t in read_local(path, fmt, batch_rows, job.input_columns))
 
 
 def _ray_engine(
@@ -516,6 +754,7 @@ def run_batch(
     batch_size: int = 32,
     verify: bool = True,
     progress: Any = None,
+    force: bool = False,
     **task_kwargs: Any,
 ) -> dict[str, Any]:
     """Run ``task`` over every row of ``input`` (Parquet, JSONL, CSV or text; a path or pyarrow filesystem URI)
@@ -525,7 +764,7 @@ def run_batch(
     (on the cluster at ``RAY_ADDRESS`` if set); Ray restarts an actor that dies and retries its batch up to
     ``retries`` times (default ``DEFAULT_RETRIES``), then the job fails. Rows that fail get their error in the
     ``error`` column (``on_error="skip"``) or stop the job (``"fail"``); ``output`` appears only when the whole
-    job succeeded.
+    job succeeded. An existing ``output`` is replaced only with ``force=True``; never the input itself.
     ``progress``: an object with ``tick()`` called once per row (e.g. the CLI's counter). Returns a report.
 
     >>> report = run_batch("minilm-sst2", "reviews.parquet", "scored.parquet", column="review")
@@ -541,6 +780,7 @@ def run_batch(
     if retries < 0:
         raise BatchJobError(f"retries={retries}: how often a batch is retried after its actor died; use 0 or more")
     fmt = detect_format(str(input), input_format)
+    check_output(output, input, force)
     job = BatchJob.create(
         model,
         task=task,
@@ -558,7 +798,7 @@ def run_batch(
     error_name = prefix + "error"
     # Workers always skip; the driver applies on_error, so both engines fail at the same row, numbered
     # by its position in the input (a worker does not know where its batch starts).
-    with AtomicParquetWriter(output) as writer:
+    with AtomicParquetWriter(output, force=force) as writer:
         for table in ENGINES[engine](
             job, str(input), fmt, batch_rows, threads, actors=actors, cpus_per_actor=cpus_per_actor, retries=retries
         ):

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import _cli_batch, _cli_generate, _cli_serve
+from ._cli_files import check_new_file, write_whole
 from ._cli_io import (
     InputLines,
     OutputError,
@@ -29,11 +30,11 @@ from ._cli_io import (
     write,
 )
 from ._cli_tasks import add_task_arguments, implied_task, task_inputs, task_kwargs
-from ._manifest import load_manifest
+from ._manifest import Manifest, load_manifest
 from ._resolve import resolve_model
 from ._session import PROFILES, batch_dependent
 from ._tasks import TABLE, canonical_task
-from .errors import OnnxpipeError
+from .errors import ManifestError, OnnxpipeError
 
 
 def _jsonable(x: object) -> object:
@@ -173,32 +174,9 @@ def _print_recipe_search(found: dict[str, Any]) -> None:
     )
 
 
-def cmd_info(args: argparse.Namespace) -> int:
-    manifest = load_manifest(resolve_model(args.model), verify=not args.no_verify)
-    if getattr(args, "footprint", False):  # export's cmd_info call has no such argument
-        from ._footprint import footprint, format_report
-
-        report = footprint(manifest.folder, profile=args.profile, runs=args.runs)
-        print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_report(report))
-        return 0
-    if args.json:
-        print(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
-        return 0
-    print(f"folder:        {manifest.folder}")
-    print(f"format:        {manifest.format_version}")
-    print(f"task:          {manifest.task} (serves: {', '.join(manifest.tasks)})")
-    print(f"architecture:  {manifest.architecture}, hidden {manifest.hidden_size}, max length {manifest.max_length}")
-    if manifest.labels:
-        print(f"labels:        {', '.join(f'{k}={v}' for k, v in sorted(manifest.labels.items()))}")
-    if manifest.pooling:
-        print(f"pooling:       {manifest.pooling.mode}, normalize={manifest.pooling.normalize}")
-    if manifest.vocab_pruning:
-        vp = manifest.vocab_pruning
-        print(
-            f"vocabulary:    pruned {vp.get('vocab_before')} -> {vp.get('vocab_after')} tokens on "
-            f"{PurePath(str(vp.get('corpus'))).name} (sha256 {str(vp.get('corpus_sha256'))[:12]}...)"
-        )
-    print(f"inputs:        {', '.join(manifest.inputs)}")
+def _print_records(manifest: Manifest) -> None:
+    """The variants with their validation and recipe, the validation data and the provenance, as info prints
+    them."""
     print("variants:")
     for p, v in manifest.variants.items():
         size = manifest.files[v.file].size / 1e6
@@ -276,6 +254,44 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"accuracy:      {vd['sentences']} labelled sentences: PyTorch {vd['pytorch_accuracy']:.4f}, {per}")
     prov = manifest.provenance or {}
     print(f"source:        {prov.get('source')} ({prov.get('source_kind')}), exported {prov.get('exported_at')}")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    manifest = load_manifest(resolve_model(args.model), verify=not args.no_verify)
+    if getattr(args, "footprint", False):  # export's cmd_info call has no such argument
+        from ._footprint import footprint, format_report
+
+        report = footprint(manifest.folder, profile=args.profile, runs=args.runs)
+        print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_report(report))
+        return 0
+    if args.json:
+        print(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
+        return 0
+    print(f"folder:        {manifest.folder}")
+    print(f"format:        {manifest.format_version}")
+    print(f"task:          {manifest.task} (serves: {', '.join(manifest.tasks)})")
+    print(f"architecture:  {manifest.architecture}, hidden {manifest.hidden_size}, max length {manifest.max_length}")
+    if manifest.labels:
+        print(f"labels:        {', '.join(f'{k}={v}' for k, v in sorted(manifest.labels.items()))}")
+    if manifest.pooling:
+        print(f"pooling:       {manifest.pooling.mode}, normalize={manifest.pooling.normalize}")
+    if manifest.vocab_pruning:
+        vp = manifest.vocab_pruning
+        print(
+            f"vocabulary:    pruned {vp.get('vocab_before')} -> {vp.get('vocab_after')} tokens on "
+            f"{PurePath(str(vp.get('corpus'))).name} (sha256 {str(vp.get('corpus_sha256'))[:12]}...)"
+        )
+    print(f"inputs:        {', '.join(manifest.inputs)}")
+    try:
+        _print_records(manifest)
+    except (KeyError, AttributeError, TypeError, ValueError, IndexError) as e:
+        # Informational entries (the export's own records), read only here: a damaged one is named, not a
+        # traceback. The folder may still load; predict and the pipelines do not read these.
+        raise ManifestError(
+            f"{manifest.folder}/manifest.json: a record of the export (a variant's validation or recipe, "
+            f"validation_data, provenance) is not in the shape the export writes ({type(e).__name__}: {e}). "
+            "The manifest was edited or damaged; re-export the folder (onnxpipe export ... --force)."
+        ) from e
     print(f"verified:      {'no (--no-verify)' if args.no_verify else 'sha256 of every file matches'}")
     return 0
 
@@ -289,6 +305,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         except ValueError:
             raise ValueError(f"--{what} {text!r}: give comma-separated integers, e.g. 1,8,32") from None
 
+    if args.json_out:
+        check_new_file(args.json_out, "--json-out", args.force)
     report = bench(
         args.model,
         task=args.task,
@@ -306,8 +324,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(format_table(report), file=sys.stderr)
     text = json.dumps(report, indent=2, sort_keys=True) + "\n"
     if args.json_out:
-        with open(args.json_out, "w", encoding="utf-8") as f:
-            f.write(text)
+        write_whole(args.json_out, text)
     else:
         sys.stdout.write(text)
     return 0
@@ -383,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=int, default=20, help="timed runs per configuration (default 20)")
     b.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     b.add_argument("--json-out", metavar="FILE", help="write the JSON report here (default: stdout)")
+    b.add_argument("--force", action="store_true", help="replace --json-out if it exists")
     b.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
     _cli_serve.add_session_arguments(b)
     b.set_defaults(func=cmd_bench)

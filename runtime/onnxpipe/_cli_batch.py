@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Any
 
 from ._cli_tasks import add_task_arguments, task_kwargs
 from ._manifest import load_manifest
@@ -33,13 +34,27 @@ def cmd_batch(args: argparse.Namespace) -> int:
             )
             return 2
     from ._batch_job import run_batch
+    from ._cli_io import Terminated, flush_on_signals
 
     task = canonical_task(args.task or load_manifest(resolve_model(args.model), verify=False).task)
     kwargs = task_kwargs(task, args)
     if args.top_k is not None:
         kwargs["top_k"] = None if args.top_k == 0 else args.top_k
     progress = _Progress(enabled=True)
-    report = run_batch(
+    try:
+        # SIGTERM/SIGHUP unwind like Ctrl-C, so the writer deletes its temporary file on the way out.
+        with flush_on_signals():
+            report = _run(run_batch, args, task, progress, kwargs)
+    except Terminated as t:
+        progress.close()
+        print(f"stopped by signal {t.signum}; nothing was written to {args.output}", file=sys.stderr)
+        return 128 + t.signum
+    progress.close()
+    return _report(report, args)
+
+
+def _run(run_batch: Any, args: argparse.Namespace, task: str, progress: Any, kwargs: dict[str, Any]) -> Any:
+    return run_batch(
         args.model,
         args.input,
         args.output,
@@ -58,9 +73,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
         precision=args.precision,
         verify=not args.no_verify,
         progress=progress,
+        force=args.force,
         **kwargs,
     )
-    progress.close()
+
+
+def _report(report: dict[str, Any], args: argparse.Namespace) -> int:
     for e in report["first_errors"]:
         print(f"row {e['row']}: {e['error']}", file=sys.stderr)
     more = report["errors"] - len(report["first_errors"])
@@ -81,8 +99,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     b.add_argument("model", help="model folder or name")
     b.add_argument("--input", required=True, help="Parquet, JSONL, CSV or text file: a path or a pyarrow URI (s3://…)")
-    b.add_argument("--output", required=True, help="Parquet file to write (replaced atomically when the job succeeds)")
-    b.add_argument("--format", choices=["parquet", "jsonl", "csv", "text"], help="default: from the file name")
+    b.add_argument(
+        "--output",
+        required=True,
+        help="Parquet file to write (.parquet or .pq), moved into place when the job succeeds; never the input",
+    )
+    b.add_argument("--force", action="store_true", help="replace --output if it exists")
+    b.add_argument("--format", choices=["parquet", "jsonl", "csv", "tsv", "text"], help="default: from the file name")
     b.add_argument("--column", help="the text column (default text; question for question-answering)")
     b.add_argument("--pair-column", help="text_pair for text-classification; context for question-answering")
     b.add_argument("--task", help="default: the model folder's task")

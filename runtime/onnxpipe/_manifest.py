@@ -478,17 +478,49 @@ _SHAPE: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "provenance": (_is_object, "an object"),
     "validation_data": (_is_object, "an object"),
-    "generation": (_is_object, "an object"),
+    "generation": (_is_object, "an object (its entries: see _GENERATION)"),
     "vocab_pruning": (_is_object, "an object"),
     "intermediate_validation": (lambda x: _is_object(x, of=_is_object), "an object of precision -> figures"),
 }
 
 
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda x: x is None or check(x)
+
+
+def _is_token_id(x: Any) -> bool:
+    return _is_int(x) and x >= 0
+
+
+# The "generation" entry of a text-generation folder, key by key: its ids reach int() and numpy, its config
+# the sampler, so a wrong type fails here with the key named instead of as a bare ValueError at the first call.
+_GENERATION: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "eos_token_id": (
+        lambda x: isinstance(x, list) and all(_is_token_id(e) for e in x),
+        "a list of token ids (int >= 0)",
+    ),
+    "bos_token_id": (_optional(_is_token_id), "a token id (int >= 0) or null"),
+    "pad_token_id": (_optional(_is_token_id), "a token id (int >= 0) or null"),
+    "num_layers": (lambda x: _is_int(x) and x > 0, "a positive integer"),
+    "num_attention_heads": (lambda x: _is_int(x) and x > 0, "a positive integer"),
+    "num_key_value_heads": (lambda x: _is_int(x) and x > 0, "a positive integer"),
+    "head_dim": (lambda x: _is_int(x) and x > 0, "a positive integer"),
+    "vocab_size": (lambda x: _is_int(x) and x > 0, "a positive integer"),
+    "config": (_optional(_is_object), "an object (generation_config.json's settings) or null"),
+    "chat_template": (_optional(lambda x: isinstance(x, str)), "a file name (string) or null"),
+    "graph": (_optional(_is_object), "an object or null"),
+}
+
+
 def _check_shape(path: Path, data: dict[str, Any]) -> None:
-    for key, (ok, what) in _SHAPE.items():
-        if key in data and not (data[key] is None and key in _NULLABLE) and not ok(data[key]):
+    checks = [(key, data[key], _SHAPE[key]) for key in _SHAPE if key in data]
+    if isinstance(data.get("generation"), dict):
+        g = data["generation"]
+        checks += [(f"generation.{key}", g[key], _GENERATION[key]) for key in _GENERATION if key in g]
+    for key, value, (ok, what) in checks:
+        if not (value is None and key in _NULLABLE) and not ok(value):
             raise ManifestError(
-                f"{path}: {key!r} must be {what}, found {json.dumps(data[key])[:80]}. "
+                f"{path}: {key!r} must be {what}, found {json.dumps(value)[:80]}. "
                 "The manifest was edited or damaged; re-export the folder (onnxpipe export ... --force)."
             )
 

@@ -7,12 +7,23 @@ Sampling draws from a ``numpy.random.Generator`` seeded by the caller: the same 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
+from .errors import GenerationArgumentError
+
 _INVALID = "{name}={value!r} is invalid; use {valid}"
+# Bounds that keep every logit finite: logits (|x| < 1e5) divided by the temperature in float64, and scaled by
+# the penalty in float32 (max 3.4e38). transformers takes any positive number and computes inf and NaN with them.
+MIN_TEMPERATURE = 1e-6
+PENALTY_RANGE = (1e-4, 1e4)
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclass(frozen=True)
@@ -31,25 +42,29 @@ class Sampling:
     seed: int | None = None
 
     def check(self) -> None:
-        """Raise ValueError naming the bad setting and its valid range."""
-        number = (int, float)
-        if not isinstance(self.temperature, number) or isinstance(self.temperature, bool) or not self.temperature > 0:
-            raise ValueError(
-                _INVALID.format(
-                    name="temperature",
-                    value=self.temperature,
-                    valid="a number > 0 (lower is more deterministic; do_sample=False for greedy)",
-                )
+        """Raise GenerationArgumentError (a ValueError) naming the bad setting and its valid range."""
+
+        def refuse(name: str, value: Any, valid: str) -> NoReturn:
+            raise GenerationArgumentError(_INVALID.format(name=name, value=value, valid=valid))
+
+        if not _number(self.temperature) or not self.temperature >= MIN_TEMPERATURE:
+            refuse(
+                "temperature",
+                self.temperature,
+                f"a finite number >= {MIN_TEMPERATURE:g} (lower is more deterministic; do_sample=False for greedy)",
             )
         if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
-            raise ValueError(_INVALID.format(name="top_k", value=self.top_k, valid="an int >= 0 (0: no top-k filter)"))
-        if not isinstance(self.top_p, number) or isinstance(self.top_p, bool) or not 0 < self.top_p <= 1:
-            raise ValueError(_INVALID.format(name="top_p", value=self.top_p, valid="a number in (0, 1]"))
+            refuse("top_k", self.top_k, "an int >= 0 (0: no top-k filter)")
+        if not _number(self.top_p) or not 0 < self.top_p <= 1:
+            refuse("top_p", self.top_p, "a number in (0, 1]")
+        low, high = PENALTY_RANGE
         rp = self.repetition_penalty
-        if not isinstance(rp, number) or isinstance(rp, bool) or not rp > 0:
-            raise ValueError(_INVALID.format(name="repetition_penalty", value=rp, valid="a number > 0 (1.0: none)"))
+        if not _number(rp) or not low <= rp <= high:
+            refuse(
+                "repetition_penalty", rp, f"a number from {low:g} to {high:g} (1.0: none; above 1 discourages repeats)"
+            )
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
-            raise ValueError(_INVALID.format(name="seed", value=self.seed, valid="a non-negative int or None"))
+            refuse("seed", self.seed, "a non-negative int or None")
 
 
 def penalize(logits: np.ndarray, seen: np.ndarray, penalty: float) -> None:

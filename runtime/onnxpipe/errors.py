@@ -15,9 +15,12 @@ Hierarchy::
     ├── InputTooLongError             an input over the maximum, with truncation=False or a strategy that cannot
     │                                 cut it ('only_second' without a pair...) (also a ValueError)
     ├── ChatTemplateError             chat messages without a chat template, or one that fails (also a ValueError)
+    ├── GenerationArgumentError       a text-generation argument outside its valid range (also a ValueError)
     ├── InferenceError                onnxruntime failed while running a batch
     │   └── NonFiniteOutputError      the model computed NaN or inf (``.output``, ``.rows``: where)
     ├── BatchJobError                 `onnxpipe batch` cannot run as asked (format, column, a bad row with fail)
+    ├── OutputFileError               a file a command writes (bench --json-out) is a folder, or exists without
+    │                                 --force (also a ValueError)
     └── ExportError                   the export stage could not produce a model folder
         ├── ExportExtraMissingError   the export extra (torch, transformers, optimum-onnx, onnx) is not installed
         ├── UnsupportedArchitectureError  no export settings for that model type
@@ -44,9 +47,11 @@ __all__ = [
     "UnknownTaskError",
     "InputTooLongError",
     "ChatTemplateError",
+    "GenerationArgumentError",
     "InferenceError",
     "NonFiniteOutputError",
     "BatchJobError",
+    "OutputFileError",
     "ExportError",
     "ExportExtraMissingError",
     "UnsupportedArchitectureError",
@@ -141,3 +146,12 @@ class ValidationError(ExportError):
 
 class ChatTemplateError(OnnxpipeError, ValueError):
     """Chat messages were given but the folder has no chat template, or the template could not render them."""
+
+
+class GenerationArgumentError(OnnxpipeError, ValueError):
+    """A text-generation argument (max_new_tokens, temperature, top_k, top_p, repetition_penalty, ...) is outside
+    its valid range; the message names it and the range."""
+
+
+class OutputFileError(OnnxpipeError, ValueError):
+    """A file a command was told to write is a folder, or exists and --force was not given."""

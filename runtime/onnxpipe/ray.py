@@ -27,7 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._batch_job import DEFAULT_RETRIES, FORMATS, BatchJob, run_batch
+from ._batch_job import DEFAULT_RETRIES, FORMATS, BatchJob, as_text, run_batch
 from .errors import BatchJobError
 
 __all__ = ["Predictor", "run_batch", "assigned_cpus", "DEFAULT_RETRIES"]
@@ -57,14 +57,22 @@ def _column(values: Any) -> pa.Array:
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         # Mixed Python types (a number among strings) have no Arrow type: written as text; the rows the model
         # could not read still carry their error.
-        return pa.array([None if v is None else str(v) for v in values], pa.string())
+        return pa.array([as_text(v) for v in values], pa.string())
 
 
 def _to_arrow(batch: Any) -> tuple[pa.Table, Any]:
     """A Ray batch in any batch_format ("pyarrow", "pandas", "numpy") as an Arrow table, and a column getter
     that reads the raw values (so a bad value reaches the runtime, and its error, as it is)."""
     if isinstance(batch, pa.Table):
-        return batch, None
+        # Ray Data keeps a column of mixed Python values (JSON Lines read by pandas: a number among texts) as
+        # pickled objects, an Arrow extension type; written as it is, the output held pickle bytes.
+        odd = [n for n, t in zip(batch.column_names, batch.schema.types) if isinstance(t, pa.ExtensionType)]
+        if not odd:
+            return batch, None
+        values = {n: batch.column(n).to_pylist() for n in odd}
+        for n in odd:
+            batch = batch.set_column(batch.column_names.index(n), n, _column(values[n]))
+        return batch, lambda name: values[name] if name in values else batch.column(name).to_pylist()
     if isinstance(batch, dict):  # numpy
         return pa.table({k: _column(list(v) if v.dtype == object else v) for k, v in batch.items()}), lambda name: list(
             batch[name]
@@ -163,7 +171,9 @@ def ray_tables(
     ctx.execution_options.preserve_order, ctx.enable_progress_bars = True, False
     try:
         _, _, reader, reader_args = FORMATS[fmt]
-        ds = getattr(ray.data, reader)(path, **reader_args)
+        if "://" not in path:  # Ray's read tasks do not run in this directory
+            path = os.path.abspath(path)
+        ds = getattr(ray.data, reader)(path, **reader_args(job.input_columns))
         job.check_columns(ds.schema().names)  # here, not in the actors: Ray hands their errors back as text
         ds = ds.repartition(target_num_rows_per_block=batch_rows, strict=True)
         with warnings.catch_warnings():  # Ray's deprecation of the retry options: known, see _retry_options

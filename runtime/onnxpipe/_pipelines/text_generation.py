@@ -22,7 +22,7 @@ from .._model import OnnxModel
 from .._sampling import from_config, generator
 from .._stream import TextStream
 from .._tokenizer import AutoTokenizer
-from ..errors import ManifestError
+from ..errors import GenerationArgumentError, ManifestError
 from ._base import DEFAULT_BATCH_TOKENS, Pipeline, _is_stream
 from ._text import Decoder, tokenizer_config
 
@@ -54,6 +54,13 @@ def generation_info(manifest: Manifest) -> GenerationInfo:
     return GenerationInfo(
         tuple(int(e) for e in g["eos_token_id"]), int(g.get("pad_token_id") or 0), dict(g.get("config") or {}), template
     )
+
+
+def _int_argument(name: str, value: Any) -> int:
+    try:
+        return int_option(name, value, 1)
+    except ValueError as e:
+        raise GenerationArgumentError(str(e)) from None
 
 
 class TextGenerationPipeline(Pipeline):
@@ -119,17 +126,18 @@ class TextGenerationPipeline(Pipeline):
         merged = {**_PIPELINE_DEFAULTS, **self.info.config}
         new_tokens = max_new_tokens if max_new_tokens is not None else merged.get("max_new_tokens", 256)
         sampling = from_config(merged, **kwargs)
-        n = int_option("num_return_sequences", num_return_sequences)
+        n = _int_argument("num_return_sequences", num_return_sequences)
         if n > 1 and not sampling.do_sample:
-            raise ValueError(
+            raise GenerationArgumentError(
                 f"num_return_sequences={n} with greedy decoding would repeat one text {n} times; "
                 "pass do_sample=True, or num_return_sequences=1"
             )
         stops = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings or [])
         if not all(isinstance(s, str) and s for s in stops):
-            raise ValueError(f"stop_strings={stop_strings!r}; use a non-empty string or a list of them")
+            raise GenerationArgumentError(f"stop_strings={stop_strings!r}; use a non-empty string or a list of them")
         return {
-            "max_new_tokens": int_option("max_new_tokens", new_tokens, 0),
+            # At least 1, as transformers (which raises ValueError for 0): an empty result is no answer.
+            "max_new_tokens": _int_argument("max_new_tokens", new_tokens),
             "sampling": sampling,
             "num_return_sequences": n,
             "return_full_text": bool(return_full_text),
