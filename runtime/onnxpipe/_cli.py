@@ -10,11 +10,11 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 
 import numpy as np
 
-from . import _cli_batch, _cli_generate, _cli_serve
+from . import __version__, _cli_batch, _cli_generate, _cli_serve
 from ._cli_files import check_new_file, write_whole
 from ._cli_io import (
     InputLines,
@@ -183,8 +183,18 @@ def _unavailable(name: str, error: Exception) -> Callable[[argparse.Namespace], 
     return run
 
 
+def package_version() -> str:
+    """The installed distribution's version (what pip installed), else the package's own ``__version__`` (a
+    source tree on PYTHONPATH, with no metadata)."""
+    try:
+        return version("onnxpipe")
+    except PackageNotFoundError:
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onnxpipe", description="Hugging Face pipelines on onnxruntime, no PyTorch.")
+    p.add_argument("--version", action="version", version=f"onnxpipe {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     _plugin_commands(sub)
