@@ -137,6 +137,9 @@ def test_export_then_refuse_existing_folder(tiny_checkpoint, tmp_path, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out}" in printed and "feature-extraction" in printed
+    # after the path, the folder's summary: the very text `onnxpipe info` prints for it
+    assert main(["info", str(out)]) == 0
+    assert printed == f"wrote {out}\n" + capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["variants"]) == {"int8"}  # fp32 was only the intermediate...
     assert not (out / "onnx" / "model.onnx").exists()

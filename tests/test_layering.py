@@ -67,6 +67,15 @@ def test_the_export_stage_uses_the_runtime_through_its_shared_module_only():
     assert not hits, f"the export stage reaches into private runtime modules (add them to onnxpipe._for_export): {hits}"
 
 
+def test_the_export_stage_calls_no_runtime_command():
+    # Commands are not a protocol: export once called `info`'s command function with its own args, rewritten.
+    # What the two share (the manifest's summary) is a function of its own.
+    import onnxpipe._for_export as shared
+
+    assert not [n for n in shared.__all__ if n.startswith("cmd_")], shared.__all__
+    assert "format_manifest" in shared.__all__
+
+
 # -- import cycles ----------------------------------------------------------------------------------------------
 # A cycle makes a module's meaning depend on which of its partners was imported first, and forces the function-
 # level import that hides it. Every import counts: at the top, inside functions (they run later, but the two

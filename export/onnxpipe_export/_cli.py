@@ -70,9 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "embedding matrix and tokenizer.json for one language or domain; unseen words split into kept pieces",
     )
     e.add_argument("--quiet", action="store_true", help="no progress bar")
-    e.add_argument(
-        "--no-verify", action="store_true", help=argparse.SUPPRESS
-    )  # skip the sha256 check of the summary printed after the export
+    # Hidden: skips the sha256 check when the summary after the export loads the folder back.
+    e.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_export)
 
 
