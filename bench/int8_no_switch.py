@@ -1,4 +1,4 @@
-"""Issue 13: does baking "no SkipLayerNorm" into the int8 graph (residual Add as Sum) cost speed or change answers?
+"""Does baking "no SkipLayerNorm" into the int8 graph (residual Add as Sum) cost speed or change answers?
 
     python bench/int8_no_switch.py [--file models/minilm-sst2/onnx/model_quantized.onnx] [--sentences 300]
 

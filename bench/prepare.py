@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engines import VARIANT_FILES  # noqa: E402
+from layout import VARIANT_FILES, optimum_int8_config  # noqa: E402
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json", "vocab.txt")
 
@@ -70,15 +70,6 @@ def _default_tensor_type():
         yield
     finally:
         oq.ONNXQuantizer = original
-
-
-def optimum_int8_config() -> str:
-    """Optimum's own quantization config for this CPU: avx512_vnni (s8 weights) where the CPU has VNNI, else avx2
-    (u8 weights): on AVX2-only CPUs onnxruntime's u8 x s8 kernel saturates (README "INT8 and the CPU"), and the
-    avx512_vnni file then gave wrong labels on the tiny test model, which is no fair engine (b)."""
-    from onnxpipe._bench import machine_info
-
-    return "avx512_vnni" if {"avx512_vnni", "avx_vnni"} & set(machine_info()["simd_flags"]) else "avx2"
 
 
 def optimum_recipe(checkpoint: Path, task: str, level: str):

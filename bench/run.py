@@ -62,7 +62,7 @@ ENGINES = [
     Spec("ort-int8", "d", "cls", "int8", "ort"),
     Spec("ort-fp32", "d", "cls", "fp32", "ort"),
     Spec("ort-int8-onnxpipe-opts", "d", "cls", "int8", "ort", {"session": "onnxpipe"}),
-    Spec("onnxpipe-int8", "e", "cls", "int8", "onnxpipe"),  # execution "auto": each input alone (issue 11)
+    Spec("onnxpipe-int8", "e", "cls", "int8", "onnxpipe"),  # execution "auto": each input alone, batch-invariant
     Spec("onnxpipe-int8-batched", "e", "cls", "int8", "onnxpipe", {"execution": "batched"}),
     Spec("onnxpipe-fp32", "e", "cls", "fp32", "onnxpipe"),
     Spec("onnxpipe-fp16", "e", "cls", "fp16", "onnxpipe"),
@@ -190,7 +190,7 @@ def aggregate(raw: list[dict], mach: dict) -> list[dict]:
                 "rss_after_first_mb": _median([r["rss_after_first_mb"] for r in loads]),
                 "peak_rss_mb": _median([r["peak_rss_mb"] for r in ends]),
                 # before the long synthetic inputs (their activations, 8 x 512 tokens, dominate the peak): the
-                # peak over issue 3's SST-2 workloads, which the RSS target is about
+                # peak over the SST-2 workloads, which the RSS target is about
                 "peak_rss_sst2_mb": _median(
                     [
                         max(r["peak_rss_mb_so_far"] for r in rs)

@@ -52,7 +52,7 @@ def child(model: str, precision: str, opts: dict, seed_calls: int, sst2_sentence
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    from engines import VARIANT_FILES
+    from layout import VARIANT_FILES
     from workloads import SEED, read_sst2
 
     so = ort.SessionOptions()

@@ -149,6 +149,33 @@ def test_without_the_extra_prints_the_pip_line(engine, missing, extra, monkeypat
     assert f"pip install '{extra}'" in capsys.readouterr().err
 
 
+def test_engines_register_themselves_and_the_job_never_imports_one(tmp_path):
+    # In a fresh interpreter: the batch job knows only its own local engine until onnxpipe.ray is imported,
+    # and asking for the Ray engine before that says how to get it instead of importing it behind the scenes.
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from onnxpipe import _batch_engines, _batch_job\n"
+        "from onnxpipe.errors import BatchJobError\n"
+        "assert 'onnxpipe.ray' not in sys.modules\n"
+        "assert sorted(_batch_engines.ENGINES) == ['local'], _batch_engines.ENGINES\n"
+        "for name in ('ray', 'spark'):\n"
+        "    try:\n"
+        "        _batch_job.run_batch('minilm-sst2', 'in.parquet', 'out.parquet', engine=name)\n"
+        "    except BatchJobError as e:\n"
+        "        print(e)\n"
+        "import onnxpipe.ray\n"
+        "assert sorted(_batch_engines.ENGINES) == ['local', 'ray'], _batch_engines.ENGINES\n"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert child.returncode == 0, child.stderr
+    ray_error, other_error = child.stdout.splitlines()
+    assert "engine 'ray' is not one of ['local']" in ray_error and "import onnxpipe.ray first" in ray_error
+    assert "pip install 'onnxpipe[ray]'" in ray_error
+    assert other_error == "engine 'spark' is not one of ['local']"
+
+
 # -- what the job may write: never its input, a folder, or an existing file without --force ------------------
 def _no_work(*args, **kwargs):
     raise AssertionError("the output should have been refused before the model was loaded")

@@ -1,8 +1,8 @@
-"""A text's answer does not depend on the texts it is batched with (issue 11).
+"""A text's answer does not depend on the texts it is batched with.
 
 Dynamic int8 scales each matmul's activations by the whole batch tensor, so in padded batches a score moves with
 its batch-mates. The runtime therefore runs dynamic-int8 inputs each as its own batch of one, several at once on
-a worker pool ("alone" execution); these tests hold it to the issue's gate: a text scored inside a call of many
+a worker pool ("alone" execution); these tests hold it to the gate: a text scored inside a call of many
 equals the text scored alone (max score change <= 1e-3, no label flip; here it is exact).
 """
 

@@ -137,6 +137,9 @@ def test_export_then_refuse_existing_folder(tiny_checkpoint, tmp_path, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out}" in printed and "feature-extraction" in printed
+    # after the path, the folder's summary: the very text `onnxpipe info` prints for it
+    assert main(["info", str(out)]) == 0
+    assert printed == f"wrote {out}\n" + capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["variants"]) == {"int8"}  # fp32 was only the intermediate...
     assert not (out / "onnx" / "model.onnx").exists()
@@ -233,3 +236,40 @@ def test_a_non_finite_result_is_an_error_not_invalid_json(monkeypatch, capsys):
     assert _json_lines(captured.out) == [[{"label": "POSITIVE", "score": 0.9}]]  # what came before stays
     assert captured.err.startswith("error: the result for input 1 holds a non-finite number")
     assert captured.err.count("\n") == 1 and "NaN" not in captured.out
+
+
+# -- --version -------------------------------------------------------------------------------------------------
+def _version_output(capsys) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_version_comes_from_the_installed_package(monkeypatch, capsys):
+    from importlib.metadata import version
+
+    assert _version_output(capsys) == f"onnxpipe {version('onnxpipe')}\n"
+    # The metadata, not a copy typed into the code: a different installed version shows.
+    monkeypatch.setattr("onnxpipe._cli.version", lambda name: {"onnxpipe": "9.8.7"}[name])
+    assert _version_output(capsys) == "onnxpipe 9.8.7\n"
+
+
+def test_version_without_package_metadata_is_the_modules_own(monkeypatch, capsys):
+    from importlib.metadata import PackageNotFoundError
+
+    def missing(name):
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr("onnxpipe._cli.version", missing)
+    assert _version_output(capsys) == f"onnxpipe {onnxpipe.__version__}\n"
+
+
+def test_the_modules_version_is_the_projects():
+    # The fallback above must not go stale: __version__ and pyproject.toml say the same.
+    import re
+    from pathlib import Path
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    declared = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE)
+    assert declared is not None and declared.group(1) == onnxpipe.__version__

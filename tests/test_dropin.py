@@ -312,7 +312,7 @@ IDIOMS = [
             lib.AutoTokenizer.from_pretrained(str(m))
         ),
     ),
-    # truncation strategies, padding and max_length in the pipelines (items 1 and 2 of issue 12)
+    # truncation strategies, padding and max_length in the pipelines
     *[
         (
             "text-classification",
@@ -456,7 +456,7 @@ IDIOMS = [
             ("ignore_subwords=True alone (none)", lambda p: p(TEXT, ignore_subwords=True)),
         ]
     ],
-    # tokenizer: pre-tokenized words, overflowing windows, padding to a multiple (item 3 of issue 12)
+    # tokenizer: pre-tokenized words, overflowing windows, padding to a multiple
     *[
         ("text-classification", f"tokenizer {name}", (lambda call_: lambda lib, m: call_(_tok(lib, m)))(call))
         for name, call in [
@@ -615,7 +615,7 @@ IDIOMS = [
         "tokenizer pair only_first (byte-level BPE)",
         lambda lib, m: dict(_tok(lib, m)(CONTEXT * 10, TEXT, truncation="only_first")),
     ),
-    # re-run of the issue's list: what still failed or differed (item 4 of issue 12)
+    # calls that once failed or differed from transformers after the cases above passed
     (
         "fill-mask",
         "tokenizer_kwargs truncation",

@@ -53,7 +53,8 @@ def test_validation_data_figures_match_pytorch_and_runtime(tiny_checkpoint, tmp_
 
 
 def test_labelled_sentences_refused_for_feature_extraction_which_takes_sts_pairs(tiny_checkpoint, tmp_path):
-    # feature extraction validates on STS Benchmark pairs (issue 13); an SST-2 file is refused before any work
+    # feature extraction validates on STS Benchmark pairs (similarity, not labels); an SST-2 file is refused
+    # before any work
     from onnxpipe.errors import ExportError
     from onnxpipe_export import export
 
@@ -197,7 +198,7 @@ def test_cli_help_names_every_int8_recipe():
 
 
 def test_the_int8_file_computes_the_same_under_onnxruntimes_defaults(tiny_checkpoint, tmp_path):
-    # Issue 13: the recipe's "no SkipLayerNorm" is baked into the graph (residual Add written as Sum), not a
+    # The recipe's "no SkipLayerNorm" is baked into the graph (residual Add written as Sum), not a
     # load-time switch only the runtime knows, so any consumer with onnxruntime's default options computes
     # exactly what the runtime computes from the same file.
     import onnx
@@ -242,7 +243,8 @@ def _optimized_graph(path, tmp_path):
 def test_load_time_switches_of_older_folders_still_reach_onnxruntime_on_cpu_only(
     tiny_checkpoint, tmp_path, monkeypatch
 ):
-    # Folders exported before issue 13 carry cpu_disabled_optimizers in the manifest; the runtime honours it.
+    # Folders exported before the residual Add was baked in as Sum carry cpu_disabled_optimizers in the manifest;
+    # the runtime honours it.
     import onnxruntime as ort
 
     from onnxpipe import AutoModelForSequenceClassification as OnnxClassifier

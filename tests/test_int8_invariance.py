@@ -1,4 +1,4 @@
-"""Issue 11: int8 files whose answer does not depend on the batch, and the invariance figures exports record.
+"""Int8 files whose answer does not depend on the batch, and the invariance figures exports record.
 
 Tiny random models make accuracy meaningless, so these tests check what does not depend on the weights: every
 batch-invariant recipe exports, loads in the runtime and gives each text exactly its alone answer inside a

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -63,3 +65,148 @@ def test_the_export_stage_uses_the_runtime_through_its_shared_module_only():
                 if n.startswith("onnxpipe") and not n.startswith("onnxpipe_export") and n not in allowed
             ]
     assert not hits, f"the export stage reaches into private runtime modules (add them to onnxpipe._for_export): {hits}"
+
+
+def test_the_export_stage_calls_no_runtime_command():
+    # Commands are not a protocol: export once called `info`'s command function with its own args, rewritten.
+    # What the two share (the manifest's summary) is a function of its own.
+    import onnxpipe._for_export as shared
+
+    assert not [n for n in shared.__all__ if n.startswith("cmd_")], shared.__all__
+    assert "format_manifest" in shared.__all__
+
+
+# -- import cycles ----------------------------------------------------------------------------------------------
+# A cycle makes a module's meaning depend on which of its partners was imported first, and forces the function-
+# level import that hides it. Every import counts: at the top, inside functions (they run later, but the two
+# modules still cannot be understood or moved apart), and importlib.import_module("...") with a literal name.
+def _module_names(root: Path, package: str | None) -> dict[str, Path]:
+    """Dotted module name -> file: the files of ``package`` under ``root``, or ``root``'s scripts as top-level
+    modules when ``package`` is None (bench/ puts its own folder on sys.path)."""
+    if package is None:
+        return {p.stem: p for p in sorted(root.glob("*.py"))}
+    names = {}
+    for p in sorted((root / package).rglob("*.py")):
+        parts = list(p.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        names[".".join(parts)] = p
+    return names
+
+
+def _imported(name: str, path: Path, node: ast.AST, modules: dict[str, Path]) -> list[str]:
+    """The modules of ``modules`` that ``node`` (in module ``name`` at ``path``) imports."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+    def absolute(target: str, level: int) -> str:
+        if not level:
+            return target
+        base = package.split(".")[: len(package.split(".")) - (level - 1)]
+        return ".".join(base + ([target] if target else []))
+
+    found: list[str] = []
+    if isinstance(node, ast.Import):
+        found = [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom):
+        module = absolute(node.module or "", node.level)
+        # `from . import x` and `from .pkg import x` import the submodule x where there is one.
+        subs = [f"{module}.{a.name}" for a in node.names if f"{module}.{a.name}" in modules]
+        found = subs if len(subs) == len(node.names) else [module, *subs]
+    elif isinstance(node, ast.Call):
+        func = node.func
+        called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        first = node.args[0] if node.args else None
+        if called == "import_module" and isinstance(first, ast.Constant) and isinstance(first.value, str):
+            text = first.value
+            found = [absolute(text.lstrip("."), len(text) - len(text.lstrip(".")))]
+    return [m for m in found if m in modules and m != name]
+
+
+def _import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        graph[name] = {m for node in ast.walk(tree) for m in _imported(name, path, node, modules)}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle (as a path a -> ... -> a) per strongly connected component of more than one module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[set[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's algorithm
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                components.append(component)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+
+    def path(start: str, component: set[str]) -> list[str]:  # a shortest way back to start, breadth first
+        came: dict[str, str] = {}
+        frontier = [start]
+        while frontier:
+            nxt = []
+            for v in frontier:
+                for w in sorted(graph[v] & component):
+                    if w == start:
+                        out = [v]
+                        while out[-1] != start:
+                            out.append(came[out[-1]])
+                        return [*reversed(out), start]
+                    if w not in came:
+                        came[w] = v
+                        nxt.append(w)
+            frontier = nxt
+        raise AssertionError("a strongly connected component without a cycle")
+
+    return [path(min(c), c) for c in components]
+
+
+def test_the_cycle_finder_sees_every_kind_of_import():
+    # The finder itself, on a made-up graph: a test that cannot see a cycle would pass on any code.
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+    modules = {"pkg": Path("pkg/__init__.py"), "pkg.a": Path("pkg/a.py"), "pkg.b": Path("pkg/b.py")}
+    source = (
+        "from . import b\n"
+        "from .b import thing\n"
+        "import pkg.b\n"
+        "def f():\n    from pkg import b\n"
+        "def g():\n    importlib.import_module('.b', __package__)\n"
+        "def h():\n    import_module('pkg.b')\n"
+    )
+    for line in ast.parse(source).body:
+        hits = [m for node in ast.walk(line) for m in _imported("pkg.a", Path("pkg/a.py"), node, modules)]
+        assert hits == ["pkg.b"], ast.unparse(line)
+
+
+@pytest.mark.parametrize(
+    "root, package", [("runtime", "onnxpipe"), ("export", "onnxpipe_export"), ("bench", None)], ids=str
+)
+def test_no_import_cycles(root, package):
+    modules = _module_names(ROOT / root, package)
+    assert len(modules) > 5, f"found too few modules under {root}/: {sorted(modules)}"
+    cycles = _cycles(_import_graph(modules))
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)

@@ -166,3 +166,50 @@ def test_text_generation_streams_with_the_export_stack_unimportable(arch, tiny_e
     folder = tiny_export(arch, "text-generation", precisions="fp32,int4")
     out = _child(_GENERATE_CHILD, FORBIDDEN, str(folder))
     assert out["full"] and out["streamed"] == out["full"] and out["loaded"] == []
+
+
+# -- chat templates: jinja2 is the chat extra, not a runtime dependency -------------------------------------------
+CHAT = [{"role": "user", "content": "What time does the train leave?"}]
+
+_CHAT_CHILD = _CHILD.split("import onnxpipe\n")[0] + textwrap.dedent(
+    """
+    from onnxpipe import errors, pipeline
+
+    chat = json.loads(sys.argv[3])
+    generator = pipeline("text-generation", model=sys.argv[2])
+    try:
+        out = {"generated": generator(chat, max_new_tokens=8, do_sample=False)}
+    except errors.ChatTemplateError as e:
+        out = {"error": type(e).__name__, "message": str(e), "import_error": isinstance(e, ImportError)}
+    out["loaded"] = sorted(m for m in sys.modules if m.split(".")[0] in FORBIDDEN)
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.torch  # the folder is exported in this session; the child process runs without the export stack
+def test_chat_template_renders_with_only_the_runtime_and_the_chat_extra(tiny_export):
+    """Chat input to a folder with a chat template: with the runtime and jinja2 (the chat extra) the child
+    generates what this process does; without jinja2 it gets ChatExtraMissingError naming the pip line."""
+    folder = tiny_export("llama", "text-generation", precisions="fp32,int4")  # the streaming test's folder
+    expected = onnxpipe.pipeline("text-generation", model=folder)(CHAT, max_new_tokens=8, do_sample=False)
+    assert expected[0]["generated_text"][-1]["role"] == "assistant"
+
+    out = _child(_CHAT_CHILD, FORBIDDEN, str(folder), json.dumps(CHAT))
+    assert out == {"generated": expected, "loaded": []}
+
+    out = _child(_CHAT_CHILD, [*FORBIDDEN, "jinja2"], str(folder), json.dumps(CHAT))
+    assert out["error"] == "ChatExtraMissingError" and out["import_error"], out
+    assert "pip install 'onnxpipe[chat]'" in out["message"]
+
+
+def test_chat_without_jinja2_names_the_chat_extra(monkeypatch):
+    from onnxpipe import errors
+    from onnxpipe._chat import render
+
+    for name in ("jinja2", "jinja2.ext", "jinja2.sandbox"):
+        monkeypatch.setitem(sys.modules, name, None)  # makes `import jinja2...` raise ImportError
+    with pytest.raises(errors.ChatExtraMissingError, match=r"pip install 'onnxpipe\[chat\]'") as caught:
+        render("{{ messages[0]['content'] }}", CHAT, {})
+    # One except clause catches it however the caller thinks of it: a chat problem, or a missing package.
+    assert isinstance(caught.value, errors.ChatTemplateError) and isinstance(caught.value, ImportError)

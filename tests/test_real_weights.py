@@ -144,7 +144,7 @@ def minilm_export(tmp_path_factory):
 
 # (precision, mean cosine at least, every sentence's cosine at least). int8: the dynamic per-channel recipe gives
 # a mean of ~0.992 but single sentences down to ~0.984; excluding the FFN-in MatMuls from quantization lifts the
-# minimum to ~0.991 at the cost of most of the int8 speed-up (measured; see the issue 2 test report).
+# minimum to ~0.991 at the cost of most of the int8 speed-up (measured when the int8 recipe was chosen).
 COSINE = [("fp32", 0.9999, 0.9999), ("int8", 0.99, 0.98)]
 
 
@@ -168,7 +168,7 @@ def test_minilm_embeddings_match_pytorch_mean_pooling(minilm_export, precision, 
 
 @pytest.mark.torch
 def test_minilm_int8_embeddings_do_not_depend_on_batch_mates(minilm_export):
-    # Issue 11's gate for the embeddings default: a sentence embedded inside a call of many equals it embedded
+    # The batch-invariance gate for the embeddings default: a sentence embedded inside a call of many equals it embedded
     # alone (cosine >= 0.9999; "alone" execution makes it exact). In padded batches the same file moves them.
     texts = _sst2_dev()[0][:200]
     embed = onnxpipe.pipeline("sentence-embeddings", model=minilm_export, precision="int8")

@@ -1,4 +1,4 @@
-"""Reliability of the runtime library (issue 9): bounded tokenizer memory whatever the arguments, empty batches,
+"""Reliability of the runtime library: bounded tokenizer memory whatever the arguments, empty batches,
 NaN/inf outputs, numeric options, pickling.
 
 A crash (SIGFPE on an empty batch, a hang on threads=5000) would take pytest down with it, so those cases run

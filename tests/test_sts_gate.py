@@ -1,4 +1,4 @@
-"""The STS Benchmark gate of feature-extraction exports (issue 13): Spearman x100, the file reader, the 1-point rule."""
+"""The STS Benchmark gate of feature-extraction exports: Spearman x100, the file reader, the 1-point rule."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Static (calibrated) int8: activation ranges measured once on sample sentences, then fixed in the file.
 
 With fixed scales every row of a batch is quantized alike, so a text's result does not depend on its
-batch-mates (issue 11), at the price of ranges that must suit every input. The sample comes from
+batch-mates, at the price of ranges that must suit every input. The sample comes from
 ``--calibration-data`` (sentences of the task: SST-2 train for sentiment), never from the validation data.
 onnxruntime's histogram calibrators (percentile, entropy) stack each call's outputs, so one call holds batches
 of one shape: here each batch is its own call and the calibrator merges ranges and histograms across calls.

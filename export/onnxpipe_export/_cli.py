@@ -70,12 +70,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "embedding matrix and tokenizer.json for one language or domain; unseen words split into kept pieces",
     )
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    # Hidden: skips the sha256 check when the summary after the export loads the folder back.
     e.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_export)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from onnxpipe._for_export import cmd_info
+    from onnxpipe._for_export import format_manifest, load_manifest
     from onnxpipe.errors import ExportExtraMissingError
 
     from . import export, require_extra
@@ -102,5 +103,5 @@ def cmd_export(args: argparse.Namespace) -> int:
         prune_vocab=args.prune_vocab,
     )
     print(f"wrote {out}")
-    args.model, args.json = str(out), False
-    return cmd_info(args)
+    print(format_manifest(load_manifest(out, verify=not args.no_verify), verified=not args.no_verify))
+    return 0

@@ -1,7 +1,7 @@
 """The files other consumers of a model folder read: transformers.js, Optimum, fastembed, sentence-transformers.
 
 The runtime needs only manifest.json, tokenizer.json and the ONNX files; the rest of the ecosystem loads a folder
-the way transformers saves one, and fails without these (issue 13):
+the way transformers saves one, and fails without these:
 
 - ``tokenizer_config.json`` (transformers.js: "this.tokenizer is not a function"; fastembed: "Could not find
   tokenizer_config.json"), with ``model_max_length`` = the manifest's ``max_length``: transformers.js, Optimum

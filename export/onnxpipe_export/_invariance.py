@@ -1,7 +1,7 @@
 """Batch invariance of a model file: does a text get the same answer alone as inside a padded batch?
 
 Dynamic int8 quantizes each matmul's activations with one scale per batch tensor, so a text's result depends on
-its batch-mates (issue 11). Every text is run alone and inside the batches the runtime's pipelines cut
+its batch-mates. Every text is run alone and inside the batches the runtime's pipelines cut
 (``plan_batches`` with the pipelines' defaults), calling ``OnnxModel.run`` on the padded feeds directly: the
 figures describe the FILE, whatever execution mode the runtime later picks for it (it runs dynamic int8 files
 one sequence at a time precisely because they fail this check).

@@ -5,7 +5,7 @@ N-bit: every MatMul (and plain Gemm: GPT-2's Conv1D layers) whose weight is a 2-
 onnxruntime's ``com.microsoft.MatMulNBits`` (what onnxruntime-genai runs on CPU): symmetric 4- or 8-bit weights in
 blocks of ``block_size`` along K, one fp32 scale per block, zero point 2^(bits-1) (8 or 128, the operator's default
 when none is given). With ``accuracy_level`` 4 the CPU kernel quantizes the activations to int8 per row and block,
-so a row's result never depends on the other rows of its batch (issue 11). It is written here in numpy rather than
+so a row's result never depends on the other rows of its batch. It is written here in numpy rather than
 with onnxruntime's MatMulNBitsQuantizer because that module imports ``onnx_ir``, one more export dependency for
 ~40 lines of packing.
 

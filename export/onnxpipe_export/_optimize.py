@@ -124,7 +124,8 @@ def residual_add_as_sum(path: Path) -> int:
     an int8 graph, computes other activations for the next dynamic quantization (scores up to 0.07 apart on
     SST-2 dev). The fusion matches Add only; Sum of two tensors is the same float addition, so every consumer
     (transformers.js, Optimum, fastembed, sentence-transformers, all with onnxruntime's default options)
-    computes exactly what the runtime does, with no load-time switch in the manifest (issue 13).
+    computes exactly what the runtime does, with no load-time switch in the manifest that only onnxpipe would
+    apply.
     """
     model = onnx.load(str(path))
     nodes = model.graph.node

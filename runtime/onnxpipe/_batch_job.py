@@ -10,7 +10,6 @@ its batch.) pyarrow is imported here at the top, so nothing imported by ``import
 from __future__ import annotations
 
 import errno
-import importlib
 import io
 import json
 import os
@@ -38,6 +37,7 @@ except ImportError as e:  # the CLI turns this into the pip line and exit 2
         "(or 'onnxpipe[ray]' for the Ray engine)"
     ) from e
 
+from ._batch_engines import get_engine, register_engine
 from ._factory import pipeline
 from ._inputs import clean_text
 from ._manifest import load_manifest
@@ -721,16 +721,7 @@ def _local_engine(
     return (job.process(pipe, t) for t in read_local(path, fmt, batch_rows, job.input_columns))
 
 
-def _ray_engine(
-    job: BatchJob, path: str, fmt: str, batch_rows: int, threads: int | None, **options: Any
-) -> Iterator[pa.Table]:
-    tables: Iterator[pa.Table] = importlib.import_module("onnxpipe.ray").ray_tables(
-        job, path, fmt, batch_rows, **options
-    )
-    return tables
-
-
-ENGINES: dict[str, Callable[..., Iterator[pa.Table]]] = {"local": _local_engine, "ray": _ray_engine}
+register_engine("local", _local_engine)
 
 
 def run_batch(
@@ -760,7 +751,8 @@ def run_batch(
     """Run ``task`` over every row of ``input`` (Parquet, JSONL, CSV or text; a path or pyarrow filesystem URI)
     and write the input's columns plus the task's outputs to the Parquet file ``output``, in input order.
 
-    ``engine="local"`` runs in this process; ``"ray"`` runs ``actors`` Ray actors of ``cpus_per_actor`` CPUs
+    ``engine="local"`` runs in this process; ``"ray"`` (registered by importing ``onnxpipe.ray``, which exports
+    this function too) runs ``actors`` Ray actors of ``cpus_per_actor`` CPUs
     (on the cluster at ``RAY_ADDRESS`` if set); Ray restarts an actor that dies and retries its batch up to
     ``retries`` times (default ``DEFAULT_RETRIES``), then the job fails. Rows that fail get their error in the
     ``error`` column (``on_error="skip"``) or stop the job (``"fail"``); ``output`` appears only when the whole
@@ -771,8 +763,7 @@ def run_batch(
     >>> report["rows"], report["errors"]
     (120000, 3)
     """
-    if engine not in ENGINES:
-        raise BatchJobError(f"engine {engine!r} is not one of {sorted(ENGINES)}")
+    run_engine = get_engine(engine)
     if on_error not in ON_ERROR:
         raise BatchJobError(f"on_error={on_error!r}; use one of {list(ON_ERROR)}")
     if batch_rows < 1 or actors < 1:
@@ -799,7 +790,7 @@ def run_batch(
     # Workers always skip; the driver applies on_error, so both engines fail at the same row, numbered
     # by its position in the input (a worker does not know where its batch starts).
     with AtomicParquetWriter(output, force=force) as writer:
-        for table in ENGINES[engine](
+        for table in run_engine(
             job, str(input), fmt, batch_rows, threads, actors=actors, cpus_per_actor=cpus_per_actor, retries=retries
         ):
             for i, err in enumerate(table.column(error_name).to_pylist()):

@@ -1,8 +1,8 @@
 """Chat messages -> prompt text, with the folder's Jinja chat template, rendered as transformers renders it
 (sandboxed, trim_blocks and lstrip_blocks, ``raise_exception``, ``add_generation_prompt``).
 
-Needs ``jinja2``, an optional dependency: only chat input uses it, so the runtime install stays onnxruntime,
-tokenizers and numpy.
+Needs ``jinja2``, the ``chat`` extra (``pip install 'onnxpipe[chat]'``): only chat input uses it, so the runtime
+install stays onnxruntime, tokenizers and numpy; without it, chat input raises ChatExtraMissingError.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import ChatTemplateError
+from .errors import ChatExtraMissingError, ChatTemplateError
 
 
 def is_chat(value: Any) -> bool:
@@ -41,8 +41,9 @@ def render(
         from jinja2 import ext
         from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError:
-        raise ChatTemplateError(
-            "chat messages need jinja2 to render the chat template: pip install jinja2 (or pass the prompt as a string)"
+        raise ChatExtraMissingError(
+            "chat messages need jinja2 to render the chat template: pip install 'onnxpipe[chat]' "
+            "(or pass the prompt as a string)"
         ) from None
 
     def raise_exception(message: str) -> None:

@@ -9,15 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable, Iterable, Sequence
-from importlib.metadata import entry_points
-from pathlib import PurePath
-from typing import Any
+from importlib.metadata import PackageNotFoundError, entry_points, version
 
 import numpy as np
 
-from . import _cli_batch, _cli_generate, _cli_serve
+from . import __version__, _cli_batch, _cli_generate, _cli_serve
 from ._cli_files import check_new_file, write_whole
 from ._cli_io import (
     InputLines,
@@ -29,12 +26,14 @@ from ._cli_io import (
     silence_stdout,
     write,
 )
+from ._cli_progress import Progress
 from ._cli_tasks import add_task_arguments, implied_task, task_inputs, task_kwargs
-from ._manifest import Manifest, load_manifest
+from ._info import format_manifest
+from ._manifest import load_manifest
 from ._resolve import resolve_model
-from ._session import PROFILES, batch_dependent
+from ._session import PROFILES
 from ._tasks import TABLE, canonical_task
-from .errors import ManifestError, OnnxpipeError
+from .errors import OnnxpipeError
 
 
 def _jsonable(x: object) -> object:
@@ -43,26 +42,6 @@ def _jsonable(x: object) -> object:
     if isinstance(x, np.generic):
         return x.item()
     raise TypeError(type(x).__name__)
-
-
-class _Progress:
-    """A counter on stderr (only when it is a terminal), refreshed at most 4 times a second."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
-        self.n = 0
-        self.start = self.last = time.perf_counter()
-
-    def tick(self) -> None:
-        self.n += 1
-        now = time.perf_counter()
-        if self.enabled and now - self.last > 0.25:
-            self.last = now
-            print(f"\r{self.n} inputs, {self.n / (now - self.start):.0f}/s", end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.enabled and self.n:
-            print(f"\r{self.n} inputs in {time.perf_counter() - self.start:.1f}s", file=sys.stderr)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -104,7 +83,7 @@ def _predict(args: argparse.Namespace, lines: Iterable[str] | None) -> int:
     kwargs.update(task_kwargs(canonical_task(task), args))
     if isinstance(lines, InputLines):  # cut overlong lines relative to this model's maximum
         lines.max_length = pipe.tokenizer.model_max_length
-    progress = _Progress(enabled=not args.texts)
+    progress = Progress(enabled=not args.texts)
     out = sys.stdout
     try:
         with flush_on_signals():
@@ -130,135 +109,9 @@ def _flush_quietly() -> bool:
         return False
 
 
-def _invariance_text(inv: dict[str, Any]) -> str:
-    """One variant's or candidate's batch_invariance figures (each text alone vs in padded batches)."""
-    if "min_cosine" in inv:
-        return f"min cosine {inv['min_cosine']:.6f}, mean {inv['mean_cosine']:.6f}"
-    flips = inv["label_flips"]
-    return (
-        f"max score change {inv['max_score_change']:.2g}, p99 {inv['p99_score_change']:.2g}, "
-        f"{flips} label flip{'' if flips == 1 else 's'}"
-    )
-
-
-def _print_recipe_search(found: dict[str, Any]) -> None:
-    data = found["data"]
-    print(
-        f"        chosen by --int8-recipe search on {found['timing']['machine']} "
-        f"({data['sentences']} labelled sentences, PyTorch accuracy {data['pytorch_accuracy']:.4f}):"
-    )
-    rows = {n: r for n, r in found["candidates"].items() if "skipped" not in r}
-    w = max(map(len, found["candidates"]))
-    print(
-        f"        {'candidate':{w}s} {'accuracy':>8s} {'agrees':>7s} {'max dP':>7s} {'flips':>5s} {'invariant':>9s} "
-        f"{'batch-1':>9s} {'sent/s':>7s} {'speed':>6s}"
-    )
-    for name, row in sorted(rows.items(), key=lambda kv: -kv[1]["speed_vs_default"]):
-        mark = "*" if name == found["chosen"] else ("" if row["gates_met"] else "x")
-        inv = row.get("batch_invariance")  # absent in folders searched before issue 11
-        invariant = (
-            "-" if inv is None else "yes" if row["batch_invariant"] else "run alone" if row["runs_alone"] else "no"
-        )
-        change = f"{inv['max_score_change']:7.2g} {inv['label_flips']:5d}" if inv else f"{'-':>7s} {'-':>5s}"
-        print(
-            f"      {mark:1s} {name:{w}s} {row['accuracy']:8.4f} {row['label_agreement_with_pytorch']:7.1%} "
-            f"{change} {invariant:>9s} {row['batch1_p50_ms']:6.2f} ms {row['sentences_per_s']:7.0f} "
-            f"{row['speed_vs_default']:5.2f}x"
-        )
-    for name, row in found["candidates"].items():
-        if "skipped" in row:
-            print(f"        {name:{w}s} skipped: {row['skipped']}")
-    print(
-        "        (* chosen, x misses the gates; max dP / flips: each sentence alone vs in padded batches; "
-        f"invariant: in padded batches, or run alone by the runtime (dynamic); rule: {found['rule']})"
-    )
-
-
-def _print_records(manifest: Manifest) -> None:
-    """The variants with their validation and recipe, the validation data and the provenance, as info prints
-    them."""
-    print("variants:")
-    for p, v in manifest.variants.items():
-        size = manifest.files[v.file].size / 1e6
-        val = v.validation or {}
-        figures = ", ".join(
-            f"{k} {val[k]:.3g}"
-            for k in (
-                "max_abs_diff_logits",
-                "max_abs_diff_start_logits",
-                "max_abs_diff_end_logits",
-                "max_abs_diff_hidden",
-                "label_agreement",
-                "min_cosine_mean_pooled",
-            )
-            if k in val
-        )
-        # text-generation variants carry their own summary (logits diff, greedy agreement with PyTorch)
-        figures = figures or val.get("summary", "")
-        print(f"  {p:5s} {v.file:28s} {size:7.1f} MB  {figures or val.get('skipped', '')}")
-        if v.ort is not None:
-            ort_mb = manifest.files[v.ort.file].size / 1e6
-            print(
-                f"        ORT format: {v.ort.file} {ort_mb:.1f} MB (onnxruntime {v.ort.onnxruntime}, "
-                f"{v.ort.optimization_level}; minimal build: {v.ort.required_operators})"
-            )
-        if (v.recipe or {}).get("method") == "MatMulNBits":
-            r = v.recipe or {}
-            print(
-                f"        recipe: {r['bits']}-bit weight-only MatMulNBits, block {r.get('block_size')}, "
-                f"{r.get('matmuls_quantized')} MatMuls quantized, {r.get('matmuls_kept_fp32')} kept fp32"
-                + (f", graph {r['graph']}" if "graph" in r else "")
-            )
-        elif (v.recipe or {}).get("method") == "static":
-            r = v.recipe or {}
-            calib = r.get("calibration_data") or {}
-            print(
-                f"        recipe {r.get('name', '?')}: static QDQ {' / '.join(r.get('op_types', []))}, "
-                f"{r.get('calibration')} calibration on {calib.get('sentences')} sentences of "
-                f"{PurePath(str(calib.get('file'))).name}, graph {r.get('graph')}"
-            )
-        elif v.recipe:
-            r = v.recipe
-            disabled = v.cpu_disabled_optimizers
-            off = f", no {' / '.join(disabled)} at load" if disabled else ""
-            if r.get("residual_add_as_sum"):  # the same choice baked into the graph (issue 13)
-                off += ", residual Add as Sum (no SkipLayerNorm fusion in any consumer)"
-            print(
-                f"        recipe {r.get('name', '?')}: {r.get('method')} {r.get('weight_type')}, "
-                f"{'per-channel' if r.get('per_channel') else 'per-tensor'}, graph {r.get('graph')}{off}"
-            )
-        if batch_dependent(manifest, p):  # what execution="auto" does with it on CPU (issue 11)
-            print("        runs each input alone on CPU (dynamic activation scales would tie it to its batch-mates)")
-        if v.recipe_search:
-            _print_recipe_search(v.recipe_search)
-        inv = ((manifest.validation_data or {}).get("variants", {}).get(p) or {}).get("batch_invariance")
-        if inv:  # every validation text alone vs inside the runtime's padded batches
-            print(f"        alone vs batched: {_invariance_text(inv)}")
-    vd = manifest.validation_data
-    if vd and vd.get("pairs"):  # feature extraction: STS Benchmark Spearman x100
-        per = ", ".join(
-            f"{p} {v['batched']:.2f} batched / {v['one_at_a_time']:.2f} one at a time"
-            for p, v in vd["variants"].items()
-            if "batched" in v
-        )
-        print(
-            f"STS Spearman:  {vd['pairs']} pairs ({PurePath(vd['file']).name}), x100: "
-            f"PyTorch {vd['pytorch']:.2f}, {per}"
-        )
-    elif vd:
-        per = ", ".join(
-            f"{p} {v['accuracy']:.4f} (agrees {v['label_agreement_with_pytorch']:.1%})"
-            for p, v in vd["variants"].items()
-            if "accuracy" in v
-        )
-        print(f"accuracy:      {vd['sentences']} labelled sentences: PyTorch {vd['pytorch_accuracy']:.4f}, {per}")
-    prov = manifest.provenance or {}
-    print(f"source:        {prov.get('source')} ({prov.get('source_kind')}), exported {prov.get('exported_at')}")
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     manifest = load_manifest(resolve_model(args.model), verify=not args.no_verify)
-    if getattr(args, "footprint", False):  # export's cmd_info call has no such argument
+    if args.footprint:
         from ._footprint import footprint, format_report
 
         report = footprint(manifest.folder, profile=args.profile, runs=args.runs)
@@ -267,32 +120,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
         return 0
-    print(f"folder:        {manifest.folder}")
-    print(f"format:        {manifest.format_version}")
-    print(f"task:          {manifest.task} (serves: {', '.join(manifest.tasks)})")
-    print(f"architecture:  {manifest.architecture}, hidden {manifest.hidden_size}, max length {manifest.max_length}")
-    if manifest.labels:
-        print(f"labels:        {', '.join(f'{k}={v}' for k, v in sorted(manifest.labels.items()))}")
-    if manifest.pooling:
-        print(f"pooling:       {manifest.pooling.mode}, normalize={manifest.pooling.normalize}")
-    if manifest.vocab_pruning:
-        vp = manifest.vocab_pruning
-        print(
-            f"vocabulary:    pruned {vp.get('vocab_before')} -> {vp.get('vocab_after')} tokens on "
-            f"{PurePath(str(vp.get('corpus'))).name} (sha256 {str(vp.get('corpus_sha256'))[:12]}...)"
-        )
-    print(f"inputs:        {', '.join(manifest.inputs)}")
-    try:
-        _print_records(manifest)
-    except (KeyError, AttributeError, TypeError, ValueError, IndexError) as e:
-        # Informational entries (the export's own records), read only here: a damaged one is named, not a
-        # traceback. The folder may still load; predict and the pipelines do not read these.
-        raise ManifestError(
-            f"{manifest.folder}/manifest.json: a record of the export (a variant's validation or recipe, "
-            f"validation_data, provenance) is not in the shape the export writes ({type(e).__name__}: {e}). "
-            "The manifest was edited or damaged; re-export the folder (onnxpipe export ... --force)."
-        ) from e
-    print(f"verified:      {'no (--no-verify)' if args.no_verify else 'sha256 of every file matches'}")
+    print(format_manifest(manifest, verified=not args.no_verify))
     return 0
 
 
@@ -355,8 +183,18 @@ def _unavailable(name: str, error: Exception) -> Callable[[argparse.Namespace], 
     return run
 
 
+def package_version() -> str:
+    """The installed distribution's version (what pip installed), else the package's own ``__version__`` (a
+    source tree on PYTHONPATH, with no metadata)."""
+    try:
+        return version("onnxpipe")
+    except PackageNotFoundError:
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onnxpipe", description="Hugging Face pipelines on onnxruntime, no PyTorch.")
+    p.add_argument("--version", action="version", version=f"onnxpipe {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     _plugin_commands(sub)

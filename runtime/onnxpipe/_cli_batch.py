@@ -12,6 +12,7 @@ import importlib
 import sys
 from typing import Any
 
+from ._cli_progress import Progress
 from ._cli_tasks import add_task_arguments, task_kwargs
 from ._manifest import load_manifest
 from ._resolve import resolve_model
@@ -21,8 +22,6 @@ _PIP = {"local": "pip install 'onnxpipe[batch]'", "ray": "pip install 'onnxpipe[
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from ._cli import _Progress
-
     needs = ["pyarrow"] + (["ray.data"] if args.engine == "ray" else [])
     for module in needs:
         try:
@@ -34,13 +33,16 @@ def cmd_batch(args: argparse.Namespace) -> int:
             )
             return 2
     from ._batch_job import run_batch
+
+    if args.engine == "ray":
+        from . import ray  # noqa: F401  (registers the Ray engine)
     from ._cli_io import Terminated, flush_on_signals
 
     task = canonical_task(args.task or load_manifest(resolve_model(args.model), verify=False).task)
     kwargs = task_kwargs(task, args)
     if args.top_k is not None:
         kwargs["top_k"] = None if args.top_k == 0 else args.top_k
-    progress = _Progress(enabled=True)
+    progress = Progress(enabled=True)
     try:
         # SIGTERM/SIGHUP unwind like Ctrl-C, so the writer deletes its temporary file on the way out.
         with flush_on_signals():

@@ -8,9 +8,19 @@ from __future__ import annotations
 
 from ._batching import plan_batches
 from ._bench import machine_info
-from ._cli import cmd_info
 from ._generate import KVCache, describe, generate_tokens
-from ._manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, OrtFormat, Pooling, Variant, file_entry, sha256_file
+from ._info import format_manifest
+from ._manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    Manifest,
+    OrtFormat,
+    Pooling,
+    Variant,
+    file_entry,
+    load_manifest,
+    sha256_file,
+)
 from ._model import OnnxModel
 from ._pipelines._base import DEFAULT_BATCH_TOKENS
 from ._sampling import Sampling
@@ -32,9 +42,10 @@ __all__ = [
     "Pooling",
     "TABLE",
     "Variant",
-    "cmd_info",
     "export_task_names",
     "file_entry",
+    "format_manifest",
+    "load_manifest",
     "machine_info",
     "plan_batches",
     "Sampling",

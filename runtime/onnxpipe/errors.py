@@ -15,6 +15,8 @@ Hierarchy::
     ├── InputTooLongError             an input over the maximum, with truncation=False or a strategy that cannot
     │                                 cut it ('only_second' without a pair...) (also a ValueError)
     ├── ChatTemplateError             chat messages without a chat template, or one that fails (also a ValueError)
+    │   └── ChatExtraMissingError     chat messages, and jinja2 (the chat extra) is not installed (also an
+    │                                 ImportError)
     ├── GenerationArgumentError       a text-generation argument outside its valid range (also a ValueError)
     ├── InferenceError                onnxruntime failed while running a batch
     │   └── NonFiniteOutputError      the model computed NaN or inf (``.output``, ``.rows``: where)
@@ -29,7 +31,7 @@ Hierarchy::
         └── ValidationError           an exported variant disagrees with PyTorch beyond tolerance
 
 Bad Python types in the input (None, bytes, numbers, nested lists) raise the built-in ``TypeError``, naming
-the index and the type; see docs/input-policy.md for what every kind of text does.
+the index and the type; README.md, "What each kind of input does", says what every kind of text does.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "UnknownTaskError",
     "InputTooLongError",
     "ChatTemplateError",
+    "ChatExtraMissingError",
     "GenerationArgumentError",
     "InferenceError",
     "NonFiniteOutputError",
@@ -146,6 +149,11 @@ class ValidationError(ExportError):
 
 class ChatTemplateError(OnnxpipeError, ValueError):
     """Chat messages were given but the folder has no chat template, or the template could not render them."""
+
+
+class ChatExtraMissingError(ChatTemplateError, ImportError):
+    """Chat messages were given and jinja2, which renders chat templates, is not installed (the ``chat``
+    extra)."""
 
 
 class GenerationArgumentError(OnnxpipeError, ValueError):

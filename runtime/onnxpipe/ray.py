@@ -12,7 +12,8 @@ CPUs Ray gave it. Ray Data restarts a killed actor and retries its batch, by def
 (``max_restarts=-1, max_task_retries=-1``). ``run_batch`` bounds the retries (``DEFAULT_RETRIES``), so that a
 batch that kills its actor every time fails the job instead; in your own pipeline, ``max_task_retries=3`` to
 ``map_batches`` does the same (Ray 2.60 warns that these extra options go in Ray 2.64). The model folder must
-be readable at the same path on every node. ``import onnxpipe`` never imports this module; ray itself is
+be readable at the same path on every node. Importing this module registers the ``ray`` engine of
+``run_batch`` (the batch job itself never imports it). ``import onnxpipe`` never imports this module; ray itself is
 imported only when an actor or the Ray engine starts.
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ._batch_engines import register_engine
 from ._batch_job import DEFAULT_RETRIES, FORMATS, BatchJob, as_text, run_batch
 from .errors import BatchJobError
 
@@ -200,3 +202,13 @@ def ray_tables(
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
         if started:
             ray.shutdown()
+
+
+def _engine(
+    job: BatchJob, path: str, fmt: str, batch_rows: int, threads: int | None, **options: Any
+) -> Iterator[pa.Table]:
+    # Each actor runs as many onnxruntime threads as it has CPUs (--cpus-per-actor), so ``threads`` is not used.
+    return ray_tables(job, path, fmt, batch_rows, **options)
+
+
+register_engine("ray", _engine)

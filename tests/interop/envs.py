@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HOME = Path(os.environ.get("ONNXPIPE_INTEROP_HOME", ROOT / ".venv-interop"))
 
-# Pins: the versions issue 13 was reported against. onnxruntime is pinned to the runtime's own version, so a
+# Pins: the versions the consumers were first checked against. onnxruntime is pinned to the runtime's own version, so a
 # difference between consumers comes from how they load and feed the file, not from another kernel release.
 # torch==2.13.0 is the pin of the export extra (pyproject.toml), resolved the same way as the dev venv's.
 ORT = "onnxruntime==1.32.0"
