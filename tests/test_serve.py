@@ -170,6 +170,14 @@ def test_health_info_metrics_and_playground(server):
     [
         ("/predict", b'{"inputs": ', 400, "not valid JSON"),
         ("/predict", b"\xff\xfe", 400, "not valid JSON"),
+        # Nesting past 32 levels (5,000 raised RecursionError: a 500), on every endpoint that reads JSON.
+        ("/predict", b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "nested deeper than 32"),
+        ("/tokenize", b'{"inputs": ' + b"[" * 33 + b"]" * 33 + b"}", 400, "nested deeper than 32"),
+        ("/v1/embeddings", b'{"input": ' + b"{" * 40, 400, "not valid JSON"),
+        # A 5,000-digit number (CPython's int() limit: was a 422 naming sys.set_int_max_str_digits), NaN.
+        ("/predict", b'{"inputs": ' + b"1" * 5000 + b"}", 400, "a number longer than 4300 digits"),
+        ("/embed", b'{"inputs": "x", "truncate": ' + b"9" * 4301 + b"}", 400, "not valid JSON"),
+        ("/predict", b'{"inputs": "x", "truncate": NaN}', 400, "NaN is not a JSON value"),
         ("/predict", json.dumps({"inputs": ["x"] * 9}).encode(), 413, "at most 8"),
         ("/predict", json.dumps({"inputs": "x" * 30000}).encode(), 413, "--payload-limit"),
         ("/predict", json.dumps({"inputs": 3}).encode(), 422, "string or a list"),
@@ -191,6 +199,13 @@ def test_error_statuses(server, path, body, status, needle):
     assert r.status_code == status, r.text
     assert needle in r.json()["error"]
     assert r.json()["error_type"]
+
+
+def test_brackets_inside_strings_are_not_nesting(server, classifier):
+    text = "[[{" * 12 + " fine"  # 36 brackets: more than 32, all inside one string
+    r = server.post("/predict", {"inputs": [text]})
+    assert r.status_code == 200, r.text
+    assert r.json() == [classifier(text, top_k=None)]
 
 
 def test_a_model_endpoint_answers_other_methods_405(server):

@@ -8,10 +8,21 @@ body that is not JSON.
 from __future__ import annotations
 
 import json
+import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .._pipelines._base import DEFAULT_BATCH_TOKENS
+
+# Arrays and objects nested deeper than this are refused before parsing: every request shape here is 4 deep at
+# most, and json.loads recurses once per level (5,000 levels raised RecursionError: a 500).
+MAX_JSON_DEPTH = 32
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_STEP = np.zeros(256, dtype=np.int32)  # per byte: [ and { open a level, ] and } close one
+_STEP[[ord("["), ord("{")]], _STEP[[ord("]"), ord("}")]] = 1, -1
 
 
 @dataclass(frozen=True)
@@ -63,17 +74,46 @@ def check_client_batch(n: int, limits: Limits) -> None:
         )
 
 
+def json_depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest in ``raw`` (brackets inside strings do not count); a body with
+    fewer brackets than MAX_JSON_DEPTH returns 0 at once, without looking further.
+
+    >>> json_depth(b'{"inputs": [["a", "b"]]}'), json_depth(b"[" * 40 + b"]" * 40)
+    (0, 40)
+    """
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return 0
+    steps = _STEP[np.frombuffer(_STRING.sub(b'""', raw), dtype=np.uint8)]
+    return int(np.cumsum(steps).max(initial=0))  # the running sum is the depth at each byte
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_json(raw: bytes) -> Any:
-    """The request body as JSON; 400 naming the parse error for anything else."""
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RequestError(
-            400,
-            f"the body is not valid JSON ({e}); send a JSON object such as "
-            '{"inputs": "I love this!"} with Content-Type: application/json',
-            "BadRequest",
-        ) from None
+    """The request body as JSON; 400 naming the parse error for anything else: invalid JSON, nesting deeper
+    than MAX_JSON_DEPTH, an integer longer than Python converts (``sys.get_int_max_str_digits()``), and the
+    NaN / Infinity that Python's json module accepts beyond the standard."""
+    reason = None
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        reason = f"arrays or objects nested deeper than {MAX_JSON_DEPTH} levels"
+    else:
+        try:
+            return json.loads(raw, parse_constant=_no_constant)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            reason = str(e)
+        except RecursionError:  # a backstop: the depth check above refuses what could get here
+            reason = "nested too deeply"
+        except ValueError as e:  # CPython's limit on int() digits, or NaN / Infinity
+            digits = sys.get_int_max_str_digits()
+            reason = f"a number longer than {digits} digits" if "integer string conversion" in str(e) else str(e)
+    raise RequestError(
+        400,
+        f"the body is not valid JSON ({reason}); send a JSON object such as "
+        '{"inputs": "I love this!"} with Content-Type: application/json',
+        "BadRequest",
+    )
 
 
 async def read_body(receive: Any, limit: int) -> bytes:
