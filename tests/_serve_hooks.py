@@ -8,6 +8,7 @@ line on stdin opens the gate once more (``Server.release()``); everything else i
 - a text ``"__block__"`` waits at the gate where the server cleans texts (``clean_texts``, called by
   ``/tokenize`` before the tokenizer);
 - a text ``"__boom__"`` raises RuntimeError there: a bug, which the client sees as a 500;
+- inputs with the token ``crash`` make the inference thread raise (``Pipeline._execute``): a bug there;
 - each model call on the inference thread prints ``onnxpipe-test: model call`` to stderr.
 """
 
@@ -18,6 +19,7 @@ import threading
 
 from onnxpipe import _model
 from onnxpipe._cli import main
+from onnxpipe._pipelines import _base
 from onnxpipe._serve import _app, _batcher
 
 _gate = threading.Semaphore(0)
@@ -61,6 +63,16 @@ def run_counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
     return _run(self, *args, **kwargs)
 
 
+_execute = _base.Pipeline._execute
+
+
+def execute_or_crash(self, encodings, *args, **kwargs):  # type: ignore[no-untyped-def]
+    if any("crash" in e.tokens for e in encodings):
+        raise RuntimeError("the inference thread crashed (planted by the test)")
+    return _execute(self, encodings, *args, **kwargs)
+
+
+_base.Pipeline._execute = execute_or_crash  # type: ignore[method-assign]
 _batcher.Batcher._serve = serve_gated  # type: ignore[method-assign]
 _app.clean_texts = clean_texts
 _model.OnnxModel.run = run_counted  # type: ignore[method-assign]

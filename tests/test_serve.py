@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import socket
 import sys
 import threading
@@ -416,6 +417,20 @@ def test_without_the_protocol_the_guard_admits_and_refuses_itself(guard):
     assert sent[0]["status"] == 413 and guard.in_flight == 1  # admitted, answered, released
 
 
+@pytest.mark.parametrize("flags, logged", [((), True), (("--log-level", "critical"), False)])
+def test_a_500_is_logged_with_its_traceback_on_stderr(flags, logged):
+    """The 500's body says "see the server log": the log must have it (it had only a NullHandler)."""
+    with Server(SST2, *flags, hooks=True) as s:
+        r = s.post("/tokenize", {"inputs": "__boom__"})
+        assert r.status_code == 500 and r.json()["error_type"] == "InternalError"
+        assert "see the server log" in r.json()["error"]
+        assert s.post("/tokenize", {"inputs": "after"}).status_code == 200  # the server goes on
+        s.stop()
+        out = s.output()
+    assert ("POST /tokenize: unexpected error" in out and "Traceback" in out) == logged, out[-2000:]
+    assert ("RuntimeError: a bug planted by the test" in out) == logged
+
+
 def test_sigterm_finishes_requests_in_flight_and_exits_0():
     # A long grace period: four requests of four ~512-token inputs take seconds on a loaded 2-core machine.
     s = Server(SST2, "--graceful-timeout", "300")
@@ -432,6 +447,42 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0():
             httpx.get(s.url + "/health", timeout=2)
     finally:
         s.stop()
+
+
+def test_sigterm_past_the_graceful_timeout_answers_503_and_drops_the_abandoned_work():
+    """Requests still waiting when --graceful-timeout runs out get a JSON 503 (were: uvicorn's plain-text 500
+    and a CancelledError traceback each), and the inference thread computes none of their queued work (it
+    finished all of it first: the exit took 14.5 s for a 2 s grace)."""
+    s = Server(SST2, "--graceful-timeout", "1", "--execution", "batched", hooks=True)
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            futures = [pool.submit(s.post, "/predict", {"inputs": [f"text {i}", "more"]}, 120) for i in range(3)]
+            # The first request waits at the gate on the model; the other two are queued behind it.
+            assert s.wait_output("onnxpipe-test: at the gate")
+            assert wait_until(lambda: s.metric("onnxpipe_queue_depth", model="minilm-sst2") == 6)
+            s.proc.send_signal(signal.SIGTERM)
+            responses = [f.result(120) for f in futures]
+        assert [r.status_code for r in responses] == [503] * 3, [r.text for r in responses]
+        assert all(r.json()["error_type"] == "Unavailable" and "shutting down" in r.json()["error"] for r in responses)
+        assert all(r.headers["connection"] == "close" for r in responses)
+        s.release(3)  # the gate opens: the round the thread holds is all abandoned, as is the queue
+        assert s.proc.wait(60) == 0
+        s.stop()
+        out = s.output()
+        assert "onnxpipe-test: model call" not in out, out[-3000:]
+        assert "Traceback" not in out and "CancelledError" not in out, out[-3000:]
+    finally:
+        s.stop()
+
+
+def test_a_crash_in_the_inference_thread_fails_its_request_and_the_thread_goes_on():
+    with Server(SST2, hooks=True) as s:
+        s.release(10)  # no gate
+        r = s.post("/predict", {"inputs": "crash"}, timeout=30)
+        assert r.status_code == 500 and r.json()["error_type"] == "InternalError", r.text
+        assert s.post("/predict", {"inputs": "fine"}, timeout=30).status_code == 200
+        assert s.metric("onnxpipe_queue_depth", model="minilm-sst2") == 0
+        assert "RuntimeError: the inference thread crashed" in s.output()
 
 
 def test_serve_freezes_what_it_loaded_before_it_serves(monkeypatch):

@@ -75,6 +75,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="seconds to finish in-flight requests after SIGTERM (default 30)",
     )
     s.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="the server's log on stderr (default warning: every 500's traceback, start-up problems)",
+    )
+    s.add_argument(
         "--access-log",
         action="store_true",
         help="log every request (and uvicorn's start-up lines) to stderr; off by default, as it costs CPU per request",
@@ -110,6 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         precision=args.precision,
         threads=args.threads,
         graceful_timeout=args.graceful_timeout,
+        log_level=args.log_level,
         execution=args.execution,
         profile=args.profile,
         format=args.format,

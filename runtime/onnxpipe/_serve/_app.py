@@ -9,6 +9,7 @@ count that ``--max-concurrent-requests`` bounds. Admitted POSTs to the model end
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -31,7 +32,7 @@ from .._inputs import clean_texts
 from ..errors import InferenceError, OnnxpipeError
 from ._batcher import Batcher
 from ._endpoints import ENDPOINTS, Endpoint, parse_tokenize, render_tokens
-from ._limits import Limits, RequestError, check_client_batch, parse_json, read_body
+from ._limits import Limits, RequestError, check_client_batch, parse_json, read_body, shutting_down
 from ._metrics import Metrics
 from ._models import ModelSet
 
@@ -68,9 +69,14 @@ def _error(status: int, message: str, error_type: str) -> _JSON:
 _JSON_TYPE = (b"content-type", b"application/json")
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
-    """A whole JSON response in two ASGI messages, without a response object."""
+_CLOSE = (b"connection", b"close")
+
+
+async def _respond(send: Send, status: int, body: bytes, close: bool = False) -> None:
+    """A whole JSON response in two ASGI messages, without a response object (``close``: then the connection)."""
     headers = [_JSON_TYPE, (b"content-length", b"%d" % len(body))]
+    if close:
+        headers.append(_CLOSE)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -128,8 +134,16 @@ class Guard:
                 status = 413
                 await _respond(send, 413, _error_body(message, "PayloadTooLarge"))
             elif handler is not None:
-                status, body = await handler(receive)
-                await _respond(send, status, body)
+                try:
+                    status, body = await handler(receive)
+                except asyncio.CancelledError:
+                    # uvicorn cancels what still runs when --graceful-timeout is over: the client gets a JSON
+                    # 503 (uvicorn would write a plain-text 500 and log a traceback) and the connection closes.
+                    # The cancellation ends here: this task has nothing left to do but answer.
+                    status, body = 503, _error_body(str(shutting_down()), "Unavailable")
+                    await _respond(send, status, body, close=True)
+                else:
+                    await _respond(send, status, body)
             else:  # an unknown path: starlette's 404 (or 405), as JSON
                 seen = [500]
 
@@ -216,28 +230,28 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
         rows = [render_tokens(e) for e in encodings]
         return _dumps(rows[0] if call.single else rows)
 
-    def guarded(handler: Callable[[Receive], Awaitable[bytes]]) -> Handler:
+    def guarded(path: str, handler: Callable[[Receive], Awaitable[bytes]]) -> Handler:
         async def respond(receive: Receive) -> tuple[int, bytes]:
             try:
                 return 200, await handler(receive)
             except RequestError as e:
                 return e.status, _error_body(str(e), e.error_type)
             except InferenceError as e:
-                log.error("inference failed: %s", e)
+                log.error("POST %s: inference failed: %s", path, e)
                 return 500, _error_body(str(e), type(e).__name__)
             except (OnnxpipeError, TypeError, ValueError) as e:  # the runtime's input policy: name and reason
                 return 422, _error_body(str(e), type(e).__name__)
             except Exception as e:  # a bug: the client gets a 500 in JSON, the log the traceback
-                log.exception("unexpected error")
+                log.exception("POST %s: unexpected error, answered 500", path)
                 return 500, _error_body(f"internal error ({type(e).__name__}); see the server log", "InternalError")
 
         return respond
 
-    def endpoint_handler(endpoint: Endpoint) -> Handler:
+    def endpoint_handler(path: str, endpoint: Endpoint) -> Handler:
         async def handler(receive: Receive) -> bytes:
             return await run(endpoint, receive)
 
-        return guarded(handler)
+        return guarded(path, handler)
 
     async def health(request: Request) -> Response:
         return _JSON({"status": "ok"})
@@ -271,10 +285,11 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         batcher.start()
         yield
-        batcher.close()  # uvicorn has finished the in-flight requests by now
+        # uvicorn has finished the in-flight requests by now, or cancelled them past --graceful-timeout
+        await batcher.aclose()
 
-    handlers = {path: endpoint_handler(e) for path, e in ENDPOINTS.items()}
-    handlers["/tokenize"] = guarded(tokenize)
+    handlers = {path: endpoint_handler(path, e) for path, e in ENDPOINTS.items()}
+    handlers["/tokenize"] = guarded("/tokenize", tokenize)
     routes = [
         Route("/health", health),
         Route("/info", info),

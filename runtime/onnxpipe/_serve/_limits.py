@@ -62,6 +62,16 @@ class RequestError(Exception):
         return {"error": str(self), "error_type": self.error_type}
 
 
+def shutting_down() -> RequestError:
+    """503 for a request the server cannot finish because it is stopping."""
+    return RequestError(
+        503,
+        "the server is shutting down and did not finish this request (--graceful-timeout); retry on another "
+        "instance or once it is back",
+        "Unavailable",
+    )
+
+
 def check_client_batch(n: int, limits: Limits) -> None:
     """Raise 413 when one request carries more inputs than ``--max-client-batch-size``."""
     if n > limits.max_client_batch_size:
