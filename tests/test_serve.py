@@ -372,6 +372,93 @@ def test_refusals_written_by_the_protocol_keep_the_connection_and_its_pipelined_
         assert s.post("/predict", {"inputs": "hello"}).status_code == 200
 
 
+# -- slow clients: header and body timeouts (short, set by flag) ------------------------------------------------
+HEAD = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+
+
+def _trickle_until_answered(sock: socket.socket, data: bytes, rounds: int = 150) -> bytes:
+    """Send ``data`` a byte at a time, waiting up to 0.2 s on the socket between bytes, until the server
+    answers or closes; return everything it sent (b"" if it only closed). A server that never answers fails
+    the test after ``rounds`` bytes (30 s)."""
+    for i in range(rounds):
+        if i < len(data):
+            sock.sendall(data[i : i + 1])
+        sock.settimeout(0.2)
+        try:
+            first = sock.recv(65536)
+        except TimeoutError:
+            continue
+        sock.settimeout(30)
+        got = first
+        while first:  # the rest, up to the close
+            first = sock.recv(65536)
+            got += first
+        return got
+    raise AssertionError(f"no answer after {rounds} rounds of 0.2 s")
+
+
+def _json_408(answer: bytes, needle: str) -> None:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b"connection: close" in head.lower()
+    error = json.loads(body)
+    assert error["error_type"] == "RequestTimeout" and needle in error["error"], error
+
+
+def test_stalled_uploads_get_408_and_free_their_admission_slots():
+    """Two clients hold both admission slots by trickling their bodies; past --body-timeout each gets a JSON
+    408 and the connection closes, and the next client is served (they held the slots for as long as they
+    trickled: 40 s and more)."""
+    with Server(SST2, "--max-concurrent-requests", "2", "--body-timeout", "1", "--header-timeout", "30") as s:
+        socks = [socket.create_connection(("127.0.0.1", s.port), timeout=30) for _ in range(2)]
+        try:
+            for sock in socks:
+                sock.sendall(HEAD + b"{")
+            for sock in socks:
+                _json_408(_trickle_until_answered(sock, b'"inputs": "' + b"x" * 90), "--body-timeout")
+        finally:
+            for sock in socks:
+                sock.close()
+        assert wait_until(lambda: s.metric("onnxpipe_requests_in_flight") == 0)
+        assert s.post("/predict", {"inputs": "served"}).status_code == 200
+        assert s.metric("onnxpipe_requests_total", endpoint="/predict", status="408") == 2
+
+
+def test_slow_headers_get_408_and_silent_connections_are_closed():
+    with Server(SST2, "--header-timeout", "1") as s:
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as slow:
+            _json_408(_trickle_until_answered(slow, HEAD), "--header-timeout")
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as silent:
+            assert silent.recv(1) == b""  # closed without a word, as an idle keep-alive connection
+        # A request that sends its headers at once is untouched, on a connection then kept alive.
+        with httpx.Client(timeout=30) as client:
+            assert client.post(s.url + "/predict", json={"inputs": "fine"}).status_code == 200
+            assert client.get(s.url + "/health").status_code == 200
+
+
+def test_512_stalled_uploads_do_not_lock_the_default_limit_out():
+    """With the default --max-concurrent-requests (512), 512 requests that never send their body each get a
+    408 and leave the server serving (without the body timeout they held every slot for good). 512 idle
+    connections that never send a byte do not count at all."""
+    with Server(SST2, "--body-timeout", "2", "--header-timeout", "60") as s:
+        idle = [socket.create_connection(("127.0.0.1", s.port), timeout=60) for _ in range(512)]
+        stalled = [socket.create_connection(("127.0.0.1", s.port), timeout=60) for _ in range(512)]
+        try:
+            assert s.post("/predict", {"inputs": "while idle"}).status_code == 200
+            for sock in stalled:
+                sock.sendall(HEAD)
+            for sock in stalled:
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+                _json_408(answer, "--body-timeout")
+            assert s.post("/predict", {"inputs": "after"}).status_code == 200
+        finally:
+            for sock in idle + stalled:
+                sock.close()
+        assert s.metric("onnxpipe_requests_total", endpoint="/predict", status="408") == 512
+
+
 @pytest.fixture
 def guard():
     from onnxpipe._serve import Limits, ModelSet, create_app, load_model

@@ -84,6 +84,7 @@ def serve(
     precision: str | None = None,
     threads: int | None = None,
     graceful_timeout: float = 30.0,
+    keep_alive_timeout: float = 5.0,
     log_level: str = "warning",
     execution: str = "auto",
     profile: str = "default",
@@ -95,8 +96,10 @@ def serve(
     every 500 among it) unless the application configured logging of its own.
 
     On SIGTERM the server stops accepting connections, finishes the requests in flight (up to
-    ``graceful_timeout`` seconds) and returns 0. ``execution`` as in ``pipeline()``: by default a dynamic-int8
-    model runs every input alone, so an answer never depends on the other requests queued with it.
+    ``graceful_timeout`` seconds) and returns 0. An idle connection closes after ``keep_alive_timeout``
+    seconds; ``limits`` bounds each request's headers and body in time, size and count. ``execution`` as in
+    ``pipeline()``: by default a dynamic-int8 model runs every input alone, so an answer never depends on the
+    other requests queued with it.
 
     Example:
         >>> serve(["models/minilm-sst2"], port=8080)   # then: curl localhost:8080/predict -d '{"inputs": "hi"}'
@@ -144,6 +147,7 @@ def serve(
         lifespan="on",
         # uvicorn annotates int, but passes it to asyncio.wait_for: a float works
         timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]
+        timeout_keep_alive=keep_alive_timeout,  # type: ignore[arg-type]  # a float works: it goes to call_later
         backlog=2048,
     )
     server = uvicorn.Server(config)

@@ -109,6 +109,16 @@ class Guard:
             b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
             % (len(self._overloaded), self._overloaded),
         )
+        slow = _error_body(
+            f"the request's headers did not arrive within {limits.header_timeout:g} s (--header-timeout)",
+            "RequestTimeout",
+        )
+        # What the protocol writes when a request's headers are late: the status line, then after the date
+        # header the rest (the connection closes after it).
+        self.header_timeout_http = (
+            b"HTTP/1.1 408 Request Timeout\r\n",
+            b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (len(slow), slow),
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -143,7 +153,7 @@ class Guard:
                     status, body = 503, _error_body(str(shutting_down()), "Unavailable")
                     await _respond(send, status, body, close=True)
                 else:
-                    await _respond(send, status, body)
+                    await _respond(send, status, body, close=status == 408)
             else:  # an unknown path: starlette's 404 (or 405), as JSON
                 seen = [500]
 
@@ -203,7 +213,7 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
     page = resources.files(__package__).joinpath("playground.html").read_text(encoding="utf-8")
 
     async def body_of(receive: Receive) -> Any:
-        return parse_json(await read_body(receive, limits.payload_limit))
+        return parse_json(await read_body(receive, limits.payload_limit, limits.body_timeout))
 
     async def run(endpoint: Endpoint, receive: Receive) -> bytes:
         call = endpoint.parse(await body_of(receive))

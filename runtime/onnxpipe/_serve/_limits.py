@@ -7,6 +7,7 @@ body that is not JSON.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sys
@@ -30,6 +31,9 @@ class Limits:
     """What one server accepts. ``Limits(max_concurrent_requests=64)``
 
     ``max_input_length`` None means each model's own maximum; a smaller value caps every model there.
+    ``header_timeout``: seconds from a connection's start, or a request's first byte, to the end of its
+    headers; ``body_timeout``: seconds from the end of the headers to the end of the body. Past either the
+    client gets 408 and the connection closes, so a stalled upload cannot hold an admission slot.
     """
 
     max_batch_tokens: int = DEFAULT_BATCH_TOKENS
@@ -37,12 +41,18 @@ class Limits:
     max_client_batch_size: int = 32
     max_input_length: int | None = None
     payload_limit: int = 2_000_000
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_concurrent_requests", "max_client_batch_size", "payload_limit"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}; use a positive integer")
+        for name in ("header_timeout", "body_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ValueError(f"{name}={value!r}; use a positive number of seconds")
         if self.max_input_length is not None and (
             not isinstance(self.max_input_length, int) or self.max_input_length < 1
         ):
@@ -126,8 +136,44 @@ def parse_json(raw: bytes) -> Any:
     )
 
 
-async def read_body(receive: Any, limit: int) -> bytes:
-    """Read the whole body from an ASGI ``receive``, refusing (413) as soon as it passes ``limit`` bytes."""
+def body_timed_out(timeout: float) -> RequestError:
+    return RequestError(
+        408,
+        f"the body did not arrive within {timeout:g} s of the headers (--body-timeout); send it at once, "
+        "or raise the limit for slow links",
+        "RequestTimeout",
+    )
+
+
+async def read_body(receive: Any, limit: int, timeout: float | None = None) -> bytes:
+    """Read the whole body from an ASGI ``receive``, refusing (413) as soon as it passes ``limit`` bytes, and
+    (408) when it has not all arrived ``timeout`` seconds after the call."""
+    if timeout is None:
+        return await _read_body(receive, limit)
+    # asyncio.timeout's way (a timer that cancels this task), which Python 3.10 lacks; wait_for would cost a
+    # task per request.
+    task = asyncio.current_task()
+    assert task is not None, "read_body runs in a task"
+    expired = []
+
+    def expire() -> None:
+        expired.append(True)
+        task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(timeout, expire)
+    try:
+        return await _read_body(receive, limit)
+    except asyncio.CancelledError:
+        if not expired:
+            raise
+        if sys.version_info >= (3, 11):
+            task.uncancel()  # the cancellation was this timer's, now answered: it is not the task's
+        raise body_timed_out(timeout) from None
+    finally:
+        timer.cancel()
+
+
+async def _read_body(receive: Any, limit: int) -> bytes:
     chunks, size = [], 0
     while True:
         message = await receive()

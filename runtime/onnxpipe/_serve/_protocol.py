@@ -8,10 +8,15 @@ uvicorn completes (keep-alive timer, pipelined requests, the unread body discard
 0.52 ms (two other side-by-side runs: 58 -> 29 and 82 -> 46 us). The hook,
 ``HttpToolsProtocol._start_asgi_task``, is uvicorn's since 0.45 (the serve extra's floor); where it is missing
 the server says so at start and refuses through the ASGI guard, as with h11.
+
+The protocol also times the headers (``--header-timeout``): from the connection's start, or a request's first
+byte, to the end of its headers. uvicorn has no such limit; a connection that sent nothing, or a request's
+headers a byte at a time, stayed open for good (the body has its own limit, in the ASGI handler).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -30,6 +35,48 @@ def refusing_protocol(guard: Guard) -> type[HttpToolsProtocol] | None:
         return None
 
     class RefusingProtocol(HttpToolsProtocol):
+        _header_timer: asyncio.TimerHandle | None = None
+        _in_request = False  # a request's first byte came, its headers did not yet
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._start_header_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_header_timer()
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_request = True
+            self._start_header_timer()
+
+        def on_headers_complete(self) -> None:
+            self._stop_header_timer()
+            self._in_request = False
+            super().on_headers_complete()
+
+        def _start_header_timer(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(guard.limits.header_timeout, self._headers_late)
+
+        def _stop_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            if self.transport.is_closing():
+                return
+            # A request begun gets its 408, unless another response is still being written on the connection
+            # (a pipelined request); a connection that never sent a byte is just closed, like an idle keep-alive.
+            if self._in_request and (self.cycle is None or self.cycle.response_complete):
+                head, rest = guard.header_timeout_http
+                date = b"".join(b"%s: %s\r\n" % kv for kv in self.server_state.default_headers)
+                self.transport.write(head + date + rest)
+            self.transport.close()
+
         def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
             head = guard.admit(cycle.scope) if cycle.scope["method"] == "POST" else None  # type: ignore[arg-type]
             if head is None:
