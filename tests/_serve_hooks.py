@@ -6,7 +6,8 @@ line on stdin opens the gate once more (``Server.release()``); everything else i
 - the inference thread waits at the gate before each round it takes from the queue (``Batcher._serve``), so
   a request stays in flight, its job queued, until the test releases it;
 - a text ``"__block__"`` waits at the gate where the server cleans texts (``clean_texts``, called by
-  ``/tokenize`` before the tokenizer);
+  ``/tokenize`` before the tokenizer), and a text that starts with it where the pipelines tokenize
+  (``AutoTokenizer.encode_batch``);
 - a text ``"__boom__"`` raises RuntimeError there: a bug, which the client sees as a 500;
 - inputs with the token ``crash`` make the inference thread raise (``Pipeline._execute``): a bug there;
 - each model call on the inference thread prints ``onnxpipe-test: model call`` to stderr.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from onnxpipe import _model
+from onnxpipe import _model, _tokenizer
 from onnxpipe._cli import main
 from onnxpipe._pipelines import _base
 from onnxpipe._serve import _app, _batcher
@@ -73,6 +74,16 @@ def execute_or_crash(self, encodings, *args, **kwargs):  # type: ignore[no-untyp
 
 
 _base.Pipeline._execute = execute_or_crash  # type: ignore[method-assign]
+_encode_batch = _tokenizer.AutoTokenizer.encode_batch
+
+
+def encode_batch_gated(self, texts, *args, **kwargs):  # type: ignore[no-untyped-def]
+    if any(isinstance(t, str) and t.startswith("__block__") for t in texts):
+        _wait_at_gate()
+    return _encode_batch(self, texts, *args, **kwargs)
+
+
+_tokenizer.AutoTokenizer.encode_batch = encode_batch_gated  # type: ignore[method-assign]
 _batcher.Batcher._serve = serve_gated  # type: ignore[method-assign]
 _app.clean_texts = clean_texts
 _model.OnnxModel.run = run_counted  # type: ignore[method-assign]

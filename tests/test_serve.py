@@ -142,6 +142,32 @@ def test_tokenize(server, classifier):
     assert [t["id"] for t in plain] == [t["id"] for t in tokens[1:-1]]
 
 
+def test_tokenize_cuts_at_the_served_maximum_when_asked(server, short_classifier):
+    long = "word " * 3000  # 15 kB: 3,000 tokens
+    r = server.post("/tokenize", {"inputs": [long, "I love this!"], "truncate": True})
+    assert r.status_code == 200, r.text
+    cut, short = r.json()
+    assert [t["id"] for t in cut] == short_classifier.tokenizer.encode_batch([long], truncation=True)[0].ids
+    assert len(cut) == 64 and cut[-1]["special"] and not cut[-2]["special"]
+    assert len(short) == 6
+    plain = server.post("/tokenize", {"inputs": long, "truncate": True, "add_special_tokens": False}).json()
+    assert len(plain) == 64 and not any(t["special"] for t in plain)
+
+
+def test_tokenization_of_large_bodies_leaves_the_event_loop_free():
+    """/tokenize, and the model endpoints' tokenization of bodies over 64 KiB, run on a worker thread: held at
+    the gate mid-tokenization, the server still answers /health (on the loop, it stalled for seconds)."""
+    big = "__block__ " + "the movie was long " * 5000  # 95 kB
+    cases = [("/tokenize", {"inputs": "__block__"}), ("/predict", {"inputs": big, "truncate": True})]
+    with Server(SST2, hooks=True) as s, ThreadPoolExecutor(1) as pool:
+        for n, (path, body) in enumerate(cases, 1):
+            held = pool.submit(s.post, path, body)
+            assert s.wait_output("onnxpipe-test: at the gate", count=2 * n - 1)
+            assert httpx.get(s.url + "/health", timeout=10).json() == {"status": "ok"}
+            s.release(2)  # each waits at a second gate: the tokenizer's (/tokenize), the model's (/predict)
+            assert held.result(60).status_code == 200, path
+
+
 def test_health_info_metrics_and_playground(server):
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}
     info = httpx.get(server.url + "/info").json()
@@ -190,6 +216,10 @@ def test_health_info_metrics_and_playground(server):
         ("/predict", json.dumps({"inputs": "x", "model": "nope"}).encode(), 422, "['other', 'sst2']"),
         ("/predict", json.dumps({"inputs": " ".join(["word"] * 100)}).encode(), 422, "at most 64"),
         ("/embed", json.dumps({"inputs": "x", "normalize": 1}).encode(), 422, "normalize=1"),
+        # /tokenize answers at most the served maximum (64 here) per input: was every token of the text.
+        ("/tokenize", json.dumps({"inputs": "word " * 3000}).encode(), 422, "more than 64 tokens, the most"),
+        ("/tokenize", json.dumps({"inputs": ["x", "word " * 65]}).encode(), 422, "input 1 has more than 64"),
+        ("/tokenize", json.dumps({"inputs": "x", "truncate": "no"}).encode(), 422, "truncate='no'"),
         ("/v1/embeddings", json.dumps({"input": "x", "encoding_format": "hex"}).encode(), 422, "'float' or 'base64'"),
         ("/fill-mask", json.dumps({"inputs": "a [MASK]"}).encode(), 404, "no served model does fill-mask"),
         ("/nowhere", b"{}", 404, "Not Found"),

@@ -29,9 +29,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from .._inputs import clean_texts
-from ..errors import InferenceError, OnnxpipeError
+from .._tokenizer import AutoTokenizer
+from ..errors import InferenceError, InputTooLongError, OnnxpipeError
 from ._batcher import Batcher
-from ._endpoints import ENDPOINTS, Endpoint, parse_tokenize, render_tokens
+from ._endpoints import ENDPOINTS, Call, Endpoint, parse_tokenize, render_tokens
 from ._limits import Limits, RequestError, check_client_batch, parse_json, read_body, shutting_down
 from ._metrics import Metrics
 from ._models import ModelSet
@@ -86,6 +87,34 @@ def _content_length(headers: Any) -> bytes:
         if name == b"content-length":
             return bytes(value)
     return b"0"  # chunked or no body: read_body enforces the limit as the bytes arrive
+
+
+# Bodies past this many bytes are parsed and tokenized on a worker thread, so the event loop goes on answering
+# (/health, 429s, other requests) meanwhile: a 1.9 MB text took the loop 2-4 s. Smaller ones stay on the loop,
+# where they take microseconds and a thread hand-off would cost more than the work.
+OFF_LOOP_BYTES = 64 * 1024
+
+
+def tokenize_response(tokenizer: AutoTokenizer, call: Call) -> bytes:
+    """The JSON of ``/tokenize`` (TEI's shape). At most the model's maximum tokens per input: a longer input is
+    refused (InputTooLongError, 422) unless the request says ``"truncate": true``; either way the tokenizer
+    reads only the text's start (``bounded``), not megabytes. Runs on a worker thread."""
+    limit, specials = tokenizer.model_max_length, call.params["add_special_tokens"]
+    texts = clean_texts(call.items)
+    if call.params["truncate"]:
+        encodings = tokenizer.encode_batch(texts, truncation=True, bounded=True, add_special_tokens=specials)
+    else:  # cut one token past the limit: an input that keeps it is too long, whatever its full length
+        encodings = tokenizer.encode_batch(
+            texts, truncation=True, max_length=limit + 1, bounded=True, add_special_tokens=specials
+        )
+        for i, e in enumerate(encodings):
+            if len(e.ids) > limit:
+                raise InputTooLongError(
+                    f"input {i} has more than {limit} tokens, the most this model is served with; send "
+                    f'"truncate": true to get its first {limit}'
+                )
+    rows = [render_tokens(e) for e in encodings]
+    return _dumps(rows[0] if call.single else rows)
 
 
 # An admitted POST to a model endpoint: reads its body from ``receive``; returns (status, JSON body).
@@ -212,17 +241,25 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
     batcher = Batcher(metrics, limits.max_batch_tokens)
     page = resources.files(__package__).joinpath("playground.html").read_text(encoding="utf-8")
 
-    async def body_of(receive: Receive) -> Any:
-        return parse_json(await read_body(receive, limits.payload_limit, limits.body_timeout))
+    async def body_of(receive: Receive) -> tuple[Any, bool]:
+        """The parsed body, and whether it is large (then parsed, and to be tokenized, off the loop)."""
+        raw = await read_body(receive, limits.payload_limit, limits.body_timeout)
+        if len(raw) <= OFF_LOOP_BYTES:
+            return parse_json(raw), False
+        return await asyncio.to_thread(parse_json, raw), True
 
     async def run(endpoint: Endpoint, receive: Receive) -> bytes:
-        call = endpoint.parse(await body_of(receive))
+        body, large = await body_of(receive)
+        call = endpoint.parse(body)
         served = models.find(endpoint.task, call.model)
         pipe = served.pipelines[endpoint.task]
         check_client_batch(len(call.items), limits)
         # The same steps as Pipeline.iter, so the results equal pipe(text): its checks, its preprocessing.
         pre, post = pipe._split_params(**call.params)
-        prepared = pipe.preprocess(call.items, 0, **pre)
+        if large:
+            prepared = await asyncio.to_thread(lambda: pipe.preprocess(call.items, 0, **pre))
+        else:
+            prepared = pipe.preprocess(call.items, 0, **pre)
         encodings = [e for _, group in prepared for e in group]
         tokens = sum(len(e.ids) for e in encodings)
         metrics.tokens.inc(served.name, amount=tokens)
@@ -230,15 +267,12 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
         return _dumps(endpoint.render(call, results, served.name, tokens))
 
     async def tokenize(receive: Receive) -> bytes:
-        call = parse_tokenize(await body_of(receive))
+        body, _ = await body_of(receive)
+        call = parse_tokenize(body)
         served = models.find(None, call.model)
         check_client_batch(len(call.items), limits)
         tokenizer = next(iter(served.pipelines.values())).tokenizer
-        # Untruncated, as TEI's /tokenize: it shows what the model would be given before any cut.
-        backend = tokenizer._for(None)
-        encodings = backend.encode_batch(clean_texts(call.items), add_special_tokens=call.params["add_special_tokens"])
-        rows = [render_tokens(e) for e in encodings]
-        return _dumps(rows[0] if call.single else rows)
+        return await asyncio.to_thread(tokenize_response, tokenizer, call)
 
     def guarded(path: str, handler: Callable[[Receive], Awaitable[bytes]]) -> Handler:
         async def respond(receive: Receive) -> tuple[int, bytes]:
