@@ -16,8 +16,10 @@ import pytest
 
 pytest.importorskip("starlette", reason="needs the serve extra: pip install 'onnxpipe[serve]'")
 pytest.importorskip("httpx", reason="needs the test extra")
+pytest.importorskip("prometheus_client", reason="needs the serve extra: pip install 'onnxpipe[serve]'")
 
 import httpx  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from _serve_util import ROOT, Server, wait_until  # noqa: E402
 from onnxpipe import pipeline  # noqa: E402
@@ -168,6 +170,22 @@ def test_tokenization_of_large_bodies_leaves_the_event_loop_free():
             assert held.result(60).status_code == 200, path
 
 
+def test_metric_values_are_exact():
+    """Counts past a million were printed with %g: 1234567 read back as 1.23457e+06."""
+    from onnxpipe._serve._metrics import Metrics
+
+    m = Metrics()
+    m.tokens.inc("sst2", amount=1_234_567)
+    m.tokens.inc("sst2")
+    m.latency.observe(0.123456789, "/predict")
+    for _ in range(3):
+        m.requests.inc("/predict", "200")
+    samples = {s.name: s.value for f in text_string_to_metric_families(m.render()) for s in f.samples}
+    assert samples["onnxpipe_input_tokens_total"] == 1_234_568
+    assert samples["onnxpipe_request_duration_seconds_sum"] == 0.123456789
+    assert samples["onnxpipe_requests_total"] == 3
+
+
 def test_health_info_metrics_and_playground(server):
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}
     info = httpx.get(server.url + "/info").json()
@@ -176,8 +194,17 @@ def test_health_info_metrics_and_playground(server):
     assert info["models"][0]["max_input_length"] == 64
     assert info["endpoints"]["/predict"]["models"] == ["sst2", "other"]
     assert info["limits"]["max_client_batch_size"] == 8
+    before = server.metric("onnxpipe_requests_total", endpoint="/predict", status="200")
     server.post("/predict", {"inputs": "x"})
-    text = httpx.get(server.url + "/metrics").text
+    scrape = httpx.get(server.url + "/metrics")
+    text = scrape.text
+    assert scrape.headers["content-type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("onnxpipe_requests_total", (("endpoint", "/predict"), ("status", "200")))] == before + 1
     for family in (
         "onnxpipe_requests_total",
         "onnxpipe_request_duration_seconds_bucket",
@@ -638,7 +665,7 @@ def test_serve_without_the_extra_names_the_pip_line(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnxpipe._serve", None)  # were the check missed, the import fails: no server
     assert main(["serve", "minilm-sst2"]) == 2
     err = capsys.readouterr().err
-    assert "pip install 'onnxpipe[serve]'" in err and "starlette and uvicorn" in err
+    assert "pip install 'onnxpipe[serve]'" in err and "starlette, uvicorn" in err
 
 
 def test_http_stack_prefers_httptools_and_uvloop_and_says_when_they_are_missing(monkeypatch, caplog):

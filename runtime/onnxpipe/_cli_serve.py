@@ -110,10 +110,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("starlette", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
     if missing:
         print(
-            f"error: onnxpipe serve needs {' and '.join(missing)}. Install the serve extra with: {INSTALL}",
+            f"error: onnxpipe serve needs {', '.join(missing)}. Install the serve extra with: {INSTALL}",
             file=sys.stderr,
         )
         return 2

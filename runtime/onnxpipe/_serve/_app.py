@@ -23,7 +23,7 @@ import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,7 +34,7 @@ from ..errors import InferenceError, InputTooLongError, OnnxpipeError
 from ._batcher import Batcher
 from ._endpoints import ENDPOINTS, Call, Endpoint, parse_tokenize, render_tokens
 from ._limits import Limits, RequestError, check_client_batch, parse_json, read_body, shutting_down
-from ._metrics import Metrics
+from ._metrics import CONTENT_TYPE, Metrics
 from ._models import ModelSet
 
 log = logging.getLogger("onnxpipe.serve")
@@ -313,7 +313,7 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
         )
 
     async def prometheus(request: Request) -> Response:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     async def playground(request: Request) -> Response:
         return HTMLResponse(page)
