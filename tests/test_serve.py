@@ -194,6 +194,10 @@ def test_health_info_metrics_and_playground(server):
     assert info["models"][0]["max_input_length"] == 64
     assert info["endpoints"]["/predict"]["models"] == ["sst2", "other"]
     assert info["limits"]["max_client_batch_size"] == 8
+    # Names, not the server's paths: any client can read /info (it showed the absolute folder path).
+    raw = httpx.get(server.url + "/info").text
+    assert str(ROOT) not in raw and "../shared" not in raw and "folder" not in info["models"][0]
+    assert info["models"][0]["validation_data"]["file"] == "dev.tsv"
     before = server.metric("onnxpipe_requests_total", endpoint="/predict", status="200")
     server.post("/predict", {"inputs": "x"})
     scrape = httpx.get(server.url + "/metrics")
@@ -307,8 +311,14 @@ def test_concurrent_requests_get_exactly_their_lone_answer(server, short_classif
 
 @pytest.fixture(scope="module")
 def batched_server():
-    with Server(f"sst2={SST2}", "--max-input-length", "64", "--execution", "batched") as s:
+    # --expose-paths: here rather than on a server of its own (test_info_shows_paths_only_when_asked).
+    with Server(f"sst2={SST2}", "--max-input-length", "64", "--execution", "batched", "--expose-paths") as s:
         yield s
+
+
+def test_info_shows_paths_only_when_asked(batched_server):
+    model = httpx.get(batched_server.url + "/info").json()["models"][0]
+    assert model["folder"] == SST2 and model["validation_data"]["file"] == "../shared/data/sst2/dev.tsv"
 
 
 def test_batched_execution_shares_model_calls_across_clients(batched_server, short_classifier):

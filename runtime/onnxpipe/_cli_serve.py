@@ -95,6 +95,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="seconds to finish in-flight requests after SIGTERM (default 30)",
     )
     s.add_argument(
+        "--expose-paths",
+        action="store_true",
+        help="GET /info shows each model folder's path (default: names only; any client can read /info)",
+    )
+    s.add_argument(
         "--log-level",
         default="warning",
         choices=["debug", "info", "warning", "error", "critical"],
@@ -139,6 +144,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         graceful_timeout=args.graceful_timeout,
         keep_alive_timeout=args.keep_alive_timeout,
+        expose_paths=args.expose_paths,
         log_level=args.log_level,
         execution=args.execution,
         profile=args.profile,

@@ -85,6 +85,7 @@ def serve(
     threads: int | None = None,
     graceful_timeout: float = 30.0,
     keep_alive_timeout: float = 5.0,
+    expose_paths: bool = False,
     log_level: str = "warning",
     execution: str = "auto",
     profile: str = "default",
@@ -97,7 +98,8 @@ def serve(
 
     On SIGTERM the server stops accepting connections, finishes the requests in flight (up to
     ``graceful_timeout`` seconds) and returns 0. An idle connection closes after ``keep_alive_timeout``
-    seconds; ``limits`` bounds each request's headers and body in time, size and count. ``execution`` as in
+    seconds; ``limits`` bounds each request's headers and body in time, size and count. ``GET /info`` shows
+    the model folders' paths only with ``expose_paths``. ``execution`` as in
     ``pipeline()``: by default a dynamic-int8 model runs every input alone, so an answer never depends on the
     other requests queued with it.
 
@@ -119,7 +121,7 @@ def serve(
         for name, path in map(parse_model_arg, models)
     ]
     configure_logging(log_level)
-    app = create_app(ModelSet(loaded), limits)
+    app = create_app(ModelSet(loaded), limits, expose_paths)
     http, loop = http_stack()
     protocol: Any = http
     slower = ""

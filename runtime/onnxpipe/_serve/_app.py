@@ -230,8 +230,9 @@ class Guard:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
-    """The ASGI application serving ``models`` under ``limits``; run it with any ASGI server.
+def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool = False) -> Guard:
+    """The ASGI application serving ``models`` under ``limits``; run it with any ASGI server. ``GET /info``
+    names the models without their paths unless ``expose_paths``.
 
     Example:
         >>> app = create_app(ModelSet([load_model("sst2", "models/minilm-sst2")]))
@@ -304,7 +305,7 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
         return _JSON(
             {
                 "version": __version__,
-                "models": [m.info() for m in models.by_name.values()],
+                "models": [m.info(expose_paths) for m in models.by_name.values()],
                 "endpoints": {
                     path: {"task": e.task, "models": models.serving(e.task)} for path, e in ENDPOINTS.items()
                 },
