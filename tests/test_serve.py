@@ -629,6 +629,24 @@ def test_sigterm_past_the_graceful_timeout_answers_503_and_drops_the_abandoned_w
         s.stop()
 
 
+def test_a_client_that_goes_away_leaves_no_work_for_the_model():
+    """A request whose client disconnected before its answer is stopped and its queued work dropped (uvicorn
+    let it run: the model computed it for nobody, holding its admission slot meanwhile)."""
+    with Server(SST2, "--execution", "batched", hooks=True) as s, ThreadPoolExecutor(1) as pool:
+        kept = pool.submit(s.post, "/predict", {"inputs": "kept"}, 120)
+        assert s.wait_output("onnxpipe-test: at the gate")  # the thread holds the first round
+        body = b'{"inputs": ["gone", "away"]}'
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as gone:
+            gone.sendall(HEAD.replace(b"100", b"%d" % len(body)) + body)
+            assert wait_until(lambda: s.metric("onnxpipe_queue_depth", model="minilm-sst2") == 3)
+        assert wait_until(lambda: s.metric("onnxpipe_requests_in_flight") == 1)  # its request was stopped
+        s.release(2)
+        assert kept.result(120).status_code == 200
+        assert wait_until(lambda: s.metric("onnxpipe_queue_depth", model="minilm-sst2") == 0)
+        assert s.output().count("onnxpipe-test: model call") == 1  # the kept request's batch only
+        assert "Traceback" not in s.output()
+
+
 def test_a_crash_in_the_inference_thread_fails_its_request_and_the_thread_goes_on():
     with Server(SST2, hooks=True) as s:
         s.release(10)  # no gate

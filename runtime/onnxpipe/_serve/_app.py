@@ -40,6 +40,9 @@ from ._models import ModelSet
 log = logging.getLogger("onnxpipe.serve")
 # The scope key a request admitted by the protocol carries (an ASGI extension key: namespaced, never sent on).
 ADMITTED = "onnxpipe.admitted"
+# Where a model endpoint's request leaves the way to stop it: the protocol calls it when the client goes away
+# before its answer, so the handler stops and its queued work is dropped (uvicorn would let it run to the end).
+CANCEL = "onnxpipe.cancel"
 
 
 def _plain(x: Any) -> Any:
@@ -173,12 +176,16 @@ class Guard:
                 status = 413
                 await _respond(send, 413, _error_body(message, "PayloadTooLarge"))
             elif handler is not None:
+                task = asyncio.current_task()
+                if task is not None:
+                    scope[CANCEL] = task.cancel
                 try:
                     status, body = await handler(receive)
                 except asyncio.CancelledError:
                     # uvicorn cancels what still runs when --graceful-timeout is over: the client gets a JSON
                     # 503 (uvicorn would write a plain-text 500 and log a traceback) and the connection closes.
-                    # The cancellation ends here: this task has nothing left to do but answer.
+                    # The cancellation ends here: this task has nothing left to do but answer. (Cancelled
+                    # because the client went away (CANCEL), the answer goes nowhere: uvicorn drops it.)
                     status, body = 503, _error_body(str(shutting_down()), "Unavailable")
                     await _respond(send, status, body, close=True)
                 else:

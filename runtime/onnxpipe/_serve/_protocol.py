@@ -9,6 +9,9 @@ uvicorn completes (keep-alive timer, pipelined requests, the unread body discard
 ``HttpToolsProtocol._start_asgi_task``, is uvicorn's since 0.45 (the serve extra's floor); where it is missing
 the server says so at start and refuses through the ASGI guard, as with h11.
 
+When a client goes away before its answer, the protocol stops its request (the handler left the way to in the
+scope): the request's queued work is then dropped, not computed for nobody.
+
 The protocol also times the headers (``--header-timeout``): from the connection's start, or a request's first
 byte, to the end of its headers. uvicorn has no such limit; a connection that sent nothing, or a request's
 headers a byte at a time, stayed open for good (the body has its own limit, in the ASGI handler).
@@ -17,13 +20,11 @@ headers a byte at a time, stayed open for good (the body has its own limit, in t
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-if TYPE_CHECKING:
-    from ._app import Guard
-
+from ._app import CANCEL, Guard
 
 HOOK = "_start_asgi_task"
 
@@ -44,7 +45,12 @@ def refusing_protocol(guard: Guard) -> type[HttpToolsProtocol] | None:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_header_timer()
+            cycle = self.cycle
             super().connection_lost(exc)
+            if cycle is not None and not cycle.response_complete:
+                cancel: Any = cycle.scope.get(CANCEL)
+                if cancel is not None:
+                    cancel()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
