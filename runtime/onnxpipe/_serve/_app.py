@@ -57,7 +57,8 @@ def _dumps(content: Any) -> bytes:
     return json.dumps(content, ensure_ascii=False, separators=(",", ":"), default=_plain).encode()
 
 
-def _error_body(message: str, error_type: str) -> bytes:
+def error_body(message: str, error_type: str) -> bytes:
+    """The JSON body of every error the server writes: ``{"error": ..., "error_type": ...}``."""
     return _dumps({"error": message, "error_type": error_type})
 
 
@@ -131,7 +132,7 @@ class Guard:
     def __init__(self, app: ASGIApp, handlers: dict[str, Handler], limits: Limits, metrics: Metrics):
         self.app, self.handlers, self.limits, self.metrics = app, handlers, limits, metrics
         self.in_flight = 0
-        self._overloaded = _error_body(
+        self._overloaded = error_body(
             f"the server is at --max-concurrent-requests={limits.max_concurrent_requests} requests in flight; "
             "retry shortly",
             "Overloaded",
@@ -141,7 +142,7 @@ class Guard:
             b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
             % (len(self._overloaded), self._overloaded),
         )
-        slow = _error_body(
+        slow = error_body(
             f"the request's headers did not arrive within {limits.header_timeout:g} s (--header-timeout)",
             "RequestTimeout",
         )
@@ -174,7 +175,7 @@ class Guard:
                     "(--payload-limit); send fewer or shorter inputs per request"
                 )
                 status = 413
-                await _respond(send, 413, _error_body(message, "PayloadTooLarge"))
+                await _respond(send, 413, error_body(message, "PayloadTooLarge"))
             elif handler is not None:
                 task = asyncio.current_task()
                 if task is not None:
@@ -186,7 +187,7 @@ class Guard:
                     # 503 (uvicorn would write a plain-text 500 and log a traceback) and the connection closes.
                     # The cancellation ends here: this task has nothing left to do but answer. (Cancelled
                     # because the client went away (CANCEL), the answer goes nowhere: uvicorn drops it.)
-                    status, body = 503, _error_body(str(shutting_down()), "Unavailable")
+                    status, body = 503, error_body(str(shutting_down()), "Unavailable")
                     await _respond(send, status, body, close=True)
                 else:
                     await _respond(send, status, body, close=status == 408)
@@ -227,7 +228,7 @@ class Guard:
 
     @staticmethod
     async def _not_allowed(scope: Scope, send: Send) -> None:
-        body = _error_body(
+        body = error_body(
             f"{scope['method']} {scope['path']}: Method Not Allowed; this endpoint takes POST "
             "(see GET /info for the endpoints)",
             "BadRequest",
@@ -287,15 +288,15 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
             try:
                 return 200, await handler(receive)
             except RequestError as e:
-                return e.status, _error_body(str(e), e.error_type)
+                return e.status, error_body(str(e), e.error_type)
             except InferenceError as e:
                 log.error("POST %s: inference failed: %s", path, e)
-                return 500, _error_body(str(e), type(e).__name__)
+                return 500, error_body(str(e), type(e).__name__)
             except (OnnxpipeError, TypeError, ValueError) as e:  # the runtime's input policy: name and reason
-                return 422, _error_body(str(e), type(e).__name__)
+                return 422, error_body(str(e), type(e).__name__)
             except Exception as e:  # a bug: the client gets a 500 in JSON, the log the traceback
                 log.exception("POST %s: unexpected error, answered 500", path)
-                return 500, _error_body(f"internal error ({type(e).__name__}); see the server log", "InternalError")
+                return 500, error_body(f"internal error ({type(e).__name__}); see the server log", "InternalError")
 
         return respond
 
