@@ -182,15 +182,17 @@ class Guard:
                     scope[CANCEL] = task.cancel
                 try:
                     status, body = await handler(receive)
+                    close = status == 408
                 except asyncio.CancelledError:
                     # uvicorn cancels what still runs when --graceful-timeout is over: the client gets a JSON
                     # 503 (uvicorn would write a plain-text 500 and log a traceback) and the connection closes.
                     # The cancellation ends here: this task has nothing left to do but answer. (Cancelled
                     # because the client went away (CANCEL), the answer goes nowhere: uvicorn drops it.)
-                    status, body = 503, error_body(str(shutting_down()), "Unavailable")
-                    await _respond(send, status, body, close=True)
-                else:
-                    await _respond(send, status, body, close=status == 408)
+                    status, body, close = 503, error_body(str(shutting_down()), "Unavailable"), True
+                finally:
+                    # Writing the answer is not to be cancelled: uvicorn itself drops it if the client is gone.
+                    scope.pop(CANCEL, None)
+                await _respond(send, status, body, close=close)
             else:  # an unknown path: starlette's 404 (or 405), as JSON
                 seen = [500]
 
