@@ -115,8 +115,11 @@ def _versions() -> dict[str, str]:
 
 
 def _provenance(ckpt: Any, revision: str | None) -> dict[str, Any]:
+    # The source as a reader elsewhere can name it: a hub id as given, a local checkpoint by its folder's name.
+    # The exporting machine's path (its user name, its layout) would travel with every copy of the folder.
+    source = ckpt.source if ckpt.local is None else Path(ckpt.local).resolve().name
     prov: dict[str, Any] = {
-        "source": ckpt.source,
+        "source": source,
         "tools": _versions(),
         "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

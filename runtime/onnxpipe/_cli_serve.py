@@ -57,6 +57,26 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "unless the request says truncate",
     )
     s.add_argument("--payload-limit", type=int, default=2_000_000, help="request body bytes at most (default 2 MB)")
+    s.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds from a connection's start (or a request's first byte) to the end of the request's headers; "
+        "past it 408 and the connection closes (default 10)",
+    )
+    s.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds from the end of a request's headers to the end of its body; past it 408 and the connection "
+        "closes, so a stalled upload cannot hold an admission slot (default 30)",
+    )
+    s.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=5.0,
+        help="seconds an idle connection stays open between requests (default 5, uvicorn's)",
+    )
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     s.add_argument("--precision", choices=["int8", "fp32", "fp16"])
     s.add_argument("--threads", type=int, help="intra-op threads (default: the profile's)")
@@ -75,6 +95,17 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="seconds to finish in-flight requests after SIGTERM (default 30)",
     )
     s.add_argument(
+        "--expose-paths",
+        action="store_true",
+        help="GET /info shows each model folder's path (default: names only; any client can read /info)",
+    )
+    s.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="the server's log on stderr (default warning: every 500's traceback, start-up problems)",
+    )
+    s.add_argument(
         "--access-log",
         action="store_true",
         help="log every request (and uvicorn's start-up lines) to stderr; off by default, as it costs CPU per request",
@@ -84,10 +115,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("starlette", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
     if missing:
         print(
-            f"error: onnxpipe serve needs {' and '.join(missing)}. Install the serve extra with: {INSTALL}",
+            f"error: onnxpipe serve needs {', '.join(missing)}. Install the serve extra with: {INSTALL}",
             file=sys.stderr,
         )
         return 2
@@ -99,6 +130,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_client_batch_size=args.max_client_batch_size,
         max_input_length=args.max_input_length,
         payload_limit=args.payload_limit,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
     )
     return serve(
         args.models,
@@ -110,6 +143,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         precision=args.precision,
         threads=args.threads,
         graceful_timeout=args.graceful_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
+        expose_paths=args.expose_paths,
+        log_level=args.log_level,
         execution=args.execution,
         profile=args.profile,
         format=args.format,

@@ -23,10 +23,32 @@ from ._app import create_app
 from ._limits import Limits
 from ._models import ModelSet, load_model, parse_model_arg
 
-__all__ = ["create_app", "serve", "Limits", "ModelSet", "load_model"]
+__all__ = ["create_app", "serve", "configure_logging", "Limits", "ModelSet", "load_model"]
 
 log = logging.getLogger("onnxpipe.serve")
 FAST_STACK = "pip install httptools uvloop"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_stderr = logging.StreamHandler()  # stderr
+_stderr.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+
+
+def configure_logging(level: str = "warning") -> None:
+    """Send the ``onnxpipe.serve`` log (the tracebacks of 500s among it) to stderr at ``level``, unless the
+    application has configured a handler of its own for it or an ancestor (then that one gets the records).
+
+    Example:
+        >>> configure_logging("info")
+    """
+    if level not in LOG_LEVELS:
+        raise ValueError(f"log_level={level!r}; use one of {', '.join(LOG_LEVELS)}")
+    log.setLevel(level.upper())
+    logger: logging.Logger | None = log
+    while logger is not None:
+        if any(h is not _stderr and not isinstance(h, logging.NullHandler) for h in logger.handlers):
+            return
+        logger = logger.parent if logger.propagate else None
+    if _stderr not in log.handlers:
+        log.addHandler(_stderr)
 
 
 def http_stack() -> tuple[str, str]:
@@ -62,6 +84,8 @@ def serve(
     precision: str | None = None,
     threads: int | None = None,
     graceful_timeout: float = 30.0,
+    keep_alive_timeout: float = 5.0,
+    expose_paths: bool = False,
     log_level: str = "warning",
     execution: str = "auto",
     profile: str = "default",
@@ -69,9 +93,15 @@ def serve(
 ) -> int:
     """Load ``models`` (paths, names or ``NAME=PATH``) and serve them until SIGTERM/SIGINT; return 0.
 
+    ``log_level`` applies to uvicorn's log and to ``onnxpipe.serve``'s, which goes to stderr (the traceback of
+    every 500 among it) unless the application configured logging of its own.
+
     On SIGTERM the server stops accepting connections, finishes the requests in flight (up to
-    ``graceful_timeout`` seconds) and returns 0. ``execution`` as in ``pipeline()``: by default a dynamic-int8
-    model runs every input alone, so an answer never depends on the other requests queued with it.
+    ``graceful_timeout`` seconds) and returns 0. An idle connection closes after ``keep_alive_timeout``
+    seconds; ``limits`` bounds each request's headers and body in time, size and count. ``GET /info`` shows
+    the model folders' paths only with ``expose_paths``. ``execution`` as in
+    ``pipeline()``: by default a dynamic-int8 model runs every input alone, so an answer never depends on the
+    other requests queued with it.
 
     Example:
         >>> serve(["models/minilm-sst2"], port=8080)   # then: curl localhost:8080/predict -d '{"inputs": "hi"}'
@@ -90,7 +120,8 @@ def serve(
         )
         for name, path in map(parse_model_arg, models)
     ]
-    app = create_app(ModelSet(loaded), limits)
+    configure_logging(log_level)
+    app = create_app(ModelSet(loaded), limits, expose_paths)
     http, loop = http_stack()
     protocol: Any = http
     slower = ""
@@ -118,6 +149,7 @@ def serve(
         lifespan="on",
         # uvicorn annotates int, but passes it to asyncio.wait_for: a float works
         timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]
+        timeout_keep_alive=keep_alive_timeout,  # type: ignore[arg-type]  # a float works: it goes to call_later
         backlog=2048,
     )
     server = uvicorn.Server(config)

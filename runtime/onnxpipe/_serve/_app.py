@@ -9,6 +9,7 @@ count that ``--max-concurrent-requests`` bounds. Admitted POSTs to the model end
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -22,22 +23,26 @@ import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from .._inputs import clean_texts
-from ..errors import InferenceError, OnnxpipeError
+from .._tokenizer import AutoTokenizer
+from ..errors import InferenceError, InputTooLongError, OnnxpipeError
 from ._batcher import Batcher
-from ._endpoints import ENDPOINTS, Endpoint, parse_tokenize, render_tokens
-from ._limits import Limits, RequestError, check_client_batch, parse_json, read_body
-from ._metrics import Metrics
+from ._endpoints import ENDPOINTS, Call, Endpoint, parse_tokenize, render_tokens
+from ._limits import Limits, RequestError, check_client_batch, parse_json, read_body, shutting_down
+from ._metrics import CONTENT_TYPE, Metrics
 from ._models import ModelSet
 
 log = logging.getLogger("onnxpipe.serve")
 # The scope key a request admitted by the protocol carries (an ASGI extension key: namespaced, never sent on).
 ADMITTED = "onnxpipe.admitted"
+# Where a model endpoint's request leaves the way to stop it: the protocol calls it when the client goes away
+# before its answer, so the handler stops and its queued work is dropped (uvicorn would let it run to the end).
+CANCEL = "onnxpipe.cancel"
 
 
 def _plain(x: Any) -> Any:
@@ -52,7 +57,8 @@ def _dumps(content: Any) -> bytes:
     return json.dumps(content, ensure_ascii=False, separators=(",", ":"), default=_plain).encode()
 
 
-def _error_body(message: str, error_type: str) -> bytes:
+def error_body(message: str, error_type: str) -> bytes:
+    """The JSON body of every error the server writes: ``{"error": ..., "error_type": ...}``."""
     return _dumps({"error": message, "error_type": error_type})
 
 
@@ -68,9 +74,14 @@ def _error(status: int, message: str, error_type: str) -> _JSON:
 _JSON_TYPE = (b"content-type", b"application/json")
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
-    """A whole JSON response in two ASGI messages, without a response object."""
+_CLOSE = (b"connection", b"close")
+
+
+async def _respond(send: Send, status: int, body: bytes, close: bool = False) -> None:
+    """A whole JSON response in two ASGI messages, without a response object (``close``: then the connection)."""
     headers = [_JSON_TYPE, (b"content-length", b"%d" % len(body))]
+    if close:
+        headers.append(_CLOSE)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -80,6 +91,34 @@ def _content_length(headers: Any) -> bytes:
         if name == b"content-length":
             return bytes(value)
     return b"0"  # chunked or no body: read_body enforces the limit as the bytes arrive
+
+
+# Bodies past this many bytes are parsed and tokenized on a worker thread, so the event loop goes on answering
+# (/health, 429s, other requests) meanwhile: a 1.9 MB text took the loop 2-4 s. Smaller ones stay on the loop,
+# where they take microseconds and a thread hand-off would cost more than the work.
+OFF_LOOP_BYTES = 64 * 1024
+
+
+def tokenize_response(tokenizer: AutoTokenizer, call: Call) -> bytes:
+    """The JSON of ``/tokenize`` (TEI's shape). At most the model's maximum tokens per input: a longer input is
+    refused (InputTooLongError, 422) unless the request says ``"truncate": true``; either way the tokenizer
+    reads only the text's start (``bounded``), not megabytes. Runs on a worker thread."""
+    limit, specials = tokenizer.model_max_length, call.params["add_special_tokens"]
+    texts = clean_texts(call.items)
+    if call.params["truncate"]:
+        encodings = tokenizer.encode_batch(texts, truncation=True, bounded=True, add_special_tokens=specials)
+    else:  # cut one token past the limit: an input that keeps it is too long, whatever its full length
+        encodings = tokenizer.encode_batch(
+            texts, truncation=True, max_length=limit + 1, bounded=True, add_special_tokens=specials
+        )
+        for i, e in enumerate(encodings):
+            if len(e.ids) > limit:
+                raise InputTooLongError(
+                    f"input {i} has more than {limit} tokens, the most this model is served with; send "
+                    f'"truncate": true to get its first {limit}'
+                )
+    rows = [render_tokens(e) for e in encodings]
+    return _dumps(rows[0] if call.single else rows)
 
 
 # An admitted POST to a model endpoint: reads its body from ``receive``; returns (status, JSON body).
@@ -93,7 +132,7 @@ class Guard:
     def __init__(self, app: ASGIApp, handlers: dict[str, Handler], limits: Limits, metrics: Metrics):
         self.app, self.handlers, self.limits, self.metrics = app, handlers, limits, metrics
         self.in_flight = 0
-        self._overloaded = _error_body(
+        self._overloaded = error_body(
             f"the server is at --max-concurrent-requests={limits.max_concurrent_requests} requests in flight; "
             "retry shortly",
             "Overloaded",
@@ -102,6 +141,16 @@ class Guard:
             b"HTTP/1.1 429 Too Many Requests\r\n",
             b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
             % (len(self._overloaded), self._overloaded),
+        )
+        slow = error_body(
+            f"the request's headers did not arrive within {limits.header_timeout:g} s (--header-timeout)",
+            "RequestTimeout",
+        )
+        # What the protocol writes when a request's headers are late: the status line, then after the date
+        # header the rest (the connection closes after it).
+        self.header_timeout_http = (
+            b"HTTP/1.1 408 Request Timeout\r\n",
+            b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (len(slow), slow),
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -126,10 +175,24 @@ class Guard:
                     "(--payload-limit); send fewer or shorter inputs per request"
                 )
                 status = 413
-                await _respond(send, 413, _error_body(message, "PayloadTooLarge"))
+                await _respond(send, 413, error_body(message, "PayloadTooLarge"))
             elif handler is not None:
-                status, body = await handler(receive)
-                await _respond(send, status, body)
+                task = asyncio.current_task()
+                if task is not None:
+                    scope[CANCEL] = task.cancel
+                try:
+                    status, body = await handler(receive)
+                    close = status == 408
+                except asyncio.CancelledError:
+                    # uvicorn cancels what still runs when --graceful-timeout is over: the client gets a JSON
+                    # 503 (uvicorn would write a plain-text 500 and log a traceback) and the connection closes.
+                    # The cancellation ends here: this task has nothing left to do but answer. (Cancelled
+                    # because the client went away (CANCEL), the answer goes nowhere: uvicorn drops it.)
+                    status, body, close = 503, error_body(str(shutting_down()), "Unavailable"), True
+                finally:
+                    # Writing the answer is not to be cancelled: uvicorn itself drops it if the client is gone.
+                    scope.pop(CANCEL, None)
+                await _respond(send, status, body, close=close)
             else:  # an unknown path: starlette's 404 (or 405), as JSON
                 seen = [500]
 
@@ -167,7 +230,7 @@ class Guard:
 
     @staticmethod
     async def _not_allowed(scope: Scope, send: Send) -> None:
-        body = _error_body(
+        body = error_body(
             f"{scope['method']} {scope['path']}: Method Not Allowed; this endpoint takes POST "
             "(see GET /info for the endpoints)",
             "BadRequest",
@@ -177,8 +240,9 @@ class Guard:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
-    """The ASGI application serving ``models`` under ``limits``; run it with any ASGI server.
+def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool = False) -> Guard:
+    """The ASGI application serving ``models`` under ``limits``; run it with any ASGI server. ``GET /info``
+    names the models without their paths unless ``expose_paths``.
 
     Example:
         >>> app = create_app(ModelSet([load_model("sst2", "models/minilm-sst2")]))
@@ -188,17 +252,25 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
     batcher = Batcher(metrics, limits.max_batch_tokens)
     page = resources.files(__package__).joinpath("playground.html").read_text(encoding="utf-8")
 
-    async def body_of(receive: Receive) -> Any:
-        return parse_json(await read_body(receive, limits.payload_limit))
+    async def body_of(receive: Receive) -> tuple[Any, bool]:
+        """The parsed body, and whether it is large (then parsed, and to be tokenized, off the loop)."""
+        raw = await read_body(receive, limits.payload_limit, limits.body_timeout)
+        if len(raw) <= OFF_LOOP_BYTES:
+            return parse_json(raw), False
+        return await asyncio.to_thread(parse_json, raw), True
 
     async def run(endpoint: Endpoint, receive: Receive) -> bytes:
-        call = endpoint.parse(await body_of(receive))
+        body, large = await body_of(receive)
+        call = endpoint.parse(body)
         served = models.find(endpoint.task, call.model)
         pipe = served.pipelines[endpoint.task]
         check_client_batch(len(call.items), limits)
         # The same steps as Pipeline.iter, so the results equal pipe(text): its checks, its preprocessing.
         pre, post = pipe._split_params(**call.params)
-        prepared = pipe.preprocess(call.items, 0, **pre)
+        if large:
+            prepared = await asyncio.to_thread(lambda: pipe.preprocess(call.items, 0, **pre))
+        else:
+            prepared = pipe.preprocess(call.items, 0, **pre)
         encodings = [e for _, group in prepared for e in group]
         tokens = sum(len(e.ids) for e in encodings)
         metrics.tokens.inc(served.name, amount=tokens)
@@ -206,38 +278,35 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
         return _dumps(endpoint.render(call, results, served.name, tokens))
 
     async def tokenize(receive: Receive) -> bytes:
-        call = parse_tokenize(await body_of(receive))
+        body, _ = await body_of(receive)
+        call = parse_tokenize(body)
         served = models.find(None, call.model)
         check_client_batch(len(call.items), limits)
         tokenizer = next(iter(served.pipelines.values())).tokenizer
-        # Untruncated, as TEI's /tokenize: it shows what the model would be given before any cut.
-        backend = tokenizer._for(None)
-        encodings = backend.encode_batch(clean_texts(call.items), add_special_tokens=call.params["add_special_tokens"])
-        rows = [render_tokens(e) for e in encodings]
-        return _dumps(rows[0] if call.single else rows)
+        return await asyncio.to_thread(tokenize_response, tokenizer, call)
 
-    def guarded(handler: Callable[[Receive], Awaitable[bytes]]) -> Handler:
+    def guarded(path: str, handler: Callable[[Receive], Awaitable[bytes]]) -> Handler:
         async def respond(receive: Receive) -> tuple[int, bytes]:
             try:
                 return 200, await handler(receive)
             except RequestError as e:
-                return e.status, _error_body(str(e), e.error_type)
+                return e.status, error_body(str(e), e.error_type)
             except InferenceError as e:
-                log.error("inference failed: %s", e)
-                return 500, _error_body(str(e), type(e).__name__)
+                log.error("POST %s: inference failed: %s", path, e)
+                return 500, error_body(str(e), type(e).__name__)
             except (OnnxpipeError, TypeError, ValueError) as e:  # the runtime's input policy: name and reason
-                return 422, _error_body(str(e), type(e).__name__)
+                return 422, error_body(str(e), type(e).__name__)
             except Exception as e:  # a bug: the client gets a 500 in JSON, the log the traceback
-                log.exception("unexpected error")
-                return 500, _error_body(f"internal error ({type(e).__name__}); see the server log", "InternalError")
+                log.exception("POST %s: unexpected error, answered 500", path)
+                return 500, error_body(f"internal error ({type(e).__name__}); see the server log", "InternalError")
 
         return respond
 
-    def endpoint_handler(endpoint: Endpoint) -> Handler:
+    def endpoint_handler(path: str, endpoint: Endpoint) -> Handler:
         async def handler(receive: Receive) -> bytes:
             return await run(endpoint, receive)
 
-        return guarded(handler)
+        return guarded(path, handler)
 
     async def health(request: Request) -> Response:
         return _JSON({"status": "ok"})
@@ -246,7 +315,7 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
         return _JSON(
             {
                 "version": __version__,
-                "models": [m.info() for m in models.by_name.values()],
+                "models": [m.info(expose_paths) for m in models.by_name.values()],
                 "endpoints": {
                     path: {"task": e.task, "models": models.serving(e.task)} for path, e in ENDPOINTS.items()
                 },
@@ -255,7 +324,7 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
         )
 
     async def prometheus(request: Request) -> Response:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     async def playground(request: Request) -> Response:
         return HTMLResponse(page)
@@ -271,10 +340,11 @@ def create_app(models: ModelSet, limits: Limits = Limits()) -> Guard:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         batcher.start()
         yield
-        batcher.close()  # uvicorn has finished the in-flight requests by now
+        # uvicorn has finished the in-flight requests by now, or cancelled them past --graceful-timeout
+        await batcher.aclose()
 
-    handlers = {path: endpoint_handler(e) for path, e in ENDPOINTS.items()}
-    handlers["/tokenize"] = guarded(tokenize)
+    handlers = {path: endpoint_handler(path, e) for path, e in ENDPOINTS.items()}
+    handlers["/tokenize"] = guarded("/tokenize", tokenize)
     routes = [
         Route("/health", health),
         Route("/info", info),

@@ -143,9 +143,10 @@ ENDPOINTS: dict[str, Endpoint] = {
 
 
 def parse_tokenize(body: Any) -> Call:
-    body = _object(body, {"inputs", "add_special_tokens", "model"}, "inputs")
+    body = _object(body, {"inputs", "add_special_tokens", "truncate", "model"}, "inputs")
     single, items = _inputs(body["inputs"], "inputs")
-    return Call(body.get("model"), single, items, {"add_special_tokens": _flag(body, "add_special_tokens", True)}, {})
+    params = {"add_special_tokens": _flag(body, "add_special_tokens", True), "truncate": _flag(body, "truncate", False)}
+    return Call(body.get("model"), single, items, params, {})
 
 
 def render_tokens(encoding: Any) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from .._manifest import Manifest, load_manifest
@@ -30,8 +30,10 @@ class ServedModel:
     model: OnnxModel
     pipelines: dict[str, Pipeline] = field(default_factory=dict)
 
-    def info(self) -> dict[str, Any]:
-        """The manifest figures ``GET /info`` shows for this model."""
+    def info(self, expose_paths: bool = False) -> dict[str, Any]:
+        """The manifest figures ``GET /info`` shows for this model: names only, unless ``expose_paths`` (the
+        server's ``--expose-paths``) adds the folder's path and the validation data's path as recorded; any
+        client can read /info, and a path tells it the machine's layout (user names, mounts)."""
         data = self.manifest.to_dict()
         keep = (
             "architecture",
@@ -44,10 +46,14 @@ class ServedModel:
             "validation_data",
         )
         out = {k: data[k] for k in keep if k in data}
+        validation = out.get("validation_data")
+        if not expose_paths and isinstance(validation, dict) and isinstance(validation.get("file"), str):
+            out["validation_data"] = {**validation, "file": PurePath(validation["file"]).name}
+        if expose_paths:
+            out["folder"] = str(self.manifest.folder)
         tokenizer = next(iter(self.pipelines.values())).tokenizer
         out.update(
             name=self.name,
-            folder=str(self.manifest.folder),
             tasks=sorted(self.pipelines),
             device=self.model.device,
             precision=self.model.precision,
