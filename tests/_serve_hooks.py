@@ -10,7 +10,8 @@ line on stdin opens the gate once more (``Server.release()``); everything else i
   (``AutoTokenizer.encode_batch``);
 - a text ``"__boom__"`` raises RuntimeError there: a bug, which the client sees as a 500;
 - inputs with the token ``crash`` make the inference thread raise (``Pipeline._execute``): a bug there;
-- each model call on the inference thread prints ``onnxpipe-test: model call`` to stderr.
+- each model call on the inference thread prints ``onnxpipe-test: model call`` to stderr;
+- the generation decoder waits at the gate before each decode step (``Decoder._step``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import threading
 from onnxpipe import _model, _tokenizer
 from onnxpipe._cli import main
 from onnxpipe._pipelines import _base
-from onnxpipe._serve import _app, _batcher
+from onnxpipe._serve import _app, _batcher, _decoding
 
 _gate = threading.Semaphore(0)
 
@@ -73,6 +74,15 @@ def execute_or_crash(self, encodings, *args, **kwargs):  # type: ignore[no-untyp
     return _execute(self, encodings, *args, **kwargs)
 
 
+_step = _decoding.Decoder._step
+
+
+def step_gated(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    _wait_at_gate()
+    return _step(self, *args, **kwargs)
+
+
+_decoding.Decoder._step = step_gated  # type: ignore[method-assign]
 _base.Pipeline._execute = execute_or_crash  # type: ignore[method-assign]
 _encode_batch = _tokenizer.AutoTokenizer.encode_batch
 

@@ -149,6 +149,34 @@ class KVCache:
         positions = self.mask.sum(axis=1, keepdims=True) - 1
         return self._run(np.asarray(tokens, dtype=np.int64).reshape(-1, 1), positions)
 
+    def arrays(self) -> list[np.ndarray]:
+        """The cache as numpy copies, one (batch, kv_heads, width, head_dim) array per past input, where
+        ``width`` is the mask's: both layouts keep a row's left padding inside the cache, position i of the
+        cache being column i of the mask. With ``from_arrays``, rows can be merged or dropped between steps."""
+        width = self.mask.shape[1]
+        if self.graph.shared_buffer:
+            return [b[:, :, :width].copy() for b in self._buffers]
+        return [np.asarray(v.numpy()) for v in self.past]
+
+    @classmethod
+    def from_arrays(
+        cls, model: OnnxModel, graph: DecoderGraph, arrays: Sequence[np.ndarray], mask: np.ndarray, capacity: int
+    ) -> KVCache:
+        """A cache holding ``arrays`` (as ``arrays()`` returns them) under ``mask``, ready for ``step``;
+        ``capacity``: the most positions the following steps will reach."""
+        import onnxruntime as ort
+
+        cache = cls(model, graph, len(mask), capacity=capacity)
+        width = mask.shape[1]
+        if graph.shared_buffer:
+            for buffer, array in zip(cache._buffers, arrays):
+                buffer[:, :, :width] = array
+        else:
+            cache._buffers = [np.ascontiguousarray(a, dtype=graph.kv_type) for a in arrays]  # alive while bound
+            cache.past = [ort.OrtValue.ortvalue_from_numpy(a, cache.device, 0) for a in cache._buffers]
+        cache.mask = np.ascontiguousarray(mask, dtype=np.int64)
+        return cache
+
 
 def check_room(prompt_length: int, max_new_tokens: int, max_positions: int) -> None:
     if prompt_length + max_new_tokens > max_positions:

@@ -33,6 +33,7 @@ from .._tokenizer import AutoTokenizer
 from ..errors import InferenceError, InputTooLongError, OnnxpipeError
 from ._batcher import Batcher
 from ._endpoints import ENDPOINTS, Call, Endpoint, parse_tokenize, render_tokens
+from ._generation import GenerationRoutes, StreamHandler
 from ._limits import Limits, RequestError, check_client_batch, parse_json, read_body, shutting_down
 from ._metrics import CONTENT_TYPE, Metrics
 from ._models import ModelSet
@@ -129,8 +130,16 @@ class Guard:
     """ASGI entry: refuse past the concurrency or payload limit at once; run the model endpoints' handlers;
     hand everything else to ``app`` (starlette); count and time every POST."""
 
-    def __init__(self, app: ASGIApp, handlers: dict[str, Handler], limits: Limits, metrics: Metrics):
+    def __init__(
+        self,
+        app: ASGIApp,
+        handlers: dict[str, Handler],
+        limits: Limits,
+        metrics: Metrics,
+        streams: dict[str, StreamHandler] | None = None,
+    ):
         self.app, self.handlers, self.limits, self.metrics = app, handlers, limits, metrics
+        self.streams = streams or {}  # POST handlers that write their own answer (server-sent events)
         self.in_flight = 0
         self._overloaded = error_body(
             f"the server is at --max-concurrent-requests={limits.max_concurrent_requests} requests in flight; "
@@ -164,7 +173,8 @@ class Guard:
             return await _respond(send, 429, self._overloaded)
         m, limits = self.metrics, self.limits
         handler = self.handlers.get(scope["path"])
-        endpoint = scope["path"] if handler is not None else "other"
+        streamer = self.streams.get(scope["path"])
+        endpoint = scope["path"] if handler is not None or streamer is not None else "other"
         start, status = time.perf_counter(), 500
         try:
             length = _content_length(scope["headers"])
@@ -176,6 +186,8 @@ class Guard:
                 )
                 status = 413
                 await _respond(send, 413, error_body(message, "PayloadTooLarge"))
+            elif streamer is not None:
+                status = await streamer(scope, receive, send)
             elif handler is not None:
                 task = asyncio.current_task()
                 if task is not None:
@@ -250,6 +262,7 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
     """
     metrics = Metrics()
     batcher = Batcher(metrics, limits.max_batch_tokens)
+    generation = GenerationRoutes(models, limits, CANCEL)
     page = resources.files(__package__).joinpath("playground.html").read_text(encoding="utf-8")
 
     async def body_of(receive: Receive) -> tuple[Any, bool]:
@@ -339,9 +352,11 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         batcher.start()
+        generation.start()
         yield
         # uvicorn has finished the in-flight requests by now, or cancelled them past --graceful-timeout
         await batcher.aclose()
+        await asyncio.to_thread(generation.close)
 
     handlers = {path: endpoint_handler(path, e) for path, e in ENDPOINTS.items()}
     handlers["/tokenize"] = guarded("/tokenize", tokenize)
@@ -353,4 +368,4 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
     ]
     # Starlette types a handler's exception as Exception; it calls this one with HTTPException only.
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})  # type: ignore[dict-item]
-    return Guard(app, handlers, limits, metrics)
+    return Guard(app, handlers, limits, metrics, generation.routes())
