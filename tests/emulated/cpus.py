@@ -84,13 +84,18 @@ def run_graph(cpu: str, graph: str | Path, feeds: dict[str, np.ndarray], arm64_c
 
 
 def run_with_versions(
-    cpu: str, folder: str | Path, precision: str, texts: list[str], task: str = "probabilities"
+    cpu: str,
+    folder: str | Path,
+    precision: str,
+    texts: list[str],
+    task: str = "probabilities",
+    arm64_cpu: str = ARM64_CPU,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """``run_on``'s array, and the versions that side ran (onnxruntime, numpy, Python, machine)."""
     with tempfile.TemporaryDirectory(prefix="onnxpipe-cpus-") as tmp:
         texts_file, out = Path(tmp) / "texts.json", Path(tmp) / "out.npy"
         texts_file.write_text(json.dumps(list(texts)), encoding="utf-8")
-        run_script(cpu, [str(RUNNER), str(folder), precision, task, str(texts_file), str(out)])
+        run_script(cpu, [str(RUNNER), str(folder), precision, task, str(texts_file), str(out)], arm64_cpu)
         return np.load(out), json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
 
 
