@@ -9,7 +9,7 @@ minutes on 2 cores. bench/cpu_agreement.py measures the same on larger sets.
 - The committed default model, every precision it ships, on the first SST-2 dev sentences: no label flip and
   p99 |change of P(positive)| <= 1e-2 on each emulated CPU.
 - Tiny random models (conftest's exports): fp32 within 1e-4 on every CPU, and int8 agreeing with fp32 on >= 98 %
-  of the labels on each CPU (full-range s8 weights saturate on AVX2: 45 % once on tiny RoBERTa).
+  of the labels on each CPU, near-ties aside (full-range s8 weights saturate on AVX2: 45 % once on tiny RoBERTa).
 - The premise, on an integer graph: the emulated Haswell really takes the saturating AVX2 path (a full-range
   u8 x s8 MatMulInteger differs from numpy's int32 product there) and ARM64 does not; 7-bit weights are exact on
   every CPU.
@@ -45,6 +45,11 @@ TINY_ARCHS = ("bert", "roberta")
 TINY_SENTENCES = 100
 TINY_FP32_TOL = 1e-4
 TINY_INT8_AGREEMENT = 0.98
+# Random tiny models put some sentences on a knife's edge: where fp32's top two probabilities differ by less than
+# this, int8's rounding flips the label on any CPU (natively on a VNNI Xeon, 3 of 100 SST-2 sentences for tiny
+# BERT, 7 for tiny RoBERTa, all with margins <= 0.03). Agreement is counted on the others: saturation flips
+# labels that fp32 holds by 0.1 to 0.6 (AVX2: 73 % and 50 % agreement on the same sentences).
+TINY_MIN_MARGIN = 0.05
 
 
 def _sst2(n: int) -> list[str]:
@@ -113,8 +118,15 @@ def test_tiny_int8_agrees_with_fp32_on_every_cpu(tiny_export, runs, arch, cpu):
     folder = tiny_export(arch, "text-classification")
     texts = _sst2(TINY_SENTENCES)
     fp32, int8 = runs(cpu, folder, "fp32", texts), runs(cpu, folder, "int8", texts)
-    agree = float((fp32.argmax(1) == int8.argmax(1)).mean())
-    assert agree >= TINY_INT8_AGREEMENT, f"tiny {arch} int8 vs fp32 on {cpu}: label agreement {agree:.3f}"
+    top2 = np.sort(fp32, axis=1)[:, -2:]
+    held = top2[:, 1] - top2[:, 0] >= TINY_MIN_MARGIN
+    # Not a tautology: at least half the sentences count, and the random model predicts more than one label on them.
+    assert held.sum() >= len(texts) // 2 and len(set(fp32[held].argmax(1).tolist())) >= 2, (arch, held.sum())
+    agree = float((fp32[held].argmax(1) == int8[held].argmax(1)).mean())
+    assert agree >= TINY_INT8_AGREEMENT, (
+        f"tiny {arch} int8 vs fp32 on {cpu}: label agreement {agree:.3f} on the {held.sum()} of {len(texts)} "
+        f"sentences whose fp32 label leads by >= {TINY_MIN_MARGIN}"
+    )
 
 
 def _host_has_int8_dot_product() -> bool:
