@@ -394,6 +394,13 @@ def test_footprint_bench_smoke(tmp_path):
         assert f["model"] == "models/minilm-sst2" and f["variants"][0]["cold_start_s"] > 0
 
 
+def cpus_reference() -> dict[str, str]:
+    sys.path.insert(0, str(ROOT / "tests" / "emulated"))
+    import cpus
+
+    return dict(cpus.REFERENCE)
+
+
 @pytest.mark.emulated
 def test_cpu_agreement_smoke(tmp_path):
     """bench/cpu_agreement.py: three SST-2 sentences of the embedded model, native against both emulated CPUs."""
@@ -405,12 +412,13 @@ def test_cpu_agreement_smoke(tmp_path):
     result = json.loads(out.read_text())
     _check_provenance(result["provenance"], "cpu_agreement.py", argv)
     assert result["model"] == "models/minilm-sst2" and result["n"] == 3 and result["kind"] == "classification"
-    assert set(result["sides"]) == {"native", "haswell", "arm64"}
+    assert set(result["sides"]) == {"native", "native-pinned", "haswell", "arm64"}
     assert result["sides"]["arm64"]["machine"] == "aarch64" and result["sides"]["haswell"]["machine"] == "x86_64"
     assert all(s["onnxruntime"] for s in result["sides"].values())
     assert set(result["emulators"]) == {"qemu-x86_64", "qemu-aarch64-static"}
-    for cpu in ("haswell", "arm64"):
-        row = result["against_native"][cpu]
+    assert {c: r["reference"] for c, r in result["against_reference"].items()} == cpus_reference()
+    assert result["sides"]["native-pinned"]["onnxruntime"] == result["sides"]["arm64"]["onnxruntime"]
+    for row in [*result["against_native"].values(), *result["against_reference"].values()]:
         assert 0 <= row["flips"] <= 3 and 0 <= row["mean_abs_dp"] <= row["p99_abs_dp"] <= row["max_abs_dp"] <= 1
 
 
@@ -423,6 +431,6 @@ def test_cpu_agreement_embeddings_smoke(tiny_export, tmp_path):
     argv = ["--model", str(folder), "--precision", "fp32", "--sentences", "4", "--cpus", "arm64", "--out", str(out)]
     _run_bench("cpu_agreement.py", argv)
     result = json.loads(out.read_text())
-    assert result["kind"] == "embeddings" and result["n"] == 4 and set(result["against_native"]) == {"arm64"}
-    row = result["against_native"]["arm64"]
+    assert result["kind"] == "embeddings" and result["n"] == 4 and set(result["against_reference"]) == {"arm64"}
+    row = result["against_reference"]["arm64"]
     assert 0.999 <= row["min_cosine"] <= row["p1_cosine"] <= row["mean_cosine"] <= 1 + 1e-6

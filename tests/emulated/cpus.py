@@ -4,6 +4,7 @@
     (1, 2)
 
 - ``native``: this machine's CPU, the test environment's Python.
+- ``native-pinned``: the same, with the ARM64 side's onnxruntime release (the reference of ``arm64``).
 - ``haswell``: the same Python under ``qemu-x86_64 -cpu Haswell``: x86 with AVX2 and FMA but no AVX-512 and no
   VNNI, so onnxruntime takes its AVX2 int8 kernels (u8 x s8 pairs summed in 16 bits, saturating).
 - ``arm64``: Debian's ARM64 Python with aarch64 wheels (provision.py) under ``qemu-aarch64-static -cpu
@@ -26,7 +27,10 @@ from typing import Any
 import numpy as np
 import provision  # its sibling: callers put tests/emulated on sys.path, as the interop suite does for envs
 
-CPUS = ("native", "haswell", "arm64")
+CPUS = ("native", "haswell", "arm64", "native-pinned")
+# What each emulated CPU is compared with. The ARM64 side runs an older onnxruntime (provision.ARM64_ORT): its
+# reference is this CPU with that same release, so the comparison measures the CPU alone.
+REFERENCE = {"haswell": "native", "arm64": "native-pinned"}
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "runner.py"
 RUNTIME = provision.ROOT / "runtime"
@@ -50,6 +54,9 @@ def command(cpu: str, arm64_cpu: str = ARM64_CPU) -> tuple[list[str], dict[str, 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "QEMU_"))}
     env["PYTHONPATH"] = str(RUNTIME)
     if cpu == "native":
+        return [sys.executable], env
+    if cpu == "native-pinned":
+        env["PYTHONPATH"] = f"{provision.ensure_native_pinned()}{os.pathsep}{RUNTIME}"
         return [sys.executable], env
     if cpu == "haswell":
         qemu = provision.ensure_qemu()["qemu-x86_64"]
