@@ -184,3 +184,14 @@ def test_emulated_cpus_take_the_kernels_they_claim(tmp_path, cpu, weight_max, ex
         f"MatMulInteger u8 x s8 (|w| <= {weight_max}) on {cpu} (onnxruntime {got['onnxruntime']}): max |diff| "
         f"{diff} against numpy int32; expected {'exact' if exact else 'saturated (AVX2 vpmaddubsw)'}"
     )
+
+
+def test_a_missing_emulator_fails_with_its_install_step(monkeypatch):
+    """Not root and QEMU absent: an error naming the packages and the step, never a skip or a silent pass."""
+    import provision
+
+    monkeypatch.setattr(provision.shutil, "which", lambda name: None if name.startswith("qemu") else f"/bin/{name}")
+    monkeypatch.setattr(provision.os, "geteuid", lambda: 1000)
+    with pytest.raises(provision.ProvisionError) as e:
+        cpus.run_on("haswell", SHIPPED, "int8", ["a fine film"])
+    assert "qemu-x86_64" in str(e.value) and "apt-get install -y debootstrap qemu-user qemu-user-static" in str(e.value)
