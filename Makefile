@@ -21,7 +21,7 @@ demo: $(DEV)/.installed $(RT)/.installed
 	@echo "== 3. latency against the PyTorch model"
 	$(DEV)/bin/python bench/vs_pytorch.py
 
-test: $(DEV)/.installed $(DEV)/.chromium $(DEV)/.node
+test: $(DEV)/.installed $(DEV)/.chromium $(DEV)/.node $(DEV)/.qemu
 	@# Lint and type-check first (configured in pyproject.toml); either failing stops the target.
 	$(DEV)/bin/ruff check .
 	$(DEV)/bin/ruff format --check .
@@ -53,6 +53,15 @@ $(DEV)/.node:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; fi
 	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' || \
 	  { echo "transformers.js 4 needs node >= 18; this one is $$(node --version)"; exit 1; }
+	@mkdir -p $(DEV) && touch $@
+
+# The emulated-CPU tier (tests/test_cpus_emulated.py, -m emulated) runs the runtime under QEMU user mode as an
+# AVX2-only x86 (qemu-user) and as ARM64 (qemu-user-static, with an ARM64 Debian userland that debootstrap
+# unpacks); the tests build the userland and the aarch64 wheels on first use (tests/emulated/provision.py).
+$(DEV)/.qemu:
+	@if ! command -v qemu-x86_64 >/dev/null || ! command -v qemu-aarch64-static >/dev/null || ! command -v debootstrap >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq qemu-user qemu-user-static debootstrap; fi
 	@mkdir -p $(DEV) && touch $@
 
 $(RT)/.installed: pyproject.toml $(wildcard runtime/onnxpipe/*.py runtime/onnxpipe/*/*.py) models/minilm-sst2/manifest.json

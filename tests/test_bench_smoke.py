@@ -429,3 +429,45 @@ def test_bench_json_out_force_replaces_the_file(tmp_path):
     assert cli_main([*argv, "--json-out", str(out), "--force"]) == 0
     assert json.loads(out.read_text())["results"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def cpus_reference() -> dict[str, str]:
+    sys.path.insert(0, str(ROOT / "tests" / "emulated"))
+    import cpus
+
+    return dict(cpus.REFERENCE)
+
+
+@pytest.mark.emulated
+def test_cpu_agreement_smoke(tmp_path):
+    """bench/cpu_agreement.py: three SST-2 sentences of the embedded model, native against both emulated CPUs."""
+    _require_sst2()
+    _require_embedded()
+    out = tmp_path / "cpu_agreement.json"
+    argv = ["--model", str(EMBEDDED), "--sentences", "3", "--out", str(out)]
+    _run_bench("cpu_agreement.py", argv)
+    result = json.loads(out.read_text())
+    _check_provenance(result["provenance"], "cpu_agreement.py", argv)
+    assert result["model"] == "models/minilm-sst2" and result["n"] == 3 and result["kind"] == "classification"
+    assert set(result["sides"]) == {"native", "native-pinned", "haswell", "arm64"}
+    assert result["sides"]["arm64"]["machine"] == "aarch64" and result["sides"]["haswell"]["machine"] == "x86_64"
+    assert all(s["onnxruntime"] for s in result["sides"].values())
+    assert set(result["emulators"]) == {"qemu-x86_64", "qemu-aarch64-static"}
+    assert {c: r["reference"] for c, r in result["against_reference"].items()} == cpus_reference()
+    assert result["sides"]["native-pinned"]["onnxruntime"] == result["sides"]["arm64"]["onnxruntime"]
+    for row in [*result["against_native"].values(), *result["against_reference"].values()]:
+        assert 0 <= row["flips"] <= 3 and 0 <= row["mean_abs_dp"] <= row["p99_abs_dp"] <= row["max_abs_dp"] <= 1
+
+
+@pytest.mark.emulated
+@pytest.mark.torch
+def test_cpu_agreement_embeddings_smoke(tiny_export, tmp_path):
+    """The embeddings branch (STS-B sentences, cosine) on a tiny feature-extraction export, native against ARM64."""
+    folder = tiny_export("bert", "feature-extraction")
+    out = tmp_path / "cpu_agreement.json"
+    argv = ["--model", str(folder), "--precision", "fp32", "--sentences", "4", "--cpus", "arm64", "--out", str(out)]
+    _run_bench("cpu_agreement.py", argv)
+    result = json.loads(out.read_text())
+    assert result["kind"] == "embeddings" and result["n"] == 4 and set(result["against_reference"]) == {"arm64"}
+    row = result["against_reference"]["arm64"]
+    assert 0.999 <= row["min_cosine"] <= row["p1_cosine"] <= row["mean_cosine"] <= 1 + 1e-6
