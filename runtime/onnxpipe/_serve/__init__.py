@@ -13,13 +13,14 @@ import gc
 import importlib
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
 
-from ._app import create_app
+from ._app import create_app, route_table
 from ._limits import Limits
 from ._models import ModelSet, load_model, parse_model_arg
 
@@ -153,6 +154,16 @@ def serve(
         backlog=2048,
     )
     server = uvicorn.Server(config)
+    try:
+        sock = bind(host, port)
+    except OSError as e:
+        print(
+            f"error: cannot listen on {host}:{port}: {e.strerror or e}; is another server using the port? "
+            "choose another with --port",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
     # Everything loaded so far lives as long as the server. Left to the collector, each full collection walks it
     # again: ~7 ms for MiniLM's process, 14 ms measured inside a burst of requests, every request waiting.
     # Frozen, a full collection walks only what requests allocate.
@@ -163,16 +174,55 @@ def serve(
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     names = ", ".join(f"{m.name} ({', '.join(sorted(m.pipelines))})" for m in loaded)
     faster = "" if (http, loop) == ("httptools", "uvloop") else f"; {FAST_STACK} for less CPU per request"
+    # Printed once the socket is bound (and listening): a client that reads it can connect.
     print(
-        f"onnxpipe serve: http://{host}:{port} serving {names} ({http}, {loop}{faster}{slower})",
+        f"onnxpipe serve: http://{host}:{port} serving {names} ({http}, {loop}{faster}{slower})\n"
+        + startup_routes(ModelSet(loaded)),
         file=sys.stderr,
         flush=True,
     )
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sock.close()
     return 0 if server.started else 1
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (uvicorn's own binding logs and exits 1 when the port is taken)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def startup_routes(models: ModelSet) -> str:
+    """Which model answers which endpoint when a request names none (one line per model), and a warning where
+    an embedding endpoint is answered from a classifier's hidden states."""
+    by_model: dict[str | None, list[str]] = {}
+    for path, route in route_table(models).items():
+        by_model.setdefault(route["default"], []).append(path)
+    lines = [
+        f"  {m.name} ({m.main_task}) answers {', '.join(by_model.get(m.name, [])) or 'requests that name it'}"
+        for m in models.by_name.values()
+    ]
+    if by_model.get(None):
+        lines.append(f'  {", ".join(by_model[None])}: only requests that name a model ("model": NAME)')
+    only = next(iter(models.by_name.values()))
+    if len(models.by_name) == 1 and only.main_task != "sentence-embeddings" and "sentence-embeddings" in only.pipelines:
+        lines.append(
+            f"  note: /embed and /v1/embeddings answer {only.name}'s pooled hidden states: it is a "
+            f"{only.main_task} model, not trained for embeddings"
+        )
+    return "\n".join(lines)
 
 
 logging.getLogger("onnxpipe.serve").addHandler(logging.NullHandler())

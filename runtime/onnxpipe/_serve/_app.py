@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib import resources
 from typing import Any
 
@@ -32,7 +33,16 @@ from .._inputs import clean_texts
 from .._tokenizer import AutoTokenizer
 from ..errors import InferenceError, InputTooLongError, OnnxpipeError
 from ._batcher import Batcher
-from ._endpoints import ENDPOINTS, Call, Endpoint, parse_tokenize, render_tokens
+from ._endpoints import (
+    ENDPOINTS,
+    OPENAI_MAX_INPUTS,
+    USER_AGENT,
+    Call,
+    Endpoint,
+    main_endpoint,
+    parse_tokenize,
+    render_tokens,
+)
 from ._limits import Limits, RequestError, check_client_batch, parse_json, read_body, shutting_down
 from ._metrics import CONTENT_TYPE, Metrics
 from ._models import ModelSet
@@ -62,6 +72,14 @@ def error_body(message: str, error_type: str) -> bytes:
     return _dumps({"error": message, "error_type": error_type})
 
 
+def openai_error_body(status: int, message: str, error_type: str, param: str | None = None) -> bytes:
+    """An error on ``/v1/*`` in OpenAI's shape, whose clients show ``error.message`` to the user (they show
+    only the status for any other body). ``error_type`` stays beside it for clients of this server."""
+    kind = "server_error" if status >= 500 else "rate_limit_error" if status == 429 else "invalid_request_error"
+    error = {"message": message, "type": kind, "param": param, "code": error_type}
+    return _dumps({"error": error, "error_type": error_type})
+
+
 class _JSON(JSONResponse):
     def render(self, content: Any) -> bytes:
         return _dumps(content)
@@ -84,6 +102,13 @@ async def _respond(send: Send, status: int, body: bytes, close: bool = False) ->
         headers.append(_CLOSE)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _header(headers: Any, key: bytes) -> str:
+    for name, value in headers:
+        if name == key:
+            return bytes(value).decode("latin-1")
+    return ""
 
 
 def _content_length(headers: Any) -> bytes:
@@ -117,8 +142,7 @@ def tokenize_response(tokenizer: AutoTokenizer, call: Call) -> bytes:
                     f"input {i} has more than {limit} tokens, the most this model is served with; send "
                     f'"truncate": true to get its first {limit}'
                 )
-    rows = [render_tokens(e) for e in encodings]
-    return _dumps(rows[0] if call.single else rows)
+    return _dumps([render_tokens(e) for e in encodings])  # TEI: a list per input, for one string too
 
 
 # An admitted POST to a model endpoint: reads its body from ``receive``; returns (status, JSON body).
@@ -155,7 +179,7 @@ class Guard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
-            if scope["type"] == "http" and scope["path"] in self.handlers:
+            if scope["type"] == "http" and scope["path"] in self.handlers and scope["path"] != "/":
                 return await self._not_allowed(scope, send)
             return await self.app(scope, receive, send)
         # Admission comes first: nothing below runs for a refused request. With httptools the protocol has
@@ -177,6 +201,7 @@ class Guard:
                 status = 413
                 await _respond(send, 413, error_body(message, "PayloadTooLarge"))
             elif handler is not None:
+                USER_AGENT.set(_header(scope["headers"], b"user-agent"))
                 task = asyncio.current_task()
                 if task is not None:
                     scope[CANCEL] = task.cancel
@@ -240,6 +265,19 @@ class Guard:
         await send({"type": "http.response.body", "body": body})
 
 
+def route_table(models: ModelSet) -> dict[str, dict[str, Any]]:
+    """Per endpoint: its task, the models serving it, and the one answering requests that name none (None:
+    such a request is refused; ``POST /`` and ``/invocations``: the first model's main task)."""
+    out: dict[str, dict[str, Any]] = {}
+    first = next(iter(models.by_name.values()))
+    for path in ("/", "/invocations"):
+        out[path] = {"task": first.main_task, "models": list(models.by_name), "default": first.name}
+    for path, e in ENDPOINTS.items():
+        default = models.default(e.task)
+        out[path] = {"task": e.task, "models": models.serving(e.task), "default": default and default.name}
+    return out
+
+
 def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool = False) -> Guard:
     """The ASGI application serving ``models`` under ``limits``; run it with any ASGI server. ``GET /info``
     names the models without their paths unless ``expose_paths``.
@@ -261,21 +299,55 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
 
     async def run(endpoint: Endpoint, receive: Receive) -> bytes:
         body, large = await body_of(receive)
+        return await run_body(endpoint, body, large)
+
+    async def run_body(endpoint: Endpoint, body: Any, large: bool) -> bytes:
         call = endpoint.parse(body)
         served = models.find(endpoint.task, call.model)
         pipe = served.pipelines[endpoint.task]
-        check_client_batch(len(call.items), limits)
+        # OpenAI's clients send up to 2048 inputs per request; they are run --max-client-batch-size at a time,
+        # one part queued after the other, so a request never holds more than that in the queue.
+        openai = endpoint is ENDPOINTS["/v1/embeddings"]
+        check_client_batch(
+            len(call.items),
+            limits
+            if not openai
+            else replace(limits, max_client_batch_size=max(OPENAI_MAX_INPUTS, limits.max_client_batch_size)),
+        )
+        if call.params.get("truncation", False) is None:
+            call.params["truncation"] = limits.auto_truncate
         # The same steps as Pipeline.iter, so the results equal pipe(text): its checks, its preprocessing.
         pre, post = pipe._split_params(**call.params)
-        if large:
-            prepared = await asyncio.to_thread(lambda: pipe.preprocess(call.items, 0, **pre))
-        else:
-            prepared = pipe.preprocess(call.items, 0, **pre)
-        encodings = [e for _, group in prepared for e in group]
-        tokens = sum(len(e.ids) for e in encodings)
-        metrics.tokens.inc(served.name, amount=tokens)
-        results = await batcher.submit(served.name, pipe, prepared, post)
+        step = limits.max_client_batch_size
+        results: list[Any] = []
+        tokens = 0
+        for start in range(0, len(call.items), step):
+            part = call.items[start : start + step]
+            if large:
+                prepared = await asyncio.to_thread(functools.partial(pipe.preprocess, part, start, **pre))
+            else:
+                prepared = pipe.preprocess(part, start, **pre)
+            count = sum(len(e.ids) for _, group in prepared for e in group)
+            metrics.tokens.inc(served.name, amount=count)
+            tokens += count
+            results += await batcher.submit(served.name, pipe, prepared, post)
         return _dumps(endpoint.render(call, results, served.name, tokens))
+
+    async def root(receive: Receive) -> bytes:
+        """``POST /`` and ``POST /invocations``: the named (else the first) model's main task, as TEI routes."""
+        body, large = await body_of(receive)
+        name = body.get("model") if isinstance(body, dict) else None
+        served = models.find(None, name)
+        endpoint = main_endpoint(served.main_task, body)
+        if endpoint is None:
+            raise RequestError(
+                404,
+                f"model {served.name!r} ({served.main_task}) has no endpoint here; see GET /info",
+                "NotFound",
+            )
+        if name is None and len(models.by_name) > 1:
+            body = {**body, "model": served.name}
+        return await run_body(endpoint, body, large)
 
     async def tokenize(receive: Receive) -> bytes:
         body, _ = await body_of(receive)
@@ -286,19 +358,29 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
         return await asyncio.to_thread(tokenize_response, tokenizer, call)
 
     def guarded(path: str, handler: Callable[[Receive], Awaitable[bytes]]) -> Handler:
+        openai = path.startswith("/v1/")
+
+        def error(status: int, message: str, error_type: str, param: str | None = None) -> tuple[int, bytes]:
+            if openai:
+                return status, openai_error_body(status, message, error_type, param)
+            return status, error_body(message, error_type)
+
         async def respond(receive: Receive) -> tuple[int, bytes]:
             try:
                 return 200, await handler(receive)
             except RequestError as e:
-                return e.status, error_body(str(e), e.error_type)
+                return error(e.status, str(e), e.error_type, e.param)
             except InferenceError as e:
                 log.error("POST %s: inference failed: %s", path, e)
-                return 500, error_body(str(e), type(e).__name__)
+                return error(500, str(e), type(e).__name__)
+            except InputTooLongError as e:  # the runtime names its Python argument; a client sends a field
+                hint = 'send "truncate": true, or start the server with --auto-truncate, to cut it'
+                return error(422, f"{e} (over HTTP: {hint})", type(e).__name__, "input" if openai else None)
             except (OnnxpipeError, TypeError, ValueError) as e:  # the runtime's input policy: name and reason
-                return 422, error_body(str(e), type(e).__name__)
+                return error(422, str(e), type(e).__name__)
             except Exception as e:  # a bug: the client gets a 500 in JSON, the log the traceback
                 log.exception("POST %s: unexpected error, answered 500", path)
-                return 500, error_body(f"internal error ({type(e).__name__}); see the server log", "InternalError")
+                return error(500, f"internal error ({type(e).__name__}); see the server log", "InternalError")
 
         return respond
 
@@ -316,12 +398,14 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
             {
                 "version": __version__,
                 "models": [m.info(expose_paths) for m in models.by_name.values()],
-                "endpoints": {
-                    path: {"task": e.task, "models": models.serving(e.task)} for path, e in ENDPOINTS.items()
-                },
+                "endpoints": route_table(models),
                 "limits": asdict(limits),
             }
         )
+
+    async def openai_models(request: Request) -> Response:
+        data = [{"id": n, "object": "model", "created": 0, "owned_by": "onnxpipe"} for n in models.by_name]
+        return _JSON({"object": "list", "data": data})
 
     async def prometheus(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
@@ -345,10 +429,13 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
 
     handlers = {path: endpoint_handler(path, e) for path, e in ENDPOINTS.items()}
     handlers["/tokenize"] = guarded("/tokenize", tokenize)
+    handlers["/"] = guarded("/", root)
+    handlers["/invocations"] = guarded("/invocations", root)
     routes = [
         Route("/health", health),
         Route("/info", info),
         Route("/metrics", prometheus),
+        Route("/v1/models", openai_models),
         Route("/", playground),
     ]
     # Starlette types a handler's exception as Exception; it calls this one with HTTPException only.
