@@ -346,3 +346,60 @@ def test_serve_without_a_model_serves_the_default_and_a_taken_port_is_one_error_
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot listen on 127.0.0.1:") and "--port" in lines[0]
     assert "serving" not in proc.stderr
+
+
+# -- TEI's /rerank, /embed_all, /decode -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cross_encoder(tiny_checkpoint, tmp_path_factory):
+    """A tiny cross-encoder: the tiny BERT classifier with one output, as sentence-transformers' CrossEncoder
+    checkpoints are (a sequence-classification head with one label), exported as text-classification."""
+    pytest.importorskip("torch", reason="needs the export extra: pip install 'onnxpipe[export]'")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from onnxpipe_export import export
+
+    src = tiny_checkpoint("bert", "text-classification")
+    ckpt = tmp_path_factory.mktemp("cross-encoder-ckpt")
+    one = {"num_labels": 1, "id2label": {0: "LABEL_0"}, "label2id": {"LABEL_0": 0}, "problem_type": "regression"}
+    AutoModelForSequenceClassification.from_pretrained(src, ignore_mismatched_sizes=True, **one).save_pretrained(ckpt)
+    AutoTokenizer.from_pretrained(src).save_pretrained(ckpt)
+    out = tmp_path_factory.mktemp("cross-encoder") / "model"
+    return str(export(ckpt, task="text-classification", out=out, precisions="fp32", progress=False))
+
+
+def test_rerank_with_a_cross_encoder(cross_encoder, folders):
+    query, texts = "Where is it based?", ["It is based in New York.", "The sky is blue.", "Paris is in France."]
+    pipe = pipeline("text-classification", model=cross_encoder)
+    logits = [
+        r[0]["score"]
+        for r in pipe([{"text": query, "text_pair": t} for t in texts], function_to_apply="none", top_k=None)
+    ]
+    with Server(f"ce={cross_encoder}", f"emb={folders.get('emb', SST2)}") as s:
+        r = s.post("/rerank", {"query": query, "texts": texts, "return_text": True})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert [g["index"] for g in got] == sorted(range(3), key=lambda i: -logits[i])  # best first
+        for g in got:
+            assert abs(g["score"] - 1 / (1 + np.exp(-logits[g["index"]]))) < 1e-5 and g["text"] == texts[g["index"]]
+        raw = s.post("/rerank", {"query": query, "texts": texts, "raw_scores": True}).json()
+        assert all(abs(g["score"] - logits[g["index"]]) < 1e-5 and "text" not in g for g in raw)
+        root = s.post("/", {"query": query, "texts": texts, "return_text": True})
+        assert root.json() == got  # POST / runs the first model's main task: rerank
+        bi = s.post("/rerank", {"query": query, "texts": texts, "model": "emb"})
+        assert bi.status_code == 422 and "rerank needs a cross-encoder" in bi.json()["error"], bi.text
+        assert "ce (rerank) answers /, /invocations" in s.output()
+
+
+def test_tei_embed_all_and_decode(servers, folders):
+    s = servers("emb")
+    want = pipeline("feature-extraction", model=folders["emb"])("I love this!")  # [1][tokens][hidden]
+    got = s.post("/embed_all", {"inputs": "I love this!"}).json()
+    assert len(got) == 1 and np.allclose(got[0], want[0], atol=1e-5)
+    ids = s.post("/tokenize", {"inputs": ["I love this!"]}).json()[0]
+    decoded = s.post("/decode", {"ids": [t["id"] for t in ids]}).json()
+    assert decoded == [
+        pipeline("sentence-embeddings", model=folders["emb"]).tokenizer.decode(
+            [t["id"] for t in ids], skip_special_tokens=True
+        )
+    ]
+    assert s.post("/decode", {"ids": [[1, 2], "x"]}).status_code == 422

@@ -209,7 +209,8 @@ def startup_routes(models: ModelSet) -> str:
     an embedding endpoint is answered from a classifier's hidden states."""
     by_model: dict[str | None, list[str]] = {}
     for path, route in route_table(models).items():
-        by_model.setdefault(route["default"], []).append(path)
+        if route["models"]:  # an endpoint no model serves is left out
+            by_model.setdefault(route["default"], []).append(path)
     lines = [
         f"  {m.name} ({m.main_task}) answers {', '.join(by_model.get(m.name, [])) or 'requests that name it'}"
         for m in models.by_name.values()

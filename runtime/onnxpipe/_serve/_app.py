@@ -40,6 +40,7 @@ from ._endpoints import (
     Call,
     Endpoint,
     main_endpoint,
+    parse_decode,
     parse_tokenize,
     render_tokens,
 )
@@ -357,6 +358,15 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
         tokenizer = next(iter(served.pipelines.values())).tokenizer
         return await asyncio.to_thread(tokenize_response, tokenizer, call)
 
+    async def decode(receive: Receive) -> bytes:
+        body, _ = await body_of(receive)
+        call = parse_decode(body)
+        served = models.find(None, call.model)
+        check_client_batch(len(call.items), limits)
+        tokenizer = next(iter(served.pipelines.values())).tokenizer
+        skip = call.params["skip_special_tokens"]
+        return _dumps(await asyncio.to_thread(tokenizer.batch_decode, call.items, skip))
+
     def guarded(path: str, handler: Callable[[Receive], Awaitable[bytes]]) -> Handler:
         openai = path.startswith("/v1/")
 
@@ -429,6 +439,7 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
 
     handlers = {path: endpoint_handler(path, e) for path, e in ENDPOINTS.items()}
     handlers["/tokenize"] = guarded("/tokenize", tokenize)
+    handlers["/decode"] = guarded("/decode", decode)
     handlers["/"] = guarded("/", root)
     handlers["/invocations"] = guarded("/invocations", root)
     routes = [

@@ -177,6 +177,46 @@ def render_embed(call: Call, results: list[Any], model: str, tokens: int) -> Any
     return [_vector(shorten(v, dims), "float") for v in results]  # TEI: always a list of vectors
 
 
+def parse_embed_all(body: Any) -> Call:
+    """TEI's /embed_all: every token's last hidden state."""
+    body = _object(body, {"inputs", "truncate", "model", "truncation_direction", "prompt_name"}, "inputs")
+    single, items = _inputs(body["inputs"], "inputs")
+    options = _embed_options(body)
+    return Call(body.get("model"), single, items, {"truncation": options["truncation"], "return_tensors": True}, {})
+
+
+def render_embed_all(call: Call, results: list[Any], model: str, tokens: int) -> Any:
+    return [np.asarray(r, dtype=np.float32)[0].tolist() for r in results]  # per input: [tokens][hidden]
+
+
+# -- TEI: /rerank, for a cross-encoder (a text-classification export with one label) --------------------------
+def parse_rerank(body: Any) -> Call:
+    fields = {"query", "texts", "return_text", "raw_scores", "truncate", "truncation_direction", "model"}
+    body = _object(body, fields, "texts")
+    query = body.get("query")
+    if not isinstance(query, str):
+        raise RequestError(422, f'query must be a string, got {type(query).__name__}; e.g. {{"query": "What is"}}')
+    _, texts = _inputs(body["texts"], "texts")
+    if body.get("truncation_direction") not in (None, "right", "Right"):
+        raise RequestError(422, f"truncation_direction={body['truncation_direction']!r}; only 'right' is served")
+    items = [{"text": query, "text_pair": t} for t in texts]
+    params = {"top_k": None, "function_to_apply": "none", "truncation": _truncate(body)}
+    extra = {"texts": texts, "return_text": _flag(body, "return_text", False), "raw": _flag(body, "raw_scores", False)}
+    return Call(body.get("model"), False, items, params, extra)
+
+
+def render_rerank(call: Call, results: list[Any], model: str, tokens: int) -> Any:
+    """TEI's shape: ``[{"index", "score", "text"?}]``, best first; scores through a sigmoid unless raw."""
+    out = []
+    for i, labels in enumerate(results):
+        logit = float(labels[0]["score"])
+        row: dict[str, Any] = {"index": i, "score": logit if call.extra["raw"] else float(1 / (1 + np.exp(-logit)))}
+        if call.extra["return_text"]:
+            row["text"] = call.extra["texts"][i]
+        out.append(row)
+    return sorted(out, key=lambda r: -r["score"])
+
+
 def render_zero_shot(call: Call, results: list[Any], model: str, tokens: int) -> Any:
     """transformers' ``{sequence, labels, scores}`` (which huggingface_hub 0.x parses), or for huggingface_hub
     1.x and later, which parse the Inference API's current shape, a list of ``{label, score}``."""
@@ -237,6 +277,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "/question-answering": Endpoint("question-answering", parse_task, render_list),
     "/zero-shot-classification": Endpoint("zero-shot-classification", parse_task, render_zero_shot),
     "/similarity": Endpoint("sentence-embeddings", parse_similarity, render_similarity),
+    "/embed_all": Endpoint("feature-extraction", parse_embed_all, render_embed_all),
+    "/rerank": Endpoint("rerank", parse_rerank, render_rerank),
 }
 
 # What ``POST /`` and ``POST /invocations`` run (TEI's routing): the served model's main task.
@@ -247,6 +289,7 @@ MAIN_ENDPOINTS: dict[str, str] = {
     "token-classification": "/ner",
     "question-answering": "/question-answering",
     "zero-shot-classification": "/zero-shot-classification",
+    "rerank": "/rerank",
 }
 
 
@@ -263,6 +306,18 @@ def parse_tokenize(body: Any) -> Call:
     single, items = _inputs(body["inputs"], "inputs")
     params = {"add_special_tokens": _flag(body, "add_special_tokens", True), "truncate": _flag(body, "truncate", False)}
     return Call(body.get("model"), single, items, params, {})
+
+
+def parse_decode(body: Any) -> Call:
+    """TEI's /decode: ``{"ids": [...] or [[...], ...], "skip_special_tokens": true}`` -> a text per row."""
+    body = _object(body, {"ids", "skip_special_tokens", "model"}, "ids")
+    ids = body["ids"]
+    rows = ids if isinstance(ids, list) and ids and all(isinstance(r, list) for r in ids) else [ids]
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in row):
+            raise RequestError(422, f"ids row {i} must be a list of integers, got {row!r:.60}")
+    skip = _flag(body, "skip_special_tokens", True)
+    return Call(body.get("model"), False, rows, {"skip_special_tokens": skip}, {})
 
 
 def render_tokens(encoding: Any) -> list[dict[str, Any]]:

@@ -40,6 +40,8 @@ class ServedModel:
             return "sentence-embeddings"
         if task == "text-classification" and "zero-shot-classification" in self.pipelines:
             return "zero-shot-classification"
+        if task == "text-classification" and "rerank" in self.pipelines:
+            return "rerank"
         return task
 
     def info(self, expose_paths: bool = False) -> dict[str, Any]:
@@ -124,7 +126,16 @@ def load_model(
     for task, t in TABLE.items():
         if folder_task(task) in manifest.tasks:
             served.pipelines[task] = t.pipeline(model, tokenizer)
+    # A classifier with one label scores a pair: a cross-encoder, which /rerank serves with the same pipeline.
+    if "text-classification" in served.pipelines and len(manifest.labels) == 1:
+        served.pipelines["rerank"] = served.pipelines["text-classification"]
     return served
+
+
+RERANK_HINT = (
+    "rerank needs a cross-encoder: a pair model with one label, exported with onnxpipe export --task "
+    "text-classification (a bi-encoder's embeddings compare texts through /similarity)"
+)
 
 
 class ModelSet:
@@ -150,10 +161,11 @@ class ModelSet:
             if model is None:
                 raise RequestError(422, f"model={name!r} is not served here; served models: {sorted(self.by_name)}")
             if task is not None and task not in model.pipelines:
+                hint = f"; {RERANK_HINT}" if task == "rerank" else ""
                 raise RequestError(
                     422,
                     f"model {name!r} does not serve {task}; it serves {sorted(model.pipelines)}. "
-                    f"Models serving {task}: {self.serving(task)}",
+                    f"Models serving {task}: {self.serving(task)}{hint}",
                 )
             return model
         if task is None:
@@ -167,9 +179,11 @@ class ModelSet:
                     f"no served model has {task} as its main task, and several serve it besides theirs "
                     f'({self.serving(task)}); name one with "model" (served: {served})',
                 )
+            hint = f"; {RERANK_HINT}" if task == "rerank" else ""
             raise RequestError(
                 404,
-                f"no served model does {task}; start the server with a model folder exported for it (served: {served})",
+                f"no served model does {task}; start the server with a model folder exported for it "
+                f"(served: {served}){hint}",
                 "NotFound",
             )
         return model
@@ -178,8 +192,8 @@ class ModelSet:
         """The model that answers ``task`` when a request names none: the first whose main task it is; else
         the only model serving it (an embedding request never reaches a classifier's hidden states while
         another model is served); else None."""
-        for model in self.by_name.values():
-            if model.main_task == task:
+        for model in self.by_name.values():  # an embedding model's token states are its main task's too
+            if model.main_task == task or (task, model.main_task) == ("feature-extraction", "sentence-embeddings"):
                 return model
         serving = self.serving(task)
         embeddings = task in ("sentence-embeddings", "feature-extraction")
