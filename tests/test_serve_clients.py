@@ -239,11 +239,12 @@ def test_openai_models_list(emb):
     [
         ({"model": "nope"}, openai.UnprocessableEntityError, "is not served here"),
         ({"model": "emb", "dimensions": 4096}, openai.UnprocessableEntityError, "over this model's output size"),
-        ({"model": "emb", "input": [[101, 102]]}, openai.UnprocessableEntityError, "token ids"),
+        ({"model": "emb", "input": [[101, 10**6]]}, openai.UnprocessableEntityError, "outside this model's"),
+        ({"model": "emb", "input": [[101, 102], "x"]}, openai.UnprocessableEntityError, "mixes texts"),
         ({"model": "emb", "input": ["x"] * 2049}, openai.APIStatusError, "at most 2048"),
         ({"model": "emb", "input": "word " * 200}, openai.UnprocessableEntityError, '"truncate": true'),
     ],
-    ids=["unknown-model", "dimensions", "token-ids", "2049-inputs", "too-long"],
+    ids=["unknown-model", "dimensions", "token-id-range", "mixed-input", "2049-inputs", "too-long"],
 )
 def test_openai_errors_show_the_message(emb, kwargs, error, needle):
     """OpenAI's clients show ``error.message`` (before, the user saw only 'Error code: 422')."""
@@ -265,6 +266,23 @@ def test_openai_dimensions_and_truncation(emb):
     long = "word " * 200  # over the tiny model's 128 positions
     cut = c.embeddings.create(model="emb", input=long, extra_body={"truncate": True}).data[0].embedding
     assert cosine(cut, pipe(long, truncation=True)) >= 0.9999
+
+
+def test_openai_token_id_input_equals_the_text(emb):
+    """``input: [[ids]]``: the ids as given (as /tokenize returns them, specials included) run without the
+    tokenizer, and embed as their text does."""
+    s, pipe = emb
+    texts = ["I love this!", "Boring."]
+    rows = [e.ids for e in pipe.tokenizer.encode_batch(texts)]
+    r = client(s).embeddings.create(model="emb", input=rows)
+    assert all(cosine(d.embedding, w) >= 0.9999 for d, w in zip(r.data, pipe(texts)))
+    assert r.usage.prompt_tokens == sum(map(len, rows))
+    one = client(s).embeddings.create(model="emb", input=rows[0]).data  # one input as a flat list of ids
+    assert len(one) == 1 and cosine(one[0].embedding, r.data[0].embedding) >= 0.9999
+    long = [rows[0][0]] + [rows[0][1]] * 300  # over the tiny model's 128 positions
+    refused = s.post("/v1/embeddings", {"input": [long]})
+    assert refused.status_code == 422 and '"truncate": true' in refused.json()["error"]["message"]
+    assert s.post("/v1/embeddings", {"input": [long], "truncate": True}).status_code == 200
 
 
 def test_auto_truncate_is_the_server_default(servers, folders):

@@ -47,6 +47,7 @@ from ._endpoints import (
 from ._limits import Limits, RequestError, check_client_batch, parse_json, read_body, shutting_down
 from ._metrics import CONTENT_TYPE, Metrics
 from ._models import ModelSet
+from ._token_ids import encode_ids
 
 log = logging.getLogger("onnxpipe.serve")
 # The scope key a request admitted by the protocol carries (an ASGI extension key: namespaced, never sent on).
@@ -324,7 +325,9 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
         tokens = 0
         for start in range(0, len(call.items), step):
             part = call.items[start : start + step]
-            if large:
+            if call.extra.get("ids"):  # token ids: the tokenizer reads no text
+                prepared = encode_ids(pipe.tokenizer, part, start, pre.get("truncation", True))
+            elif large:
                 prepared = await asyncio.to_thread(functools.partial(pipe.preprocess, part, start, **pre))
             else:
                 prepared = pipe.preprocess(part, start, **pre)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._limits import RequestError
+from ._token_ids import is_ids
 
 # The request's User-Agent, set by the guard for the handler's task: the one answer whose shape differs
 # between huggingface_hub's versions (zero-shot) is rendered for the version that asked.
@@ -233,19 +234,21 @@ OPENAI_MAX_INPUTS = 2048
 
 def parse_openai(body: Any) -> Call:
     body = _object(body, {"input", "model", "encoding_format", "user", "dimensions", "truncate"}, "input")
-    single, items = _inputs(body["input"], "input")
-    if any(isinstance(x, int) or (isinstance(x, list) and x and all(isinstance(t, int) for t in x)) for x in items):
+    value = body["input"]
+    if is_ids(value):  # one input as token ids: [101, 2023, 102]
+        value = [value]
+    single, items = _inputs(value, "input")
+    ids = any(isinstance(x, list) for x in items)
+    if ids and not all(is_ids(x) for x in items):
         raise RequestError(
-            422,
-            "input holds token ids; send the texts (token ids of another tokenizer, such as tiktoken's, mean "
-            "nothing to this model; LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False))",
-            param="input",
+            422, "input mixes texts and token-id lists, or holds an empty or non-integer list; send one kind", "input"
         )
     fmt = body.get("encoding_format", "float")
     if fmt not in ("float", "base64"):
         raise RequestError(422, f"encoding_format={fmt!r}; use 'float' or 'base64'", param="encoding_format")
     params = {"truncation": _truncate(body)}
-    return Call(body.get("model"), single, items, params, {"encoding_format": fmt, "dimensions": _dimensions(body)})
+    extra = {"encoding_format": fmt, "dimensions": _dimensions(body), "ids": ids}
+    return Call(body.get("model"), single, items, params, extra)
 
 
 def render_openai(call: Call, results: list[Any], model: str, tokens: int) -> Any:
