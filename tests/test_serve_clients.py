@@ -198,6 +198,13 @@ def test_inference_client_on_task_paths(servers, key, path, call):
     assert repr(call(hub.InferenceClient(s.url + path))) == repr(root)
 
 
+def test_inference_client_shows_the_servers_message(servers):
+    s = servers("sst2")
+    with pytest.raises(hub.errors.HfHubHTTPError) as caught:
+        hub.InferenceClient(s.url).text_classification("word " * 600)  # over minilm-sst2's 512 tokens
+    assert caught.value.response.status_code == 422 and '"truncate": true' in str(caught.value)
+
+
 def test_zero_shot_shape_follows_the_hub_version(servers):
     """huggingface_hub 0.x parses transformers' {labels, scores}; 1.x and later a list of {label, score}."""
     s = servers("zs")
@@ -254,6 +261,31 @@ def test_openai_errors_show_the_message(emb, kwargs, error, needle):
     assert needle in str(caught.value), str(caught.value)
     assert isinstance(caught.value.body, dict) and caught.value.body["message"] in str(caught.value)
     assert caught.value.type == "invalid_request_error"
+
+
+def test_openai_shape_for_refusals_before_the_handler():
+    """429 (written by the protocol), 413 (from Content-Length), 404 and 405 on /v1/* reach OpenAI's clients
+    with their message too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with (
+        Server(f"sst2={SST2}", "--max-concurrent-requests", "1", "--payload-limit", "20000", hooks=True) as s,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        c = client(s)
+        with pytest.raises(openai.APIStatusError) as big:
+            c.embeddings.create(model="sst2", input=["x" * 30000])
+        assert big.value.status_code == 413 and "--payload-limit" in str(big.value)
+        busy = pool.submit(s.post, "/v1/embeddings", {"input": "busy"})
+        assert s.wait_output("onnxpipe-test: at the gate")
+        with pytest.raises(openai.RateLimitError) as refused:
+            c.embeddings.create(model="sst2", input="one more")
+        assert "--max-concurrent-requests=1" in str(refused.value) and refused.value.type == "rate_limit_error"
+        s.release(2)
+        assert busy.result(120).status_code == 200
+        for method, path, status in [("GET", "/v1/nowhere", 404), ("GET", "/v1/embeddings", 405)]:
+            r = httpx.request(method, s.url + path, timeout=10)
+            assert r.status_code == status and path in r.json()["error"]["message"], r.text
 
 
 def test_openai_dimensions_and_truncation(emb):
@@ -354,7 +386,8 @@ def test_serve_without_a_model_serves_the_default_and_a_taken_port_is_one_error_
         assert [m["name"] for m in models] == ["minilm-sst2"]
         assert "serving minilm-sst2" in s.output()
         proc = subprocess.run(
-            [sys.executable, "-m", "onnxpipe._cli", "serve", SST2, "--port", str(s.port)],
+            # The port is taken before the models load: said at once, even for a folder that does not exist.
+            [sys.executable, "-m", "onnxpipe._cli", "serve", "/nonexistent/model", "--port", str(s.port)],
             capture_output=True,
             text=True,
             cwd=ROOT,

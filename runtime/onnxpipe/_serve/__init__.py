@@ -107,20 +107,31 @@ def serve(
     Example:
         >>> serve(["models/minilm-sst2"], port=8080)   # then: curl localhost:8080/predict -d '{"inputs": "hi"}'
     """
-    loaded = [
-        load_model(
-            name,
-            path,
-            device,
-            precision,
-            threads,
-            limits.max_input_length,
-            execution=execution,
-            profile=profile,
-            format=format,
-        )
-        for name, path in map(parse_model_arg, models)
-    ]
+    # The port is taken before the models load (seconds): a port in use is said at once, and no request can
+    # connect until the socket listens, just before the start-up line.
+    try:
+        sock = bind(host, port)
+    except OSError as e:
+        return _cannot_listen(host, port, e)
+    port = sock.getsockname()[1]  # the one the system chose for port 0
+    try:
+        loaded = [
+            load_model(
+                name,
+                path,
+                device,
+                precision,
+                threads,
+                limits.max_input_length,
+                execution=execution,
+                profile=profile,
+                format=format,
+            )
+            for name, path in map(parse_model_arg, models)
+        ]
+    except BaseException:
+        sock.close()
+        raise
     configure_logging(log_level)
     app = create_app(ModelSet(loaded), limits, expose_paths)
     http, loop = http_stack()
@@ -154,16 +165,6 @@ def serve(
         backlog=2048,
     )
     server = uvicorn.Server(config)
-    try:
-        sock = bind(host, port)
-    except OSError as e:
-        print(
-            f"error: cannot listen on {host}:{port}: {e.strerror or e}; is another server using the port? "
-            "choose another with --port",
-            file=sys.stderr,
-            flush=True,
-        )
-        return 2
     # Everything loaded so far lives as long as the server. Left to the collector, each full collection walks it
     # again: ~7 ms for MiniLM's process, 14 ms measured inside a burst of requests, every request waiting.
     # Frozen, a full collection walks only what requests allocate.
@@ -174,7 +175,11 @@ def serve(
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     names = ", ".join(f"{m.name} ({', '.join(sorted(m.pipelines))})" for m in loaded)
     faster = "" if (http, loop) == ("httptools", "uvloop") else f"; {FAST_STACK} for less CPU per request"
-    # Printed once the socket is bound (and listening): a client that reads it can connect.
+    try:
+        sock.listen(2048)  # the line below comes once the socket listens: a client that reads it can connect
+    except OSError as e:  # another process bound the port too (SO_REUSEADDR) and listened first
+        sock.close()
+        return _cannot_listen(host, port, e)
     print(
         f"onnxpipe serve: http://{host}:{port} serving {names} ({http}, {loop}{faster}{slower})\n"
         + startup_routes(ModelSet(loaded)),
@@ -185,18 +190,28 @@ def serve(
         server.run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
-        sock.close()
+        sock.close()  # uvicorn closes it on shutdown; not when it failed to start
     return 0 if server.started else 1
 
 
+def _cannot_listen(host: str, port: int, e: OSError) -> int:
+    print(
+        f"error: cannot listen on {host}:{port}: {e.strerror or e}; is another server using the port? "
+        "choose another with --port",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 2
+
+
 def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port`` (uvicorn's own binding logs and exits 1 when the port is taken)."""
+    """A socket bound to ``host:port``, not yet listening (uvicorn's own binding logs and exits 1 when the port
+    is taken)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(2048)
     except OSError:
         sock.close()
         raise

@@ -106,6 +106,15 @@ async def _respond(send: Send, status: int, body: bytes, close: bool = False) ->
     await send({"type": "http.response.body", "body": body})
 
 
+def _openai(scope: MutableMapping[str, Any]) -> bool:
+    """Whether a request's errors take OpenAI's shape: every path under /v1/."""
+    return str(scope["path"]).startswith("/v1/")
+
+
+def _plain_error(status: int, message: str, error_type: str, param: str | None = None) -> bytes:
+    return error_body(message, error_type)
+
+
 def _header(headers: Any, key: bytes) -> str:
     for name, value in headers:
         if name == key:
@@ -158,15 +167,19 @@ class Guard:
     def __init__(self, app: ASGIApp, handlers: dict[str, Handler], limits: Limits, metrics: Metrics):
         self.app, self.handlers, self.limits, self.metrics = app, handlers, limits, metrics
         self.in_flight = 0
-        self._overloaded = error_body(
+        busy = (
             f"the server is at --max-concurrent-requests={limits.max_concurrent_requests} requests in flight; "
-            "retry shortly",
-            "Overloaded",
+            "retry shortly"
         )
-        self._overloaded_http = (
-            b"HTTP/1.1 429 Too Many Requests\r\n",
-            b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-            % (len(self._overloaded), self._overloaded),
+        # Prepared twice: OpenAI's shape for /v1/* (its clients retry 429s, then show error.message).
+        self._overloaded = error_body(busy, "Overloaded")
+        self._overloaded_v1 = openai_error_body(429, busy, "Overloaded")
+        self._overloaded_http, self._overloaded_http_v1 = (
+            (
+                b"HTTP/1.1 429 Too Many Requests\r\n",
+                b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body),
+            )
+            for body in (self._overloaded, self._overloaded_v1)
         )
         slow = error_body(
             f"the request's headers did not arrive within {limits.header_timeout:g} s (--header-timeout)",
@@ -187,7 +200,7 @@ class Guard:
         # Admission comes first: nothing below runs for a refused request. With httptools the protocol has
         # admitted it already, as its headers completed (``admit``); other servers are admitted here.
         if not scope.get(ADMITTED) and self.admit(scope) is not None:
-            return await _respond(send, 429, self._overloaded)
+            return await _respond(send, 429, self._overloaded_v1 if _openai(scope) else self._overloaded)
         m, limits = self.metrics, self.limits
         handler = self.handlers.get(scope["path"])
         endpoint = scope["path"] if handler is not None else "other"
@@ -201,7 +214,8 @@ class Guard:
                     "(--payload-limit); send fewer or shorter inputs per request"
                 )
                 status = 413
-                await _respond(send, 413, error_body(message, "PayloadTooLarge"))
+                body = (openai_error_body if _openai(scope) else _plain_error)(413, message, "PayloadTooLarge")
+                await _respond(send, 413, body)
             elif handler is not None:
                 USER_AGENT.set(_header(scope["headers"], b"user-agent"))
                 task = asyncio.current_task()
@@ -249,7 +263,7 @@ class Guard:
         if self.in_flight >= self.limits.max_concurrent_requests:
             self.metrics.rejected.inc("concurrency")
             self.metrics.requests.inc(scope["path"] if scope["path"] in self.handlers else "other", "429")
-            return self._overloaded_http
+            return self._overloaded_http_v1 if _openai(scope) else self._overloaded_http
         self.in_flight += 1
         self.metrics.in_flight.set(self.in_flight)
         scope[ADMITTED] = True
@@ -257,11 +271,11 @@ class Guard:
 
     @staticmethod
     async def _not_allowed(scope: Scope, send: Send) -> None:
-        body = error_body(
+        message = (
             f"{scope['method']} {scope['path']}: Method Not Allowed; this endpoint takes POST "
-            "(see GET /info for the endpoints)",
-            "BadRequest",
+            "(see GET /info for the endpoints)"
         )
+        body = (openai_error_body if _openai(scope) else _plain_error)(405, message, "BadRequest")
         headers = [_JSON_TYPE, (b"content-length", b"%d" % len(body)), (b"allow", b"POST")]
         await send({"type": "http.response.start", "status": 405, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -427,11 +441,12 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
         return HTMLResponse(page)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        return _error(
-            exc.status_code,
-            f"{request.method} {request.url.path}: {exc.detail}; see GET /info for the endpoints",
-            "NotFound" if exc.status_code == 404 else "BadRequest",
-        )
+        message = f"{request.method} {request.url.path}: {exc.detail}; see GET /info for the endpoints"
+        error_type = "NotFound" if exc.status_code == 404 else "BadRequest"
+        if request.url.path.startswith("/v1/"):
+            body = openai_error_body(exc.status_code, message, error_type)
+            return Response(body, status_code=exc.status_code, media_type="application/json")
+        return _error(exc.status_code, message, error_type)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
