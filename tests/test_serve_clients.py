@@ -363,6 +363,8 @@ def test_routing_by_main_task(folders):
             vector = r.json()[0] if path == "/embed" else r.json()["data"][0]["embedding"]
             assert cosine(vector, want) >= 0.9999, path  # the embedding model, not the classifier's states
         assert s.post("/", {"inputs": "I love this!"}).json()[0]["label"] == "POSITIVE"  # the first model's task
+        named = s.post("/", {"inputs": "food", "model": "emb"}).json()  # the named model's main task
+        assert cosine(named[0], want) >= 0.9999
         zs = s.post("/zero-shot-classification", {"inputs": "x", "parameters": {"candidate_labels": LABELS}})
         assert zs.status_code == 200  # the NLI model, whose main task it is
         endpoints = httpx.get(s.url + "/info", timeout=10).json()["endpoints"]
@@ -454,3 +456,6 @@ def test_tei_embed_all_and_decode(servers, folders):
         )
     ]
     assert s.post("/decode", {"ids": [[1, 2], "x"]}).status_code == 422
+    short = s.post("/embed", {"inputs": "I love this!", "dimensions": 8}).json()[0]  # as huggingface_hub 1.x sends
+    full = pipeline("sentence-embeddings", model=folders["emb"])("I love this!")
+    assert len(short) == 8 and cosine(short, full[:8]) >= 0.9999 and abs(np.linalg.norm(short) - 1) < 1e-5
