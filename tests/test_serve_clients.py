@@ -25,6 +25,7 @@ langchain_openai = pytest.importorskip("langchain_openai", reason="needs the tes
 import httpx  # noqa: E402
 
 from _serve_util import ROOT, Server  # noqa: E402
+from conftest import HAS_EXPORT_EXTRA  # noqa: E402
 from onnxpipe import pipeline  # noqa: E402
 
 SST2 = str(ROOT / "models" / "minilm-sst2")
@@ -41,13 +42,10 @@ HEADS = {
 
 @pytest.fixture(scope="module")
 def folders(request):
+    """key -> model folder; without the export extra only the sentiment model (the others' tests skip)."""
     out = {"sst2": SST2}
-    if any(h for h in HEADS.values()):
-        try:
-            tiny_export = request.getfixturevalue("tiny_export")
-            import torch  # noqa: F401
-        except Exception:  # noqa: BLE001 - without the export extra only the sentiment model is served
-            return out
+    if HAS_EXPORT_EXTRA:  # an export that fails fails the tests: it is not taken for a missing extra
+        tiny_export = request.getfixturevalue("tiny_export")
         out.update({k: str(tiny_export("bert", h)) for k, h in HEADS.items() if h})
     return out
 
