@@ -115,11 +115,14 @@ def test_predict_batch_pairs_and_raw_scores(server, classifier):
 
 def test_embed_and_openai_embeddings(server):
     embed = pipeline("sentence-embeddings", model=SST2)
-    r = server.post("/embed", {"inputs": "I love this!"})
+    # Two classifiers and no embedding model: a request must name the one whose hidden states it wants.
+    refused = server.post("/embed", {"inputs": "I love this!"})
+    assert refused.status_code == 422 and 'name one with "model"' in refused.json()["error"], refused.text
+    r = server.post("/embed", {"inputs": "I love this!", "model": "sst2"})
     assert r.status_code == 200, r.text
     assert np.array(r.json()).shape == (1, 384)
     np.testing.assert_array_equal(np.array(r.json()[0], np.float32), embed("I love this!"))
-    raw = server.post("/embed", {"inputs": ["I love this!"], "normalize": False}).json()
+    raw = server.post("/embed", {"inputs": ["I love this!"], "normalize": False, "model": "sst2"}).json()
     assert abs(np.linalg.norm(raw[0]) - 1) > 1e-3
     r = server.post("/v1/embeddings", {"input": ["I love this!", "Boring."], "model": "other"})
     body = r.json()
@@ -127,7 +130,7 @@ def test_embed_and_openai_embeddings(server):
     assert [d["index"] for d in body["data"]] == [0, 1]
     tokens = sum(len(e.ids) for e in embed.tokenizer.encode_batch(["I love this!", "Boring."]))
     assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
-    b64 = server.post("/v1/embeddings", {"input": "Boring.", "encoding_format": "base64"}).json()
+    b64 = server.post("/v1/embeddings", {"input": "Boring.", "encoding_format": "base64", "model": "sst2"}).json()
     import base64
 
     vector = np.frombuffer(base64.b64decode(b64["data"][0]["embedding"]), dtype="<f4")
@@ -141,7 +144,7 @@ def test_tokenize(server, classifier):
     assert [t["id"] for t in tokens] == classifier.tokenizer.encode_batch(["I love this!"])[0].ids
     assert tokens[0]["special"] and tokens[0]["start"] is None
     assert tokens[1]["text"] == "i" and (tokens[1]["start"], tokens[1]["stop"]) == (0, 1)
-    plain = server.post("/tokenize", {"inputs": "I love this!", "add_special_tokens": False}).json()
+    plain = server.post("/tokenize", {"inputs": "I love this!", "add_special_tokens": False}).json()[0]  # TEI: [[...]]
     assert [t["id"] for t in plain] == [t["id"] for t in tokens[1:-1]]
 
 
@@ -153,7 +156,7 @@ def test_tokenize_cuts_at_the_served_maximum_when_asked(server, short_classifier
     assert [t["id"] for t in cut] == short_classifier.tokenizer.encode_batch([long], truncation=True)[0].ids
     assert len(cut) == 64 and cut[-1]["special"] and not cut[-2]["special"]
     assert len(short) == 6
-    plain = server.post("/tokenize", {"inputs": long, "truncate": True, "add_special_tokens": False}).json()
+    plain = server.post("/tokenize", {"inputs": long, "truncate": True, "add_special_tokens": False}).json()[0]
     assert len(plain) == 64 and not any(t["special"] for t in plain)
 
 
@@ -260,7 +263,8 @@ def test_health_info_metrics_and_playground(server):
 def test_error_statuses(server, path, body, status, needle):
     r = httpx.post(server.url + path, content=body, headers={"content-type": "application/json"}, timeout=60)
     assert r.status_code == status, r.text
-    assert needle in r.json()["error"]
+    error = r.json()["error"]
+    assert needle in (error["message"] if path.startswith("/v1/") else error)  # OpenAI's shape on /v1/*
     assert r.json()["error_type"]
 
 
@@ -692,7 +696,7 @@ def test_serve_freezes_what_it_loaded_before_it_serves(monkeypatch):
 
     seen = {}
 
-    def run(self):  # in place of serving: what the collector sees when the first request could arrive
+    def run(self, sockets=None):  # in place of serving: what the collector sees when the first request could arrive
         seen["frozen"] = gc.get_freeze_count()
         self.started = True
 

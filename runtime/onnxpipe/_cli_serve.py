@@ -8,6 +8,7 @@ import sys
 
 from ._pipelines._base import DEFAULT_BATCH_TOKENS
 from ._session import FORMATS, PROFILES
+from ._tasks import TABLE
 
 
 def add_session_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,12 +28,18 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 INSTALL = "pip install 'onnxpipe[serve]'"
+DEFAULT_MODEL = TABLE["text-classification"].default_model or "minilm-sst2"
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add ``serve`` to the ``onnxpipe`` command. ``add_parser(parser.add_subparsers())``"""
     s = subparsers.add_parser("serve", help=f"serve model folders over HTTP with dynamic batching (needs {INSTALL})")
-    s.add_argument("models", nargs="+", metavar="MODEL", help="model folder, name, or NAME=PATH (several allowed)")
+    s.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help=f"model folder, name, or NAME=PATH (several allowed; default: the embedded {DEFAULT_MODEL})",
+    )
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument(
@@ -55,6 +62,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         type=int,
         help="tokens per input at most (default: each model's maximum); longer inputs get 422 "
         "unless the request says truncate",
+    )
+    s.add_argument(
+        "--auto-truncate",
+        action="store_true",
+        help='cut inputs past the maximum length to it instead of answering 422 (a request\'s "truncate" '
+        "field still decides for that request)",
     )
     s.add_argument("--payload-limit", type=int, default=2_000_000, help="request body bytes at most (default 2 MB)")
     s.add_argument(
@@ -132,9 +145,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         payload_limit=args.payload_limit,
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
+        auto_truncate=args.auto_truncate,
     )
     return serve(
-        args.models,
+        args.models or [DEFAULT_MODEL],
         host=args.host,
         port=args.port,
         access_log=args.access_log,

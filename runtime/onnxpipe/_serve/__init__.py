@@ -3,8 +3,8 @@
 Needs the serve extra (``pip install 'onnxpipe[serve]'``: starlette and uvicorn); ``import onnxpipe`` never
 imports this package. Modules: ``_app`` (routes and the admission guard), ``_protocol`` (uvicorn's httptools
 protocol asking the guard as headers complete), ``_endpoints`` (request and response shapes as data),
-``_batcher`` (queue and inference thread), ``_models`` (folders by name), ``_limits``, ``_metrics`` (Prometheus
-text), ``playground.html`` (the page at ``/``).
+``_batcher`` (queue and inference thread), ``_models`` (folders by name), ``_token_ids`` (token ids as
+input), ``_limits``, ``_metrics`` (Prometheus text), ``playground.html`` (the page at ``/``).
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import gc
 import importlib
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
 
-from ._app import create_app
+from ._app import create_app, route_table
 from ._limits import Limits
 from ._models import ModelSet, load_model, parse_model_arg
 
@@ -106,20 +107,31 @@ def serve(
     Example:
         >>> serve(["models/minilm-sst2"], port=8080)   # then: curl localhost:8080/predict -d '{"inputs": "hi"}'
     """
-    loaded = [
-        load_model(
-            name,
-            path,
-            device,
-            precision,
-            threads,
-            limits.max_input_length,
-            execution=execution,
-            profile=profile,
-            format=format,
-        )
-        for name, path in map(parse_model_arg, models)
-    ]
+    # The port is taken before the models load (seconds): a port in use is said at once, and no request can
+    # connect until the socket listens, just before the start-up line.
+    try:
+        sock = bind(host, port)
+    except OSError as e:
+        return _cannot_listen(host, port, e)
+    port = sock.getsockname()[1]  # the one the system chose for port 0
+    try:
+        loaded = [
+            load_model(
+                name,
+                path,
+                device,
+                precision,
+                threads,
+                limits.max_input_length,
+                execution=execution,
+                profile=profile,
+                format=format,
+            )
+            for name, path in map(parse_model_arg, models)
+        ]
+    except BaseException:
+        sock.close()
+        raise
     configure_logging(log_level)
     app = create_app(ModelSet(loaded), limits, expose_paths)
     http, loop = http_stack()
@@ -163,16 +175,70 @@ def serve(
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     names = ", ".join(f"{m.name} ({', '.join(sorted(m.pipelines))})" for m in loaded)
     faster = "" if (http, loop) == ("httptools", "uvloop") else f"; {FAST_STACK} for less CPU per request"
+    try:
+        sock.listen(2048)  # the line below comes once the socket listens: a client that reads it can connect
+    except OSError as e:  # another process bound the port too (SO_REUSEADDR) and listened first
+        sock.close()
+        return _cannot_listen(host, port, e)
     print(
-        f"onnxpipe serve: http://{host}:{port} serving {names} ({http}, {loop}{faster}{slower})",
+        f"onnxpipe serve: http://{host}:{port} serving {names} ({http}, {loop}{faster}{slower})\n"
+        + startup_routes(ModelSet(loaded)),
         file=sys.stderr,
         flush=True,
     )
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sock.close()  # uvicorn closes it on shutdown; not when it failed to start
     return 0 if server.started else 1
+
+
+def _cannot_listen(host: str, port: int, e: OSError) -> int:
+    print(
+        f"error: cannot listen on {host}:{port}: {e.strerror or e}; is another server using the port? "
+        "choose another with --port",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 2
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, not yet listening (uvicorn's own binding logs and exits 1 when the port
+    is taken)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def startup_routes(models: ModelSet) -> str:
+    """Which model answers which endpoint when a request names none (one line per model), and a warning where
+    an embedding endpoint is answered from a classifier's hidden states."""
+    by_model: dict[str | None, list[str]] = {}
+    for path, route in route_table(models).items():
+        if route["models"]:  # an endpoint no model serves is left out
+            by_model.setdefault(route["default"], []).append(path)
+    lines = [
+        f"  {m.name} ({m.main_task}) answers {', '.join(by_model.get(m.name, [])) or 'requests that name it'}"
+        for m in models.by_name.values()
+    ]
+    if by_model.get(None):
+        lines.append(f'  {", ".join(by_model[None])}: only requests that name a model ("model": NAME)')
+    only = next(iter(models.by_name.values()))
+    if len(models.by_name) == 1 and only.main_task != "sentence-embeddings" and "sentence-embeddings" in only.pipelines:
+        lines.append(
+            f"  note: /embed and /v1/embeddings answer {only.name}'s pooled hidden states: it is a "
+            f"{only.main_task} model, not trained for embeddings"
+        )
+    return "\n".join(lines)
 
 
 logging.getLogger("onnxpipe.serve").addHandler(logging.NullHandler())

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib import resources
 from typing import Any
 
@@ -32,11 +33,22 @@ from .._inputs import clean_texts
 from .._tokenizer import AutoTokenizer
 from ..errors import InferenceError, InputTooLongError, OnnxpipeError
 from ._batcher import Batcher
-from ._endpoints import ENDPOINTS, Call, Endpoint, parse_tokenize, render_tokens
+from ._endpoints import (
+    ENDPOINTS,
+    OPENAI_MAX_INPUTS,
+    USER_AGENT,
+    Call,
+    Endpoint,
+    main_endpoint,
+    parse_decode,
+    parse_tokenize,
+    render_tokens,
+)
 from ._generation import GenerationRoutes, StreamHandler
 from ._limits import Limits, RequestError, check_client_batch, parse_json, read_body, shutting_down
 from ._metrics import CONTENT_TYPE, Metrics
 from ._models import ModelSet
+from ._token_ids import encode_ids
 
 log = logging.getLogger("onnxpipe.serve")
 # The scope key a request admitted by the protocol carries (an ASGI extension key: namespaced, never sent on).
@@ -63,6 +75,14 @@ def error_body(message: str, error_type: str) -> bytes:
     return _dumps({"error": message, "error_type": error_type})
 
 
+def openai_error_body(status: int, message: str, error_type: str, param: str | None = None) -> bytes:
+    """An error on ``/v1/*`` in OpenAI's shape, whose clients show ``error.message`` to the user (they show
+    only the status for any other body). ``error_type`` stays beside it for clients of this server."""
+    kind = "server_error" if status >= 500 else "rate_limit_error" if status == 429 else "invalid_request_error"
+    error = {"message": message, "type": kind, "param": param, "code": error_type}
+    return _dumps({"error": error, "error_type": error_type})
+
+
 class _JSON(JSONResponse):
     def render(self, content: Any) -> bytes:
         return _dumps(content)
@@ -85,6 +105,22 @@ async def _respond(send: Send, status: int, body: bytes, close: bool = False) ->
         headers.append(_CLOSE)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _openai(scope: MutableMapping[str, Any]) -> bool:
+    """Whether a request's errors take OpenAI's shape: every path under /v1/."""
+    return str(scope["path"]).startswith("/v1/")
+
+
+def _plain_error(status: int, message: str, error_type: str, param: str | None = None) -> bytes:
+    return error_body(message, error_type)
+
+
+def _header(headers: Any, key: bytes) -> str:
+    for name, value in headers:
+        if name == key:
+            return bytes(value).decode("latin-1")
+    return ""
 
 
 def _content_length(headers: Any) -> bytes:
@@ -118,8 +154,7 @@ def tokenize_response(tokenizer: AutoTokenizer, call: Call) -> bytes:
                     f"input {i} has more than {limit} tokens, the most this model is served with; send "
                     f'"truncate": true to get its first {limit}'
                 )
-    rows = [render_tokens(e) for e in encodings]
-    return _dumps(rows[0] if call.single else rows)
+    return _dumps([render_tokens(e) for e in encodings])  # TEI: a list per input, for one string too
 
 
 # An admitted POST to a model endpoint: reads its body from ``receive``; returns (status, JSON body).
@@ -141,15 +176,19 @@ class Guard:
         self.app, self.handlers, self.limits, self.metrics = app, handlers, limits, metrics
         self.streams = streams or {}  # POST handlers that write their own answer (server-sent events)
         self.in_flight = 0
-        self._overloaded = error_body(
+        busy = (
             f"the server is at --max-concurrent-requests={limits.max_concurrent_requests} requests in flight; "
-            "retry shortly",
-            "Overloaded",
+            "retry shortly"
         )
-        self._overloaded_http = (
-            b"HTTP/1.1 429 Too Many Requests\r\n",
-            b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-            % (len(self._overloaded), self._overloaded),
+        # Prepared twice: OpenAI's shape for /v1/* (its clients retry 429s, then show error.message).
+        self._overloaded = error_body(busy, "Overloaded")
+        self._overloaded_v1 = openai_error_body(429, busy, "Overloaded")
+        self._overloaded_http, self._overloaded_http_v1 = (
+            (
+                b"HTTP/1.1 429 Too Many Requests\r\n",
+                b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body),
+            )
+            for body in (self._overloaded, self._overloaded_v1)
         )
         slow = error_body(
             f"the request's headers did not arrive within {limits.header_timeout:g} s (--header-timeout)",
@@ -164,13 +203,13 @@ class Guard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
-            if scope["type"] == "http" and scope["path"] in self.handlers:
+            if scope["type"] == "http" and scope["path"] in self.handlers and scope["path"] != "/":
                 return await self._not_allowed(scope, send)
             return await self.app(scope, receive, send)
         # Admission comes first: nothing below runs for a refused request. With httptools the protocol has
         # admitted it already, as its headers completed (``admit``); other servers are admitted here.
         if not scope.get(ADMITTED) and self.admit(scope) is not None:
-            return await _respond(send, 429, self._overloaded)
+            return await _respond(send, 429, self._overloaded_v1 if _openai(scope) else self._overloaded)
         m, limits = self.metrics, self.limits
         handler = self.handlers.get(scope["path"])
         streamer = self.streams.get(scope["path"])
@@ -185,10 +224,12 @@ class Guard:
                     "(--payload-limit); send fewer or shorter inputs per request"
                 )
                 status = 413
-                await _respond(send, 413, error_body(message, "PayloadTooLarge"))
+                body = (openai_error_body if _openai(scope) else _plain_error)(413, message, "PayloadTooLarge")
+                await _respond(send, 413, body)
             elif streamer is not None:
                 status = await streamer(scope, receive, send)
             elif handler is not None:
+                USER_AGENT.set(_header(scope["headers"], b"user-agent"))
                 task = asyncio.current_task()
                 if task is not None:
                     scope[CANCEL] = task.cancel
@@ -234,7 +275,7 @@ class Guard:
         if self.in_flight >= self.limits.max_concurrent_requests:
             self.metrics.rejected.inc("concurrency")
             self.metrics.requests.inc(scope["path"] if scope["path"] in self.handlers else "other", "429")
-            return self._overloaded_http
+            return self._overloaded_http_v1 if _openai(scope) else self._overloaded_http
         self.in_flight += 1
         self.metrics.in_flight.set(self.in_flight)
         scope[ADMITTED] = True
@@ -242,14 +283,27 @@ class Guard:
 
     @staticmethod
     async def _not_allowed(scope: Scope, send: Send) -> None:
-        body = error_body(
+        message = (
             f"{scope['method']} {scope['path']}: Method Not Allowed; this endpoint takes POST "
-            "(see GET /info for the endpoints)",
-            "BadRequest",
+            "(see GET /info for the endpoints)"
         )
+        body = (openai_error_body if _openai(scope) else _plain_error)(405, message, "BadRequest")
         headers = [_JSON_TYPE, (b"content-length", b"%d" % len(body)), (b"allow", b"POST")]
         await send({"type": "http.response.start", "status": 405, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def route_table(models: ModelSet) -> dict[str, dict[str, Any]]:
+    """Per endpoint: its task, the models serving it, and the one answering requests that name none (None:
+    such a request is refused; ``POST /`` and ``/invocations``: the first model's main task)."""
+    out: dict[str, dict[str, Any]] = {}
+    first = next(iter(models.by_name.values()))
+    for path in ("/", "/invocations"):
+        out[path] = {"task": first.main_task, "models": list(models.by_name), "default": first.name}
+    for path, e in ENDPOINTS.items():
+        default = models.default(e.task)
+        out[path] = {"task": e.task, "models": models.serving(e.task), "default": default and default.name}
+    return out
 
 
 def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool = False) -> Guard:
@@ -274,21 +328,57 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
 
     async def run(endpoint: Endpoint, receive: Receive) -> bytes:
         body, large = await body_of(receive)
+        return await run_body(endpoint, body, large)
+
+    async def run_body(endpoint: Endpoint, body: Any, large: bool) -> bytes:
         call = endpoint.parse(body)
         served = models.find(endpoint.task, call.model)
         pipe = served.pipelines[endpoint.task]
-        check_client_batch(len(call.items), limits)
+        # OpenAI's clients send up to 2048 inputs per request; they are run --max-client-batch-size at a time,
+        # one part queued after the other, so a request never holds more than that in the queue.
+        openai = endpoint is ENDPOINTS["/v1/embeddings"]
+        check_client_batch(
+            len(call.items),
+            limits
+            if not openai
+            else replace(limits, max_client_batch_size=max(OPENAI_MAX_INPUTS, limits.max_client_batch_size)),
+        )
+        if call.params.get("truncation", False) is None:
+            call.params["truncation"] = limits.auto_truncate
         # The same steps as Pipeline.iter, so the results equal pipe(text): its checks, its preprocessing.
         pre, post = pipe._split_params(**call.params)
-        if large:
-            prepared = await asyncio.to_thread(lambda: pipe.preprocess(call.items, 0, **pre))
-        else:
-            prepared = pipe.preprocess(call.items, 0, **pre)
-        encodings = [e for _, group in prepared for e in group]
-        tokens = sum(len(e.ids) for e in encodings)
-        metrics.tokens.inc(served.name, amount=tokens)
-        results = await batcher.submit(served.name, pipe, prepared, post)
+        step = limits.max_client_batch_size
+        results: list[Any] = []
+        tokens = 0
+        for start in range(0, len(call.items), step):
+            part = call.items[start : start + step]
+            if call.extra.get("ids"):  # token ids: the tokenizer reads no text
+                prepared = encode_ids(pipe.tokenizer, part, start, pre.get("truncation", True))
+            elif large:
+                prepared = await asyncio.to_thread(functools.partial(pipe.preprocess, part, start, **pre))
+            else:
+                prepared = pipe.preprocess(part, start, **pre)
+            count = sum(len(e.ids) for _, group in prepared for e in group)
+            metrics.tokens.inc(served.name, amount=count)
+            tokens += count
+            results += await batcher.submit(served.name, pipe, prepared, post)
         return _dumps(endpoint.render(call, results, served.name, tokens))
+
+    async def root(receive: Receive) -> bytes:
+        """``POST /`` and ``POST /invocations``: the named (else the first) model's main task, as TEI routes."""
+        body, large = await body_of(receive)
+        name = body.get("model") if isinstance(body, dict) else None
+        served = models.find(None, name)
+        endpoint = main_endpoint(served.main_task, body)
+        if endpoint is None:
+            raise RequestError(
+                404,
+                f"model {served.name!r} ({served.main_task}) has no endpoint here; see GET /info",
+                "NotFound",
+            )
+        if name is None and len(models.by_name) > 1:
+            body = {**body, "model": served.name}
+        return await run_body(endpoint, body, large)
 
     async def tokenize(receive: Receive) -> bytes:
         body, _ = await body_of(receive)
@@ -298,20 +388,39 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
         tokenizer = next(iter(served.pipelines.values())).tokenizer
         return await asyncio.to_thread(tokenize_response, tokenizer, call)
 
+    async def decode(receive: Receive) -> bytes:
+        body, _ = await body_of(receive)
+        call = parse_decode(body)
+        served = models.find(None, call.model)
+        check_client_batch(len(call.items), limits)
+        tokenizer = next(iter(served.pipelines.values())).tokenizer
+        skip = call.params["skip_special_tokens"]
+        return _dumps(await asyncio.to_thread(tokenizer.batch_decode, call.items, skip))
+
     def guarded(path: str, handler: Callable[[Receive], Awaitable[bytes]]) -> Handler:
+        openai = path.startswith("/v1/")
+
+        def error(status: int, message: str, error_type: str, param: str | None = None) -> tuple[int, bytes]:
+            if openai:
+                return status, openai_error_body(status, message, error_type, param)
+            return status, error_body(message, error_type)
+
         async def respond(receive: Receive) -> tuple[int, bytes]:
             try:
                 return 200, await handler(receive)
             except RequestError as e:
-                return e.status, error_body(str(e), e.error_type)
+                return error(e.status, str(e), e.error_type, e.param)
             except InferenceError as e:
                 log.error("POST %s: inference failed: %s", path, e)
-                return 500, error_body(str(e), type(e).__name__)
+                return error(500, str(e), type(e).__name__)
+            except InputTooLongError as e:  # the runtime names its Python argument; a client sends a field
+                hint = 'send "truncate": true, or start the server with --auto-truncate, to cut it'
+                return error(422, f"{e} (over HTTP: {hint})", type(e).__name__, "input" if openai else None)
             except (OnnxpipeError, TypeError, ValueError) as e:  # the runtime's input policy: name and reason
-                return 422, error_body(str(e), type(e).__name__)
+                return error(422, str(e), type(e).__name__)
             except Exception as e:  # a bug: the client gets a 500 in JSON, the log the traceback
                 log.exception("POST %s: unexpected error, answered 500", path)
-                return 500, error_body(f"internal error ({type(e).__name__}); see the server log", "InternalError")
+                return error(500, f"internal error ({type(e).__name__}); see the server log", "InternalError")
 
         return respond
 
@@ -329,12 +438,14 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
             {
                 "version": __version__,
                 "models": [m.info(expose_paths) for m in models.by_name.values()],
-                "endpoints": {
-                    path: {"task": e.task, "models": models.serving(e.task)} for path, e in ENDPOINTS.items()
-                },
+                "endpoints": route_table(models),
                 "limits": asdict(limits),
             }
         )
+
+    async def openai_models(request: Request) -> Response:
+        data = [{"id": n, "object": "model", "created": 0, "owned_by": "onnxpipe"} for n in models.by_name]
+        return _JSON({"object": "list", "data": data})
 
     async def prometheus(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
@@ -343,11 +454,12 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
         return HTMLResponse(page)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        return _error(
-            exc.status_code,
-            f"{request.method} {request.url.path}: {exc.detail}; see GET /info for the endpoints",
-            "NotFound" if exc.status_code == 404 else "BadRequest",
-        )
+        message = f"{request.method} {request.url.path}: {exc.detail}; see GET /info for the endpoints"
+        error_type = "NotFound" if exc.status_code == 404 else "BadRequest"
+        if request.url.path.startswith("/v1/"):
+            body = openai_error_body(exc.status_code, message, error_type)
+            return Response(body, status_code=exc.status_code, media_type="application/json")
+        return _error(exc.status_code, message, error_type)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -360,10 +472,14 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
 
     handlers = {path: endpoint_handler(path, e) for path, e in ENDPOINTS.items()}
     handlers["/tokenize"] = guarded("/tokenize", tokenize)
+    handlers["/decode"] = guarded("/decode", decode)
+    handlers["/"] = guarded("/", root)
+    handlers["/invocations"] = guarded("/invocations", root)
     routes = [
         Route("/health", health),
         Route("/info", info),
         Route("/metrics", prometheus),
+        Route("/v1/models", openai_models),
         Route("/", playground),
     ]
     # Starlette types a handler's exception as Exception; it calls this one with HTTPException only.

@@ -43,6 +43,7 @@ class Limits:
     payload_limit: int = 2_000_000
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    auto_truncate: bool = False  # inputs past the maximum are cut to it unless the request says truncate: false
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_concurrent_requests", "max_client_batch_size", "payload_limit"):
@@ -64,9 +65,9 @@ class Limits:
 class RequestError(Exception):
     """A request the server refuses, with its HTTP status and the error type the JSON body names."""
 
-    def __init__(self, status: int, message: str, error_type: str = "Validation"):
+    def __init__(self, status: int, message: str, error_type: str = "Validation", param: str | None = None):
         super().__init__(message)
-        self.status, self.error_type = status, error_type
+        self.status, self.error_type, self.param = status, error_type, param
 
     def body(self) -> dict[str, Any]:
         return {"error": str(self), "error_type": self.error_type}

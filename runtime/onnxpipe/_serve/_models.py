@@ -30,6 +30,20 @@ class ServedModel:
     model: OnnxModel
     pipelines: dict[str, Pipeline] = field(default_factory=dict)
 
+    @property
+    def main_task(self) -> str:
+        """The task the folder was exported for, which answers ``POST /`` and requests without ``model``: a
+        feature-extraction folder's is sentence embeddings, an NLI classifier's zero-shot; the other tasks it
+        serves (a classifier's hidden states as embeddings) are reached by naming the model."""
+        task = self.manifest.task
+        if task == "feature-extraction" and "sentence-embeddings" in self.pipelines:
+            return "sentence-embeddings"
+        if task == "text-classification" and "zero-shot-classification" in self.pipelines:
+            return "zero-shot-classification"
+        if task == "text-classification" and "rerank" in self.pipelines:
+            return "rerank"
+        return task
+
     def info(self, expose_paths: bool = False) -> dict[str, Any]:
         """The manifest figures ``GET /info`` shows for this model: names only, unless ``expose_paths`` (the
         server's ``--expose-paths``) adds the folder's path and the validation data's path as recorded; any
@@ -58,6 +72,7 @@ class ServedModel:
             device=self.model.device,
             precision=self.model.precision,
             max_input_length=tokenizer.model_max_length,
+            main_task=self.main_task,
         )
         return out
 
@@ -111,7 +126,16 @@ def load_model(
     for task, t in TABLE.items():
         if folder_task(task) in manifest.tasks:
             served.pipelines[task] = t.pipeline(model, tokenizer)
+    # A classifier with one label scores a pair: a cross-encoder, which /rerank serves with the same pipeline.
+    if "text-classification" in served.pipelines and len(manifest.labels) == 1:
+        served.pipelines["rerank"] = served.pipelines["text-classification"]
     return served
+
+
+RERANK_HINT = (
+    "rerank needs a cross-encoder: a pair model with one label, exported with onnxpipe export --task "
+    "text-classification (a bi-encoder's embeddings compare texts through /similarity)"
+)
 
 
 class ModelSet:
@@ -131,27 +155,54 @@ class ModelSet:
             self.by_name[m.name] = m
 
     def find(self, task: str | None, name: Any) -> ServedModel:
-        """The model called ``name`` (or the first serving ``task`` when None); 422/404 saying what exists."""
+        """The model called ``name`` (or, when None, ``default(task)``); 422/404 saying what exists."""
         if name is not None:
             model = self.by_name.get(name) if isinstance(name, str) else None
             if model is None:
                 raise RequestError(422, f"model={name!r} is not served here; served models: {sorted(self.by_name)}")
             if task is not None and task not in model.pipelines:
+                hint = f"; {RERANK_HINT}" if task == "rerank" else ""
                 raise RequestError(
                     422,
                     f"model {name!r} does not serve {task}; it serves {sorted(model.pipelines)}. "
-                    f"Models serving {task}: {self.serving(task)}",
+                    f"Models serving {task}: {self.serving(task)}{hint}",
                 )
             return model
-        for model in self.by_name.values():
-            if task is None or task in model.pipelines:
+        if task is None:
+            return next(iter(self.by_name.values()))
+        model = self.default(task)
+        if model is None:
+            served = ", ".join(f"{n}: {sorted(m.pipelines)}" for n, m in self.by_name.items())
+            if self.serving(task):
+                raise RequestError(
+                    422,
+                    f"no served model has {task} as its main task, and several serve it besides theirs "
+                    f'({self.serving(task)}); name one with "model" (served: {served})',
+                )
+            hint = f"; {RERANK_HINT}" if task == "rerank" else ""
+            raise RequestError(
+                404,
+                f"no served model does {task}; start the server with a model folder exported for it "
+                f"(served: {served}){hint}",
+                "NotFound",
+            )
+        return model
+
+    def default(self, task: str) -> ServedModel | None:
+        """The model that answers ``task`` when a request names none: the first whose main task it is; else
+        the only model serving it (an embedding request never reaches a classifier's hidden states while
+        another model is served); else None."""
+        for model in self.by_name.values():  # an embedding model's token states are its main task's too
+            if model.main_task == task or (task, model.main_task) == ("feature-extraction", "sentence-embeddings"):
                 return model
-        served = ", ".join(f"{n}: {sorted(m.pipelines)}" for n, m in self.by_name.items())
-        raise RequestError(
-            404,
-            f"no served model does {task}; start the server with a model folder exported for it (served: {served})",
-            "NotFound",
-        )
+        serving = self.serving(task)
+        embeddings = task in ("sentence-embeddings", "feature-extraction")
+        if len(serving) == 1 and (not embeddings or len(self.by_name) == 1):
+            return self.by_name[serving[0]]
+        return None
+
+    def first(self) -> ServedModel:
+        return next(iter(self.by_name.values()))
 
     def serving(self, task: str) -> list[str]:
         return [n for n, m in self.by_name.items() if task in m.pipelines]

@@ -1,0 +1,459 @@
+"""The client libraries people already have, unchanged, against a real ``onnxpipe serve``: huggingface_hub's
+``InferenceClient``, openai's ``OpenAI`` and LangChain's ``OpenAIEmbeddings``. Each answer is compared with the
+in-process pipeline's (embeddings by cosine >= 0.9999, labels equal).
+
+Tiny exports (the export extra) stand in for fill-mask, NER, question answering, zero-shot and embeddings;
+models/minilm-sst2 for sentiment. One server per model, so that ``InferenceClient(base)`` reaches the model's
+main task through ``POST /`` as it does on text-embeddings-inference.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette", reason="needs the serve extra: pip install 'onnxpipe[serve]'")
+hub = pytest.importorskip("huggingface_hub", reason="needs the test extra")
+openai = pytest.importorskip("openai", reason="needs the test extra")
+langchain_openai = pytest.importorskip("langchain_openai", reason="needs the test extra")
+
+import httpx  # noqa: E402
+
+from _serve_util import ROOT, Server  # noqa: E402
+from conftest import HAS_EXPORT_EXTRA  # noqa: E402
+from onnxpipe import pipeline  # noqa: E402
+
+SST2 = str(ROOT / "models" / "minilm-sst2")
+# model key -> the tiny export's head (None: the committed sentiment model)
+HEADS = {
+    "emb": "feature-extraction",
+    "fm": "fill-mask",
+    "ner": "token-classification",
+    "qa": "question-answering",
+    "zs": "zero-shot-classification",
+    "sst2": None,
+}
+
+
+@pytest.fixture(scope="module")
+def folders(request):
+    """key -> model folder; without the export extra only the sentiment model (the others' tests skip)."""
+    out = {"sst2": SST2}
+    if HAS_EXPORT_EXTRA:  # an export that fails fails the tests: it is not taken for a missing extra
+        tiny_export = request.getfixturevalue("tiny_export")
+        out.update({k: str(tiny_export("bert", h)) for k, h in HEADS.items() if h})
+    return out
+
+
+@pytest.fixture(scope="module")
+def servers(folders):
+    """key -> a running single-model server, started on first use, stopped at the module's end."""
+    with contextlib.ExitStack() as stack:
+        cache: dict[tuple[str, tuple[str, ...]], Server] = {}
+
+        def get(key: str, *extra: str) -> Server:
+            if key not in folders:
+                pytest.skip("needs the export extra: pip install 'onnxpipe[export]'")
+            if (key, extra) not in cache:
+                cache[(key, extra)] = stack.enter_context(Server(f"{key}={folders[key]}", *extra))
+            return cache[(key, extra)]
+
+        yield get
+
+
+def cosine(a, b) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+TEXT = "Hugging Face is based in New York City."
+LABELS = ["travel", "cooking", "dancing"]
+
+
+def _hub_case(name, key, call, want, compare):
+    return pytest.param(key, call, want, compare, id=name)
+
+
+def _same_labels(got, want):
+    got = [g.__dict__ if hasattr(g, "__dict__") else g for g in got]
+    assert [g["label"] for g in got] == [w["label"] for w in want]
+    np.testing.assert_allclose([g["score"] for g in got], [w["score"] for w in want], atol=1e-5)
+
+
+def _same(fields):
+    def check(got, want):
+        rows = got if isinstance(got, list) else [got]
+        wants = want if isinstance(want, list) else [want]
+        assert len(rows) == len(wants)
+        for g, w in zip(rows, wants):
+            for f in fields:
+                if f == "score":
+                    assert abs(g.score - w["score"]) < 1e-5
+                else:
+                    assert getattr(g, f) == w[f], (f, g, w)
+
+    return check
+
+
+def _close_vector(got, want):
+    assert np.asarray(got).shape == (1, len(want))
+    assert cosine(got, want) >= 0.9999
+
+
+def _close_scores(got, want):
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def _similarity(pipe):
+    source, *others = pipe(["A man eats.", "Someone is eating.", "The sky is blue."])
+    return [cosine(source, o) for o in others]
+
+
+# (name, model key, the client's call, the in-process answer, comparison)
+HUB_CASES = [
+    _hub_case(
+        "feature_extraction",
+        "emb",
+        lambda c: c.feature_extraction("I love this!"),
+        lambda f: pipeline("sentence-embeddings", model=f)("I love this!"),
+        _close_vector,
+    ),
+    _hub_case(
+        "text_classification",
+        "sst2",
+        lambda c: c.text_classification("I love this!"),
+        lambda f: pipeline("text-classification", model=f)("I love this!", top_k=None),
+        _same_labels,
+    ),
+    _hub_case(
+        "fill_mask",
+        "fm",
+        lambda c: c.fill_mask("Paris is the [MASK] of France."),
+        lambda f: pipeline("fill-mask", model=f)("Paris is the [MASK] of France."),
+        _same(["token", "token_str", "sequence", "score"]),
+    ),
+    _hub_case(
+        "token_classification",
+        "ner",
+        lambda c: c.token_classification(TEXT),
+        lambda f: pipeline("token-classification", model=f)(TEXT),
+        _same(["entity", "word", "start", "end", "score"]),
+    ),
+    _hub_case(
+        "zero_shot_classification",
+        "zs",
+        lambda c: c.zero_shot_classification("I want to go to the beach.", LABELS),
+        lambda f: [
+            {"label": lab, "score": sc}
+            for r in [pipeline("zero-shot-classification", model=f)("I want to go to the beach.", LABELS)]
+            for lab, sc in zip(r["labels"], r["scores"])
+        ],
+        _same_labels,
+    ),
+    _hub_case(
+        "question_answering",
+        "qa",
+        lambda c: c.question_answering(question="Where is it based?", context=TEXT),
+        lambda f: pipeline("question-answering", model=f)(question="Where is it based?", context=TEXT),
+        _same(["answer", "start", "end", "score"]),
+    ),
+    _hub_case(
+        "sentence_similarity",
+        "emb",
+        lambda c: c.sentence_similarity("A man eats.", ["Someone is eating.", "The sky is blue."]),
+        lambda f: _similarity(pipeline("sentence-embeddings", model=f)),
+        _close_scores,
+    ),
+]
+
+
+@pytest.mark.parametrize("key, call, want, compare", HUB_CASES)
+def test_inference_client_on_post_root(servers, folders, key, call, want, compare):
+    """``InferenceClient(base)`` posts to ``/``: the served model's main task answers, in the hub's shapes."""
+    s = servers(key)
+    compare(call(hub.InferenceClient(s.url)), want(folders[key]))
+
+
+@pytest.mark.parametrize(
+    "key, path, call",
+    [
+        ("sst2", "/predict", lambda c: c.text_classification("I love this!")),  # was 422: unknown 'parameters'
+        ("zs", "/zero-shot-classification", lambda c: c.zero_shot_classification("Go to the beach.", LABELS)),
+        ("emb", "/embed", lambda c: c.feature_extraction("I love this!")),
+        ("emb", "/similarity", lambda c: c.sentence_similarity("A man eats.", ["Someone is eating."])),
+        ("sst2", "/invocations", lambda c: c.text_classification("I love this!")),
+    ],
+    ids=["predict", "zero-shot", "embed", "similarity", "invocations"],
+)
+def test_inference_client_on_task_paths(servers, key, path, call):
+    s = servers(key)
+    root = call(hub.InferenceClient(s.url))
+    assert repr(call(hub.InferenceClient(s.url + path))) == repr(root)
+
+
+def test_inference_client_shows_the_servers_message(servers):
+    s = servers("sst2")
+    with pytest.raises(hub.errors.HfHubHTTPError) as caught:
+        hub.InferenceClient(s.url).text_classification("word " * 600)  # over minilm-sst2's 512 tokens
+    assert caught.value.response.status_code == 422 and '"truncate": true' in str(caught.value)
+
+
+def test_zero_shot_shape_follows_the_hub_version(servers):
+    """huggingface_hub 0.x parses transformers' {labels, scores}; 1.x and later a list of {label, score}."""
+    s = servers("zs")
+    body = {"inputs": "Go to the beach.", "parameters": {"candidate_labels": LABELS}}
+    old = s.post("/", body, headers={"user-agent": "huggingface_hub/0.36.2; python/3.12"}).json()
+    new = s.post("/", body, headers={"user-agent": "huggingface_hub/1.2.0; python/3.12"}).json()
+    assert set(old) == {"sequence", "labels", "scores"}
+    assert new == [{"label": lab, "score": sc} for lab, sc in zip(old["labels"], old["scores"])]
+
+
+# -- openai ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def emb(servers, folders):
+    return servers("emb"), pipeline("sentence-embeddings", model=folders["emb"])
+
+
+def client(s: Server):
+    return openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
+
+
+@pytest.mark.parametrize("fmt", ["float", "base64"])
+def test_openai_embeddings(emb, fmt):
+    s, pipe = emb
+    texts = ["I love this!", "Boring.", "caf\u00e9 \U0001f600 ok"]
+    r = client(s).embeddings.create(model="emb", input=texts, encoding_format=fmt)
+    vectors = [d.embedding if fmt == "float" else np.frombuffer(base64.b64decode(d.embedding), "<f4") for d in r.data]
+    assert [d.index for d in r.data] == [0, 1, 2] and r.model == "emb"
+    assert all(cosine(v, w) >= 0.9999 for v, w in zip(vectors, pipe(texts)))
+    assert r.usage.prompt_tokens == sum(len(e.ids) for e in pipe.tokenizer.encode_batch(texts))
+
+
+def test_openai_models_list(emb):
+    s, _ = emb
+    assert [m.id for m in client(s).models.list()] == ["emb"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, needle",
+    [
+        ({"model": "nope"}, openai.UnprocessableEntityError, "is not served here"),
+        ({"model": "emb", "dimensions": 4096}, openai.UnprocessableEntityError, "over this model's output size"),
+        ({"model": "emb", "input": [[101, 10**6]]}, openai.UnprocessableEntityError, "outside this model's"),
+        ({"model": "emb", "input": [[101, 102], "x"]}, openai.UnprocessableEntityError, "mixes texts"),
+        ({"model": "emb", "input": ["x"] * 2049}, openai.APIStatusError, "at most 2048"),
+        ({"model": "emb", "input": "word " * 200}, openai.UnprocessableEntityError, '"truncate": true'),
+    ],
+    ids=["unknown-model", "dimensions", "token-id-range", "mixed-input", "2049-inputs", "too-long"],
+)
+def test_openai_errors_show_the_message(emb, kwargs, error, needle):
+    """OpenAI's clients show ``error.message`` (before, the user saw only 'Error code: 422')."""
+    s, _ = emb
+    with pytest.raises(error) as caught:
+        client(s).embeddings.create(**{"input": "I love this!", **kwargs})
+    assert needle in str(caught.value), str(caught.value)
+    assert isinstance(caught.value.body, dict) and caught.value.body["message"] in str(caught.value)
+    assert caught.value.type == "invalid_request_error"
+
+
+def test_openai_shape_for_refusals_before_the_handler():
+    """429 (written by the protocol), 413 (from Content-Length), 404 and 405 on /v1/* reach OpenAI's clients
+    with their message too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with (
+        Server(f"sst2={SST2}", "--max-concurrent-requests", "1", "--payload-limit", "20000", hooks=True) as s,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        c = client(s)
+        with pytest.raises(openai.APIStatusError) as big:
+            c.embeddings.create(model="sst2", input=["x" * 30000])
+        assert big.value.status_code == 413 and "--payload-limit" in str(big.value)
+        busy = pool.submit(s.post, "/v1/embeddings", {"input": "busy"})
+        assert s.wait_output("onnxpipe-test: at the gate")
+        with pytest.raises(openai.RateLimitError) as refused:
+            c.embeddings.create(model="sst2", input="one more")
+        assert "--max-concurrent-requests=1" in str(refused.value) and refused.value.type == "rate_limit_error"
+        s.release(2)
+        assert busy.result(120).status_code == 200
+        for method, path, status in [("GET", "/v1/nowhere", 404), ("GET", "/v1/embeddings", 405)]:
+            r = httpx.request(method, s.url + path, timeout=10)
+            assert r.status_code == status and path in r.json()["error"]["message"], r.text
+
+
+def test_openai_dimensions_and_truncation(emb):
+    s, pipe = emb
+    c = client(s)
+    full = pipe("I love this!")
+    short = c.embeddings.create(model="emb", input="I love this!", dimensions=8).data[0].embedding
+    assert len(short) == 8 and abs(np.linalg.norm(short) - 1) < 1e-5
+    assert cosine(short, full[:8]) >= 0.9999  # the first 8 values, renormalised
+    long = "word " * 200  # over the tiny model's 128 positions
+    cut = c.embeddings.create(model="emb", input=long, extra_body={"truncate": True}).data[0].embedding
+    assert cosine(cut, pipe(long, truncation=True)) >= 0.9999
+
+
+def test_openai_token_id_input_equals_the_text(emb):
+    """``input: [[ids]]``: the ids as given (as /tokenize returns them, specials included) run without the
+    tokenizer, and embed as their text does."""
+    s, pipe = emb
+    texts = ["I love this!", "Boring."]
+    rows = [e.ids for e in pipe.tokenizer.encode_batch(texts)]
+    r = client(s).embeddings.create(model="emb", input=rows)
+    assert all(cosine(d.embedding, w) >= 0.9999 for d, w in zip(r.data, pipe(texts)))
+    assert r.usage.prompt_tokens == sum(map(len, rows))
+    one = client(s).embeddings.create(model="emb", input=rows[0]).data  # one input as a flat list of ids
+    assert len(one) == 1 and cosine(one[0].embedding, r.data[0].embedding) >= 0.9999
+    long = [rows[0][0]] + [rows[0][1]] * 300  # over the tiny model's 128 positions
+    refused = s.post("/v1/embeddings", {"input": [long]})
+    assert refused.status_code == 422 and '"truncate": true' in refused.json()["error"]["message"]
+    assert s.post("/v1/embeddings", {"input": [long], "truncate": True}).status_code == 200
+
+
+def test_auto_truncate_is_the_server_default(servers, folders):
+    s = servers("emb", "--auto-truncate")
+    long = "word " * 200
+    want = pipeline("sentence-embeddings", model=folders["emb"])(long, truncation=True)
+    r = s.post("/v1/embeddings", {"input": long})
+    assert r.status_code == 200 and cosine(r.json()["data"][0]["embedding"], want) >= 0.9999
+    assert s.post("/v1/embeddings", {"input": long, "truncate": False}).status_code == 422  # the request decides
+
+
+def test_openai_takes_up_to_2048_inputs(emb):
+    s, pipe = emb
+    texts = [f"sentence number {i}" for i in range(2048)]
+    r = client(s).embeddings.create(model="emb", input=texts)
+    assert len(r.data) == 2048 and [d.index for d in r.data] == list(range(2048))
+    for i in (0, 777, 2047):
+        assert cosine(r.data[i].embedding, pipe(texts[i])) >= 0.9999
+
+
+# -- LangChain -------------------------------------------------------------------------------------------------
+def test_langchain_openai_embeddings_100_documents(emb):
+    """OpenAIEmbeddings' defaults send up to 1000 inputs per request (was 413 past 32). Its default
+    check_embedding_ctx_length=True tokenizes with tiktoken, which downloads its encoding (no network here)
+    and sends tiktoken's token ids, which mean nothing to this model: it must be False for any server whose
+    model is not OpenAI's, and the token-id error says so."""
+    s, pipe = emb
+    docs = [f"document {i}: the quick brown fox jumps over the lazy dog {i % 7}" for i in range(100)]
+    lc = langchain_openai.OpenAIEmbeddings(
+        model="emb", base_url=s.url + "/v1", api_key="unused", check_embedding_ctx_length=False, max_retries=0
+    )
+    got = lc.embed_documents(docs)
+    want = pipe(docs)
+    assert len(got) == 100 and min(cosine(g, w) for g, w in zip(got, want)) >= 0.9999
+    assert cosine(lc.embed_query("the lazy dog"), pipe("the lazy dog")) >= 0.9999
+
+
+# -- routing like TEI -------------------------------------------------------------------------------------------
+def test_routing_by_main_task(folders):
+    if "emb" not in folders:
+        pytest.skip("needs the export extra")
+    with Server(f"sst2={SST2}", f"emb={folders['emb']}", f"zs={folders['zs']}") as s:
+        want = pipeline("sentence-embeddings", model=folders["emb"])("food")
+        for path, body in [("/embed", {"inputs": "food"}), ("/v1/embeddings", {"input": "food"})]:
+            r = s.post(path, body)
+            vector = r.json()[0] if path == "/embed" else r.json()["data"][0]["embedding"]
+            assert cosine(vector, want) >= 0.9999, path  # the embedding model, not the classifier's states
+        assert s.post("/", {"inputs": "I love this!"}).json()[0]["label"] == "POSITIVE"  # the first model's task
+        named = s.post("/", {"inputs": "food", "model": "emb"}).json()  # the named model's main task
+        assert cosine(named[0], want) >= 0.9999
+        zs = s.post("/zero-shot-classification", {"inputs": "x", "parameters": {"candidate_labels": LABELS}})
+        assert zs.status_code == 200  # the NLI model, whose main task it is
+        endpoints = httpx.get(s.url + "/info", timeout=10).json()["endpoints"]
+        assert endpoints["/embed"]["default"] == "emb" and endpoints["/predict"]["default"] == "sst2"
+        assert endpoints["/zero-shot-classification"]["default"] == "zs" and endpoints["/"]["default"] == "sst2"
+        assert "emb (sentence-embeddings) answers /embed, /v1/embeddings, /similarity" in s.output()
+
+
+def test_a_classifier_alone_answers_embeddings_and_says_so():
+    with Server(f"sst2={SST2}") as s:
+        assert s.post("/embed", {"inputs": "food"}).status_code == 200
+        assert "/embed and /v1/embeddings answer sst2's pooled hidden states" in s.output()
+        single = s.post("/tokenize", {"inputs": "I love this!"}).json()
+        assert isinstance(single[0], list)  # TEI: [[...]] for one string too
+
+
+# -- the command line -------------------------------------------------------------------------------------------
+def test_serve_without_a_model_serves_the_default_and_a_taken_port_is_one_error_line():
+    with Server() as s:
+        models = httpx.get(s.url + "/info", timeout=10).json()["models"]
+        assert [m["name"] for m in models] == ["minilm-sst2"]
+        assert "serving minilm-sst2" in s.output()
+        proc = subprocess.run(
+            # The port is taken before the models load: said at once, even for a folder that does not exist.
+            [sys.executable, "-m", "onnxpipe._cli", "serve", "/nonexistent/model", "--port", str(s.port)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot listen on 127.0.0.1:") and "--port" in lines[0]
+    assert "serving" not in proc.stderr
+
+
+# -- TEI's /rerank, /embed_all, /decode -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cross_encoder(tiny_checkpoint, tmp_path_factory):
+    """A tiny cross-encoder: the tiny BERT classifier with one output, as sentence-transformers' CrossEncoder
+    checkpoints are (a sequence-classification head with one label), exported as text-classification."""
+    pytest.importorskip("torch", reason="needs the export extra: pip install 'onnxpipe[export]'")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from onnxpipe_export import export
+
+    src = tiny_checkpoint("bert", "text-classification")
+    ckpt = tmp_path_factory.mktemp("cross-encoder-ckpt")
+    one = {"num_labels": 1, "id2label": {0: "LABEL_0"}, "label2id": {"LABEL_0": 0}, "problem_type": "regression"}
+    AutoModelForSequenceClassification.from_pretrained(src, ignore_mismatched_sizes=True, **one).save_pretrained(ckpt)
+    AutoTokenizer.from_pretrained(src).save_pretrained(ckpt)
+    out = tmp_path_factory.mktemp("cross-encoder") / "model"
+    return str(export(ckpt, task="text-classification", out=out, precisions="fp32", progress=False))
+
+
+def test_rerank_with_a_cross_encoder(cross_encoder, folders):
+    query, texts = "Where is it based?", ["It is based in New York.", "The sky is blue.", "Paris is in France."]
+    pipe = pipeline("text-classification", model=cross_encoder)
+    logits = [
+        r[0]["score"]
+        for r in pipe([{"text": query, "text_pair": t} for t in texts], function_to_apply="none", top_k=None)
+    ]
+    with Server(f"ce={cross_encoder}", f"emb={folders.get('emb', SST2)}") as s:
+        r = s.post("/rerank", {"query": query, "texts": texts, "return_text": True})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert [g["index"] for g in got] == sorted(range(3), key=lambda i: -logits[i])  # best first
+        for g in got:
+            assert abs(g["score"] - 1 / (1 + np.exp(-logits[g["index"]]))) < 1e-5 and g["text"] == texts[g["index"]]
+        raw = s.post("/rerank", {"query": query, "texts": texts, "raw_scores": True}).json()
+        assert all(abs(g["score"] - logits[g["index"]]) < 1e-5 and "text" not in g for g in raw)
+        root = s.post("/", {"query": query, "texts": texts, "return_text": True})
+        assert root.json() == got  # POST / runs the first model's main task: rerank
+        bi = s.post("/rerank", {"query": query, "texts": texts, "model": "emb"})
+        assert bi.status_code == 422 and "rerank needs a cross-encoder" in bi.json()["error"], bi.text
+        assert "ce (rerank) answers /, /invocations" in s.output()
+
+
+def test_tei_embed_all_and_decode(servers, folders):
+    s = servers("emb")
+    want = pipeline("feature-extraction", model=folders["emb"])("I love this!")  # [1][tokens][hidden]
+    got = s.post("/embed_all", {"inputs": "I love this!"}).json()
+    assert len(got) == 1 and np.allclose(got[0], want[0], atol=1e-5)
+    ids = s.post("/tokenize", {"inputs": ["I love this!"]}).json()[0]
+    decoded = s.post("/decode", {"ids": [t["id"] for t in ids]}).json()
+    assert decoded == [
+        pipeline("sentence-embeddings", model=folders["emb"]).tokenizer.decode(
+            [t["id"] for t in ids], skip_special_tokens=True
+        )
+    ]
+    assert s.post("/decode", {"ids": [[1, 2], "x"]}).status_code == 422
+    short = s.post("/embed", {"inputs": "I love this!", "dimensions": 8}).json()[0]  # as huggingface_hub 1.x sends
+    full = pipeline("sentence-embeddings", model=folders["emb"])("I love this!")
+    assert len(short) == 8 and cosine(short, full[:8]) >= 0.9999 and abs(np.linalg.norm(short) - 1) < 1e-5
