@@ -136,7 +136,6 @@ def test_cli_predict_format(embedded_ort, capsys, fmt):
 
 @pytest.fixture(scope="module")
 def tiny_ort(tiny_checkpoint, tmp_path_factory) -> Path:
-    from conftest import TINY_INT8_RECIPE
     from onnxpipe_export import export
 
     out = tmp_path_factory.mktemp("export-ort") / "model"
@@ -146,7 +145,6 @@ def tiny_ort(tiny_checkpoint, tmp_path_factory) -> Path:
         out=out,
         precisions="int8,fp32,fp16",
         progress=False,
-        int8_recipe=TINY_INT8_RECIPE,
         ort=True,
     )
 

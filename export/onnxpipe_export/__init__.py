@@ -13,4 +13,12 @@ from ._extra import require_extra
 from ._recipe import export
 from ._registry import ARCHITECTURES, SUPPORTED_TASKS
 
-__all__ = ["export", "require_extra", "SUPPORTED_TASKS", "ARCHITECTURES"]
+__all__ = ["export", "require_extra", "int8_saturation", "SUPPORTED_TASKS", "ARCHITECTURES"]
+
+
+def int8_saturation(path):
+    """Whether the int8 file at ``path`` can saturate on some CPU, read from its integer matmul weights (the
+    gate `--int8-recipe search` applies): ``{"can_saturate": bool, ...}`` with counts and the widest s8 weight."""
+    from ._int8_saturation import saturation_figures  # onnx loads only when asked
+
+    return saturation_figures(path)

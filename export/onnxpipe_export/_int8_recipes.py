@@ -19,7 +19,9 @@ INT8_RECIPE = {
     "method": "dynamic",
     "weight_type": "QInt8",
     "per_channel": True,
-    "reduce_range": False,  # VNNI / AVX-512 CPUs multiply full-range int8; reduce_range is for pre-VNNI x86
+    # False: full-range s8 weights, which AVX2-only x86 (vpmaddubsw: u8 x s8 pair sums in saturating 16-bit
+    # lanes) overflows; True: 7-bit weights (|w| <= 64), which no CPU saturates (_int8_saturation.py)
+    "reduce_range": False,
     "graph": "fused",
     "op_types": ["Attention", "EmbedLayerNormalization", "Gather", "MatMul"],
     # Residual Add before each LayerNormalization written as Sum (_optimize.residual_add_as_sum), so that
@@ -74,6 +76,25 @@ INT8_CANDIDATES: dict[str, dict] = {
     "fused-attention-only-pc-s8": {"graph": "fused-attention-only"},
     "fused-attention-only-pc-s8-no-skipln": {"graph": "fused-attention-only", "residual_add_as_sum": True},
     "fused-no-attention-pc-s8": {"graph": "fused-no-attention"},
+    # 7-bit s8 weights (reduce_range): the same numbers on every CPU's integer kernels, AVX2-only x86 included
+    "fused-pc-s8-rr": {"reduce_range": True},
+    "fused-attention-only-pc-s8-rr": {"graph": "fused-attention-only", "reduce_range": True},
+    "fused-attention-only-pc-s8-rr-no-skipln": {
+        "graph": "fused-attention-only",
+        "reduce_range": True,
+        "residual_add_as_sum": True,
+    },
+    "fused-attention-only-pc-u8-no-skipln": {
+        "graph": "fused-attention-only",
+        "weight_type": "QUInt8",
+        "residual_add_as_sum": True,
+    },
+    "unfused-pc-s8-rr-no-skipln": {
+        "graph": "unfused",
+        "op_types": ["Gather", "MatMul"],
+        "reduce_range": True,
+        "residual_add_as_sum": True,
+    },
     "unfused-pc-s8": {"graph": "unfused", "op_types": ["Gather", "MatMul"]},
     "unfused-pc-s8-no-skipln": {"graph": "unfused", "op_types": ["Gather", "MatMul"], "residual_add_as_sum": True},
     "unfused-pt-s8": {"graph": "unfused", "per_channel": False, "op_types": ["Gather", "MatMul"]},
@@ -109,7 +130,7 @@ INT8_CANDIDATES: dict[str, dict] = {
 # 731 sentences/s) and 17 % less batch-1 latency (1.48 vs 1.78 ms). Most of it is SkipLayerNormalization's
 # CPU kernel, the rest export-time BiasGelu / EmbedLayerNorm fusions that onnxruntime's own load-time ones
 # beat. models/minilm-sst2/manifest.json keeps every candidate's figures.
-DEFAULT_INT8 = "fused-attention-only-pc-s8-no-skipln"
+DEFAULT_INT8 = "fused-attention-only-pc-s8-rr-no-skipln"
 
 
 def recipe_named(name: str) -> dict:
