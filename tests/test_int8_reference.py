@@ -93,3 +93,31 @@ def test_the_export_gate_reads_saturation_from_the_graph(tmp_path, kind, weights
     assert int8_saturation(path)["can_saturate"] is can_saturate
     if kind != "MatMulNBits":  # the test's own static check agrees with the export's
         assert bool(unsafe_weights(path)) is can_saturate
+
+
+# -- the CPU-exact variant -------------------------------------------------------------------------------------
+@pytest.mark.torch
+def test_int8_exact_variant_has_only_float_arithmetic_and_loads_by_name(tiny_export):
+    import onnx
+
+    from onnxpipe import pipeline
+    from onnxpipe._manifest import load_manifest
+    from onnxpipe_export import int8_saturation
+
+    out = tiny_export("bert", "text-classification", "int8-exact,fp32")
+    variant = load_manifest(out).variants["int8-exact"]
+    assert variant.cpu_exact is True and variant.file == "onnx/model_int8_exact.onnx"
+    model = onnx.load(str(out / variant.file))
+    nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    levels = {a.i for n in nbits for a in n.attribute if a.name == "accuracy_level"}
+    # weight-only 8-bit, activations never quantized: no integer matmul at all, only float kernels run
+    assert nbits and levels == {1} and int8_saturation(out / variant.file)["integer_matmuls"] == 0
+    texts = ["a gorgeous , witty , seductive movie .", "not bad", "the ending is the longest of them all"]
+    exact = pipeline("text-classification", model=out, precision="int8-exact", top_k=None)
+    fp32 = pipeline("text-classification", model=out, precision="fp32", top_k=None)
+    for got, want in zip(exact(texts), fp32(texts)):  # 8-bit weights of a tiny random model: close to fp32
+        assert {r["label"]: r["score"] for r in got} == pytest.approx({r["label"]: r["score"] for r in want}, abs=0.02)
+    alone = [exact(t) for t in texts]  # float arithmetic: a text's answer does not depend on its batch-mates
+    assert [[r["score"] for r in a] for a in alone] == pytest.approx(
+        [[r["score"] for r in b] for b in exact(texts)], abs=1e-6
+    )

@@ -24,7 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "zero-shot-classification also serves text-classification)",
     )
     e.add_argument("--out", required=True, help="model folder to create")
-    e.add_argument("--precision", default="int8,fp32,fp16", help="comma-separated: int8, fp32, fp16")
+    e.add_argument(
+        "--precision",
+        default="int8,fp32,fp16",
+        help="comma-separated: int8, fp32, fp16, int8-exact (8-bit weights, float arithmetic: the same numbers on "
+        "every CPU)",
+    )
     e.add_argument(
         "--force",
         action="store_true",

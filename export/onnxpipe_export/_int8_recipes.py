@@ -62,6 +62,19 @@ STATIC_RECIPE = {
     "graph": "fused",
 }
 
+# The CPU-exact variant (--precision int8-exact): 8-bit weight-only MatMulNBits with accuracy_level 1, so the
+# activations stay fp32 and only float kernels run. Dynamic int8 quantizes each activation tensor with a scale
+# the CPU's float kernels computed, so a last-bit difference between two CPUs' GELU or LayerNorm code now and then
+# moves a whole tensor's scale (up to 0.11 of a probability apart, AVX2 vs VNNI); float kernels differ in the
+# last bits only. The graph and residual Sum as the default's.
+EXACT_RECIPE = {
+    **NBITS_RECIPE,
+    "accuracy_level": 1,  # fp32 compute: the weights are dequantized, the activations never are quantized
+    "graph": "fused-attention-only",
+    "residual_add_as_sum": True,
+    "name": "fused-attention-only-nb8-fp32-compute-no-skipln",
+}
+
 METHODS = {"dynamic": INT8_RECIPE, "MatMulNBits": NBITS_RECIPE, "static": STATIC_RECIPE}
 
 # What `--int8-recipe search` tries: the levers issue 3 names (per-channel or not, QInt8 vs QUInt8 weights,

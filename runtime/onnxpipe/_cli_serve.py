@@ -58,7 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     s.add_argument("--payload-limit", type=int, default=2_000_000, help="request body bytes at most (default 2 MB)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    s.add_argument("--precision", choices=["int8", "fp32", "fp16"])
+    s.add_argument("--precision", choices=["int8", "int8-exact", "fp32", "fp16"])
     s.add_argument("--threads", type=int, help="intra-op threads (default: the profile's)")
     add_session_arguments(s)
     s.add_argument(

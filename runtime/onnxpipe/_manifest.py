@@ -26,7 +26,7 @@ from .errors import IntegrityError, ManifestError
 # 1.2: variants.*.cpus (the CPUs a variant was checked on, with agreement figures) and variants.*.cpu_exact.
 FORMAT_VERSION = "1.2"
 MANIFEST_NAME = "manifest.json"
-PRECISIONS = ("int8", "int4", "fp32", "fp16")
+PRECISIONS = ("int8", "int8-exact", "int4", "fp32", "fp16")
 
 REEXPORT_HINT = "re-export it: onnxpipe export SOURCE --task TASK --out {folder} --force"
 
