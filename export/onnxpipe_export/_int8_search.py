@@ -13,7 +13,8 @@ figures:
   figures check that the file really does;
 - speed, on this machine, through the runtime's own session code: batch-1 p50 over the first
   BATCH1_SENTENCES sentences one by one, and throughput over the whole set in the runtime's length-sorted
-  batches; best of ``rounds`` passes with the candidates alternated (the machine is noisy; only one session is
+  batches; ``rounds`` passes with the candidates alternated, each sentence and batch at its fastest over them
+  (the machine is noisy; only one session is
   alive at a time, so no idle thread pool competes for the cores).
 
 - saturation (_int8_saturation.py), read from the quantized graph: ``cannot_saturate`` when every integer matmul
@@ -79,20 +80,14 @@ def _session_on(manifest: Manifest, rel_file: str, recipe: dict) -> OnnxModel:
     return OnnxModel(candidate, device="cpu", precision="int8")
 
 
-def _batch1_p50_ms(model: OnnxModel, singles: list[dict]) -> float:
-    times = []
-    for feeds in singles:
+def _times(model: OnnxModel, feeds: list[dict]) -> np.ndarray:
+    """Seconds of each run, one per element of ``feeds``."""
+    out = np.empty(len(feeds))
+    for i, f in enumerate(feeds):
         t0 = time.perf_counter()
-        model.run(feeds, ["logits"])
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1e3
-
-
-def _throughput(model: OnnxModel, batches: list[dict], sentences: int) -> float:
-    t0 = time.perf_counter()
-    for feeds in batches:
-        model.run(feeds, ["logits"])
-    return sentences / (time.perf_counter() - t0)
+        model.run(f, ["logits"])
+        out[i] = time.perf_counter() - t0
+    return out
 
 
 def search(
@@ -103,7 +98,7 @@ def search(
     texts: list[str],
     gold: list[int],
     ref_labels: np.ndarray,
-    rounds: int = 2,
+    rounds: int = 3,
     progress=None,
     calibration=None,
     candidates: list[str] | None = None,
@@ -153,17 +148,23 @@ def search(
         del model
         gc.collect()
     measured = {name: row for name, row in rows.items() if "skipped" not in row}
+    # Each sentence and each batch keeps its fastest time over the rounds: on a shared machine a load spike in
+    # one round otherwise decides the ranking (a 2-core machine under load 10 ranked two files of the same graph
+    # 1.3x apart with best-of-rounds totals; per-item minima put them within 3 %).
+    fastest_single = {name: np.full(min(len(singles), BATCH1_SENTENCES), np.inf) for name in measured}
+    fastest_batch = {name: np.full(len(batches), np.inf) for name in measured}
     for r in range(rounds):
         for name, row in measured.items():
             if progress:
                 progress(f"int8 search: time {name} (round {r + 1}/{rounds})")
             model = _session_on(manifest, f"search/{name}.onnx", row["recipe"])
             feeds = [model.feeds(b) for b in batches]
-            _throughput(model, feeds[:2], 0)  # warm-up: arena growth and first-run kernel choice
-            sps = _throughput(model, feeds, len(texts))
-            p50 = _batch1_p50_ms(model, [model.feeds(s) for s in singles[:BATCH1_SENTENCES]])
-            row["sentences_per_s"] = round(max(row.get("sentences_per_s", 0.0), sps), 1)
-            row["batch1_p50_ms"] = round(min(row.get("batch1_p50_ms", np.inf), p50), 3)
+            _times(model, feeds[:2])  # warm-up: arena growth and first-run kernel choice
+            fastest_batch[name] = np.minimum(fastest_batch[name], _times(model, feeds))
+            one = _times(model, [model.feeds(s) for s in singles[:BATCH1_SENTENCES]])
+            fastest_single[name] = np.minimum(fastest_single[name], one)
+            row["sentences_per_s"] = round(len(texts) / float(fastest_batch[name].sum()), 1)
+            row["batch1_p50_ms"] = round(float(np.median(fastest_single[name])) * 1e3, 3)
             del model
             gc.collect()
     base = measured[DEFAULT_INT8]
@@ -218,8 +219,9 @@ def search(
             "machine": machine_info()["cpu"],
             "rounds": rounds,
             "batch_tokens": BATCH_TOKENS,
-            "sentences_per_s": "whole set in length-sorted padded batches, best round",
-            "batch1_p50_ms": f"one sentence per run, first {BATCH1_SENTENCES} sentences, best round",
+            "sentences_per_s": "whole set in length-sorted padded batches, each batch at its fastest over the rounds",
+            "batch1_p50_ms": f"one sentence per run, first {BATCH1_SENTENCES} sentences, median of each "
+            "sentence's fastest run over the rounds",
         },
         "invariance": "every sentence alone vs inside the pipelines' padded batches (plan_batches, "
         f"{PIPELINE_BATCH_SIZE} rows, {BATCH_TOKENS} tokens); batch_invariant: max probability change <= "
