@@ -138,11 +138,12 @@ INT8_CANDIDATES: dict[str, dict] = {
 }
 
 
-# Chosen by `--int8-recipe search` on minilm-sst2 (2-core AVX-512 VNNI Xeon): SST-2 dev 0.8956 vs PyTorch's
-# 0.8933, 98.6 % label agreement; against the fully fused graph (fused-pc-s8) 1.36x the throughput (996 vs
-# 731 sentences/s) and 17 % less batch-1 latency (1.48 vs 1.78 ms). Most of it is SkipLayerNormalization's
-# CPU kernel, the rest export-time BiasGelu / EmbedLayerNorm fusions that onnxruntime's own load-time ones
-# beat. models/minilm-sst2/manifest.json keeps every candidate's figures.
+# Chosen by `--int8-recipe search` on minilm-sst2 (2-core AVX-512 VNNI Xeon) among the candidates that cannot
+# saturate on any CPU: the previous default's graph (fused attention only, residual Add as Sum: onnxruntime's
+# SkipLayerNormalization CPU kernel took 27 % of the time) with 7-bit weights. SST-2 dev 0.8968 vs PyTorch's
+# 0.8933, 99.0 % label agreement; as fast as the previous full-range default (bench/results/int8_cpu.md), and
+# under qemu -cpu Haswell (AVX2 only) 0 flips, max |dP| 1.2e-4 on 80 sentences where the full-range file
+# saturates. models/minilm-sst2/manifest.json keeps every candidate's figures.
 DEFAULT_INT8 = "fused-attention-only-pc-s8-rr-no-skipln"
 
 
