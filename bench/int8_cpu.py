@@ -93,7 +93,7 @@ def main(argv=None) -> None:
     for name, row in best.items():
         v = manifest.variants[name]
         row["file"] = v.file
-        row["cpu_exact"] = bool(v.cpu_exact)
+        row["cpu_exact"] = v.cpu_exact  # None for an --extra file: no manifest entry says
         row["recipe"] = (v.recipe or {}).get("name")
     result = {
         "cpu": cpu_name(),
@@ -122,7 +122,7 @@ def main(argv=None) -> None:
             b1, sps = base["batch1_p50_ms"] / row["batch1_p50_ms"], row["sentences_per_s"] / base["sentences_per_s"]
             rel = f"{b1:.2f}x | {sps:.2f}x"
         lines.append(
-            f"| {name} ({row['recipe'] or row['file']}) | {'yes' if row['cpu_exact'] else 'no'} | "
+            f"| {name} ({row['recipe'] or row['file']}) | { {True: 'yes', False: 'no'}.get(row['cpu_exact'], '-') } | "
             f"{row['batch1_p50_ms']:.2f} | {row['sentences_per_s']:.0f} | {rel} |"
         )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
