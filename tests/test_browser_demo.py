@@ -16,9 +16,9 @@ WASM, AVX2 and AVX-512 code), and a scale one step apart moves a score by up to 
 sentences. Measured on the seed sentences: WASM in headless Chromium against native on a VNNI Xeon 1.1e-7 and
 1.8e-7; native under qemu -cpu Haswell (AVX2 only) equal to native VNNI to the last bit; over 80 SST-2 dev
 sentences Haswell against VNNI max 1.2e-4, p99 5e-5. INT8_SCORE 1e-3 leaves room for a scale step on another
-CPU or engine release, and still catches saturation or a wrong file (0.086 on the old file under AVX2). Before, full-range s8 weights saturated on AVX2 and
-differed by 0.086 there, so the bound depended on the CPU. The fp32 folder is the tight check of the page
-itself (FP32_SCORE, 8 texts).
+CPU or engine release, and still catches saturation: the previous file's full-range s8 weights saturated on
+AVX2 and differed by 0.086 there, so its bound depended on the CPU. The fp32 folder is the tight check of the
+page itself (FP32_SCORE, 8 texts).
 
 Fails, not skips, without Chromium, chromedriver, node or npm: ``make test`` installs them.
 """
