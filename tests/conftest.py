@@ -68,27 +68,6 @@ def pytest_collectreport(report):
         report.longrepr = f"module skipped under CI, where every test must run: {report.longrepr}"
 
 
-def _int8_dot_product() -> bool:
-    """Whether this CPU has an int8 dot-product instruction (x86 VNNI / AMX, ARM dot product)."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text(encoding="utf-8").split())
-    except OSError:
-        return True
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
-
-
-# The int8 recipe of the tiny exports. Without a dot-product instruction (x86 with AVX2 only), onnxruntime's
-# u8 x s8 kernel adds pairs of products in 16 bits with saturation (VPMADDUBSW), and signed full-range weights
-# overflow it: on tiny random RoBERTa, int8 then agrees with PyTorch on 45 % of the labels, against 100 % with
-# u8 weights (fused-pc-u8), which such CPUs multiply without saturating. The default recipe is what VNNI
-# machines (where it was chosen) run; README "INT8 and the CPU" says which recipe suits which CPU.
-TINY_INT8_RECIPE = "default" if _int8_dot_product() else "fused-pc-u8"
-
-
-def pytest_report_header(config):
-    return f"tiny exports' int8 recipe: {TINY_INT8_RECIPE} (int8 dot product on this CPU: {_int8_dot_product()})"
-
-
 HAS_EXPORT_EXTRA = _has_export_extra()
 HAS_CUDA = _has_cuda()
 HAS_RAY_EXTRA = all(importlib.util.find_spec(m) is not None for m in ("ray", "pyarrow"))
@@ -154,8 +133,7 @@ def tiny_export(tiny_checkpoint, tmp_path_factory):
                 task=head,
                 out=out,
                 precisions=precisions,
-                progress=False,
-                int8_recipe=TINY_INT8_RECIPE,
+                progress=False,  # the default int8 recipe: 7-bit weights, the same integers on every CPU
             )
         return cache[key]
 

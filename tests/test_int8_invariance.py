@@ -15,8 +15,6 @@ import pytest
 
 pytestmark = pytest.mark.torch
 
-from conftest import TINY_INT8_RECIPE  # noqa: E402
-
 MIXED = [  # lengths 3..20 tokens, an empty text, emoji: one padded batch holds all of them
     "a",
     "a gorgeous , witty , seductive movie .",
@@ -126,11 +124,11 @@ def test_dataset_figures_record_batch_invariance(tiny_export, tiny_checkpoint, t
     from onnxpipe_export._load import load_checkpoint
     from onnxpipe_export._validate import dataset_figures
 
-    out = tiny_export("bert", "text-classification", "int8,fp32")  # int8 recipe TINY_INT8_RECIPE: dynamic
+    out = tiny_export("bert", "text-classification", "int8,fp32")  # the default int8 recipe: dynamic
     tsv = tmp_path / "dev.tsv"
     tsv.write_text("label\tsentence\n" + "".join(f"{i % 3}\t{s}\n" for i, s in enumerate(MIXED * 2)), encoding="utf-8")
     manifest = load_manifest(out)
-    assert manifest.variants["int8"].recipe["method"] == "dynamic", TINY_INT8_RECIPE
+    assert manifest.variants["int8"].recipe["method"] == "dynamic"
     ckpt = load_checkpoint(
         str(tiny_checkpoint("bert", "text-classification")), "text-classification", False, False, None
     )
@@ -226,12 +224,12 @@ def test_search_with_calibration_data_measures_and_gates_invariance(
 ):
     import onnxpipe_export._int8_search as search
     from onnxpipe_export import export
-    from onnxpipe_export._int8_recipes import INT8_CANDIDATES
     from onnxpipe_export._invariance import is_invariant
 
-    few = [TINY_INT8_RECIPE if TINY_INT8_RECIPE != "default" else search.DEFAULT_INT8, search.DEFAULT_INT8]
-    few = list(dict.fromkeys([*few, "fused-static-percentile", "fused-attention-only-nb8-b32"]))
-    monkeypatch.setattr(search, "INT8_CANDIDATES", {n: INT8_CANDIDATES[n] for n in few})
+    # the full-range s8 recipe (the default before 7-bit weights) is faster on this CPU but can saturate on
+    # AVX2-only ones: the search must measure it and never choose it
+    saturating = "fused-attention-only-pc-s8-no-skipln"
+    few = [saturating, "fused-static-percentile", "fused-attention-only-nb8-b32"]
     out = export(
         tiny_checkpoint("bert", "text-classification"),
         out=tmp_path / "m",
@@ -240,14 +238,21 @@ def test_search_with_calibration_data_measures_and_gates_invariance(
         validation_data=_labelled(tmp_path),
         calibration_data=calibration_file,
         int8_recipe="search",
+        int8_candidates=few,
     )
     found = json.loads((out / "manifest.json").read_text())["variants"]["int8"]["recipe_search"]
     assert found["data"]["calibration"] == str(calibration_file)
+    assert set(found["candidates"]) == {search.DEFAULT_INT8, *few}
+    assert found["candidates"][saturating]["cannot_saturate"] is False
+    assert found["candidates"][saturating]["gates_met"] is False and found["chosen"] != saturating
+    assert found["candidates"][search.DEFAULT_INT8]["cannot_saturate"] is True
     for name, row in found["candidates"].items():
         inv = row["batch_invariance"]
         assert row["batch_invariant"] == is_invariant(inv)
         assert row["runs_alone"] == (row["recipe"]["method"] == "dynamic")
-        assert row["gates_met"] == (row["quality_gates_met"] and (row["batch_invariant"] or row["runs_alone"]))
+        assert row["gates_met"] == (
+            row["quality_gates_met"] and (row["batch_invariant"] or row["runs_alone"]) and row["cannot_saturate"]
+        )
         if row["recipe"]["method"] != "dynamic":
             assert inv["max_score_change"] < 1e-5 and inv["label_flips"] == 0, name
     assert found["candidates"][search.DEFAULT_INT8]["batch_invariance"]["max_score_change"] > 1e-4

@@ -26,13 +26,16 @@ def data() -> dict:
 def test_the_shipped_folder_reserialises_to_identical_bytes():
     manifest = Manifest.from_json(TEXT, MINILM)
     assert manifest.to_json() == TEXT
-    # Re-exported by this version's export (format 1.1), with the alone-vs-batched figures
-    assert manifest.format_version == "1.1" and manifest.task == "text-classification"
+    # Re-exported with 7-bit int8 weights by this version's export (format 1.2), with the alone-vs-batched figures
+    assert manifest.format_version == "1.2" and manifest.task == "text-classification"
     invariance = manifest.validation_data["variants"]["int8"]["batch_invariance"]
     assert set(invariance) == {"label_flips", "max_score_change", "p99_score_change"}
     assert manifest.labels == {0: "NEGATIVE", 1: "POSITIVE"}
     # The residual Add is baked in as Sum, so no load-time switch is recorded.
     assert manifest.variants["int8"].recipe["residual_add_as_sum"] is True
+    # One recipe for every CPU: the search took no candidate that AVX2-only CPUs' 16-bit pair sums overflow
+    found = manifest.variants["int8"].recipe_search
+    assert found["candidates"][found["chosen"]]["cannot_saturate"] is True
     assert manifest.variants["int8"].cpu_disabled_optimizers == ()
     assert manifest.files["tokenizer.json"].size == (MINILM / "tokenizer.json").stat().st_size
     assert manifest.tokenizer_config is not None and manifest.tokenizer_config["mask_token_id"] == 103

@@ -136,7 +136,6 @@ def test_cli_predict_format(embedded_ort, capsys, fmt):
 
 @pytest.fixture(scope="module")
 def tiny_ort(tiny_checkpoint, tmp_path_factory) -> Path:
-    from conftest import TINY_INT8_RECIPE
     from onnxpipe_export import export
 
     out = tmp_path_factory.mktemp("export-ort") / "model"
@@ -146,7 +145,6 @@ def tiny_ort(tiny_checkpoint, tmp_path_factory) -> Path:
         out=out,
         precisions="int8,fp32,fp16",
         progress=False,
-        int8_recipe=TINY_INT8_RECIPE,
         ort=True,
     )
 
@@ -154,7 +152,7 @@ def tiny_ort(tiny_checkpoint, tmp_path_factory) -> Path:
 @pytest.mark.torch
 def test_export_ort_writes_a_copy_beside_each_cpu_variant(tiny_ort):
     manifest = load_manifest(tiny_ort)  # verify=True: every .ort and the config hashed
-    assert manifest.format_version == "1.1"
+    assert manifest.format_version == "1.2"
     for precision, name in (("int8", "model_quantized"), ("fp32", "model")):
         entry = manifest.variants[precision].ort
         assert entry is not None and entry.file == f"onnx/{name}.ort"

@@ -217,8 +217,9 @@ def _sane(task: str, got, ref) -> None:
 
 # Lowest int8-vs-fp32 agreement accepted per task, over every architecture's tiny model. Measured (tiny exports
 # are deterministic now): fill-mask 95.8 %, token-classification 95.7 %, question-answering 88.0 %, zero-shot
-# 93.1 % (AVX2 AMD EPYC with the u8 recipe, see conftest.TINY_INT8_RECIPE); the gates leave room for another
-# CPU's rounding, not for a broken recipe (s8 weights on that CPU gave 29 %, 61 %, 46 %, 75 %).
+# 93.1 % (AVX2 AMD EPYC with u8 weights); the gates leave room for another CPU's rounding, not for a broken
+# recipe (full-range s8 weights saturate on that CPU: 29 %, 61 %, 46 %, 75 %). The default recipe's 7-bit
+# weights give every CPU the same integer products (test_int8_reference.py).
 AGREEMENT_GATE = {
     "fill-mask": 0.85,
     "token-classification": 0.85,

@@ -13,4 +13,20 @@ from ._extra import require_extra
 from ._recipe import export
 from ._registry import ARCHITECTURES, SUPPORTED_TASKS
 
-__all__ = ["export", "require_extra", "SUPPORTED_TASKS", "ARCHITECTURES"]
+__all__ = ["export", "require_extra", "int8_saturation", "record_cpu_figures", "SUPPORTED_TASKS", "ARCHITECTURES"]
+
+
+def int8_saturation(path):
+    """Whether the int8 file at ``path`` can saturate on some CPU, read from its integer matmul weights (the
+    gate `--int8-recipe search` applies): ``{"can_saturate": bool, ...}`` with counts and the widest s8 weight."""
+    from ._int8_saturation import saturation_figures  # onnx loads only when asked
+
+    return saturation_figures(path)
+
+
+def record_cpu_figures(folder, figures, precision="int8"):
+    """Record the CPUs ``precision``'s variant of ``folder`` was checked on (``[{"cpu", "n", "flips",
+    "max_abs_dp", "p99_abs_dp"}]``, each against the exporting machine) in its manifest; see _cpu_figures."""
+    from ._cpu_figures import record_cpu_figures as record
+
+    return record(folder, figures, precision)

@@ -24,7 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "zero-shot-classification also serves text-classification)",
     )
     e.add_argument("--out", required=True, help="model folder to create")
-    e.add_argument("--precision", default="int8,fp32,fp16", help="comma-separated: int8, fp32, fp16")
+    e.add_argument(
+        "--precision",
+        default="int8,fp32,fp16",
+        help="comma-separated: int8, fp32, fp16, int8-exact (8-bit weights, float arithmetic: the same numbers on "
+        "every CPU)",
+    )
     e.add_argument(
         "--force",
         action="store_true",
@@ -53,8 +58,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help=f"default ({DEFAULT_INT8}), search (quantize every candidate, score it on "
         "--validation-data alone and in padded batches, time it here, keep the fastest within 1 point of "
-        "PyTorch and 98%% label agreement whose answers do not depend on the batch as the runtime runs it; "
-        "all figures go in the manifest), or a candidate: " + ", ".join(INT8_CANDIDATES),
+        "PyTorch and 98%% label agreement whose answers do not depend on the batch as the runtime runs it "
+        "and that cannot saturate on any CPU; all figures go in the manifest), or a candidate: "
+        + ", ".join(INT8_CANDIDATES),
+    )
+    e.add_argument(
+        "--int8-candidates",
+        metavar="NAMES",
+        help="with --int8-recipe search: only these comma-separated candidates (the default recipe is always "
+        "added: speeds are relative to it); for slow machines. The manifest records which were tried",
     )
     e.add_argument(
         "--ort",
@@ -101,6 +113,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         ort=args.ort,
         calibration_data=args.calibration_data,
         prune_vocab=args.prune_vocab,
+        int8_candidates=args.int8_candidates,
     )
     print(f"wrote {out}")
     print(format_manifest(load_manifest(out, verify=not args.no_verify), verified=not args.no_verify))

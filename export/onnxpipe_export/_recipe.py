@@ -135,6 +135,21 @@ def _int8_recipe(
     return recipe
 
 
+def _parse_candidates(names, search: bool) -> list[str] | None:
+    if names is None:
+        return None
+    from ._int8_recipes import INT8_CANDIDATES
+
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not search:
+        raise ExportError("--int8-candidates limits --int8-recipe search; pass --int8-recipe search with it")
+    bad = [n for n in names if n not in INT8_CANDIDATES]
+    if bad or not names:
+        raise ExportError(f"unknown int8 candidate(s) {bad or names}; valid: {', '.join(INT8_CANDIDATES)}")
+    return list(names)
+
+
 def export(
     source,
     task="text-classification",
@@ -150,6 +165,7 @@ def export(
     ort=False,
     calibration_data=None,
     prune_vocab=None,
+    int8_candidates=None,
 ) -> Path:
     """Export ``source`` (a checkpoint folder or hub id) for ``task`` into the model folder ``out``.
 
@@ -166,6 +182,8 @@ def export(
     recipes calibrate activation ranges on; never the validation set. Without it the search skips them.
     ``prune_vocab``: a corpus file (one text per line, or a TSV with a header); only the tokens it needs stay in
     the embedding matrix and tokenizer.json, and the manifest's ``vocab_pruning`` records what was cut.
+    ``int8_candidates``: with ``int8_recipe="search"``, the candidate names to try (a list or comma-separated
+    string; None: all).
 
     >>> export("../shared/checkpoints/minilm-sst2", out="models/minilm-sst2", precisions="int8",
     ...        validation_data="../shared/data/sst2/dev.tsv", int8_recipe="search")  # doctest: +SKIP
@@ -197,6 +215,7 @@ def export(
     out = target.path
     recipe = _int8_recipe(task, precisions, validation_data, int8_recipe, calibration_data)
     search = recipe is None
+    candidates = _parse_candidates(int8_candidates, search)
 
     from ._assemble import draft_manifest, finish_manifest, write_manifest
     from ._load import check_head_size, load_checkpoint
@@ -285,7 +304,16 @@ def export(
             texts, gold = read_labelled_tsv(validation_data)
             ref_labels = pytorch_labels(ckpt, texts)
             found = search_int8(
-                tmp, manifest, tokenizer, source_for, texts, gold, ref_labels, progress=step, calibration=calibration
+                tmp,
+                manifest,
+                tokenizer,
+                source_for,
+                texts,
+                gold,
+                ref_labels,
+                progress=step,
+                calibration=calibration,
+                candidates=candidates,
             )
             chosen = found["candidates"][found["chosen"]]["recipe"] | {"name": found["chosen"]}
             manifest = replace(

@@ -13,7 +13,13 @@ from typing import Any
 
 from onnxpipe._for_export import Variant
 
-VARIANT_FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model_quantized.onnx", "fp16": "onnx/model_fp16.onnx"}
+VARIANT_FILES = {
+    "fp32": "onnx/model.onnx",
+    "int8": "onnx/model_quantized.onnx",
+    "fp16": "onnx/model_fp16.onnx",
+    # 8-bit weights with float arithmetic only: the same numbers on every CPU (_int8_recipes.EXACT_RECIPE)
+    "int8-exact": "onnx/model_int8_exact.onnx",
+}
 FP16_NOTE = "fp16 weights, fp32 inputs/outputs; meant for CUDA"
 
 
@@ -64,6 +70,11 @@ def make_variant(
             return None
         made = quantize_int8(source_for(recipe), folder / VARIANT_FILES["int8"], recipe, calibration)
         return int8_variant(made, fused_ops)
+    if precision == "int8-exact":
+        from ._int8_recipes import EXACT_RECIPE
+
+        made = quantize_int8(source_for(EXACT_RECIPE), folder / VARIANT_FILES["int8-exact"], EXACT_RECIPE)
+        return Variant(VARIANT_FILES["int8-exact"], recipe=made, cpu_exact=True)
     if precision == "fp16":
         to_fp16(folder / VARIANT_FILES["fp32"], folder / VARIANT_FILES["fp16"])
         return Variant(VARIANT_FILES["fp16"], fused_operators=fused_ops, note=FP16_NOTE)

@@ -113,6 +113,13 @@ def _records(manifest: Manifest, out: list[str]) -> None:
             )
         if v.recipe_search:
             _recipe_search(v.recipe_search, out)
+        if v.cpu_exact:
+            out.append("        CPU-exact: weights 8-bit, all arithmetic float, so every CPU computes the same to ~1e-6")
+        for c in v.cpus or []:  # the CPUs the file was checked on, against the exporting machine's answers
+            out.append(
+                f"        checked on {c['cpu']}: {c.get('n')} texts, {c.get('flips')} label flips, "
+                f"|dP| max {c.get('max_abs_dp', float('nan')):.2g}, p99 {c.get('p99_abs_dp', float('nan')):.2g}"
+            )
         inv = ((manifest.validation_data or {}).get("variants", {}).get(p) or {}).get("batch_invariance")
         if inv:  # every validation text alone vs inside the runtime's padded batches
             out.append(f"        alone vs batched: {_invariance_text(inv)}")

@@ -23,9 +23,10 @@ from .errors import IntegrityError, ManifestError
 # 1.0: the first format. A new optional key is a minor bump (older runtimes ignore it, as unknown keys are
 # kept); a new required key or a changed meaning is a major bump, which this runtime refuses with a re-export hint.
 # 1.1: variants.*.ort (the ORT-format copy of a variant, onnxpipe export --ort) and vocab_pruning (--prune-vocab).
-FORMAT_VERSION = "1.1"
+# 1.2: variants.*.cpus (the CPUs a variant was checked on, with agreement figures) and variants.*.cpu_exact.
+FORMAT_VERSION = "1.2"
 MANIFEST_NAME = "manifest.json"
-PRECISIONS = ("int8", "int4", "fp32", "fp16")
+PRECISIONS = ("int8", "int8-exact", "int4", "fp32", "fp16")
 
 REEXPORT_HINT = "re-export it: onnxpipe export SOURCE --task TASK --out {folder} --force"
 
@@ -99,6 +100,10 @@ class Variant:
     recipe_search: Figures | None = None  # every candidate's figures, with --int8-recipe search
     validation: Figures | None = None  # the figures against PyTorch, or {"skipped": why}
     ort: OrtFormat | None = None  # with onnxpipe export --ort
+    # the CPUs this file was checked on, each {"cpu", "n", "flips", "max_abs_dp", "p99_abs_dp"} against the
+    # exporting machine's answers (onnxpipe_export.record_cpu_figures writes them)
+    cpus: list[Figures] | None = None
+    cpu_exact: bool | None = None  # True: only float kernels run, so every CPU computes the same to ~1e-6
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -296,6 +301,8 @@ def _variant_dict(v: Variant) -> dict[str, Any]:
         "recipe": v.recipe,
         "recipe_search": v.recipe_search,
         "validation": v.validation,
+        "cpus": v.cpus,
+        "cpu_exact": v.cpu_exact,
         "cpu_disabled_optimizers": list(v.cpu_disabled_optimizers) or None,
         "ort": None
         if v.ort is None
@@ -393,6 +400,9 @@ def _is_variant(v: Any) -> bool:
         and isinstance(v.get("note", ""), str)
         and all(_is_object(v.get(k, {})) for k in ("recipe", "recipe_search", "validation"))
         and _is_ort_format(v.get("ort"))
+        and isinstance(v.get("cpus", []), list)
+        and all(_is_object(c) and isinstance(c.get("cpu"), str) for c in v.get("cpus", []))
+        and isinstance(v.get("cpu_exact", False), bool)
     )
 
 
