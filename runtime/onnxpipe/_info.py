@@ -114,7 +114,7 @@ def _records(manifest: Manifest, out: list[str]) -> None:
         if v.recipe_search:
             _recipe_search(v.recipe_search, out)
         if v.cpu_exact:
-            out.append("        CPU-exact: weights 8-bit, all arithmetic float, so every CPU computes the same to ~1e-6")
+            out.append("        CPU-exact: weights 8-bit, all arithmetic float: every CPU computes the same to ~1e-6")
         for c in v.cpus or []:  # the CPUs the file was checked on, against the exporting machine's answers
             out.append(
                 f"        checked on {c['cpu']}: {c.get('n')} texts, {c.get('flips')} label flips, "
