@@ -39,11 +39,29 @@ OFFLINE_COPIES = 512  # pipe(list) of the sentence this many times; pipe(text) a
 
 
 def decoder_folder(name: str = GEN_MODEL) -> Path:
-    """bench/generate.py's random-weight checkpoint of ``name``, exported (cached: built once)."""
+    """bench/generate.py's random-weight checkpoint of ``name`` with its tokenizer made to cover the model's
+    vocabulary, exported (cached: built once, beside generate.py's own folders)."""
     import generate
 
-    ckpt = generate.build_checkpoint(name, generate.CACHE / f"{name}-ckpt")
-    return generate.export_folder(ckpt, generate.CACHE / f"{name}-onnx")
+    ckpt = generate.build_checkpoint(name, generate.CACHE / f"{name}-serve-ckpt")
+    cover_vocab(ckpt)
+    return generate.export_folder(ckpt, generate.CACHE / f"{name}-serve-onnx")
+
+
+def cover_vocab(ckpt: Path) -> None:
+    """Give every token id the model can choose a text. The builder's tokenizer is tests/_tiny.py's 600-token
+    BPE, and a random-weight model picks ids far past it (greedy repeats one such id), which decode to nothing:
+    the server then streams no chunk at all, and time to first token cannot be seen. Plain added tokens
+    ``<tN>`` for the ids past the BPE's fill the gap; the model is unchanged."""
+    from tokenizers import Tokenizer
+
+    path = ckpt / "tokenizer.json"
+    tok = Tokenizer.from_file(str(path))
+    have, want = tok.get_vocab_size(), json.loads((ckpt / "config.json").read_text())["vocab_size"]
+    if have < want:
+        tok.add_tokens([f"<t{i}>" for i in range(have, want)])
+        assert tok.get_vocab_size() == want and tok.token_to_id(f"<t{want - 1}>") == want - 1
+        tok.save(str(path))
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -520,3 +520,29 @@ def test_serve_load_wrk_level_smoke(tmp_path):
     assert all(s["requests"] > 0 and s["errors"] == 0 and s["of_list_median"] > 0 for s in w["summary"])
     assert w["offline"]["list_per_s_median"] > 0 and w["offline"]["single_per_s_median"] > 0
     assert "| 2 connections: >= 80 % of offline pipe(list), 0 errors |" in (tmp_path / "serve_wrk.md").read_text()
+
+
+@pytest.mark.torch
+def test_cover_vocab_gives_every_model_id_a_text(tmp_path):
+    """The generation level's decoder: ids past the small BPE decode to text (else a random-weight model streams
+    no chunk and TTFT is unseen); the BPE's own ids are unchanged, and a second call changes nothing."""
+    from tokenizers import Tokenizer
+
+    from _tiny import _decoder_bpe
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from serve_levels import cover_vocab
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    _decoder_bpe("llama").save_pretrained(tmp_path)
+    before = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": before.get_vocab_size() + 50}))
+    assert before.decode([before.get_vocab_size() + 10]) == ""
+    cover_vocab(tmp_path)
+    cover_vocab(tmp_path)
+    after = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert after.get_vocab_size() == before.get_vocab_size() + 50
+    assert after.decode([before.get_vocab_size() + 10]) == f"<t{before.get_vocab_size() + 10}>"
+    text = "a good movie"
+    assert after.encode(text).ids == before.encode(text).ids
