@@ -241,7 +241,12 @@ def generation_markdown(report: dict) -> str:
         f"median ({top['ratio_best']}x best), {errors} errors | "
         f"{'yes' if top['ratio_median'] >= 2.5 and errors == 0 else 'no'} |",
     ]
-    return "\n".join(lines + [*report.get("notes", [])]) + "\n"
+    return "\n".join(lines + _notes(report)) + "\n"
+
+
+def _notes(report: dict) -> list[str]:
+    """``--note`` paragraphs (and notes written into the JSON after a run), each after a blank line."""
+    return [line for note in report.get("notes", []) for line in ("", note)]
 
 
 def _served(info: dict) -> str:
@@ -356,6 +361,7 @@ def wrk_level(server_cls, free_port, model: Path, text: str, connections, second
                 "requests_per_s_best": max(rates),
                 "of_list_median": round(statistics.median(rates) / list_med, 3),
                 "of_list_best_round": round(max(per_round), 3),
+                "of_list_worst_round": round(min(per_round), 3),
                 "of_single_median": round(statistics.median(rates) / single_med, 3),
                 "errors": sum(r["errors"] for r in these),
                 "requests": sum(r["requests"] for r in these),
@@ -386,14 +392,15 @@ def wrk_markdown(report: dict) -> str:
         f"{off['single_per_s_median']}/s.",
         "",
         "| connections | req/s median | req/s best | / pipe(list) median | / pipe(list) best round "
-        "| / pipe(text) median | requests | errors (non-2xx + socket) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| / pipe(list) worst round | / pipe(text) median | requests | errors (non-2xx + socket) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in w["summary"]:
         lines.append(
             f"| {s['connections']} | {s['requests_per_s_median']} | {s['requests_per_s_best']} | "
             f"{100 * s['of_list_median']:.0f} % | {100 * s['of_list_best_round']:.0f} % | "
-            f"{100 * s['of_single_median']:.0f} % | {s['requests']} | {s['errors']} |"
+            f"{100 * s['of_list_worst_round']:.0f} % | {100 * s['of_single_median']:.0f} % | {s['requests']} | "
+            f"{s['errors']} |"
         )
     top = w["summary"][-1]
     lines += [
@@ -404,4 +411,4 @@ def wrk_markdown(report: dict) -> str:
         f"{100 * top['of_list_median']:.0f} % median ({100 * top['of_list_best_round']:.0f} % best round), "
         f"{top['errors']} errors | {'yes' if top['of_list_median'] >= 0.8 and top['errors'] == 0 else 'no'} |",
     ]
-    return "\n".join(lines + [*report.get("notes", [])]) + "\n"
+    return "\n".join(lines + _notes(report)) + "\n"

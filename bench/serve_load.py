@@ -535,7 +535,7 @@ def other_level(args: argparse.Namespace) -> int:
         "simd": levels_mod.simd(),
         "loadavg": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
         "config": {**config, "serve_args": extra},
-        "notes": [f"\n{n}" for n in args.note],
+        "notes": list(args.note),
         key: result,
     }
     print(write_report(args.out, stem, report, markdown_of))
