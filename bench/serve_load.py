@@ -2,6 +2,8 @@
 
     PYTHONPATH=runtime python bench/serve_load.py              # full: N = 1, 8, 32, 64; 10,000 requests each
     PYTHONPATH=runtime python bench/serve_load.py --smoke --out /tmp/x   # seconds: N = 2, a few requests
+    PYTHONPATH=runtime:export python bench/serve_load.py --level generation   # chat clients on a decoder
+    PYTHONPATH=runtime python bench/serve_load.py --level wrk                 # wrk vs offline pipe
 
 SST-2 dev sentences go as single-sentence ``POST /predict`` requests from N concurrent keep-alive clients
 (a small raw-asyncio HTTP/1.1 client, on uvloop where installed, so the client costs little of the CPU the
@@ -13,6 +15,9 @@ and with ``--execution batched`` (padded batches across requests), (a) transform
 64 clients, which the defaults allow on a quiet 2-core machine. Then the overload check: a server limited to
 a few concurrent requests, hit by many clients at once, must answer 429 fast and serve the rest. Writes
 serve_load.json and serve_load.md (command, git commit, machine) to ``--out`` (bench/results).
+
+``--level generation`` and ``--level wrk`` run bench/serve_levels.py's levels instead (see there) and write
+serve_generation.{json,md} or serve_wrk.{json,md}.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "runtime"))
+import serve_levels as levels_mod  # noqa: E402
 from onnxpipe._bench import machine_info  # noqa: E402
 from provenance import write_report  # noqa: E402
 from workloads import read_sst2  # noqa: E402
@@ -431,7 +437,21 @@ def main(argv: list[str] | None = None) -> int:
         help="more options for every onnxpipe serve started (load levels and overload), e.g. '--profile low-power'",
     )
     p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--level", choices=("sst2", "generation", "wrk"), default="sst2",
+                   help="sst2: the load test above; generation / wrk: serve_levels.py's")  # fmt: skip
+    p.add_argument("--rounds", type=int, default=3, help="generation / wrk: rounds, levels rotated")
+    p.add_argument("--gen-model", type=Path, default=None,
+                   help="generation: decoder folder (default: generate.py's llama-135m, built, cached)")  # fmt: skip
+    p.add_argument("--gen-concurrency", default=",".join(map(str, levels_mod.GEN_CONCURRENCY)))
+    p.add_argument("--gen-requests", type=int, default=levels_mod.GEN_REQUESTS, help="generation: per level")
+    p.add_argument("--max-tokens", type=int, default=levels_mod.GEN_TOKENS, help="generation: per request")
+    p.add_argument("--wrk-connections", default=",".join(map(str, levels_mod.WRK_CONNECTIONS)))
+    p.add_argument("--wrk-seconds", type=float, default=levels_mod.WRK_SECONDS)
+    p.add_argument("--offline-copies", type=int, default=levels_mod.OFFLINE_COPIES)
+    p.add_argument("--note", action="append", default=[], help="generation / wrk: a paragraph for the table")
     args = p.parse_args(argv)
+    if args.level != "sst2":
+        return other_level(args)
     engines = [e for e in args.engines.split(",") if e]
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:
@@ -483,6 +503,42 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["targets"] = targets(rows, off, over)
     print(write_report(args.out, "serve_load", report, markdown))
+    return 0
+
+
+def other_level(args: argparse.Namespace) -> int:
+    """The generation or wrk level (bench/serve_levels.py), with this file's servers and provenance."""
+    load_start = round(os.getloadavg()[0], 2)
+    texts, _ = read_sst2()
+    extra = shlex.split(args.serve_args)
+    if args.level == "generation":
+        folder = args.gen_model or levels_mod.decoder_folder()
+        levels = tuple(int(x) for x in args.gen_concurrency.split(","))
+        result = levels_mod.generation(
+            ServerProcess, free_port, folder, texts, levels, args.gen_requests, args.max_tokens, args.rounds, extra
+        )
+        config = {"model": str(args.gen_model or levels_mod.GEN_MODEL), "requests": args.gen_requests,
+                  "max_tokens": args.max_tokens, "rounds": args.rounds, "levels": list(levels)}  # fmt: skip
+        stem, key, markdown_of = "serve_generation", "generation", levels_mod.generation_markdown
+    else:
+        conns = tuple(int(x) for x in args.wrk_connections.split(","))
+        result = levels_mod.wrk_level(ServerProcess, free_port, ONNX_MODEL, texts[0], conns, args.wrk_seconds,
+                                      args.rounds, args.offline_copies, extra)  # fmt: skip
+        config = {"model": str(ONNX_MODEL.relative_to(ROOT)), "seconds": args.wrk_seconds, "rounds": args.rounds,
+                  "connections": list(conns)}  # fmt: skip
+        stem, key, markdown_of = "serve_wrk", "wrk", levels_mod.wrk_markdown
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    report = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "commit": commit.strip(),
+        "machine": machine_info(),
+        "simd": levels_mod.simd(),
+        "loadavg": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
+        "config": {**config, "serve_args": extra},
+        "notes": list(args.note),
+        key: result,
+    }
+    print(write_report(args.out, stem, report, markdown_of))
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import warnings
@@ -471,3 +472,77 @@ def test_cpu_agreement_embeddings_smoke(tiny_export, tmp_path):
     assert result["kind"] == "embeddings" and result["n"] == 4 and set(result["against_reference"]) == {"arm64"}
     row = result["against_reference"]["arm64"]
     assert 0.999 <= row["min_cosine"] <= row["p1_cosine"] <= row["mean_cosine"] <= 1 + 1e-6
+
+
+# -- serve_load.py's generation and wrk levels (bench/serve_levels.py) ------------------------------------------
+def _serve_load(tmp_path, *argv: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "serve_load.py"), *argv, "--rounds", "1", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.torch
+def test_serve_load_generation_level_smoke(tiny_export, tmp_path):
+    """Chat clients at 1 and 2 at once on a tiny Llama: every request answered, tokens counted from usage,
+    greedy texts equal at both levels (a client that dropped the stream or a batch that changed an answer
+    would show), and the table made from the JSON."""
+    folder = tiny_export("llama", "text-generation", precisions="fp32")
+    argv = ["--level", "generation", "--gen-model", str(folder), "--gen-concurrency", "1,2", "--gen-requests", "3"]
+    _serve_load(tmp_path, *argv, "--max-tokens", "4")
+    report = json.loads((tmp_path / "serve_generation.json").read_text())
+    g = report["generation"]
+    assert [(r["clients"], r["errors"], r["requests"]) for r in g["rounds"]] == [(1, 0, 3), (2, 0, 3)]
+    assert all(0 < r["completion_tokens"] <= 3 * 4 for r in g["rounds"]), g["rounds"]
+    assert g["text_mismatches"] == 0
+    assert [s["clients"] for s in g["summary"]] == [1, 2] and g["summary"][0]["ratio_median"] == 1.0
+    assert report["simd"] and report["loadavg"]["start"] >= 0 and report["machine"]["cores"] >= 1
+    md = (tmp_path / "serve_generation.md").read_text()
+    assert "| 2 clients: >= 2.5x the tokens/s of one at a time, 0 errors |" in md and "shared" in md
+
+
+def test_serve_load_wrk_level_smoke(tmp_path):
+    """wrk at 1 and 2 connections against offline pipe of the same sentence: requests counted, 0 errors, ratios
+    to pipe(list) reported."""
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (Debian: apt-get install wrk)")
+    _require_embedded()
+    _require_sst2()
+    argv = ["--level", "wrk", "--wrk-connections", "1,2", "--wrk-seconds", "1", "--offline-copies", "8"]
+    _serve_load(tmp_path, *argv)
+    report = json.loads((tmp_path / "serve_wrk.json").read_text())
+    w = report["wrk"]
+    assert sorted(r["kind"] for r in w["rounds"]) == ["offline", "wrk-1", "wrk-2"]
+    assert all(s["requests"] > 0 and s["errors"] == 0 and s["of_list_median"] > 0 for s in w["summary"])
+    assert w["offline"]["list_per_s_median"] > 0 and w["offline"]["single_per_s_median"] > 0
+    assert "| 2 connections: >= 80 % of offline pipe(list), 0 errors |" in (tmp_path / "serve_wrk.md").read_text()
+
+
+@pytest.mark.torch
+def test_cover_vocab_gives_every_model_id_a_text(tmp_path):
+    """The generation level's decoder: ids past the small BPE decode to text (else a random-weight model streams
+    no chunk and TTFT is unseen); the BPE's own ids are unchanged, and a second call changes nothing."""
+    from tokenizers import Tokenizer
+
+    from _tiny import _decoder_bpe
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from serve_levels import cover_vocab
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    _decoder_bpe("llama").save_pretrained(tmp_path)
+    before = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": before.get_vocab_size() + 50}))
+    assert before.decode([before.get_vocab_size() + 10]) == ""
+    cover_vocab(tmp_path)
+    cover_vocab(tmp_path)
+    after = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert after.get_vocab_size() == before.get_vocab_size() + 50
+    assert after.decode([before.get_vocab_size() + 10]) == f"<t{before.get_vocab_size() + 10}>"
+    text = "a good movie"
+    assert after.encode(text).ids == before.encode(text).ids
