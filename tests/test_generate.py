@@ -376,6 +376,20 @@ def test_int8_variant_of_the_fused_graph_generates(tiny_export):
     g = onnxpipe.pipeline("text-generation", model=folder, precision="int8")
     out = g("Hello", max_new_tokens=8, do_sample=False, return_full_text=False)[0]["generated_text"]
     assert isinstance(out, str) and out
+    # dynamic int8 scales activations over the whole batch: each prompt runs alone, whatever batch_size says
+    widths: list[int] = []
+    run_batch = type(g)._run_batch
+
+    def spy(self, batch, *args):
+        widths.append(len(batch))
+        return run_batch(self, batch, *args)
+
+    kw = {"max_new_tokens": 8, "do_sample": False, "return_full_text": False}
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(type(g), "_run_batch", spy)
+        batched = g(PROMPTS, batch_size=4, **kw)
+    assert widths == [1] * len(PROMPTS)
+    assert batched == [g(x, **kw) for x in PROMPTS]
 
 
 def test_cli_generate_streams_what_the_pipeline_returns(folders, pipes, capsys):

@@ -211,3 +211,39 @@ def test_a_client_gone_mid_stream_stops_its_decoding(folders):
         s.release(1)  # the next step finds the request cancelled
         assert s.wait_output("dropped 1 request(s) whose client went away")
         assert s.output().count("onnxpipe-test: at the gate") == 2  # and no step after: the batch is empty
+
+
+def test_a_dynamic_int8_decoder_decodes_one_request_at_a_time(tiny_export):
+    """Dynamic int8 scales each activation tensor over the whole batch, so a request's tokens would depend on the
+    requests beside it: the decoder runs such a variant one request at a time (every token its own step, but
+    the first, which comes from the request's prefill), and each output is its output alone."""
+    from onnxpipe._sampling import Sampling
+    from onnxpipe._serve._decoding import Decoder, Finished, Request
+
+    folder = tiny_export("llama", "text-generation", precisions="fp32,int8")
+    p = onnxpipe.pipeline("text-generation", model=folder, precision="int8")
+    assert p.model.execution == "alone"
+    tokens = [12, 6, 9, 10]
+    want = [greedy(p, x, n) for x, n in zip(PROMPTS, tokens)]
+    decoder = Decoder(p)
+    got: dict[int, Finished] = {}
+    finished = [threading.Event() for _ in PROMPTS]
+
+    def emit_for(i):
+        def emit(event):
+            if isinstance(event, Finished):
+                got[i] = event
+                finished[i].set()
+
+        return emit
+
+    for i, prompt in enumerate(PROMPTS):  # all four wait before the decoder starts: batching would take them all
+        ids = p.tokenizer.encode_batch([prompt], truncation=False)[0].ids
+        decoder.submit(Request(ids, tokens[i], Sampling(), emit_for(i)))
+    decoder.start()
+    try:
+        assert all(f.wait(60) for f in finished)
+    finally:
+        decoder.close()
+    assert [got[i].text for i in range(4)] == want
+    assert decoder.steps >= sum(got[i].tokens for i in range(4)) - len(PROMPTS)

@@ -261,6 +261,8 @@ class TextGenerationPipeline(Pipeline):
         batch: list[Any] = []
         offset = 0
         rows = max(1, batch_size // s["num_return_sequences"])
+        if self.model.execution == "alone":  # dynamic int8: a row's activation scales would depend on its batch-mates
+            rows = 1
         for item in inputs:
             batch.append(item)
             if len(batch) == rows:

@@ -100,6 +100,15 @@ class Decoder:
 
     def __init__(self, pipe: TextGenerationPipeline, max_rows: int = MAX_ROWS, name: str = "onnxpipe-generation"):
         self.pipe, self.max_rows = pipe, max_rows
+        # Dynamic int8 computes each activation tensor's scale over the whole batch, so a request's tokens would
+        # depend on the requests decoding beside it: such a variant decodes one request at a time.
+        self.alone = pipe.model.execution == "alone"
+        if self.alone:
+            log.warning(
+                "generation: the %s variant has dynamic activation scales, so requests decode one at a time "
+                "(an int4 or fp32 variant batches them)",
+                pipe.model.precision,
+            )
         self.waiting: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self.max_positions = pipe.model.manifest.max_length
         self.vocab = model_vocab(pipe.model)
@@ -150,6 +159,8 @@ class Decoder:
         """Whether ``request`` can join now: room for its rows, and every row's remaining tokens within the
         model's positions at the batch's width."""
         if len(rows) + sum(j.n for j in joining) + request.n > self.max_rows:
+            return False
+        if self.alone and (rows or joining):
             return False
         if cache is not None and self.pipe.graph.shared_buffer and len(request.ids) > cache.mask.shape[1]:
             return False
