@@ -25,10 +25,11 @@ def test_recorded_cpus_are_kept_replaced_per_cpu_and_shown_by_info(folder, capsy
     from onnxpipe_export import record_cpu_figures
 
     arm = {"cpu": "qemu neoverse-n1 (ARM64, dot product)", "n": 400, "flips": 1, "max_abs_dp": 0.2, "p99_abs_dp": 0.01}
+    shipped = list(load_manifest(folder).variants["int8"].cpus or [])  # the committed model's own records stay
     record_cpu_figures(folder, [HASWELL, arm])
     record_cpu_figures(folder, [{**arm, "flips": 0, "max_abs_dp": 0.003, "runs": 2}])  # a re-run of the ARM check
     cpus = load_manifest(folder).variants["int8"].cpus  # verify=True: the files still match their hashes
-    assert cpus == [HASWELL, {**arm, "flips": 0, "max_abs_dp": 0.003, "runs": 2}]
+    assert cpus == [*shipped, HASWELL, {**arm, "flips": 0, "max_abs_dp": 0.003, "runs": 2}]
     assert json.loads((folder / "manifest.json").read_text())["format_version"] == "1.2"
     assert main(["info", str(folder)]) == 0
     out = capsys.readouterr().out
