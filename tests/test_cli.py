@@ -275,3 +275,25 @@ def test_the_modules_version_is_the_projects():
     pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
     declared = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE)
     assert declared is not None and declared.group(1) == onnxpipe.__version__
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["predict", "x"],
+        ["bench", "m"],
+        ["batch", "m", "--input", "a.csv", "--output", "b.parquet"],
+        ["serve", "m"],
+        ["generate", "--model", "m", "hi"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_every_command_takes_every_precision_a_folder_can_have(command):
+    """One list of precisions (the manifest's) for every command: serve and bench refused int4, which decoder
+    folders have, and generate refused int8-exact."""
+    from onnxpipe._cli import build_parser
+    from onnxpipe._manifest import PRECISIONS
+
+    parser = build_parser()
+    for precision in PRECISIONS:
+        assert parser.parse_args([*command, "--precision", precision]).precision == precision

@@ -29,7 +29,7 @@ from ._cli_io import (
 from ._cli_progress import Progress
 from ._cli_tasks import add_task_arguments, implied_task, task_inputs, task_kwargs
 from ._info import format_manifest
-from ._manifest import load_manifest
+from ._manifest import PRECISIONS, load_manifest
 from ._resolve import resolve_model
 from ._session import PROFILES
 from ._tasks import TABLE, canonical_task
@@ -205,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", help=f"model folder or name (default: {TABLE['text-classification'].default_model})")
     pr.add_argument("--task", help="default: the model folder's task")
     pr.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    pr.add_argument("--precision", choices=["int8", "int8-exact", "fp32", "fp16"])
+    pr.add_argument(
+        "--precision", choices=PRECISIONS, help="the folder's variant (default: the fastest the device has)"
+    )
     pr.add_argument("--top-k", type=int, help="labels / tokens / answers per input, best first (0: all labels)")
     pr.add_argument("--batch-size", type=int, default=32)
     pr.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
@@ -231,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("model", help="model folder or name")
     b.add_argument("--task", help="default: the model folder's task")
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    b.add_argument("--precision", choices=["int8", "int8-exact", "fp32", "fp16"])
+    b.add_argument("--precision", choices=PRECISIONS, help="the folder's variant (default: the fastest the device has)")
     b.add_argument("--threads", type=int, help="intra-op threads (default: the profile's)")
     b.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default 1,8,32)")
     b.add_argument("--seq-lengths", default="16,64,128", help="tokens per input, comma-separated (default 16,64,128)")

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._cli_progress import Progress
 from ._cli_tasks import add_task_arguments, task_kwargs
-from ._manifest import load_manifest
+from ._manifest import PRECISIONS, load_manifest
 from ._resolve import resolve_model
 from ._tasks import canonical_task
 
@@ -136,7 +136,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     b.add_argument("--prefix", default="", help="prefix for the output column names (e.g. pred_)")
     b.add_argument("--top-k", type=int, help="labels / answers per row, best first (0: all labels)")
     b.add_argument("--threads", type=int, help="local engine: onnxruntime threads (default: the usable cores)")
-    b.add_argument("--precision", choices=["int8", "int8-exact", "fp32", "fp16"])
+    b.add_argument("--precision", choices=PRECISIONS, help="the folder's variant (default: the fastest the device has)")
     b.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
     add_task_arguments(b)
     b.set_defaults(func=cmd_batch)

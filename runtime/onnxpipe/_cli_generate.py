@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from ._factory import pipeline
+from ._manifest import PRECISIONS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -32,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--seed", type=int, default=None, help="seed for sampling (same seed, same text)")
     g.add_argument("--stop", action="append", default=None, metavar="TEXT", help="stop string (repeatable)")
     g.add_argument("--stream", action="store_true", help="print the text as it is generated")
-    g.add_argument("--precision", choices=["int8", "int4", "fp32", "fp16"])
+    g.add_argument("--precision", choices=PRECISIONS, help="the folder's variant (default: the fastest the device has)")
     g.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     g.add_argument("--threads", type=int, help="intra-op threads (default: the usable cores)")
     g.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the folder's files")

@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import sys
 
+from ._manifest import PRECISIONS
 from ._pipelines._base import DEFAULT_BATCH_TOKENS
 from ._session import FORMATS, PROFILES
 from ._tasks import TABLE
@@ -91,7 +92,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="seconds an idle connection stays open between requests (default 5, uvicorn's)",
     )
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    s.add_argument("--precision", choices=["int8", "int8-exact", "fp32", "fp16"])
+    s.add_argument("--precision", choices=PRECISIONS, help="the folder's variant (default: the fastest the device has)")
     s.add_argument("--threads", type=int, help="intra-op threads (default: the profile's)")
     add_session_arguments(s)
     s.add_argument(
