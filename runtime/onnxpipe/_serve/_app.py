@@ -380,20 +380,21 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
             body = {**body, "model": served.name}
         return await run_body(endpoint, body, large)
 
+    def tokenizer_for(call: Call) -> AutoTokenizer:
+        """The tokenizer of the model ``call`` names (or the only one), once its batch is within the limit."""
+        served = models.find(None, call.model)
+        check_client_batch(len(call.items), limits)
+        return next(iter(served.pipelines.values())).tokenizer
+
     async def tokenize(receive: Receive) -> bytes:
         body, _ = await body_of(receive)
         call = parse_tokenize(body)
-        served = models.find(None, call.model)
-        check_client_batch(len(call.items), limits)
-        tokenizer = next(iter(served.pipelines.values())).tokenizer
-        return await asyncio.to_thread(tokenize_response, tokenizer, call)
+        return await asyncio.to_thread(tokenize_response, tokenizer_for(call), call)
 
     async def decode(receive: Receive) -> bytes:
         body, _ = await body_of(receive)
         call = parse_decode(body)
-        served = models.find(None, call.model)
-        check_client_batch(len(call.items), limits)
-        tokenizer = next(iter(served.pipelines.values())).tokenizer
+        tokenizer = tokenizer_for(call)
         skip = call.params["skip_special_tokens"]
         return _dumps(await asyncio.to_thread(tokenizer.batch_decode, call.items, skip))
 
