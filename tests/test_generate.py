@@ -376,7 +376,16 @@ def test_int8_variant_of_the_fused_graph_generates(tiny_export):
     g = onnxpipe.pipeline("text-generation", model=folder, precision="int8")
     out = g("Hello", max_new_tokens=8, do_sample=False, return_full_text=False)[0]["generated_text"]
     assert isinstance(out, str) and out
-    # dynamic int8 scales activations over the whole batch: each prompt runs alone, whatever batch_size says
+
+
+@pytest.mark.parametrize("precision,batched", [("int8", False), ("int4", False), ("fp32", True)])
+def test_only_float_decoders_decode_prompts_in_batches(tiny_export, precision, batched):
+    """A low-bit decoder rounds a row differently beside other rows (dynamic int8: activation scales over the
+    batch; int4: MatMulNBits' kernels), and greedy decoding turns that into other tokens: such variants decode
+    each prompt alone, whatever batch_size says; fp32 batches, and its batches equal one-by-one."""
+    folder = tiny_export("llama", "text-generation", precisions=f"fp32,{precision}" if precision != "fp32" else "fp32")
+    g = onnxpipe.pipeline("text-generation", model=folder, precision=precision)
+    assert g.model.execution == ("batched" if batched else "alone")
     widths: list[int] = []
     run_batch = type(g)._run_batch
 
@@ -387,9 +396,9 @@ def test_int8_variant_of_the_fused_graph_generates(tiny_export):
     kw = {"max_new_tokens": 8, "do_sample": False, "return_full_text": False}
     with pytest.MonkeyPatch.context() as m:
         m.setattr(type(g), "_run_batch", spy)
-        batched = g(PROMPTS, batch_size=4, **kw)
-    assert widths == [1] * len(PROMPTS)
-    assert batched == [g(x, **kw) for x in PROMPTS]
+        together = g(PROMPTS, batch_size=4, **kw)
+    assert widths == ([len(PROMPTS)] if batched else [1] * len(PROMPTS))
+    assert together == [g(x, **kw) for x in PROMPTS]
 
 
 def test_cli_generate_streams_what_the_pipeline_returns(folders, pipes, capsys):

@@ -213,15 +213,16 @@ def test_a_client_gone_mid_stream_stops_its_decoding(folders):
         assert s.output().count("onnxpipe-test: at the gate") == 2  # and no step after: the batch is empty
 
 
-def test_a_dynamic_int8_decoder_decodes_one_request_at_a_time(tiny_export):
-    """Dynamic int8 scales each activation tensor over the whole batch, so a request's tokens would depend on the
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_a_low_bit_decoder_decodes_one_request_at_a_time(tiny_export, precision):
+    """A low-bit decoder rounds a row differently beside other rows, so a request's tokens would depend on the
     requests beside it: the decoder runs such a variant one request at a time (every token its own step, but
     the first, which comes from the request's prefill), and each output is its output alone."""
     from onnxpipe._sampling import Sampling
     from onnxpipe._serve._decoding import Decoder, Finished, Request
 
-    folder = tiny_export("llama", "text-generation", precisions="fp32,int8")
-    p = onnxpipe.pipeline("text-generation", model=folder, precision="int8")
+    folder = tiny_export("llama", "text-generation", precisions=f"fp32,{precision}")
+    p = onnxpipe.pipeline("text-generation", model=folder, precision=precision)
     assert p.model.execution == "alone"
     tokens = [12, 6, 9, 10]
     want = [greedy(p, x, n) for x, n in zip(PROMPTS, tokens)]

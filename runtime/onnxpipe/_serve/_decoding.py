@@ -100,13 +100,14 @@ class Decoder:
 
     def __init__(self, pipe: TextGenerationPipeline, max_rows: int = MAX_ROWS, name: str = "onnxpipe-generation"):
         self.pipe, self.max_rows = pipe, max_rows
-        # Dynamic int8 computes each activation tensor's scale over the whole batch, so a request's tokens would
-        # depend on the requests decoding beside it: such a variant decodes one request at a time.
+        # A low-bit decoder rounds a row differently beside other rows (dynamic int8's batch-wide activation
+        # scales, int4's kernels), and greedy decoding turns that into other tokens: such a variant (execution
+        # "alone", _session.batch_dependent) decodes one request at a time, so no request's text depends on others.
         self.alone = pipe.model.execution == "alone"
         if self.alone:
             log.warning(
-                "generation: the %s variant has dynamic activation scales, so requests decode one at a time "
-                "(an int4 or fp32 variant batches them)",
+                "generation: the %s variant decodes one request at a time (a low-bit decoder's rounding of a row "
+                "depends on its batch-mates); serve --precision fp32 to decode requests together",
                 pipe.model.precision,
             )
         self.waiting: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
