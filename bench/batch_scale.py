@@ -8,7 +8,7 @@ model (read, tokenize, infer, write; Ray's start, per-job and per-batch prices) 
 
 Parity first: every engine's output must equal the local engine's file, and its labels the in-process
 pipeline's, or the run stops. Ray gets one logical CPU beyond the actors for its read tasks. The two tables
-of batch_scale.md are the ones README "Scale out" shows (a test holds them equal to the committed JSON).
+of batch_scale.md are the ones docs/batch.md "Scale out" shows (a test holds them equal to the committed JSON).
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def _engine_name(run: dict) -> str:
 
 
 def runs_table(r: dict) -> str:
-    """README "Scale out", "Measured here": one row per engine."""
+    """docs/batch.md "Scale out", "Measured here": one row per engine."""
     lines = ["| engine | seconds | sentences/s | vs in-process | same file as local |", "|---|---:|---:|---:|:---:|"]
     for run in r["runs"]:
         same = {True: "yes", False: "NO"}.get(run.get("identical_to_local"), "-")
@@ -201,7 +201,7 @@ def runs_table(r: dict) -> str:
 
 
 def cost_table(r: dict) -> str:
-    """README "Scale out", "Cost model for N nodes": each stage's rate or price, where it runs, what scales it."""
+    """docs/batch.md, "Cost model for N nodes": each stage's rate or price, where it runs, what scales it."""
     c, s, cores = r["cost_model"], r["stages"], r["provenance"]["machine"]["cores"]
 
     def seconds(value: float | None, digits: int) -> str:

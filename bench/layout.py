@@ -8,7 +8,7 @@ VARIANT_FILES = {"int8": "onnx/model_quantized.onnx", "fp32": "onnx/model.onnx",
 
 def optimum_int8_config() -> str:
     """Optimum's own quantization config for this CPU: avx512_vnni (s8 weights) where the CPU has VNNI, else avx2
-    (u8 weights): on AVX2-only CPUs onnxruntime's u8 x s8 kernel saturates (README "INT8 and the CPU"), and the
+    (u8 weights): on AVX2-only CPUs onnxruntime's u8 x s8 kernel saturates (docs/performance.md), and the
     avx512_vnni file then gave wrong labels on the tiny test model, which is no fair engine (b)."""
     from onnxpipe._bench import machine_info
 

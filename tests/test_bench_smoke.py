@@ -361,19 +361,18 @@ def test_batch_scale_smoke(ray_session, tmp_path):
     assert batch_scale.runs_table(report) in md and batch_scale.cost_table(report) in md
 
 
-def test_readme_scale_out_shows_the_committed_batch_scale_figures():
-    """README "Scale out" quotes bench/results/batch_scale.json, through the tables batch_scale.py writes:
+def test_docs_scale_out_shows_the_committed_batch_scale_figures():
+    """docs/batch.md ("Scale out") quotes bench/results/batch_scale.json, through the tables batch_scale.py writes:
     after a new run, paste the two tables of bench/results/batch_scale.md (and update the prose around them)."""
     pytest.importorskip("pyarrow")
     batch_scale = _batch_scale()
     report = json.loads((ROOT / "bench" / "results" / "batch_scale.json").read_text())
     assert not report["smoke"]
     assert (ROOT / "bench" / "results" / "batch_scale.md").read_text() == batch_scale.markdown(report)
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Scale out") : readme.index("## Command line")]
+    section = (ROOT / "docs" / "batch.md").read_text()
     assert f"`{report['provenance']['command']}`" in section
     for table in (batch_scale.runs_table(report), batch_scale.cost_table(report)):
-        assert table in section, f"README 'Scale out' lacks this table of bench/results/batch_scale.md:\n{table}"
+        assert table in section, f"docs/batch.md lacks this table of bench/results/batch_scale.md:\n{table}"
 
 
 def test_footprint_bench_smoke(tmp_path):

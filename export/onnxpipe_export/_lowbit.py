@@ -10,7 +10,7 @@ with onnxruntime's MatMulNBitsQuantizer because that module imports ``onnx_ir``,
 ~40 lines of packing.
 
 int8: onnxruntime's dynamic quantizer with u8 weights: on AVX2-only CPUs (no VNNI) the u8 x s8 kernel saturates its
-16-bit pair sums (README "INT8 and the CPU"), u8 x u8 does not.
+16-bit pair sums (docs/performance.md, "INT8 and the CPU"), u8 x u8 does not.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Input checks shared by the tokenizer and every pipeline: types named by index, unencodable text repaired.
 
-The policy (README.md, "What each kind of input does"): any ``str`` is a valid input, including "" and text no
+The policy (docs/reliability.md, "What each kind of input does"): any ``str`` is a valid input, including "" and text no
 UTF-8 encoder accepts (lone surrogates become U+FFFD); anything else is a ``TypeError`` naming its index and
 type. We repair rather than refuse text because it usually comes from sources nobody controls (logs, scraped
 pages, ``surrogateescape``-decoded file names), and one bad character should not fail a batch of thousands.

@@ -44,7 +44,7 @@ class Profile:
     note: str = ""
 
 
-# Chosen by measurement (bench/footprint.py, README "Edge deployment"). "default" is what every session had
+# Chosen by measurement (bench/footprint.py, docs/edge.md). "default" is what every session had
 # before profiles existed. "low-power" is for a small box that is mostly idle: pool threads that spin after each
 # run burn CPU between requests (~2 % of a core in the 2 s after a burst and 31-42 % at 10 requests/s, against
 # 0.00 % and 4-5 % without, measured under load), and

@@ -31,7 +31,7 @@ Hierarchy::
         └── ValidationError           an exported variant disagrees with PyTorch beyond tolerance
 
 Bad Python types in the input (None, bytes, numbers, nested lists) raise the built-in ``TypeError``, naming
-the index and the type; README.md, "What each kind of input does", says what every kind of text does.
+the index and the type; docs/reliability.md, "What each kind of input does", says what every kind of text does.
 """
 
 from __future__ import annotations

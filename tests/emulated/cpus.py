@@ -39,7 +39,7 @@ RUNTIME = provision.ROOT / "runtime"
 HASWELL_CPU = "Haswell,-pcid,-x2apic,-tsc-deadline,-hle,-invpcid,-rtm"
 # Not "max": Debian's QEMU 7.2 computes SME's integer outer product (SMOPA) wrongly, and onnxruntime sends
 # DynamicQuantizeMatMul to its SME kernels wherever the CPU reports SME, so int8 answers there are the
-# emulator's garbage (README "INT8 and the CPU"). Neoverse N1 has no SME (nor SVE, nor i8mm).
+# emulator's garbage (docs/performance.md, "INT8 and the CPU"). Neoverse N1 has no SME (nor SVE, nor i8mm).
 ARM64_CPU = "neoverse-n1"
 # Emulation is 10-100x slower than the host: a run that takes longer than this is stuck, not slow.
 TIMEOUT_S = 1800

@@ -1,5 +1,5 @@
 """Which int8 kernel goes wrong under QEMU's ``-cpu max`` ARM64? Not part of the test suite: the evidence behind
-README "INT8 and the CPU", kept so it can be rerun (needs the export extra for onnx). From the repository root:
+docs/performance.md, kept so it can be rerun (needs the export extra for onnx). From the repository root:
 
     PYTHONPATH=runtime python tests/emulated/int8_kernels_probe.py native arm64:neoverse-n1 arm64:max \
         arm64:max,sve=off arm64:max,sme=off
