@@ -22,49 +22,23 @@ from pathlib import Path
 
 import numpy as np
 
-# op type -> (weight input, weight zero-point input) of the integer matmuls onnxruntime has
-WEIGHT_INPUTS = {
-    "MatMulInteger": (1, 3),
-    "DynamicQuantizeMatMul": (1, 3),
-    "QAttention": (1, 7),
-    "QLinearMatMul": (3, 5),
-}
 SAFE_S8 = (-64, 64)  # 2 * 255 * 64 = 32640 <= 32767: no u8 x s8 pair sum leaves a signed 16-bit lane
 ACTIVATION_ZERO_POINTS = (0, 128)
 
 
 def integer_weights(path: str | Path) -> list[tuple[str, str, np.ndarray, np.ndarray | None]]:
     """``(op_type, weight name, weight, zero point)`` of every integer matmul with a constant weight in the
-    file at ``path`` (QDQ: each int8 DequantizeLinear initializer that feeds a MatMul or Gemm)."""
+    file at ``path``, as the export's saturation gate finds them (QDQ: each int8 DequantizeLinear initializer
+    that feeds a MatMul or Gemm). The range rule below stays this module's own, an independent check of it."""
     import onnx
-    from onnx import numpy_helper
 
-    graph = onnx.load(str(path)).graph
-    inits = {i.name: i for i in graph.initializer}
-    readers: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
-
-    def arr(name: str) -> np.ndarray | None:
-        return numpy_helper.to_array(inits[name]) if name and name in inits else None
+    from onnxpipe_export._int8_saturation import integer_matmul_weights
 
     found, seen = [], set()
-    for n in graph.node:
-        if n.op_type in WEIGHT_INPUTS:
-            wi, zi = WEIGHT_INPUTS[n.op_type]
-            name = n.input[wi]
-            zp = n.input[zi] if len(n.input) > zi else ""
-        elif n.op_type == "DequantizeLinear" and any(
-            r.op_type in ("MatMul", "Gemm") and r.input[1] == n.output[0] for r in readers.get(n.output[0], [])
-        ):
-            name, zp = n.input[0], (n.input[2] if len(n.input) > 2 else "")
-        else:
-            continue
-        w = arr(name)
-        if w is not None and name not in seen:
-            seen.add(name)
-            found.append((n.op_type, name, w, arr(zp)))
+    for e in integer_matmul_weights(onnx.load(str(path))):
+        if e["weight"] is not None and e["weight_name"] not in seen:
+            seen.add(e["weight_name"])
+            found.append((e["op_type"], e["weight_name"], e["weight"], e["zero_point"]))
     return found
 
 
