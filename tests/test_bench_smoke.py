@@ -215,6 +215,7 @@ def test_every_installed_engine_runs_or_says_why(suite_rows, task, engine, tiny_
         assert set(timed) == {"seed1", "seed2", "sst2-b8", "sst2-stream", "syn64", "syn64-b2"}
         for r in timed.values():
             assert r["passes"] == 2 and r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] and r["throughput_sps"] > 0
+            assert r["best_p50_ms"] <= r["p50_ms"] and r["best_throughput_sps"] >= r["throughput_sps"]
         if task == "cls":
             assert 0.0 <= timed["sst2-b8"]["accuracy"] <= 1.0
 
