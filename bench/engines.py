@@ -379,8 +379,8 @@ def load_optimum_intel(spec: Spec, paths: dict[str, Path]) -> Engine:
     def predict(texts, bs):
         return _label_ids(pipe(list(texts), batch_size=bs, truncation=True), label2id)
 
-    compiled = model.request.get_compiled_model() if hasattr(model.request, "get_compiled_model") else None
-    hint = str(compiled.get_property("INFERENCE_PRECISION_HINT")) if compiled is not None else "?"
+    model.compile()  # optimum-intel keeps the CompiledModel as model.request
+    hint = str(model.request.get_property("INFERENCE_PRECISION_HINT"))
     return Engine(
         predict,
         {
@@ -390,6 +390,7 @@ def load_optimum_intel(spec: Spec, paths: dict[str, Path]) -> Engine:
             "transformers": transformers.__version__,
             "torch": _version("torch"),
             "inference_precision": hint,
+            "ov_config": json.dumps(model.ov_config, sort_keys=True),
         },
         "openvino-CPU",
     )

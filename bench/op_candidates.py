@@ -65,7 +65,7 @@ def quality(folder: Path, texts: list[str], gold: np.ndarray, torch_labels: np.n
     from onnxpipe_export._invariance import alone_and_batched, score_invariance
 
     model = OnnxModel(load_manifest(folder, verify=False), precision="int8")
-    alone, batched = alone_and_batched(model, AutoTokenizer.from_pretrained(folder), texts, "logits")
+    alone, batched = alone_and_batched(model, AutoTokenizer.from_pretrained(folder, verify=False), texts, "logits")
     labels = alone.argmax(-1)
     return {
         "accuracy": round(float((labels == gold).mean()), 4),
@@ -81,6 +81,7 @@ def speed_rounds(folders: dict[str, Path], texts: list[str], rounds: int, calls:
     requests = [texts[i : i + BATCH] for i in range(0, len(texts), BATCH)]
     seed: dict[str, list[float]] = {k: [] for k in pipes}
     sps: dict[str, list[float]] = {k: [] for k in pipes}
+    fastest = dict.fromkeys(pipes, float("inf"))  # the quickest single call: least disturbed by other processes
     names = list(pipes)
     for rnd in range(rounds):
         for k in names[rnd % len(names) :] + names[: rnd % len(names)]:
@@ -93,6 +94,7 @@ def speed_rounds(folders: dict[str, Path], texts: list[str], rounds: int, calls:
                 pipe(SEED)
                 lat.append(time.perf_counter() - t)
             seed[k].append(1e3 * float(np.median(lat)))
+            fastest[k] = min(fastest[k], 1e3 * min(lat))
             pipe(requests[0])
             t = time.perf_counter()
             for r in requests:
@@ -100,7 +102,11 @@ def speed_rounds(folders: dict[str, Path], texts: list[str], rounds: int, calls:
             sps[k].append(len(texts) / (time.perf_counter() - t))
     return {
         k: {
-            "batch1_ms": {"best": round(min(seed[k]), 4), "median": round(statistics.median(seed[k]), 4)},
+            "batch1_ms": {
+                "best": round(min(seed[k]), 4),
+                "median": round(statistics.median(seed[k]), 4),
+                "fastest_call": round(fastest[k], 4),
+            },
             "b32_sps": {"best": round(max(sps[k]), 1), "median": round(statistics.median(sps[k]), 1)},
             "rounds": {"batch1_ms": seed[k], "b32_sps": sps[k]},
         }
@@ -120,15 +126,17 @@ def markdown(report: dict) -> str:
         "Batch 1: the seed sentence, p50. Requests of 32: SST-2 dev, sentences/s. Quality: SST-2 dev (872), "
         "each sentence alone; invariance: alone vs the runtime's padded batches.",
         "",
-        "| file | nodes onnxruntime runs | batch 1 ms | requests of 32 /s | SST-2 acc | agrees with PyTorch | "
-        "invariance: max dP, flips |",
-        "|---|---|---|---|---|---|---|",
+        "| file | nodes onnxruntime runs | batch 1 ms | fastest batch-1 call ms | requests of 32 /s | SST-2 acc | "
+        "agrees with PyTorch | invariance: max dP, flips |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for k, r in report["files"].items():
+    files = dict(sorted(report["files"].items(), key=lambda kv: (kv[0] != "shipped int8", kv[0])))
+    for k, r in files.items():
         s, q = r["speed"], r["quality"]
         inv = q["batch_invariance"]
         lines.append(
             f"| {k} | {r.get('ort_nodes', '-')} | {s['batch1_ms']['best']:.3f} ({s['batch1_ms']['median']:.3f}) | "
+            f"{s['batch1_ms'].get('fastest_call', '-')} | "
             f"{s['b32_sps']['best']:.0f} ({s['b32_sps']['median']:.0f}) | {q['accuracy']:.4f} | "
             f"{100 * q['agreement_with_pytorch']:.1f} % | {inv['max_score_change']:.3g}, {inv['label_flips']} |"
         )
