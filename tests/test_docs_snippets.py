@@ -1,4 +1,5 @@
-"""The ```python blocks of README.md and docs/*.md run, and print what the docs say they print.
+"""The ```python blocks of README.md and docs/*.md run, and print what the docs say they print; the
+model-folder page names every key of the manifest reader.
 
 Each page's blocks run in order in one namespace (as a reader pastes them into one session), in a scratch
 folder holding FIXTURE_FILES, on the embedded model minilm-sst2; every block is one test case. A block that
@@ -221,3 +222,22 @@ def test_marked_snippets() -> None:
 )
 def test_output_matching(shown: str, printed: str, ok: bool) -> None:
     assert _matches(shown, printed) is ok
+
+
+def test_model_folder_page_names_every_manifest_key() -> None:
+    # The contract page is written from the reader: every key the typed manifest reads or writes is on it.
+    import dataclasses
+
+    from onnxpipe import _manifest
+
+    page = (ROOT / "docs" / "model-folder.md").read_text(encoding="utf-8")
+    prose = re.sub(r"^```.*?^```", "", page, flags=re.M | re.S)  # fences would pair the backticks wrongly
+    spans = " ".join(re.findall(r"`([^`]+)`", prose))
+    missing = [
+        f"{cls.__name__}.{f.name}"
+        for cls in (_manifest.Manifest, _manifest.Variant, _manifest.OrtFormat, _manifest.Pooling, _manifest.FileEntry)
+        for f in dataclasses.fields(cls)
+        if f.name not in ("folder", "extra") and not re.search(rf"\b{f.name}\b", spans)
+    ]
+    missing += [p for p in _manifest.PRECISIONS if not re.search(rf"\b{re.escape(p)}\b", spans)]
+    assert not missing, f"docs/model-folder.md does not document {missing}"
