@@ -1,10 +1,13 @@
-"""The ```python blocks of README.md and docs/*.md run, and print what the docs say they print; the
-model-folder page names every key of the manifest reader.
+"""The ```python and ```console blocks of README.md and docs/*.md run, and print what the docs say they print;
+the model-folder page names every key of the manifest reader.
 
 Each page's blocks run in order in one namespace (as a reader pastes them into one session), in a scratch
-folder holding FIXTURE_FILES, on the embedded model minilm-sst2; every block is one test case. A block that
-cannot run here is marked just above its fence with ``<!-- snippet: skip, REASON -->`` (REASON one of
-SKIP_REASONS); test_marked_snippets lists them and fails on a marker without a known reason.
+folder holding FIXTURE_FILES, on the embedded model minilm-sst2; every block is one test case. In a console
+block each ``$ onnxpipe ...`` line runs through the CLI's ``main`` in this process (no subprocess: cheap) and
+must exit 0; the lines below it, up to the next ``$``, are its output. A block that cannot run here is marked
+just above its fence with ``<!-- snippet: skip, REASON -->`` (REASON one of SKIP_REASONS); test_marked_snippets
+lists them and fails on a marker without a known reason. Other blocks (```bash synopses with placeholders,
+install lines) are not run.
 
 Shown output: a comment that starts like a Python value (``[``, ``{``, ``(``, a quote, a digit, ``True``...)
 after an expression, on its line or on the comment lines right below it, is what the expression evaluates to,
@@ -21,6 +24,7 @@ import functools
 import io
 import os
 import re
+import shlex
 import tokenize
 from dataclasses import dataclass
 from decimal import Decimal
@@ -41,7 +45,7 @@ SKIP_REASONS = (
 # Files the blocks read, written into the scratch folder they run in.
 FIXTURE_FILES = {"reviews.txt": "A gripping, beautifully acted film.\nDull and far too long.\n\nI loved it!\n"}
 
-_FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
+_FENCE = re.compile(r"^```(python|console)[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
 _MARKER = re.compile(r"<!--\s*snippet:\s*skip,\s*(.*?)\s*-->\s*$")
 _VALUE_START = re.compile(r"^([\[{('\"\-\d]|True\b|False\b|None\b|array\()")
 _NUMBER = re.compile(r"-?\d+\.\d+(?:[eE][-+]?\d+)?")
@@ -51,6 +55,7 @@ _NUMBER = re.compile(r"-?\d+\.\d+(?:[eE][-+]?\d+)?")
 class Snippet:
     page: Path
     line: int  # of the opening fence, 1-based
+    lang: str  # python or console
     code: str
     skip: str | None  # the marker's reason
 
@@ -66,7 +71,7 @@ def _snippets(page: Path) -> list[Snippet]:
         before = [line for line in text[: m.start()].splitlines() if line.strip()]
         marker = _MARKER.match(before[-1].strip()) if before else None
         line = text.count("\n", 0, m.start()) + 1
-        found.append(Snippet(page, line, m.group(1), marker.group(1) if marker else None))
+        found.append(Snippet(page, line, m.group(1), m.group(2), marker.group(1) if marker else None))
     return found
 
 
@@ -125,7 +130,31 @@ def _matches(shown: str, printed: str) -> bool:
     return True
 
 
+def _run_console(snippet: Snippet) -> None:
+    from onnxpipe._cli import main
+
+    lines = snippet.code.replace("\\\n", " ").splitlines()
+    commands = [n for n, line in enumerate(lines) if line.startswith("$ ")]
+    assert commands, f"{snippet.id}: a console block without a '$ ' command"
+    for i, n in enumerate(commands):
+        argv = shlex.split(lines[n][2:], comments=True)
+        assert argv[0] == "onnxpipe", f"{snippet.id}: only onnxpipe commands run here, not {argv[0]!r}"
+        shown = "\n".join(lines[n + 1 : commands[i + 1] if i + 1 < len(commands) else len(lines)]).strip()
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            try:
+                rc = main(argv[1:])
+            except SystemExit as e:
+                rc = e.code
+        assert rc in (0, None), f"{snippet.id}: `{lines[n][2:]}` exits {rc}"
+        if shown and not _matches(shown, out.getvalue()):
+            printed = out.getvalue()
+            raise AssertionError(f"{snippet.id}: the docs show\n  {shown}\nbut `{lines[n][2:]}` prints\n  {printed}")
+
+
 def _run(snippet: Snippet, namespace: dict) -> None:
+    if snippet.lang == "console":
+        return _run_console(snippet)
     tree = ast.parse(snippet.code)
     comments = _comments(snippet.code)
     code_lines = snippet.code.splitlines()
@@ -186,7 +215,7 @@ def test_snippet_runs_and_prints_what_the_docs_show(snippet: Snippet, scratch: P
 
 def test_marked_snippets() -> None:
     marked = [s for s in ALL if s.skip is not None]
-    print(f"\n{len(RUN)} of {len(ALL)} python blocks run; {len(marked)} marked as not runnable here:")
+    print(f"\n{len(RUN)} of {len(ALL)} python and console blocks run; {len(marked)} marked as not runnable here:")
     for s in marked:
         print(f"  {s.id}: {s.skip}")
     unknown = [f"{s.id}: {s.skip!r}" for s in marked if s.skip not in SKIP_REASONS]
@@ -200,7 +229,8 @@ def test_marked_snippets() -> None:
                 in_fence = not in_fence
             elif not in_fence and _MARKER.match(line.strip()):
                 after = next((x for x in lines[n + 1 :] if x.strip()), "")
-                assert after.startswith("```python"), f"{page.relative_to(ROOT)}:{n + 1}: marker not above a block"
+                where = f"{page.relative_to(ROOT)}:{n + 1}"
+                assert after.startswith(("```python", "```console")), f"{where}: a marker with no block below it"
     assert RUN, "no docs snippet runs"
 
 
