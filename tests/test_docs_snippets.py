@@ -43,7 +43,10 @@ SKIP_REASONS = (
     "needs a GPU",
 )
 # Files the blocks read, written into the scratch folder they run in.
-FIXTURE_FILES = {"reviews.txt": "A gripping, beautifully acted film.\nDull and far too long.\n\nI loved it!\n"}
+FIXTURE_FILES = {
+    "reviews.txt": "A gripping, beautifully acted film.\nDull and far too long.\n\nI loved it!\n",
+    "reviews.csv": 'review\n"A gripping, beautifully acted film."\nDull and far too long.\n',
+}
 
 _FENCE = re.compile(r"^```(python|console)[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
 _MARKER = re.compile(r"<!--\s*snippet:\s*skip,\s*(.*?)\s*-->\s*$")
