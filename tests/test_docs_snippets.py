@@ -274,3 +274,23 @@ def test_model_folder_page_names_every_manifest_key() -> None:
     ]
     missing += [p for p in _manifest.PRECISIONS if not re.search(rf"\b{re.escape(p)}\b", spans)]
     assert not missing, f"docs/model-folder.md does not document {missing}"
+
+
+def test_readme_accuracy_is_the_embedded_models_manifest() -> None:
+    # The README quotes the embedded model's accuracy; the one home of those figures is its manifest.
+    import json
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quoted = re.search(
+        r"SST-2 dev accuracy: PyTorch ([\d.]+), fp32 ONNX ([\d.]+), int8 ([\d.]+) \(([\d.]+) % label agreement\)",
+        " ".join(readme.split()),
+    )
+    assert quoted, "README.md no longer quotes the embedded model's SST-2 accuracy in the form this test reads"
+    figures = json.loads((ROOT / "models" / "minilm-sst2" / "manifest.json").read_text())["validation_data"]
+    variants = figures["variants"]
+    assert [float(x) for x in quoted.groups()] == [
+        round(figures["pytorch_accuracy"], 4),
+        round(variants["fp32"]["accuracy"], 4),
+        round(variants["int8"]["accuracy"], 4),
+        round(100 * variants["int8"]["label_agreement_with_pytorch"], 1),
+    ]
