@@ -6,7 +6,7 @@ Runs run.py's workers (each engine its own process, engines rotated per round; O
 their own venvs, built on first use) on two workloads: ``seed1`` (the seed sentence, batch 1) and ``sst2-b32``
 (SST-2 dev in requests of 32, which also gives each engine's accuracy), and writes engine_comparison.json and
 .md: per engine the median and the best round, the accuracy, the versions, every round's figures, the load
-average at start and end and the CPU's SIMD flags, plus the issue's ratios from the best rounds. run.py's own
+average at start and end and the CPU's SIMD flags, plus the targets' ratios from the best rounds. run.py's own
 outputs go to ``--work`` (git-ignored), so the suite's committed results.md stays as it is.
 """
 

@@ -14,7 +14,7 @@ kernels onnxruntime picks after its load-time fusions:
   sums, the LayerNormalization and the mask's ReduceSum, plus int32 Casts of the ids;
 - ``embed-layernorm+skipln``: with the residual Sums as Add too.
 
-What the issue also names, and why there is no rewrite for it here: one DynamicQuantizeLinear shared by Q, K and
+The other fewer-operator levers, and why there is no rewrite for them here: one DynamicQuantizeLinear shared by Q, K and
 V and packed QKV are already in the file (QAttention reads one quantized input and one packed weight);
 DynamicQuantizeMatMul is what onnxruntime's fusion turns every DynamicQuantizeLinear -> MatMulInteger -> Cast ->
 Mul (-> bias Add) chain into at load ("extended"), and MatMulIntegerToFloat is its form for a quantized input
