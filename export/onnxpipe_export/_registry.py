@@ -16,6 +16,7 @@ MODEL_CLASSES: dict[str, str] = {
     "token-classification": "AutoModelForTokenClassification",
     "question-answering": "AutoModelForQuestionAnswering",
     "text-generation": "AutoModelForCausalLM",
+    "text2text-generation": "AutoModelForSeq2SeqLM",
 }
 
 # Derived: export task -> {"model_class", "outputs"} (head outputs; each graph also gets last_hidden_state),
@@ -51,8 +52,13 @@ ARCHITECTURES: dict[str, dict] = {
     "llama": {"fusion": None, "expect_fused": [], "decoder": True},
     "qwen2": {"fusion": None, "expect_fused": [], "decoder": True},
     "mistral": {"fusion": None, "expect_fused": [], "decoder": True},
+    # Encoder-decoders (text2text-generation, summarization, translation only: _seq2seq.py). No fusion pass yet.
+    "t5": {"fusion": None, "expect_fused": [], "seq2seq": True},
+    "bart": {"fusion": None, "expect_fused": [], "seq2seq": True},
+    "marian": {"fusion": None, "expect_fused": [], "seq2seq": True},
 }
 DECODER_TASK = "text-generation"
+SEQ2SEQ_TASK = "text2text-generation"
 
 
 def canonical_export_task(task: str) -> str:
@@ -84,9 +90,16 @@ def settings_for(model_type: str, task: str | None = None) -> dict:
     """The export settings of ``model_type``; with ``task``, also refuse a task the architecture cannot serve
     (a decoder for an encoder head, an encoder for text-generation)."""
     settings = ARCHITECTURES.get(model_type)
+    if settings is not None and task is not None and bool(settings.get("seq2seq")) != (task == SEQ2SEQ_TASK):
+        seq2seq = sorted(a for a, s in ARCHITECTURES.items() if s.get("seq2seq"))
+        raise UnsupportedArchitectureError(
+            f"no export settings for model type {model_type!r} with task {task!r}: {SEQ2SEQ_TASK} (and "
+            f"summarization, translation) supports {seq2seq}, and they support only it. Export a {model_type} "
+            f"checkpoint with --task {SEQ2SEQ_TASK if settings.get('seq2seq') else 'another task'}."
+        )
     if settings is not None and task is not None and bool(settings.get("decoder")) != (task == DECODER_TASK):
         decoders = sorted(a for a, s in ARCHITECTURES.items() if s.get("decoder"))
-        encoders = sorted(a for a in ARCHITECTURES if a not in decoders)
+        encoders = sorted(a for a, s in ARCHITECTURES.items() if a not in decoders and not s.get("seq2seq"))
         raise UnsupportedArchitectureError(
             f"no export settings for model type {model_type!r} with task {task!r}: {DECODER_TASK} supports "
             f"{decoders}; the other tasks support {encoders}. Export a {model_type} checkpoint with "

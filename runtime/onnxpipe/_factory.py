@@ -163,6 +163,8 @@ def pipeline(
     pipe = TABLE[name].pipeline(
         onnx_model, _tokenizer(tokenizer, folder, manifest), batch_size=batch_size, max_batch_tokens=max_batch_tokens
     )
+    if isinstance(task, str):
+        pipe.use_task(task)
     defaults = _construction_kwargs(kwargs)
     if defaults:
         pipe._set_defaults(**defaults)

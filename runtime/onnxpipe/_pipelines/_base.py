@@ -91,6 +91,10 @@ class Pipeline:
         self._split_params(**{k: v for k, v in kwargs.items() if k != "batch_size"})
         self._defaults = dict(kwargs)
 
+    def use_task(self, task: str) -> None:
+        """The task name ``pipeline()`` was called with, before aliases resolve (``translation_en_to_de``);
+        pipelines whose settings depend on it override this."""
+
     def __getstate__(self) -> NoReturn:  # pickling refused (see _NOT_PICKLABLE); nothing here ever unpickles
         raise TypeError(_NOT_PICKLABLE.format(what=f"a {type(self).__name__}", how="pipeline(...)"))
 
