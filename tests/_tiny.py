@@ -153,6 +153,7 @@ _CONFIGS: dict[str, dict] = {
         "pad_token_id": 0,
         "eos_token_id": 1,
         "decoder_start_token_id": 0,
+        "max_length": 16,
         "task_specific_params": {
             "summarization": {
                 "early_stopping": True,
@@ -183,6 +184,7 @@ _CONFIGS: dict[str, dict] = {
         "forced_eos_token_id": 2,
         "forced_bos_token_id": 0,
         "no_repeat_ngram_size": 3,
+        "max_length": 16,
     },
     "marian": {
         "d_model": 32,
@@ -193,14 +195,14 @@ _CONFIGS: dict[str, dict] = {
         "encoder_ffn_dim": 37,
         "decoder_ffn_dim": 37,
         "max_position_embeddings": MAX_POSITIONS,
-        "init_std": 0.3,
+        "init_std": 0.05,  # at 0.3 every input decodes to one repeated token, and beam search equals greedy
         "pad_token_id": 2,
         "eos_token_id": 1,
         "decoder_start_token_id": 2,
         "forced_eos_token_id": 1,
         "bad_words_ids": [[2]],
         "num_beams": 3,
-        "max_length": 24,
+        "max_length": 16,
     },
     "deberta-v2": {
         "type_vocab_size": 0,

@@ -2,8 +2,10 @@
 
 Precedence (transformers' text2text pipelines): the pipeline's defaults (``max_new_tokens=256, num_beams=4``),
 where they are transformers' global defaults the checkpoint's generation config, the arguments given to
-``pipeline(...)``, the task's ``task_specific_params`` (``summarization``, ``translation_en_to_de``...), then the
-call's arguments. ``max_new_tokens`` wins over ``max_length``; both count the decoder start token in
+``pipeline(...)``, the task's ``task_specific_params`` (``summarization``, ``translation_en_to_de``...), the
+checkpoint's settings again wherever a value is still the global default (``generate`` does so: a task's
+``max_length=20`` is the global default, so a checkpoint's own max_length wins over it), then the call's
+arguments. ``max_new_tokens`` wins over ``max_length``; both count the decoder start token in
 ``max_length``, as transformers does for encoder-decoders.
 """
 
@@ -84,16 +86,22 @@ def merged_config(
     """The generation settings of one call as transformers' pipeline (or, with ``pipeline_defaults={}``,
     ``model.generate``) merges them; see the module docstring."""
     config = {**GLOBAL_DEFAULTS, **(PIPELINE_DEFAULTS if pipeline_defaults is None else pipeline_defaults)}
-    for key, value in model_config.items():  # the model's values where the pipeline kept the global default
-        if config.get(key, GLOBAL_DEFAULTS.get(key)) == GLOBAL_DEFAULTS.get(key) and value != GLOBAL_DEFAULTS.get(key):
-            config[key] = value
+    _model_defaults(config, model_config)
     config.update(construction)
     default_new = (pipeline_defaults if pipeline_defaults is not None else PIPELINE_DEFAULTS).get("max_new_tokens")
     if default_new is not None and config.get("max_new_tokens") == default_new and config["max_length"] != 20:
         config["max_new_tokens"] = None  # a checkpoint's own max_length beats the pipeline's length default
     config.update({k: v for k, v in (task_params or {}).items() if k != "prefix"})
+    _model_defaults(config, model_config)  # generate() applies them once more, before the call's arguments
     config.update(call)
     return config
+
+
+def _model_defaults(config: dict[str, Any], model_config: dict[str, Any]) -> None:
+    """The checkpoint's generation settings wherever ``config`` holds transformers' global default."""
+    for key, value in model_config.items():
+        if config.get(key, GLOBAL_DEFAULTS.get(key)) == GLOBAL_DEFAULTS.get(key) and value != GLOBAL_DEFAULTS.get(key):
+            config[key] = value
 
 
 def resolve(config: dict[str, Any], ids: dict[str, Any]) -> GenerationSettings:
@@ -122,7 +130,8 @@ def resolve(config: dict[str, Any], ids: dict[str, Any]) -> GenerationSettings:
     else:
         max_length = _int(config, "max_length", 2)  # the start token and at least one new token
     min_new = config.get("min_new_tokens")
-    min_new = 0 if min_new is None else _int(config, "min_new_tokens", 0)
+    # transformers takes any int here (a negative one is no minimum)
+    min_new = 0 if min_new is None else max(_int(config, "min_new_tokens", -(2**62)), 0)
     penalty = config.get("length_penalty", 1.0)
     if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not math.isfinite(penalty):
         raise _refuse("length_penalty", penalty, "a finite number (> 0 favours longer sequences)")
