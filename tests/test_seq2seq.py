@@ -259,3 +259,14 @@ def test_generation_runs_with_the_export_stack_unimportable(folders):
             ["The film was great!", "OK."], num_beams=3, max_new_tokens=6
         )
         assert results == expected
+
+
+def test_batch_writes_the_summaries_the_pipeline_gives(folders, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from onnxpipe._batch_job import run_batch
+
+    (tmp_path / "in.txt").write_text("\n".join(TEXTS[:4]) + "\n", encoding="utf-8")
+    run_batch(folders["t5"], tmp_path / "in.txt", tmp_path / "out.parquet", task="summarization", precision="fp32")
+    rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    want = pipeline("summarization", model=folders["t5"], precision="fp32")(TEXTS[:4])
+    assert [r["summary_text"] for r in rows] == [w["summary_text"] for w in want]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from _serve_util import Server
 
+from _serve_util import Server
 from onnxpipe import pipeline
 
 pytestmark = pytest.mark.torch  # the folder is exported in this session
