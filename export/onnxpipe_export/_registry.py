@@ -88,23 +88,21 @@ def folder_tasks(requested: str, config) -> list[str]:
 
 def settings_for(model_type: str, task: str | None = None) -> dict:
     """The export settings of ``model_type``; with ``task``, also refuse a task the architecture cannot serve
-    (a decoder for an encoder head, an encoder for text-generation)."""
+    (a decoder or encoder-decoder for an encoder head, an encoder for text-generation...)."""
     settings = ARCHITECTURES.get(model_type)
-    if settings is not None and task is not None and bool(settings.get("seq2seq")) != (task == SEQ2SEQ_TASK):
-        seq2seq = sorted(a for a, s in ARCHITECTURES.items() if s.get("seq2seq"))
-        raise UnsupportedArchitectureError(
-            f"no export settings for model type {model_type!r} with task {task!r}: {SEQ2SEQ_TASK} (and "
-            f"summarization, translation) supports {seq2seq}, and they support only it. Export a {model_type} "
-            f"checkpoint with --task {SEQ2SEQ_TASK if settings.get('seq2seq') else 'another task'}."
-        )
-    if settings is not None and task is not None and bool(settings.get("decoder")) != (task == DECODER_TASK):
+    if settings is not None and task is not None:
         decoders = sorted(a for a, s in ARCHITECTURES.items() if s.get("decoder"))
-        encoders = sorted(a for a, s in ARCHITECTURES.items() if a not in decoders and not s.get("seq2seq"))
-        raise UnsupportedArchitectureError(
-            f"no export settings for model type {model_type!r} with task {task!r}: {DECODER_TASK} supports "
-            f"{decoders}; the other tasks support {encoders}. Export a {model_type} checkpoint with "
-            f"--task {DECODER_TASK if settings.get('decoder') else 'text-classification (or another encoder task)'}."
-        )
+        seq2seq = sorted(a for a, s in ARCHITECTURES.items() if s.get("seq2seq"))
+        encoders = sorted(a for a in ARCHITECTURES if a not in decoders and a not in seq2seq)
+        kind = DECODER_TASK if settings.get("decoder") else SEQ2SEQ_TASK if settings.get("seq2seq") else None
+        wanted = task if task in (DECODER_TASK, SEQ2SEQ_TASK) else None
+        if kind != wanted:
+            raise UnsupportedArchitectureError(
+                f"no export settings for model type {model_type!r} with task {task!r}: {DECODER_TASK} supports "
+                f"{decoders}; {SEQ2SEQ_TASK} (and summarization, translation) supports {seq2seq}; the other "
+                f"tasks support {encoders}. Export a {model_type} checkpoint with "
+                f"--task {kind or 'text-classification (or another encoder task)'}."
+            )
     if model_type not in ARCHITECTURES:
         raise UnsupportedArchitectureError(
             f"no export settings for model type {model_type!r}; supported: {sorted(ARCHITECTURES)}. "
