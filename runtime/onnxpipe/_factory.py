@@ -165,5 +165,5 @@ def pipeline(
     )
     defaults = _construction_kwargs(kwargs)
     if defaults:
-        pipe._set_defaults(**defaults)
+        pipe.set_defaults(**defaults)
     return pipe

@@ -40,7 +40,7 @@ def _finite(x: np.ndarray) -> bool:
     return bool(np.isfinite(x.min()) and np.isfinite(x.max()))  # NaN propagates through both
 
 
-_NOT_PICKLABLE = (
+NOT_PICKLABLE = (
     "{what} cannot be pickled: it holds an onnxruntime session (native memory and threads), which cannot be "
     "sent to another process. Build one per process instead: pass the model name or folder path, and call "
     "{how} in each worker (e.g. multiprocessing.Pool(initializer=...) storing it in a global; with Ray, inside "
@@ -305,9 +305,9 @@ class OnnxModel:
         names = self._output_names
         return ModelOutput(zip(names, self.run(feeds, names)))
 
-    def __getstate__(self) -> NoReturn:  # pickling refused (see _NOT_PICKLABLE); nothing here ever unpickles
+    def __getstate__(self) -> NoReturn:  # pickling refused (see NOT_PICKLABLE); nothing here ever unpickles
         name = type(self).__name__
-        raise TypeError(_NOT_PICKLABLE.format(what=f"a {name}", how=f"{name}.from_pretrained(...)"))
+        raise TypeError(NOT_PICKLABLE.format(what=f"a {name}", how=f"{name}.from_pretrained(...)"))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.manifest.folder}, device={self.device!r}, precision={self.precision!r})"

@@ -76,6 +76,18 @@ def _side(side: Any) -> str:
     return str(side)
 
 
+def check_split_into_words(backend: Tokenizer) -> None:
+    """Refuse pre-tokenized input where transformers does: a byte-level BPE tokenizer (RoBERTa, GPT-2, BART)
+    without add_prefix_space would glue each word to the one before."""
+    state = json.loads(backend.pre_tokenizer.__getstate__()) if backend.pre_tokenizer else {}
+    if state.get("type") == "ByteLevel" and not state.get("add_prefix_space"):
+        raise ValueError(
+            "is_split_into_words=True: this byte-level tokenizer (RoBERTa / GPT-2 style) has no "
+            "add_prefix_space, and transformers refuses pre-tokenized input for it too; pass the words joined "
+            "into one text, or export from a checkpoint whose tokenizer was saved with add_prefix_space=True"
+        )
+
+
 class AutoTokenizer:
     """Tokenizer of a model folder, called like transformers' tokenizers.
 
@@ -194,6 +206,11 @@ class AutoTokenizer:
                 if len(self._recent) > _RECENT_COPIES:
                     self._recent.popitem(last=False)
         return tok
+
+    def warm_up(self) -> None:
+        """Build now the untruncated copy that the first text longer than the model's maximum (or the first
+        ``tokenize``) would otherwise build mid-request (~35 ms of the GIL for a BERT vocabulary)."""
+        self._for(None)
 
     def __getstate__(self) -> dict[str, Any]:
         # The lock cannot be pickled and the copies are caches: send the base tokenizer (tokenizers pickles it
@@ -587,22 +604,11 @@ class AutoTokenizer:
         out.__dict__["_encodings"] = rows
         return out
 
-    def _check_words(self) -> None:
-        """Refuse pre-tokenized input where transformers does: a byte-level BPE tokenizer (RoBERTa, GPT-2, BART)
-        without add_prefix_space would glue each word to the one before."""
-        state = json.loads(self._base.pre_tokenizer.__getstate__()) if self._base.pre_tokenizer else {}
-        if state.get("type") == "ByteLevel" and not state.get("add_prefix_space"):
-            raise ValueError(
-                "is_split_into_words=True: this byte-level tokenizer (RoBERTa / GPT-2 style) has no "
-                "add_prefix_space, and transformers refuses pre-tokenized input for it too; pass the words joined "
-                "into one text, or export from a checkpoint whose tokenizer was saved with add_prefix_space=True"
-            )
-
     def _inputs(self, text: Any, text_pair: Any, words: bool) -> tuple[bool, list[Any], list[Any] | None]:
         """(one input, the texts, the pairs or None), checked; as transformers, an empty ``text_pair`` of one
         text is no pair. With ``words``, one input is a list of str and a batch a list of such lists."""
         if words:
-            self._check_words()
+            check_split_into_words(self._base)
             if isinstance(text, str) or not isinstance(text, (list, tuple)):
                 raise TypeError(
                     f"is_split_into_words=True takes a list of words (or a list of such lists), got "

@@ -120,7 +120,7 @@ def load_model(
     # Made lazily, these landed on the first requests, on the event loop: the untruncated tokenizer copy
     # (requests truncate only when they ask) took ~35 ms of the GIL, and the lane session ~100 ms of a core; the
     # first burst's 429s took 25-45 ms instead of 3-6 ms (bench/serve_load.py's overload, first round).
-    tokenizer._for(None)
+    tokenizer.warm_up()
     model.warm_up()
     served = ServedModel(name, manifest, model)
     for task, t in TABLE.items():
