@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxpipe import AutoModel, AutoModelForSequenceClassification, pipeline
+from onnxpipe import AutoModel, AutoModelForSequenceClassification, SessionOptions, pipeline
 from onnxpipe._bench import bench
 from onnxpipe._manifest import sha256_file
 from onnxpipe._resolve import find_model
@@ -219,7 +219,7 @@ def test_bench_refuses_a_batch_size_of_zero_naming_the_flag():
         ({"batch_sizes": [2.5]}, "--batch-sizes"),
         ({"seq_lengths": [True]}, "--seq-lengths"),
         ({"runs": 0}, "--runs"),
-        ({"threads": 0}, "threads"),
+        ({"options": SessionOptions(threads=0)}, "threads"),
     ],
 )
 def test_bench_refuses_bad_numbers_before_loading(kwargs, flag):
