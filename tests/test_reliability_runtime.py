@@ -138,7 +138,7 @@ def test_many_distinct_window_settings_keep_few_tokenizer_copies(tiny_export):
     qa = pipeline("question-answering", model=tiny_export("bert", "question-answering"))
     for k in range(30):
         qa(QA, max_seq_len=40 + k, doc_stride=k % 20)
-    assert len(qa.tokenizer._recent) <= 8  # 30 settings, 30 copies kept before
+    assert len(qa.tokenizer._encoder._recent) <= 8  # 30 settings, 30 copies kept before
 
 
 # -- item 3: an empty batch never reaches onnxruntime --------------------------------------------------------------

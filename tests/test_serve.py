@@ -77,7 +77,7 @@ def test_what_a_first_request_would_build_exists_when_the_server_starts():
     served = load_model("sst2", SST2, SessionOptions(threads=2))
     assert served.model.execution == "alone"
     assert served.model._lane_session is not None and served.model._pool is not None
-    assert None in served.pipelines["text-classification"].tokenizer._pinned
+    assert None in served.pipelines["text-classification"].tokenizer._encoder._pinned
 
 
 def test_predict_single_equals_the_pipeline(server, classifier):

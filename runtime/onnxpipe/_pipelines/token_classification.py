@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from tokenizers import Encoding
 
+from .._encoder import check_split_into_words
 from .._inputs import clean_text, clean_words, int_option
-from .._tokenizer import check_split_into_words
 from ._base import Pipeline
 from ._text import Decoder, softmax, tokenizer_config
 
