@@ -167,7 +167,10 @@ class AutoTokenizer:
             name_or_path=state.get("name_or_path", ""),
             _padding_side=state.get("padding_side", "right"),
         )
-        self._encoder = Encoder(self._base, self.model_max_length)
+        # Filed under the length the base truncates at: model_max_length may have been changed since it was built
+        # (filed under the new one, the copy for it would cut at the old one).
+        cut = (self._base.truncation or {}).get("max_length", self.model_max_length)
+        self._encoder = Encoder(self._base, int(cut))
 
     @property
     def backend(self) -> Tokenizer:
