@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from ._registry import canonical_export_task, folder_tasks
 from ._variants import VARIANT_FILES
 
 
-def _parse_precisions(precisions) -> list[str]:
+def _parse_precisions(precisions: Any) -> list[str]:
     if isinstance(precisions, str):
         precisions = [p.strip() for p in precisions.split(",") if p.strip()]
     bad = [p for p in precisions if p not in VARIANT_FILES]
@@ -37,7 +38,7 @@ def _parse_precisions(precisions) -> list[str]:
     return list(dict.fromkeys(precisions))
 
 
-def _max_length(ckpt) -> int:
+def _max_length(ckpt: Any) -> int:
     tok_max = getattr(ckpt.tokenizer, "model_max_length", None) or 10**9
     pos = getattr(ckpt.config, "max_position_embeddings", None) or 512
     # RoBERTa-style position ids (RoBERTa, XLM-R, MPNet) start after the padding index: fewer are usable.
@@ -50,7 +51,7 @@ def _max_length(ckpt) -> int:
     return int(min(tok_max, pos, st_max))
 
 
-def _write_tokenizer(ckpt, folder: Path, max_length: int) -> None:
+def _write_tokenizer(ckpt: Any, folder: Path, max_length: int) -> None:
     backend = ckpt.tokenizer.backend_tokenizer
     backend.no_padding()
     backend.enable_truncation(max_length=max_length)
@@ -97,7 +98,7 @@ def _validation_texts(task: str, validation_data: Any) -> list[str]:
 
 def _int8_recipe(
     task: str, precisions: list[str], validation_data: Any, int8_recipe: str, calibration_data: Any = None
-) -> dict | None:
+) -> dict[str, Any] | None:
     """The int8 recipe the options ask for, or None for ``search``; refuse options that do not go together
     before anything heavy loads."""
     if validation_data is not None:
@@ -135,7 +136,7 @@ def _int8_recipe(
     return recipe
 
 
-def _parse_candidates(names, search: bool) -> list[str] | None:
+def _parse_candidates(names: Any, search: bool) -> list[str] | None:
     if names is None:
         return None
     from ._int8_recipes import INT8_CANDIDATES
@@ -151,21 +152,21 @@ def _parse_candidates(names, search: bool) -> list[str] | None:
 
 
 def export(
-    source,
-    task="text-classification",
-    out=None,
-    precisions=("int8", "fp32", "fp16"),
-    force=False,
-    allow_pickle=False,
-    trust_remote_code=False,
-    revision=None,
-    progress=True,
-    validation_data=None,
-    int8_recipe="default",
-    ort=False,
-    calibration_data=None,
-    prune_vocab=None,
-    int8_candidates=None,
+    source: str | os.PathLike[str],
+    task: str = "text-classification",
+    out: str | os.PathLike[str] | None = None,
+    precisions: str | Sequence[str] = ("int8", "fp32", "fp16"),
+    force: bool = False,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    progress: bool = True,
+    validation_data: str | os.PathLike[str] | None = None,
+    int8_recipe: str = "default",
+    ort: bool = False,
+    calibration_data: str | os.PathLike[str] | None = None,
+    prune_vocab: str | os.PathLike[str] | None = None,
+    int8_candidates: str | Sequence[str] | None = None,
 ) -> Path:
     """Export ``source`` (a checkpoint folder or hub id) for ``task`` into the model folder ``out``.
 
@@ -241,7 +242,7 @@ def export(
     ]
     bar = tqdm(total=len(steps), desc=f"export {Path(str(source)).name}", unit="step", disable=not progress)
 
-    def step(name):
+    def step(name: str) -> None:
         bar.set_postfix_str(name)
 
     with staging(out) as tmp, file_errors(out):
@@ -277,7 +278,7 @@ def export(
         fused_ops = fuse(raw, fp32, ckpt.settings["fusion"], ckpt.config)
         bar.update()
 
-        def source_for(r: dict) -> Path:  # the fp32 graph an int8 recipe quantizes
+        def source_for(r: dict[str, Any]) -> Path:  # the fp32 graph an int8 recipe quantizes
             return int8_source(r, raw, fp32, ckpt.settings["fusion"], ckpt.config)
 
         variants = {"fp32": fp32_variant(fused_ops)}
@@ -344,4 +345,4 @@ def export(
         fsync_tree(out.parent, recursive=False)  # the rename itself
         bar.update()
     bar.close()
-    return out
+    return target.path
