@@ -18,6 +18,7 @@ import shutil
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from onnxpipe._for_export import FORMAT_VERSION, Manifest, Variant
 from onnxpipe.errors import ExportError
@@ -58,7 +59,7 @@ _SUPPORTED_CONFIG = {
 }
 
 
-def seq2seq_precisions(precisions) -> list[str]:
+def seq2seq_precisions(precisions: Any) -> list[str]:
     if isinstance(precisions, str):
         precisions = [p.strip() for p in precisions.split(",") if p.strip()]
     if tuple(precisions) == ENCODER_DEFAULT:
@@ -72,7 +73,7 @@ def seq2seq_precisions(precisions) -> list[str]:
     return list(dict.fromkeys(precisions))
 
 
-def _trace(model, out_dir: Path) -> Path:
+def _trace(model: Any, out_dir: Path) -> Path:
     import torch
     from optimum.exporters.onnx import onnx_export_from_model
 
@@ -81,7 +82,7 @@ def _trace(model, out_dir: Path) -> Path:
     configs = {id(m.config): (m.config, m.config.use_cache) for m in model.modules() if hasattr(m, "config")}
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # validated against PyTorch below
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # type: ignore[attr-defined]
             warnings.filterwarnings("ignore", category=UserWarning)
             # no_post_process: the merge is done here, after quantizing each decoder (see the module docstring).
             onnx_export_from_model(
@@ -119,13 +120,13 @@ def _write_graphs(raw: Path, tmp: Path, precisions: list[str]) -> dict[str, Vari
     return variants
 
 
-def _token_ids(value) -> list[int]:
+def _token_ids(value: Any) -> list[int]:
     if value is None:
         return []
     return [int(v) for v in (value if isinstance(value, list) else [value])]
 
 
-def generation_block(ckpt, decoder_graph: Path) -> dict:
+def generation_block(ckpt: Any, decoder_graph: Path) -> dict[str, Any]:
     """The manifest's "generation" entry of an encoder-decoder folder (models/README.md)."""
     import onnx
 
@@ -166,7 +167,7 @@ def generation_block(ckpt, decoder_graph: Path) -> dict:
     }
 
 
-def _max_length(ckpt) -> int:
+def _max_length(ckpt: Any) -> int:
     """The longest input the encoder takes: its learned positions (BART, Marian), else (T5's relative
     positions have no limit) the length its tokenizer was trained for."""
     tok_max = getattr(ckpt.tokenizer, "model_max_length", None) or 10**9
@@ -177,14 +178,14 @@ def _max_length(ckpt) -> int:
 
 
 def export_seq2seq(
-    source,
+    source: Any,
     requested: str,
-    out,
-    precisions,
+    out: Any,
+    precisions: Any,
     force: bool,
     allow_pickle: bool,
     trust_remote_code: bool,
-    revision,
+    revision: str | None,
     progress: bool,
 ) -> Path:
     """Export an encoder-decoder checkpoint into a model folder; see the module docstring. Returns the folder."""
@@ -239,4 +240,4 @@ def export_seq2seq(
     if progress:
         figures = ", ".join(f"{p}: {(v.validation or {}).get('summary')}" for p, v in manifest.variants.items())
         print(f"exported {source} for {requested} ({figures})")
-    return out
+    return Path(out)

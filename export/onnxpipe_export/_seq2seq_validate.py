@@ -6,6 +6,8 @@ variants get the same figures recorded, not enforced: their quality is a choice 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -28,7 +30,7 @@ BEAMS = 4
 SENTENCES = [VALIDATION_SENTENCES[i] for i in (0, 2, 5, 12, 15, 16)]
 
 
-def _torch_tokens(model, ids: list[int], **kwargs) -> list[int]:
+def _torch_tokens(model: Any, ids: list[int], **kwargs: Any) -> list[int]:
     with torch.no_grad():
         out = model.generate(
             input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), **kwargs
@@ -43,7 +45,7 @@ def _torch_tokens(model, ids: list[int], **kwargs) -> list[int]:
     return tokens
 
 
-def validate_seq2seq(ckpt, manifest, precision: str) -> dict:
+def validate_seq2seq(ckpt: Any, manifest: Any, precision: str) -> dict[str, Any]:
     model = Seq2SeqModel(OnnxModel(manifest, device="cpu", precision=precision))
     tokenizer = AutoTokenizer.from_manifest(manifest)
     g = manifest.generation

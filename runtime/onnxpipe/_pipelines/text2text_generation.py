@@ -96,7 +96,7 @@ class Text2TextGenerationPipeline(Pipeline):
         config = merged_config(dict(self.info.get("config") or {}), self.task_params, construction, call)
         return resolve(config, self.ids)
 
-    def _set_defaults(self, **kwargs: Any) -> None:
+    def set_defaults(self, **kwargs: Any) -> None:
         self._defaults = dict(kwargs)
         self._split({k: v for k, v in kwargs.items() if k != "batch_size"})
         self.settings()  # checked now, as transformers checks construction arguments
