@@ -22,7 +22,6 @@ PATHS = {
     "/translation": "translation",
     "/text2text-generation": "text2text-generation",
 }
-_HUB_KEYS = {"clean_up_tokenization_spaces", "truncation", "generate_parameters", "src_lang", "tgt_lang"}
 
 
 def parse(body: Any) -> Call:
