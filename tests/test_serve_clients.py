@@ -1,6 +1,10 @@
 """The client libraries people already have, unchanged, against a real ``onnxpipe serve``: huggingface_hub's
 ``InferenceClient``, openai's ``OpenAI`` and LangChain's ``OpenAIEmbeddings``. Each answer is compared with the
-in-process pipeline's (embeddings by cosine >= 0.9999, labels equal).
+in-process pipeline's (embeddings by cosine >= 0.9999, labels equal, generated text equal under greedy decoding).
+
+huggingface_hub twice: the test venv's 0.36 (transformers 4.x pins it below 1.0), imported here, and 2.4 in a
+consumer environment of its own (tests/interop/envs.py builds ``huggingface-hub-2`` on first use; a failed
+build fails the test), driven through tests/interop/run_huggingface_hub.py.
 
 Tiny exports (the export extra) stand in for fill-mask, NER, question answering, zero-shot and embeddings;
 models/minilm-sst2 for sentiment. One server per model, so that ``InferenceClient(base)`` reaches the model's
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import subprocess
 import sys
 
@@ -28,6 +33,9 @@ from _serve_util import ROOT, Server  # noqa: E402
 from conftest import HAS_EXPORT_EXTRA  # noqa: E402
 from onnxpipe import pipeline  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests" / "interop"))
+import envs  # noqa: E402
+
 SST2 = str(ROOT / "models" / "minilm-sst2")
 # model key -> the tiny export's head (None: the committed sentiment model)
 HEADS = {
@@ -37,7 +45,9 @@ HEADS = {
     "qa": "question-answering",
     "zs": "zero-shot-classification",
     "sst2": None,
+    "gen": "text-generation",  # a tiny Llama (fp32: greedy text is each request's own)
 }
+ARCH = {"gen": "llama"}  # else bert
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +56,11 @@ def folders(request):
     out = {"sst2": SST2}
     if HAS_EXPORT_EXTRA:  # an export that fails fails the tests: it is not taken for a missing extra
         tiny_export = request.getfixturevalue("tiny_export")
-        out.update({k: str(tiny_export("bert", h)) for k, h in HEADS.items() if h})
+        for key, head in HEADS.items():
+            if head == "text-generation":
+                out[key] = str(tiny_export(ARCH[key], head, precisions="fp32"))
+            elif head:
+                out[key] = str(tiny_export(ARCH.get(key, "bert"), head))
     return out
 
 
@@ -204,13 +218,15 @@ def test_inference_client_shows_the_servers_message(servers):
 
 
 def test_zero_shot_shape_follows_the_hub_version(servers):
-    """huggingface_hub 0.x parses transformers' {labels, scores}; 1.x and later a list of {label, score}."""
+    """huggingface_hub 0.x parses transformers' {labels, scores}; 1.x and later a list of {label, score}. The
+    User-Agents are those the clients send (build_hf_headers: "unknown/None; hf_hub/2.4.0; python/3.11.7")."""
     s = servers("zs")
     body = {"inputs": "Go to the beach.", "parameters": {"candidate_labels": LABELS}}
-    old = s.post("/", body, headers={"user-agent": "huggingface_hub/0.36.2; python/3.12"}).json()
-    new = s.post("/", body, headers={"user-agent": "huggingface_hub/1.2.0; python/3.12"}).json()
+    old = s.post("/", body, headers={"user-agent": "unknown/None; hf_hub/0.36.2; python/3.11.7"}).json()
     assert set(old) == {"sequence", "labels", "scores"}
-    assert new == [{"label": lab, "score": sc} for lab, sc in zip(old["labels"], old["scores"])]
+    for agent in ("unknown/None; hf_hub/2.4.0; python/3.11.7", "huggingface_hub/1.2.0; python/3.12"):
+        new = s.post("/", body, headers={"user-agent": agent}).json()
+        assert new == [{"label": lab, "score": sc} for lab, sc in zip(old["labels"], old["scores"])], agent
 
 
 # -- openai ---------------------------------------------------------------------------------------------------
@@ -457,3 +473,109 @@ def test_tei_embed_all_and_decode(servers, folders):
     short = s.post("/embed", {"inputs": "I love this!", "dimensions": 8}).json()[0]  # as huggingface_hub 1.x sends
     full = pipeline("sentence-embeddings", model=folders["emb"])("I love this!")
     assert len(short) == 8 and cosine(short, full[:8]) >= 0.9999 and abs(np.linalg.norm(short) - 1) < 1e-5
+
+
+# -- huggingface_hub 2.4, in its own environment ---------------------------------------------------------------
+CHAT = [{"role": "user", "content": "What time does the train leave?"}]
+PROMPT = "The food was great!"
+
+
+def _greedy(folder, item, tokens):
+    pipe = pipeline("text-generation", model=folder)
+    return pipe(item, max_new_tokens=tokens, do_sample=False, return_full_text=False)[0]["generated_text"]
+
+
+def _fields(names):
+    def check(got, want):
+        rows, wants = (got if isinstance(got, list) else [got]), (want if isinstance(want, list) else [want])
+        assert len(rows) == len(wants)
+        for g, w in zip(rows, wants):
+            for f in names:
+                assert (abs(g[f] - w[f]) < 1e-5) if f == "score" else g[f] == w[f], (f, g, w)
+
+    return check
+
+
+def _equal(got, want):
+    assert got == want
+
+
+def _text_details(got, want):
+    assert got["generated_text"] == want
+    details = got["details"]
+    assert details["generated_tokens"] == len(details["tokens"]) and details["finish_reason"] in ("length", "eos_token")
+    assert all(t["logprob"] < 0 for t in details["tokens"])
+
+
+def _streamed_text(got, want):
+    assert "".join(got) == want
+
+
+def _chat(got, want):
+    assert got["choices"][0]["message"]["content"] == want
+
+
+def _chat_stream(got, want):
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in got if c["choices"]) == want
+
+
+# (name, model key, method, args, kwargs, stream, the in-process answer, comparison): every call of the issue's
+# table, the generation ones whole and streamed
+HUB2_CASES = [
+    ("feature_extraction", "emb", "feature_extraction", ["I love this!"], {}, False,
+     lambda f: pipeline("sentence-embeddings", model=f)("I love this!"), _close_vector),
+    ("text_classification", "sst2", "text_classification", ["I love this!"], {}, False,
+     lambda f: pipeline("text-classification", model=f)("I love this!", top_k=None), _same_labels),
+    ("fill_mask", "fm", "fill_mask", ["Paris is the [MASK] of France."], {}, False,
+     lambda f: pipeline("fill-mask", model=f)("Paris is the [MASK] of France."),
+     _fields(["token", "token_str", "sequence", "score"])),
+    ("token_classification", "ner", "token_classification", [TEXT], {}, False,
+     lambda f: pipeline("token-classification", model=f)(TEXT), _fields(["entity", "word", "start", "end", "score"])),
+    ("zero_shot_classification", "zs", "zero_shot_classification", ["I want to go to the beach.", LABELS], {}, False,
+     lambda f: [
+         {"label": lab, "score": sc}
+         for r in [pipeline("zero-shot-classification", model=f)("I want to go to the beach.", LABELS)]
+         for lab, sc in zip(r["labels"], r["scores"])
+     ], _same_labels),
+    ("question_answering", "qa", "question_answering", [], {"question": "Where is it based?", "context": TEXT}, False,
+     lambda f: pipeline("question-answering", model=f)(question="Where is it based?", context=TEXT),
+     _fields(["answer", "start", "end", "score"])),
+    ("sentence_similarity", "emb", "sentence_similarity", ["A man eats.", ["Someone is eating.", "The sky is blue."]],
+     {}, False, lambda f: _similarity(pipeline("sentence-embeddings", model=f)), _close_scores),
+    ("text_generation", "gen", "text_generation", [PROMPT], {"max_new_tokens": 10}, False,
+     lambda f: _greedy(f, PROMPT, 10), _equal),
+    ("text_generation_details", "gen", "text_generation", [PROMPT], {"max_new_tokens": 10, "details": True}, False,
+     lambda f: _greedy(f, PROMPT, 10), _text_details),
+    ("text_generation_stream", "gen", "text_generation", [PROMPT], {"max_new_tokens": 10, "stream": True}, True,
+     lambda f: _greedy(f, PROMPT, 10), _streamed_text),
+    ("chat_completion", "gen", "chat_completion", [CHAT], {"max_tokens": 12, "temperature": 0}, False,
+     lambda f: _greedy(f, CHAT, 12), _chat),
+    ("chat_completion_stream", "gen", "chat_completion", [CHAT], {"max_tokens": 12, "temperature": 0, "stream": True},
+     True, lambda f: _greedy(f, CHAT, 12), _chat_stream),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def hub2_answers(servers):
+    """Every HUB2_CASES call, made once by huggingface_hub 2.4 in its own environment: name -> its output."""
+    python = envs.python_of("huggingface-hub-2")
+    calls = [
+        {"id": name, "url": servers(key).url, "method": method, "args": args, "kwargs": kwargs, "stream": stream}
+        for name, key, method, args, kwargs, stream, _, _ in HUB2_CASES
+    ]
+    script = ROOT / "tests" / "interop" / "run_huggingface_hub.py"
+    proc = subprocess.run([str(python), str(script)], input=json.dumps(calls), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answers = {a["id"]: a for a in map(json.loads, proc.stdout.splitlines())}
+    assert {a["version"] for a in answers.values()} == {"2.4.0"}
+    return answers
+
+
+@pytest.mark.parametrize(
+    "name, key, want, compare", [pytest.param(c[0], c[1], c[6], c[7], id=c[0]) for c in HUB2_CASES]
+)
+def test_huggingface_hub_2_inference_client(hub2_answers, folders, name, key, want, compare):
+    """huggingface_hub 2.4's ``InferenceClient(base)``, each task's call against the in-process pipeline."""
+    answer = hub2_answers[name]
+    assert "error" not in answer, answer["error"]
+    compare(answer["result"], want(folders[key]))

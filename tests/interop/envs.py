@@ -34,6 +34,9 @@ PYTHON_SPECS = {
     # release (0.1.0) needs transformers < 4.58: no 6.x installs with the ONNX backend. 5.7.0 is the newest that
     # does (same ONNX backend code path: SentenceTransformer(folder, backend="onnx")).
     "sentence-transformers": [TORCH, ORT, "transformers>=4.45,<4.58", "sentence-transformers[onnx]==5.7.0"],
+    # huggingface_hub 1.x/2.x: transformers 4.x pins <1.0, so the test venv holds 0.36 and this one the 2.x client
+    # (numpy: its feature_extraction returns arrays) for the serve tests' InferenceClient calls.
+    "huggingface-hub-2": ["huggingface_hub==2.4.0", "numpy"],
 }
 NODE_SPEC = {"@huggingface/transformers": "4.3.1"}
 CONSUMERS = [*PYTHON_SPECS, "transformers.js"]
