@@ -260,7 +260,7 @@ def test_openai_models_list(emb):
     [
         ({"model": "nope"}, openai.UnprocessableEntityError, "is not served here"),
         ({"model": "emb", "dimensions": 4096}, openai.UnprocessableEntityError, "over this model's output size"),
-        ({"model": "emb", "input": [[101, 10**6]]}, openai.UnprocessableEntityError, "outside this model's"),
+        ({"model": "emb", "input": [[101, 10**6]]}, openai.BadRequestError, "outside this model's"),
         ({"model": "emb", "input": [[101, 102], "x"]}, openai.UnprocessableEntityError, "mixes texts"),
         ({"model": "emb", "input": ["x"] * 2049}, openai.APIStatusError, "at most 2048"),
         ({"model": "emb", "input": "word " * 200}, openai.UnprocessableEntityError, '"truncate": true'),
@@ -325,7 +325,7 @@ def test_openai_token_id_input_equals_the_text(emb):
     assert r.usage.prompt_tokens == sum(map(len, rows))
     one = client(s).embeddings.create(model="emb", input=rows[0]).data  # one input as a flat list of ids
     assert len(one) == 1 and cosine(one[0].embedding, r.data[0].embedding) >= 0.9999
-    long = [rows[0][0]] + [rows[0][1]] * 300  # over the tiny model's 128 positions
+    long = [rows[0][0]] + [rows[0][1]] * 300 + [rows[0][-1]]  # [CLS] ... [SEP], over the tiny model's 128 positions
     refused = s.post("/v1/embeddings", {"input": [long]})
     assert refused.status_code == 422 and '"truncate": true' in refused.json()["error"]["message"]
     assert s.post("/v1/embeddings", {"input": [long], "truncate": True}).status_code == 200
@@ -351,10 +351,8 @@ def test_openai_takes_up_to_2048_inputs(emb):
 
 # -- LangChain -------------------------------------------------------------------------------------------------
 def test_langchain_openai_embeddings_100_documents(emb):
-    """OpenAIEmbeddings' defaults send up to 1000 inputs per request (was 413 past 32). Its default
-    check_embedding_ctx_length=True tokenizes with tiktoken, which downloads its encoding (no network here)
-    and sends tiktoken's token ids, which mean nothing to this model: it must be False for any server whose
-    model is not OpenAI's, and the token-id error says so."""
+    """OpenAIEmbeddings' defaults send up to 1000 inputs per request (was 413 past 32); with
+    check_embedding_ctx_length=False it sends the texts."""
     s, pipe = emb
     docs = [f"document {i}: the quick brown fox jumps over the lazy dog {i % 7}" for i in range(100)]
     lc = langchain_openai.OpenAIEmbeddings(
@@ -364,6 +362,49 @@ def test_langchain_openai_embeddings_100_documents(emb):
     want = pipe(docs)
     assert len(got) == 100 and min(cosine(g, w) for g, w in zip(got, want)) >= 0.9999
     assert cosine(lc.embed_query("the lazy dog"), pipe("the lazy dog")) >= 0.9999
+
+
+@pytest.fixture(scope="module")
+def tiktoken_offline():
+    """TIKTOKEN_CACHE_DIR with OpenAI's cl100k_base (envs.tiktoken_cache: rebuilt from npm's js-tiktoken, its
+    sha256 the one tiktoken checks), so LangChain's default path tokenizes here as it does online."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TIKTOKEN_CACHE_DIR", str(envs.tiktoken_cache()))
+        yield
+
+
+# Texts whose tiktoken ids all fall inside a BERT vocabulary (the row then lacks [CLS] ... [SEP]) and ones with
+# an id past it: both refusals must name LangChain's setting.
+@pytest.mark.parametrize("text", ["the cat sat on the mat", "I love this!", "the quick brown fox", "naïve café"])
+def test_langchain_defaults_send_tiktoken_ids_and_get_a_400_that_says_so(emb, tiktoken_offline, text):
+    """OpenAIEmbeddings' default check_embedding_ctx_length=True tokenizes with tiktoken and sends OpenAI's
+    token ids, which this model would read as its own (garbage, silently). The server refuses them with a 400
+    in OpenAI's shape whose message names the setting; the real client, unchanged, raises it."""
+    import tiktoken
+
+    s, pipe = emb
+    ids = tiktoken.get_encoding("cl100k_base").encode(text)
+    size = pipe.tokenizer.backend.get_vocab_size()
+    lc = langchain_openai.OpenAIEmbeddings(model="emb", base_url=s.url + "/v1", api_key="unused", max_retries=0)
+    assert lc.check_embedding_ctx_length  # the default under test
+    with pytest.raises(openai.BadRequestError) as caught:
+        lc.embed_documents([text])
+    error = caught.value.body
+    assert caught.value.status_code == 400 and error["param"] == "input" and error["type"] == "invalid_request_error"
+    assert "check_embedding_ctx_length=False" in error["message"]
+    why = "outside this model's vocabulary" if max(ids) >= size else "does not start with [CLS] [101]"
+    assert why in error["message"], error["message"]
+
+
+def test_this_models_own_ids_still_run(emb):
+    """The check refuses other tokenizers' ids, not this model's: /tokenize's ids (specials included) embed as
+    their text; without the specials, a 400 saying what to send."""
+    s, pipe = emb
+    ids = [t["id"] for t in s.post("/tokenize", {"inputs": "I love this!"}).json()[0]]
+    r = s.post("/v1/embeddings", {"input": [ids]})
+    assert r.status_code == 200 and cosine(r.json()["data"][0]["embedding"], pipe("I love this!")) >= 0.9999
+    bare = s.post("/v1/embeddings", {"input": [ids[1:-1]]})
+    assert bare.status_code == 400 and "as POST /tokenize returns them" in bare.json()["error"]["message"]
 
 
 # -- routing like TEI -------------------------------------------------------------------------------------------
