@@ -72,7 +72,7 @@ def _write_graph(model, tmp: Path, fp32: Path) -> dict:
 
 
 def generation_block(ckpt) -> dict:
-    """The manifest's "generation" entry: what the runtime's loop and pipeline need (models/README.md)."""
+    """The manifest's "generation" entry: what the runtime's loop and pipeline need (docs/model-folder.md)."""
     cfg, tok = ckpt.config, ckpt.tokenizer
     heads = int(getattr(cfg, "num_attention_heads", None) or cfg.n_head)
     hidden = int(getattr(cfg, "hidden_size", None) or cfg.n_embd)

@@ -6,11 +6,11 @@ MatMulNBits). So `--int8-recipe search` measures instead of guessing, and the ma
 figures:
 
 - quality, on the labelled set, one sentence per run: accuracy and label agreement with PyTorch;
-- batch invariance (issue 11), on the same set: every sentence alone vs inside the runtime's padded batches
-  (_invariance.py): max and p99 probability change, label flips, and ``batch_invariant`` when the change is at
-  most 1e-3 with no flip. Dynamic recipes fail it (one activation scale per batch tensor); static QDQ (fixed
-  scales) and MatMulNBits at accuracy level 4 (scales per row and block) pass it by construction, and the
-  figures check that the file really does;
+- batch invariance (a text's answer must not move with its batch-mates), on the same set: every sentence alone
+  vs inside the runtime's padded batches (_invariance.py): max and p99 probability change, label flips, and
+  ``batch_invariant`` when the change is at most 1e-3 with no flip. Dynamic recipes fail it (one activation
+  scale per batch tensor); static QDQ (fixed scales) and MatMulNBits at accuracy level 4 (scales per row and
+  block) pass it by construction, and the figures check that the file really does;
 - speed, on this machine, through the runtime's own session code: batch-1 p50 over the first
   BATCH1_SENTENCES sentences one by one, and throughput over the whole set in the runtime's length-sorted
   batches; ``rounds`` passes with the candidates alternated, each sentence and batch at its fastest over them

@@ -32,7 +32,7 @@ _SAMPLING_ARGS = ("do_sample", "temperature", "top_k", "top_p", "repetition_pena
 
 @dataclass(frozen=True)
 class GenerationInfo:
-    """The manifest's "generation" entry (models/README.md)."""
+    """The manifest's "generation" entry (docs/model-folder.md)."""
 
     eos_token_id: tuple[int, ...]
     pad_token_id: int
