@@ -264,7 +264,8 @@ def _header(report: dict) -> list[str]:
         f"{m['onnxruntime']}  ",
         f"Load average (1 min): {report['loadavg']['start']} at start, {report['loadavg']['end']} at the end. The "
         "machine is shared with other jobs: a start above the core count means they shared the cores, and then "
-        "the ratios (measured in the same run, rotated) compare, absolute rates do not.",
+        "absolute rates do not compare and ratios (measured in the same run, rotated) only roughly: the scheduler "
+        "shares the cores per thread, between processes with different thread counts.",
         "",
     ]
 
