@@ -67,8 +67,12 @@ def _plain(x: Any) -> Any:
     raise TypeError(f"cannot serialise {type(x).__name__}")
 
 
+# One encoder for every answer: json.dumps with options builds a JSONEncoder per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_plain)
+
+
 def _dumps(content: Any) -> bytes:
-    return json.dumps(content, ensure_ascii=False, separators=(",", ":"), default=_plain).encode()
+    return _ENCODER.encode(content).encode()
 
 
 def error_body(message: str, error_type: str) -> bytes:
