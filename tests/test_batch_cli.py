@@ -235,7 +235,7 @@ def _csv_name(tmp: Path, src: Path) -> Path:
 def test_output_refused_before_any_work(make, force, message, tmp_path, capsys, monkeypatch):
     from onnxpipe import _batch_job
 
-    monkeypatch.setattr(_batch_job, "pipeline", _no_work)
+    monkeypatch.setattr(_batch_job, "build_pipeline", _no_work)
     src = _write(tmp_path / "in.parquet", "parquet", [{"text": t} for t in TEXTS[:3]])
     out = make(tmp_path, src)
     before = {p: (p.read_bytes() if p.is_file() else None) for p in tmp_path.rglob("*")}

@@ -11,6 +11,8 @@ Three methods, each with its base recipe (METHODS) that a candidate's entry over
 
 from __future__ import annotations
 
+from typing import Any
+
 from onnxpipe.errors import ExportError
 
 # The default recipe (DEFAULT_INT8 below), chosen on minilm-sst2 by `--int8-recipe search`; that model's
@@ -82,7 +84,7 @@ METHODS = {"dynamic": INT8_RECIPE, "MatMulNBits": NBITS_RECIPE, "static": STATIC
 # QUInt8 weights, fused vs unfused graph, which operators), and the batch-invariant methods (a text's answer
 # must not depend on its batch-mates). Each entry overrides the base recipe of its method (METHODS; dynamic
 # when it names none).
-INT8_CANDIDATES: dict[str, dict] = {
+INT8_CANDIDATES: dict[str, dict[str, Any]] = {
     "fused-pc-s8": {},
     "fused-pc-s8-fp32-embeddings": {"op_types": ["Attention", "MatMul"]},
     "fused-pc-s8-fp32-attention": {"op_types": ["EmbedLayerNormalization", "Gather", "MatMul"]},
@@ -149,13 +151,13 @@ INT8_CANDIDATES: dict[str, dict] = {
 DEFAULT_INT8 = "fused-attention-only-pc-s8-rr-no-skipln"
 
 
-def recipe_named(name: str) -> dict:
+def recipe_named(name: str) -> dict[str, Any]:
     if name not in INT8_CANDIDATES:
         raise ExportError(f"unknown int8 recipe {name!r}; valid: {', '.join(INT8_CANDIDATES)} (or 'search')")
     entry = INT8_CANDIDATES[name]
     return {**METHODS[entry.get("method", "dynamic")], **entry, "name": name}
 
 
-def needs_calibration(recipe: dict) -> bool:
+def needs_calibration(recipe: dict[str, Any]) -> bool:
     """Whether ``recipe`` calibrates activation ranges on sample sentences (--calibration-data)."""
     return recipe.get("method") == "static"

@@ -47,6 +47,7 @@ import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,13 +75,13 @@ NO_CALIBRATION = (
 BATCH1_SENTENCES = 300
 
 
-def _session_on(manifest: Manifest, rel_file: str, recipe: dict) -> OnnxModel:
+def _session_on(manifest: Manifest, rel_file: str, recipe: dict[str, Any]) -> OnnxModel:
     # The candidate is loaded as the folder's int8 variant, so it runs with exactly the runtime's options.
     candidate = replace(manifest, variants={**manifest.variants, "int8": int8_variant(recipe, file=rel_file)})
     return OnnxModel(candidate, device="cpu", precision="int8")
 
 
-def _times(model: OnnxModel, feeds: list[dict]) -> np.ndarray:
+def _times(model: OnnxModel, feeds: list[dict[str, Any]]) -> np.ndarray:
     """Seconds of each run, one per element of ``feeds``."""
     out = np.empty(len(feeds))
     for i, f in enumerate(feeds):
@@ -94,15 +95,15 @@ def search(
     folder: Path,
     manifest: Manifest,
     tokenizer: AutoTokenizer,
-    source_for,
+    source_for: Any,
     texts: list[str],
     gold: list[int],
     ref_labels: np.ndarray,
     rounds: int = 3,
-    progress=None,
-    calibration=None,
+    progress: Any = None,
+    calibration: Any = None,
     candidates: list[str] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Quantize and measure every candidate; return the manifest's ``recipe_search`` block.
 
     ``source_for(recipe)`` gives the fp32 graph a recipe quantizes; ``calibration`` (_calibrate.Calibration)
@@ -120,7 +121,7 @@ def search(
     ]
     work = folder / "search"
     work.mkdir()
-    rows: dict[str, dict] = {}
+    rows: dict[str, dict[str, Any]] = {}
     names = list(INT8_CANDIDATES) if candidates is None else list(dict.fromkeys([DEFAULT_INT8, *candidates]))
     for name in names:
         recipe = recipe_named(name)

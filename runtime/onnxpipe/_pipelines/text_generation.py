@@ -245,7 +245,7 @@ class TextGenerationPipeline(Pipeline):
         return generator(s["sampling"].seed) if s["sampling"].do_sample else None
 
     # -- public API -------------------------------------------------------------------------------------
-    def _set_defaults(self, **kwargs: Any) -> None:
+    def set_defaults(self, **kwargs: Any) -> None:
         """Arguments given to pipeline(...): every call's defaults, checked now (as transformers takes them)."""
         self._settings(**{k: v for k, v in kwargs.items() if k != "batch_size"})
         self._defaults = dict(kwargs)
