@@ -134,6 +134,9 @@ def in_venv(venv: str, kind: str, checkpoint: Path, venvs: Path, build_venv: boo
     return build
 
 
+ALL_VENV_ARTIFACTS = ("ov-fp32", "ov-int8-wo", "ov-int8-static", "ct2-cls-int8", "ct2-fe-int8")
+
+
 def venv_artifacts(specs) -> set[str]:
     """The cache folders the venv engines among ``specs`` load (engines.py's names)."""
     out = set()
@@ -204,14 +207,12 @@ if __name__ == "__main__":
     ap.add_argument("--fe-model", type=Path, help="feature-extraction model folder; exported here when missing")
     ap.add_argument("--fe-checkpoint", type=Path, help="its PyTorch checkpoint (both or neither)")
     a = ap.parse_args()
-    from run import ENGINES, SHARED
-
     prepare(
         a.cache,
         a.model,
         a.checkpoint,
         a.fe_model,
         a.fe_checkpoint,
-        venv_engines=venv_artifacts(ENGINES),
-        calibration={"file": SHARED / "data/sst2/train.tsv", "n": 300},
+        venv_engines=set(ALL_VENV_ARTIFACTS),
+        calibration={"file": here.parents[1] / "shared" / "data" / "sst2" / "train.tsv", "n": 300},
     )
