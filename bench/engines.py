@@ -282,33 +282,49 @@ def load_onnxpipe(spec: Spec, paths: dict[str, Path]) -> Engine:
     )
 
 
-# -- (f) CTranslate2 int8 encoder and OpenVINO ----------------------------------------------------------------
+# -- (f) CTranslate2 and OpenVINO, each in its own venv (engine_venvs.py) ------------------------------------
+def _softmax_rows(logits: np.ndarray) -> list[tuple[int, float]]:
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return list(zip(p.argmax(-1).tolist(), p.max(-1).tolist()))
+
+
 def load_ctranslate2(spec: Spec, paths: dict[str, Path]) -> Engine:
-    if spec.task != "fe":
-        raise Unavailable("the CTranslate2 encoder has no sequence-classification head here (feature extraction only)")
+    """CTranslate2's int8 encoder, fed token ids without padding (it takes ragged batches and would read pad ids
+    as tokens). Classification: the checkpoint's own pooler (tanh dense on [CLS]) and classifier in numpy
+    fp32, from head.npz written beside the converted encoder (CTranslate2 has no classification head)."""
     try:
         import ctranslate2
     except ImportError as e:
         raise Unavailable(f"ctranslate2 not importable: {e}") from e
-    folder = _cached(paths["cache"] / "ct2-int8")
+    folder = _cached(paths["cache"] / f"ct2-{spec.task}-int8")
     enc = ctranslate2.Encoder(str(folder), device="cpu", compute_type="int8", intra_threads=THREADS)
     tok = _hf_tokenizer(paths["model"])
     tok.no_padding()
+    head = dict(np.load(folder / "head.npz")) if spec.task == "cls" else {}
+
+    def encode(texts):
+        ids = [e.ids for e in tok.encode_batch(list(texts))] if len(texts) > 1 else [tok.encode(texts[0]).ids]
+        return ids, np.asarray(enc.forward_batch(ids).last_hidden_state, dtype=np.float32)
 
     def predict(texts, bs):
-        out = []
+        out: list = []
         for j in range(0, len(texts), bs):
-            ids = [e.ids for e in tok.encode_batch(list(texts[j : j + bs]))]
-            hidden = np.array(enc.forward_batch(ids).last_hidden_state)
-            lengths = np.array([len(i) for i in ids])
-            mask = (np.arange(hidden.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
-            out.append(_pool(hidden, mask))
-        return np.concatenate(out)
+            ids, hidden = encode(texts[j : j + bs])
+            if spec.task == "cls":
+                pooled = np.tanh(hidden[:, 0] @ head["pooler_w"].T + head["pooler_b"])
+                out += _softmax_rows(pooled @ head["classifier_w"].T + head["classifier_b"])
+            else:
+                lengths = np.array([len(i) for i in ids])
+                mask = (np.arange(hidden.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
+                out.append(_pool(hidden, mask))
+        return out if spec.task == "cls" else np.concatenate(out)
 
     return Engine(predict, {"ctranslate2": ctranslate2.__version__}, "ctranslate2-cpu-int8")
 
 
 def load_openvino(spec: Spec, paths: dict[str, Path]) -> Engine:
+    """OpenVINO reading onnxpipe's own ONNX file (``openvino.Core`` directly, no optimum-intel)."""
     try:
         import openvino as ov
     except ImportError as e:
@@ -333,14 +349,51 @@ def load_openvino(spec: Spec, paths: dict[str, Path]) -> Engine:
             feeds = _feeds(tok, texts[j : j + bs], names)
             y = request.infer(feeds)[out]
             if spec.task == "cls":
-                p = np.exp(y - y.max(-1, keepdims=True))
-                p /= p.sum(-1, keepdims=True)
-                results += list(zip(p.argmax(-1).tolist(), p.max(-1).tolist()))
+                results += _softmax_rows(y)
             else:
                 results.append(_pool(y, feeds["attention_mask"]))
         return results if spec.task == "cls" else np.concatenate(results)
 
-    return Engine(predict, {"openvino": ov.__version__}, "openvino-CPU")
+    hint = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    return Engine(predict, {"openvino": ov.__version__, "inference_precision": hint}, "openvino-CPU")
+
+
+def load_optimum_intel(spec: Spec, paths: dict[str, Path]) -> Engine:
+    """OpenVINO as its users run a classifier: optimum-intel's ``OVModelForSequenceClassification`` (exported,
+    and quantized with NNCF where asked, by prepare.py) inside a transformers pipeline, default OpenVINO
+    configuration (the same wrapping as Optimum's engine b)."""
+    if spec.task != "cls":
+        raise Unavailable("only the sentiment task has an optimum-intel engine here")
+    try:
+        import openvino as ov
+        import transformers
+        from optimum.intel import OVModelForSequenceClassification
+    except ImportError as e:
+        raise Unavailable(f"optimum.intel not importable: {e}") from e
+    folder = _cached(paths["cache"] / f"ov-{spec.options['ov']}")
+    model = OVModelForSequenceClassification.from_pretrained(str(folder))
+    tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+    pipe = transformers.pipeline("text-classification", model=model, tokenizer=tok, device="cpu")
+    label2id = model.config.label2id
+
+    def predict(texts, bs):
+        return _label_ids(pipe(list(texts), batch_size=bs, truncation=True), label2id)
+
+    model.compile()  # optimum-intel keeps the CompiledModel as model.request
+    hint = str(model.request.get_property("INFERENCE_PRECISION_HINT"))
+    return Engine(
+        predict,
+        {
+            "openvino": ov.__version__,
+            "optimum-intel": _version("optimum-intel"),
+            "nncf": _version("nncf"),
+            "transformers": transformers.__version__,
+            "torch": _version("torch"),
+            "inference_precision": hint,
+            "ov_config": json.dumps(model.ov_config, sort_keys=True),
+        },
+        "openvino-CPU",
+    )
 
 
 LOADERS: dict[str, Callable[[Spec, dict[str, Path]], Engine]] = {
@@ -351,4 +404,5 @@ LOADERS: dict[str, Callable[[Spec, dict[str, Path]], Engine]] = {
     "onnxpipe": load_onnxpipe,
     "ctranslate2": load_ctranslate2,
     "openvino": load_openvino,
+    "optimum-intel": load_optimum_intel,
 }

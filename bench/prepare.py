@@ -5,7 +5,10 @@
   (Optimum's defaults: per-channel).
 - fastembed (engine c): a folder whose ONNX files are symlinks to the very files onnxpipe loads, beside the
   tokenizer files fastembed insists on.
-- CTranslate2 (engine f): the feature-extraction checkpoint converted to an int8 encoder.
+- In the engines' own venvs (engine_venvs.py, built here on first use; prepare_venv.py does the work):
+  OpenVINO through optimum-intel (``ov-fp32``, NNCF weight-only ``ov-int8-wo``, NNCF static ``ov-int8-static``
+  calibrated on SST-2 train sentences) and CTranslate2 int8 encoders (``ct2-cls-int8`` with the checkpoint's
+  pooler and classifier for a numpy head, ``ct2-fe-int8``).
 Each step that fails writes ``FAILED.txt`` with the reason, which the engine then reports as unavailable.
 
     .venv-bench/bin/python bench/prepare.py [--model models/minilm-sst2]
@@ -112,15 +115,37 @@ def fastembed_folder(fe_model: Path, fe_checkpoint: Path, precision: str):
     return build
 
 
-def ct2_int8(fe_checkpoint: Path):
-    def build(tmp: Path) -> None:
-        import ctranslate2
+def in_venv(venv: str, kind: str, checkpoint: Path, venvs: Path, build_venv: bool, calibration: dict | None = None):
+    """prepare_venv.py ``kind`` on the ``venv`` engine venv (built first when allowed)."""
 
-        ctranslate2.converters.TransformersConverter(str(fe_checkpoint)).convert(
-            str(tmp), quantization="int8", force=True
-        )
+    def build(tmp: Path) -> None:
+        import subprocess
+
+        from engine_venvs import python
+
+        cmd = [str(python(venv, venvs, build=build_venv)), str(Path(__file__).with_name("prepare_venv.py")), kind]
+        cmd += ["--checkpoint", str(checkpoint), "--out", str(tmp)]
+        if calibration:
+            cmd += ["--calibration", str(calibration["file"]), "--calibration-sentences", str(calibration["n"])]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"{kind} failed: {(run.stderr or run.stdout).strip().splitlines()[-1:]}")
 
     return build
+
+
+ALL_VENV_ARTIFACTS = ("ov-fp32", "ov-int8-wo", "ov-int8-static", "ct2-cls-int8", "ct2-fe-int8")
+
+
+def venv_artifacts(specs) -> set[str]:
+    """The cache folders the venv engines among ``specs`` load (engines.py's names)."""
+    out = set()
+    for s in specs:
+        if s.loader == "optimum-intel":
+            out.add(f"ov-{s.options['ov']}")
+        elif s.loader == "ctranslate2":
+            out.add(f"ct2-{s.task}-int8")
+    return out
 
 
 def prepare(
@@ -130,7 +155,13 @@ def prepare(
     fe_model: Path | None,
     fe_checkpoint: Path | None,
     optimum_levels: tuple[str, ...] = ("O2", "O3"),
+    venv_engines: set[str] = frozenset(),  # type: ignore[assignment]
+    venvs: Path | None = None,
+    build_venvs: bool = True,
+    calibration: dict | None = None,
 ) -> None:
+    """Build what the chosen engines need. ``venv_engines``: venv_artifacts(specs); ``calibration``: {"file",
+    "n"} for ov-int8-static; ``build_venvs`` False: a missing engine venv is reported, not built (the smoke)."""
     cache.mkdir(parents=True, exist_ok=True)
     print(f"preparing foreign-engine artifacts in {cache}")
     for level in optimum_levels:
@@ -146,7 +177,15 @@ def prepare(
             _step(cache / f"optimum-fe-{level}-{optimum_int8_config()}", optimum_recipe(fe_checkpoint, "fe", level))
         for p in ("int8", "fp32"):  # symlinks: rebuilt every time so they never point at a stale file
             _step(cache / f"fastembed-{p}", fastembed_folder(fe_model, fe_checkpoint, p), rebuild=True)
-        _step(cache / "ct2-int8", ct2_int8(fe_checkpoint))
+    from engine_venvs import VENVS_DIR
+
+    for name in sorted(venv_engines):
+        venv = "openvino" if name.startswith("ov-") else "ctranslate2"
+        src = fe_checkpoint if name == "ct2-fe-int8" else checkpoint
+        if src is None:
+            continue
+        cal = calibration if name == "ov-int8-static" else None
+        _step(cache / name, in_venv(venv, name, src, venvs or VENVS_DIR, build_venvs, cal))
 
 
 if __name__ == "__main__":
@@ -168,4 +207,12 @@ if __name__ == "__main__":
     ap.add_argument("--fe-model", type=Path, help="feature-extraction model folder; exported here when missing")
     ap.add_argument("--fe-checkpoint", type=Path, help="its PyTorch checkpoint (both or neither)")
     a = ap.parse_args()
-    prepare(a.cache, a.model, a.checkpoint, a.fe_model, a.fe_checkpoint)
+    prepare(
+        a.cache,
+        a.model,
+        a.checkpoint,
+        a.fe_model,
+        a.fe_checkpoint,
+        venv_engines=set(ALL_VENV_ARTIFACTS),
+        calibration={"file": here.parents[1] / "shared" / "data" / "sst2" / "train.tsv", "n": 300},
+    )

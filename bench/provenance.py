@@ -120,7 +120,9 @@ def markdown(prov: dict) -> list[str]:
         )
     return [
         f"Command (at the repository root): `{prov['command']}`  ",
-        f"Commit: {commit}; date {prov['date']}; load average {prov['loadavg_1min_at_start']} at start.  ",
+        f"Commit: {commit}; date {prov['date']}; load average {prov['loadavg_1min_at_start']} at start"
+        + (f", {prov['loadavg_1min_at_end']} at end" if "loadavg_1min_at_end" in prov else "")
+        + ".  ",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; SIMD: {' '.join(m['simd_flags']) or '-'}; "
         f"{m['platform']}.  ",
         f"Versions: Python {m['python']}, onnxpipe {m['onnxpipe']}, "

@@ -238,7 +238,8 @@ def markdown(rows, cfg, summary) -> str:
         "",
         *provenance_lines(summary["provenance"]),
         "",
-        f"Rounds: {cfg['rounds']} (each engine in its own process per round, order rotated; medians). "
+        f"Rounds: {cfg['rounds']} (each engine in its own process per round, order rotated; medians, the best "
+        "round in brackets). "
         f"Timing per workload: {json.dumps(cfg['timing'])}. Wall time {summary['elapsed_s']:.0f} s.",
         "",
         "## Targets",
@@ -279,9 +280,13 @@ def markdown(rows, cfg, summary) -> str:
                 if r is None:
                     cells.append("-")
                 elif w.startswith("sst2"):
-                    cells.append(f"{_fmt(r['p50_ms'])} ms, {_fmt(r['throughput_sps'])}/s")
+                    best = r.get("best_throughput_sps")
+                    cells.append(
+                        f"{_fmt(r['p50_ms'])} ms, {_fmt(r['throughput_sps'])}/s" + (f" ({_fmt(best)})" if best else "")
+                    )
                 else:
-                    cells.append(f"{_fmt(r['p50_ms'])}")
+                    best = r.get("best_p50_ms")
+                    cells.append(f"{_fmt(r['p50_ms'])}" + (f" ({_fmt(best)})" if best else ""))
             lines.append(f"| {e} ({idx.get((e, 'process'), {}).get('kind', '?')}) | " + " | ".join(cells) + " |")
         lines += [
             "",

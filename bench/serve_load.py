@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -316,6 +317,36 @@ def run_engine(
     return rows
 
 
+def _median(xs: list[float]) -> float:
+    return round(statistics.median(xs), 3)
+
+
+def aggregate(per_round: list[dict], engines: list[str], levels) -> list[dict]:
+    """One row per engine x clients over the rounds: counts summed, rates and latencies the median round's, and
+    the best round's requests/s (outside load can only have slowed a round down)."""
+    rows = []
+    for engine in engines:
+        for clients in levels:
+            rs = [r for r in per_round if r["engine"] == engine and r["clients"] == clients]
+            if not rs:
+                continue
+            kinds: dict[str, int] = {}
+            for r in rs:
+                for k, v in r["error_kinds"].items():
+                    kinds[k] = kinds.get(k, 0) + v
+            row = {"engine": engine, "clients": clients, "rounds": len(rs), "error_kinds": kinds}
+            for key in ("requests", "ok", "errors", "seconds"):
+                row[key] = sum(r[key] for r in rs)
+            for key in ("requests_per_s", "p50_ms", "p99_ms", "mean_batch_size", "server_cpu_ms_per_request",
+                        "client_cpu_ms_per_request"):  # fmt: skip
+                row[key] = _median([r[key] for r in rs])
+            row["best_requests_per_s"] = max(r["requests_per_s"] for r in rs)
+            row["min_round_requests"] = min(r["requests"] for r in rs)
+            row["per_round_requests_per_s"] = [r["requests_per_s"] for r in rs]
+            rows.append(row)
+    return rows
+
+
 def markdown(report: dict) -> str:
     lines = [
         "# onnxpipe serve: load test",
@@ -334,13 +365,17 @@ def markdown(report: dict) -> str:
             else []
         ),
         "",
-        "| engine | clients | requests | errors | req/s | p50 ms | p99 ms | mean batch | server CPU ms/req "
+        f"{report.get('config', {}).get('rounds', 1)} rounds, engines rotated per round; req/s is the median round's "
+        "(best round beside it), requests and errors summed over the rounds, latencies and CPU the median round's.",
+        "",
+        "| engine | clients | requests | errors | req/s (best) | p50 ms | p99 ms | mean batch | server CPU ms/req "
         "| client CPU ms/req |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in report["levels"]:
+        best = f" ({r['best_requests_per_s']})" if "best_requests_per_s" in r else ""
         lines.append(
-            f"| {r['engine']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['requests_per_s']} | "
+            f"| {r['engine']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['requests_per_s']}{best} | "
             f"{r['p50_ms']} | {r['p99_ms']} | {r['mean_batch_size']} | "
             f"{r.get('server_cpu_ms_per_request', '')} | {r.get('client_cpu_ms_per_request', '')} |"
         )
@@ -376,9 +411,9 @@ def targets(levels: list[dict], off: dict, over: dict) -> list[dict]:
         if serve:
             out.append(
                 {
-                    "target": f"{engine}, {top} clients: 0 errors over >= 10,000 requests",
+                    "target": f"{engine}, {top} clients: 0 errors over >= 10,000 requests (each round)",
                     "figure": f"{serve['errors']} errors / {serve['requests']}",
-                    "met": serve["errors"] == 0 and serve["requests"] >= 10_000,
+                    "met": serve["errors"] == 0 and serve.get("min_round_requests", serve["requests"]) >= 10_000,
                 }
             )
             for other, factor in (("onnxpipe-unbatched", 3), ("transformers", 6)):
@@ -439,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--level", choices=("sst2", "generation", "wrk"), default="sst2",
                    help="sst2: the load test above; generation / wrk: serve_levels.py's")  # fmt: skip
-    p.add_argument("--rounds", type=int, default=3, help="generation / wrk: rounds, levels rotated")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds: sst2 rotates engines per round, generation / wrk levels (--smoke: 1)")  # fmt: skip
     p.add_argument("--gen-model", type=Path, default=None,
                    help="generation: decoder folder (default: generate.py's llama-135m, built, cached)")  # fmt: skip
     p.add_argument("--gen-concurrency", default=",".join(map(str, levels_mod.GEN_CONCURRENCY)))
@@ -466,7 +502,16 @@ def main(argv: list[str] | None = None) -> int:
     off = offline(texts if not args.smoke else texts[:32])
     print(json.dumps({"offline": off}), flush=True)
     extra = shlex.split(args.serve_args)
-    rows = [r for name in engines for r in run_engine(name, texts, levels, requests, seconds, warmup, extra)]
+    # Engines rotate per round (each server started afresh, all levels, then stopped), so outside load on the
+    # shared machine spreads over every engine; the table shows the median and the best round per level.
+    rounds = 1 if args.smoke else args.rounds
+    per_round = [
+        {**r, "round": rnd}
+        for rnd in range(rounds)
+        for name in levels_mod.rotated(engines, rnd)
+        for r in run_engine(name, texts, levels, requests, seconds, warmup, extra)
+    ]
+    rows = aggregate(per_round, engines, levels)
     port = free_port()
     server = ServerProcess(
         [
@@ -499,7 +544,13 @@ def main(argv: list[str] | None = None) -> int:
         "offline": off,
         "levels": rows,
         "overload": over,
-        "config": {"requests": requests, "seconds": seconds, "levels": list(levels), "serve_args": extra},
+        "config": {
+            "requests": requests,
+            "seconds": seconds,
+            "levels": list(levels),
+            "serve_args": extra,
+            "rounds": rounds,
+        },
     }
     report["targets"] = targets(rows, off, over)
     print(write_report(args.out, "serve_load", report, markdown))

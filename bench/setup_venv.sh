@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Build the benchmark venv (.venv-bench): onnxpipe with its export extra plus the engines it is compared with.
-# Separate from the dev venv on purpose: fastembed, CTranslate2 and OpenVINO must never leak into it.
+# Separate from the dev venv on purpose: fastembed must never leak into it.
 #   bench/setup_venv.sh [VENV_DIR]     (default .venv-bench, relative to the repository root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${1:-.venv-bench}
 python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q -U pip
-ENGINES=(fastembed ctranslate2 openvino matplotlib psutil pytest)
+# OpenVINO (optimum-intel, NNCF) and CTranslate2 are not here: run.py builds each a venv of its own on first use
+# (bench/engine_venvs.py), with their pins.
+ENGINES=(fastembed matplotlib psutil pytest)
 if [ -f models/minilm-sst2/manifest.json ]; then
   "$VENV/bin/pip" install -e ".[export]" "${ENGINES[@]}"
 else
