@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from onnxpipe._cli import main
-from onnxpipe._manifest import load_manifest
+from onnxpipe._manifest import FORMAT_VERSION, load_manifest
 from onnxpipe.errors import ExportError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,9 @@ def test_recorded_cpus_are_kept_replaced_per_cpu_and_shown_by_info(folder, capsy
     record_cpu_figures(folder, [{**arm, "flips": 0, "max_abs_dp": 0.003, "runs": 2}])  # a re-run of the ARM check
     cpus = load_manifest(folder).variants["int8"].cpus  # verify=True: the files still match their hashes
     assert cpus == [*shipped, HASWELL, {**arm, "flips": 0, "max_abs_dp": 0.003, "runs": 2}]
-    assert json.loads((folder / "manifest.json").read_text())["format_version"] == "1.2"
+    assert (
+        json.loads((folder / "manifest.json").read_text())["format_version"] == FORMAT_VERSION
+    )  # the writer's format, which has `cpus`
     assert main(["info", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "checked on qemu Haswell (AVX2, no VNNI): 400 texts, 0 label flips, |dP| max 0.011, p99 0.004" in out
