@@ -53,6 +53,21 @@ def pytest_sessionstart(session):
         )
 
 
+def pytest_configure(config):
+    if HAS_EXPORT_EXTRA:
+        import _export_census
+
+        _export_census.install()
+
+
+def pytest_terminal_summary(terminalreporter):
+    import _export_census
+
+    if _export_census.CALLS:
+        for line in _export_census.summary():
+            terminalreporter.write_line(line)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
