@@ -23,7 +23,7 @@ import httpx  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from _serve_util import ROOT, Server, wait_until  # noqa: E402
-from onnxpipe import pipeline  # noqa: E402
+from onnxpipe import SessionOptions, pipeline  # noqa: E402
 
 SST2 = str(ROOT / "models" / "minilm-sst2")
 TEXTS = [
@@ -74,10 +74,10 @@ def test_what_a_first_request_would_build_exists_when_the_server_starts():
     session (~100 ms) landed on the first requests: the first burst's 429s took 25-45 ms instead of 3-6."""
     from onnxpipe._serve import load_model
 
-    served = load_model("sst2", SST2, threads=2)
+    served = load_model("sst2", SST2, SessionOptions(threads=2))
     assert served.model.execution == "alone"
     assert served.model._lane_session is not None and served.model._pool is not None
-    assert None in served.pipelines["text-classification"].tokenizer._pinned
+    assert None in served.pipelines["text-classification"].tokenizer._encoder._pinned
 
 
 def test_predict_single_equals_the_pipeline(server, classifier):
@@ -172,6 +172,49 @@ def test_tokenization_of_large_bodies_leaves_the_event_loop_free():
             assert httpx.get(s.url + "/health", timeout=10).json() == {"status": "ok"}
             s.release(2)  # each waits at a second gate: the tokenizer's (/tokenize), the model's (/predict)
             assert held.result(60).status_code == 200, path
+
+
+@pytest.mark.parametrize(
+    "writes, closed, sent",
+    [
+        # (response started?, bytes) per write -> what reaches the socket, write by write
+        ([(False, b"100"), (True, b"HEAD"), (True, b"BODY"), (True, b"MORE")], False, [b"100", b"HEADBODY", b"MORE"]),
+        ([(True, b"HEAD")], True, [b"HEAD"]),  # closed after the head alone: the head still goes out
+        ([(True, b"HEAD"), (True, b"")], False, [b"HEAD"]),  # an empty body (HEAD request) flushes it
+    ],
+    ids=["continue-head-body-stream", "head-then-close", "empty-body"],
+)
+def test_a_responses_head_leaves_with_its_body(writes, closed, sent):
+    """uvicorn writes a response's head at http.response.start and its body at http.response.body; the
+    protocol's transport joins them into one write. A write before the response starts (100 Continue) and
+    every write after the first body part go as they come."""
+    from onnxpipe._serve._protocol import _OneWrite
+
+    class Cycle:
+        response_started = False
+
+    class Transport:
+        def __init__(self):
+            self.sent, self.closed = [], False
+
+        def write(self, data):
+            self.sent.append(data)
+
+        def close(self):
+            self.closed = True
+
+        def is_closing(self):
+            return self.closed
+
+    cycle, transport = Cycle(), Transport()
+    one = _OneWrite(transport, cycle)
+    for started, data in writes:
+        cycle.response_started = started
+        one.write(data)
+    if closed:
+        one.close()
+    assert [d for d in transport.sent if d] == sent and transport.closed == closed
+    assert one.is_closing() == closed  # everything else is the transport's
 
 
 def test_metric_values_are_exact():
