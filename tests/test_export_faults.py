@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -98,32 +98,47 @@ def test_existing_output_is_refused_without_force(ckpt, tmp_path, capsys):
 # -- killed midway ---------------------------------------------------------------------------------------------
 # The child is a real export, held right after it wrote the int8 model (files half done, no manifest yet).
 _CHILD = textwrap.dedent("""
-    import pathlib, sys, time
+    import signal, sys
     import onnxpipe_export._optimize as optimize
 
     real = optimize.quantize_int8
 
     def quantize_then_wait(*args, **kwargs):
         result = real(*args, **kwargs)
-        pathlib.Path(sys.argv[3]).write_text("int8 written")
-        time.sleep(600)
+        print("int8 written", flush=True)  # the parent waits for this line, then signals
+        while True:
+            signal.pause()  # until the parent's signal ends the export
         return result
 
     optimize.quantize_int8 = quantize_then_wait
     from onnxpipe_export import export
     export(sys.argv[1], task="text-classification", out=sys.argv[2], precisions="int8,fp32", progress=False)
 """)
+# Only against a hung child: the child says when it is midway, so no poll or sleep paces the test, and a machine
+# under load (an export's imports alone took minutes at load 19 on 2 cores) only makes it slower.
+HUNG_S = 1800
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"the export exited early ({proc.returncode}): {proc.stderr.read()[-3000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("the export did not reach the int8 step in time")
-        time.sleep(0.1)
+def _wait_midway(proc: subprocess.Popen) -> None:
+    """Block until the child prints that its int8 file is written; a child that exits first fails the test."""
+    midway = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            if line == "int8 written\n":
+                midway.set()
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(HUNG_S)
+    if midway.is_set():
+        return
+    if reader.is_alive():
+        proc.kill()
+        raise AssertionError(f"the export did not reach the int8 step in {HUNG_S} s: hung")
+    proc.wait()
+    raise AssertionError(f"the export exited early ({proc.returncode}): {proc.stderr.read()[-3000:]}")
 
 
 def test_a_killed_export_leaves_no_model_folder(ckpt, tmp_path):
@@ -132,34 +147,34 @@ def test_a_killed_export_leaves_no_model_folder(ckpt, tmp_path):
     for sig in (signal.SIGTERM, signal.SIGKILL):
         root = tmp_path / sig.name
         root.mkdir()
-        out, marker = root / "model", root / "marker"
+        out = root / "model"
         proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(ckpt), str(out), str(marker)],
-            stdout=subprocess.DEVNULL,
+            [sys.executable, "-c", _CHILD, str(ckpt), str(out)],
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        runs[sig] = (proc, out, marker)
+        runs[sig] = (proc, out)
     try:
-        for sig, (proc, out, marker) in runs.items():
-            _wait_for(marker, proc, timeout=240)
+        for sig, (proc, out) in runs.items():
+            _wait_midway(proc)
             partial = [p for p in out.parent.glob(".model.partial-*")]
             assert len(partial) == 1 and (partial[0] / "onnx" / "model_quantized.onnx").is_file()  # midway
             assert not out.exists()
             proc.send_signal(sig)
-            assert proc.wait(timeout=60) == (128 + sig if sig == signal.SIGTERM else -sig)
+            assert proc.wait(timeout=HUNG_S) == (128 + sig if sig == signal.SIGTERM else -sig)
     finally:
-        for proc, _, _ in runs.values():
+        for proc, _ in runs.values():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
 
     # SIGTERM: cleaned up on the way out
-    _, out, _ = runs[signal.SIGTERM]
+    _, out = runs[signal.SIGTERM]
     assert not out.exists() and _siblings(out) == []
 
     # SIGKILL cannot be caught: the hidden staging folder stays, and no model folder appears ...
-    proc, out, _ = runs[signal.SIGKILL]
+    proc, out = runs[signal.SIGKILL]
     assert not out.exists()
     left = _siblings(out)
     assert len(left) == 1 and left[0].startswith(f".model.partial-{proc.pid}-"), left
@@ -171,7 +186,8 @@ def test_a_killed_export_leaves_no_model_folder(ckpt, tmp_path):
 
 def test_the_next_export_keeps_a_staging_folder_whose_export_still_runs(ckpt, tmp_path):
     out = tmp_path / "model"
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    # alive until killed below, however long the export takes (a 120 s sleep was outlived under load)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
     try:
         live = tmp_path / f".model.partial-{sleeper.pid}-busy"  # as a concurrent export would name it
         live.mkdir()

@@ -227,55 +227,72 @@ def test_what_appears_at_out_during_the_export_is_never_replaced(
 
 
 # -- two exports at once -------------------------------------------------------------------------------------------
-# Each child is a real CLI export that waits, just before its final move, until both have finished building.
+# Each child is a real CLI export that says when it reaches its final move and waits there for the parent's go,
+# which comes once both have said so: an event each way, no poll (a deadline only against a hung child).
 _CHILD = textwrap.dedent("""
-    import os, pathlib, sys, time
+    import sys
     import onnxpipe_export._output as output
     import onnxpipe_export._recipe as recipe
     from onnxpipe._cli import main
 
-    ckpt, out, ready, mode = sys.argv[1:5]
+    ckpt, out, mode = sys.argv[1:4]
     if mode == "mkdir+rename":
         output._RENAMEAT2 = None
     real = recipe.place
 
     def place_when_both_are_ready(tmp, target):
-        pathlib.Path(ready, str(os.getpid())).touch()
-        deadline = time.monotonic() + 300
-        while len(list(pathlib.Path(ready).iterdir())) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        print("ready", flush=True)
+        if sys.stdin.readline() != "go\\n":
+            sys.exit("the test never said go")
         real(tmp, target)
 
     recipe.place = place_when_both_are_ready
-    sys.exit(main(["export", ckpt, "--out", out, "--precision", "int8", "--quiet", *sys.argv[5:]]))
+    sys.exit(main(["export", ckpt, "--out", out, "--precision", "int8", "--quiet", *sys.argv[4:]]))
 """)
+HUNG_S = 1800
+
+
+def _reached_final_move(proc: subprocess.Popen) -> bool:
+    """Block until the child says it reached its final move (True) or exits without saying so (False)."""
+    while line := proc.stdout.readline():
+        if line == "ready\n":
+            return True
+    return False
 
 
 @pytest.mark.parametrize("mode,force", [("renameat2", False), ("mkdir+rename", False), ("renameat2", True)])
 def test_of_two_concurrent_exports_to_one_out_exactly_one_wins(ckpt, model_folder, tmp_path, mode, force):
     out = model_folder if force else tmp_path / "new"
-    ready = tmp_path / "ready"
-    ready.mkdir()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(ckpt), str(out), str(ready), mode, *(["--force"] if force else [])],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    # stderr to files: a pipe nobody reads while the test waits for "ready" could fill and stall a child
+    errs = [tmp_path / f"stderr-{i}.txt" for i in range(2)]
+    procs = []
+    for err in errs:
+        with open(err, "w") as err_file:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", _CHILD, str(ckpt), str(out), mode, *(["--force"] if force else [])],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=err_file,
+                    text=True,
+                )
+            )
     results = []
     try:
+        ready = [_reached_final_move(proc) for proc in procs]
         for proc in procs:
-            stdout, stderr = proc.communicate(timeout=400)
-            results.append((proc.returncode, stdout, stderr))
+            if proc.poll() is None:
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+        for proc, err in zip(procs, errs):
+            stdout, _ = proc.communicate(timeout=HUNG_S)
+            results.append((proc.returncode, stdout, err.read_text()))
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    assert len(list(ready.iterdir())) == 2  # both reached the final move
+    assert ready == [True, True], results  # both reached the final move
     assert sorted(rc for rc, _, _ in results) == [0, 2], results
     ((_, won, _),) = [r for r in results if r[0] == 0]
     ((_, _, lost),) = [r for r in results if r[0] == 2]

