@@ -5,13 +5,13 @@
 Runs the first N sentences of SST-2 dev (a classifier: P(positive) or the last class's probability) or of STS-B
 dev's first column (a feature-extraction folder: mean-pooled embeddings) through the runtime natively, under
 ``qemu-x86_64 -cpu Haswell`` (AVX2, no AVX-512 / VNNI) and under ``qemu-aarch64 -cpu neoverse-n1`` (ARM64 with the
-int8 dot product), each text alone on one thread, ``--chunk`` texts per process (tests/emulated/cpus.py,
-which also provisions QEMU, the ARM64 userland and its wheels on first use). The ARM64 side runs an older onnxruntime (the emulator's pin), so it is
-also compared with this CPU running that release (``native-pinned``). Writes bench/results/cpu_agreement.json:
-per emulated CPU against its reference (``against_reference``: native, or native-pinned for ARM64) and
-against native (``against_native``; for native-pinned that is the release's own effect), label flips and
-max / p99 / mean |change of P| (classifiers) or per-sentence cosine's p1 / min / mean (embeddings); n; the
-host's CPU flags line; the emulators' versions; the onnxruntime each side ran.
+int8 dot product), each text alone on one thread, ``--chunk`` texts per process (tests/emulated/cpus.py, which also
+provisions QEMU, the ARM64 userland and its wheels on first use). The ARM64 side runs an older onnxruntime (the
+emulator's pin), so it is also compared with this CPU running that release (``native-pinned``). Writes
+bench/results/cpu_agreement.json: per emulated CPU against its reference (``against_reference``: native, or
+native-pinned for ARM64) and against native (``against_native``; for native-pinned that is the release's own
+effect), label flips and max / p99 / mean |change of P| (classifiers) or per-sentence cosine's p1 / min / mean
+(embeddings); n; the host's CPU flags line; the emulators' versions; the onnxruntime each side ran.
 
 Emulation is 10-100x slower than the host (the AVX2 int8 kernels the most): 400 sentences of MiniLM take tens
 of minutes on a 2-core machine.
