@@ -139,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
                 **compare(kind, outputs[reference], outputs[cpu]),
             }
         print(cpu, report["sides"][cpu], report["against_reference"].get(cpu, ""), flush=True)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        # after every side, not only at the end: an emulated side takes up to an hour, and the sides done so far
+        # are worth keeping when a later one is stopped
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return 0
 
 
