@@ -11,7 +11,8 @@ emulator's pin), so it is also compared with this CPU running that release (``na
 bench/results/cpu_agreement.json: per emulated CPU against its reference (``against_reference``: native, or
 native-pinned for ARM64) and against native (``against_native``; for native-pinned that is the release's own
 effect), label flips and max / p99 / mean |change of P| (classifiers) or per-sentence cosine's p1 / min / mean
-(embeddings); n; the host's CPU flags line; the emulators' versions; the onnxruntime each side ran.
+(embeddings); n; the host's CPU flags line; the emulators' versions; the onnxruntime each side ran; the
+folder manifest's own validation figures (accuracy, or STS-B Spearman of int8 and fp32).
 
 Emulation is 10-100x slower than the host (the AVX2 int8 kernels the most): 400 sentences of MiniLM take tens
 of minutes on a 2-core machine.
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         "host_cpu_flags": host_cpu_flags(),
         "emulators": cpus.emulator_versions(),
         "emulated_cpus": {"haswell": cpus.HASWELL_CPU, "arm64": cpus.ARM64_CPU},
+        # the exporter's quality figures of the folder (accuracy, or STS-B Spearman int8 vs fp32), copied so
+        # agreement and quality of one export sit in one file
+        "folder_validation": manifest.get("validation_data"),
         "sides": {},
         "against_native": {},
         "against_reference": {},
