@@ -47,7 +47,10 @@ CANDIDATES = {
     ),
     "layer0-fp32": (
         "fused-attention-only",
-        ["Attention_0", *(L0 + m for m in ("attention/output/dense", "intermediate/dense", "output/dense"))],
+        [
+            "Attention_0",
+            *(L0 + m + "/MatMul" for m in ("attention/output/dense", "intermediate/dense", "output/dense")),
+        ],
     ),
     "fused-graph": ("fused", []),
     "unfused-graph": ("unfused", []),
