@@ -1,7 +1,7 @@
 """How far do tiny float differences move a dynamic int8 file's answers? A native stand-in for other CPUs.
 
     python bench/int8_sensitivity.py [--checkpoint ../shared/checkpoints/minilm-sst2] [--sentences 400]
-        [--seeds 3] [--stages] [--out bench/results/int8_sensitivity.json]
+        [--seeds 3] [--stages [--stage-sentences 100]] [--out bench/results/int8_sensitivity.json]
 
 Dynamic int8 quantizes each activation tensor with a scale and rounding that the float kernels before it decide,
 so two CPUs whose GELU, LayerNorm or softmax differ in the last bits now and then round an element the other way,
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--rel", type=float, default=1e-7)
     ap.add_argument("--stages", action="store_true", help="also perturb the default's stages one at a time")
+    ap.add_argument("--stage-sentences", type=int, default=100, help="sentences per stage (26 stages x 2 draws)")
     ap.add_argument("--candidates", default=",".join(CANDIDATES))
     ap.add_argument("--out", type=Path, default=HERE / "results" / "int8_sensitivity.json")
     a = ap.parse_args(argv)
@@ -100,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     import cpus
 
     report: dict = {"provenance": provenance(__file__, argv), "checkpoint": a.checkpoint, "data": "SST-2 dev"}
+
+    def write() -> None:  # after every candidate: a long run stopped midway keeps what it measured
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
     with tempfile.TemporaryDirectory(prefix="onnxpipe-sensitivity-") as tmp_name:
         tmp = Path(tmp_name)
         labels, feeds = _feeds(a.checkpoint, tmp)
@@ -132,23 +138,24 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": round(time.perf_counter() - start, 1),
             }
             print(name, json.dumps(report["candidates"][name]), flush=True)
+            write()
         if a.stages:
             model = (
                 tmp / "default.onnx"
                 if "default" in names
                 else _quantize(graphs[CANDIDATES["default"][0]], tmp / "default.onnx", [])
             )
-            base = logits(model, n)
-            report["stages"] = []
+            ns = min(a.stage_sentences, n)
+            base = logits(model, ns)
+            report["stages"], report["stage_sentences"] = [], ns
             for i, stage in enumerate(_stage_inputs(model)):
                 pert = [
-                    logits(_perturbed(model, tmp / f"stage{i}.{s}.onnx", a.rel, s, only=stage), n) for s in range(2)
+                    logits(_perturbed(model, tmp / f"stage{i}.{s}.onnx", a.rel, s, only=stage), ns) for s in range(2)
                 ]
                 row = {"stage": i, "input": stage, **_compare(np.concatenate([base] * 2), np.concatenate(pert))}
                 report["stages"].append(row)
                 print(json.dumps(row), flush=True)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write()
     return 0
 
 
