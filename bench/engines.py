@@ -28,7 +28,7 @@ class Unavailable(Exception):
 
 @dataclass
 class Spec:
-    """One engine on one model variant. ``kind`` is the issue's letter (a..f)."""
+    """One engine on one model variant. ``kind`` is its letter in the engine table of bench/README.md (a..f)."""
 
     name: str
     kind: str

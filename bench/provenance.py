@@ -2,7 +2,7 @@
 
 Every bench program calls ``provenance(script, argv)`` before it measures and stores the result beside its
 figures (summary.json, matmul_floor.json, session_options.json) and at the top of its tables (results.md,
-tasks.md), so a number in the README can be traced to the command that produced it and rerun.
+tasks.md), so a number in the docs can be traced to the command that produced it and rerun.
 """
 
 from __future__ import annotations

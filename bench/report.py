@@ -1,8 +1,9 @@
 """Turn aggregated rows into summary.json (targets and ratios), results.md and PNG charts (in charts/,
 replaced on every run).
 
-The targets are the issue's, computed from ratios measured in the same run. Engine (b) is the faster of
-Optimum on onnxpipe's own file and Optimum's own recipe, per workload.
+The targets (targets() below: speed ratios against the other engines, and accuracy gates) are computed from
+ratios measured in the same run. Engine (b) is the faster of Optimum on onnxpipe's own file and Optimum's own
+recipe, per workload.
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def markdown(rows, cfg, summary) -> str:
         f"Rounds: {cfg['rounds']} (each engine in its own process per round, order rotated; medians). "
         f"Timing per workload: {json.dumps(cfg['timing'])}. Wall time {summary['elapsed_s']:.0f} s.",
         "",
-        "## Targets (issue 3)",
+        "## Targets",
         "",
         "| target | ratio | goal | met | detail |",
         "|---|---|---|---|---|",

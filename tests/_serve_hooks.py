@@ -9,7 +9,7 @@ line on stdin opens the gate once more (``Server.release()``); everything else i
   ``/tokenize`` before the tokenizer), and a text that starts with it where the pipelines tokenize
   (``AutoTokenizer.encode_batch``);
 - a text ``"__boom__"`` raises RuntimeError there: a bug, which the client sees as a 500;
-- inputs with the token ``crash`` make the inference thread raise (``Pipeline._execute``): a bug there;
+- inputs with the token ``crash`` make the inference thread raise (``Pipeline.execute_batch``): a bug there;
 - each model call on the inference thread prints ``onnxpipe-test: model call`` to stderr;
 - the generation decoder waits at the gate before each decode step (``Decoder._step``).
 """
@@ -65,13 +65,13 @@ def run_counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
     return _run(self, *args, **kwargs)
 
 
-_execute = _base.Pipeline._execute
+_execute_batch = _base.Pipeline.execute_batch
 
 
 def execute_or_crash(self, encodings, *args, **kwargs):  # type: ignore[no-untyped-def]
     if any("crash" in e.tokens for e in encodings):
         raise RuntimeError("the inference thread crashed (planted by the test)")
-    return _execute(self, encodings, *args, **kwargs)
+    return _execute_batch(self, encodings, *args, **kwargs)
 
 
 _step = _decoding.Decoder._step
@@ -83,7 +83,7 @@ def step_gated(self, *args, **kwargs):  # type: ignore[no-untyped-def]
 
 
 _decoding.Decoder._step = step_gated  # type: ignore[method-assign]
-_base.Pipeline._execute = execute_or_crash  # type: ignore[method-assign]
+_base.Pipeline.execute_batch = execute_or_crash  # type: ignore[method-assign]
 _encode_batch = _tokenizer.AutoTokenizer.encode_batch
 
 

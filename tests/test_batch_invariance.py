@@ -45,7 +45,8 @@ def sst2_alone():
 
 
 def test_shipped_sentiment_model_is_invariant_on_sst2_dev(sst2_alone, dev_texts):
-    # The gate on the shipped default, the whole dev set: scored in one call vs each sentence alone.
+    # The invariance gate (module docstring) on the shipped default, the whole dev set: scored in one call vs
+    # each sentence alone.
     assert sst2_alone.model.execution == "alone"
     together = _probs(sst2_alone(dev_texts, top_k=None))
     alone = _probs([sst2_alone(t, top_k=None) for t in dev_texts])

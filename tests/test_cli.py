@@ -232,7 +232,7 @@ def test_a_non_finite_result_is_an_error_not_invalid_json(monkeypatch, capsys):
             yield [{"label": "POSITIVE", "score": 0.9}]
             yield [{"label": "NEGATIVE", "score": float("nan")}]
 
-    monkeypatch.setattr("onnxpipe._factory.pipeline", lambda *a, **k: NaNPipeline())
+    monkeypatch.setattr("onnxpipe._factory.build_pipeline", lambda *a, **k: NaNPipeline())
     assert main(["predict", "fine", "broken"]) == 2
     captured = capsys.readouterr()
     assert _json_lines(captured.out) == [[{"label": "POSITIVE", "score": 0.9}]]  # what came before stays

@@ -26,7 +26,7 @@ RUNTIME = Path(__file__).resolve().parents[1] / "runtime" / "onnxpipe"
 @pytest.fixture(scope="session")
 def pristine(tmp_path_factory) -> Path:
     src = find_model("minilm-sst2")
-    assert src is not None, "the embedded model models/minilm-sst2 is missing (see models/README.md)"
+    assert src is not None, "the embedded model models/minilm-sst2 is missing (see docs/model-folder.md)"
     return Path(shutil.copytree(src, tmp_path_factory.mktemp("pristine") / "minilm-sst2"))
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from _ort_util import add_ort_copy
-from onnxpipe import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+from onnxpipe import AutoModelForSequenceClassification, AutoTokenizer, SessionOptions, pipeline
 from onnxpipe._cli import main as cli_main
 from onnxpipe._footprint import RUNTIME_PACKAGES, disk_sizes, footprint, installed_size
 from onnxpipe._session import PROFILES, default_threads
@@ -75,7 +75,7 @@ def test_cli_rejects_an_unknown_profile(capsys):
 def test_serve_loads_a_model_with_a_profile():
     from onnxpipe._serve import load_model  # the serve extra is part of the test environment (make test)
 
-    served = load_model("sst2", str(EMBEDDED), profile="low-power")
+    served = load_model("sst2", str(EMBEDDED), SessionOptions(profile="low-power"))
     assert served.model.session.get_session_options().intra_op_num_threads == 1
 
 

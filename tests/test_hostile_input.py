@@ -1,5 +1,5 @@
-"""Hostile input: every kind of text gets a prediction or a documented error, never a crash (the policy: README.md,
-"What each kind of input does").
+"""Hostile input: every kind of text gets a prediction or a documented error, never a crash (the policy:
+docs/reliability.md, "What each kind of input does").
 
 Runs on the embedded default model (models/minilm-sst2, int8), so it needs no torch. Table-driven cases,
 hypothesis properties over random Unicode and lengths, a 20,000-input stream measured for memory, and the

@@ -210,3 +210,114 @@ def test_no_import_cycles(root, package):
     assert len(modules) > 5, f"found too few modules under {root}/: {sorted(modules)}"
     cycles = _cycles(_import_graph(modules))
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+# -- no reach-ins ------------------------------------------------------------------------------------------------
+# A name with one leading underscore is its part's own business: another part that calls it breaks when the owner
+# renames or reshapes it, and nothing there says someone outside depends on it. The runtime's *parts* follow its
+# layout: each subpackage (onnxpipe._pipelines, onnxpipe._serve) is one part, and each module directly in
+# onnxpipe/ is a part of its own. Private *modules* are fine to import (they are the package's implementation);
+# their private *names* are not, and what crosses a part is public there (e.g. Pipeline.execute_batch).
+# Attribute access is judged by name, as a static test must: ``x._name`` (x not self, cls or super()) is a
+# reach-in when ``_name`` is defined in another part and nowhere in the caller's own part.
+def _part(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _defined_private(tree: ast.AST) -> set[str]:
+    """Private names a module defines: functions, classes, methods, assigned names and attributes, arguments."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.alias) and node.asname:
+            names.add(node.asname)
+    return {n for n in names if _private(n)}
+
+
+def _reach_ins(sources: dict[str, tuple[Path, str]]) -> list[str]:
+    """``module: line what`` for every use of another part's private name among ``sources`` (module -> (path,
+    text))."""
+    trees = {m: ast.parse(text) for m, (_, text) in sources.items()}
+    modules = {m: path for m, (path, _) in sources.items()}
+    by_part: dict[str, set[str]] = {}
+    for m, tree in trees.items():
+        by_part.setdefault(_part(m), set()).update(_defined_private(tree))
+    hits = []
+    for m, tree in trees.items():
+        path, own = modules[m], _part(m)
+        package = m if path.name == "__init__.py" else m.rpartition(".")[0]
+        imported: dict[str, str] = {}  # local name -> module of another part, for `module._name`
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - max(node.level - 1, 0)] if node.level else []
+                source = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module or ""
+                for a in node.names:
+                    target = f"{source}.{a.name}"
+                    if target in modules:  # a submodule: `from .. import _model`
+                        if _part(target) != own:
+                            imported[a.asname or a.name] = target
+                    elif source in modules and _part(source) != own and _private(a.name):
+                        hits.append(f"{m}:{node.lineno} imports {source}.{a.name}")
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name in modules and _part(a.name) != own and a.asname:
+                        imported[a.asname] = a.name
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Attribute) and _private(node.attr)):
+                continue
+            value = node.value
+            if isinstance(value, ast.Name) and value.id in imported:
+                hits.append(f"{m}:{node.lineno} uses {imported[value.id]}.{node.attr}")
+                continue
+            if isinstance(value, ast.Name) and value.id in ("self", "cls"):
+                continue
+            if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "super":
+                continue
+            owners = sorted(p for p, names in by_part.items() if p != own and node.attr in names)
+            if owners and node.attr not in by_part.get(own, set()):
+                hits.append(f"{m}:{node.lineno} calls {ast.unparse(node)} (private to {', '.join(owners)})")
+    return hits
+
+
+def test_the_reach_in_finder_sees_every_kind_of_reach_in():
+    # The finder itself, on made-up modules: a finder that cannot see a reach-in would pass on any code.
+    owner = "X = 1\n_Y = 2\nclass Thing:\n    def _run(self): ...\n    def run(self): return self._run()\n"
+    sources = {
+        "pkg._owner": (Path("pkg/_owner.py"), owner),
+        # one part: a subclass in a subpackage may call its base's private hook through super()
+        "pkg._sub.inner": (
+            Path("pkg/_sub/inner.py"),
+            "from .._owner import Thing\nclass Sub(Thing):\n    def _own(self): return super()._run()\n",
+        ),
+        "pkg._sub.other": (Path("pkg/_sub/other.py"), "def f(sub):\n    return sub._own()\n"),
+        "pkg._quiet": (Path("pkg/_quiet.py"), "from ._owner import X, Thing\nThing().run()\n"),
+        "pkg._caller": (
+            Path("pkg/_caller.py"),
+            "from ._owner import _Y\nfrom . import _owner\nz = _owner._Y\ndef f(thing):\n    return thing._run()\n"
+            "def g(sub):\n    return sub._own()\n",
+        ),
+    }
+    assert _reach_ins(sources) == [
+        "pkg._caller:1 imports pkg._owner._Y",
+        "pkg._caller:3 uses pkg._owner._Y",
+        "pkg._caller:5 calls thing._run (private to pkg._owner)",
+        "pkg._caller:7 calls sub._own (private to pkg._sub)",
+    ]
+
+
+def test_no_part_of_the_runtime_reaches_into_another():
+    modules = _module_names(ROOT / "runtime", "onnxpipe")
+    assert {_part(m) for m in modules} >= {"onnxpipe._pipelines", "onnxpipe._serve", "onnxpipe._tokenizer"}
+    hits = _reach_ins({m: (p, p.read_text(encoding="utf-8")) for m, p in modules.items()})
+    assert not hits, "calls into another part's private names (make them public there): " + "; ".join(hits)

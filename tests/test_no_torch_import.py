@@ -43,6 +43,7 @@ EXPECTED_ALL = [
     "BatchEncoding",
     "ModelOutput",
     "Pipeline",
+    "SessionOptions",
     "TASKS",
     "FORMAT_VERSION",
     "errors",

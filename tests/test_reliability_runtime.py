@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxpipe import AutoModel, AutoModelForSequenceClassification, pipeline
+from onnxpipe import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, SessionOptions, pipeline
 from onnxpipe._bench import bench
 from onnxpipe._manifest import sha256_file
 from onnxpipe._resolve import find_model
@@ -138,7 +138,7 @@ def test_many_distinct_window_settings_keep_few_tokenizer_copies(tiny_export):
     qa = pipeline("question-answering", model=tiny_export("bert", "question-answering"))
     for k in range(30):
         qa(QA, max_seq_len=40 + k, doc_stride=k % 20)
-    assert len(qa.tokenizer._recent) <= 8  # 30 settings, 30 copies kept before
+    assert len(qa.tokenizer._encoder._recent) <= 8  # 30 settings, 30 copies kept before
 
 
 # -- item 3: an empty batch never reaches onnxruntime --------------------------------------------------------------
@@ -219,7 +219,7 @@ def test_bench_refuses_a_batch_size_of_zero_naming_the_flag():
         ({"batch_sizes": [2.5]}, "--batch-sizes"),
         ({"seq_lengths": [True]}, "--seq-lengths"),
         ({"runs": 0}, "--runs"),
-        ({"threads": 0}, "threads"),
+        ({"options": SessionOptions(threads=0)}, "threads"),
     ],
 )
 def test_bench_refuses_bad_numbers_before_loading(kwargs, flag):
@@ -356,3 +356,14 @@ def test_a_tokenizer_pickles_and_encodes_the_same(tokenizer):
     for kwargs in ({}, {"max_length": 6, "truncation": True}):
         assert copy(texts, padding=True, **kwargs) == tokenizer(texts, padding=True, **kwargs)
     assert copy.model_max_length == tokenizer.model_max_length
+
+
+def test_a_tokenizer_with_a_new_maximum_truncates_there_after_pickling():
+    # The unpickled copy filed the base tokenizer (cutting at the exported 512) under the new maximum, so it cut
+    # at 512: 102 tokens here instead of 16.
+    tokenizer = AutoTokenizer.from_pretrained("minilm-sst2")
+    tokenizer.model_max_length = 16
+    copy = pickle.loads(pickle.dumps(tokenizer))
+    text = "word " * 100
+    assert [len(t.encode_batch([text])[0].ids) for t in (tokenizer, copy)] == [16, 16]
+    assert copy([text], truncation=True)["input_ids"] == tokenizer([text], truncation=True)["input_ids"]

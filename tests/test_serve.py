@@ -23,7 +23,7 @@ import httpx  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from _serve_util import ROOT, Server, wait_until  # noqa: E402
-from onnxpipe import pipeline  # noqa: E402
+from onnxpipe import SessionOptions, pipeline  # noqa: E402
 
 SST2 = str(ROOT / "models" / "minilm-sst2")
 TEXTS = [
@@ -74,10 +74,10 @@ def test_what_a_first_request_would_build_exists_when_the_server_starts():
     session (~100 ms) landed on the first requests: the first burst's 429s took 25-45 ms instead of 3-6."""
     from onnxpipe._serve import load_model
 
-    served = load_model("sst2", SST2, threads=2)
+    served = load_model("sst2", SST2, SessionOptions(threads=2))
     assert served.model.execution == "alone"
     assert served.model._lane_session is not None and served.model._pool is not None
-    assert None in served.pipelines["text-classification"].tokenizer._pinned
+    assert None in served.pipelines["text-classification"].tokenizer._encoder._pinned
 
 
 def test_predict_single_equals_the_pipeline(server, classifier):

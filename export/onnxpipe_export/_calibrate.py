@@ -35,7 +35,7 @@ BATCH = 16  # sentences per calibration batch with fixed padding
 _METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
 
-def read_calibration_texts(path) -> list[str]:
+def read_calibration_texts(path: Any) -> list[str]:
     """``label<TAB>text`` rows after a header line (the SST-2 layout, as --validation-data), or one sentence per
     line. A file is read as labelled when every row after the first is an integer, a tab and a text."""
     with open(path, encoding="utf-8", newline="") as f:
@@ -62,7 +62,7 @@ class Calibration:
     max_length: int
 
     @classmethod
-    def from_file(cls, path, tokenizer, max_length: int, exclude=()) -> Calibration:
+    def from_file(cls, path: Any, tokenizer: Any, max_length: int, exclude: Any = ()) -> Calibration:
         """The file's sentences minus any in ``exclude`` (the validation texts: never calibrate on those)."""
         excluded = set(exclude)
         texts = [t for t in read_calibration_texts(path) if t not in excluded]
@@ -73,7 +73,7 @@ class Calibration:
         picked = rng.choice(len(self.texts), size=min(n, len(self.texts)), replace=False)
         return [self.texts[i] for i in sorted(picked)]
 
-    def batches(self, recipe: dict, graph_inputs: list[str]) -> tuple[list[dict[str, np.ndarray]], int]:
+    def batches(self, recipe: dict[str, Any], graph_inputs: list[str]) -> tuple[list[dict[str, np.ndarray]], int]:
         """The feeds to calibrate ``recipe`` with, and the padded length (0: each sentence alone, unpadded)."""
         texts = self.sample(int(recipe["calibration_sentences"]))
 
@@ -100,7 +100,7 @@ class Calibration:
 class _One:
     """A CalibrationDataReader over one batch: each batch is its own collect_data call (see module doc)."""
 
-    def __init__(self, feeds: dict[str, np.ndarray]):
+    def __init__(self, feeds: dict[str, np.ndarray]) -> None:
         self.feeds: dict[str, np.ndarray] | None = feeds
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -108,7 +108,9 @@ class _One:
         return feeds
 
 
-def quantize_static_int8(source: Path, out: Path, recipe: dict, calibration: Calibration | None) -> dict:
+def quantize_static_int8(
+    source: Path, out: Path, recipe: dict[str, Any], calibration: Calibration | None
+) -> dict[str, Any]:
     """Write ``out``: ``source`` with static QDQ MatMuls; return ``recipe`` with what the calibration used."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static

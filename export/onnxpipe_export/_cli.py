@@ -11,7 +11,7 @@ import sys
 from ._int8_recipes import DEFAULT_INT8, INT8_CANDIDATES
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``export`` subcommand to the ``onnxpipe`` parser."""
     from onnxpipe._for_export import export_task_names
 

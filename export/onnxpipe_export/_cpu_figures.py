@@ -16,7 +16,13 @@ from typing import Any
 from onnxpipe._for_export import FORMAT_VERSION, MANIFEST_NAME, Manifest
 from onnxpipe.errors import ExportError
 
-REQUIRED = {"cpu": str, "n": int, "flips": int, "max_abs_dp": (int, float), "p99_abs_dp": (int, float)}
+REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "cpu": str,
+    "n": int,
+    "flips": int,
+    "max_abs_dp": (int, float),
+    "p99_abs_dp": (int, float),
+}
 
 
 def _checked(entry: Any) -> dict[str, Any]:

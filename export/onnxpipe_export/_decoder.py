@@ -13,6 +13,7 @@ import shutil
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from onnxpipe._for_export import FORMAT_VERSION, Manifest, Variant
 from onnxpipe.errors import ExportError
@@ -26,7 +27,7 @@ ENCODER_DEFAULT = ("int8", "fp32", "fp16")
 DECODER_DEFAULT = ("int4", "fp32")
 
 
-def decoder_precisions(precisions) -> list[str]:
+def decoder_precisions(precisions: Any) -> list[str]:
     if isinstance(precisions, str):
         precisions = [p.strip() for p in precisions.split(",") if p.strip()]
     if tuple(precisions) == ENCODER_DEFAULT:
@@ -40,12 +41,12 @@ def decoder_precisions(precisions) -> list[str]:
     return list(dict.fromkeys(precisions))
 
 
-def _export_onnx(model, out_dir: Path) -> Path:
+def _export_onnx(model: Any, out_dir: Path) -> Path:
     import torch
     from optimum.exporters.onnx import onnx_export_from_model
 
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # validated against PyTorch below
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # type: ignore[attr-defined]  # torch.jit re-exports it without __all__; validated against PyTorch below
         warnings.filterwarnings("ignore", category=UserWarning)
         onnx_export_from_model(
             model, out_dir, task="text-generation-with-past", do_validation=False, no_post_process=True
@@ -53,7 +54,7 @@ def _export_onnx(model, out_dir: Path) -> Path:
     return out_dir / "model.onnx"
 
 
-def _write_graph(model, tmp: Path, fp32: Path) -> dict:
+def _write_graph(model: Any, tmp: Path, fp32: Path) -> dict[str, Any]:
     """Write the fp32 decoder graph to ``fp32``: the fused Llama-family graph where it applies (at 4-bit it
     decodes 1.8x faster than optimum's graph, 2.1x with its in-place cache: bench/generate.md), optimum's
     traced graph otherwise. Returns the manifest's record of which graph was written and why."""
@@ -71,8 +72,8 @@ def _write_graph(model, tmp: Path, fp32: Path) -> dict:
     return {"builder": "optimum", "fused_not_used": why_not, "cache": "concat"}
 
 
-def generation_block(ckpt) -> dict:
-    """The manifest's "generation" entry: what the runtime's loop and pipeline need (models/README.md)."""
+def generation_block(ckpt: Any) -> dict[str, Any]:
+    """The manifest's "generation" entry: what the runtime's loop and pipeline need (docs/model-folder.md)."""
     cfg, tok = ckpt.config, ckpt.tokenizer
     heads = int(getattr(cfg, "num_attention_heads", None) or cfg.n_head)
     hidden = int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
@@ -98,14 +99,14 @@ def generation_block(ckpt) -> dict:
 
 
 def export_decoder(
-    source,
+    source: Any,
     requested: str,
-    out,
-    precisions,
+    out: Any,
+    precisions: Any,
     force: bool,
     allow_pickle: bool,
     trust_remote_code: bool,
-    revision,
+    revision: Any,
     progress: bool,
 ) -> Path:
     """Export a causal LM into a model folder; see the module docstring. Returns the folder."""
@@ -167,4 +168,4 @@ def export_decoder(
     if progress:
         figures = ", ".join(f"{p}: {(v.validation or {}).get('summary')}" for p, v in manifest.variants.items())
         print(f"exported {source} for text-generation ({figures})")
-    return out
+    return target.path

@@ -25,6 +25,7 @@ sliding window narrower than the model's positions.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ STATIC_ROPE = ("default", "linear", "llama3", "yarn")  # cos/sin tables that do 
 _NEG = -1e9  # additive bias of a padded key: finite, so a row of padding (all keys masked) stays finite too
 
 
-def fused_unsupported(config) -> str | None:
+def fused_unsupported(config: Any) -> str | None:
     """Why this checkpoint cannot get the fused graph; None when it can."""
     if config.model_type not in ARCHITECTURES:
         return f"architecture {config.model_type!r} (fused: {', '.join(ARCHITECTURES)})"
@@ -56,13 +57,13 @@ def fused_unsupported(config) -> str | None:
     return None
 
 
-def _rope_tables(config) -> tuple[np.ndarray, np.ndarray]:
+def _rope_tables(config: Any) -> tuple[np.ndarray, np.ndarray]:
     """cos and sin, (positions, head_dim / 2), computed by transformers' own rope initialisation."""
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     rope = getattr(config, "rope_scaling", None) or {}
     kind = rope.get("rope_type", rope.get("type", "default"))
-    inv_freq, scaling = ROPE_INIT_FUNCTIONS[kind](config, "cpu")
+    inv_freq, scaling = ROPE_INIT_FUNCTIONS[kind](config, "cpu")  # type: ignore[arg-type]  # torch takes the name
     inv = inv_freq.double().numpy()
     angles = np.outer(np.arange(config.max_position_embeddings, dtype=np.float64), inv)
     return (np.cos(angles) * scaling).astype(np.float32), (np.sin(angles) * scaling).astype(np.float32)
@@ -71,8 +72,10 @@ def _rope_tables(config) -> tuple[np.ndarray, np.ndarray]:
 class _Graph:
     """Nodes and initializers, with fresh names."""
 
-    def __init__(self):
-        self.nodes, self.inits, self._n = [], [], 0
+    def __init__(self) -> None:
+        self.nodes: list[Any] = []  # onnx NodeProtos
+        self.inits: list[Any] = []  # onnx TensorProtos
+        self._n = 0
 
     def init(self, name: str, array: np.ndarray) -> str:
         from onnx import numpy_helper
@@ -80,7 +83,7 @@ class _Graph:
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], n_out: int = 1, domain: str = "", **attrs) -> list[str]:
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, domain: str = "", **attrs: Any) -> list[str]:
         from onnx import helper
 
         self._n += 1
@@ -89,11 +92,11 @@ class _Graph:
         self.nodes.append(helper.make_node(op_type, inputs, outs, name=name, domain=domain, **attrs))
         return outs
 
-    def one(self, op_type: str, inputs: list[str], domain: str = "", **attrs) -> str:
+    def one(self, op_type: str, inputs: list[str], domain: str = "", **attrs: Any) -> str:
         return self.op(op_type, inputs, 1, domain, **attrs)[0]
 
 
-def build_fused(model, path: Path) -> Path:
+def build_fused(model: Any, path: Path) -> Path:
     """Write ``model`` (a transformers Llama-family causal LM, see ``fused_unsupported``) to ``path``."""
     import onnx
     from onnx import TensorProto, helper
@@ -135,7 +138,8 @@ def build_fused(model, path: Path) -> Path:
     cos_cache, sin_cache = g.init("cos_cache", cos), g.init("sin_cache", sin)
 
     x = g.one("Gather", [g.init("embed_tokens", sd["model.embed_tokens.weight"]), "input_ids"])
-    residual, pending = x, None  # pending: the last block's output, added to the residual by the next norm
+    residual: str = x
+    pending: str | None = None  # pending: the last block's output, added to the residual by the next norm
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"]),
@@ -166,7 +170,7 @@ def build_fused(model, path: Path) -> Path:
         past = (f"past_key_values.{i}.key", f"past_key_values.{i}.value")
         present = (f"present.{i}.key", f"present.{i}.value")
         for name in past:
-            shape = ["batch_size", kv_heads, "past_sequence_length", head_dim]
+            shape: list[str | int | None] = ["batch_size", kv_heads, "past_sequence_length", head_dim]
             inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
         for name in present:
             shape = ["batch_size", kv_heads, "total_sequence_length", head_dim]

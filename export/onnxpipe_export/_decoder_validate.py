@@ -8,10 +8,12 @@ bench and the manifest make visible.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
-from onnxpipe._for_export import AutoTokenizer, KVCache, OnnxModel, Sampling, describe, generate_tokens
+from onnxpipe._for_export import AutoTokenizer, KVCache, Manifest, OnnxModel, Sampling, describe, generate_tokens
 from onnxpipe.errors import ValidationError
 
 from ._sentences import VALIDATION_SENTENCES
@@ -22,7 +24,7 @@ GREEDY = 32
 PROMPTS = [VALIDATION_SENTENCES[i] for i in (0, 2, 12, 15)]
 
 
-def torch_greedy(model, ids: list[int], n: int) -> tuple[list[int], np.ndarray]:
+def torch_greedy(model: Any, ids: list[int], n: int) -> tuple[list[int], np.ndarray]:
     """PyTorch's greedy tokens (its own cache) and the next-token logits before each of them."""
     tokens, logits = [], []
     with torch.no_grad():
@@ -35,7 +37,7 @@ def torch_greedy(model, ids: list[int], n: int) -> tuple[list[int], np.ndarray]:
     return tokens, np.stack(logits)
 
 
-def validate_decoder(ckpt, manifest, precision: str) -> dict:
+def validate_decoder(ckpt: Any, manifest: Manifest, precision: str) -> dict[str, Any]:
     model = OnnxModel(manifest, device="cpu", precision=precision)
     graph = describe(model)
     tokenizer = AutoTokenizer.from_manifest(manifest)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from onnxpipe.errors import ExportError
 
@@ -29,7 +30,7 @@ _CALL_TIME_KEYS = ("max_length", "stride", "truncation_strategy", "pad_to_multip
 ST_FILES = ("modules.json", "sentence_bert_config.json")
 
 
-def source_file(ckpt, name: str) -> Path | None:
+def source_file(ckpt: Any, name: str) -> Path | None:
     """``name`` from the checkpoint (local folder, or the hub repository); None when it has no such file."""
     if ckpt.local is not None:
         path = ckpt.local / name
@@ -45,7 +46,7 @@ def source_file(ckpt, name: str) -> Path | None:
         raise ExportError(f"cannot fetch {name} of {ckpt.source}: {e}. Export from a local folder instead.") from e
 
 
-def sentence_transformers_modules(ckpt) -> list[dict] | None:
+def sentence_transformers_modules(ckpt: Any) -> list[dict[str, Any]] | None:
     path = source_file(ckpt, "modules.json")
     if path is None:
         return None
@@ -61,7 +62,7 @@ def sentence_transformers_modules(ckpt) -> list[dict] | None:
     return modules
 
 
-def max_seq_length(ckpt) -> int | None:
+def max_seq_length(ckpt: Any) -> int | None:
     """sentence-transformers' truncation (sentence_bert_config.json ``max_seq_length``), when the source has one."""
     path = source_file(ckpt, "sentence_bert_config.json")
     if path is None:
@@ -74,7 +75,7 @@ def max_seq_length(ckpt) -> int | None:
     return value
 
 
-def _tokenizer_files(ckpt, folder: Path, max_length: int) -> None:
+def _tokenizer_files(ckpt: Any, folder: Path, max_length: int) -> None:
     # save_pretrained writes the checkpoint's own settings in the layout every consumer reads; only its
     # tokenizer_config.json and special_tokens_map.json are kept (tokenizer.json is the recipe's, with truncation).
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,7 +97,7 @@ def _tokenizer_files(ckpt, folder: Path, max_length: int) -> None:
     _write(folder / "special_tokens_map.json", special_map)
 
 
-def _sentence_transformers_files(ckpt, folder: Path, modules: list[dict], max_length: int) -> None:
+def _sentence_transformers_files(ckpt: Any, folder: Path, modules: list[dict[str, Any]], max_length: int) -> None:
     # Only the modules the runtime reproduces are written (Transformer, Pooling, Normalize): a folder that
     # declared a Dense layer would give other vectors in sentence-transformers than in onnxpipe.
     kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
@@ -128,7 +129,7 @@ def _sentence_transformers_files(ckpt, folder: Path, modules: list[dict], max_le
         _write(folder / "config_sentence_transformers.json", json.loads(extra.read_text(encoding="utf-8")))
 
 
-def write_ecosystem_files(ckpt, folder: Path, max_length: int) -> None:
+def write_ecosystem_files(ckpt: Any, folder: Path, max_length: int) -> None:
     """Write the tokenizer and sentence-transformers files other consumers read (see the module docstring)."""
     _tokenizer_files(ckpt, folder, max_length)
     modules = sentence_transformers_modules(ckpt)
@@ -136,6 +137,6 @@ def write_ecosystem_files(ckpt, folder: Path, max_length: int) -> None:
         _sentence_transformers_files(ckpt, folder, modules, max_length)
 
 
-def _write(path: Path, data) -> None:
+def _write(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -2,7 +2,7 @@
 
 Three methods, each with its base recipe (METHODS) that a candidate's entry overrides:
 - ``dynamic``: onnxruntime's dynamic quantizer; activations get one scale per batch tensor at run time, so a
-  text's result depends on its batch-mates (the runtime runs such files one sequence at a time, issue 11);
+  text's result depends on its batch-mates (so the runtime runs such files one sequence at a time);
 - ``MatMulNBits``: weight-only 4- or 8-bit blocks (_lowbit.py); accuracy_level 4 quantizes activations per row
   and block, so rows stay independent;
 - ``static``: QDQ with activation ranges calibrated once on sample sentences (_calibrate.py, needs
@@ -10,6 +10,8 @@ Three methods, each with its base recipe (METHODS) that a candidate's entry over
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from onnxpipe.errors import ExportError
 
@@ -26,8 +28,9 @@ INT8_RECIPE = {
     "op_types": ["Attention", "EmbedLayerNormalization", "Gather", "MatMul"],
     # Residual Add before each LayerNormalization written as Sum (_optimize.residual_add_as_sum), so that
     # onnxruntime's load-time SkipLayerNormFusion does not apply in any consumer: its CPU kernel took 27 % of
-    # int8 minilm-sst2's time, where Add + LayerNormalization take 8 % (onnxruntime 1.32 profile,
-    # bench/README.md). Until issue 13 this was a load-time switch only onnxpipe applied.
+    # int8 minilm-sst2's time, where Add + LayerNormalization take 8 % (onnxruntime 1.32 profile; docs/cli.md,
+    # bench/int8_no_switch.py). Baked into the graph rather than a load-time switch, so that every consumer of the file
+    # (Optimum, transformers.js, fastembed) computes the same scores as onnxpipe.
     "residual_add_as_sum": False,
 }
 
@@ -44,8 +47,8 @@ NBITS_RECIPE = {
 }
 
 # Static QDQ: per-channel s8 weights, u8 activations with ranges from calibration sentences (never the
-# validation data). Only MatMuls: quantizing every operator lets padding leak through the mask (issue 11
-# measured 163 SST-2 flips); the Gemm heads are negligible work.
+# validation data). Only MatMuls: quantizing every operator lets padding leak through the mask (measured:
+# 163 SST-2 label flips between a sentence alone and in a padded batch); the Gemm heads are negligible work.
 STATIC_RECIPE = {
     "method": "static",
     "format": "QDQ",
@@ -77,10 +80,11 @@ EXACT_RECIPE = {
 
 METHODS = {"dynamic": INT8_RECIPE, "MatMulNBits": NBITS_RECIPE, "static": STATIC_RECIPE}
 
-# What `--int8-recipe search` tries: the levers issue 3 names (per-channel or not, QInt8 vs QUInt8 weights,
-# fused vs unfused graph, which operators), and issue 11's batch-invariant methods. Each entry overrides the base
-# recipe of its method (METHODS; dynamic when it names none).
-INT8_CANDIDATES: dict[str, dict] = {
+# What `--int8-recipe search` tries: the levers that move INT8 accuracy and speed (per-channel or not, QInt8 vs
+# QUInt8 weights, fused vs unfused graph, which operators), and the batch-invariant methods (a text's answer
+# must not depend on its batch-mates). Each entry overrides the base recipe of its method (METHODS; dynamic
+# when it names none).
+INT8_CANDIDATES: dict[str, dict[str, Any]] = {
     "fused-pc-s8": {},
     "fused-pc-s8-fp32-embeddings": {"op_types": ["Attention", "MatMul"]},
     "fused-pc-s8-fp32-attention": {"op_types": ["EmbedLayerNormalization", "Gather", "MatMul"]},
@@ -147,13 +151,13 @@ INT8_CANDIDATES: dict[str, dict] = {
 DEFAULT_INT8 = "fused-attention-only-pc-s8-rr-no-skipln"
 
 
-def recipe_named(name: str) -> dict:
+def recipe_named(name: str) -> dict[str, Any]:
     if name not in INT8_CANDIDATES:
         raise ExportError(f"unknown int8 recipe {name!r}; valid: {', '.join(INT8_CANDIDATES)} (or 'search')")
     entry = INT8_CANDIDATES[name]
     return {**METHODS[entry.get("method", "dynamic")], **entry, "name": name}
 
 
-def needs_calibration(recipe: dict) -> bool:
+def needs_calibration(recipe: dict[str, Any]) -> bool:
     """Whether ``recipe`` calibrates activation ranges on sample sentences (--calibration-data)."""
     return recipe.get("method") == "static"

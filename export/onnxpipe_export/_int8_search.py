@@ -6,11 +6,11 @@ MatMulNBits). So `--int8-recipe search` measures instead of guessing, and the ma
 figures:
 
 - quality, on the labelled set, one sentence per run: accuracy and label agreement with PyTorch;
-- batch invariance (issue 11), on the same set: every sentence alone vs inside the runtime's padded batches
-  (_invariance.py): max and p99 probability change, label flips, and ``batch_invariant`` when the change is at
-  most 1e-3 with no flip. Dynamic recipes fail it (one activation scale per batch tensor); static QDQ (fixed
-  scales) and MatMulNBits at accuracy level 4 (scales per row and block) pass it by construction, and the
-  figures check that the file really does;
+- batch invariance (a text's answer must not move with its batch-mates), on the same set: every sentence alone
+  vs inside the runtime's padded batches (_invariance.py): max and p99 probability change, label flips, and
+  ``batch_invariant`` when the change is at most 1e-3 with no flip. Dynamic recipes fail it (one activation
+  scale per batch tensor); static QDQ (fixed scales) and MatMulNBits at accuracy level 4 (scales per row and
+  block) pass it by construction, and the figures check that the file really does;
 - speed, on this machine, through the runtime's own session code: batch-1 p50 over the first
   BATCH1_SENTENCES sentences one by one, and throughput over the whole set in the runtime's length-sorted
   batches; ``rounds`` passes with the candidates alternated, each sentence and batch at its fastest over them
@@ -47,6 +47,7 @@ import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,13 +75,13 @@ NO_CALIBRATION = (
 BATCH1_SENTENCES = 300
 
 
-def _session_on(manifest: Manifest, rel_file: str, recipe: dict) -> OnnxModel:
+def _session_on(manifest: Manifest, rel_file: str, recipe: dict[str, Any]) -> OnnxModel:
     # The candidate is loaded as the folder's int8 variant, so it runs with exactly the runtime's options.
     candidate = replace(manifest, variants={**manifest.variants, "int8": int8_variant(recipe, file=rel_file)})
     return OnnxModel(candidate, device="cpu", precision="int8")
 
 
-def _times(model: OnnxModel, feeds: list[dict]) -> np.ndarray:
+def _times(model: OnnxModel, feeds: list[dict[str, Any]]) -> np.ndarray:
     """Seconds of each run, one per element of ``feeds``."""
     out = np.empty(len(feeds))
     for i, f in enumerate(feeds):
@@ -94,15 +95,15 @@ def search(
     folder: Path,
     manifest: Manifest,
     tokenizer: AutoTokenizer,
-    source_for,
+    source_for: Any,
     texts: list[str],
     gold: list[int],
     ref_labels: np.ndarray,
     rounds: int = 3,
-    progress=None,
-    calibration=None,
+    progress: Any = None,
+    calibration: Any = None,
     candidates: list[str] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Quantize and measure every candidate; return the manifest's ``recipe_search`` block.
 
     ``source_for(recipe)`` gives the fp32 graph a recipe quantizes; ``calibration`` (_calibrate.Calibration)
@@ -120,7 +121,7 @@ def search(
     ]
     work = folder / "search"
     work.mkdir()
-    rows: dict[str, dict] = {}
+    rows: dict[str, dict[str, Any]] = {}
     names = list(INT8_CANDIDATES) if candidates is None else list(dict.fromkeys([DEFAULT_INT8, *candidates]))
     for name in names:
         recipe = recipe_named(name)

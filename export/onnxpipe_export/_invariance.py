@@ -14,6 +14,7 @@ one sequence at a time precisely because they fail this check).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -50,10 +51,11 @@ def alone_and_batched(
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits - logits.max(-1, keepdims=True))
-    return z / z.sum(-1, keepdims=True)
+    out: np.ndarray = z / z.sum(-1, keepdims=True)
+    return out
 
 
-def score_invariance(alone_logits: np.ndarray, batched_logits: np.ndarray) -> dict:
+def score_invariance(alone_logits: np.ndarray, batched_logits: np.ndarray) -> dict[str, Any]:
     """Per text, the largest change of any class probability between alone and batched; its max and p99 over
     the texts, and how many labels (argmax) differ."""
     change = np.abs(softmax(alone_logits.astype(np.float64)) - softmax(batched_logits.astype(np.float64))).max(-1)
@@ -64,14 +66,14 @@ def score_invariance(alone_logits: np.ndarray, batched_logits: np.ndarray) -> di
     }
 
 
-def vector_invariance(alone: np.ndarray, batched: np.ndarray) -> dict:
+def vector_invariance(alone: np.ndarray, batched: np.ndarray) -> dict[str, Any]:
     """Cosine between each text's pooled vector alone and batched: the worst and the mean."""
     a, b = alone.astype(np.float64), batched.astype(np.float64)
     cos = (a * b).sum(-1) / np.clip(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12, None)
     return {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
 
 
-def is_invariant(figures: dict) -> bool:
+def is_invariant(figures: dict[str, Any]) -> bool:
     """Whether ``score_invariance`` or ``vector_invariance`` figures meet the invariance gate."""
     if "min_cosine" in figures:
         return bool(figures["min_cosine"] >= MIN_COSINE)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from onnxpipe._for_export import TokenizerConfig
 from onnxpipe.errors import ExportError, UnsafeCheckpointError
 
 from ._registry import HEADS, settings_for
@@ -20,7 +21,7 @@ class Checkpoint:
     model: Any
     tokenizer: Any
     config: Any
-    settings: dict
+    settings: dict[str, Any]
 
 
 def _check_local_weights(path: Path, allow_pickle: bool) -> None:
@@ -51,8 +52,8 @@ def load_checkpoint(
     import transformers
     from transformers import AutoConfig, AutoTokenizer
 
-    local = Path(source).expanduser()
-    local = local if local.is_dir() else None
+    expanded = Path(source).expanduser()
+    local = expanded if expanded.is_dir() else None
     if local is not None:
         _check_local_weights(local, allow_pickle)
     kw = {"revision": revision, "trust_remote_code": trust_remote_code}
@@ -79,7 +80,7 @@ def load_checkpoint(
         _check_labels(source, config)
     # The tokenizer before the weights: it is the cheaper of the two to find missing.
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kw)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kw)  # type: ignore[no-untyped-call]
     except ValueError as e:
         raise _remote_code_error(source, e) from e
     except (OSError, TypeError) as e:  # no tokenizer files: transformers fails on a None path (TypeError)
@@ -121,7 +122,7 @@ def load_checkpoint(
 _LABELLED = ("text-classification", "token-classification")
 
 
-def _check_labels(source: str, config) -> None:
+def _check_labels(source: str, config: Any) -> None:
     """Labels become JSON in the manifest and text in every prediction: they must be valid Unicode."""
     for key, label in sorted(config.id2label.items()):
         try:
@@ -133,7 +134,7 @@ def _check_labels(source: str, config) -> None:
             ) from None
 
 
-def _check_finite(source: str, model) -> None:
+def _check_finite(source: str, model: Any) -> None:
     """NaN or inf weights make every output NaN and crash the quantizer: refuse them, naming the tensor."""
     import torch
 
@@ -146,7 +147,7 @@ def _check_finite(source: str, model) -> None:
             )
 
 
-def check_head_size(checkpoint: Checkpoint, task: str, ref: dict) -> None:
+def check_head_size(checkpoint: Checkpoint, task: str, ref: dict[str, Any]) -> None:
     """id2label must name every output of the head, or the runtime would index past the labels."""
     if task not in _LABELLED:
         return
@@ -159,11 +160,13 @@ def check_head_size(checkpoint: Checkpoint, task: str, ref: dict) -> None:
         )
 
 
-def tokenizer_config(tokenizer) -> dict:
+def tokenizer_config(tokenizer: Any) -> TokenizerConfig:
     """What the runtime needs beyond tokenizer.json to decode and find tokens as transformers does."""
-    config = {"clean_up_tokenization_spaces": bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))}
+    config: dict[str, Any] = {
+        "clean_up_tokenization_spaces": bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))
+    }
     for name in ("mask", "cls", "unk", "sep", "pad", "bos", "eos"):
         token = getattr(tokenizer, f"{name}_token", None)
         config[f"{name}_token"] = None if token is None else str(token)
         config[f"{name}_token_id"] = getattr(tokenizer, f"{name}_token_id", None)
-    return config
+    return cast(TokenizerConfig, config)

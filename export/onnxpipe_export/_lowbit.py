@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -44,7 +45,7 @@ def _pack(w: np.ndarray, block: int, bits: int = 4) -> tuple[np.ndarray, np.ndar
     return q, scale.astype(np.float32).reshape(-1)
 
 
-def _weight(node, inits: dict, op_types=("MatMul", "Gemm")) -> np.ndarray | None:
+def _weight(node: Any, inits: dict[str, Any], op_types: Any = ("MatMul", "Gemm")) -> np.ndarray | None:
     """The (K, N) float weight of a MatMul or plain Gemm (alpha = beta = 1, A not transposed); else None."""
     if node.op_type not in op_types or len(node.input) < 2 or node.input[1] not in inits:
         return None
@@ -60,7 +61,7 @@ def _weight(node, inits: dict, op_types=("MatMul", "Gemm")) -> np.ndarray | None
     return np.ascontiguousarray(w.T) if attrs.get("transB", 0) else w
 
 
-def quantize_nbits(source: Path, out: Path, settings: dict = INT4) -> dict:
+def quantize_nbits(source: Path, out: Path, settings: dict[str, Any] = INT4) -> dict[str, Any]:
     """Write ``out``: ``source`` with its weight MatMuls as ``settings["bits"]``-bit MatMulNBits; return the
     recipe with counts."""
     model = onnx.load(str(source))
@@ -115,7 +116,7 @@ def quantize_nbits(source: Path, out: Path, settings: dict = INT4) -> dict:
     return {**settings, "matmuls_quantized": replaced, "matmuls_kept_fp32": kept}
 
 
-def quantize_8bit(source: Path, out: Path, settings: dict = INT8) -> dict:
+def quantize_8bit(source: Path, out: Path, settings: dict[str, Any] = INT8) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()

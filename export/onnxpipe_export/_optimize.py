@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.onnx_model import OnnxModel
 from onnxruntime.transformers.optimizer import optimize_model
 
-from ._int8_recipes import (  # noqa: F401  (re-exported)
-    DEFAULT_INT8,
-    INT8_CANDIDATES,
-    INT8_RECIPE,
-    needs_calibration,
-    recipe_named,
+from ._int8_recipes import (  # re-exported: `X as X` says so to mypy
+    DEFAULT_INT8 as DEFAULT_INT8,
+    INT8_CANDIDATES as INT8_CANDIDATES,
+    INT8_RECIPE as INT8_RECIPE,
+    needs_calibration as needs_calibration,
+    recipe_named as recipe_named,
 )
 
 
-def _heads_and_hidden(config) -> tuple[int, int]:
+def _heads_and_hidden(config: Any) -> tuple[int, int]:
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0)
     hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
     return int(heads or 0), int(hidden or 0)
@@ -46,15 +47,16 @@ GRAPHS = {
 }
 
 
-def fuse(raw: Path, out: Path, fusion: str | None, config, graph: str = "fused") -> dict[str, int]:
+def fuse(raw: Path, out: Path, fusion: str | None, config: Any, graph: str = "fused") -> dict[str, int]:
     """Write the fused fp32 graph to ``out``; return the non-zero fused-operator counts."""
-    if fusion is None or GRAPHS[graph] is None:
+    switches = GRAPHS[graph]
+    if fusion is None or switches is None:
         out.write_bytes(raw.read_bytes())
         return {}
     from onnxruntime.transformers.fusion_options import FusionOptions
 
     options = FusionOptions(fusion)
-    for name, value in GRAPHS[graph].items():
+    for name, value in switches.items():
         setattr(options, name, value)
     heads, hidden = _heads_and_hidden(config)
     model = optimize_model(
@@ -64,7 +66,7 @@ def fuse(raw: Path, out: Path, fusion: str | None, config, graph: str = "fused")
     return {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
 
 
-def int8_source(recipe: dict, raw: Path, fused: Path, fusion: str | None, config) -> Path:
+def int8_source(recipe: dict[str, Any], raw: Path, fused: Path, fusion: str | None, config: Any) -> Path:
     """The fp32 graph ``recipe["graph"]`` names, built next to ``raw`` when it is not one already at hand."""
     graph = recipe["graph"]
     if graph == "fused":
@@ -75,7 +77,9 @@ def int8_source(recipe: dict, raw: Path, fused: Path, fusion: str | None, config
     return out
 
 
-def quantize_int8(source: Path, out: Path, recipe: dict | None = None, calibration=None) -> dict:
+def quantize_int8(
+    source: Path, out: Path, recipe: dict[str, Any] | None = None, calibration: Any = None
+) -> dict[str, Any]:
     """Quantize the fp32 graph ``source`` (see int8_source) with ``recipe`` (default DEFAULT_INT8); return the
     recipe as the manifest records it. ``calibration`` (_calibrate.Calibration): static recipes only."""
     recipe = dict(recipe or recipe_named(DEFAULT_INT8))
@@ -94,7 +98,7 @@ def quantize_int8(source: Path, out: Path, recipe: dict | None = None, calibrati
     return made
 
 
-def _quantize_dynamic(source: Path, out: Path, recipe: dict) -> dict:
+def _quantize_dynamic(source: Path, out: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     root = logging.getLogger()
     level = root.level
     # The quantizer logs "consider pre-processing" on the root logger on every call; that advice is for static

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ def ort_path(onnx_file: str) -> str:
     return Path(onnx_file).with_suffix(".ort").as_posix()
 
 
-def write_ort_files(manifest: Manifest, precisions: list[str], tokenizer=None) -> Manifest:
+def write_ort_files(manifest: Manifest, precisions: list[str], tokenizer: Any = None) -> Manifest:
     """Write the .ort copy of every variant in ``precisions`` (but fp16) and the operator config; return the
     manifest with each variant's ``ort`` entry. With ``tokenizer`` (encoders), both files of each variant are
     run on the validation sentences and must give the same outputs."""
@@ -67,7 +68,7 @@ def write_ort_files(manifest: Manifest, precisions: list[str], tokenizer=None) -
     return manifest
 
 
-def _config_writer():
+def _config_writer() -> Any:
     """onnxruntime.tools' create_config_from_models, imported without its side effects on logging: its logger
     module calls logging.basicConfig (a root handler in the caller's process) and logs at INFO."""
     root = logging.getLogger()
@@ -89,7 +90,7 @@ def _relative_header(config: Path, folder: Path) -> None:
     config.write_text("".join(line.replace(prefix, "# - ", 1) for line in lines), encoding="utf-8")
 
 
-def _check_same_outputs(manifest: Manifest, precision: str, tokenizer) -> None:
+def _check_same_outputs(manifest: Manifest, precision: str, tokenizer: Any) -> None:
     """Both files of ``precision``, one thread each (a deterministic reduction order), on the validation sentences."""
     feeds = tokenizer(list(VALIDATION_SENTENCES), padding=True, truncation=True, return_tensors="np")
     outputs = []
@@ -99,8 +100,9 @@ def _check_same_outputs(manifest: Manifest, precision: str, tokenizer) -> None:
     for name, a, b in zip(manifest.outputs, *outputs):
         if not np.array_equal(a, b):
             diff = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+            saved = manifest.variants[precision].ort
             raise ValidationError(
                 f"the ORT-format copy of {precision} computes other {name!r} than its .onnx file (max abs diff "
-                f"{diff:.3g}); onnxruntime {manifest.variants[precision].ort.onnxruntime} saved it. Export without "
+                f"{diff:.3g}); onnxruntime {saved.onnxruntime if saved else '?'} saved it. Export without "
                 "--ort, or report this with the onnxruntime version"
             )

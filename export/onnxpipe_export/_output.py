@@ -25,9 +25,11 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from onnxpipe.errors import ExportError, OutputExistsError
 
@@ -49,13 +51,13 @@ def _why(e: OSError) -> str:
         errno.EPERM: "operation not permitted: choose an --out in a folder you can write to",
         errno.EROFS: "the filesystem is read-only: choose an --out on a writable one",
         errno.ENOTDIR: "a file is in the way where a folder must be",
-    }.get(e.errno, "")
+    }.get(e.errno or 0, "")
     where = f" ({e.filename})" if e.filename else ""
     return f"{e.strerror or e}{where}" + (f"; {hint}" if hint else "")
 
 
 @contextmanager
-def file_errors(out: Path):
+def file_errors(out: Path) -> Iterator[None]:
     """Turn an OSError (full disk, permissions, read-only filesystem) into one ExportError with the remedy."""
     try:
         yield
@@ -93,7 +95,7 @@ def _inside(a: Path, b: Path) -> bool:
     return a == b or b in a.parents
 
 
-def prepare(out, source, force: bool) -> Target:
+def prepare(out: Any, source: Any, force: bool) -> Target:
     """Refuse an ``out`` that an export must not write, before any work; the Target to move the folder to."""
     if out is None:
         raise ExportError("no output folder given: pass --out DIR (out=DIR)")
@@ -132,7 +134,7 @@ def prepare(out, source, force: bool) -> Target:
     return Target(path, (st.st_dev, st.st_ino))
 
 
-def check_space(folder: Path, source) -> None:
+def check_space(folder: Path, source: Any) -> None:
     """Refuse early when the disk cannot hold even the two fp32 graphs (raw and fused) the export writes."""
     local = Path(str(source)).expanduser()
     if not local.is_dir():
@@ -148,7 +150,7 @@ def check_space(folder: Path, source) -> None:
 
 
 # -- the rename that never replaces ------------------------------------------------------------------------
-def _load_renameat2():
+def _load_renameat2() -> Any:
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -261,7 +263,7 @@ def _replace(tmp: Path, target: Target) -> None:
 
 
 @contextmanager
-def _exports_to(folder: Path):
+def _exports_to(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (the output's parent) while an export swaps its output in.
 
     Concurrent onnxpipe exports to one ``--out`` then check and move one after the other, so the loser never
@@ -325,13 +327,13 @@ def recover(out: Path) -> None:
 _ACTIVE: set[Path] = set()  # staging folders of exports running in this process (other threads)
 
 
-def _raise_on_signal(signum, frame):
+def _raise_on_signal(signum: int, frame: Any) -> None:
     # 128 + signal number: the exit status a shell reports for a process the signal killed.
     raise SystemExit(128 + signum)
 
 
 @contextmanager
-def staging(out: Path):
+def staging(out: Path) -> Iterator[Path]:
     """A temporary folder next to ``out`` (same filesystem, so the final rename is atomic)."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -38,7 +39,7 @@ _UNSEEN = {
 }
 
 
-def read_corpus(path: str | Path) -> list[str]:
+def read_corpus(path: str | os.PathLike[str]) -> list[str]:
     """The texts of a corpus file: a ``.tsv`` with a header (its sentence / text / content column, else the
     last one), or any other file as one text per line. Empty lines are skipped."""
     path = Path(path)
@@ -58,7 +59,7 @@ def read_corpus(path: str | Path) -> list[str]:
     return texts
 
 
-def check_corpus_option(corpus: str | Path, task: str) -> None:
+def check_corpus_option(corpus: str | os.PathLike[str], task: str) -> None:
     """Refuse ``--prune-vocab`` for a task it cannot serve, or a corpus that is missing or empty."""
     if task == "text-generation":
         raise ExportError(
@@ -68,7 +69,7 @@ def check_corpus_option(corpus: str | Path, task: str) -> None:
     read_corpus(corpus)
 
 
-def prune_checkpoint(ckpt: Any, task: str, corpus: str | Path) -> tuple[Any, dict]:
+def prune_checkpoint(ckpt: Any, task: str, corpus: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
     """Cut ``ckpt``'s vocabulary to what ``corpus`` needs; return the checkpoint (model, tokenizer and config
     changed in place) and the manifest's ``vocab_pruning`` record.
 
@@ -113,7 +114,7 @@ def prune_checkpoint(ckpt: Any, task: str, corpus: str | Path) -> tuple[Any, dic
 
 
 # -- which ids -----------------------------------------------------------------------------------------------
-def _kept_ids(ckpt: Any, spec: dict, texts: list[str]) -> tuple[list[int], dict[str, int], str]:
+def _kept_ids(ckpt: Any, spec: dict[str, Any], texts: list[str]) -> tuple[list[int], dict[str, int], str]:
     from tokenizers import Tokenizer
 
     model = spec["model"]
@@ -158,7 +159,7 @@ def _kept_ids(ckpt: Any, spec: dict, texts: list[str]) -> tuple[list[int], dict[
     return keep, counts, "".join(chars)
 
 
-def _vocab(model: dict) -> dict[str, int]:
+def _vocab(model: dict[str, Any]) -> dict[str, int]:
     if model["type"] == "Unigram":
         return {piece: i for i, (piece, _score) in enumerate(model["vocab"])}
     return dict(model["vocab"])
@@ -172,7 +173,7 @@ def _strip(piece: str, prefix: str, suffix: str) -> str:
     return piece
 
 
-def _byte_level(spec: dict) -> bool:
+def _byte_level(spec: dict[str, Any]) -> bool:
     def has(node: Any) -> bool:
         if isinstance(node, dict):
             return node.get("type") == "ByteLevel" or any(has(v) for v in node.values())
@@ -181,17 +182,22 @@ def _byte_level(spec: dict) -> bool:
     return has(spec.get("pre_tokenizer"))
 
 
-def _merges(model: dict) -> list[tuple[str, str]]:
-    return [tuple(m.split(" ", 1)) if isinstance(m, str) else (m[0], m[1]) for m in model.get("merges", [])]
+def _merges(model: dict[str, Any]) -> list[tuple[str, str]]:
+    # tokenizers writes a merge as "a b" (older files) or ["a", "b"]
+    return [_pair(m.split(" ", 1)) if isinstance(m, str) else _pair(m) for m in model.get("merges", [])]
 
 
-def _merged(a: str, b: str, model: dict) -> str:
+def _pair(parts: Any) -> tuple[str, str]:
+    return str(parts[0]), str(parts[1])
+
+
+def _merged(a: str, b: str, model: dict[str, Any]) -> str:
     """The token the BPE merge (a, b) makes: with a continuing-subword prefix, b's prefix is dropped."""
     prefix = model.get("continuing_subword_prefix") or ""
     return a + (b[len(prefix) :] if prefix and b.startswith(prefix) else b)
 
 
-def _merge_closure(model: dict, vocab: dict[str, int], kept: set[int]) -> set[int]:
+def _merge_closure(model: dict[str, Any], vocab: dict[str, int], kept: set[int]) -> set[int]:
     """``kept`` plus every token a kept token is built from by the merges (each merge that makes it), so the
     merges that build a kept token survive pruning."""
     made_from: dict[str, list[tuple[str, str]]] = {}
@@ -209,7 +215,7 @@ def _merge_closure(model: dict, vocab: dict[str, int], kept: set[int]) -> set[in
 
 
 # -- tokenizer.json --------------------------------------------------------------------------------------------
-def _prune_tokenizer_json(spec: dict, new_id: dict[int, int]) -> dict:
+def _prune_tokenizer_json(spec: dict[str, Any], new_id: dict[int, int]) -> dict[str, Any]:
     """A copy of tokenizer.json's object with only the kept tokens, every id renumbered."""
     spec = json.loads(json.dumps(spec))
     model = spec["model"]
@@ -250,7 +256,7 @@ def _renumber_processor(node: Any, new_id: dict[int, int]) -> Any:
     return node
 
 
-def _reload_tokenizer(old_tok: Any, spec: dict, new_id: dict[int, int]) -> Any:
+def _reload_tokenizer(old_tok: Any, spec: dict[str, Any], new_id: dict[int, int]) -> Any:
     """The checkpoint's tokenizer class (so tokenizer_config.json keeps its settings) over the pruned
     tokenizer.json, with ``added_tokens_decoder`` renumbered and the full-vocabulary files left out."""
     from transformers import AutoTokenizer
@@ -266,7 +272,7 @@ def _reload_tokenizer(old_tok: Any, spec: dict, new_id: dict[int, int]) -> Any:
         if "added_tokens_decoder" in cfg:
             cfg["added_tokens_decoder"] = {str(new_id[int(k)]): v for k, v in cfg["added_tokens_decoder"].items()}
         cfg_path.write_text(json.dumps(cfg), encoding="utf-8")
-        new_tok = AutoTokenizer.from_pretrained(tmp)
+        new_tok = AutoTokenizer.from_pretrained(tmp)  # type: ignore[no-untyped-call]
         new_tok.model_max_length = old_tok.model_max_length
         return new_tok
     finally:
@@ -312,7 +318,7 @@ def _prune_model(ckpt: Any, keep: list[int], new_id: dict[int, int], task: str) 
             model.set_output_embeddings(new_out)
     # RoBERTa-style embeddings number positions after the padding id they hold
     embeddings = getattr(model.base_model, "embeddings", None)
-    if new_pad is not None and isinstance(getattr(embeddings, "padding_idx", None), int):
+    if new_pad is not None and embeddings is not None and isinstance(getattr(embeddings, "padding_idx", None), int):
         embeddings.padding_idx = new_pad
     # the checkpoint's config (written to config.json) and the model's own (optimum's dummy inputs read it)
     for cfg in {id(config): config, id(model.config): model.config}.values():

@@ -1,4 +1,5 @@
-"""The export recipe, start to finish, in one readable function.
+"""The export recipe, start to finish: ``export()`` checks the options, then runs a list of named steps
+(``_steps``), one progress-bar tick each, that pass one ``_Run`` along.
 
 refuse an output it must not write (_output.prepare) -> load and check the checkpoint -> PyTorch's reference
 outputs -> export fp32 -> fuse -> quantize / fp16 (_variants) -> write tokenizer and config -> describe the
@@ -11,24 +12,28 @@ way (full disk, permissions) is one ExportError naming the file and the remedy.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from onnxpipe._for_export import AutoTokenizer
 from onnxpipe.errors import ExportError
 
 from ._ecosystem import max_seq_length, write_ecosystem_files
 from ._extra import require_extra
-from ._output import check_space, file_errors, fsync_tree, place, prepare, staging
+from ._output import Target, check_space, file_errors, fsync_tree, place, prepare, staging
 from ._registry import canonical_export_task, folder_tasks
 from ._variants import VARIANT_FILES
 
 
-def _parse_precisions(precisions) -> list[str]:
+def _parse_precisions(precisions: Any) -> list[str]:
     if isinstance(precisions, str):
         precisions = [p.strip() for p in precisions.split(",") if p.strip()]
     bad = [p for p in precisions if p not in VARIANT_FILES]
@@ -37,7 +42,7 @@ def _parse_precisions(precisions) -> list[str]:
     return list(dict.fromkeys(precisions))
 
 
-def _max_length(ckpt) -> int:
+def _max_length(ckpt: Any) -> int:
     tok_max = getattr(ckpt.tokenizer, "model_max_length", None) or 10**9
     pos = getattr(ckpt.config, "max_position_embeddings", None) or 512
     # RoBERTa-style position ids (RoBERTa, XLM-R, MPNet) start after the padding index: fewer are usable.
@@ -50,7 +55,7 @@ def _max_length(ckpt) -> int:
     return int(min(tok_max, pos, st_max))
 
 
-def _write_tokenizer(ckpt, folder: Path, max_length: int) -> None:
+def _write_tokenizer(ckpt: Any, folder: Path, max_length: int) -> None:
     backend = ckpt.tokenizer.backend_tokenizer
     backend.no_padding()
     backend.enable_truncation(max_length=max_length)
@@ -97,7 +102,7 @@ def _validation_texts(task: str, validation_data: Any) -> list[str]:
 
 def _int8_recipe(
     task: str, precisions: list[str], validation_data: Any, int8_recipe: str, calibration_data: Any = None
-) -> dict | None:
+) -> dict[str, Any] | None:
     """The int8 recipe the options ask for, or None for ``search``; refuse options that do not go together
     before anything heavy loads."""
     if validation_data is not None:
@@ -135,7 +140,7 @@ def _int8_recipe(
     return recipe
 
 
-def _parse_candidates(names, search: bool) -> list[str] | None:
+def _parse_candidates(names: Any, search: bool) -> list[str] | None:
     if names is None:
         return None
     from ._int8_recipes import INT8_CANDIDATES
@@ -151,21 +156,21 @@ def _parse_candidates(names, search: bool) -> list[str] | None:
 
 
 def export(
-    source,
-    task="text-classification",
-    out=None,
-    precisions=("int8", "fp32", "fp16"),
-    force=False,
-    allow_pickle=False,
-    trust_remote_code=False,
-    revision=None,
-    progress=True,
-    validation_data=None,
-    int8_recipe="default",
-    ort=False,
-    calibration_data=None,
-    prune_vocab=None,
-    int8_candidates=None,
+    source: str | os.PathLike[str],
+    task: str = "text-classification",
+    out: str | os.PathLike[str] | None = None,
+    precisions: str | Sequence[str] = ("int8", "fp32", "fp16"),
+    force: bool = False,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    progress: bool = True,
+    validation_data: str | os.PathLike[str] | None = None,
+    int8_recipe: str = "default",
+    ort: bool = False,
+    calibration_data: str | os.PathLike[str] | None = None,
+    prune_vocab: str | os.PathLike[str] | None = None,
+    int8_candidates: str | Sequence[str] | None = None,
 ) -> Path:
     """Export ``source`` (a checkpoint folder or hub id) for ``task`` into the model folder ``out``.
 
@@ -210,138 +215,198 @@ def export(
         return export_decoder(
             source, requested, out, precisions, force, allow_pickle, trust_remote_code, revision, progress
         )
-    precisions = _parse_precisions(precisions)
+    parsed = _parse_precisions(precisions)
     target = prepare(out, source, force)
-    out = target.path
-    recipe = _int8_recipe(task, precisions, validation_data, int8_recipe, calibration_data)
-    search = recipe is None
-    candidates = _parse_candidates(int8_candidates, search)
-
-    from ._assemble import draft_manifest, finish_manifest, write_manifest
-    from ._load import check_head_size, load_checkpoint
-    from ._onnx import export_fp32
-    from ._optimize import fuse, int8_source
-    from ._validate import (
-        dataset_figures,
-        pytorch_labels,
-        read_labelled_tsv,
-        torch_reference,
-        validate_variants,
+    recipe = _int8_recipe(task, parsed, validation_data, int8_recipe, calibration_data)
+    run = _Run(
+        source=str(source),
+        requested=requested,
+        task=task,
+        precisions=parsed,
+        target=target,
+        recipe=recipe,
+        candidates=_parse_candidates(int8_candidates, recipe is None),
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        revision=revision,
+        validation_data=validation_data,
+        calibration_data=calibration_data,
+        prune_vocab=prune_vocab,
     )
-    from ._variants import fp32_variant, int8_variant, make_variant
-
-    steps = [
-        "load checkpoint",
-        "export fp32 ONNX",
-        "fuse graph",
-        *[f"make {p}" for p in precisions if p != "fp32"],
-        "validate against PyTorch",
-        *(["write ORT format"] if ort else []),
-        "write manifest",
-    ]
+    steps = _steps(parsed, ort)
     bar = tqdm(total=len(steps), desc=f"export {Path(str(source)).name}", unit="step", disable=not progress)
-
-    def step(name):
-        bar.set_postfix_str(name)
-
-    with staging(out) as tmp, file_errors(out):
+    run.progress = bar.set_postfix_str  # the search names its candidates there too
+    with staging(target.path) as tmp, file_errors(target.path):
         check_space(tmp, source)
-        step("load checkpoint")
-        ckpt = load_checkpoint(str(source), task, allow_pickle, trust_remote_code, revision)
-        tasks = folder_tasks(requested, ckpt.config)  # refuses zero-shot for a model without NLI labels
-        pruning = None
-        if prune_vocab is not None:  # everything after, PyTorch's reference included, sees the pruned model
-            from ._prune import prune_checkpoint
-
-            ckpt, pruning = prune_checkpoint(ckpt, task, prune_vocab)
-        # PyTorch's outputs before the long work: non-finite ones, or a head of another size than the labels,
-        # are refused now rather than after export, fusion and quantization.
-        ref = torch_reference(ckpt, task)
-        check_head_size(ckpt, task, ref)
-        max_length = _max_length(ckpt)
-        calibration = None
-        if calibration_data is not None:
-            from ._calibrate import Calibration
-
-            exclude = _validation_texts(task, validation_data)
-            calibration = Calibration.from_file(calibration_data, ckpt.tokenizer, max_length, exclude)
-        bar.update()
-
-        step("export fp32 ONNX")
-        raw = export_fp32(ckpt.model, task, tmp / "raw")
-        bar.update()
-
-        step("fuse graph")
-        (tmp / "onnx").mkdir()
-        fp32 = tmp / VARIANT_FILES["fp32"]
-        fused_ops = fuse(raw, fp32, ckpt.settings["fusion"], ckpt.config)
-        bar.update()
-
-        def source_for(r: dict) -> Path:  # the fp32 graph an int8 recipe quantizes
-            return int8_source(r, raw, fp32, ckpt.settings["fusion"], ckpt.config)
-
-        variants = {"fp32": fp32_variant(fused_ops)}
-        for p in precisions:
-            if p != "fp32":
-                step(f"make {p}")
-                made = make_variant(p, tmp, fused_ops, recipe, source_for, calibration)
-                if made is not None:
-                    variants[p] = made
-                bar.update()
-        _write_tokenizer(ckpt, tmp, max_length)
-        ckpt.config.save_pretrained(tmp)  # with id2label / label2id, which Optimum and transformers.js read
-        write_ecosystem_files(ckpt, tmp, max_length)
-        manifest = replace(
-            draft_manifest(ckpt, task, tasks, tmp, variants, max_length, revision), vocab_pruning=pruning
-        )
-
-        step("validate against PyTorch")
-        tokenizer = AutoTokenizer.from_manifest(manifest)
-        ref_labels = None  # PyTorch's labels on --validation-data: computed once, for the search and the figures
-        if search:
-            from ._int8_search import search as search_int8
-
-            texts, gold = read_labelled_tsv(validation_data)
-            ref_labels = pytorch_labels(ckpt, texts)
-            found = search_int8(
-                tmp,
-                manifest,
-                tokenizer,
-                source_for,
-                texts,
-                gold,
-                ref_labels,
-                progress=step,
-                calibration=calibration,
-                candidates=candidates,
-            )
-            chosen = found["candidates"][found["chosen"]]["recipe"] | {"name": found["chosen"]}
-            manifest = replace(
-                manifest, variants={**manifest.variants, "int8": int8_variant(chosen, fused_ops, recipe_search=found)}
-            )
-        shutil.rmtree(tmp / "raw")
-        manifest = validate_variants(manifest, tokenizer, ref)
-        if validation_data is not None and task == "feature-extraction":
-            from ._stsb import sts_figures  # Spearman of PyTorch, fp32, int8; fails when int8 drops > 1 point
-
-            manifest = replace(manifest, validation_data=sts_figures(ckpt, manifest, tokenizer, validation_data))
-        elif validation_data is not None:
-            manifest = replace(
-                manifest, validation_data=dataset_figures(ckpt, manifest, tokenizer, validation_data, ref_labels)
-            )
-        bar.update()
-
-        if ort:
-            from ._ort import write_ort_files
-
-            step("write ORT format")
-            manifest = write_ort_files(manifest, precisions, tokenizer)
+        run.tmp = tmp
+        for name, do in steps:
+            run.progress(name)
+            do(run)
             bar.update()
-        step("write manifest")
-        write_manifest(finish_manifest(manifest, precisions))
-        fsync_tree(tmp)
-        place(tmp, target)
-        fsync_tree(out.parent, recursive=False)  # the rename itself
-        bar.update()
     bar.close()
-    return out
+    return target.path
+
+
+# -- the steps ---------------------------------------------------------------------------------------------------
+# Each step reads what the steps before it left on the _Run and adds its own part; export() runs them in order
+# inside the staging folder, one progress-bar tick each.
+@dataclass
+class _Run:
+    """One encoder export: its options, then what each step made."""
+
+    source: str
+    requested: str
+    task: str
+    precisions: list[str]
+    target: Target
+    recipe: dict[str, Any] | None  # None: --int8-recipe search
+    candidates: list[str] | None
+    allow_pickle: bool
+    trust_remote_code: bool
+    revision: str | None
+    validation_data: str | os.PathLike[str] | None
+    calibration_data: str | os.PathLike[str] | None
+    prune_vocab: str | os.PathLike[str] | None
+    progress: Callable[[str], Any] = lambda name: None  # export() shows it on the progress bar
+    tmp: Path = Path()  # the staging folder
+    ckpt: Any = None
+    tasks: list[str] = field(default_factory=list)
+    pruning: dict[str, Any] | None = None
+    ref: dict[str, np.ndarray] = field(default_factory=dict)
+    max_length: int = 0
+    calibration: Any = None
+    raw: Path = Path()
+    fp32: Path = Path()
+    fused_ops: dict[str, int] = field(default_factory=dict)
+    variants: dict[str, Any] = field(default_factory=dict)
+    manifest: Any = None
+    tokenizer: AutoTokenizer | None = None
+
+    def source_for(self, recipe: dict[str, Any]) -> Path:
+        """The fp32 graph an int8 recipe quantizes."""
+        from ._optimize import int8_source
+
+        return int8_source(recipe, self.raw, self.fp32, self.ckpt.settings["fusion"], self.ckpt.config)
+
+
+def _steps(precisions: list[str], ort: bool) -> list[tuple[str, Callable[[_Run], None]]]:
+    return [
+        ("load checkpoint", _load),
+        ("export fp32 ONNX", _export_fp32),
+        ("fuse graph", _fuse),
+        *[(f"make {p}", functools.partial(_make, p)) for p in precisions if p != "fp32"],
+        ("validate against PyTorch", _validate),
+        *([("write ORT format", _write_ort)] if ort else []),
+        ("write manifest", _write_manifest),
+    ]
+
+
+def _load(run: _Run) -> None:
+    """Load the checkpoint (pruned if asked), and refuse it now if PyTorch's own outputs are non-finite or its
+    head has another size than its labels, rather than after export, fusion and quantization."""
+    from ._load import check_head_size, load_checkpoint
+    from ._validate import torch_reference
+
+    run.ckpt = load_checkpoint(run.source, run.task, run.allow_pickle, run.trust_remote_code, run.revision)
+    run.tasks = folder_tasks(run.requested, run.ckpt.config)  # refuses zero-shot for a model without NLI labels
+    if run.prune_vocab is not None:  # everything after, PyTorch's reference included, sees the pruned model
+        from ._prune import prune_checkpoint
+
+        run.ckpt, run.pruning = prune_checkpoint(run.ckpt, run.task, run.prune_vocab)
+    run.ref = torch_reference(run.ckpt, run.task)
+    check_head_size(run.ckpt, run.task, run.ref)
+    run.max_length = _max_length(run.ckpt)
+    if run.calibration_data is not None:
+        from ._calibrate import Calibration
+
+        exclude = _validation_texts(run.task, run.validation_data)
+        run.calibration = Calibration.from_file(run.calibration_data, run.ckpt.tokenizer, run.max_length, exclude)
+
+
+def _export_fp32(run: _Run) -> None:
+    from ._onnx import export_fp32
+
+    run.raw = export_fp32(run.ckpt.model, run.task, run.tmp / "raw")
+
+
+def _fuse(run: _Run) -> None:
+    from ._optimize import fuse
+    from ._variants import fp32_variant
+
+    (run.tmp / "onnx").mkdir()
+    run.fp32 = run.tmp / VARIANT_FILES["fp32"]
+    run.fused_ops = fuse(run.raw, run.fp32, run.ckpt.settings["fusion"], run.ckpt.config)
+    run.variants["fp32"] = fp32_variant(run.fused_ops)
+
+
+def _make(precision: str, run: _Run) -> None:
+    from ._variants import make_variant
+
+    made = make_variant(precision, run.tmp, run.fused_ops, run.recipe, run.source_for, run.calibration)
+    if made is not None:
+        run.variants[precision] = made
+
+
+def _validate(run: _Run) -> None:
+    """Write the tokenizer, config and the draft manifest, run the int8 search if asked, then check every
+    variant against PyTorch and record the validation data's figures."""
+    from ._assemble import draft_manifest
+    from ._validate import dataset_figures, pytorch_labels, read_labelled_tsv, validate_variants
+    from ._variants import int8_variant
+
+    ckpt, tmp = run.ckpt, run.tmp
+    _write_tokenizer(ckpt, tmp, run.max_length)
+    ckpt.config.save_pretrained(tmp)  # with id2label / label2id, which Optimum and transformers.js read
+    write_ecosystem_files(ckpt, tmp, run.max_length)
+    manifest = replace(
+        draft_manifest(ckpt, run.task, run.tasks, tmp, run.variants, run.max_length, run.revision),
+        vocab_pruning=run.pruning,
+    )
+    tokenizer = AutoTokenizer.from_manifest(manifest)
+    ref_labels = None  # PyTorch's labels on --validation-data: computed once, for the search and the figures
+    if run.recipe is None:  # --int8-recipe search
+        from ._int8_search import search as search_int8
+
+        texts, gold = read_labelled_tsv(run.validation_data)
+        ref_labels = pytorch_labels(ckpt, texts)
+        found = search_int8(
+            tmp,
+            manifest,
+            tokenizer,
+            run.source_for,
+            texts,
+            gold,
+            ref_labels,
+            progress=run.progress,
+            calibration=run.calibration,
+            candidates=run.candidates,
+        )
+        chosen = found["candidates"][found["chosen"]]["recipe"] | {"name": found["chosen"]}
+        int8 = int8_variant(chosen, run.fused_ops, recipe_search=found)
+        manifest = replace(manifest, variants={**manifest.variants, "int8": int8})
+    shutil.rmtree(tmp / "raw")
+    manifest = validate_variants(manifest, tokenizer, run.ref)
+    if run.validation_data is not None and run.task == "feature-extraction":
+        from ._stsb import sts_figures  # Spearman of PyTorch, fp32, int8; fails when int8 drops > 1 point
+
+        manifest = replace(manifest, validation_data=sts_figures(ckpt, manifest, tokenizer, run.validation_data))
+    elif run.validation_data is not None:
+        figures = dataset_figures(ckpt, manifest, tokenizer, run.validation_data, ref_labels)
+        manifest = replace(manifest, validation_data=figures)
+    run.manifest, run.tokenizer = manifest, tokenizer
+
+
+def _write_ort(run: _Run) -> None:
+    from ._ort import write_ort_files
+
+    run.manifest = write_ort_files(run.manifest, run.precisions, run.tokenizer)
+
+
+def _write_manifest(run: _Run) -> None:
+    """List and hash the files, write the manifest, and move the finished folder into place."""
+    from ._assemble import finish_manifest, write_manifest
+
+    write_manifest(finish_manifest(run.manifest, run.precisions))
+    fsync_tree(run.tmp)
+    place(run.tmp, run.target)
+    fsync_tree(run.target.path.parent, recursive=False)  # the rename itself

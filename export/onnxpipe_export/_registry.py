@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from onnxpipe._for_export import GRAPHS, TABLE, export_task_names, served_tasks
 from onnxpipe.errors import ExportError, UnsupportedArchitectureError
 
@@ -20,7 +22,7 @@ MODEL_CLASSES: dict[str, str] = {
 
 # Derived: export task -> {"model_class", "outputs"} (head outputs; each graph also gets last_hidden_state),
 # every name --task accepts -> its graph, and the runtime tasks each graph's folder can serve.
-HEADS: dict[str, dict] = {
+HEADS: dict[str, dict[str, Any]] = {
     g: {"model_class": MODEL_CLASSES[g], "outputs": list(graph.outputs)} for g, graph in GRAPHS.items()
 }
 TASK_ALIASES: dict[str, str] = {name: g for name, g in export_task_names().items() if name != g}
@@ -32,7 +34,7 @@ SUPPORTED_TASKS: dict[str, list[str]] = {g: served_tasks(g) for g in GRAPHS}
 # in ALBERT it fuses every layer but the first (whose residual input is the embedding projection; tested).
 # "positions_after_pad": position ids start at pad_token_id + 1 (RoBERTa-style), so that many fewer
 # positions are usable than max_position_embeddings.
-ARCHITECTURES: dict[str, dict] = {
+ARCHITECTURES: dict[str, dict[str, Any]] = {
     "bert": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"]},
     "distilbert": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"]},
     "roberta": {"fusion": "bert", "expect_fused": ["Attention", "SkipLayerNormalization"], "positions_after_pad": True},
@@ -64,7 +66,7 @@ def canonical_export_task(task: str) -> str:
     return name
 
 
-def folder_tasks(requested: str, config) -> list[str]:
+def folder_tasks(requested: str, config: Any) -> list[str]:
     """The runtime tasks a folder exported for ``requested`` serves (an NLI classifier also serves zero-shot);
     refuse a task the checkpoint's labels cannot serve."""
     graph = canonical_export_task(requested)
@@ -80,7 +82,7 @@ def folder_tasks(requested: str, config) -> list[str]:
     return tasks
 
 
-def settings_for(model_type: str, task: str | None = None) -> dict:
+def settings_for(model_type: str, task: str | None = None) -> dict[str, Any]:
     """The export settings of ``model_type``; with ``task``, also refuse a task the architecture cannot serve
     (a decoder for an encoder head, an encoder for text-generation)."""
     settings = ARCHITECTURES.get(model_type)

@@ -11,6 +11,7 @@ fails when int8 falls more than INT8_MAX_DROP points below fp32 on either.
 from __future__ import annotations
 
 import csv
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ INT8_MAX_DROP = 1.0  # Spearman x100 points below fp32
 SCORES = ("batched", "one_at_a_time")  # the Spearman figures of a variant, beside its batch_invariance
 
 
-def read_sts(path) -> tuple[list[str], list[str], np.ndarray]:
+def read_sts(path: Any) -> tuple[list[str], list[str], np.ndarray]:
     """STS Benchmark rows: genre, file, years, id, score (0-5), sentence 1, sentence 2 (extra columns ignored)."""
     s1, s2, gold = [], [], []
     with open(path, encoding="utf-8", newline="") as f:
@@ -43,7 +44,7 @@ def read_sts(path) -> tuple[list[str], list[str], np.ndarray]:
 
 
 def spearman_x100(a: np.ndarray, b: np.ndarray) -> float:
-    def ranks(x):  # average ranks for ties, as scipy.stats.spearmanr
+    def ranks(x: Any) -> np.ndarray:  # average ranks for ties, as scipy.stats.spearmanr
         order = np.argsort(x, kind="mergesort")
         r = np.empty(len(x))
         r[order] = np.arange(len(x))
@@ -56,23 +57,27 @@ def spearman_x100(a: np.ndarray, b: np.ndarray) -> float:
 
 def _pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
     m = mask[..., None].astype(hidden.dtype)
+    pooled: np.ndarray
     if mode == "cls":
-        return hidden[:, 0]
-    if mode == "max":
-        return np.where(m > 0, hidden, -np.inf).max(1)
-    return (hidden * m).sum(1) / np.clip(m.sum(1), 1e-9, None)
+        pooled = hidden[:, 0]
+    elif mode == "max":
+        pooled = np.where(m > 0, hidden, -np.inf).max(1)
+    else:
+        pooled = (hidden * m).sum(1) / np.clip(m.sum(1), 1e-9, None)
+    return pooled
 
 
-def _cosine_scores(vectors: dict[str, np.ndarray], s1, s2) -> np.ndarray:
+def _cosine_scores(vectors: dict[str, np.ndarray], s1: Any, s2: Any) -> np.ndarray:
     a = np.stack([vectors[s] for s in s1]).astype(np.float64)
     b = np.stack([vectors[s] for s in s2]).astype(np.float64)
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    scores: np.ndarray = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    return scores
 
 
-def _torch_vectors(ckpt, texts: list[str], mode: str, max_length: int):
+def _torch_vectors(ckpt: Any, texts: list[str], mode: str, max_length: int) -> dict[str, np.ndarray]:
     import torch
 
-    out = {}
+    out: dict[str, np.ndarray] = {}
     base = getattr(ckpt.model, "base_model", ckpt.model)  # a classifier's encoder gives the hidden states
     with torch.no_grad():
         for i in range(0, len(texts), 64):
@@ -83,13 +88,13 @@ def _torch_vectors(ckpt, texts: list[str], mode: str, max_length: int):
     return out
 
 
-def sts_figures(ckpt, manifest: Manifest, tokenizer: AutoTokenizer, path) -> dict:
+def sts_figures(ckpt: Any, manifest: Manifest, tokenizer: AutoTokenizer, path: Any) -> dict[str, Any]:
     """The manifest's ``validation_data`` block for an STS file; ValidationError when int8 drops > 1 point."""
     s1, s2, gold = read_sts(path)
     texts = list(dict.fromkeys(s1 + s2))
     mode = manifest.pooling.mode if manifest.pooling else "mean"
     torch_vecs = _torch_vectors(ckpt, texts, mode, manifest.max_length)
-    figures = {
+    figures: dict[str, Any] = {
         "file": str(path),
         "pairs": len(gold),
         "metric": "Spearman x100 of cosine similarity vs gold",
@@ -114,7 +119,7 @@ def sts_figures(ckpt, manifest: Manifest, tokenizer: AutoTokenizer, path) -> dic
     return figures
 
 
-def _gate(figures: dict) -> None:
+def _gate(figures: dict[str, Any]) -> None:
     v = figures["variants"]
     if "int8" not in v or "skipped" in v["int8"]:
         return

@@ -7,6 +7,7 @@ written tokenizer.json gives transformers' ids.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from ._sentences import VALIDATION_SENTENCES
 FP32_ATOL = 1e-4
 
 
-def torch_reference(checkpoint, task: str, sentences=VALIDATION_SENTENCES) -> dict[str, np.ndarray]:
+def torch_reference(checkpoint: Any, task: str, sentences: Any = VALIDATION_SENTENCES) -> dict[str, np.ndarray]:
     enc = checkpoint.tokenizer(list(sentences), padding=True, truncation=True, return_tensors="pt")
     head = bool(GRAPHS[task].outputs)
     with torch.no_grad():
@@ -38,7 +39,7 @@ def torch_reference(checkpoint, task: str, sentences=VALIDATION_SENTENCES) -> di
     return ref
 
 
-def _check_finite(outputs: dict, whose: str, why: str) -> None:
+def _check_finite(outputs: dict[str, Any], whose: str, why: str) -> None:
     # NaN fails every comparison, so `diff > tolerance` alone would pass a NaN output.
     for name, value in outputs.items():
         if value.dtype.kind == "f" and not np.isfinite(value).all():
@@ -51,12 +52,17 @@ def _check_finite(outputs: dict, whose: str, why: str) -> None:
 def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     m = mask[:, :, None].astype(np.float64)
     v = (hidden * m).sum(1) / np.clip(m.sum(1), 1e-9, None)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+    out: np.ndarray = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return out
 
 
 def validate_variant(
-    manifest: Manifest, precision: str, tokenizer: AutoTokenizer, ref: dict, sentences=VALIDATION_SENTENCES
-) -> dict:
+    manifest: Manifest,
+    precision: str,
+    tokenizer: AutoTokenizer,
+    ref: dict[str, Any],
+    sentences: Any = VALIDATION_SENTENCES,
+) -> dict[str, Any]:
     """Return the figures for one variant; raise ValidationError when fp32 is off by more than FP32_ATOL."""
     model = OnnxModel(manifest, device="cpu", precision=precision)
     feeds = tokenizer(list(sentences), padding=True, truncation=True, return_tensors="np")
@@ -70,7 +76,7 @@ def validate_variant(
         "the export is wrong where PyTorch's are finite; report this with the checkpoint's config",
     )
     mask = ref["attention_mask"].astype(bool)
-    figures = {"sentences": len(sentences)}
+    figures: dict[str, Any] = {"sentences": len(sentences)}
     hidden_diff = float(np.abs(got["last_hidden_state"][mask] - ref["last_hidden_state"][mask]).max())
     figures["max_abs_diff_hidden"] = hidden_diff
     cos = (_mean_pool(got["last_hidden_state"], mask) * _mean_pool(ref["last_hidden_state"], mask)).sum(1)
@@ -100,7 +106,7 @@ def validate_variant(
     return figures
 
 
-def validate_variants(manifest: Manifest, tokenizer: AutoTokenizer, ref: dict) -> Manifest:
+def validate_variants(manifest: Manifest, tokenizer: AutoTokenizer, ref: dict[str, Any]) -> Manifest:
     """``manifest`` with every variant's figures against PyTorch (``validation``). fp32 must run and pass;
     another precision that cannot run on CPU (fp16 kernels the CPU provider lacks) is recorded as skipped."""
     variants = {}
@@ -117,7 +123,7 @@ def validate_variants(manifest: Manifest, tokenizer: AutoTokenizer, ref: dict) -
     return replace(manifest, variants=variants)
 
 
-def read_labelled_tsv(path) -> tuple[list[str], list[int]]:
+def read_labelled_tsv(path: Any) -> tuple[list[str], list[int]]:
     """``label<TAB>text`` rows after a header line (the GLUE / SST-2 layout); quotes are literal text."""
     import csv
 
@@ -126,7 +132,7 @@ def read_labelled_tsv(path) -> tuple[list[str], list[int]]:
     return [r[1] for r in rows], [int(r[0]) for r in rows]
 
 
-def pytorch_labels(checkpoint, texts: list[str], batch_size: int = 64) -> np.ndarray:
+def pytorch_labels(checkpoint: Any, texts: list[str], batch_size: int = 64) -> np.ndarray:
     out = []
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
@@ -135,7 +141,7 @@ def pytorch_labels(checkpoint, texts: list[str], batch_size: int = 64) -> np.nda
     return np.concatenate(out)
 
 
-def label_figures(alone_logits: np.ndarray, gold: np.ndarray, ref_labels: np.ndarray) -> dict:
+def label_figures(alone_logits: np.ndarray, gold: np.ndarray, ref_labels: np.ndarray) -> dict[str, Any]:
     """Accuracy and label agreement with PyTorch of logits computed one sentence per run: dynamic int8 scales
     activations per batch, so batch-1 is the reproducible figure (and what the runtime computes for it)."""
     got = alone_logits.argmax(-1)
@@ -143,8 +149,8 @@ def label_figures(alone_logits: np.ndarray, gold: np.ndarray, ref_labels: np.nda
 
 
 def dataset_figures(
-    checkpoint, manifest: Manifest, tokenizer: AutoTokenizer, path, ref_labels: np.ndarray | None = None
-) -> dict:
+    checkpoint: Any, manifest: Manifest, tokenizer: AutoTokenizer, path: Any, ref_labels: np.ndarray | None = None
+) -> dict[str, Any]:
     """Accuracy of PyTorch and of every variant on a labelled set, each variant's label agreement, and its
     batch invariance (every text alone vs inside the runtime's padded batches, _invariance.py).
     ``ref_labels``: PyTorch's labels on the set when the caller has them already."""
@@ -152,7 +158,7 @@ def dataset_figures(
     gold = np.array(labels)
     if ref_labels is None:
         ref_labels = pytorch_labels(checkpoint, texts)
-    figures = {
+    figures: dict[str, Any] = {
         "file": str(path),
         "sentences": len(texts),
         "pytorch_accuracy": float((ref_labels == gold).mean()),

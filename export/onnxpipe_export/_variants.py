@@ -1,8 +1,7 @@
 """Make the int8 and fp16 variants of the fused fp32 graph, and their typed manifest entries.
 
-The file names are the ones transformers.js and Optimum read (models/README.md). A variant's entry says what
-how it was made (recipe, fusion counts);
-validation figures are added later by _validate.validate_variants.
+The file names are the ones transformers.js and Optimum read (docs/model-folder.md). A variant's entry says how
+it was made (recipe, fusion counts); validation figures are added later by _validate.validate_variants.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from ._model import (
     ModelOutput,
 )
 from ._pipelines import Pipeline
+from ._session_options import SessionOptions
 from ._tasks import TASKS
 from ._tokenizer import AutoTokenizer
 
@@ -39,6 +40,7 @@ __all__ = [
     "BatchEncoding",
     "ModelOutput",
     "Pipeline",
+    "SessionOptions",
     "TASKS",
     "FORMAT_VERSION",
     "errors",

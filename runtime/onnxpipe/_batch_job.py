@@ -19,7 +19,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,11 +38,12 @@ except ImportError as e:  # the CLI turns this into the pip line and exit 2
     ) from e
 
 from ._batch_engines import get_engine, register_engine
-from ._factory import pipeline
+from ._factory import build_pipeline
 from ._inputs import clean_text
 from ._manifest import load_manifest
 from ._pipelines import Pipeline
 from ._resolve import resolve_model
+from ._session_options import SessionOptions
 from ._tasks import canonical_task
 from .errors import BatchJobError, OnnxpipeError
 
@@ -388,9 +389,9 @@ class BatchJob:
     kwargs: dict[str, Any] = field(default_factory=dict)
     on_error: str = "skip"
     prefix: str = ""
-    precision: str | None = None
     batch_size: int = 32
-    verify: bool = True
+    # How each worker loads the model; its threads are each engine's (the local cores, an actor's CPUs).
+    options: SessionOptions = SessionOptions()
 
     @classmethod
     def create(
@@ -431,9 +432,8 @@ class BatchJob:
             kwargs=dict(kwargs),
             on_error=on_error,
             prefix=prefix,
-            precision=precision,
             batch_size=batch_size,
-            verify=verify,
+            options=SessionOptions(precision=precision, verify=verify),
         )
 
     @property
@@ -442,14 +442,7 @@ class BatchJob:
 
     def build_pipeline(self, threads: int | None = None) -> Pipeline:
         """The task's pipeline; its arguments are checked here, on an empty input, not on every row."""
-        pipe = pipeline(
-            self.task,
-            model=self.model,
-            precision=self.precision,
-            batch_size=self.batch_size,
-            threads=threads,
-            verify=self.verify,
-        )
+        pipe = build_pipeline(self.task, self.model, replace(self.options, threads=threads), batch_size=self.batch_size)
         list(pipe.iter([], **self.kwargs))
         return pipe
 

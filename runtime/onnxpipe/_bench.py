@@ -11,17 +11,19 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from . import __version__
-from ._factory import pipeline
+from ._factory import build_pipeline
 from ._inputs import int_option
 from ._manifest import load_manifest
 from ._resolve import resolve_model
 from ._session import check_threads
+from ._session_options import SessionOptions
 from ._tokenizer import AutoTokenizer
 
 _SIMD = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16")
@@ -94,18 +96,13 @@ def _time(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
 def bench(
     model: str | os.PathLike[str],
     task: str | None = None,
-    precision: str | None = None,
-    device: str = "cpu",
-    threads: int | None = None,
+    options: SessionOptions = SessionOptions(),
     batch_sizes: Sequence[int] = (1, 8, 32),
     seq_lengths: Sequence[int] = (16, 64, 128),
     runs: int = 20,
     warmup: int = 3,
-    verify: bool = True,
-    profile: str = "default",
-    format: str = "onnx",
 ) -> dict[str, Any]:
-    """Time a model folder over a batch-size x sequence-length sweep.
+    """Time a model folder, loaded as ``options`` say, over a batch-size x sequence-length sweep.
 
     Example:
         >>> report = bench("minilm-sst2", batch_sizes=[1, 32], seq_lengths=[16], runs=50)
@@ -114,7 +111,7 @@ def bench(
     # Checked before anything loads: a batch of 0 rows used to reach onnxruntime (SIGFPE in the int8 kernels).
     int_option("runs (--runs)", runs, 1)
     int_option("warmup (--warmup)", warmup, 0)
-    check_threads(threads)
+    check_threads(options.threads)
     if not batch_sizes or not seq_lengths:
         raise ValueError("batch_sizes (--batch-sizes) and seq_lengths (--seq-lengths) need at least one value each")
     for b in batch_sizes:
@@ -122,7 +119,7 @@ def bench(
     for n in seq_lengths:
         int_option("sequence length (--seq-lengths)", n, 1, None, "e.g. --seq-lengths 16,64,128")
     folder = resolve_model(model)
-    manifest = load_manifest(folder, verify=verify)
+    manifest = load_manifest(folder, verify=options.verify)
     task = task or manifest.task
     too_long = [n for n in seq_lengths if n > manifest.max_length]
     if too_long:
@@ -130,15 +127,10 @@ def bench(
             f"seq_lengths {too_long} are outside 1..{manifest.max_length}, the model's maximum; pick lengths within it"
         )
     t0 = time.perf_counter()
-    pipe = pipeline(
+    pipe = build_pipeline(
         task,
-        model=folder,
-        device=device,
-        precision=precision,
-        threads=threads,
-        verify=False,
-        profile=profile,
-        format=format,
+        folder,
+        replace(options, verify=False),  # checked just above
         max_batch_tokens=max(max(batch_sizes) * max(seq_lengths), 16384),
     )
     load_s = time.perf_counter() - t0
@@ -170,7 +162,7 @@ def bench(
         "task": task,
         "precision": pipe.precision,
         "format": pipe.model.format,
-        "profile": profile,
+        "profile": options.profile,
         "device": pipe.device,
         "provider": session.get_providers()[0],
         "threads": opts.intra_op_num_threads or "onnxruntime default",

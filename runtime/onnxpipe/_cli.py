@@ -29,9 +29,10 @@ from ._cli_io import (
 from ._cli_progress import Progress
 from ._cli_tasks import add_task_arguments, implied_task, task_inputs, task_kwargs
 from ._info import format_manifest
-from ._manifest import PRECISIONS, load_manifest
+from ._manifest import load_manifest
 from ._resolve import resolve_model
 from ._session import PROFILES
+from ._session_options import SessionOptions, add_session_arguments
 from ._tasks import TABLE, canonical_task
 from .errors import OnnxpipeError
 
@@ -60,7 +61,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace, lines: Iterable[str] | None) -> int:
-    from ._factory import pipeline
+    from ._factory import build_pipeline
 
     source = lines
     task = args.task or implied_task(args)
@@ -69,16 +70,7 @@ def _predict(args: argparse.Namespace, lines: Iterable[str] | None) -> int:
     source = task_inputs(canonical_task(task), args, lines)
     if source is None:
         raise SystemExit("error: no input: pass TEXT..., --input FILE, or - for stdin")
-    pipe = pipeline(
-        task,
-        model=args.model,
-        device=args.device,
-        precision=args.precision,
-        batch_size=args.batch_size,
-        verify=not args.no_verify,
-        profile=args.profile,
-        format=args.format,
-    )
+    pipe = build_pipeline(task, args.model, SessionOptions.from_args(args), batch_size=args.batch_size)
     kwargs = {} if args.top_k is None else {"top_k": None if args.top_k == 0 else args.top_k}
     kwargs.update(task_kwargs(canonical_task(task), args))
     if isinstance(lines, InputLines):  # cut overlong lines relative to this model's maximum
@@ -138,16 +130,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = bench(
         args.model,
         task=args.task,
-        precision=args.precision,
-        device=args.device,
-        threads=args.threads,
+        options=SessionOptions.from_args(args),
         batch_sizes=ints(args.batch_sizes, "batch-sizes"),
         seq_lengths=ints(args.seq_lengths, "seq-lengths"),
         runs=args.runs,
         warmup=args.warmup,
-        verify=not args.no_verify,
-        profile=args.profile,
-        format=args.format,
     )
     print(format_table(report), file=sys.stderr)
     text = json.dumps(report, indent=2, sort_keys=True) + "\n"
@@ -204,14 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--input", help="file with one text per line ('-' for stdin)")
     pr.add_argument("--model", help=f"model folder or name (default: {TABLE['text-classification'].default_model})")
     pr.add_argument("--task", help="default: the model folder's task")
-    pr.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    pr.add_argument(
-        "--precision", choices=PRECISIONS, help="the folder's variant (default: the fastest the device has)"
-    )
     pr.add_argument("--top-k", type=int, help="labels / tokens / answers per input, best first (0: all labels)")
     pr.add_argument("--batch-size", type=int, default=32)
-    pr.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
-    _cli_serve.add_session_arguments(pr)
+    add_session_arguments(pr)
     add_task_arguments(pr)
     pr.set_defaults(func=cmd_predict)
 
@@ -232,17 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time a model folder: p50/p90/p99 over a batch x length sweep, JSON out")
     b.add_argument("model", help="model folder or name")
     b.add_argument("--task", help="default: the model folder's task")
-    b.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    b.add_argument("--precision", choices=PRECISIONS, help="the folder's variant (default: the fastest the device has)")
-    b.add_argument("--threads", type=int, help="intra-op threads (default: the profile's)")
     b.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default 1,8,32)")
     b.add_argument("--seq-lengths", default="16,64,128", help="tokens per input, comma-separated (default 16,64,128)")
     b.add_argument("--runs", type=int, default=20, help="timed runs per configuration (default 20)")
     b.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     b.add_argument("--json-out", metavar="FILE", help="write the JSON report here (default: stdout)")
     b.add_argument("--force", action="store_true", help="replace --json-out if it exists")
-    b.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
-    _cli_serve.add_session_arguments(b)
+    add_session_arguments(b)
     b.set_defaults(func=cmd_bench)
     _cli_serve.add_parser(sub)  # starlette / uvicorn, pyarrow / ray load only when these commands run
     _cli_batch.add_parser(sub)

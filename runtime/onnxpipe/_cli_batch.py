@@ -14,8 +14,9 @@ from typing import Any
 
 from ._cli_progress import Progress
 from ._cli_tasks import add_task_arguments, task_kwargs
-from ._manifest import PRECISIONS, load_manifest
+from ._manifest import load_manifest
 from ._resolve import resolve_model
+from ._session_options import add_session_arguments
 from ._tasks import canonical_task
 
 _PIP = {"local": "pip install 'onnxpipe[batch]'", "ray": "pip install 'onnxpipe[ray]'"}
@@ -135,8 +136,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     b.add_argument("--prefix", default="", help="prefix for the output column names (e.g. pred_)")
     b.add_argument("--top-k", type=int, help="labels / answers per row, best first (0: all labels)")
-    b.add_argument("--threads", type=int, help="local engine: onnxruntime threads (default: the usable cores)")
-    b.add_argument("--precision", choices=PRECISIONS, help="the folder's variant (default: the fastest the device has)")
-    b.add_argument("--no-verify", action="store_true", help="skip the sha256 check at load")
+    # --format is the input file's here; the engines set the session's threads (an actor's CPUs on Ray).
+    add_session_arguments(
+        b,
+        exclude=("device", "format", "profile", "execution"),
+        threads_help="local engine: onnxruntime threads (default: the usable cores)",
+    )
     add_task_arguments(b)
     b.set_defaults(func=cmd_batch)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._factory import pipeline
-from ._manifest import PRECISIONS
+from ._factory import build_pipeline
+from ._session_options import SessionOptions, add_session_arguments
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -33,24 +33,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--seed", type=int, default=None, help="seed for sampling (same seed, same text)")
     g.add_argument("--stop", action="append", default=None, metavar="TEXT", help="stop string (repeatable)")
     g.add_argument("--stream", action="store_true", help="print the text as it is generated")
-    g.add_argument("--precision", choices=PRECISIONS, help="the folder's variant (default: the fastest the device has)")
-    g.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    g.add_argument("--threads", type=int, help="intra-op threads (default: the usable cores)")
-    g.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the folder's files")
+    add_session_arguments(g)
     g.set_defaults(func=cmd_generate)
     return g
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    generator = pipeline(
-        "text-generation",
-        model=args.model,
-        device=args.device,
-        precision=args.precision,
-        threads=args.threads,
-        verify=not args.no_verify,
-    )
+    generator = build_pipeline("text-generation", args.model, SessionOptions.from_args(args))
     kwargs = {
         "max_new_tokens": args.max_new_tokens,
         "temperature": args.temperature,

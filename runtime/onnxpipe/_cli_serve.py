@@ -6,27 +6,9 @@ import argparse
 import importlib.util
 import sys
 
-from ._manifest import PRECISIONS
 from ._pipelines._base import DEFAULT_BATCH_TOKENS
-from ._session import FORMATS, PROFILES
+from ._session_options import SessionOptions, add_session_arguments
 from ._tasks import TABLE
-
-
-def add_session_arguments(parser: argparse.ArgumentParser) -> None:
-    """--profile and --format, shared by predict, serve and bench."""
-    parser.add_argument(
-        "--profile",
-        default="default",
-        choices=list(PROFILES),
-        help="session settings: " + "; ".join(f"{name}: {p.note}" for name, p in PROFILES.items()),
-    )
-    parser.add_argument(
-        "--format",
-        default="onnx",
-        choices=list(FORMATS),
-        help="the variant's file: onnx, or ort (its ORT-format copy, from onnxpipe export --ort; CPU only)",
-    )
-
 
 INSTALL = "pip install 'onnxpipe[serve]'"
 DEFAULT_MODEL = TABLE["text-classification"].default_model or "minilm-sst2"
@@ -91,17 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=5.0,
         help="seconds an idle connection stays open between requests (default 5, uvicorn's)",
     )
-    s.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    s.add_argument("--precision", choices=PRECISIONS, help="the folder's variant (default: the fastest the device has)")
-    s.add_argument("--threads", type=int, help="intra-op threads (default: the profile's)")
     add_session_arguments(s)
-    s.add_argument(
-        "--execution",
-        default="auto",
-        choices=["auto", "alone", "batched"],
-        help="auto (default): dynamic-int8 inputs each run alone on a thread pool, so an answer never depends on "
-        "the other requests; batched: padded batches (int8 answers then vary with batch-mates)",
-    )
     s.add_argument(
         "--graceful-timeout",
         type=float,
@@ -154,14 +126,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         access_log=args.access_log,
         limits=limits,
-        device=args.device,
-        precision=args.precision,
-        threads=args.threads,
+        options=SessionOptions.from_args(args),
         graceful_timeout=args.graceful_timeout,
         keep_alive_timeout=args.keep_alive_timeout,
         expose_paths=args.expose_paths,
         log_level=args.log_level,
-        execution=args.execution,
-        profile=args.profile,
-        format=args.format,
     )

@@ -14,6 +14,7 @@ from ._model import OnnxModel
 from ._pipelines import Pipeline
 from ._pipelines._base import DEFAULT_BATCH_TOKENS
 from ._resolve import find_model, resolve_model
+from ._session_options import SessionOptions
 from ._tasks import TABLE, canonical_task, folder_task
 from ._tokenizer import AutoTokenizer
 from .errors import ModelNotFoundError, TaskMismatchError
@@ -141,29 +142,52 @@ def pipeline(
         >>> classifier(["I've been waiting for a HuggingFace course my whole life.", "I hate this so much!"])
         [{'label': 'POSITIVE', 'score': 0.84...}, {'label': 'NEGATIVE', 'score': 0.99...}]
     """
+    options = SessionOptions(
+        device=_device(device),
+        precision=precision,
+        threads=threads,
+        verify=verify,
+        profile=profile,
+        format=format,
+        execution=execution,
+    )
+    return build_pipeline(
+        task, model, options, tokenizer=tokenizer, batch_size=batch_size, max_batch_tokens=max_batch_tokens, **kwargs
+    )
+
+
+def build_pipeline(
+    task: str | None = None,
+    model: Any = None,
+    options: SessionOptions = SessionOptions(),
+    *,
+    tokenizer: Any = None,
+    batch_size: int = 32,
+    max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    **kwargs: Any,
+) -> Pipeline:
+    """``pipeline()`` with its session settings as one value: what the CLI, bench and batch jobs call with the
+    options they parsed (``SessionOptions.from_args``). ``options`` has no effect when ``model`` is an
+    already loaded ``AutoModel*``.
+
+    Example:
+        >>> build_pipeline("text-classification", "minilm-sst2", SessionOptions(precision="fp32"))
+    """
     if config := kwargs.pop("config", None):
         raise ValueError(f"config={config!r}: the exported folder's config.json is the model's; omit config=")
     name, folder, loaded = _model_folder(task, model)
-    manifest = loaded.manifest if loaded is not None else load_manifest(folder, verify=verify)
+    manifest = loaded.manifest if loaded is not None else load_manifest(folder, verify=options.verify)
     needed = folder_task(name)
     if needed not in manifest.tasks:
         raise TaskMismatchError(
             f"{folder} was exported for {manifest.tasks}, not {needed!r} (needed by {task!r}). "
             f"Export the checkpoint for it: onnxpipe export SOURCE --task {needed} --out DIR"
         )
-    onnx_model = loaded or OnnxModel(
-        manifest,
-        device=_device(device),
-        precision=precision,
-        threads=threads,
-        profile=profile,
-        format=format,
-        execution=execution,
-    )
+    onnx_model = loaded or OnnxModel(manifest, options)
     pipe = TABLE[name].pipeline(
         onnx_model, _tokenizer(tokenizer, folder, manifest), batch_size=batch_size, max_batch_tokens=max_batch_tokens
     )
     defaults = _construction_kwargs(kwargs)
     if defaults:
-        pipe._set_defaults(**defaults)
+        pipe.set_defaults(**defaults)
     return pipe

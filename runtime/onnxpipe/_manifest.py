@@ -2,7 +2,7 @@
 
 The export stage builds a :class:`Manifest` and writes it with :meth:`Manifest.to_json`; the runtime reads it
 with :func:`load_manifest` (:meth:`Manifest.from_json` plus the file checks). One schema, one
-``FORMAT_VERSION``; models/README.md documents every key. Hashing ~23 MB costs ~15 ms; it runs at load by
+``FORMAT_VERSION``; docs/model-folder.md documents every key. Hashing ~23 MB costs ~15 ms; it runs at load by
 default because a truncated or tampered ONNX file otherwise fails later with an opaque onnxruntime message
 (``verify=False`` skips it).
 """

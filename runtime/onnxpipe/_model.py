@@ -8,6 +8,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from functools import cached_property
 from typing import Any, NoReturn, TypeVar
 
@@ -18,6 +19,7 @@ from ._contract import check_graph
 from ._manifest import Manifest, load_manifest
 from ._resolve import resolve_model
 from ._session import choose, choose_execution, create_session
+from ._session_options import SessionOptions
 from .errors import InferenceError, NonFiniteOutputError, TaskMismatchError
 
 _DTYPES = {
@@ -40,7 +42,7 @@ def _finite(x: np.ndarray) -> bool:
     return bool(np.isfinite(x.min()) and np.isfinite(x.max()))  # NaN propagates through both
 
 
-_NOT_PICKLABLE = (
+NOT_PICKLABLE = (
     "{what} cannot be pickled: it holds an onnxruntime session (native memory and threads), which cannot be "
     "sent to another process. Build one per process instead: pass the model name or folder path, and call "
     "{how} in each worker (e.g. multiprocessing.Pool(initializer=...) storing it in a global; with Ray, inside "
@@ -78,16 +80,10 @@ class OnnxModel:
     output_name: str | tuple[str, ...] | None = None  # what __call__ returns; None: every graph output
     graph: str | None = None  # the head the folder must be exported for (several heads output "logits")
 
-    def __init__(
-        self,
-        manifest: Manifest,
-        device: str = "cpu",
-        precision: str | None = None,
-        threads: int | None = None,
-        execution: str = "auto",
-        profile: str = "default",
-        format: str = "onnx",
-    ):
+    def __init__(self, manifest: Manifest, options: SessionOptions | None = None, **settings: Any):
+        """Load ``manifest``'s variant as ``options`` say; ``settings`` (``device=``, ``precision=``... the
+        fields of SessionOptions) change single ones: ``OnnxModel(manifest, precision="fp32")``."""
+        options = replace(options or SessionOptions(), **settings)
         wanted = (self.output_name,) if isinstance(self.output_name, str) else self.output_name or ()
         if any(name not in manifest.outputs for name in wanted) or (
             self.graph is not None and self.graph not in manifest.tasks
@@ -99,14 +95,15 @@ class OnnxModel:
             )
         self._output_names = list(wanted) or manifest.outputs
         self.manifest = manifest
-        self.choice = choose(manifest, device, precision, format)
-        self.profile = profile
-        self.session = create_session(manifest, self.choice, threads, profile)
+        self.options = options
+        self.choice = choose(manifest, options.device, options.precision, options.format)
+        self.profile = options.profile
+        self.session = create_session(manifest, self.choice, options.threads, options.profile)
         self.threads = int(self.session.get_session_options().intra_op_num_threads)
         check_graph(manifest, self.session, self.choice.precision)  # inputs, outputs and labels, once at load
         self._graph_inputs = [i.name for i in self.session.get_inputs()]
         # "alone" or "batched": how pipelines run several inputs (_session.EXECUTIONS says why).
-        self.execution = choose_execution(manifest, self.choice, execution)
+        self.execution = choose_execution(manifest, self.choice, options.execution)
         # For "alone" with several inputs: a 1-thread session run from `threads` workers (one core each), made
         # on first use, so single-input callers pay neither its memory nor its threads.
         self._lane_session: Any = None
@@ -136,8 +133,16 @@ class OnnxModel:
             >>> AutoModelForSequenceClassification.from_pretrained("minilm-sst2", profile="low-power").precision
             'int8'
         """
-        manifest = load_manifest(resolve_model(name_or_path), verify=verify)
-        return cls(manifest, device, precision, threads, execution=execution, profile=profile, format=format)
+        options = SessionOptions(
+            device=device,
+            precision=precision,
+            threads=threads,
+            verify=verify,
+            profile=profile,
+            format=format,
+            execution=execution,
+        )
+        return cls(load_manifest(resolve_model(name_or_path), verify=options.verify), options)
 
     @property
     def device(self) -> str:
@@ -305,9 +310,9 @@ class OnnxModel:
         names = self._output_names
         return ModelOutput(zip(names, self.run(feeds, names)))
 
-    def __getstate__(self) -> NoReturn:  # pickling refused (see _NOT_PICKLABLE); nothing here ever unpickles
+    def __getstate__(self) -> NoReturn:  # pickling refused (see NOT_PICKLABLE); nothing here ever unpickles
         name = type(self).__name__
-        raise TypeError(_NOT_PICKLABLE.format(what=f"a {name}", how=f"{name}.from_pretrained(...)"))
+        raise TypeError(NOT_PICKLABLE.format(what=f"a {name}", how=f"{name}.from_pretrained(...)"))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.manifest.folder}, device={self.device!r}, precision={self.precision!r})"

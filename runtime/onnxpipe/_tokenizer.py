@@ -1,21 +1,15 @@
 """AutoTokenizer: transformers' call shape on top of the Rust ``tokenizers`` library.
 
-The Rust tokenizer is never reconfigured after it is built (reconfiguring while another thread encodes is
-what raises "Already borrowed"): each truncation setting gets its own frozen copy, built under a lock. The
-two every pipeline uses (the model maximum, no truncation) are kept; others live in a small LRU, so request
-arguments passed through (max_length, stride, doc_stride) cannot grow memory without limit (~6 MiB per copy
-of a BERT vocabulary); a miss costs one copy (~80 ms for minilm-sst2's tokenizer). The pipelines' batches are
-padded here in numpy (``pad``), so the same encodings can be padded per length-sorted batch; a direct call
-pads each call's own fresh encodings with the Rust ``Encoding.pad``, so ``.encodings`` match transformers'.
-What transformers lets users set (pad_token, padding_side, model_max_length) are plain attributes here.
+This module is the surface (arguments as transformers takes them, outputs as it returns them, vocabulary and
+special tokens); the rules underneath (frozen truncation copies, the bounds on a huge input, truncation errors,
+the pipelines' numpy padding, overflow windows) are ``_encoder.py``'s. A direct call pads each call's own
+fresh encodings with the Rust ``Encoding.pad``, so ``.encodings`` match transformers'. What transformers lets
+users set (pad_token, padding_side, model_max_length) are plain attributes here.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,10 +17,11 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from ._batch_encoding import BatchEncoding
-from ._inputs import as_text_list, clean_text, clean_texts, clean_words, int_option, truncation_flag
+from ._encoder import Encoder, call_truncation, check_split_into_words, overflow_rows, pad_encodings
+from ._inputs import as_text_list, clean_text, clean_texts, clean_words, int_option
 from ._manifest import Manifest, load_manifest, safe_path
 from ._resolve import resolve_model
-from .errors import InputTooLongError, IntegrityError, ModelLoadError
+from .errors import IntegrityError, ModelLoadError
 
 # transformers' PreTrainedTokenizerBase.clean_up_tokenization, in order.
 _CLEANUPS = (
@@ -49,7 +44,6 @@ _FROZEN = (
 )
 # transformers' from_pretrained arguments about where files come from: no effect on a local exported folder
 _LOADING_ARGS = ("revision", "cache_dir", "local_files_only", "token", "trust_remote_code", "force_download")
-_STRATEGIES = ("longest_first", "only_first", "only_second")  # transformers' TruncationStrategy values that cut
 
 
 def clean_up(text: str) -> str:
@@ -60,14 +54,6 @@ def clean_up(text: str) -> str:
 
 
 _MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")  # transformers' order
-# With truncation, a text longer than _CHARS_PER_TOKEN x the model maximum is tokenized from its start only,
-# cut _MARGIN tokens after the maximum (see AutoTokenizer._head).
-_CHARS_PER_TOKEN = 32
-_MARGIN = 64
-# Frozen copies kept for truncation settings other than the two pinned ones. 8 covers a pipeline's own
-# settings (QA windows, NER stride, a few max_length values) with room; beyond that the least recently used
-# copy is dropped (threads still encoding with it keep it alive until they finish).
-_RECENT_COPIES = 8
 
 
 def _side(side: Any) -> str:
@@ -98,16 +84,8 @@ class AutoTokenizer:
         self._pad_id = int(pad_token_id)  # pads model inputs; pad_token_id is None where the tokenizer has no pad
         self.config = dict(config or {})  # the manifest's tokenizer_config: special tokens, clean-up flag
         self.name_or_path = ""  # the model folder, once loaded from one
-        # Parsed once; the JSON text is not kept (a 500 MB tokenizer.json is 500 MB more for the process's
-        # life). Further copies are cloned from this one when a setting first needs them.
-        self._base = self._configure(Tokenizer.from_str(tokenizer_json), self.model_max_length)
-        self._specials: tuple[int, int] = (
-            self._base.num_special_tokens_to_add(False),
-            self._base.num_special_tokens_to_add(True),
-        )
-        self._pinned: dict[Any, Tokenizer] = {self.model_max_length: self._base}  # read without the lock
-        self._recent: OrderedDict[Any, Tokenizer] = OrderedDict()
-        self._lock = threading.Lock()
+        self._encoder = Encoder.from_json(tokenizer_json, self.model_max_length)
+        self._base = self._encoder.base
 
     @classmethod
     def from_pretrained(
@@ -161,39 +139,10 @@ class AutoTokenizer:
         tokenizer.name_or_path = str(manifest.folder)
         return tokenizer
 
-    @staticmethod
-    def _configure(
-        tok: Tokenizer, max_length: int | None, stride: int = 0, strategy: str = "longest_first"
-    ) -> Tokenizer:
-        # Only ever called on a copy no other thread can see yet.
-        tok.no_padding()
-        if max_length is None:
-            tok.no_truncation()
-        else:
-            tok.enable_truncation(max_length=max_length, stride=stride, strategy=strategy)
-        return tok
-
-    def _for(self, max_length: int | None, stride: int = 0, strategy: str = "longest_first") -> Tokenizer:
-        # Windows (stride > 0, kept in Encoding.overflowing) and pair strategies ("only_first",
-        # "only_second") are further frozen copies, keyed by all three settings.
-        key = max_length if (stride, strategy) == (0, "longest_first") else (max_length, stride, strategy)
-        tok = self._pinned.get(key)
-        if tok is not None:
-            return tok
-        with self._lock:
-            tok = self._pinned.get(key) or self._recent.get(key)
-            if tok is not None:
-                if key in self._recent:
-                    self._recent.move_to_end(key)
-                return tok
-            tok = self._configure(Tokenizer.from_str(self._base.to_str()), max_length, stride, strategy)
-            if key is None:  # untruncated: _head and tokenize need it, whatever the arguments
-                self._pinned[key] = tok
-            else:
-                self._recent[key] = tok
-                if len(self._recent) > _RECENT_COPIES:
-                    self._recent.popitem(last=False)
-        return tok
+    def warm_up(self) -> None:
+        """Build now the untruncated copy that the first text longer than the model's maximum (or the first
+        ``tokenize``) would otherwise build mid-request (~35 ms of the GIL for a BERT vocabulary)."""
+        self._encoder.copy_for(None)
 
     def __getstate__(self) -> dict[str, Any]:
         # The lock cannot be pickled and the copies are caches: send the base tokenizer (tokenizers pickles it
@@ -218,8 +167,10 @@ class AutoTokenizer:
             name_or_path=state.get("name_or_path", ""),
             _padding_side=state.get("padding_side", "right"),
         )
-        self._specials = (self._base.num_special_tokens_to_add(False), self._base.num_special_tokens_to_add(True))
-        self._pinned, self._recent, self._lock = {self.model_max_length: self._base}, OrderedDict(), threading.Lock()
+        # Filed under the length the base truncates at: model_max_length may have been changed since it was built
+        # (filed under the new one, the copy for it would cut at the old one).
+        cut = (self._base.truncation or {}).get("max_length", self.model_max_length)
+        self._encoder = Encoder(self._base, int(cut))
 
     @property
     def backend(self) -> Tokenizer:
@@ -255,109 +206,13 @@ class AutoTokenizer:
         Rust tokenizer's bare ``Exception``."""
         if max_length is None and not stride:
             limit = self.model_max_length if truncation else None
+        elif truncation:
+            limit = self._encoder.limit(max_length, stride, pairs is not None, self.model_max_length)
         else:
-            limit = self._limit(max_length, stride, strategy, pairs is not None) if truncation else None
-        tok = self._for(limit, stride, strategy)
-        if bounded and limit is not None and stride == 0:
-            head = self._head_words if is_pretokenized else self._head
-            texts = [head(t, limit) for t in texts]
-            pairs = None if pairs is None else [None if t is None else head(t, limit) for t in pairs]
-        batch = list(texts) if pairs is None else [t if p is None else (t, p) for t, p in zip(texts, pairs)]
-        try:
-            if len(batch) == 1:  # a lone text skips encode_batch's hand-off to the Rust thread pool (~25 us)
-                one = batch[0]
-                pair = (one, None) if not isinstance(one, tuple) else one
-                encodings: list[Encoding] = [
-                    tok.encode(*pair, add_special_tokens=add_special_tokens, is_pretokenized=is_pretokenized)
-                ]
-            else:
-                encodings = tok.encode_batch(
-                    batch, add_special_tokens=add_special_tokens, is_pretokenized=is_pretokenized
-                )
-        except Exception as e:  # the Rust tokenizer raises a bare Exception
-            if "Truncation error" not in str(e):
-                raise
-            args = (tok, batch, add_special_tokens, is_pretokenized, strategy, limit, offset)
-            raise self._truncation_error(*args) from e
-        return encodings
-
-    @staticmethod
-    def _truncation_error(
-        tok: Tokenizer, batch: list[Any], specials: bool, words: bool, strategy: str, limit: Any, offset: int
-    ) -> InputTooLongError:
-        """The error for the first input of ``batch`` that ``strategy`` cannot cut (found one by one, once the
-        batch failed)."""
-
-        def fails(item: Any) -> bool:
-            try:
-                tok.encode_batch([item], add_special_tokens=specials, is_pretokenized=words)
-            except Exception:
-                return True
-            return False
-
-        index = next((i for i, item in enumerate(batch) if fails(item)), 0)
-        if not isinstance(batch[index], tuple):
-            why = "has no text_pair, and 'only_second' cuts only the second text of a pair"
-        else:
-            which = "first" if strategy == "only_first" else "second"
-            why = f"is a pair whose {which} text is too short to cut to fit ('{strategy}' cuts only that text)"
-        return InputTooLongError(
-            f"input {offset + index} is longer than max_length={limit} tokens and {why} (transformers raises "
-            "here too); use truncation=True ('longest_first'), or a larger max_length"
+            limit = None
+        return self._encoder.encode(
+            texts, pairs, limit, stride, strategy, bounded, add_special_tokens, is_pretokenized, offset
         )
-
-    def _limit(self, max_length: int | None, stride: Any, strategy: str, pair: bool) -> int:
-        """The truncation length for these arguments, checked: below the special tokens the Rust tokenizer
-        silently does not truncate at all, and a stride it cannot fit makes it raise or panic. A max_length
-        above the model's is kept, as transformers keeps it (the pipelines check theirs against the model)."""
-        specials = self._specials[pair]
-        if max_length is not None:
-            int_option(
-                "max_length",
-                max_length,
-                max(specials, 1),
-                None,
-                f"the tokenizer adds {specials} special tokens, and below that it would not truncate",
-            )
-        limit = max_length or self.model_max_length
-        if isinstance(stride, bool) or stride != 0:
-            int_option(
-                "stride",
-                stride,
-                0,
-                limit - specials - 1,
-                f"windows of max_length={limit} hold {limit - specials} text tokens after {specials} special "
-                "tokens, and the stride (their overlap) must be smaller",
-            )
-        return limit
-
-    def _head(self, text: str, limit: int) -> str:
-        """The start of ``text`` that gives the same first ``limit`` tokens as the whole of it.
-
-        Truncation keeps the first tokens but the Rust tokenizer still encodes (and keeps, as overflow) the
-        whole text: an 11 MB input took 1.6 GB. A cut changes only the tokens of the word it falls in, so we
-        cut ``_MARGIN`` tokens after the limit, found by encoding a start of the text that grows 4x at a time
-        (mostly whitespace, or huge words, have few tokens per character); at worst that is the whole text.
-        """
-        cap = _CHARS_PER_TOKEN * limit
-        while len(text) > cap:
-            encoding = self._for(None).encode(text[:cap], add_special_tokens=False)
-            if len(encoding.ids) >= limit + _MARGIN:
-                return text[: encoding.offsets[limit + _MARGIN - 1][1]]
-            cap *= 4
-        return text
-
-    def _head_words(self, words: list[str], limit: int) -> list[str]:
-        """``_head`` for a list of words: the first words that give at least ``limit`` + ``_MARGIN`` tokens. Words
-        are tokenized one by one, so the tokens of the first words are exactly the first tokens of all of them."""
-        count = limit + _MARGIN
-        while count < len(words):
-            if len(self._for(None).encode(words[:count], is_pretokenized=True, add_special_tokens=False)) >= (
-                limit + _MARGIN
-            ):
-                return words[:count]
-            count *= 4
-        return words
 
     def pad(
         self, encoded_inputs: Any, padding: Any = True, *, pad_to: int | None = None, **kwargs: Any
@@ -372,29 +227,7 @@ class AutoTokenizer:
         )
         if not internal:
             return self._pad_features(encoded_inputs, padding, **kwargs)
-        encodings: Sequence[Encoding] = encoded_inputs
-        if len(encodings) == 1 and pad_to is None:  # nothing to pad: one input run alone, or a batch-1 call
-            e = encodings[0]
-            ids = np.array([e.ids], dtype=np.int64)
-            one = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-            if "token_type_ids" in self.model_input_names:
-                one["token_type_ids"] = np.array([e.type_ids], dtype=np.int64)
-            return BatchEncoding((k, one[k]) for k in self.model_input_names if k in one)
-        lengths = [len(e.ids) for e in encodings]
-        width = max(lengths, default=0) if pad_to is None else max(pad_to, max(lengths, default=0))
-        n = len(encodings)
-        ids = np.full((n, width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((n, width), dtype=np.int64)
-        types = np.zeros((n, width), dtype=np.int64) if "token_type_ids" in self.model_input_names else None
-        for i, (e, length) in enumerate(zip(encodings, lengths)):
-            ids[i, :length] = e.ids
-            mask[i, :length] = 1
-            if types is not None:
-                types[i, :length] = e.type_ids
-        out = BatchEncoding(input_ids=ids, attention_mask=mask)
-        if types is not None:
-            out["token_type_ids"] = types
-        return BatchEncoding((k, out[k]) for k in self.model_input_names if k in out)
+        return pad_encodings(encoded_inputs, self._pad_id, self.model_input_names, pad_to)
 
     def _pad_features(
         self,
@@ -521,13 +354,7 @@ class AutoTokenizer:
         if padding not in (True, False, "longest", "max_length", "do_not_pad"):
             raise ValueError(f"padding={padding!r}: use True/'longest', 'max_length' or False")
         single, texts, pairs = self._inputs(text, text_pair, is_split_into_words)
-        strategy = "longest_first"
-        if isinstance(truncation, str) and truncation in _STRATEGIES:  # also transformers' TruncationStrategy
-            strategy, truncate = str(truncation), True
-        elif truncation is not None:
-            truncate = truncation_flag(truncation)
-        else:  # as transformers: an unset truncation with max_length truncates only when not padding
-            truncate = max_length is not None and padding in (False, "do_not_pad")
+        truncate, strategy = call_truncation(truncation, max_length, padding)
         pad = padding not in (False, "do_not_pad")
         width = (max_length or self.model_max_length) if padding == "max_length" else None
         cut = max_length or self.model_max_length
@@ -557,10 +384,7 @@ class AutoTokenizer:
             pad_token, side = self._special("pad") or "", _side(padding_side or self.padding_side)
             for e in encodings:
                 e.pad(width, direction=side, pad_id=self._pad_id, pad_token=pad_token)
-        rows, mapping = encodings, None
-        if return_overflowing_tokens:
-            rows = [w for e in encodings for w in (e, *e.overflowing)]
-            mapping = [i for i, e in enumerate(encodings) for _ in range(1 + len(e.overflowing))]
+        rows, mapping = overflow_rows(encodings) if return_overflowing_tokens else (encodings, None)
         fields: dict[str, Any] = {"input_ids": lambda e: e.ids}
         if return_token_type_ids or (return_token_type_ids is None and "token_type_ids" in self.model_input_names):
             fields["token_type_ids"] = lambda e: e.type_ids
@@ -587,22 +411,11 @@ class AutoTokenizer:
         out.__dict__["_encodings"] = rows
         return out
 
-    def _check_words(self) -> None:
-        """Refuse pre-tokenized input where transformers does: a byte-level BPE tokenizer (RoBERTa, GPT-2, BART)
-        without add_prefix_space would glue each word to the one before."""
-        state = json.loads(self._base.pre_tokenizer.__getstate__()) if self._base.pre_tokenizer else {}
-        if state.get("type") == "ByteLevel" and not state.get("add_prefix_space"):
-            raise ValueError(
-                "is_split_into_words=True: this byte-level tokenizer (RoBERTa / GPT-2 style) has no "
-                "add_prefix_space, and transformers refuses pre-tokenized input for it too; pass the words joined "
-                "into one text, or export from a checkpoint whose tokenizer was saved with add_prefix_space=True"
-            )
-
     def _inputs(self, text: Any, text_pair: Any, words: bool) -> tuple[bool, list[Any], list[Any] | None]:
         """(one input, the texts, the pairs or None), checked; as transformers, an empty ``text_pair`` of one
         text is no pair. With ``words``, one input is a list of str and a batch a list of such lists."""
         if words:
-            self._check_words()
+            check_split_into_words(self._base)
             if isinstance(text, str) or not isinstance(text, (list, tuple)):
                 raise TypeError(
                     f"is_split_into_words=True takes a list of words (or a list of such lists), got "
@@ -670,10 +483,10 @@ class AutoTokenizer:
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         """How many special tokens the tokenizer adds to one text (or to a pair), as in transformers."""
-        return self._specials[bool(pair)]
+        return self._encoder.specials[bool(pair)]
 
     def tokenize(self, text: str, text_pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
-        tok = self._for(None)
+        tok = self._encoder.copy_for(None)
         encoding = (
             tok.encode(text, add_special_tokens=add_special_tokens)
             if text_pair is None

@@ -4,7 +4,10 @@ A call's parameters act only per input (``preprocess``, ``gather``), never per b
 ``postprocess``), so a batch may mix encodings of different calls with different parameters: the loop here
 batches by length within one call, and a server may batch across requests with the same hooks.
 
-    pre, post = pipe._split_params(**kwargs)
+The public batching protocol, what a caller outside the pipelines (the server, a batch job) may use to run
+the steps itself, is ``split_params``, ``preprocess``, ``execute_batch`` and ``gather``:
+
+    pre, post = pipe.split_params(**kwargs)
         Validate a call's keyword arguments (TypeError/ValueError naming the bad one) and split them into
         preprocess params and gather params, both plain dicts (``truncation`` already a bool).
     pipe.preprocess(items, offset, **pre) -> [(info, [Encoding, ...]), ...]
@@ -26,9 +29,10 @@ batches by length within one call, and a server may batch across requests with t
         One input's result from its ``preprocess`` entry and its rows (in the same order as its encodings).
         The default returns ``rows[0]``; every task here overrides it, as each takes gather params.
 
-``_execute(encodings)`` is the loop's middle: it cuts the encodings into batches as the model's execution says
-(length-sorted padded batches, or each encoding alone for dynamic int8, several at once on the model's worker
-pool: _session.EXECUTIONS) and yields each batch's rows; the server runs it over its queued requests.
+``execute_batch(encodings)`` is the loop's middle: it cuts the encodings into batches as the model's execution
+says (length-sorted padded batches, or each encoding alone for dynamic int8, several at once on the model's
+worker pool: _session.EXECUTIONS) and yields each batch's ``Batch`` (its indices, width and rows); the server
+runs it over its queued requests.
 
 ``__call__`` wraps the loop: ``_normalize(inputs)`` -> (single, items); ``iter`` runs the protocol over
 chunks of ``chunk_size`` inputs (never holding more than one chunk's encodings and rows), yielding results
@@ -39,14 +43,14 @@ single input; tasks whose transformers counterpart returns another shape overrid
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 from tokenizers import Encoding
 
 from .._batching import plan_batches
 from .._inputs import as_text_list, clean_text, int_option, truncation_flag
-from .._model import _NOT_PICKLABLE, OnnxModel
+from .._model import NOT_PICKLABLE, OnnxModel
 from .._tokenizer import AutoTokenizer
 from ..errors import InputTooLongError, NonFiniteOutputError
 
@@ -55,6 +59,16 @@ from ..errors import InputTooLongError, NonFiniteOutputError
 # fell from 334 to 154 MB: small batches stay in cache, and length-sorting already removes the padding. Where
 # to cut below the budget is plan_batches' cost model (_batching.py).
 DEFAULT_BATCH_TOKENS = 1024
+
+
+class Batch(NamedTuple):
+    """One model call of ``Pipeline.execute_batch``: which encodings it ran, how wide they were padded, and
+    ``postprocess``'s rows for them in the same order (or the exception the call raised: the caller decides
+    whom it fails)."""
+
+    indices: list[int]
+    width: int
+    rows: list[Any] | Exception
 
 
 def _is_stream(inputs: Any) -> bool:
@@ -86,13 +100,14 @@ class Pipeline:
         # Call arguments given to pipeline(...) (transformers' construction kwargs): defaults of every call.
         self._defaults: dict[str, Any] = {}
 
-    def _set_defaults(self, **kwargs: Any) -> None:
-        """Make ``kwargs`` the default arguments of every call, checked now (a bad one raises here)."""
-        self._split_params(**{k: v for k, v in kwargs.items() if k != "batch_size"})
+    def set_defaults(self, **kwargs: Any) -> None:
+        """Make ``kwargs`` the default arguments of every call, checked now (a bad one raises here): the call
+        arguments transformers takes at construction, ``pipeline(task, top_k=3)``."""
+        self.split_params(**{k: v for k, v in kwargs.items() if k != "batch_size"})
         self._defaults = dict(kwargs)
 
-    def __getstate__(self) -> NoReturn:  # pickling refused (see _NOT_PICKLABLE); nothing here ever unpickles
-        raise TypeError(_NOT_PICKLABLE.format(what=f"a {type(self).__name__}", how="pipeline(...)"))
+    def __getstate__(self) -> NoReturn:  # pickling refused (see NOT_PICKLABLE); nothing here ever unpickles
+        raise TypeError(NOT_PICKLABLE.format(what=f"a {type(self).__name__}", how="pipeline(...)"))
 
     # -- per-task hooks -------------------------------------------------------------------------------
     def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -195,27 +210,42 @@ class Pipeline:
         names = list(self.output_names)
         return dict(zip(names, self.model.run(self.model.feeds(feeds), names, lane)))
 
-    def _execute(
+    # -- the public batching protocol (the module docstring) ---------------------------------------------------
+    def execute_batch(
         self, encodings: Sequence[Encoding], batch_size: int | None = None, max_batch_tokens: int | None = None
-    ) -> Iterator[tuple[list[int], int, list[Any] | Exception]]:
-        """Run ``encodings`` through the model; yield ``(indices, padded width, rows)`` per batch, where rows
-        are ``postprocess``'s (or the exception that batch raised: the caller decides whom it fails)."""
+    ) -> Iterator[Batch]:
+        """Run ``encodings`` (of any inputs and calls of this pipeline) through the model; yield one ``Batch``
+        per model call, as the model's execution plans them (``batch_size`` and ``max_batch_tokens`` default
+        to the pipeline's). Closing the iterator stops before the next call.
+
+        Example:
+            >>> pre, post = pipe.split_params()
+            >>> prepared = pipe.preprocess(["good", "bad"], 0, **pre)
+            >>> [b.indices for b in pipe.execute_batch([e for _, group in prepared for e in group])]
+            [[0], [1]]
+
+        (minilm-sst2's int8 model runs each input alone; an fp32 one gives ``[[0, 1]]``.)
+        """
         if self.model.execution == "alone":
             plan: Iterable[list[int]] = ([i] for i in range(len(encodings)))
         else:
             lengths = [len(e.ids) for e in encodings]
             plan = plan_batches(lengths, batch_size or self.batch_size, max_batch_tokens or self.max_batch_tokens)
 
-        def run(batch: list[int], lane: bool) -> tuple[list[int], int, list[Any] | Exception]:
+        def run(batch: list[int], lane: bool) -> Batch:
             feeds = self.tokenizer.pad([encodings[i] for i in batch])
+            width = int(feeds["input_ids"].shape[1])
             try:
-                return batch, int(feeds["input_ids"].shape[1]), self.postprocess(self._forward(feeds, lane), feeds)
+                return Batch(batch, width, self.postprocess(self._forward(feeds, lane), feeds))
             except Exception as e:  # handed to the caller with the batch it belongs to
-                return batch, int(feeds["input_ids"].shape[1]), e
+                return Batch(batch, width, e)
 
         return self.model.map_batches(run, plan)
 
-    def _split_params(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    def split_params(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Check a call's keyword arguments (TypeError/ValueError naming the bad one) and split them into
+        ``(preprocess params, gather params)``, plain dicts (``truncation`` already a bool). The pipeline's
+        construction defaults are not merged in: ``iter`` does that before calling this."""
         pre, post = self._sanitize_parameters(**kwargs)
         if "truncation" in pre:
             pre["truncation"] = truncation_flag(pre["truncation"])
@@ -235,7 +265,7 @@ class Pipeline:
         batch_size = self.batch_size
         if "batch_size" in kwargs:  # transformers takes it per call too
             batch_size = int_option("batch_size", kwargs.pop("batch_size"))
-        pre, post = self._split_params(**kwargs)
+        pre, post = self.split_params(**kwargs)
         if isinstance(inputs, (str, dict)):  # one input, not an iterable of characters / keys
             inputs = [inputs]
         return self._iter(inputs, pre, post, batch_size)
@@ -259,7 +289,7 @@ class Pipeline:
         encodings = [e for _, group in prepared for e in group]
         rows: list[Any] = [None] * len(encodings)
         non_finite: list[tuple[NonFiniteOutputError, list[int]]] = []
-        for batch, _, batch_rows in self._execute(encodings, batch_size):
+        for batch, _, batch_rows in self.execute_batch(encodings, batch_size):
             if isinstance(batch_rows, NonFiniteOutputError):  # finish the chunk: the error names every bad input
                 non_finite.append((batch_rows, [batch[r] for r in batch_rows.rows]))
             elif isinstance(batch_rows, Exception):

@@ -32,7 +32,7 @@ _SAMPLING_ARGS = ("do_sample", "temperature", "top_k", "top_p", "repetition_pena
 
 @dataclass(frozen=True)
 class GenerationInfo:
-    """The manifest's "generation" entry (models/README.md)."""
+    """The manifest's "generation" entry (docs/model-folder.md)."""
 
     eos_token_id: tuple[int, ...]
     pad_token_id: int
@@ -245,7 +245,7 @@ class TextGenerationPipeline(Pipeline):
         return generator(s["sampling"].seed) if s["sampling"].do_sample else None
 
     # -- public API -------------------------------------------------------------------------------------
-    def _set_defaults(self, **kwargs: Any) -> None:
+    def set_defaults(self, **kwargs: Any) -> None:
         """Arguments given to pipeline(...): every call's defaults, checked now (as transformers takes them)."""
         self._settings(**{k: v for k, v in kwargs.items() if k != "batch_size"})
         self._defaults = dict(kwargs)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Encoding
 
+from .._encoder import check_split_into_words
 from .._inputs import clean_text, clean_words, int_option
 from ._base import Pipeline
 from ._text import Decoder, softmax, tokenizer_config
@@ -50,13 +51,13 @@ class TokenClassificationPipeline(Pipeline):
             inputs = [inputs]  # one list of words: a batch of one, so a list of one result (as transformers)
         return super().__call__(inputs, **kwargs)
 
-    def _set_defaults(self, **kwargs: Any) -> None:
+    def set_defaults(self, **kwargs: Any) -> None:
         if kwargs.get("is_split_into_words") is not None:  # transformers' call overrides it with False, silently
             raise TypeError(
                 "is_split_into_words given to pipeline(...): transformers ignores it there (each word then becomes "
                 "a text of its own); pass it with each call, ner(words, is_split_into_words=True)"
             )
-        super()._set_defaults(**kwargs)
+        super().set_defaults(**kwargs)
 
     def _sanitize_parameters(
         self,
@@ -96,7 +97,7 @@ class TokenClassificationPipeline(Pipeline):
             if strategy == "none":
                 raise ValueError("stride needs an aggregation_strategy other than 'none' to merge the windows")
         if is_split_into_words:  # words are joined with the delimiter into the text start/end point into
-            self.tokenizer._check_words()
+            check_split_into_words(self.tokenizer.backend)
             delimiter = clean_text(" " if delimiter is None else delimiter, 0, "delimiter")
         ignore = ["O"] if ignore_labels is None else list(ignore_labels)
         return (

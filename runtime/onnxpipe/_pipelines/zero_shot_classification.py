@@ -57,11 +57,11 @@ class ZeroShotClassificationPipeline(Pipeline):
             raise TypeError(f"unexpected positional arguments {args!r}; pass candidate_labels=[...]")
         return super().__call__(inputs, **kwargs)
 
-    def _set_defaults(self, **kwargs: Any) -> None:
+    def set_defaults(self, **kwargs: Any) -> None:
         if kwargs.get("candidate_labels") is None:  # labels may come with each call; check the rest then
             self._defaults = dict(kwargs)
         else:
-            super()._set_defaults(**kwargs)
+            super().set_defaults(**kwargs)
 
     def _normalize(self, inputs: Any) -> tuple[bool, list[Any]]:
         if isinstance(inputs, (list, tuple)) and not inputs:  # transformers' message, word for word

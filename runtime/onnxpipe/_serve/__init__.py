@@ -20,6 +20,7 @@ from typing import Any
 
 import uvicorn
 
+from .._session_options import SessionOptions
 from ._app import create_app, route_table
 from ._limits import Limits
 from ._models import ModelSet, load_model, parse_model_arg
@@ -81,16 +82,11 @@ def serve(
     port: int = 8080,
     access_log: bool = False,
     limits: Limits = Limits(),
-    device: str = "cpu",
-    precision: str | None = None,
-    threads: int | None = None,
+    options: SessionOptions = SessionOptions(),
     graceful_timeout: float = 30.0,
     keep_alive_timeout: float = 5.0,
     expose_paths: bool = False,
     log_level: str = "warning",
-    execution: str = "auto",
-    profile: str = "default",
-    format: str = "onnx",
 ) -> int:
     """Load ``models`` (paths, names or ``NAME=PATH``) and serve them until SIGTERM/SIGINT; return 0.
 
@@ -100,9 +96,9 @@ def serve(
     On SIGTERM the server stops accepting connections, finishes the requests in flight (up to
     ``graceful_timeout`` seconds) and returns 0. An idle connection closes after ``keep_alive_timeout``
     seconds; ``limits`` bounds each request's headers and body in time, size and count. ``GET /info`` shows
-    the model folders' paths only with ``expose_paths``. ``execution`` as in
-    ``pipeline()``: by default a dynamic-int8 model runs every input alone, so an answer never depends on the
-    other requests queued with it.
+    the model folders' paths only with ``expose_paths``. ``options`` load every model (as ``pipeline()``'s
+    session settings); with the default execution a dynamic-int8 model runs every input alone, so an answer
+    never depends on the other requests queued with it.
 
     Example:
         >>> serve(["models/minilm-sst2"], port=8080)   # then: curl localhost:8080/predict -d '{"inputs": "hi"}'
@@ -116,18 +112,7 @@ def serve(
     port = sock.getsockname()[1]  # the one the system chose for port 0
     try:
         loaded = [
-            load_model(
-                name,
-                path,
-                device,
-                precision,
-                threads,
-                limits.max_input_length,
-                execution=execution,
-                profile=profile,
-                format=format,
-            )
-            for name, path in map(parse_model_arg, models)
+            load_model(name, path, options, limits.max_input_length) for name, path in map(parse_model_arg, models)
         ]
     except BaseException:
         sock.close()

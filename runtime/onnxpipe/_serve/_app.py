@@ -346,7 +346,7 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
         if call.params.get("truncation", False) is None:
             call.params["truncation"] = limits.auto_truncate
         # The same steps as Pipeline.iter, so the results equal pipe(text): its checks, its preprocessing.
-        pre, post = pipe._split_params(**call.params)
+        pre, post = pipe.split_params(**call.params)
         step = limits.max_client_batch_size
         results: list[Any] = []
         tokens = 0

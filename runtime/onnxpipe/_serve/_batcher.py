@@ -1,7 +1,7 @@
 """Dynamic batching: encodings from many requests share model calls, and each request gets its own results.
 
 Handlers tokenize on the event loop (``pipe.preprocess``) and ``submit`` the encodings. One inference thread
-takes everything queued at that moment and runs it with the pipeline's own ``_execute`` (the runtime's batch
+takes everything queued at that moment and runs it with the pipeline's own ``execute_batch`` (the runtime's batch
 planner under the token budget, or each input alone for dynamic int8), then ``gather`` per input,
 and hands each request its results in its own order. Requests that arrive meanwhile wait for the next round:
 the thread never waits for a batch to fill, so one lone client pays no batching delay.
@@ -156,7 +156,7 @@ class Batcher:
             # The pipeline's own execution: padded batches under the token budget, or (dynamic int8) each input
             # alone on the model's worker pool, so a request's answer never depends on the others in the queue.
             encodings = [job.encodings[i] for job, i in slots]
-            for batch, width, rows in pipe._execute(encodings, pipe.batch_size, self.max_batch_tokens):
+            for batch, width, rows in pipe.execute_batch(encodings, pipe.batch_size, self.max_batch_tokens):
                 members = [slots[k] for k in batch]
                 finished: list[tuple[_Job, list[Any] | None, Exception | None]] = []
                 if isinstance(rows, Exception):  # the batch failed: every request with a row in it gets the error
@@ -177,7 +177,7 @@ class Batcher:
                 delivered += len(members)
                 loop.call_soon_threadsafe(self._deliver, model, len(members), width, finished)
                 if all(job.done or job.abandoned() for job in jobs):
-                    break  # the rest of this round is for requests nobody waits for (closing _execute stops it)
+                    break  # the rest of this round is for requests nobody waits for (closing execute_batch stops it)
         except Exception as e:  # a bug here must not end the thread: every request after it would hang
             failed = [job for job in jobs if not job.done]
             for job in failed:

@@ -16,6 +16,7 @@ from .._manifest import Manifest, load_manifest
 from .._model import OnnxModel
 from .._pipelines import Pipeline
 from .._resolve import resolve_model
+from .._session_options import SessionOptions
 from .._tasks import TABLE, folder_task
 from .._tokenizer import AutoTokenizer
 from ._limits import RequestError
@@ -94,25 +95,13 @@ def parse_model_arg(arg: str) -> tuple[str, str]:
 def load_model(
     name: str,
     path: str,
-    device: str = "cpu",
-    precision: str | None = None,
-    threads: int | None = None,
+    options: SessionOptions = SessionOptions(),
     max_input_length: int | None = None,
-    execution: str = "auto",
-    profile: str = "default",
-    format: str = "onnx",
 ) -> ServedModel:
-    """Load one folder and build a pipeline for every task it serves (tokenizer capped at ``max_input_length``)."""
-    manifest = load_manifest(resolve_model(path))
-    model = OnnxModel(
-        manifest,
-        device=device,
-        precision=precision,
-        threads=threads,
-        execution=execution,
-        profile=profile,
-        format=format,
-    )
+    """Load one folder as ``options`` say and build a pipeline for every task it serves (tokenizer capped at
+    ``max_input_length``)."""
+    manifest = load_manifest(resolve_model(path), verify=options.verify)
+    model = OnnxModel(manifest, options)
     tokenizer = AutoTokenizer.from_manifest(manifest)
     if max_input_length is not None and max_input_length < tokenizer.model_max_length:
         # The runtime's own input policy then truncates, or refuses with InputTooLongError, at the server's cap.
@@ -120,7 +109,7 @@ def load_model(
     # Made lazily, these landed on the first requests, on the event loop: the untruncated tokenizer copy
     # (requests truncate only when they ask) took ~35 ms of the GIL, and the lane session ~100 ms of a core; the
     # first burst's 429s took 25-45 ms instead of 3-6 ms (bench/serve_load.py's overload, first round).
-    tokenizer._for(None)
+    tokenizer.warm_up()
     model.warm_up()
     served = ServedModel(name, manifest, model)
     for task, t in TABLE.items():
