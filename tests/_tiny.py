@@ -31,11 +31,16 @@ HEADS: dict[str, str] = {
     "question-answering": "AutoModelForQuestionAnswering",
     "zero-shot-classification": "AutoModelForSequenceClassification",  # an NLI classifier
     "text-generation": "AutoModelForCausalLM",  # decoder-only archs (DECODER_ARCHS) only
+    "text2text-generation": "AutoModelForSeq2SeqLM",  # encoder-decoder archs (SEQ2SEQ_ARCHS) only
 }
 
 # Causal LMs: their own configs (the encoder keys of _COMMON do not apply), byte-level BPE tokenizers as GPT-2
 # and Llama-3 / SmolLM ship, and 2 key/value heads for Llama so grouped-query attention is exercised.
 DECODER_ARCHS = ["gpt2", "llama", "qwen2", "mistral"]
+# Encoder-decoders: T5 (relative attention buckets, a task prefix in task_specific_params), BART (byte-level BPE,
+# forced eos) and Marian (decoding starts at the pad token, pad banned by bad_words_ids, a final logits bias).
+SEQ2SEQ_ARCHS = ["t5", "bart", "marian"]
+SEQ2SEQ_HEAD = "text2text-generation"
 
 LABELS = {0: "NEGATIVE", 1: "NEUTRAL", 2: "POSITIVE"}
 # BIO tags plus a bare tag (MISC), which transformers' grouping treats as a continuation.
@@ -134,6 +139,70 @@ _CONFIGS: dict[str, dict] = {
         "eos_token_id": 2,
         "tie_word_embeddings": False,
         "sliding_window": 256,
+    },
+    "t5": {
+        "d_model": 32,
+        "d_kv": 8,
+        "d_ff": 37,
+        "num_layers": 2,
+        "num_decoder_layers": 2,
+        "num_heads": 4,
+        "relative_attention_num_buckets": 8,
+        "relative_attention_max_distance": 32,
+        "initializer_factor": 1.0,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "decoder_start_token_id": 0,
+        "max_length": 16,
+        "task_specific_params": {
+            "summarization": {
+                "early_stopping": True,
+                "length_penalty": 2.0,
+                "max_length": 24,
+                "min_length": 4,
+                "no_repeat_ngram_size": 3,
+                "num_beams": 4,
+                "prefix": "summarize: ",
+            },
+            "translation_en_to_de": {"max_length": 20, "num_beams": 3, "prefix": "translate English to German: "},
+        },
+    },
+    "bart": {
+        "d_model": 32,
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+        "encoder_attention_heads": 4,
+        "decoder_attention_heads": 4,
+        "encoder_ffn_dim": 37,
+        "decoder_ffn_dim": 37,
+        "max_position_embeddings": MAX_POSITIONS,
+        "init_std": 0.3,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "decoder_start_token_id": 2,
+        "forced_eos_token_id": 2,
+        "forced_bos_token_id": 0,
+        "no_repeat_ngram_size": 3,
+        "max_length": 16,
+    },
+    "marian": {
+        "d_model": 32,
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+        "encoder_attention_heads": 4,
+        "decoder_attention_heads": 4,
+        "encoder_ffn_dim": 37,
+        "decoder_ffn_dim": 37,
+        "max_position_embeddings": MAX_POSITIONS,
+        "init_std": 0.05,  # at 0.3 every input decodes to one repeated token, and beam search equals greedy
+        "pad_token_id": 2,
+        "eos_token_id": 1,
+        "decoder_start_token_id": 2,
+        "forced_eos_token_id": 1,
+        "bad_words_ids": [[2]],
+        "num_beams": 3,
+        "max_length": 16,
     },
     "deberta-v2": {
         "type_vocab_size": 0,
@@ -367,6 +436,28 @@ def _decoder_bpe(arch: str):
     )
 
 
+def _seq2seq_tokenizer(arch: str):
+    """T5 and Marian: a SentencePiece-style Unigram that appends </s> (Marian ships no fast tokenizer class, so
+    a plain PreTrainedTokenizerFast with its specials stands in); BART: RoBERTa's byte-level BPE, <s> A </s>."""
+    from tokenizers import SentencePieceUnigramTokenizer, models, processors
+    from transformers import BartTokenizerFast, PreTrainedTokenizerFast, T5TokenizerFast
+
+    if arch == "bart":
+        bpe = _byte_level_bpe()
+        return BartTokenizerFast(tokenizer_object=bpe.backend_tokenizer, **bpe.special_tokens_map)
+    specials = ["<pad>", "</s>", "<unk>"] if arch == "t5" else ["<unk>", "</s>", "<pad>"]
+    vocab = _unigram_vocab(specials, 700)
+    tok = SentencePieceUnigramTokenizer(vocab=vocab)._tokenizer
+    tok.model = models.Unigram(vocab, unk_id=specials.index("<unk>"), byte_fallback=False)
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", specials.index("</s>"))]
+    )
+    names = {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+    if arch == "t5":
+        return T5TokenizerFast(tokenizer_object=tok, extra_ids=0, **names)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_input_names=["input_ids", "attention_mask"], **names)
+
+
 def build_tokenizer(arch: str, out_dir: Path):
     """The fast tokenizer of ``arch`` (a transformers PreTrainedTokenizerFast), with the usable max length set."""
     if arch in ("bert", "distilbert", "electra", "mpnet"):
@@ -375,6 +466,8 @@ def build_tokenizer(arch: str, out_dir: Path):
         tok = _byte_level_bpe()
     elif arch in DECODER_ARCHS:
         tok = _decoder_bpe(arch)
+    elif arch in SEQ2SEQ_ARCHS:
+        tok = _seq2seq_tokenizer(arch)
     else:
         tok = _unigram(arch)
     # RoBERTa-style models number positions after the padding index, so two positions are unusable.
@@ -392,7 +485,9 @@ def build_config(arch: str, head: str, vocab_size: int):
         raise KeyError(f"unknown arch {arch!r}; known: {ARCHS}")
     if (arch in DECODER_ARCHS) != (head == "text-generation"):
         raise KeyError(f"{arch} with head {head}: text-generation is for {DECODER_ARCHS} and they only have it")
-    common = {} if arch in DECODER_ARCHS else _COMMON
+    if (arch in SEQ2SEQ_ARCHS) != (head == SEQ2SEQ_HEAD):
+        raise KeyError(f"{arch} with head {head}: {SEQ2SEQ_HEAD} is for {SEQ2SEQ_ARCHS} and they only have it")
+    common = {} if arch in DECODER_ARCHS or arch in SEQ2SEQ_ARCHS else _COMMON
     kw = {**common, **_CONFIGS[arch], **_HEAD_CONFIG.get(head, {}), "vocab_size": vocab_size}
     return AutoConfig.for_model(arch, **kw)
 
@@ -426,7 +521,7 @@ def build_checkpoint(arch: str, head: str, out_dir: Path) -> Path:
     if head == "text-classification":
         _center_classifier(model, tokenizer)
     model.save_pretrained(out_dir, safe_serialization=True)
-    if head == "text-generation":  # as hub checkpoints ship it: generate()'s defaults and the stop id
+    if head in ("text-generation", SEQ2SEQ_HEAD):  # as hub checkpoints ship it: generate()'s defaults, stop ids
         model.generation_config.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "tiny.json").write_text(json.dumps({"arch": arch, "head": head, "seed": SEED}) + "\n")

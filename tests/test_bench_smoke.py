@@ -546,7 +546,9 @@ def test_serve_load_wrk_level_smoke(tmp_path):
     w = report["wrk"]
     assert sorted(r["kind"] for r in w["rounds"]) == ["offline", "wrk-1", "wrk-2"]
     assert all(s["requests"] > 0 and s["errors"] == 0 and s["of_list_median"] > 0 for s in w["summary"])
+    assert all(s["server_cpu_us_per_request_median"] > 0 for s in w["summary"])
     assert w["offline"]["list_per_s_median"] > 0 and w["offline"]["single_per_s_median"] > 0
+    assert w["offline"]["list_cpu_us_per_item_median"] > 0
     assert "| 2 connections: >= 80 % of offline pipe(list), 0 errors |" in (tmp_path / "serve_wrk.md").read_text()
 
 

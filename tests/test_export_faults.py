@@ -52,8 +52,8 @@ def test_unsupported_task_lists_the_supported_ones(ckpt, tmp_path):
     from onnxpipe_export import SUPPORTED_TASKS
 
     out = tmp_path / "out"
-    with pytest.raises(errors.UnsupportedArchitectureError, match=r"cannot export for task 'summarization'") as e:
-        _export(ckpt, out, task="summarization")
+    with pytest.raises(errors.UnsupportedArchitectureError, match=r"cannot export for task 'image-class") as e:
+        _export(ckpt, out, task="image-classification")
     for task in SUPPORTED_TASKS:
         assert repr(task) in str(e.value)
     assert not out.exists() and _siblings(out) == []

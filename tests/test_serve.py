@@ -174,6 +174,49 @@ def test_tokenization_of_large_bodies_leaves_the_event_loop_free():
             assert held.result(60).status_code == 200, path
 
 
+@pytest.mark.parametrize(
+    "writes, closed, sent",
+    [
+        # (response started?, bytes) per write -> what reaches the socket, write by write
+        ([(False, b"100"), (True, b"HEAD"), (True, b"BODY"), (True, b"MORE")], False, [b"100", b"HEADBODY", b"MORE"]),
+        ([(True, b"HEAD")], True, [b"HEAD"]),  # closed after the head alone: the head still goes out
+        ([(True, b"HEAD"), (True, b"")], False, [b"HEAD"]),  # an empty body (HEAD request) flushes it
+    ],
+    ids=["continue-head-body-stream", "head-then-close", "empty-body"],
+)
+def test_a_responses_head_leaves_with_its_body(writes, closed, sent):
+    """uvicorn writes a response's head at http.response.start and its body at http.response.body; the
+    protocol's transport joins them into one write. A write before the response starts (100 Continue) and
+    every write after the first body part go as they come."""
+    from onnxpipe._serve._protocol import _OneWrite
+
+    class Cycle:
+        response_started = False
+
+    class Transport:
+        def __init__(self):
+            self.sent, self.closed = [], False
+
+        def write(self, data):
+            self.sent.append(data)
+
+        def close(self):
+            self.closed = True
+
+        def is_closing(self):
+            return self.closed
+
+    cycle, transport = Cycle(), Transport()
+    one = _OneWrite(transport, cycle)
+    for started, data in writes:
+        cycle.response_started = started
+        one.write(data)
+    if closed:
+        one.close()
+    assert [d for d in transport.sent if d] == sent and transport.closed == closed
+    assert one.is_closing() == closed  # everything else is the transport's
+
+
 def test_metric_values_are_exact():
     """Counts past a million were printed with %g: 1234567 read back as 1.23457e+06."""
     from onnxpipe._serve._metrics import Metrics

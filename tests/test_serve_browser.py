@@ -1,6 +1,7 @@
 """The playground page at ``/`` in a real headless Chromium (the system package, driven by selenium through
-the system chromedriver): it loads, a prediction appears, the embeddings view ranks the examples, and the
-browser logs no errors.
+the system chromedriver): it loads, a prediction appears, the embeddings view ranks the examples, the model
+picker offers each served model's tasks, the chat task streams a generation model's reply, and the browser
+logs no errors.
 
 This test fails, not skips, where Chromium is missing: ``make test`` installs it (Debian: chromium,
 chromium-driver). ``ONNXPIPE_UPDATE_SCREENSHOT=1`` also refreshes bench/results/serve_playground.png.
@@ -82,6 +83,50 @@ def test_playground_predicts_in_headless_chromium(tmp_path):
             assert cosines == pytest.approx(want_cos, abs=2e-2)
             assert cosines == sorted(cosines, reverse=True)  # nearest first
 
+            errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+            assert errors == []
+        finally:
+            browser.quit()
+
+
+@pytest.mark.torch
+def test_playground_picks_the_model_and_streams_a_chat_reply(tiny_export):
+    """Two models: the model picker offers each one's tasks, and the chat task shows the reply as server-sent
+    events arrive, equal to the in-process pipeline's greedy answer."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    llama = tiny_export("llama", "text-generation", precisions="fp32")
+    text, tokens = "What time does the train leave?", 16
+    chat = pipeline("text-generation", model=llama)
+    messages = [{"role": "user", "content": text}]
+    want = chat(messages, max_new_tokens=tokens, do_sample=False, return_full_text=False)[0]["generated_text"]
+    assert want  # a reply to compare (the tiny model's tokens are random, not empty)
+    with Server(f"sst2={SST2}", f"chat={llama}") as server:
+        browser = _chrome()
+        try:
+            browser.get(server.url + "/")
+            wait = WebDriverWait(browser, 60)
+            wait.until(lambda b: b.execute_script("return document.body.dataset.ready") == "1")
+            model, task = Select(browser.find_element(By.ID, "model")), Select(browser.find_element(By.ID, "task"))
+            assert [o.get_attribute("value") for o in model.options] == ["sst2", "chat"]
+            assert "/predict" in [o.get_attribute("value") for o in task.options]
+            assert "/v1/chat/completions" not in [o.get_attribute("value") for o in task.options]
+            model.select_by_value("chat")
+            assert [o.get_attribute("value") for o in task.options] == ["/v1/chat/completions"]
+            box = browser.find_element(By.ID, "text")
+            box.clear()
+            box.send_keys(text)
+            extra = browser.find_element(By.ID, "extra-input")
+            extra.clear()
+            extra.send_keys(str(tokens))
+            browser.find_element(By.ID, "run").click()
+            wait.until(lambda b: b.execute_script("return document.getElementById('generated')?.dataset.done") == "1")
+            shown = browser.find_element(By.ID, "generated")
+            assert browser.execute_script("return document.getElementById('generated').textContent") == want
+            assert int(shown.get_attribute("data-chunks")) > 1  # shown piece by piece, as the tokens came
+            model.select_by_value("sst2")
+            assert task.first_selected_option.get_attribute("value") == "/predict"  # its main task
             errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
             assert errors == []
         finally:

@@ -1,6 +1,10 @@
 """The client libraries people already have, unchanged, against a real ``onnxpipe serve``: huggingface_hub's
 ``InferenceClient``, openai's ``OpenAI`` and LangChain's ``OpenAIEmbeddings``. Each answer is compared with the
-in-process pipeline's (embeddings by cosine >= 0.9999, labels equal).
+in-process pipeline's (embeddings by cosine >= 0.9999, labels equal, generated text equal under greedy decoding).
+
+huggingface_hub twice: the test venv's 0.36 (transformers 4.x pins it below 1.0), imported here, and 2.4 in a
+consumer environment of its own (tests/interop/envs.py builds ``huggingface-hub-2`` on first use; a failed
+build fails the test), driven through tests/interop/run_huggingface_hub.py.
 
 Tiny exports (the export extra) stand in for fill-mask, NER, question answering, zero-shot and embeddings;
 models/minilm-sst2 for sentiment. One server per model, so that ``InferenceClient(base)`` reaches the model's
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import subprocess
 import sys
 
@@ -28,6 +33,9 @@ from _serve_util import ROOT, Server  # noqa: E402
 from conftest import HAS_EXPORT_EXTRA  # noqa: E402
 from onnxpipe import pipeline  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests" / "interop"))
+import envs  # noqa: E402
+
 SST2 = str(ROOT / "models" / "minilm-sst2")
 # model key -> the tiny export's head (None: the committed sentiment model)
 HEADS = {
@@ -37,7 +45,9 @@ HEADS = {
     "qa": "question-answering",
     "zs": "zero-shot-classification",
     "sst2": None,
+    "gen": "text-generation",  # a tiny Llama (fp32: greedy text is each request's own)
 }
+ARCH = {"gen": "llama"}  # else bert
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +56,11 @@ def folders(request):
     out = {"sst2": SST2}
     if HAS_EXPORT_EXTRA:  # an export that fails fails the tests: it is not taken for a missing extra
         tiny_export = request.getfixturevalue("tiny_export")
-        out.update({k: str(tiny_export("bert", h)) for k, h in HEADS.items() if h})
+        for key, head in HEADS.items():
+            if head == "text-generation":
+                out[key] = str(tiny_export(ARCH[key], head, precisions="fp32"))
+            elif head:
+                out[key] = str(tiny_export(ARCH.get(key, "bert"), head))
     return out
 
 
@@ -204,13 +218,15 @@ def test_inference_client_shows_the_servers_message(servers):
 
 
 def test_zero_shot_shape_follows_the_hub_version(servers):
-    """huggingface_hub 0.x parses transformers' {labels, scores}; 1.x and later a list of {label, score}."""
+    """huggingface_hub 0.x parses transformers' {labels, scores}; 1.x and later a list of {label, score}. The
+    User-Agents are those the clients send (build_hf_headers: "unknown/None; hf_hub/2.4.0; python/3.11.7")."""
     s = servers("zs")
     body = {"inputs": "Go to the beach.", "parameters": {"candidate_labels": LABELS}}
-    old = s.post("/", body, headers={"user-agent": "huggingface_hub/0.36.2; python/3.12"}).json()
-    new = s.post("/", body, headers={"user-agent": "huggingface_hub/1.2.0; python/3.12"}).json()
+    old = s.post("/", body, headers={"user-agent": "unknown/None; hf_hub/0.36.2; python/3.11.7"}).json()
     assert set(old) == {"sequence", "labels", "scores"}
-    assert new == [{"label": lab, "score": sc} for lab, sc in zip(old["labels"], old["scores"])]
+    for agent in ("unknown/None; hf_hub/2.4.0; python/3.11.7", "huggingface_hub/1.2.0; python/3.12"):
+        new = s.post("/", body, headers={"user-agent": agent}).json()
+        assert new == [{"label": lab, "score": sc} for lab, sc in zip(old["labels"], old["scores"])], agent
 
 
 # -- openai ---------------------------------------------------------------------------------------------------
@@ -244,7 +260,7 @@ def test_openai_models_list(emb):
     [
         ({"model": "nope"}, openai.UnprocessableEntityError, "is not served here"),
         ({"model": "emb", "dimensions": 4096}, openai.UnprocessableEntityError, "over this model's output size"),
-        ({"model": "emb", "input": [[101, 10**6]]}, openai.UnprocessableEntityError, "outside this model's"),
+        ({"model": "emb", "input": [[101, 10**6]]}, openai.BadRequestError, "outside this model's"),
         ({"model": "emb", "input": [[101, 102], "x"]}, openai.UnprocessableEntityError, "mixes texts"),
         ({"model": "emb", "input": ["x"] * 2049}, openai.APIStatusError, "at most 2048"),
         ({"model": "emb", "input": "word " * 200}, openai.UnprocessableEntityError, '"truncate": true'),
@@ -309,7 +325,7 @@ def test_openai_token_id_input_equals_the_text(emb):
     assert r.usage.prompt_tokens == sum(map(len, rows))
     one = client(s).embeddings.create(model="emb", input=rows[0]).data  # one input as a flat list of ids
     assert len(one) == 1 and cosine(one[0].embedding, r.data[0].embedding) >= 0.9999
-    long = [rows[0][0]] + [rows[0][1]] * 300  # over the tiny model's 128 positions
+    long = [rows[0][0]] + [rows[0][1]] * 300 + [rows[0][-1]]  # [CLS] ... [SEP], over the tiny model's 128 positions
     refused = s.post("/v1/embeddings", {"input": [long]})
     assert refused.status_code == 422 and '"truncate": true' in refused.json()["error"]["message"]
     assert s.post("/v1/embeddings", {"input": [long], "truncate": True}).status_code == 200
@@ -335,10 +351,8 @@ def test_openai_takes_up_to_2048_inputs(emb):
 
 # -- LangChain -------------------------------------------------------------------------------------------------
 def test_langchain_openai_embeddings_100_documents(emb):
-    """OpenAIEmbeddings' defaults send up to 1000 inputs per request (was 413 past 32). Its default
-    check_embedding_ctx_length=True tokenizes with tiktoken, which downloads its encoding (no network here)
-    and sends tiktoken's token ids, which mean nothing to this model: it must be False for any server whose
-    model is not OpenAI's, and the token-id error says so."""
+    """OpenAIEmbeddings' defaults send up to 1000 inputs per request (was 413 past 32); with
+    check_embedding_ctx_length=False it sends the texts."""
     s, pipe = emb
     docs = [f"document {i}: the quick brown fox jumps over the lazy dog {i % 7}" for i in range(100)]
     lc = langchain_openai.OpenAIEmbeddings(
@@ -348,6 +362,49 @@ def test_langchain_openai_embeddings_100_documents(emb):
     want = pipe(docs)
     assert len(got) == 100 and min(cosine(g, w) for g, w in zip(got, want)) >= 0.9999
     assert cosine(lc.embed_query("the lazy dog"), pipe("the lazy dog")) >= 0.9999
+
+
+@pytest.fixture(scope="module")
+def tiktoken_offline():
+    """TIKTOKEN_CACHE_DIR with OpenAI's cl100k_base (envs.tiktoken_cache: rebuilt from npm's js-tiktoken, its
+    sha256 the one tiktoken checks), so LangChain's default path tokenizes here as it does online."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TIKTOKEN_CACHE_DIR", str(envs.tiktoken_cache()))
+        yield
+
+
+# Texts whose tiktoken ids all fall inside a BERT vocabulary (the row then lacks [CLS] ... [SEP]) and ones with
+# an id past it: both refusals must name LangChain's setting.
+@pytest.mark.parametrize("text", ["the cat sat on the mat", "I love this!", "the quick brown fox", "naïve café"])
+def test_langchain_defaults_send_tiktoken_ids_and_get_a_400_that_says_so(emb, tiktoken_offline, text):
+    """OpenAIEmbeddings' default check_embedding_ctx_length=True tokenizes with tiktoken and sends OpenAI's
+    token ids, which this model would read as its own (garbage, silently). The server refuses them with a 400
+    in OpenAI's shape whose message names the setting; the real client, unchanged, raises it."""
+    import tiktoken
+
+    s, pipe = emb
+    ids = tiktoken.get_encoding("cl100k_base").encode(text)
+    size = pipe.tokenizer.backend.get_vocab_size()
+    lc = langchain_openai.OpenAIEmbeddings(model="emb", base_url=s.url + "/v1", api_key="unused", max_retries=0)
+    assert lc.check_embedding_ctx_length  # the default under test
+    with pytest.raises(openai.BadRequestError) as caught:
+        lc.embed_documents([text])
+    error = caught.value.body
+    assert caught.value.status_code == 400 and error["param"] == "input" and error["type"] == "invalid_request_error"
+    assert "check_embedding_ctx_length=False" in error["message"]
+    why = "outside this model's vocabulary" if max(ids) >= size else "does not start with [CLS] [101]"
+    assert why in error["message"], error["message"]
+
+
+def test_this_models_own_ids_still_run(emb):
+    """The check refuses other tokenizers' ids, not this model's: /tokenize's ids (specials included) embed as
+    their text; without the specials, a 400 saying what to send."""
+    s, pipe = emb
+    ids = [t["id"] for t in s.post("/tokenize", {"inputs": "I love this!"}).json()[0]]
+    r = s.post("/v1/embeddings", {"input": [ids]})
+    assert r.status_code == 200 and cosine(r.json()["data"][0]["embedding"], pipe("I love this!")) >= 0.9999
+    bare = s.post("/v1/embeddings", {"input": [ids[1:-1]]})
+    assert bare.status_code == 400 and "as POST /tokenize returns them" in bare.json()["error"]["message"]
 
 
 # -- routing like TEI -------------------------------------------------------------------------------------------
@@ -457,3 +514,109 @@ def test_tei_embed_all_and_decode(servers, folders):
     short = s.post("/embed", {"inputs": "I love this!", "dimensions": 8}).json()[0]  # as huggingface_hub 1.x sends
     full = pipeline("sentence-embeddings", model=folders["emb"])("I love this!")
     assert len(short) == 8 and cosine(short, full[:8]) >= 0.9999 and abs(np.linalg.norm(short) - 1) < 1e-5
+
+
+# -- huggingface_hub 2.4, in its own environment ---------------------------------------------------------------
+CHAT = [{"role": "user", "content": "What time does the train leave?"}]
+PROMPT = "The food was great!"
+
+
+def _greedy(folder, item, tokens):
+    pipe = pipeline("text-generation", model=folder)
+    return pipe(item, max_new_tokens=tokens, do_sample=False, return_full_text=False)[0]["generated_text"]
+
+
+def _fields(names):
+    def check(got, want):
+        rows, wants = (got if isinstance(got, list) else [got]), (want if isinstance(want, list) else [want])
+        assert len(rows) == len(wants)
+        for g, w in zip(rows, wants):
+            for f in names:
+                assert (abs(g[f] - w[f]) < 1e-5) if f == "score" else g[f] == w[f], (f, g, w)
+
+    return check
+
+
+def _equal(got, want):
+    assert got == want
+
+
+def _text_details(got, want):
+    assert got["generated_text"] == want
+    details = got["details"]
+    assert details["generated_tokens"] == len(details["tokens"]) and details["finish_reason"] in ("length", "eos_token")
+    assert all(t["logprob"] < 0 for t in details["tokens"])
+
+
+def _streamed_text(got, want):
+    assert "".join(got) == want
+
+
+def _chat(got, want):
+    assert got["choices"][0]["message"]["content"] == want
+
+
+def _chat_stream(got, want):
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in got if c["choices"]) == want
+
+
+# (name, model key, method, args, kwargs, stream, the in-process answer, comparison): every call of the issue's
+# table, the generation ones whole and streamed
+HUB2_CASES = [
+    ("feature_extraction", "emb", "feature_extraction", ["I love this!"], {}, False,
+     lambda f: pipeline("sentence-embeddings", model=f)("I love this!"), _close_vector),
+    ("text_classification", "sst2", "text_classification", ["I love this!"], {}, False,
+     lambda f: pipeline("text-classification", model=f)("I love this!", top_k=None), _same_labels),
+    ("fill_mask", "fm", "fill_mask", ["Paris is the [MASK] of France."], {}, False,
+     lambda f: pipeline("fill-mask", model=f)("Paris is the [MASK] of France."),
+     _fields(["token", "token_str", "sequence", "score"])),
+    ("token_classification", "ner", "token_classification", [TEXT], {}, False,
+     lambda f: pipeline("token-classification", model=f)(TEXT), _fields(["entity", "word", "start", "end", "score"])),
+    ("zero_shot_classification", "zs", "zero_shot_classification", ["I want to go to the beach.", LABELS], {}, False,
+     lambda f: [
+         {"label": lab, "score": sc}
+         for r in [pipeline("zero-shot-classification", model=f)("I want to go to the beach.", LABELS)]
+         for lab, sc in zip(r["labels"], r["scores"])
+     ], _same_labels),
+    ("question_answering", "qa", "question_answering", [], {"question": "Where is it based?", "context": TEXT}, False,
+     lambda f: pipeline("question-answering", model=f)(question="Where is it based?", context=TEXT),
+     _fields(["answer", "start", "end", "score"])),
+    ("sentence_similarity", "emb", "sentence_similarity", ["A man eats.", ["Someone is eating.", "The sky is blue."]],
+     {}, False, lambda f: _similarity(pipeline("sentence-embeddings", model=f)), _close_scores),
+    ("text_generation", "gen", "text_generation", [PROMPT], {"max_new_tokens": 10}, False,
+     lambda f: _greedy(f, PROMPT, 10), _equal),
+    ("text_generation_details", "gen", "text_generation", [PROMPT], {"max_new_tokens": 10, "details": True}, False,
+     lambda f: _greedy(f, PROMPT, 10), _text_details),
+    ("text_generation_stream", "gen", "text_generation", [PROMPT], {"max_new_tokens": 10, "stream": True}, True,
+     lambda f: _greedy(f, PROMPT, 10), _streamed_text),
+    ("chat_completion", "gen", "chat_completion", [CHAT], {"max_tokens": 12, "temperature": 0}, False,
+     lambda f: _greedy(f, CHAT, 12), _chat),
+    ("chat_completion_stream", "gen", "chat_completion", [CHAT], {"max_tokens": 12, "temperature": 0, "stream": True},
+     True, lambda f: _greedy(f, CHAT, 12), _chat_stream),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def hub2_answers(servers):
+    """Every HUB2_CASES call, made once by huggingface_hub 2.4 in its own environment: name -> its output."""
+    python = envs.python_of("huggingface-hub-2")
+    calls = [
+        {"id": name, "url": servers(key).url, "method": method, "args": args, "kwargs": kwargs, "stream": stream}
+        for name, key, method, args, kwargs, stream, _, _ in HUB2_CASES
+    ]
+    script = ROOT / "tests" / "interop" / "run_huggingface_hub.py"
+    proc = subprocess.run([str(python), str(script)], input=json.dumps(calls), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answers = {a["id"]: a for a in map(json.loads, proc.stdout.splitlines())}
+    assert {a["version"] for a in answers.values()} == {"2.4.0"}
+    return answers
+
+
+@pytest.mark.parametrize(
+    "name, key, want, compare", [pytest.param(c[0], c[1], c[6], c[7], id=c[0]) for c in HUB2_CASES]
+)
+def test_huggingface_hub_2_inference_client(hub2_answers, folders, name, key, want, compare):
+    """huggingface_hub 2.4's ``InferenceClient(base)``, each task's call against the in-process pipeline."""
+    answer = hub2_answers[name]
+    assert "error" not in answer, answer["error"]
+    compare(answer["result"], want(folders[key]))

@@ -10,6 +10,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 import pytest
 
 import onnxpipe
@@ -139,6 +140,46 @@ def test_huggingface_hub_text_generation_and_chat(server, pipe):
     assert r.choices[0].message.content == chat_want
     streamed = client.chat_completion(CHAT, max_tokens=12, temperature=0, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == chat_want
+
+
+def reference_logprobs(pipe, prompt, tokens):
+    """Per generated token: the log-softmax of the pipeline's own model's logits (numpy, float64) at that step,
+    the model fed the prompt and the tokens one by one."""
+    from onnxpipe._generate import KVCache
+
+    ids = pipe.tokenizer.encode_batch([prompt], truncation=False, add_special_tokens=True)[0].ids
+    cache = KVCache(pipe.model, pipe.graph, 1, capacity=len(ids) + len(tokens))
+    logits = cache.prefill(np.array([ids]), np.ones((1, len(ids)), dtype=np.int64))
+    out = []
+    for token in tokens:
+        row = logits[0].astype(np.float64)
+        logp = row - row.max() - np.log(np.exp(row - row.max()).sum())
+        out.append(logp)
+        logits = cache.step(np.array([token]))
+    return out
+
+
+def test_tgi_details_carry_each_tokens_logprob_and_top_tokens(server, pipe):
+    client = hub.InferenceClient(server.url)
+    r = client.text_generation(PROMPTS[0], max_new_tokens=8, details=True, top_n_tokens=3)
+    tokens = r.details.tokens
+    want = reference_logprobs(pipe, PROMPTS[0], [t.id for t in tokens])
+    assert [t.logprob for t in tokens] == pytest.approx([logp[t.id] for t, logp in zip(tokens, want)], abs=1e-4)
+    assert all(t.logprob < 0 for t in tokens)  # a distribution over a vocabulary: never certain here
+    # huggingface_hub 0.36 leaves details.top_tokens (a list per token) as plain dicts
+    tops = [[t if isinstance(t, dict) else vars(t) for t in top] for top in r.details.top_tokens]
+    assert len(tops) == len(tokens)
+    for step, top, logp in zip(tokens, tops, want):
+        assert len(top) == 3 and top[0]["id"] == step.id  # greedy: the chosen token is the likeliest
+        third = np.sort(logp)[-3]
+        for t in top:  # each is the model's, and among its 3 likeliest (ties at the third either way)
+            assert t["logprob"] == pytest.approx(logp[t["id"]], abs=1e-4) and t["logprob"] >= third - 1e-4
+        assert [t["logprob"] for t in top] == sorted((t["logprob"] for t in top), reverse=True)
+    streamed = list(client.text_generation(PROMPTS[0], max_new_tokens=8, stream=True, details=True, top_n_tokens=2))
+    assert [e.token.logprob for e in streamed] == pytest.approx([t.logprob for t in tokens], abs=1e-5)
+    assert [[t.id for t in e.top_tokens] for e in streamed] == [[t["id"] for t in top[:2]] for top in tops]
+    with pytest.raises(hub.errors.ValidationError, match="top_n_tokens=6 is out of range"):  # TGI's bound, 5
+        client.text_generation(PROMPTS[0], max_new_tokens=2, details=True, top_n_tokens=6)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])

@@ -38,7 +38,7 @@ def test_public_tasks_and_aliases_are_derived_from_the_table():
     for alias, name in ALIASES.items():
         assert canonical_task(alias) == name and alias not in TABLE
     with pytest.raises(errors.UnknownTaskError, match="valid tasks"):
-        canonical_task("summarization")
+        canonical_task("summarisation")
 
 
 def test_every_graph_serves_a_task():

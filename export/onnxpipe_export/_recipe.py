@@ -201,6 +201,17 @@ def export(
         from ._prune import check_corpus_option
 
         check_corpus_option(prune_vocab, task)  # refused before anything heavy loads
+    if task == "text2text-generation":  # encoder-decoders too
+        from ._seq2seq import export_seq2seq
+
+        if ort or calibration_data is not None or validation_data is not None or prune_vocab is not None:
+            raise ExportError(
+                "--ort, --calibration-data, --validation-data and --prune-vocab are not made for "
+                "text2text-generation (summarization, translation) folders yet; export without them"
+            )
+        return export_seq2seq(
+            source, requested, out, precisions, force, allow_pickle, trust_remote_code, revision, progress
+        )
     if task == "text-generation":  # decoder-only causal LMs have their own recipe
         from ._decoder import export_decoder
 

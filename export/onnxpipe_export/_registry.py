@@ -18,6 +18,7 @@ MODEL_CLASSES: dict[str, str] = {
     "token-classification": "AutoModelForTokenClassification",
     "question-answering": "AutoModelForQuestionAnswering",
     "text-generation": "AutoModelForCausalLM",
+    "text2text-generation": "AutoModelForSeq2SeqLM",
 }
 
 # Derived: export task -> {"model_class", "outputs"} (head outputs; each graph also gets last_hidden_state),
@@ -53,8 +54,13 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "llama": {"fusion": None, "expect_fused": [], "decoder": True},
     "qwen2": {"fusion": None, "expect_fused": [], "decoder": True},
     "mistral": {"fusion": None, "expect_fused": [], "decoder": True},
+    # Encoder-decoders (text2text-generation, summarization, translation only: _seq2seq.py). No fusion pass yet.
+    "t5": {"fusion": None, "expect_fused": [], "seq2seq": True},
+    "bart": {"fusion": None, "expect_fused": [], "seq2seq": True},
+    "marian": {"fusion": None, "expect_fused": [], "seq2seq": True},
 }
 DECODER_TASK = "text-generation"
+SEQ2SEQ_TASK = "text2text-generation"
 
 
 def canonical_export_task(task: str) -> str:
@@ -84,16 +90,21 @@ def folder_tasks(requested: str, config: Any) -> list[str]:
 
 def settings_for(model_type: str, task: str | None = None) -> dict[str, Any]:
     """The export settings of ``model_type``; with ``task``, also refuse a task the architecture cannot serve
-    (a decoder for an encoder head, an encoder for text-generation)."""
+    (a decoder or encoder-decoder for an encoder head, an encoder for text-generation...)."""
     settings = ARCHITECTURES.get(model_type)
-    if settings is not None and task is not None and bool(settings.get("decoder")) != (task == DECODER_TASK):
+    if settings is not None and task is not None:
         decoders = sorted(a for a, s in ARCHITECTURES.items() if s.get("decoder"))
-        encoders = sorted(a for a in ARCHITECTURES if a not in decoders)
-        raise UnsupportedArchitectureError(
-            f"no export settings for model type {model_type!r} with task {task!r}: {DECODER_TASK} supports "
-            f"{decoders}; the other tasks support {encoders}. Export a {model_type} checkpoint with "
-            f"--task {DECODER_TASK if settings.get('decoder') else 'text-classification (or another encoder task)'}."
-        )
+        seq2seq = sorted(a for a, s in ARCHITECTURES.items() if s.get("seq2seq"))
+        encoders = sorted(a for a in ARCHITECTURES if a not in decoders and a not in seq2seq)
+        kind = DECODER_TASK if settings.get("decoder") else SEQ2SEQ_TASK if settings.get("seq2seq") else None
+        wanted = task if task in (DECODER_TASK, SEQ2SEQ_TASK) else None
+        if kind != wanted:
+            raise UnsupportedArchitectureError(
+                f"no export settings for model type {model_type!r} with task {task!r}: {DECODER_TASK} supports "
+                f"{decoders}; {SEQ2SEQ_TASK} (and summarization, translation) supports {seq2seq}; the other "
+                f"tasks support {encoders}. Export a {model_type} checkpoint with "
+                f"--task {kind or 'text-classification (or another encoder task)'}."
+            )
     if model_type not in ARCHITECTURES:
         raise UnsupportedArchitectureError(
             f"no export settings for model type {model_type!r}; supported: {sorted(ARCHITECTURES)}. "

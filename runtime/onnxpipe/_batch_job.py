@@ -358,7 +358,19 @@ def _fill_mask(results: list[Any], ctx: dict[str, Any]) -> dict[str, pa.Array]:
     return {"predictions": _col(rows, _FILL)}
 
 
+def _generated(key: str) -> Callable[[list[Any], dict[str, Any]], dict[str, pa.Array]]:
+    """Encoder-decoder tasks: the first (best) sequence's text, one string per row."""
+
+    def columns(results: list[Any], ctx: dict[str, Any]) -> dict[str, pa.Array]:
+        return {key: _col([None if not r else r[0].get(key) for r in results], pa.string())}
+
+    return columns
+
+
 OUTPUTS: dict[str, Callable[[list[Any], dict[str, Any]], dict[str, pa.Array]]] = {
+    "summarization": _generated("summary_text"),
+    "translation": _generated("translation_text"),
+    "text2text-generation": _generated("generated_text"),
     "text-classification": _classification,
     "zero-shot-classification": _zero_shot,
     "sentence-embeddings": _embeddings,

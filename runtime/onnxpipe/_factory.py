@@ -187,6 +187,8 @@ def build_pipeline(
     pipe = TABLE[name].pipeline(
         onnx_model, _tokenizer(tokenizer, folder, manifest), batch_size=batch_size, max_batch_tokens=max_batch_tokens
     )
+    if isinstance(task, str):
+        pipe.use_task(task)
     defaults = _construction_kwargs(kwargs)
     if defaults:
         pipe.set_defaults(**defaults)

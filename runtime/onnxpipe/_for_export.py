@@ -7,6 +7,7 @@ and ``onnxpipe.errors`` (tests/test_layering.py checks it); anything it needs is
 from __future__ import annotations
 
 from ._batching import plan_batches
+from ._beam import beam_search
 from ._bench import machine_info
 from ._generate import KVCache, describe, generate_tokens
 from ._info import format_manifest
@@ -25,6 +26,8 @@ from ._manifest import (
 from ._model import OnnxModel
 from ._pipelines._base import DEFAULT_BATCH_TOKENS
 from ._sampling import Sampling
+from ._seq2seq import Seq2SeqModel, sample_or_greedy
+from ._seq2seq_config import merged_config, resolve
 from ._session import OPTIMIZATION_LEVEL, save_ort_format
 from ._tasks import GRAPHS, TABLE, export_task_names, served_tasks
 from ._tokenizer import AutoTokenizer
@@ -51,6 +54,11 @@ __all__ = [
     "machine_info",
     "plan_batches",
     "Sampling",
+    "Seq2SeqModel",
+    "beam_search",
+    "merged_config",
+    "resolve",
+    "sample_or_greedy",
     "describe",
     "generate_tokens",
     "save_ort_format",

@@ -14,7 +14,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
@@ -24,7 +24,9 @@ from .errors import IntegrityError, ManifestError
 # kept); a new required key or a changed meaning is a major bump, which this runtime refuses with a re-export hint.
 # 1.1: variants.*.ort (the ORT-format copy of a variant, onnxpipe export --ort) and vocab_pruning (--prune-vocab).
 # 1.2: variants.*.cpus (the CPUs a variant was checked on, with agreement figures) and variants.*.cpu_exact.
-FORMAT_VERSION = "1.2"
+# 1.3: variants.*.decoder (an encoder-decoder folder: the variant's decoder graph beside its encoder file) and
+# the generation entry's encoder-decoder keys (decoder_start_token_id, decoder_inputs, task_params, prefix).
+FORMAT_VERSION = "1.3"
 MANIFEST_NAME = "manifest.json"
 PRECISIONS = ("int8", "int8-exact", "int4", "fp32", "fp16")
 
@@ -104,6 +106,8 @@ class Variant:
     # exporting machine's answers (onnxpipe_export.record_cpu_figures writes them)
     cpus: list[Figures] | None = None
     cpu_exact: bool | None = None  # True: only float kernels run, so every CPU computes the same to ~1e-6
+    # An encoder-decoder folder: ``file`` is the encoder, this its decoder graph (with past key values).
+    decoder: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -155,6 +159,24 @@ class Manifest:
         if format != "onnx":
             raise ValueError(f"{self.folder}: the {precision} variant has no {format!r} file")
         return safe_path(self.folder, v.file)
+
+    def decoder_view(self) -> Manifest:
+        """This folder as seen by its decoder graph (an encoder-decoder folder): every variant's file is its
+        ``decoder``, the inputs and outputs are the decoder's (``generation.decoder_inputs`` / ``_outputs``), so
+        the one session factory and load-time graph check serve the decoder as they serve any graph."""
+        g = self.generation or {}
+        if not all(v.decoder for v in self.variants.values()) or not g.get("decoder_inputs"):
+            raise ManifestError(
+                f"{self.folder}/manifest.json describes no decoder graph (variants.*.decoder, "
+                f"generation.decoder_inputs); it is not an encoder-decoder folder. {self.hint()}"
+            )
+        variants = {p: replace(v, file=str(v.decoder), ort=None, decoder=None) for p, v in self.variants.items()}
+        return replace(
+            self,
+            variants=variants,
+            inputs=list(g["decoder_inputs"]),
+            outputs=list(g.get("decoder_outputs") or ["logits"]),
+        )
 
     def hint(self) -> str:
         src = (self.provenance or {}).get("source", "SOURCE")
@@ -218,6 +240,7 @@ class Manifest:
         # Every file the runtime opens must be listed under 'files', so that verify covers it.
         variants = manifest.variants.values()
         opened = [v.file for v in variants] + [v.ort.file for v in variants if v.ort is not None]
+        opened += [v.decoder for v in variants if v.decoder is not None]
         for rel in opened + [manifest.tokenizer]:
             if rel not in manifest.files:
                 raise ManifestError(
@@ -304,6 +327,7 @@ def _variant_dict(v: Variant) -> dict[str, Any]:
         "cpus": v.cpus,
         "cpu_exact": v.cpu_exact,
         "cpu_disabled_optimizers": list(v.cpu_disabled_optimizers) or None,
+        "decoder": v.decoder,
         "ort": None
         if v.ort is None
         else _with_extra(
@@ -403,6 +427,7 @@ def _is_variant(v: Any) -> bool:
         and isinstance(v.get("cpus", []), list)
         and all(_is_object(c) and isinstance(c.get("cpu"), str) for c in v.get("cpus", []))
         and isinstance(v.get("cpu_exact", False), bool)
+        and isinstance(v.get("decoder", ""), str)
     )
 
 
@@ -519,6 +544,15 @@ _GENERATION: dict[str, tuple[Callable[[Any], bool], str]] = {
     "config": (_optional(_is_object), "an object (generation_config.json's settings) or null"),
     "chat_template": (_optional(lambda x: isinstance(x, str)), "a file name (string) or null"),
     "graph": (_optional(_is_object), "an object or null"),
+    # encoder-decoder folders
+    "decoder_start_token_id": (_is_token_id, "a token id (int >= 0)"),
+    "decoder_inputs": (_is_str_list, "a list of the decoder graph's input names"),
+    "decoder_outputs": (_is_str_list, "a list of the decoder graph's output names"),
+    "task_params": (
+        lambda x: _is_object(x, of=_is_object),
+        "an object of task name -> generation settings (config.json's task_specific_params)",
+    ),
+    "prefix": (_optional(lambda x: isinstance(x, str)), "a string (config.json's prefix) or null"),
 }
 
 

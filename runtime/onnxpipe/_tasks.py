@@ -12,6 +12,7 @@ zero-shot-classification too when its labels name an entailment class.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -21,9 +22,12 @@ from ._pipelines import (
     Pipeline,
     QuestionAnsweringPipeline,
     SentenceEmbeddingsPipeline,
+    SummarizationPipeline,
+    Text2TextGenerationPipeline,
     TextClassificationPipeline,
     TextGenerationPipeline,
     TokenClassificationPipeline,
+    TranslationPipeline,
     ZeroShotClassificationPipeline,
 )
 from .errors import UnknownTaskError
@@ -84,6 +88,9 @@ GRAPHS: dict[str, Graph] = {
         Graph("token-classification", ("logits",), per_token=True, labels=True),
         Graph("question-answering", ("start_logits", "end_logits"), per_token=True),
         Graph("text-generation", ("logits",), per_token=True, encoder=False),
+        # An encoder graph (last_hidden_state) plus a merged decoder graph with past key values (the variant's
+        # ``decoder``); not an encoder task's graph, so feature-extraction is not claimed.
+        Graph("text2text-generation", ("logits",), per_token=True, encoder=False),
     )
 }
 
@@ -179,6 +186,28 @@ TABLE: dict[str, Task] = {
             default_model="gpt2",
             default_source="openai-community/gpt2",
         ),
+        # Encoder-decoders (T5, BART, Marian): one folder serves all three; transformers' defaults.
+        Task(
+            "text2text-generation",
+            Text2TextGenerationPipeline,
+            "text2text-generation",
+            default_model="t5-base",
+            default_source="google-t5/t5-base",
+        ),
+        Task(
+            "summarization",
+            SummarizationPipeline,
+            "text2text-generation",
+            default_model="distilbart-cnn-12-6",
+            default_source="sshleifer/distilbart-cnn-12-6",
+        ),
+        Task(
+            "translation",
+            TranslationPipeline,
+            "text2text-generation",
+            default_model="t5-base",
+            default_source="google-t5/t5-base",
+        ),
     )
 }
 
@@ -188,7 +217,10 @@ ALIASES: dict[str, str] = {alias: t.name for t in TABLE.values() for alias in t.
 
 
 def canonical_task(task: str) -> str:
-    """The table's name for a task or alias; an unknown name lists the valid ones."""
+    """The table's name for a task or alias; an unknown name lists the valid ones. ``translation_xx_to_yy`` is
+    translation (the pipeline reads the full name's settings, ``Pipeline.use_task``)."""
+    if isinstance(task, str) and re.fullmatch(r"translation_[^_]+_to_[^_]+", task):
+        return "translation"
     name = ALIASES.get(task, task) if isinstance(task, str) else task
     if name not in TABLE:
         raise UnknownTaskError(f"unknown task {task!r}; valid tasks: {sorted([*TABLE, *ALIASES])}")

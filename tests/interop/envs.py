@@ -12,6 +12,7 @@ the same code).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -34,6 +35,9 @@ PYTHON_SPECS = {
     # release (0.1.0) needs transformers < 4.58: no 6.x installs with the ONNX backend. 5.7.0 is the newest that
     # does (same ONNX backend code path: SentenceTransformer(folder, backend="onnx")).
     "sentence-transformers": [TORCH, ORT, "transformers>=4.45,<4.58", "sentence-transformers[onnx]==5.7.0"],
+    # huggingface_hub 1.x/2.x: transformers 4.x pins <1.0, so the test venv holds 0.36 and this one the 2.x client
+    # (numpy: its feature_extraction returns arrays) for the serve tests' InferenceClient calls.
+    "huggingface-hub-2": ["huggingface_hub==2.4.0", "numpy"],
 }
 NODE_SPEC = {"@huggingface/transformers": "4.3.1"}
 CONSUMERS = [*PYTHON_SPECS, "transformers.js"]
@@ -108,6 +112,45 @@ def _build(consumer: str, where: Path, spec: str) -> None:
         _run([str(python), "-m", "pip", "install", "--quiet", *PYTHON_SPECS[consumer]], log)
         _no_cuda_torch(python, log)
     ready.write_text(spec, encoding="utf-8")
+
+
+# tiktoken's cl100k_base, which LangChain's OpenAIEmbeddings loads by default, is downloaded from OpenAI's storage,
+# out of reach here. js-tiktoken (npm) ships the same ranks in its own layout; rewritten in tiktoken's, the file's
+# sha256 is the one tiktoken checks on load, so the encoding is OpenAI's own.
+JS_TIKTOKEN = "js-tiktoken@1.0.21"
+CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+
+
+def tiktoken_cache() -> Path:
+    """A folder for TIKTOKEN_CACHE_DIR holding cl100k_base where tiktoken looks for its download (built once)."""
+    where = HOME / "tiktoken"
+    target = where / hashlib.sha1(CL100K_URL.encode()).hexdigest()  # tiktoken's cache key
+    HOME.mkdir(parents=True, exist_ok=True)
+    with open(HOME / ".tiktoken.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_file():
+            return where
+        if shutil.which("npm") is None:
+            raise EnvBuildError("the tiktoken encoding comes from npm's js-tiktoken: install node and npm")
+        shutil.rmtree(where, ignore_errors=True)
+        where.mkdir(parents=True)
+        log = where / "build.log"
+        _run(["npm", "pack", JS_TIKTOKEN, "--pack-destination", str(where), "--loglevel=error"], log, cwd=where)
+        tarball = next(where.glob("js-tiktoken-*.tgz"))
+        _run(["tar", "-xzf", str(tarball), "-C", str(where), "package/dist/ranks/cl100k_base.js"], log)
+        source = (where / "package/dist/ranks/cl100k_base.js").read_text(encoding="utf-8")
+        ranks: dict[str, int] = {}
+        for line in filter(
+            None, json.loads(source.removeprefix("export default ").rstrip("; \n"))["bpe_ranks"].split("\n")
+        ):
+            _, first, *tokens = line.split(" ")  # "<tag> <rank of the first> <base64 token> ..."
+            ranks.update((t, int(first) + k) for k, t in enumerate(tokens))
+        body = "".join(f"{t} {r}\n" for t, r in sorted(ranks.items(), key=lambda kv: kv[1])).encode()
+        if hashlib.sha256(body).hexdigest() != CL100K_SHA256:
+            raise EnvBuildError(f"{JS_TIKTOKEN}'s cl100k_base does not rebuild tiktoken's file (sha256 differs)")
+        target.write_bytes(body)
+    return where
 
 
 def python_of(consumer: str) -> Path:

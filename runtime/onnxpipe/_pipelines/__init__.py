@@ -7,9 +7,12 @@ from .feature_extraction import FeatureExtractionPipeline
 from .fill_mask import FillMaskPipeline
 from .question_answering import QuestionAnsweringPipeline
 from .sentence_embeddings import SentenceEmbeddingsPipeline
+from .summarization import SummarizationPipeline
+from .text2text_generation import Text2TextGenerationPipeline
 from .text_classification import TextClassificationPipeline
 from .text_generation import TextGenerationPipeline
 from .token_classification import TokenClassificationPipeline
+from .translation import TranslationPipeline
 from .zero_shot_classification import ZeroShotClassificationPipeline
 
 __all__ = [
@@ -18,8 +21,11 @@ __all__ = [
     "FillMaskPipeline",
     "QuestionAnsweringPipeline",
     "SentenceEmbeddingsPipeline",
+    "SummarizationPipeline",
+    "Text2TextGenerationPipeline",
     "TextClassificationPipeline",
     "TextGenerationPipeline",
     "TokenClassificationPipeline",
+    "TranslationPipeline",
     "ZeroShotClassificationPipeline",
 ]

@@ -106,6 +106,10 @@ class Pipeline:
         self.split_params(**{k: v for k, v in kwargs.items() if k != "batch_size"})
         self._defaults = dict(kwargs)
 
+    def use_task(self, task: str) -> None:
+        """The task name ``pipeline()`` was called with, before aliases resolve (``translation_en_to_de``);
+        pipelines whose settings depend on it override this."""
+
     def __getstate__(self) -> NoReturn:  # pickling refused (see NOT_PICKLABLE); nothing here ever unpickles
         raise TypeError(NOT_PICKLABLE.format(what=f"a {type(self).__name__}", how="pipeline(...)"))
 

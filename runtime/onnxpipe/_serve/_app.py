@@ -48,6 +48,7 @@ from ._generation import GenerationRoutes, StreamHandler
 from ._limits import Limits, RequestError, check_client_batch, parse_json, read_body, shutting_down
 from ._metrics import CONTENT_TYPE, Metrics
 from ._models import ModelSet
+from ._seq2seq_routes import handlers as seq2seq_handlers
 from ._token_ids import encode_ids
 
 log = logging.getLogger("onnxpipe.serve")
@@ -66,8 +67,12 @@ def _plain(x: Any) -> Any:
     raise TypeError(f"cannot serialise {type(x).__name__}")
 
 
+# One encoder for every answer: json.dumps with options builds a JSONEncoder per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_plain)
+
+
 def _dumps(content: Any) -> bytes:
-    return json.dumps(content, ensure_ascii=False, separators=(",", ":"), default=_plain).encode()
+    return _ENCODER.encode(content).encode()
 
 
 def error_body(message: str, error_type: str) -> bytes:
@@ -472,6 +477,8 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
         await asyncio.to_thread(generation.close)
 
     handlers = {path: endpoint_handler(path, e) for path, e in ENDPOINTS.items()}
+    for path, handler in seq2seq_handlers(models.find, body_of, _dumps).items():  # summarization, translation
+        handlers[path] = guarded(path, handler)
     handlers["/tokenize"] = guarded("/tokenize", tokenize)
     handlers["/decode"] = guarded("/decode", decode)
     handlers["/"] = guarded("/", root)

@@ -36,11 +36,15 @@ MAX_ROWS = 16
 
 @dataclass
 class Token:
-    """A new token of sequence ``index``, and the text it completes (``""`` while a character is incomplete)."""
+    """A new token of sequence ``index``, the text it completes (``""`` while a character is incomplete) and,
+    for a request that asked (``Request.logprobs``), its log-probability under the model's logits (before the
+    repetition penalty and the sampling settings reshape them)."""
 
     index: int
     id: int
     text: str
+    logprob: float | None = None
+    top: tuple[tuple[int, str, float], ...] = ()  # the Request.top_n likeliest (id, text, log-probability)
 
 
 @dataclass
@@ -74,6 +78,8 @@ class Request:
     n: int = 1
     stop: tuple[str, ...] = ()
     repetition_penalty: float = 1.0
+    logprobs: bool = False  # each Token carries its log-probability (a log-softmax over the vocabulary per step)
+    top_n: int = 0  # and the top_n likeliest tokens of its step (TGI's top_n_tokens)
     cancelled: bool = False  # set by the client's side when it goes away; read between steps
     rng: np.random.Generator | None = field(default=None, init=False)
 
@@ -113,6 +119,8 @@ class Decoder:
         self.waiting: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self.max_positions = pipe.model.manifest.max_length
         self.vocab = model_vocab(pipe.model)
+        added = pipe.tokenizer.backend.get_added_tokens_decoder()
+        self.special_ids = frozenset(i for i, t in added.items() if t.special)  # TGI's "special" per token
         self.tokens_generated = 0
         self.steps = 0
         self._closed = False
@@ -228,6 +236,12 @@ class Decoder:
             out.append(_Row(request, i, stream, seen))
         return out
 
+    def _top(self, logprobs: np.ndarray, n: int) -> tuple[tuple[int, str, float], ...]:
+        best = np.argpartition(-logprobs, n - 1)[:n]
+        best = best[np.argsort(-logprobs[best], kind="stable")]
+        text = self.pipe.decoder.decode
+        return tuple((int(i), text([int(i)], skip_special_tokens=False), float(logprobs[i])) for i in best)
+
     def _capacity(self, rows: list[_Row], mask: np.ndarray) -> int:
         return int(mask.shape[1] + max(r.request.max_new_tokens - r.tokens for r in rows))
 
@@ -243,9 +257,13 @@ class Decoder:
             if request.cancelled:
                 continue
             row_logits = logits[r : r + 1]
+            # the normaliser of the model's own distribution, taken before the penalty edits the row in place
+            raw = _log_normalised(row_logits[0]) if request.logprobs or request.top_n else None
             if row.seen is not None:
                 penalize(row_logits, row.seen[None], request.repetition_penalty)
             token = int(choose(row_logits, request.sampling, request.rng)[0])
+            logprob = None if raw is None else float(raw[token])
+            top = self._top(raw, request.top_n) if raw is not None and request.top_n else ()
             tokens[r] = token
             row.tokens += 1
             if row.seen is not None:
@@ -257,11 +275,11 @@ class Decoder:
             elif row.tokens >= request.max_new_tokens:
                 reason = "length"
             if reason is None:
-                request.emit(Token(row.index, token, piece))
+                request.emit(Token(row.index, token, piece, logprob, top))
                 keep.append(r)
             else:
                 rest = row.stream.finish()
-                request.emit(Token(row.index, token, piece + rest))
+                request.emit(Token(row.index, token, piece + rest, logprob, top))
                 request.emit(Finished(row.index, reason, row.stream.text, row.tokens))
         self.tokens_generated += sum(not row.request.cancelled for row in rows)
         self.steps += 1
@@ -276,6 +294,14 @@ class Decoder:
             cache = KVCache.from_arrays(self.pipe.model, self.pipe.graph, arrays, mask, self._capacity(rows, mask))
             tokens = tokens[keep]
         return rows, cache, cache.step(tokens)
+
+
+def _log_normalised(row: np.ndarray) -> np.ndarray:
+    """log_softmax of one row of logits, in float64 (a copy: the row itself is left as it was)."""
+    x = row.astype(np.float64)
+    x -= x.max()
+    x -= np.log(np.exp(x).sum())
+    return x
 
 
 def _merge(

@@ -22,7 +22,9 @@ from ._token_ids import is_ids
 # The request's User-Agent, set by the guard for the handler's task: the one answer whose shape differs
 # between huggingface_hub's versions (zero-shot) is rendered for the version that asked.
 USER_AGENT: contextvars.ContextVar[str] = contextvars.ContextVar("onnxpipe_user_agent", default="")
-_OLD_HUB = re.compile(r"huggingface_hub/0\.")
+# huggingface_hub's own User-Agent reads "unknown/None; hf_hub/2.4.0; python/3.11.7" (its build_hf_headers);
+# "huggingface_hub/X" is accepted too. Its major version picks the zero-shot shape.
+_HUB_MAJOR = re.compile(r"(?:^|[;\s])(?:hf_hub|huggingface_hub)/(\d+)\.")
 
 
 @dataclass
@@ -221,8 +223,8 @@ def render_rerank(call: Call, results: list[Any], model: str, tokens: int) -> An
 def render_zero_shot(call: Call, results: list[Any], model: str, tokens: int) -> Any:
     """transformers' ``{sequence, labels, scores}`` (which huggingface_hub 0.x parses), or for huggingface_hub
     1.x and later, which parse the Inference API's current shape, a list of ``{label, score}``."""
-    agent = USER_AGENT.get()
-    if agent.startswith("huggingface_hub/") and not _OLD_HUB.match(agent):
+    hub = _HUB_MAJOR.search(USER_AGENT.get())
+    if hub is not None and int(hub.group(1)) >= 1:
         results = [[{"label": lab, "score": sc} for lab, sc in zip(r["labels"], r["scores"])] for r in results]
     return results[0] if call.single else results
 

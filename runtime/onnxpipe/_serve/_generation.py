@@ -39,7 +39,9 @@ DEFAULT_MAX_TOKENS = {"chat": 256, "completion": 16, "tgi": 100}  # OpenAI's com
 MAX_STOPS = 4
 # OpenAI fields this server cannot honour: refused when set, never silently ignored.
 _UNSUPPORTED = ("logprobs", "top_logprobs", "tools", "functions", "logit_bias", "best_of", "suffix")
-_TGI_UNSUPPORTED = ("best_of", "grammar", "adapter_id", "top_n_tokens", "truncate", "typical_p", "watermark")
+_TGI_UNSUPPORTED = ("best_of", "grammar", "adapter_id", "truncate", "typical_p", "watermark")
+# TGI's own default for --max-top-n-tokens: the most top_n_tokens a request may ask for.
+MAX_TOP_N_TOKENS = 5
 
 # Answers the whole response itself; returns the HTTP status it sent.
 StreamHandler = Callable[[Scope, Receive, Send], Awaitable[int]]
@@ -67,6 +69,7 @@ class Job:
     repetition_penalty: float = 1.0
     return_full_text: bool = False
     details: bool = False
+    top_n_tokens: int = 0
     model: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -244,6 +247,7 @@ class GenerationRoutes:
             repetition_penalty=float(penalty),
             return_full_text=bool(params.get("return_full_text")),
             details=bool(params.get("details")),
+            top_n_tokens=(_int(params, "top_n_tokens", 0, 0, MAX_TOP_N_TOKENS) or 0) if not openai else 0,
             model=served.name,
         )
         if not 1e-4 <= job.repetition_penalty <= 1e4:
@@ -268,16 +272,17 @@ class GenerationRoutes:
                 def emit(event: Token | Finished | Failed, p: int = p) -> None:
                     loop.call_soon_threadsafe(events.put_nowait, (p, event))
 
-                requests.append(
-                    Request(ids, job.max_new_tokens, job.sampling, emit, job.n, job.stop, job.repetition_penalty)
-                )
+                request = Request(ids, job.max_new_tokens, job.sampling, emit, job.n, job.stop, job.repetition_penalty)
+                # TGI's answers carry each token's log-probability (OpenAI's logprobs are not offered)
+                request.logprobs, request.top_n = job.kind == "tgi", job.top_n_tokens
+                requests.append(request)
             task = asyncio.current_task()
             if task is not None:
                 scope[self.cancel_key] = task.cancel
             for r in requests:
                 decoder.submit(r)
             try:
-                answer = _Answer(job, send, root)
+                answer = _Answer(job, send, root, decoder.special_ids)
                 return await answer.run(events)
             except asyncio.CancelledError:
                 log.info("generation: the client went away (or the server stops); its decoding stops")
@@ -351,15 +356,16 @@ _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")
 class _Answer:
     """Collects one job's events and writes its answer in the job's shape, whole or streamed."""
 
-    def __init__(self, job: Job, send: Send, root: bool):
-        self.job, self.send, self.root = job, send, root
+    def __init__(self, job: Job, send: Send, root: bool, special_ids: frozenset[int] = frozenset()):
+        self.job, self.send, self.root, self.special_ids = job, send, root, special_ids
         self.id = ("chatcmpl-" if job.kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
         total = len(job.prompts) * job.n
         self.cuts = [_StopCut(job.stop) for _ in range(total)]
         self.finished: dict[int, Finished] = {}
         self.tokens: list[list[dict[str, Any]]] = [[] for _ in range(total)]
-        self.pending: dict[int, dict[str, Any]] = {}
+        self.top_tokens: list[list[list[dict[str, Any]]]] = [[] for _ in range(total)]  # per token, with top_n
+        self.pending: dict[int, tuple[dict[str, Any], list[dict[str, Any]] | None]] = {}
         self.started = False
 
     async def _start(self) -> None:
@@ -431,23 +437,29 @@ class _Answer:
 
     async def _token(self, i: int, token: Token) -> None:
         job = self.job
-        entry = {"id": token.id, "text": token.text, "logprob": 0.0, "special": False}
+        special = token.id in self.special_ids
+        entry = {"id": token.id, "text": token.text, "logprob": token.logprob, "special": special}
         self.tokens[i].append(entry)
+        top = None
+        if job.top_n_tokens:
+            top = [{"id": t, "text": x, "logprob": lp, "special": t in self.special_ids} for t, x, lp in token.top]
+            self.top_tokens[i].append(top)
         if not job.stream:
             self.cuts[i].text += token.text
             return
         if job.kind == "tgi":  # each token is sent once the next event shows whether it is the last
             if i in self.pending:
+                sent, sent_top = self.pending[i]
                 await self._event(
                     {
                         "index": len(self.tokens[i]) - 2,
-                        "token": self.pending[i],
+                        "token": sent,
                         "generated_text": None,
                         "details": None,
-                        "top_tokens": None,
+                        "top_tokens": sent_top,
                     }
                 )
-            self.pending[i] = entry
+            self.pending[i] = (entry, top)
             return
         piece = self.cuts[i].add(token.text)
         if piece:
@@ -465,13 +477,14 @@ class _Answer:
         if job.kind == "tgi":
             text = (job.prompt_texts[0] if job.return_full_text else "") + f.text
             details = {"finish_reason": self._tgi_reason(f), "generated_tokens": f.tokens, "seed": job.sampling.seed}
+            sent, sent_top = self.pending.pop(i)
             await self._event(
                 {
                     "index": len(self.tokens[i]) - 1,
-                    "token": self.pending.pop(i),
+                    "token": sent,
                     "generated_text": text,
                     "details": details,
-                    "top_tokens": None,
+                    "top_tokens": sent_top,
                 }
             )
             return
@@ -495,6 +508,8 @@ class _Answer:
                     "prefill": [],
                     "tokens": self.tokens[0],
                 }
+                if job.top_n_tokens:
+                    out["details"]["top_tokens"] = self.top_tokens[0]
             if self.root:
                 out = [out]
         else:

@@ -9,6 +9,10 @@ uvicorn completes (keep-alive timer, pipelined requests, the unread body discard
 ``HttpToolsProtocol._start_asgi_task``, is uvicorn's since 0.45 (the serve extra's floor); where it is missing
 the server says so at start and refuses through the ASGI guard, as with h11.
 
+A response's head and the first part of its body leave in one write (``_OneWrite``): uvicorn writes the head
+at ``http.response.start`` and the body at ``http.response.body``, two system calls and two packets for each
+small JSON answer.
+
 When a client goes away before its answer, the protocol stops its request (the handler left the way to in the
 scope): the request's queued work is then dropped, not computed for nobody.
 
@@ -32,6 +36,34 @@ from ._app import CANCEL, Guard, error_body
 MAX_HEAD_BYTES = 64 * 1024
 
 HOOK = "_start_asgi_task"
+
+
+class _OneWrite:
+    """One response's transport: the head uvicorn writes at ``http.response.start`` is held and goes out with
+    the next write (the body, or a stream's first event, which every handler here sends right after the head).
+    A write before the head (``100 Continue``) goes at once, and so does the held head when the response is
+    closed without a body."""
+
+    __slots__ = ("transport", "cycle", "head", "state")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle):
+        self.transport, self.cycle, self.head, self.state = transport, cycle, b"", 0  # 0 before the head, 1 held
+
+    def write(self, data: bytes) -> None:
+        if self.state == 0 and self.cycle.response_started:
+            self.head, self.state = data, 1
+            return
+        if self.state == 1:
+            data, self.head, self.state = self.head + data, b"", 2
+        self.transport.write(data)
+
+    def close(self) -> None:
+        if self.state == 1:
+            self.write(b"")
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 def refusing_protocol(guard: Guard) -> type[HttpToolsProtocol] | None:
@@ -89,6 +121,8 @@ def refusing_protocol(guard: Guard) -> type[HttpToolsProtocol] | None:
             self._stop_header_timer()
             self._in_request, self._head_bytes, self._head_done = False, 0, True
             super().on_headers_complete()
+            if self.cycle is not None:  # the cycle's task, created just now, has not run yet
+                self.cycle.transport = _OneWrite(self.transport, self.cycle)  # type: ignore[assignment]
 
         def _start_header_timer(self) -> None:
             if self._header_timer is None:

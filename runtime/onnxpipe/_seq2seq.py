@@ -1,0 +1,186 @@
+"""Encoder-decoder generation in numpy around two onnxruntime sessions: the encoder, and Optimum's merged decoder
+(``use_cache_branch`` false: the first step, which also computes the cross-attention keys and values from the
+encoder's output; true: every later step, fed the cache).
+
+The cross-attention cache is computed once per input and kept as it is: later steps return placeholders in its
+place (the merged graph's with-past branch has no cross-attention outputs), and beam search reorders only the
+self-attention cache, since a beam always continues a beam of its own input, whose cross-attention rows are
+identical. The cache passes through numpy (``session.run``): correct and simple first; IO binding as the
+decoder-only loop does (``_generate.KVCache``) is the next step for speed.
+
+Greedy and sampling are transformers' ``_sample``; beam search is ``_beam.py``; the logits processors
+``_logits.py``; the settings ``_seq2seq_config.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._logits import LogitsProcessors
+from ._model import OnnxModel
+from ._sampling import choose
+from ._seq2seq_config import GenerationSettings
+from .errors import ManifestError
+
+_KV_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+@dataclass(frozen=True)
+class DecoderNames:
+    """The merged decoder's cache inputs and outputs, layer by layer, read from its session."""
+
+    self_past: tuple[str, ...]  # past_key_values.N.decoder.key / .value
+    cross_past: tuple[str, ...]  # past_key_values.N.encoder.key / .value
+    heads: int
+    head_dim: int
+    kv_type: type
+
+    def present(self, past: str) -> str:
+        return past.replace("past_key_values.", "present.")
+
+
+def _names(decoder: OnnxModel) -> DecoderNames:
+    inputs = {i.name: i for i in decoder.session.get_inputs()}
+    outputs = {o.name for o in decoder.session.get_outputs()}
+
+    def layer_order(n: str) -> tuple[int, bool]:
+        return int(n.split(".")[1]), n.endswith(".value")
+
+    self_past = tuple(sorted((n for n in inputs if n.endswith((".decoder.key", ".decoder.value"))), key=layer_order))
+    cross_past = tuple(sorted((n for n in inputs if n.endswith((".encoder.key", ".encoder.value"))), key=layer_order))
+    needed = {"input_ids", "encoder_hidden_states", "encoder_attention_mask", "use_cache_branch"}
+    missing = sorted(needed - set(inputs)) + [
+        n
+        for n in ["logits", *(p.replace("past_key_values.", "present.") for p in self_past + cross_past)]
+        if n not in outputs
+    ]
+    if not self_past or len(self_past) != len(cross_past) or missing:
+        raise ManifestError(
+            f"{decoder.manifest.folder}: the decoder graph is not a merged encoder-decoder decoder with past key "
+            f"values (missing {missing or ['past_key_values.N.decoder/encoder']}). Re-export the folder: "
+            "onnxpipe export SOURCE --task text2text-generation --out DIR --force"
+        )
+    first = inputs[self_past[0]]
+    heads, dim = first.shape[1], first.shape[3]
+    if not isinstance(heads, int) or not isinstance(dim, int) or first.type not in _KV_TYPES:
+        raise ManifestError(f"{decoder.manifest.folder}: {self_past[0]} has shape {first.shape}; re-export the folder")
+    return DecoderNames(self_past, cross_past, heads, dim, _KV_TYPES[first.type])
+
+
+class Seq2SeqModel:
+    """An encoder-decoder folder's two sessions: ``encoder`` (the variant's file) and ``decoder`` (its decoder
+    graph, opened through ``Manifest.decoder_view`` by the same session factory, same device and precision).
+
+    Example:
+        >>> s2s = Seq2SeqModel(OnnxModel(load_manifest("models/t5-small")))
+        >>> hidden = s2s.encode(ids, mask)
+    """
+
+    def __init__(self, encoder: OnnxModel):
+        self.encoder = encoder
+        self.decoder = OnnxModel(
+            encoder.manifest.decoder_view(),
+            device=encoder.device,
+            precision=encoder.precision,
+            threads=encoder.threads,
+            profile=encoder.profile,
+        )
+        self.names = _names(self.decoder)
+
+    def encode(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64)}
+        hidden: np.ndarray = self.encoder.run(feeds, ["last_hidden_state"])[0]
+        return hidden
+
+
+class DecoderCache:
+    """One batch's decoder calls: ``first`` (the start tokens; computes the cross-attention cache), then
+    ``step`` with one token per row; ``reorder`` picks the rows the next step continues (beam search)."""
+
+    def __init__(self, model: Seq2SeqModel, hidden: np.ndarray, mask: np.ndarray):
+        self.model, self.names = model, model.names
+        self.hidden = np.ascontiguousarray(hidden)
+        self.mask = np.ascontiguousarray(mask, dtype=np.int64)
+        self.self_kv: list[np.ndarray] = []
+        self.cross_kv: list[np.ndarray] = []
+
+    def _run(self, tokens: np.ndarray, first: bool) -> np.ndarray:
+        n = self.names
+        rows = len(tokens)
+        feeds: dict[str, np.ndarray] = {
+            "input_ids": np.ascontiguousarray(tokens, dtype=np.int64).reshape(rows, -1),
+            "encoder_hidden_states": self.hidden,
+            "encoder_attention_mask": self.mask,
+            "use_cache_branch": np.array([not first]),
+        }
+        if first:  # the no-cache branch reads none of them; empty tensors of the declared rank
+            empty: np.ndarray = np.zeros((rows, n.heads, 0, n.head_dim), dtype=n.kv_type)
+            feeds.update({name: empty for name in n.self_past + n.cross_past})
+        else:
+            feeds.update(zip(n.self_past, self.self_kv))
+            feeds.update(zip(n.cross_past, self.cross_kv))
+        wanted = ["logits", *(n.present(p) for p in n.self_past)]
+        if first:
+            wanted += [n.present(p) for p in n.cross_past]
+        outputs = self.model.decoder.run(feeds, wanted)
+        k = len(n.self_past)
+        self.self_kv = outputs[1 : 1 + k]
+        if first:
+            self.cross_kv = outputs[1 + k :]
+        logits: np.ndarray = outputs[0][:, -1, :]
+        return logits.astype(np.float32)  # a copy: the processors modify it
+
+    def first(self, tokens: np.ndarray) -> np.ndarray:
+        return self._run(tokens, first=True)
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        return self._run(tokens, first=False)
+
+    def reorder(self, rows: np.ndarray) -> None:
+        """Keep rows ``rows`` of the self-attention cache (each a row of the same input's beams)."""
+        self.self_kv = [kv[rows] for kv in self.self_kv]
+
+
+def start_ids(settings: GenerationSettings, rows: int) -> np.ndarray:
+    return np.full((rows, 1), settings.decoder_start_token_id, dtype=np.int64)
+
+
+def sample_or_greedy(
+    model: Seq2SeqModel,
+    hidden: np.ndarray,
+    mask: np.ndarray,
+    settings: GenerationSettings,
+    rng: np.random.Generator | None = None,
+) -> list[list[int]]:
+    """transformers' greedy search or sampling (``settings.sampling.do_sample``), one sequence per row: the
+    generated tokens after the start token, up to and including eos."""
+    rows = len(hidden)
+    cache = DecoderCache(model, hidden, mask)
+    seqs = start_ids(settings, rows)
+    processors = LogitsProcessors(settings)
+    eos = np.asarray(settings.eos_token_id, dtype=np.int64)
+    unfinished = np.ones(rows, dtype=bool)
+    logits = cache.first(seqs)
+    while True:
+        scores = processors(seqs, logits)
+        tokens = choose(scores, settings.sampling, rng).astype(np.int64)
+        tokens = np.where(unfinished, tokens, settings.pad_token_id)
+        seqs = np.concatenate([seqs, tokens[:, None]], axis=1)
+        unfinished &= ~np.isin(tokens, eos)
+        if not unfinished.any() or seqs.shape[1] >= settings.max_length:
+            break
+        logits = cache.step(tokens)
+    return [trim(row[1:], settings.eos_token_id) for row in seqs]
+
+
+def trim(tokens: Sequence[int] | np.ndarray, eos: Sequence[int]) -> list[int]:
+    """``tokens`` up to and including the first eos (what follows is padding)."""
+    out: list[int] = []
+    for t in tokens:
+        out.append(int(t))
+        if int(t) in eos:
+            break
+    return out
