@@ -1,17 +1,18 @@
 """Does one model folder give the same answers on other CPUs? Native against emulated AVX2 x86 and ARM64.
 
-    python bench/cpu_agreement.py [--model models/minilm-sst2] [--precision int8] [--sentences 400]
+    python bench/cpu_agreement.py [--model models/minilm-sst2] [--precision int8] [--sentences 400] [--chunk 100]
 
 Runs the first N sentences of SST-2 dev (a classifier: P(positive) or the last class's probability) or of STS-B
 dev's first column (a feature-extraction folder: mean-pooled embeddings) through the runtime natively, under
 ``qemu-x86_64 -cpu Haswell`` (AVX2, no AVX-512 / VNNI) and under ``qemu-aarch64 -cpu neoverse-n1`` (ARM64 with the
-int8 dot product), each text alone on one thread (tests/emulated/cpus.py, which also provisions QEMU, the ARM64
-userland and its wheels on first use). The ARM64 side runs an older onnxruntime (the emulator's pin), so it is
-also compared with this CPU running that release (``native-pinned``). Writes bench/results/cpu_agreement.json:
-per emulated CPU against its reference (``against_reference``: native, or native-pinned for ARM64) and
-against native (``against_native``; for native-pinned that is the release's own effect), label flips and
-max / p99 / mean |change of P| (classifiers) or per-sentence cosine's p1 / min / mean (embeddings); n; the
-host's CPU flags line; the emulators' versions; the onnxruntime each side ran.
+int8 dot product), each text alone on one thread, ``--chunk`` texts per process (tests/emulated/cpus.py, which also
+provisions QEMU, the ARM64 userland and its wheels on first use). The ARM64 side runs an older onnxruntime (the
+emulator's pin), so it is also compared with this CPU running that release (``native-pinned``). Writes
+bench/results/cpu_agreement.json: per emulated CPU against its reference (``against_reference``: native, or
+native-pinned for ARM64) and against native (``against_native``; for native-pinned that is the release's own
+effect), label flips and max / p99 / mean |change of P| (classifiers) or per-sentence cosine's p1 / min / mean
+(embeddings); n; the host's CPU flags line; the emulators' versions; the onnxruntime each side ran; the
+folder manifest's own validation figures (accuracy, or STS-B Spearman of int8 and fp32).
 
 Emulation is 10-100x slower than the host (the AVX2 int8 kernels the most): 400 sentences of MiniLM take tens
 of minutes on a 2-core machine.
@@ -85,8 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="int8")
     ap.add_argument("--sentences", type=int, default=400)
     ap.add_argument("--cpus", default="haswell,arm64", help="emulated CPUs to compare with native (cpus.CPUS)")
+    ap.add_argument(
+        "--chunk",
+        type=int,
+        default=100,
+        help="texts per emulated process: each process must finish within the tier's stuck-run limit (cpus.TIMEOUT_S)",
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results" / "cpu_agreement.json")
     a = ap.parse_args(argv)
+    if a.chunk < 1:
+        ap.error(f"--chunk {a.chunk}: at least 1 text per process")
     others = [c for c in a.cpus.split(",") if c]
     unknown = [c for c in others if c not in cpus.REFERENCE]
     if unknown:
@@ -104,9 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         "kind": kind,
         "data": data,
         "n": len(texts),
+        "texts_per_process": a.chunk,
         "host_cpu_flags": host_cpu_flags(),
         "emulators": cpus.emulator_versions(),
         "emulated_cpus": {"haswell": cpus.HASWELL_CPU, "arm64": cpus.ARM64_CPU},
+        # the exporter's quality figures of the folder (accuracy, or STS-B Spearman int8 vs fp32), copied so
+        # agreement and quality of one export sit in one file
+        "folder_validation": manifest.get("validation_data"),
         "sides": {},
         "against_native": {},
         "against_reference": {},
@@ -115,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     references = [r for r in dict.fromkeys(cpus.REFERENCE[c] for c in others) if r != "native"]
     for cpu in ["native", *references, *others]:
         start = time.perf_counter()
-        outputs[cpu], versions = cpus.run_with_versions(cpu, a.model, a.precision, texts, task)
+        parts = [
+            cpus.run_with_versions(cpu, a.model, a.precision, texts[i : i + a.chunk], task)
+            for i in range(0, len(texts), a.chunk)
+        ]
+        outputs[cpu], versions = np.concatenate([p[0] for p in parts]), parts[0][1]
         report["sides"][cpu] = {**versions, "seconds": round(time.perf_counter() - start, 1)}
         if cpu != "native":
             report["against_native"][cpu] = compare(kind, outputs["native"], outputs[cpu])
@@ -126,8 +143,10 @@ def main(argv: list[str] | None = None) -> int:
                 **compare(kind, outputs[reference], outputs[cpu]),
             }
         print(cpu, report["sides"][cpu], report["against_reference"].get(cpu, ""), flush=True)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        # after every side, not only at the end: an emulated side takes up to an hour, and the sides done so far
+        # are worth keeping when a later one is stopped
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return 0
 
 

@@ -505,6 +505,35 @@ def test_cpu_agreement_embeddings_smoke(tiny_export, tmp_path):
     assert 0.999 <= row["min_cosine"] <= row["p1_cosine"] <= row["mean_cosine"] <= 1 + 1e-6
 
 
+@pytest.mark.emulated  # its "release" side is the emulated tier's native-pinned onnxruntime
+@pytest.mark.torch
+def test_int8_sensitivity_smoke(tiny_checkpoint, tmp_path):
+    """bench/int8_sensitivity.py on a tiny BERT: two candidates, three sentences, one noise draw, every stage."""
+    _require_sst2()
+    out = tmp_path / "int8_sensitivity.json"
+    ckpt = tiny_checkpoint("bert", "text-classification")
+    argv = ["--checkpoint", str(ckpt), "--sentences", "3", "--seeds", "1", "--candidates", "default,head-fp32"]
+    _run_bench("int8_sensitivity.py", [*argv, "--stages", "--out", str(out)])
+    result = json.loads(out.read_text())
+    _check_provenance(result["provenance"], "int8_sensitivity.py", [*argv, "--stages", "--out", str(out)])
+    assert set(result["candidates"]) == {"default", "head-fp32"} and result["n"] == 3
+    assert result["onnxruntime"]["native-pinned"] == cpus_pinned_release()
+    for row in result["candidates"].values():
+        assert 0 <= row["accuracy"] <= 1 and row["vs_fp32"]["n"] == 872
+        for key in ("release", "noise"):
+            got = row[key]
+            assert got["n"] == 3 and 0 <= got["mean_abs_dp"] <= got["p99_abs_dp"] <= got["max_abs_dp"] <= 1
+    # a tiny BERT quantizes 2 layers x 4 stages, the pooler's and the classifier's inputs: 10 stages
+    assert [s["stage"] for s in result["stages"]] == list(range(10))
+
+
+def cpus_pinned_release() -> str:
+    sys.path.insert(0, str(ROOT / "tests" / "emulated"))
+    import provision
+
+    return provision.ARM64_ORT.split("==")[1]
+
+
 # -- serve_load.py's generation and wrk levels (bench/serve_levels.py) ------------------------------------------
 def _serve_load(tmp_path, *argv: str) -> None:
     proc = subprocess.run(
