@@ -16,7 +16,7 @@ import pytest
 from _ort_util import add_ort_copy
 from onnxpipe import AutoModelForSequenceClassification, AutoTokenizer, errors, pipeline
 from onnxpipe._cli import main as cli_main
-from onnxpipe._manifest import MANIFEST_NAME, Manifest, load_manifest
+from onnxpipe._manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, load_manifest
 from onnxpipe._session import save_ort_format
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +152,7 @@ def tiny_ort(tiny_checkpoint, tmp_path_factory) -> Path:
 @pytest.mark.torch
 def test_export_ort_writes_a_copy_beside_each_cpu_variant(tiny_ort):
     manifest = load_manifest(tiny_ort)  # verify=True: every .ort and the config hashed
-    assert manifest.format_version == "1.2"
+    assert manifest.format_version == FORMAT_VERSION  # a fresh export writes the current format
     for precision, name in (("int8", "model_quantized"), ("fp32", "model")):
         entry = manifest.variants[precision].ort
         assert entry is not None and entry.file == f"onnx/{name}.ort"
