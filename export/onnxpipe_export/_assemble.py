@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -79,6 +80,17 @@ def finish_manifest(manifest: Manifest, precisions: list[str]) -> Manifest:
         path.relative_to(folder).as_posix(): file_entry(path) for path in sorted(folder.rglob("*")) if path.is_file()
     }
     return replace(manifest, variants=kept, files=files, intermediate_validation=intermediate or None)
+
+
+def validate_and_write(
+    manifest: Manifest, validate: Callable[[Manifest, str], dict[str, Any]], precisions: list[str]
+) -> Manifest:
+    """The last steps of the decoder and encoder-decoder exports: each variant's validation figures into its
+    entry, the intermediate variants dropped (``finish_manifest``), and manifest.json written."""
+    validated = {p: replace(v, validation=validate(manifest, p)) for p, v in manifest.variants.items()}
+    manifest = finish_manifest(replace(manifest, variants=validated), precisions)
+    write_manifest(manifest)
+    return manifest
 
 
 def write_manifest(manifest: Manifest) -> None:

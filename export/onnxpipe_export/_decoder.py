@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,7 @@ def export_decoder(
     progress: bool,
 ) -> Path:
     """Export a causal LM into a model folder; see the module docstring. Returns the folder."""
-    from ._assemble import _provenance, finish_manifest, write_manifest
+    from ._assemble import _provenance, validate_and_write
     from ._decoder_validate import validate_decoder
     from ._load import load_checkpoint, tokenizer_config
     from ._lowbit import quantize_8bit, quantize_nbits
@@ -159,9 +159,7 @@ def export_decoder(
             variants=variants,
             provenance=_provenance(ckpt, revision),
         )
-        validated = {p: replace(v, validation=validate_decoder(ckpt, manifest, p)) for p, v in variants.items()}
-        manifest = finish_manifest(replace(manifest, variants=validated), precisions)
-        write_manifest(manifest)
+        manifest = validate_and_write(manifest, partial(validate_decoder, ckpt), precisions)
         fsync_tree(tmp)
         place(tmp, target)
         fsync_tree(out.parent, recursive=False)

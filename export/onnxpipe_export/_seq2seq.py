@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +189,7 @@ def export_seq2seq(
     progress: bool,
 ) -> Path:
     """Export an encoder-decoder checkpoint into a model folder; see the module docstring. Returns the folder."""
-    from ._assemble import _provenance, finish_manifest, write_manifest
+    from ._assemble import _provenance, validate_and_write
     from ._load import load_checkpoint, tokenizer_config
     from ._seq2seq_validate import validate_seq2seq
 
@@ -231,9 +231,7 @@ def export_seq2seq(
             variants=variants,
             provenance=_provenance(ckpt, revision),
         )
-        validated = {p: replace(v, validation=validate_seq2seq(ckpt, manifest, p)) for p, v in variants.items()}
-        manifest = finish_manifest(replace(manifest, variants=validated), precisions)
-        write_manifest(manifest)
+        manifest = validate_and_write(manifest, partial(validate_seq2seq, ckpt), precisions)
         fsync_tree(tmp)
         place(tmp, target)
         fsync_tree(out.parent, recursive=False)
