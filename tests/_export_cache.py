@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -131,7 +132,8 @@ def _group(root: Path) -> Path:
         with _locked(root / ".prune.lock"):
             group.mkdir(parents=True, exist_ok=True)
             (group / ".used").touch()
-            groups = [g for g in root.iterdir() if g.is_dir() and not g.name.startswith(".")]
+            # a group is named by its key (other folders beside them, such as the consumer environments, are not)
+            groups = [g for g in root.iterdir() if g.is_dir() and re.fullmatch("[0-9a-f]{32}", g.name)]
             groups.sort(key=lambda g: (g / ".used").stat().st_mtime if (g / ".used").exists() else 0, reverse=True)
             for old in groups[KEEP:]:
                 if old != group:
