@@ -7,7 +7,8 @@ subprocesses they start. conftest points ``TMPDIR`` at a fresh ``onnxpipe-tests-
 and deletes that folder at the end of a passing session; a failing session keeps pytest's part of it for its
 failed tests' files (as pytest's ``tmp_path_retention_policy = "failed"`` would) and says where, until the next
 session starts and finds its owner gone. Whatever a program wrote to
-/tmp itself, ignoring ``TMPDIR``, is named in the run's summary (``leftovers``).
+/tmp itself, ignoring ``TMPDIR``, is named in the run's summary (``leftovers``: new entries with the names the
+suite's programs use; on a machine shared with other runs, one may be another program's, so it is a warning).
 """
 
 from __future__ import annotations

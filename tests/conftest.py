@@ -87,7 +87,8 @@ def pytest_terminal_summary(terminalreporter):
     left = _session_tmp.leftovers()
     if left:
         terminalreporter.write_line(
-            f"left in the system's temporary folder by this run (programs that ignore TMPDIR): {', '.join(left)}",
+            f"new in the system's temporary folder since this run started, named as the suite's programs name "
+            f"theirs (one that ignores TMPDIR, or another program on a shared machine): {', '.join(left)}",
             yellow=True,
         )
 
