@@ -9,8 +9,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import _export_cache as cache
 import pytest
+
+import _export_cache as cache
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "models" / "minilm-sst2"
