@@ -47,7 +47,8 @@ PACKAGES = ("torch", "transformers", "optimum-onnx", "onnx", "onnxruntime", "tok
 KEEP = 3  # code-and-versions groups kept: this checkout's and the two used most recently before it
 ENTRY = "entry.json"  # beside payload/: the key's inputs and every payload file's sha256 and size
 
-STATS: Counter[str] = Counter()  # "hit", "miss", "rejected" (an entry that failed verification), "off"
+# "hit", "miss", "rejected" (an entry that failed verification), "unstored" (a miss not stored), "off"
+STATS: Counter[str] = Counter()
 
 
 def location() -> Path | None:
@@ -209,13 +210,18 @@ def folder(kind: str, inputs: dict[str, Any], dest: Path, build: Callable[[Path]
         if entry.is_dir():
             if _read_entry(entry, dest, is_export):
                 STATS["hit"] += 1
-                (group / ".used").touch()
+                with contextlib.suppress(OSError):  # the group pruned meanwhile by a run of other code
+                    (group / ".used").touch()
                 return dest
             STATS["rejected"] += 1
             _remove(entry)
         STATS["miss"] += 1
         out = build(dest)
-        _write_entry(out, entry, inputs)
+        try:
+            _write_entry(out, entry, inputs)
+        except OSError as e:  # storing is best effort (a full disk, the group pruned meanwhile): the build stands
+            STATS["unstored"] += 1
+            print(f"test cache: could not store {entry}: {e}", file=sys.stderr)
         return out
 
 
@@ -225,4 +231,5 @@ def summary() -> str:
     if root is None:
         return f"test cache: off (ONNXPIPE_TEST_CACHE=off), {STATS['off']} folders built"
     rejected = f", {STATS['rejected']} damaged entries rebuilt" if STATS["rejected"] else ""
-    return f"test cache: {STATS['hit']} hits, {STATS['miss']} misses (built and stored){rejected}; {root}"
+    unstored = f", {STATS['unstored']} of them not stored" if STATS["unstored"] else ""
+    return f"test cache: {STATS['hit']} hits, {STATS['miss']} misses (built and stored{unstored}){rejected}; {root}"

@@ -108,3 +108,15 @@ def test_the_session_writes_its_temporary_files_in_its_own_folder(tmp_path):
     session = Path(tempfile.gettempdir())
     assert session.name.startswith("onnxpipe-tests-") and (session / ".pid").read_text() == str(os.getpid())
     assert os.environ["TMPDIR"] == str(session) and session in tmp_path.parents
+
+
+def test_a_build_that_cannot_be_stored_is_still_returned(fresh, monkeypatch):
+    tmp, build, calls = fresh
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache, "_write_entry", full_disk)
+    out = cache.folder("export", {"source": "a"}, tmp / "one" / "m", build)
+    assert _tree(out) == _tree(FOLDER) and cache.STATS == {"miss": 1, "unstored": 1}
+    assert "1 of them not stored" in cache.summary()
