@@ -74,7 +74,7 @@ def pytest_sessionfinish(session, exitstatus):
 
     if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         sys.modules["ray"].shutdown()  # a Ray a test started and left running: its daemons write under TMPDIR
-    note = _session_tmp.finish(passed=exitstatus == 0)
+    note = _session_tmp.finish(passed=exitstatus in (0, 5))  # 5: no test collected, nothing to keep
     _SESSION_TMP_NOTE.extend([note] if note else [])
 
 
