@@ -8,7 +8,7 @@ RT := .venv-runtime
 PIP_FLAGS := --quiet --disable-pip-version-check
 MINILM := models/all-minilm-l6-v2
 
-.PHONY: demo test docs clean
+.PHONY: demo test docs clean clean-cache
 
 demo: $(DEV)/.installed $(RT)/.installed
 	@echo "== 1. the course walkthrough, runtime-only environment (no torch installed there)"
@@ -53,8 +53,8 @@ $(DEV)/.chromium:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; fi
 	@mkdir -p $(DEV) && touch $@
 
-# The interop suite (tests/test_interop.py) runs transformers.js under node; its consumer environments
-# (.venv-interop/: pip and npm installs) are built by the tests themselves on first use (tests/interop/envs.py).
+# The interop suite (tests/test_interop.py) runs transformers.js under node; its consumer environments (pip and
+# npm installs) are built by the tests themselves on first use, into the machine's test cache (tests/interop/envs.py).
 $(DEV)/.node:
 	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
 	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
@@ -65,7 +65,8 @@ $(DEV)/.node:
 
 # The emulated-CPU tier (tests/test_cpus_emulated.py, -m emulated) runs the runtime under QEMU user mode as an
 # AVX2-only x86 (qemu-user) and as ARM64 (qemu-user-static, with an ARM64 Debian userland that debootstrap
-# unpacks); the tests build the userland and the aarch64 wheels on first use (tests/emulated/provision.py).
+# unpacks); the tests build the userland and the aarch64 wheels on first use, into the machine's test cache
+# (tests/emulated/provision.py).
 $(DEV)/.qemu:
 	@if ! command -v qemu-x86_64 >/dev/null || ! command -v qemu-aarch64-static >/dev/null || ! command -v debootstrap >/dev/null; then \
 	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
@@ -81,3 +82,9 @@ $(RT)/.installed: pyproject.toml $(wildcard runtime/onnxpipe/*.py runtime/onnxpi
 
 clean:
 	rm -rf $(DEV) $(RT) site
+
+# The machine's test cache (docs/contributing.md, "The test cache"): fixture checkpoints and exports, and the
+# interop and emulated-CPU environments, shared by every clone on this machine. The next run rebuilds what it needs.
+TEST_CACHE := $(or $(ONNXPIPE_TEST_CACHE),$(HOME)/.cache/onnxpipe/test-exports)
+clean-cache:
+	@if [ "$(TEST_CACHE)" = off ]; then echo "ONNXPIPE_TEST_CACHE=off: no cache to delete"; else rm -rf "$(TEST_CACHE)" && echo "deleted $(TEST_CACHE)"; fi

@@ -3,7 +3,9 @@
 Exports dominate the suite's time, and their count, unlike a duration, does not depend on the machine's load:
 conftest wraps ``onnxpipe_export.export`` (the entry the tests and the CLI call) and the recipe search's
 quantize step, and prints one summary at the end of the run. In-process calls only: an export a test runs in a
-subprocess is not counted. ``ONNXPIPE_EXPORT_CENSUS=FILE`` also writes every call as JSON lines there.
+subprocess is not counted. ``ONNXPIPE_EXPORT_CENSUS=FILE`` also writes every call as JSON lines there. A fixture
+folder copied from the machine's test cache (tests/_export_cache.py) is no export; the last line counts those hits
+and the misses the run built and stored.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import _export_cache
 
 CALLS: list[dict[str, Any]] = []
 CANDIDATES: list[str] = []
@@ -77,6 +81,10 @@ def install() -> bool:
     return True
 
 
+def cache_used() -> bool:
+    return bool(_export_cache.STATS)
+
+
 def summary() -> list[str]:
     """The lines printed at the end of the run."""
     done = [c for c in CALLS if c["outcome"] == "ok"]
@@ -87,6 +95,8 @@ def summary() -> list[str]:
     ]
     repeated = {k: n for k, n in Counter(c["key"] for c in done).items() if n > 1}
     lines += [f"  {n}x {key}" for key, n in sorted(repeated.items(), key=lambda kv: (-kv[1], kv[0]))]
+    if _export_cache.STATS:
+        lines.append(_export_cache.summary())
     target = os.environ.get("ONNXPIPE_EXPORT_CENSUS")
     if target:
         with open(target, "w", encoding="utf-8") as f:

@@ -53,17 +53,46 @@ def pytest_sessionstart(session):
         )
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    import _session_tmp
+
+    _session_tmp.start()  # before anything asks for a temporary folder (tests/_session_tmp.py)
     if HAS_EXPORT_EXTRA:
         import _export_census
 
         _export_census.install()
 
 
+_SESSION_TMP_NOTE: list[str] = []
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    # after pytest's own tmp_path clean-up; before the summary, which names what is left
+    import _session_tmp
+
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()  # a Ray a test started and left running: its daemons write under TMPDIR
+    note = _session_tmp.finish(passed=exitstatus in (0, 5))  # 5: no test collected, nothing to keep
+    _SESSION_TMP_NOTE.extend([note] if note else [])
+
+
 def pytest_terminal_summary(terminalreporter):
     import _export_census
+    import _session_tmp
 
-    if _export_census.CALLS:
+    for line in _SESSION_TMP_NOTE:
+        terminalreporter.write_line(line)
+    left = _session_tmp.leftovers()
+    if left:
+        terminalreporter.write_line(
+            f"new in the system's temporary folder since this run started, named as the suite's programs name "
+            f"theirs (one that ignores TMPDIR, or another program on a shared machine): {', '.join(left)}",
+            yellow=True,
+        )
+
+    if _export_census.CALLS or _export_census.cache_used():
         for line in _export_census.summary():
             terminalreporter.write_line(line)
 
@@ -111,11 +140,18 @@ def ray_session():
     running costs its idle processes' CPU and memory for the rest of the run (the name is older than the scope).
     3 logical CPUs: two 1-CPU actors plus one for the read tasks (with 2, two actors leave the reader none and
     the job waits)."""
+    import shutil
+    import tempfile
+
     import ray
 
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    # under the session's TMPDIR (tests/_session_tmp.py), and removed with this module's Ray. A short path: Ray's
+    # Unix sockets live under it, and a socket path has at most 107 characters.
+    temp_dir = Path(tempfile.gettempdir()) / "ray"
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, _temp_dir=str(temp_dir))
     yield ray
-    ray.shutdown()
+    ray.shutdown()  # stops the raylet, GCS and workers this init started
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def all_minilm_checkpoint() -> Path:
@@ -125,19 +161,34 @@ def all_minilm_checkpoint() -> Path:
     return Path(gt.__file__).parent / "model"
 
 
+def _cached_export(tmp_path_factory, name: str, source: Path, leaf: str = "m", **kwargs) -> Path:
+    """``export(source, **kwargs)`` into a fresh temporary folder, copied from the machine's test cache where an
+    export of the same source bytes, arguments, code and library versions is there (tests/_export_cache.py)."""
+    import _export_cache
+
+    def build(out: Path) -> Path:
+        from onnxpipe_export import export
+
+        return export(source, out=out, progress=False, **kwargs)
+
+    inputs = {
+        "source": _export_cache.fingerprint(source),
+        **{k: _export_cache.fingerprint(v) if isinstance(v, Path) else v for k, v in kwargs.items()},
+    }
+    return _export_cache.folder("export", inputs, tmp_path_factory.mktemp(name) / leaf, build)
+
+
 @pytest.fixture(scope="session")
 def minilm_sst2_export(tmp_path_factory):
     """The shared minilm-sst2 checkpoint exported fp32 (and int8 too where the committed folder is missing), once
     per session for every module that compares it with PyTorch or another consumer."""
-    from onnxpipe_export import export
-
     committed = ROOT / "models" / "minilm-sst2" / "manifest.json"
-    return export(
+    return _cached_export(
+        tmp_path_factory,
+        "minilm-sst2",
         SHARED / "checkpoints" / "minilm-sst2",
         task="text-classification",
-        out=tmp_path_factory.mktemp("minilm-sst2") / "m",
         precisions="fp32" if committed.is_file() else "int8,fp32",
-        progress=False,
     )
 
 
@@ -145,14 +196,12 @@ def minilm_sst2_export(tmp_path_factory):
 def all_minilm_export(tmp_path_factory):
     """all-MiniLM-L6-v2 exported int8 + fp32 for feature-extraction, once per session, with the STS Benchmark
     gate (--validation-data: the export fails if int8 falls more than 1 Spearman point below fp32)."""
-    from onnxpipe_export import export
-
-    return export(
+    return _cached_export(
+        tmp_path_factory,
+        "all-minilm",
         all_minilm_checkpoint(),
         task="feature-extraction",
-        out=tmp_path_factory.mktemp("all-minilm") / "m",
         precisions="int8,fp32",
-        progress=False,
         validation_data=SHARED / "data" / "stsb" / "dev.csv",
     )
 
@@ -165,9 +214,15 @@ def tiny_checkpoint(tmp_path_factory):
     def make(arch: str, head: str = "text-classification") -> Path:
         key = (arch, head)
         if key not in cache:
-            from _tiny import build_checkpoint
+            import _export_cache
 
-            cache[key] = build_checkpoint(arch, head, tmp_path_factory.mktemp(f"ckpt-{arch}-{head}"))
+            def build(out: Path) -> Path:
+                from _tiny import build_checkpoint
+
+                return build_checkpoint(arch, head, out)
+
+            dest = tmp_path_factory.mktemp(f"ckpt-{arch}-{head}")
+            cache[key] = _export_cache.folder("checkpoint", {"arch": arch, "head": head}, dest, build)
         return cache[key]
 
     return make
@@ -182,17 +237,16 @@ def tiny_export(tiny_checkpoint, tmp_path_factory):
     cache: dict[tuple[str, str, frozenset[str]], Path] = {}
 
     def export_once(arch: str, head: str, precisions: list[str]) -> Path:
-        from onnxpipe_export import export
-
         key = (arch, head, frozenset(precisions))
         if key not in cache:
-            out = tmp_path_factory.mktemp(f"export-{arch}-{head}-{'-'.join(precisions)}") / "model"
-            cache[key] = export(
+            # the default int8 recipe: 7-bit weights, the same integers on every CPU
+            cache[key] = _cached_export(
+                tmp_path_factory,
+                f"export-{arch}-{head}-{'-'.join(precisions)}",
                 tiny_checkpoint(arch, head),
+                leaf="model",
                 task=head,
-                out=out,
                 precisions=precisions,
-                progress=False,  # the default int8 recipe: 7-bit weights, the same integers on every CPU
             )
         return cache[key]
 

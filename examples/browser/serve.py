@@ -1,7 +1,7 @@
 """A static file server for the browser demo, on loopback only: the page at ``/``, model folders at ``/models/``,
 and transformers.js's browser build and onnxruntime-web's .wasm files at ``/vendor/`` from the npm package that
-tests/interop/envs.py installs (``npm install @huggingface/transformers``, built once into .venv-interop/). The
-page fetches nothing else: no CDN, no hub.
+tests/interop/envs.py installs (``npm install @huggingface/transformers``, built once into the machine's test
+cache). The page fetches nothing else: no CDN, no hub.
 
     python examples/browser/serve.py [--port 8000] [--models DIR]
     # then open http://127.0.0.1:8000/   (?model=NAME&dtype=q8|fp32&threads=N)

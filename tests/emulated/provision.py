@@ -1,4 +1,4 @@
-"""What the emulated-CPU tier needs, installed on first use and cached in ``.venv-emulated/`` (gitignored).
+"""What the emulated-CPU tier needs, installed on first use and cached in the machine's test cache (``_home``).
 
 - QEMU user mode (Debian: qemu-user for ``qemu-x86_64``, qemu-user-static for ``qemu-aarch64-static``) and
   debootstrap. ``make test`` installs them (the Makefile's ``$(DEV)/.qemu`` step); run as root, ``ensure_qemu``
@@ -13,16 +13,68 @@ redone, never used. Run ``python tests/emulated/provision.py`` to build everythi
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-HOME = Path(os.environ.get("ONNXPIPE_EMULATED_HOME", ROOT / ".venv-emulated"))
+
+
+def _home() -> tuple[Path, bool]:
+    """Where the tier's pieces live, and whether there they are keyed (shared by every clone on the machine): the
+    machine's test cache (``$ONNXPIPE_TEST_CACHE/envs/emulated``, default ``~/.cache/onnxpipe/test-exports``), so
+    a second clone does not download and unpack the ARM64 userland again; ``ONNXPIPE_TEST_CACHE=off``:
+    ``.venv-emulated/`` in the clone; ``$ONNXPIPE_EMULATED_HOME``: that folder."""
+    if os.environ.get("ONNXPIPE_EMULATED_HOME"):
+        return Path(os.environ["ONNXPIPE_EMULATED_HOME"]), False
+    cache = os.environ.get("ONNXPIPE_TEST_CACHE", "")  # read as tests/_export_cache.py's location() reads it
+    if cache.strip().lower() == "off":
+        return ROOT / ".venv-emulated", False
+    base = Path(cache).expanduser() if cache else Path.home() / ".cache" / "onnxpipe" / "test-exports"
+    return base / "envs" / "emulated", True
+
+
+HOME, KEYED = _home()
+
+
+def _place(name: str, spec: str) -> Path:
+    """The folder of a piece: keyed by its spec (and this machine's Python and platform, whose wheels
+    native-pinned holds) in the machine's cache, plain in the clone."""
+    if not KEYED:
+        return HOME / name
+    in_clone = ROOT / ".venv-emulated" / name
+    with contextlib.suppress(OSError):  # a clone that built its own before the machine cache keeps it
+        if (in_clone / ".ready").read_text(encoding="utf-8") == spec:
+            return in_clone
+    made_by = [spec, sys.version, platform.machine()]
+    return HOME / f"{name}-{hashlib.sha256(json.dumps(made_by).encode()).hexdigest()[:16]}"
+
+
+def _used(where: Path) -> None:
+    """Mark a keyed piece used now, and delete the same piece's other keys beyond the one used before it (renamed
+    aside first, so no reader sees half a folder). Call under the piece's lock."""
+    if not KEYED or where.parent != HOME:
+        return
+    (where / ".used").touch()
+    name = where.name.rsplit("-", 1)[0]
+
+    def when(p: Path) -> float:
+        return (p / ".used").stat().st_mtime if (p / ".used").exists() else 0.0
+
+    others = [p for p in HOME.iterdir() if re.fullmatch(re.escape(name) + "-[0-9a-f]{16}", p.name) and p != where]
+    for old in sorted(others, key=when, reverse=True)[1:]:
+        trash = HOME / f".trash-{old.name}-{os.getpid()}"
+        old.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
 
 # The one statement of the ARM64 pin. Debian bookworm's QEMU (7.2) cannot run onnxruntime 1.28 or newer:
 # their aarch64 wheels die with SIGSEGV inside `import onnxruntime` under every emulated CPU model tried
@@ -90,14 +142,15 @@ def arm64_spec() -> str:
 def ensure_arm64() -> Path:
     """The ARM64 folder (``root/``: the userland, ``site/``: the wheels), built if missing or out of date."""
     ensure_qemu()
-    where = HOME / "arm64"
-    HOME.mkdir(parents=True, exist_ok=True)
     spec = arm64_spec()
+    where = _place("arm64", spec)
+    HOME.mkdir(parents=True, exist_ok=True)
     with open(HOME / ".arm64.lock", "w") as lock:  # one builder at a time; the second waits and reuses
         fcntl.flock(lock, fcntl.LOCK_EX)
         ready = where / ".ready"
         if not (ready.is_file() and ready.read_text(encoding="utf-8") == spec):
             _build_arm64(where, spec)
+        _used(where)
     return where
 
 
@@ -159,9 +212,9 @@ def ensure_native_pinned() -> Path:
     """This machine's wheel of the ARM64 side's onnxruntime (``ARM64_ORT``), in a folder to put first on
     PYTHONPATH: the native run the ARM64 one is compared with, so a difference is the CPU's and not a release's
     (between 1.27 and 1.32 alone, dynamic int8 moves P(positive) by up to 0.13 on the same x86 CPU)."""
-    where = HOME / "native-pinned"
-    HOME.mkdir(parents=True, exist_ok=True)
     spec = json.dumps([ARM64_ORT])
+    where = _place("native-pinned", spec)
+    HOME.mkdir(parents=True, exist_ok=True)
     with open(HOME / ".native-pinned.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         ready = where / ".ready"
@@ -171,6 +224,7 @@ def ensure_native_pinned() -> Path:
             cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"]
             _run([*cmd, "--target", str(where / "site"), "--only-binary=:all:", ARM64_ORT], where / "build.log")
             ready.write_text(spec, encoding="utf-8")
+        _used(where)
     return where / "site"
 
 

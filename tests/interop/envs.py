@@ -1,8 +1,12 @@
 """Each interop consumer in its own environment, built on first use and reused.
 
-A consumer's environment lives in ``.venv-interop/<consumer>`` (gitignored by ``.venv*/``) or under
-``$ONNXPIPE_INTEROP_HOME``; a ``.ready`` file holding the spec marks a finished build, so a changed pin rebuilds
-and a build interrupted half-way is redone, never half-used. Everything comes from the package registries
+A consumer's environment lives in the machine's test cache, ``$ONNXPIPE_TEST_CACHE/envs/interop/<consumer>-<key>``
+(default ``~/.cache/onnxpipe/test-exports``), the key a hash of its pinned requirements and the Python that builds
+it, so a second clone on the same machine reuses it instead of building it again (about 3 minutes); the two most
+recently used keys of each consumer are kept. ``ONNXPIPE_TEST_CACHE=off`` builds them in the clone, in
+``.venv-interop/<consumer>`` (gitignored by ``.venv*/``), as ``$ONNXPIPE_INTEROP_HOME`` names another folder for
+them. A ``.ready`` file holding the spec marks a finished build, so a changed pin rebuilds and a build
+interrupted half-way is redone, never half-used. Everything comes from the package registries
 (pip from PyPI, npm from the npm registry): a fresh CI machine needs nothing installed by hand.
 
 Run ``python tests/interop/envs.py [consumer ...]`` to build them outside pytest (the session fixtures call
@@ -15,13 +19,29 @@ import fcntl
 import hashlib
 import json
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-HOME = Path(os.environ.get("ONNXPIPE_INTEROP_HOME", ROOT / ".venv-interop"))
+
+
+def _home() -> tuple[Path, bool]:
+    """Where the environments live, and whether there they are keyed (shared by every clone on the machine)."""
+    if os.environ.get("ONNXPIPE_INTEROP_HOME"):
+        return Path(os.environ["ONNXPIPE_INTEROP_HOME"]), False
+    cache = os.environ.get("ONNXPIPE_TEST_CACHE", "")  # read as tests/_export_cache.py's location() reads it
+    if cache.strip().lower() == "off":
+        return ROOT / ".venv-interop", False
+    base = Path(cache).expanduser() if cache else Path.home() / ".cache" / "onnxpipe" / "test-exports"
+    return base / "envs" / "interop", True
+
+
+HOME, KEYED = _home()
+KEEP = 2  # keys kept per consumer in the machine's cache: the one in use and the one before it
 
 # Pins: the versions the consumers were first checked against. onnxruntime is pinned to the runtime's own version, so a
 # difference between consumers comes from how they load and feed the file, not from another kernel release.
@@ -74,17 +94,49 @@ def ensure(consumer: str) -> Path:
     """The environment folder of ``consumer`` (one of CONSUMERS), built if missing or out of date."""
     if consumer not in CONSUMERS:
         raise ValueError(f"unknown consumer {consumer!r}; valid: {CONSUMERS}")
-    where = HOME / consumer
     spec = json.dumps(PYTHON_SPECS.get(consumer) or NODE_SPEC, sort_keys=True)
+    in_clone = ROOT / ".venv-interop" / consumer
+    if KEYED and _ready_file(in_clone) == spec:  # a clone that built its own before the machine cache keeps it
+        return in_clone
+    where = HOME / (f"{consumer}-{_key(spec)}" if KEYED else consumer)
     ready = where / ".ready"
     HOME.mkdir(parents=True, exist_ok=True)
     # one builder at a time per consumer (two pytest runs, or envs.py beside pytest): the second waits and reuses
     with open(HOME / f".{consumer}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if ready.is_file() and ready.read_text(encoding="utf-8") == spec:
-            return where
-        _build(consumer, where, spec)
+        if not (ready.is_file() and ready.read_text(encoding="utf-8") == spec):
+            _build(consumer, where, spec)
+        if KEYED:
+            (where / ".used").touch()
+            _prune(consumer, where)
     return where
+
+
+def _ready_file(where: Path) -> str | None:
+    try:
+        return (where / ".ready").read_text(encoding="utf-8")
+    except OSError:
+        return None
+
+
+def _key(spec: str) -> str:
+    """The pins, and the Python a venv is made from (its interpreter is linked, not copied) and the platform."""
+    made_by = [spec, sys.version, sys.base_prefix, platform.machine()]
+    return hashlib.sha256(json.dumps(made_by).encode()).hexdigest()[:16]
+
+
+def _prune(consumer: str, keep: Path) -> None:
+    """Delete the consumer's environments beyond the KEEP most recently used (renamed aside, then removed)."""
+
+    def used(p: Path) -> float:
+        return (p / ".used").stat().st_mtime if (p / ".used").exists() else 0.0
+
+    mine = [p for p in HOME.iterdir() if re.fullmatch(re.escape(consumer) + "-[0-9a-f]{16}", p.name) and p != keep]
+    others = sorted(mine, key=used, reverse=True)
+    for old in others[KEEP - 1 :]:
+        trash = HOME / f".trash-{old.name}-{os.getpid()}"
+        old.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def _build(consumer: str, where: Path, spec: str) -> None:
