@@ -356,6 +356,23 @@ def test_session_options_smoke(tmp_path):
         assert row["rounds"] == 1 and row["seed1_p50_ms"] > 0 and row["sst2_b32_sps"] > 0
 
 
+def test_op_callpath_smoke(tmp_path):
+    """bench/op_callpath.py, onnxpipe's process only (no torch), one round of one block of two calls: every part
+    is timed, and every other session option gives the very logits of onnxpipe's session."""
+    _require_embedded()
+    argv = ["--engines", "onnxpipe", "--rounds", "1", "--calls", "2", "--blocks", "1", "--out", str(tmp_path)]
+    _run_bench("op_callpath.py", argv)
+    result = json.loads((tmp_path / "op_callpath.json").read_text())
+    _check_provenance(result["provenance"], "op_callpath.py", argv)
+    parts = result["parts"]["onnxpipe"]
+    assert {"pipe(text)", "session.run", "Python side (stubbed session)"} <= set(parts)
+    assert all(p["best_us"] > 0 and len(p["rounds_min_us"]) == 1 for p in parts.values())
+    info = result["info"]["onnxpipe"]
+    assert info["bit_identical_logits"] and all(info["bit_identical_logits"].values()), info
+    assert "onnxpipe: call - session.run, us" in result["derived"]
+    _check_markdown_header((tmp_path / "op_callpath.md").read_text(), result["provenance"])
+
+
 def _batch_scale():
     sys.path.insert(0, str(ROOT / "bench"))
     try:

@@ -241,7 +241,7 @@ def pad_encodings(
     if len(encodings) == 1 and pad_to is None:  # nothing to pad: one input run alone, or a batch-1 call
         e = encodings[0]
         ids = np.array([e.ids], dtype=np.int64)
-        one = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        one = {"input_ids": ids, "attention_mask": np.ones(ids.shape, dtype=np.int64)}
         if "token_type_ids" in input_names:
             one["token_type_ids"] = np.array([e.type_ids], dtype=np.int64)
         return BatchEncoding((k, one[k]) for k in input_names if k in one)

@@ -133,6 +133,8 @@ class Pipeline:
         padding, and otherwise at the model's maximum (where transformers would fail on a longer input).
         ``padding`` is checked and has no effect: inputs are padded per length-sorted batch and masked, which
         gives the same outputs."""
+        if truncation is None and padding is None and max_length is None and not tokenize_kwargs:
+            return {"truncation": True}  # a call without tokenizer arguments (every batch-1 call, most calls)
         options = dict(tokenize_kwargs or {})
         unknown = sorted(set(options) - {"truncation", "padding", "max_length"})
         if unknown:
@@ -264,15 +266,22 @@ class Pipeline:
             >>> for result in classifier.iter(lines):
             ...     print(result)
         """
+        pre, post, batch_size = self._call_params(kwargs)
+        if isinstance(inputs, (str, dict)):  # one input, not an iterable of characters / keys
+            inputs = [inputs]
+        return self._iter(inputs, pre, post, batch_size)
+
+    def _call_params(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], int]:
+        """(preprocess params, gather params, batch size) of a call's ``kwargs`` over the construction defaults;
+        ``kwargs`` itself is left as it is."""
         if self._defaults:
             kwargs = {**self._defaults, **kwargs}
         batch_size = self.batch_size
         if "batch_size" in kwargs:  # transformers takes it per call too
+            kwargs = dict(kwargs)
             batch_size = int_option("batch_size", kwargs.pop("batch_size"))
         pre, post = self.split_params(**kwargs)
-        if isinstance(inputs, (str, dict)):  # one input, not an iterable of characters / keys
-            inputs = [inputs]
-        return self._iter(inputs, pre, post, batch_size)
+        return pre, post, batch_size
 
     def _iter(self, inputs: Iterable[Any], pre: dict[str, Any], post: dict[str, Any], batch_size: int) -> Iterator[Any]:
         chunk: list[Any] = []
@@ -291,6 +300,8 @@ class Pipeline:
     ) -> list[Any]:
         prepared = self.preprocess(items, offset, **pre)
         encodings = [e for _, group in prepared for e in group]
+        if len(encodings) == 1:  # batch 1: the one model call execute_batch would plan, without its machinery
+            return [self.gather(prepared[0][0], encodings, self._run_one(encodings, prepared, offset), **post)]
         rows: list[Any] = [None] * len(encodings)
         non_finite: list[tuple[NonFiniteOutputError, list[int]]] = []
         for batch, _, batch_rows in self.execute_batch(encodings, batch_size):
@@ -311,6 +322,16 @@ class Pipeline:
             start = end
         return results
 
+    def _run_one(self, encodings: list[Encoding], prepared: list[tuple[Any, list[Encoding]]], offset: int) -> list[Any]:
+        """``postprocess``'s rows for a lone encoding, run on the calling thread as ``execute_batch`` runs a
+        plan of one (padded alone, ``lane=False``); a NonFiniteOutputError names the input, as ``_run_chunk``."""
+        feeds = self.tokenizer.pad(encodings)
+        try:
+            outputs = self._forward(feeds)
+        except NonFiniteOutputError as e:
+            raise self._name_inputs(e, [0], prepared, offset) from None
+        return list(self.postprocess(outputs, feeds))
+
     def _name_inputs(
         self,
         error: NonFiniteOutputError,
@@ -327,7 +348,11 @@ class Pipeline:
         if _is_stream(inputs):  # a generator, a datasets column...: an iterator of results, as transformers
             return self.iter(inputs, **kwargs)
         single, items = self._normalize(inputs)
-        return self._finish(list(self.iter(items, **kwargs)), single, inputs, kwargs)
+        if len(items) > self.chunk_size:
+            return self._finish(list(self.iter(items, **kwargs)), single, inputs, kwargs)
+        pre, post, batch_size = self._call_params(kwargs)  # one chunk: no generator in between (batch-1 latency)
+        results = self._run_chunk(items, 0, pre, post, batch_size) if items else []
+        return self._finish(results, single, inputs, kwargs)
 
     @property
     def config(self) -> Any:

@@ -27,6 +27,10 @@ def tokenizer_config(manifest: Manifest, *required: str) -> TokenizerConfig:
 
 def softmax(x: np.ndarray) -> np.ndarray:
     """Softmax over the last axis, shifted by the maximum so large logits cannot overflow."""
+    if x.ndim == 1:  # one row (a classifier's logits): the same reductions without the axis bookkeeping
+        e = np.exp(x - x.max())
+        row: np.ndarray = e / e.sum()
+        return row
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     out: np.ndarray = e / e.sum(axis=-1, keepdims=True)
     return out
