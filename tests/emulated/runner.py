@@ -16,7 +16,7 @@ onnxruntime are started once (under emulation that start alone costs tens of sec
 
 It imports only the runtime and what the runtime needs (only onnxruntime when every job is a graph), so the ARM64
 side needs no export extra and no test tools. OUT.json beside OUT.npz records the versions this side ran
-(onnxruntime, numpy, Python, machine).
+(onnxruntime, numpy, Python, machine) and each job's seconds (where an emulated CPU spends its time).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,11 @@ def main(argv: list[str]) -> None:
         raise SystemExit(__doc__)
     jobs_file, out = argv
     saved: dict[str, np.ndarray] = {}
+    seconds = []
     for i, job in enumerate(json.loads(Path(jobs_file).read_text(encoding="utf-8"))):
+        start = time.perf_counter()
         got = run(job)
+        seconds.append(round(time.perf_counter() - start, 2))
         if isinstance(got, dict):
             saved.update({f"{i}/{name}": array for name, array in got.items()})
         else:
@@ -91,6 +95,7 @@ def main(argv: list[str]) -> None:
         "numpy": np.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "seconds": seconds,
     }
     Path(out).with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
 
