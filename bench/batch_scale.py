@@ -4,7 +4,7 @@ model (read, tokenize, infer, write; Ray's start, per-job and per-batch prices) 
 
     python bench/batch_scale.py                  # all 67,349 sentences; bench/results/batch_scale.{json,md}
     python bench/batch_scale.py --rows 5000      # a subset (say so when quoting it)
-    python bench/batch_scale.py --smoke --out /tmp/bs   # what pytest runs: 200 rows, 1 actor; not figures
+    python bench/batch_scale.py --smoke --out /tmp/bs   # what pytest runs: 64 rows, 1 actor; not figures
 
 Parity first: every engine's output must equal the local engine's file, and its labels the in-process
 pipeline's, or the run stops. Ray gets one logical CPU beyond the actors for its read tasks. The two tables
@@ -36,7 +36,7 @@ BATCH_ROWS = 2048  # the pipeline's chunk: one batch = one chunk, so the in-proc
 ACTORS = "1,2"
 ROUNDS = 1  # runs per engine, the best counts
 JOB_START_ROWS = 64  # the one-batch input whose Ray-minus-local time is Ray's fixed price per job
-SMOKE = {"rows": 200, "actors": "1", "cpus_per_actor": 1, "rounds": 1}
+SMOKE = {"rows": 64, "actors": "1", "cpus_per_actor": 1, "rounds": 1}
 # ----------------------------------------------------------------------------------------------------------
 
 

@@ -6,8 +6,10 @@ encoder with a task head that is RANDOMLY INITIALISED (fixed seed): the compute 
 mean nothing, the rows are timing only. Parity is still checked: on fp32, onnxpipe must give the same
 tokens / labels / spans / label order as transformers' pipeline on the same checkpoint.
 
-Each engine runs in its own process (the thread pools of one engine steal cores from the next); engines
-alternate over --rounds rounds, figures are medians over rounds. Needs the export extra (torch):
+Each engine runs in its own process for each task (the thread pools of one engine steal cores from the next);
+engines alternate over --rounds rounds, figures are medians over rounds. --smoke (what pytest runs: every code
+path, no figures) runs the four tasks of an engine in one process, so it starts torch three times, not twelve.
+Needs the export extra (torch):
 
     .venv/bin/python bench/tasks.py [--rounds 2] [--encoder DIR] [--cache DIR] [--out DIR] [--smoke]
 
@@ -141,7 +143,13 @@ def signature(task: str, out, many: bool) -> list:
     return [o["labels"] for o in items]
 
 
-def worker(task: str, engine: str, cache: Path, it: dict) -> None:
+def worker(tasks: list[str], engine: str, cache: Path, it: dict) -> None:
+    """Measure ``engine`` on each of ``tasks`` in turn, in this process: one JSON line per task on stdout."""
+    for task in tasks:
+        _measure_here(task, engine, cache, it)
+
+
+def _measure_here(task: str, engine: str, cache: Path, it: dict) -> None:
     ckpt, folder = cache / f"{task}-ckpt", cache / task
     t0 = time.perf_counter()
     if engine.startswith("transformers"):
@@ -195,14 +203,20 @@ def worker(task: str, engine: str, cache: Path, it: dict) -> None:
     )
 
 
-def measure(task: str, engine: str, cache: Path, it: dict) -> dict:
+def measure(tasks: list[str], engine: str, cache: Path, it: dict) -> list[dict]:
+    """``engine`` on ``tasks`` in one fresh process: one result per task, in order."""
     # The worker's whole configuration travels in its argv, never through the environment.
     r = subprocess.run(
-        [sys.executable, __file__, "--worker", task, engine, str(cache), json.dumps(it)], capture_output=True, text=True
+        [sys.executable, __file__, "--worker", ",".join(tasks), engine, str(cache), json.dumps(it)],
+        capture_output=True,
+        text=True,
     )
     if r.returncode:
-        raise RuntimeError(f"{task}/{engine} failed:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{','.join(tasks)}/{engine} failed:\n{r.stderr[-3000:]}")
+    rows = [json.loads(line) for line in r.stdout.strip().splitlines()[-len(tasks) :]]
+    if [row["task"] for row in rows] != tasks:
+        raise RuntimeError(f"{engine}: the worker answered {[row['task'] for row in rows]}, not {tasks}")
+    return rows
 
 
 def main(argv=None) -> int:
@@ -221,7 +235,11 @@ def main(argv=None) -> int:
         help="checkpoints and exports, built once (default bench/.cache/tasks)",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "results", help="results folder (default bench/results)")
-    ap.add_argument("--smoke", action="store_true", help="pytest: one round, the fewest iterations, 4 inputs")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="pytest: one round, the fewest iterations, 4 inputs, one process per engine for all tasks",
+    )
     argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv)
     if not SST2.is_file():
@@ -237,16 +255,20 @@ def main(argv=None) -> int:
         prepare(task, a.cache, a.encoder)
     load_before = os.getloadavg()
     runs = {(t, e): [] for t in TASKS for e in ENGINES}
+    # A process per task and engine, so no task's thread pools and caches disturb the next one's timing; the smoke
+    # times nothing and starts each engine once for all tasks.
+    groups = [list(TASKS)] if a.smoke else [[task] for task in TASKS]
     for rnd in range(rounds):
-        for task in TASKS:
+        for group in groups:
             order = ENGINES if rnd % 2 == 0 else ENGINES[::-1]  # alternate who goes first
             for engine in order:
-                runs[task, engine].append(measure(task, engine, a.cache, it))
-                print(
-                    f"round {rnd + 1} {task} {engine}: {runs[task, engine][-1]['b1_p50_ms']:.2f} ms, "
-                    f"{runs[task, engine][-1]['throughput_per_s']:.1f}/s",
-                    flush=True,
-                )
+                for row in measure(group, engine, a.cache, it):
+                    runs[row["task"], engine].append(row)
+                    print(
+                        f"round {rnd + 1} {row['task']} {engine}: {row['b1_p50_ms']:.2f} ms, "
+                        f"{row['throughput_per_s']:.1f}/s",
+                        flush=True,
+                    )
     load_after = os.getloadavg()
     (a.out / "raw").mkdir(parents=True, exist_ok=True)
     rows = []
@@ -302,7 +324,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "--worker":  # measure()'s child: task, engine, cache, iterations
-        worker(sys.argv[2], sys.argv[3], Path(sys.argv[4]), json.loads(sys.argv[5]))
+    if len(sys.argv) == 6 and sys.argv[1] == "--worker":  # measure()'s child: tasks, engine, cache, iterations
+        worker(sys.argv[2].split(","), sys.argv[3], Path(sys.argv[4]), json.loads(sys.argv[5]))
     else:
         sys.exit(main())

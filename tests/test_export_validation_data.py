@@ -81,6 +81,20 @@ def _tsv(tmp_path):
     return tsv
 
 
+# The search's mechanics on one candidate per lever instead of all of them (each takes seconds to quantize, measure
+# and time): every graph (fused, fused attention only, fused without attention, unfused), each method (dynamic,
+# MatMulNBits, static: skipped without calibration data), s8 and u8 weights, per-channel and per-tensor, 7-bit and
+# full-range (which can saturate, so never passes the gates). The default is always added.
+MECHANICS_CANDIDATES = [
+    "fused-pt-s8",
+    "fused-pc-u8",
+    "fused-no-attention-pc-s8",
+    "unfused-pc-s8-rr-no-skipln",
+    "unfused-nb4-b32",
+    "fused-static-minmax",
+]
+
+
 def test_int8_search_records_every_candidate_and_keeps_the_one_its_rule_picks(tiny_checkpoint, tmp_path, monkeypatch):
     import functools
     import warnings
@@ -92,9 +106,12 @@ def test_int8_search_records_every_candidate_and_keeps_the_one_its_rule_picks(ti
     from onnxpipe_export._int8_search import QUALITY_GATES
     from onnxpipe_export._optimize import DEFAULT_INT8, INT8_CANDIDATES
 
-    # The real search over every candidate (the only test that quantizes and measures each dynamic one), timed
-    # in one round instead of three: the rounds only steady the speed figures on a noisy machine, and nothing
-    # here depends on which candidate is faster, only on the rule applied to the figures recorded.
+    # The search over a list of candidates (the registry cut down to MECHANICS_CANDIDATES; the next test shows the
+    # export uses the whole registry), timed in one round instead of three: the rounds only steady the speed
+    # figures on a noisy machine, and nothing here depends on which candidate is faster, only on the rule applied
+    # to the figures recorded.
+    few = {name: INT8_CANDIDATES[name] for name in [DEFAULT_INT8, *MECHANICS_CANDIDATES]}
+    monkeypatch.setattr(int8_search, "INT8_CANDIDATES", few)
     monkeypatch.setattr(int8_search, "search", functools.partial(int8_search.search, rounds=1))
     tsv = _tsv(tmp_path)
     with warnings.catch_warnings(record=True) as caught:
@@ -112,7 +129,8 @@ def test_int8_search_records_every_candidate_and_keeps_the_one_its_rule_picks(ti
     int8 = data["variants"]["int8"]
     found = int8["recipe_search"]
     rows = found["candidates"]
-    assert set(rows) == set(INT8_CANDIDATES)  # every candidate is listed
+    assert set(rows) == set(few)  # every candidate is listed
+    assert found["data"]["candidates_tried"] == "all"
     # without --calibration-data the static ones are skipped (their row says why); the others were measured
     measured = {n: r for n, r in rows.items() if "skipped" not in r}
     assert {n for n in rows if n not in measured} == {n for n in rows if rows[n]["recipe"]["method"] == "static"}
@@ -144,6 +162,34 @@ def test_int8_search_records_every_candidate_and_keeps_the_one_its_rule_picks(ti
     assert data["validation_data"]["variants"]["int8"]["accuracy"] == pytest.approx(rows[chosen]["accuracy"])
     tok, model = AutoTokenizer.from_pretrained(out), OnnxClassifier.from_pretrained(out)
     assert model(**tok(SENTENCES[:2], padding=True, return_tensors="np")).logits.shape == (2, 3)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_export_cli_searches_the_whole_registry(tiny_checkpoint, tmp_path, monkeypatch):
+    """What `onnxpipe export --int8-recipe search` hands the search, without running it: every candidate of the
+    registry (``candidates=None``, and the search iterates the very INT8_CANDIDATES the registry defines).
+    --int8-candidates limiting it is test_int8_invariance's."""
+    import onnxpipe_export._int8_search as int8_search
+    from onnxpipe._cli import main
+    from onnxpipe_export import _int8_recipes
+
+    seen = {}
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        raise _Stop  # the search's inputs are what this test reads; measuring 25 candidates is the bench's job
+
+    monkeypatch.setattr(int8_search, "search", spy)
+    argv = ["export", str(tiny_checkpoint("bert", "text-classification")), "--out", str(tmp_path / "m")]
+    argv += ["--precision", "int8", "--validation-data", str(_tsv(tmp_path)), "--int8-recipe", "search", "--quiet"]
+    with pytest.raises(_Stop):
+        main(argv)
+    assert seen["candidates"] is None
+    assert int8_search.INT8_CANDIDATES is _int8_recipes.INT8_CANDIDATES and len(_int8_recipes.INT8_CANDIDATES) >= 25
+    assert not (tmp_path / "m").exists()
 
 
 @pytest.mark.parametrize(

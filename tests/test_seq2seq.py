@@ -25,6 +25,10 @@ pytestmark = pytest.mark.torch  # the folders are exported in this session
 
 ARCHS = ["t5", "bart", "marian"]
 HEAD = "text2text-generation"
+# The int8 variant is made by architecture-independent code (_seq2seq._write_graphs: the same dynamic u8 quantizer
+# on the encoder and each decoder, then the same merge; validated by the same loop as fp32), so one architecture
+# carries it here: T5, the one the serve tests ask for int8 too. The others export fp32 only (a third less work).
+INT8_ARCHS = ("t5",)
 TEXTS = [
     "The film was great!",
     "Das Essen war ausgezeichnet, aber laut.",
@@ -47,7 +51,7 @@ CONFIGS = {
 
 @pytest.fixture(scope="module")
 def folders(tiny_export):
-    return {a: tiny_export(a, HEAD, precisions="int8,fp32") for a in ARCHS}
+    return {a: tiny_export(a, HEAD, precisions="int8,fp32" if a in INT8_ARCHS else "fp32") for a in ARCHS}
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +131,10 @@ def test_export_writes_an_optimum_style_folder_validated_against_generate(arch, 
     assert manifest.format_version == "1.3" and manifest.tasks == [HEAD]
     assert manifest.variants["fp32"].file == "onnx/encoder_model.onnx"
     assert manifest.variants["fp32"].decoder == "onnx/decoder_model_merged.onnx"
-    assert manifest.variants["int8"].decoder == "onnx/decoder_model_merged_quantized.onnx"
+    assert set(manifest.variants) == ({"int8", "fp32"} if arch in INT8_ARCHS else {"fp32"})
+    if arch in INT8_ARCHS:
+        assert manifest.variants["int8"].decoder == "onnx/decoder_model_merged_quantized.onnx"
+        assert manifest.variants["int8"].file == "onnx/encoder_model_quantized.onnx"
     v = manifest.variants["fp32"].validation
     assert (
         v["max_abs_encoder_diff"] < 1e-4

@@ -10,8 +10,10 @@
 - ``arm64``: Debian's ARM64 Python with aarch64 wheels (provision.py) under ``qemu-aarch64-static -cpu
   neoverse-n1`` (Graviton 2: ARMv8.2 with the int8 dot product, no SVE, no i8mm).
 
-Each run is a fresh process executing runner.py (one thread, each text alone); the runtime comes from this
-checkout's ``runtime/`` on PYTHONPATH. Used by tests/test_cpus_emulated.py and bench/cpu_agreement.py.
+Each call of ``run_jobs`` is one fresh process executing runner.py on a list of jobs (model folders: one thread,
+each text alone; ONNX graphs: onnxruntime alone), so a CPU's interpreter and onnxruntime start once for all of
+them; the runtime comes from this checkout's ``runtime/`` on PYTHONPATH. Used by tests/test_cpus_emulated.py
+(one process per CPU for the whole tier) and bench/cpu_agreement.py.
 """
 
 from __future__ import annotations
@@ -80,17 +82,47 @@ def run_script(cpu: str, argv: list[str], arm64_cpu: str = ARM64_CPU) -> None:
         )
 
 
-def run_graph(cpu: str, graph: str | Path, feeds: dict[str, np.ndarray], arm64_cpu: str = ARM64_CPU) -> dict[str, Any]:
-    """Run an ONNX file on ``feeds`` with onnxruntime alone (run_graph.py) under ``cpu``: its outputs by name,
-    and ``"onnxruntime"``, the version that ran it."""
+def folder_job(folder: str | Path, precision: str, texts: list[str], task: str = "probabilities") -> dict[str, Any]:
+    """A job of ``run_jobs``: the runtime on ``folder``, one row per text (runner.TASKS says what a row is)."""
+    return {"folder": str(folder), "precision": precision, "task": task, "texts": list(texts)}
+
+
+def graph_job(graph: str | Path, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+    """A job of ``run_jobs``: onnxruntime alone on an ONNX file and ``feeds``; its outputs by name."""
+    return {"graph": str(graph), "feeds": feeds}
+
+
+def run_jobs(cpu: str, jobs: list[dict[str, Any]], arm64_cpu: str = ARM64_CPU) -> tuple[list[Any], dict[str, Any]]:
+    """Every job (``folder_job``, ``graph_job``) in one process under ``cpu``, so the interpreter and onnxruntime
+    start once per CPU: each job's result (an array for a folder job, a dict of output arrays for a graph job) in
+    order, and the versions that side ran (onnxruntime, numpy, Python, machine)."""
     with tempfile.TemporaryDirectory(prefix="onnxpipe-cpus-") as tmp:
-        inputs, out = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
-        np.savez(inputs, **feeds)
-        run_script(cpu, [str(HERE / "run_graph.py"), str(graph), str(inputs), str(out)], arm64_cpu)
+        listed = []
+        for i, job in enumerate(jobs):
+            if "feeds" in job:
+                inputs = Path(tmp) / f"in{i}.npz"
+                np.savez(inputs, **job["feeds"])
+                job = {"graph": job["graph"], "inputs": str(inputs)}
+            listed.append(job)
+        jobs_file, out = Path(tmp) / "jobs.json", Path(tmp) / "out.npz"
+        jobs_file.write_text(json.dumps(listed), encoding="utf-8")
+        run_script(cpu, [str(RUNNER), str(jobs_file), str(out)], arm64_cpu)
+        results: list[Any] = [{} if "graph" in job else None for job in listed]
         with np.load(out) as got:
-            result: dict[str, Any] = {k: got[k] for k in got.files}
-        result["onnxruntime"] = out.with_suffix(".txt").read_text(encoding="utf-8")
-        return result
+            for key in got.files:
+                index, _, name = key.partition("/")
+                if name:
+                    results[int(index)][name] = got[key]
+                else:
+                    results[int(index)] = got[key]
+        return results, json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+
+
+def run_graph(cpu: str, graph: str | Path, feeds: dict[str, np.ndarray], arm64_cpu: str = ARM64_CPU) -> dict[str, Any]:
+    """Run an ONNX file on ``feeds`` with onnxruntime alone under ``cpu``: its outputs by name, and
+    ``"onnxruntime"``, the version that ran it."""
+    results, versions = run_jobs(cpu, [graph_job(graph, feeds)], arm64_cpu)
+    return {**results[0], "onnxruntime": versions["onnxruntime"]}
 
 
 def run_with_versions(
@@ -102,11 +134,8 @@ def run_with_versions(
     arm64_cpu: str = ARM64_CPU,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """``run_on``'s array, and the versions that side ran (onnxruntime, numpy, Python, machine)."""
-    with tempfile.TemporaryDirectory(prefix="onnxpipe-cpus-") as tmp:
-        texts_file, out = Path(tmp) / "texts.json", Path(tmp) / "out.npy"
-        texts_file.write_text(json.dumps(list(texts)), encoding="utf-8")
-        run_script(cpu, [str(RUNNER), str(folder), precision, task, str(texts_file), str(out)], arm64_cpu)
-        return np.load(out), json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    results, versions = run_jobs(cpu, [folder_job(folder, precision, texts, task)], arm64_cpu)
+    return results[0], versions
 
 
 def run_on(cpu: str, folder: str | Path, precision: str, texts: list[str], task: str = "probabilities") -> np.ndarray:
