@@ -432,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": a.note,
     }
     wanted = a.engines.split(",")
+    table = ""
     for model in a.models.split(","):
         paths = _paths(model, a.cache)
         export_folder(build_checkpoint(model, paths["ckpt"]), paths["onnx"])
@@ -465,19 +466,26 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 runs[engine].append(json.loads(run.stdout.strip().splitlines()[-1]))
                 print(f"{model} round {rnd + 1} {engine} done", flush=True)
-        ok = {e: r for e, r in runs.items() if e not in status and r}
-        ref = ok[REFERENCE][-1] if REFERENCE in ok else None
-        engines: dict = {}
-        for e in wanted:
-            if e in ok:
-                engines[e] = summarize(ok[e], a.new_tokens, ref if e.endswith("fp32") and e != REFERENCE else None)
-            else:
-                engines[e] = {"status": status.get(e, "no rounds")}
-        report["models"][model] = engines
-        report["targets"][model] = targets({e: v for e, v in engines.items() if "modes" in v})
-    report["loadavg"] = {"start": load_start, "end": round(os.getloadavg()[0], 2)}
-    print(write_report(a.out, "seq2seq", report, markdown))
+            # written after every round, so a run stopped early keeps the rounds it finished
+            report["rounds_done"] = rnd + 1
+            _record(report, model, wanted, runs, status, a.new_tokens)
+            report["loadavg"] = {"start": load_start, "end": round(os.getloadavg()[0], 2)}
+            table = write_report(a.out, "seq2seq", report, markdown)
+    print(table)
     return 0
+
+
+def _record(report: dict, model: str, wanted: list[str], runs: dict, status: dict, new_tokens: int) -> None:
+    ok = {e: r for e, r in runs.items() if e not in status and r}
+    ref = ok[REFERENCE][-1] if REFERENCE in ok else None
+    engines: dict = {}
+    for e in wanted:
+        if e in ok:
+            engines[e] = summarize(ok[e], new_tokens, ref if e.endswith("fp32") and e != REFERENCE else None)
+        else:
+            engines[e] = {"status": status.get(e, "no rounds")}
+    report["models"][model] = engines
+    report["targets"][model] = targets({e: v for e, v in engines.items() if "modes" in v})
 
 
 if __name__ == "__main__":
