@@ -16,8 +16,21 @@ _NEG = np.float32(-1.0e9)
 
 
 def _topk(x: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest values per row, largest first; ties to the lower index."""
-    return np.argsort(-x, axis=-1, kind="stable")[:, :k]
+    """Indices of the ``k`` largest values per row, largest first; ties to the lower index: what a stable
+    argsort of ``-x`` starts with. A full sort of a row of beams x vocabulary scores costs ~10 ms a step at
+    t5-small's 32128 tokens, so wide rows are cut down first: every value above the k-th largest, then the
+    lowest indices of those equal to it, sorted by (value descending, index)."""
+    n = x.shape[-1]
+    if n <= 8 * k:
+        return np.argsort(-x, axis=-1, kind="stable")[:, :k]
+    out = np.empty((len(x), k), dtype=np.int64)
+    for r, row in enumerate(x):
+        kth = np.partition(row, n - k)[n - k]
+        above = np.flatnonzero(row > kth)
+        ties = np.flatnonzero(row == kth)[: k - len(above)]
+        picked = np.concatenate([above, ties])
+        out[r] = picked[np.lexsort((picked, -row[picked]))]
+    return out
 
 
 def _gather(x: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -5,8 +5,8 @@ encoder's output; true: every later step, fed the cache).
 The cross-attention cache is computed once per input and kept as it is: later steps return placeholders in its
 place (the merged graph's with-past branch has no cross-attention outputs), and beam search reorders only the
 self-attention cache, since a beam always continues a beam of its own input, whose cross-attention rows are
-identical. The cache passes through numpy (``session.run``): correct and simple first; IO binding as the
-decoder-only loop does (``_generate.KVCache``) is the next step for speed.
+identical. The caches stay in onnxruntime's OrtValues between steps (an IO binding, as the decoder-only loop's
+``_generate.KVCache``); only beam search's row reordering goes through numpy.
 
 Greedy and sampling are transformers' ``_sample``; beam search is ``_beam.py``; the logits processors
 ``_logits.py``; the settings ``_seq2seq_config.py``.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -98,39 +99,55 @@ class Seq2SeqModel:
 
 class DecoderCache:
     """One batch's decoder calls: ``first`` (the start tokens; computes the cross-attention cache), then
-    ``step`` with one token per row; ``reorder`` picks the rows the next step continues (beam search)."""
+    ``step`` with one token per row; ``reorder`` picks the rows the next step continues (beam search).
+
+    The caches stay onnxruntime's OrtValues between calls (an IO binding): a step's self-attention presents are
+    the next step's past as they are, and the cross-attention cache and the encoder's output are bound once,
+    so no cache tensor passes through numpy unless beam search reorders rows.
+    """
 
     def __init__(self, model: Seq2SeqModel, hidden: np.ndarray, mask: np.ndarray):
+        import onnxruntime as ort
+
+        self._ort = ort
         self.model, self.names = model, model.names
-        self.hidden = np.ascontiguousarray(hidden)
-        self.mask = np.ascontiguousarray(mask, dtype=np.int64)
-        self.self_kv: list[np.ndarray] = []
-        self.cross_kv: list[np.ndarray] = []
+        self.rows = len(hidden)
+        self.binding = model.decoder.session.io_binding()
+        # numpy arrays bound by reference: kept alive as long as the binding may read them
+        self._keep = [np.ascontiguousarray(hidden), np.ascontiguousarray(mask, dtype=np.int64)]
+        self.binding.bind_cpu_input("encoder_hidden_states", self._keep[0])
+        self.binding.bind_cpu_input("encoder_attention_mask", self._keep[1])
+        self._step_inputs: list[np.ndarray] = []
+        self.self_kv: list[Any] = []  # OrtValues, (rows, heads, steps so far, head_dim)
+        self.cross_kv: list[Any] = []  # OrtValues, (rows, heads, encoder length, head_dim)
 
     def _run(self, tokens: np.ndarray, first: bool) -> np.ndarray:
-        n = self.names
-        rows = len(tokens)
-        feeds: dict[str, np.ndarray] = {
-            "input_ids": np.ascontiguousarray(tokens, dtype=np.int64).reshape(rows, -1),
-            "encoder_hidden_states": self.hidden,
-            "encoder_attention_mask": self.mask,
-            "use_cache_branch": np.array([not first]),
-        }
+        n, b = self.names, self.binding
+        ids = np.ascontiguousarray(tokens, dtype=np.int64).reshape(self.rows, -1)
+        self._step_inputs = [ids, np.array([not first])]
+        b.bind_cpu_input("input_ids", ids)
+        b.bind_cpu_input("use_cache_branch", self._step_inputs[1])
+        b.clear_binding_outputs()
+        b.bind_output("logits", "cpu")
         if first:  # the no-cache branch reads none of them; empty tensors of the declared rank
-            empty: np.ndarray = np.zeros((rows, n.heads, 0, n.head_dim), dtype=n.kv_type)
-            feeds.update({name: empty for name in n.self_past + n.cross_past})
+            empty: np.ndarray = np.zeros((self.rows, n.heads, 0, n.head_dim), dtype=n.kv_type)
+            self._step_inputs.append(empty)
+            for name in n.self_past + n.cross_past:
+                b.bind_cpu_input(name, empty)
         else:
-            feeds.update(zip(n.self_past, self.self_kv))
-            feeds.update(zip(n.cross_past, self.cross_kv))
-        wanted = ["logits", *(n.present(p) for p in n.self_past)]
-        if first:
-            wanted += [n.present(p) for p in n.cross_past]
-        outputs = self.model.decoder.run(feeds, wanted)
+            for name, value in zip(n.self_past + n.cross_past, self.self_kv + self.cross_kv):
+                b.bind_ortvalue_input(name, value)
+        for name in n.self_past + (n.cross_past if first else ()):
+            b.bind_output(n.present(name), "cpu")
+        outputs = self.model.decoder.run_bound(b, ids.shape)
         k = len(n.self_past)
         self.self_kv = outputs[1 : 1 + k]
         if first:
             self.cross_kv = outputs[1 + k :]
-        logits: np.ndarray = outputs[0][:, -1, :]
+        logits: np.ndarray = outputs[0].numpy()[:, -1, :]
+        if not np.isfinite(logits).all():
+            rows = np.flatnonzero(~np.isfinite(logits).all(axis=1)).tolist()
+            raise self.model.decoder.non_finite_error("logits", rows)
         return logits.astype(np.float32)  # a copy: the processors modify it
 
     def first(self, tokens: np.ndarray) -> np.ndarray:
@@ -141,7 +158,10 @@ class DecoderCache:
 
     def reorder(self, rows: np.ndarray) -> None:
         """Keep rows ``rows`` of the self-attention cache (each a row of the same input's beams)."""
-        self.self_kv = [kv[rows] for kv in self.self_kv]
+        if np.array_equal(rows, np.arange(self.rows)):
+            return
+        from_numpy = self._ort.OrtValue.ortvalue_from_numpy
+        self.self_kv = [from_numpy(np.ascontiguousarray(kv.numpy()[rows])) for kv in self.self_kv]
 
 
 def start_ids(settings: GenerationSettings, rows: int) -> np.ndarray:

@@ -1,0 +1,492 @@
+"""Encoder-decoder generation at batch 1, greedy and beam 4: tokens/s and peak RSS, onnxpipe against transformers
+on PyTorch, Optimum's ORTModelForSeq2SeqLM and CTranslate2.
+
+RANDOM WEIGHTS, TIMING ONLY: the checkpoints are built here from real configs (``t5-small``: transformers'
+T5Config defaults, d_model 512, 6+6 layers, 8 heads, d_ff 2048, vocabulary 32128) with random weights and the
+tests' small tokenizer (tests/_tiny.py), so no text means anything. Random models emit eos early or loop, so
+every engine is told to generate exactly ``--new-tokens`` tokens (``min_new_tokens = max_new_tokens``; in
+CTranslate2 ``min_decoding_length = max_decoding_length``), and the bench checks that every engine returned that
+many, and that fp32 greedy and beam tokens equal transformers'. The encoder input is ``--encoder-tokens`` random
+token ids ending with eos.
+
+Engines, each in a process of its own per round (load, then for greedy and for beam 4: a warm-up and one timed
+generation), every one on 2 threads:
+* ``transformers-fp32``: ``model.generate`` on PyTorch (``torch.set_num_threads(2)``);
+* ``optimum-fp32``: Optimum's ``ORTModelForSeq2SeqLM`` on onnxpipe's own fp32 files (the export's folder is an
+  Optimum folder: encoder_model.onnx and decoder_model_merged.onnx), its ``generate``;
+* ``onnxpipe-fp32`` / ``onnxpipe-int8``: onnxpipe's encoder + merged decoder loop (``_seq2seq``, ``_beam``);
+* ``ctranslate2-int8`` / ``ctranslate2-fp32``: CTranslate2's converter on the same checkpoint and its
+  ``Translator``, on the venv bench/engine_venvs.py builds (bench/.venvs/ctranslate2).
+
+tokens/s: the new tokens of the returned sequence over the wall time of the whole call (encoder included), so
+beam 4 counts one sequence's tokens, not the four beams'. Peak RSS: the worker's ``VmHWM`` (/proc/self/status)
+after loading and generating, imports included: the memory a user's process needs for it (``ru_maxrss`` is not
+used because Linux carries the parent's high-water mark over fork+exec). Rounds rotate the engine order; the
+best round and the median are reported.
+
+    python bench/seq2seq.py [--rounds 3] [--models t5-small] [--engines a,b] [--new-tokens 32]
+
+Writes bench/results/seq2seq.json and seq2seq.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+# -- configuration ----------------------------------------------------------------------------------------
+MODELS: dict[str, tuple[str, dict]] = {
+    # transformers' T5Config defaults are t5-small's shape; the ids are t5-small's.
+    "t5-small": ("t5", {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}),
+    # tests/_tiny.py's tiny T5: the smoke's model.
+    "tiny-t5": ("t5", {}),
+}
+ENGINES = [
+    "transformers-fp32",
+    "optimum-fp32",
+    "onnxpipe-fp32",
+    "onnxpipe-int8",
+    "ctranslate2-int8",
+    "ctranslate2-fp32",
+]
+MODES = {"greedy": 1, "beam4": 4}
+ENCODER_TOKENS, NEW_TOKENS, ROUNDS, THREADS, SEED = 128, 32, 3, 2, 0
+TOKENIZER_VOCAB = 700  # tests/_tiny.py's Unigram: the input ids are drawn below it
+CACHE = HERE / ".cache" / "seq2seq"
+OUT = HERE / "results"
+REFERENCE = "transformers-fp32"
+# (target, goal, numerator engine, denominator engine, mode): ratios of the best rounds' tokens/s
+TARGETS = [(f"{m}: onnxpipe-fp32 / transformers-fp32", 2.0, "onnxpipe-fp32", REFERENCE, m) for m in MODES] + [
+    (f"{m}: onnxpipe-fp32 / optimum-fp32", 1.3, "onnxpipe-fp32", "optimum-fp32", m) for m in MODES
+]
+TARGETS += [(f"{m}: onnxpipe-int8 / ctranslate2-int8", 0.8, "onnxpipe-int8", "ctranslate2-int8", m) for m in MODES]
+RSS_GOAL = 0.5  # onnxpipe's peak RSS / transformers'
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _paths(model: str, cache: Path) -> dict[str, Path]:
+    return {k: cache / f"{model}-{k}" for k in ("ckpt", "onnx", "ct2-int8", "ct2-fp32")}
+
+
+# -- preparation (main process) ---------------------------------------------------------------------------
+def build_checkpoint(model: str, folder: Path) -> Path:
+    """A random-weight checkpoint of ``MODELS[model]`` with tests/_tiny.py's T5 tokenizer."""
+    if (folder / "config.json").is_file():
+        return folder
+    sys.path.insert(0, str(ROOT / "tests"))
+    import _tiny
+
+    arch, kw = MODELS[model]
+    if model.startswith("tiny-"):
+        return _tiny.build_checkpoint(arch, "text2text-generation", folder)
+    import torch
+    import transformers
+
+    config = transformers.AutoConfig.for_model(arch, **kw)
+    torch.manual_seed(SEED)
+    net = transformers.AutoModelForSeq2SeqLM.from_config(config).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    net.save_pretrained(folder, safe_serialization=True)
+    net.generation_config.save_pretrained(folder)
+    _tiny._seq2seq_tokenizer(arch).save_pretrained(folder)
+    return folder
+
+
+def export_folder(ckpt: Path, folder: Path) -> Path:
+    if not (folder / "manifest.json").is_file():
+        from onnxpipe_export import export
+
+        export(ckpt, task="text2text-generation", out=folder, precisions="fp32,int8", progress=False)
+    return folder
+
+
+def ct2_folder(python: str, ckpt: Path, folder: Path, quantization: str) -> str:
+    """Convert ``ckpt`` with CTranslate2's converter (on its venv); '' or why it failed."""
+    if (folder / "model.bin").is_file():
+        return ""
+    cmd = [python, "-m", "ctranslate2.converters.transformers", "--model", str(ckpt), "--output_dir", str(folder)]
+    run = subprocess.run(
+        cmd + ["--quantization", quantization.replace("fp32", "float32"), "--force"], capture_output=True, text=True
+    )
+    if run.returncode != 0:
+        return f"conversion failed: {(run.stderr or run.stdout).strip().splitlines()[-1:]}"
+    return ""
+
+
+# -- workers (one process per engine, any venv: stdlib imports only at module level) ------------------------
+def encoder_ids(n: int) -> list[int]:
+    """``n`` token ids: random ones below the tokenizer's vocabulary (past its 3 specials), then eos (1)."""
+    import random
+
+    rng = random.Random(SEED)
+    return [rng.randrange(3, TOKENIZER_VOCAB) for _ in range(n - 1)] + [1]
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _time(generate, rounds: int) -> tuple[list[float], list[int]]:
+    """One warm-up, then ``rounds`` timed calls of ``generate()`` (-> the new token ids)."""
+    tokens = generate()
+    seconds = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        tokens = generate()
+        seconds.append(time.perf_counter() - start)
+    return seconds, tokens
+
+
+def _torch_generate(model, ids: list[int], new: int):
+    import torch
+
+    x = torch.tensor([ids])
+
+    def make(beams: int):
+        def run() -> list[int]:
+            with torch.inference_mode():
+                out = model.generate(
+                    input_ids=x,
+                    attention_mask=torch.ones_like(x),
+                    do_sample=False,
+                    num_beams=beams,
+                    min_new_tokens=new,
+                    max_new_tokens=new,
+                )
+            return [int(t) for t in out[0, 1:]]  # after the decoder start token
+
+        return run
+
+    return make
+
+
+def worker_transformers(paths: dict[str, Path], ids: list[int], new: int):
+    import torch
+
+    torch.set_num_threads(THREADS)
+    from transformers import AutoModelForSeq2SeqLM
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(paths["ckpt"]).eval()
+    return _torch_generate(model, ids, new), {"torch": torch.__version__}
+
+
+def worker_optimum(paths: dict[str, Path], ids: list[int], new: int):
+    import onnxruntime as ort
+    import optimum.version
+    from optimum.onnxruntime import ORTModelForSeq2SeqLM
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    model = ORTModelForSeq2SeqLM.from_pretrained(
+        paths["onnx"],
+        subfolder="onnx",
+        encoder_file_name="encoder_model.onnx",  # the fp32 files; the merged decoder is found by its standard name
+        use_merged=True,
+        session_options=options,
+        provider="CPUExecutionProvider",
+    )
+    return _torch_generate(model, ids, new), {"optimum": optimum.version.__version__, "onnxruntime": ort.__version__}
+
+
+def worker_onnxpipe(paths: dict[str, Path], ids: list[int], new: int, precision: str):
+    import numpy as np
+    import onnxruntime as ort
+
+    from onnxpipe._beam import beam_search
+    from onnxpipe._manifest import load_manifest
+    from onnxpipe._model import OnnxModel
+    from onnxpipe._seq2seq import Seq2SeqModel, sample_or_greedy
+    from onnxpipe._seq2seq_config import merged_config, resolve
+
+    s2s = Seq2SeqModel(OnnxModel(load_manifest(paths["onnx"]), precision=precision, threads=THREADS))
+    g = s2s.encoder.manifest.generation or {}
+    token_ids = {k: g.get(k) for k in ("eos_token_id", "pad_token_id", "decoder_start_token_id", "bos_token_id")}
+    x = np.array([ids], dtype=np.int64)
+    mask = np.ones_like(x)
+
+    def make(beams: int):
+        call = {"num_beams": beams, "do_sample": False, "min_new_tokens": new, "max_new_tokens": new}
+        settings = resolve(merged_config(g.get("config", {}), None, {}, call, pipeline_defaults={}), token_ids)
+
+        def run() -> list[int]:
+            hidden = s2s.encode(x, mask)
+            if beams > 1:
+                return beam_search(s2s, hidden, mask, settings)[0][0]
+            return sample_or_greedy(s2s, hidden, mask, settings)[0]
+
+        return run
+
+    return make, {"onnxruntime": ort.__version__}
+
+
+def worker_ctranslate2(paths: dict[str, Path], ids: list[int], new: int, precision: str):
+    import ctranslate2
+
+    folder = paths[f"ct2-{precision}"]
+    vocab = json.loads((folder / "shared_vocabulary.json").read_text())
+    index = {t: i for i, t in enumerate(vocab)}
+    source = [vocab[i] for i in ids]
+    translator = ctranslate2.Translator(
+        str(folder), device="cpu", compute_type=precision.replace("fp32", "float32"), intra_threads=THREADS
+    )
+
+    def make(beams: int):
+        def run() -> list[int]:
+            out = translator.translate_batch(
+                [source], beam_size=beams, min_decoding_length=new, max_decoding_length=new, num_hypotheses=1
+            )
+            return [index[t] for t in out[0].hypotheses[0]]
+
+        return run
+
+    return make, {"ctranslate2": ctranslate2.__version__}
+
+
+def worker(args: argparse.Namespace) -> None:
+    paths = _paths(args.model, Path(args.cache))
+    ids = encoder_ids(args.encoder_tokens)
+    engine = args.worker
+    if engine == "transformers-fp32":
+        make, versions = worker_transformers(paths, ids, args.new_tokens)
+    elif engine == "optimum-fp32":
+        make, versions = worker_optimum(paths, ids, args.new_tokens)
+    elif engine.startswith("onnxpipe-"):
+        make, versions = worker_onnxpipe(paths, ids, args.new_tokens, engine.split("-")[1])
+    elif engine.startswith("ctranslate2-"):
+        make, versions = worker_ctranslate2(paths, ids, args.new_tokens, engine.split("-")[1])
+    else:
+        raise SystemExit(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    row: dict = {"versions": versions, "rss_after_load_mb": peak_rss_mb(), "modes": {}}
+    for mode, beams in MODES.items():
+        seconds, tokens = _time(make(beams), args.rounds)
+        row["modes"][mode] = {"seconds": seconds, "tokens": tokens, "peak_rss_mb": peak_rss_mb()}
+    print(json.dumps(row))
+
+
+# -- orchestration ------------------------------------------------------------------------------------------
+def rotated(items: list, rnd: int) -> list:
+    """Round ``rnd``'s order: ``items`` shifted left by ``rnd``, so every item leads once in len(items) rounds."""
+    k = rnd % len(items) if items else 0
+    return items[k:] + items[:k]
+
+
+def simd_flags() -> list[str]:
+    try:
+        words = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return []
+    return sorted(words & {"avx2", "avx512_vnni", "avx512f", "avx512_bf16", "amx_int8"})
+
+
+def summarize(rounds: list[dict], new_tokens: int, reference: dict | None) -> dict:
+    """One engine's rounds: per mode the tokens/s of each round, median and best, the token count check and, for
+    the fp32 engines, whether the tokens equal transformers'; the peak RSS (largest over rounds)."""
+    out: dict = {"versions": rounds[0]["versions"], "modes": {}}
+    for mode in MODES:
+        rates = [round(new_tokens / s, 2) for r in rounds for s in r["modes"][mode]["seconds"]]
+        tokens = rounds[-1]["modes"][mode]["tokens"]
+        row = {
+            "tokens_per_s": rates,
+            "median": statistics.median(rates),
+            "best": max(rates),
+            "new_tokens": len(tokens),
+            "count_ok": all(len(r["modes"][mode]["tokens"]) == new_tokens for r in rounds),
+        }
+        if reference is not None:
+            row["same_tokens_as_transformers"] = tokens == reference["modes"][mode]["tokens"]
+        out["modes"][mode] = row
+    out["peak_rss_mb"] = round(max(r["modes"][m]["peak_rss_mb"] for r in rounds for m in MODES), 1)
+    out["rss_after_load_mb"] = round(max(r["rss_after_load_mb"] for r in rounds), 1)
+    return out
+
+
+def targets(engines: dict) -> list[dict]:
+    rows = []
+    for name, goal, num, den, mode in TARGETS:
+        if num not in engines or den not in engines:
+            rows.append({"target": f"{name} >= {goal}", "ratio": None, "met": None, "detail": "engine missing"})
+            continue
+        a, b = engines[num]["modes"][mode]["best"], engines[den]["modes"][mode]["best"]
+        rows.append(
+            {
+                "target": f"{name} >= {goal}",
+                "ratio": round(a / b, 3),
+                "met": a / b >= goal,
+                "detail": f"{a} / {b} tokens/s (best rounds)",
+            }
+        )
+    for engine in ("onnxpipe-fp32", "onnxpipe-int8"):
+        if engine in engines and REFERENCE in engines:
+            a, b = engines[engine]["peak_rss_mb"], engines[REFERENCE]["peak_rss_mb"]
+            rows.append(
+                {
+                    "target": f"peak RSS: {engine} / transformers-fp32 <= {RSS_GOAL}",
+                    "ratio": round(a / b, 3),
+                    "met": a / b <= RSS_GOAL,
+                    "detail": f"{a} / {b} MB",
+                }
+            )
+    return rows
+
+
+def markdown(report: dict) -> str:
+    prov, m = report["provenance"], report["provenance"]["machine"]
+    lines = [
+        "# Encoder-decoder generation, batch 1 (bench/seq2seq.py)",
+        "",
+        f"**Random weights: timing only.** Command: `{prov['command']}`; commit `{prov['git']['commit']}`"
+        + (" (uncommitted changes)" if prov["git"]["dirty"] else "")
+        + f"; {prov['date']}.  ",
+        f"CPU: {m['cpu']}, {m['cores']} cores; flags: {' '.join(report['simd_flags'])}. Load average (1 min) "
+        f"{report['loadavg']['start']} at start, {report['loadavg']['end']} at end (a shared machine).  ",
+        f"Encoder input {report['encoder_tokens']} tokens, exactly {report['new_tokens']} new tokens (eos held off "
+        f"in every engine), {report['threads']} threads per engine. {report['rounds']} rounds, each engine its own "
+        f"process per round (engines rotated), {report['timed_per_round']} timed generation(s) per mode after a "
+        "warm-up; tokens/s = new tokens / wall time of the whole call (encoder included; beam 4 counts the "
+        "returned sequence's tokens). Peak RSS: the worker's VmHWM after loading and generating, imports included.",
+        "",
+    ]
+    for model, engines in report["models"].items():
+        lines += [
+            f"## {model}",
+            "",
+            "| engine | greedy tokens/s best (median) | beam 4 tokens/s best (median) | tokens | same tokens as "
+            "transformers (greedy, beam) | peak RSS MB (after load) | versions |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, e in engines.items():
+            if "modes" not in e:
+                lines.append(f"| {name} | {e['status']} | | | | | |")
+                continue
+            g, b = e["modes"]["greedy"], e["modes"]["beam4"]
+            same = (
+                f"{g.get('same_tokens_as_transformers', '-')}, {b.get('same_tokens_as_transformers', '-')}"
+                if "same_tokens_as_transformers" in g
+                else "(the reference)"
+                if name == REFERENCE
+                else "- (int8)"
+            )
+            counts = f"{g['new_tokens']}, {b['new_tokens']}" + ("" if g["count_ok"] and b["count_ok"] else " **!**")
+            versions = ", ".join(f"{k} {v}" for k, v in sorted(e["versions"].items()))
+            lines.append(
+                f"| {name} | {g['best']:.1f} ({g['median']:.1f}) | {b['best']:.1f} ({b['median']:.1f}) | {counts} | "
+                f"{same} | {e['peak_rss_mb']:.0f} ({e['rss_after_load_mb']:.0f}) | {versions} |"
+            )
+        lines += ["", "| target | ratio | met | detail |", "|---|---|---|---|"]
+        for t in report["targets"][model]:
+            met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
+            lines.append(f"| {t['target']} | {t['ratio']} | {met} | {t['detail']} |")
+        lines.append("")
+    if report.get("note"):
+        lines += [report["note"], ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="t5-small")
+    ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help="processes per engine (rotated)")
+    ap.add_argument("--timed", type=int, default=1, help="timed generations per mode in each process")
+    ap.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
+    ap.add_argument("--encoder-tokens", type=int, default=ENCODER_TOKENS)
+    ap.add_argument("--cache", type=Path, default=CACHE, help="checkpoints, exports and conversions (git-ignored)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--note", default="", help="a paragraph added under the tables")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--model", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    a = ap.parse_args(argv)
+    if a.worker:
+        a.rounds = a.timed
+        worker(a)
+        return 0
+    sys.path.insert(0, str(HERE))
+    from provenance import provenance, write_report
+
+    prov = provenance(__file__, argv)
+    load_start = round(os.getloadavg()[0], 2)
+    report: dict = {
+        "provenance": prov,
+        "random_weights": True,
+        "simd_flags": simd_flags(),
+        "encoder_tokens": a.encoder_tokens,
+        "new_tokens": a.new_tokens,
+        "threads": THREADS,
+        "rounds": a.rounds,
+        "timed_per_round": a.timed,
+        "models": {},
+        "targets": {},
+        "note": a.note,
+    }
+    wanted = a.engines.split(",")
+    table = ""
+    for model in a.models.split(","):
+        paths = _paths(model, a.cache)
+        export_folder(build_checkpoint(model, paths["ckpt"]), paths["onnx"])
+        status: dict[str, str] = {}
+        ct2_python = ""
+        if any(e.startswith("ctranslate2-") for e in wanted):
+            import engine_venvs
+
+            try:
+                ct2_python = str(engine_venvs.python("ctranslate2"))
+            except engine_venvs.VenvError as e:
+                status.update({x: f"unavailable: {e}" for x in wanted if x.startswith("ctranslate2-")})
+        for e in wanted:
+            if e.startswith("ctranslate2-") and e not in status:
+                why = ct2_folder(ct2_python, paths["ckpt"], paths[f"ct2-{e.split('-')[1]}"], e.split("-")[1])
+                if why:
+                    status[e] = f"unavailable: {why}"
+        runs: dict[str, list[dict]] = {e: [] for e in wanted if e not in status}
+        for rnd in range(a.rounds):
+            for engine in rotated(list(runs), rnd):
+                if engine in status:
+                    continue  # failed in an earlier round
+                python = ct2_python if engine.startswith("ctranslate2-") else sys.executable
+                cmd = [python, __file__, "--worker", engine, "--model", model, "--cache", str(a.cache)]
+                cmd += ["--timed", str(a.timed), "--new-tokens", str(a.new_tokens)]
+                cmd += ["--encoder-tokens", str(a.encoder_tokens)]
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "runtime"), str(ROOT / "export")])}
+                run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+                if run.returncode != 0:
+                    status[engine] = "failed: " + (run.stderr.strip().splitlines() or ["?"])[-1][:300]
+                    continue
+                runs[engine].append(json.loads(run.stdout.strip().splitlines()[-1]))
+                print(f"{model} round {rnd + 1} {engine} done", flush=True)
+            # written after every round, so a run stopped early keeps the rounds it finished
+            report["rounds_done"] = rnd + 1
+            _record(report, model, wanted, runs, status, a.new_tokens)
+            report["loadavg"] = {"start": load_start, "end": round(os.getloadavg()[0], 2)}
+            table = write_report(a.out, "seq2seq", report, markdown)
+    print(table)
+    return 0
+
+
+def _record(report: dict, model: str, wanted: list[str], runs: dict, status: dict, new_tokens: int) -> None:
+    ok = {e: r for e, r in runs.items() if e not in status and r}
+    ref = ok[REFERENCE][-1] if REFERENCE in ok else None
+    engines: dict = {}
+    for e in wanted:
+        if e in ok:
+            engines[e] = summarize(ok[e], new_tokens, ref if e.endswith("fp32") and e != REFERENCE else None)
+        else:
+            engines[e] = {"status": status.get(e, "no rounds")}
+    report["models"][model] = engines
+    report["targets"][model] = targets({e: v for e, v in engines.items() if "modes" in v})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

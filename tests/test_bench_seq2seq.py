@@ -1,0 +1,52 @@
+"""Smoke of bench/seq2seq.py on the tests' tiny T5: the whole code path (checkpoint, export, one worker process per
+engine, summary, targets, JSON and table), in seconds. No timing assertions.
+
+Engines: the ones the test environment has (transformers on PyTorch, Optimum, onnxpipe fp32 and int8). The
+CTranslate2 engines run on a venv of their own (bench/engine_venvs.py) that a smoke must not build, so they are
+left out of this run on purpose, not skipped: the real bench runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+pytestmark = pytest.mark.torch  # the bench builds and exports its checkpoint
+
+IN_VENV = ["transformers-fp32", "optimum-fp32", "onnxpipe-fp32", "onnxpipe-int8"]
+NEW_TOKENS = 5
+
+
+def test_seq2seq_bench_smoke(tmp_path):
+    import seq2seq
+
+    argv = ["--models", "tiny-t5", "--engines", ",".join(IN_VENV), "--rounds", "1"]
+    argv += ["--new-tokens", str(NEW_TOKENS), "--encoder-tokens", "9", "--cache", str(tmp_path / "cache")]
+    assert seq2seq.main([*argv, "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "seq2seq.json").read_text())
+    engines = report["models"]["tiny-t5"]
+    assert sorted(engines) == sorted(IN_VENV)
+    for name, e in engines.items():
+        assert "modes" in e, (name, e.get("status"))
+        assert e["peak_rss_mb"] >= e["rss_after_load_mb"] > 0
+        for mode in ("greedy", "beam4"):
+            row = e["modes"][mode]
+            # every engine generated exactly the forced number of tokens; the fp32 ones transformers' tokens
+            assert row["count_ok"] and row["new_tokens"] == NEW_TOKENS, (name, mode)
+            assert row["best"] >= row["median"] > 0
+            if name in ("optimum-fp32", "onnxpipe-fp32"):
+                assert row["same_tokens_as_transformers"], (name, mode)
+    targets = {t["target"]: t for t in report["targets"]["tiny-t5"]}
+    assert len(targets) == len(seq2seq.TARGETS) + 2  # speed ratios, then the two RSS ratios
+    missing = [t for t in targets.values() if t["ratio"] is None]
+    assert all("ctranslate2" in t["target"] for t in missing) and len(missing) == 2  # not run here, said so
+    assert all(t["ratio"] > 0 for t in targets.values() if t not in missing)
+    table = (tmp_path / "seq2seq.md").read_text()
+    assert "Random weights" in table and "| onnxpipe-int8 |" in table
+    assert report["provenance"]["command"].startswith("python bench/seq2seq.py")
