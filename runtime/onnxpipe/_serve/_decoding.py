@@ -1,6 +1,7 @@
 """Continuous batching of generation requests: one thread runs one decoder's KV loop for every request at once.
 
-Requests join and leave the running batch between decode steps. A joining request is prefilled alone (its
+Requests join and leave the running batch between decode steps, at most ``prefill_tokens`` prompt tokens
+between two steps (at least one request). A joining request is prefilled alone (its
 prompt, once, its ``n`` rows copied from it), and its cache rows are merged into the batch's: both cache
 layouts keep each row's left padding inside the cache (column i of the mask is position i of the cache), so
 merging left-pads the narrower side with masked zeros, and positions, read from the mask, stay each row's own.
@@ -32,6 +33,11 @@ log = logging.getLogger("onnxpipe.serve")
 
 # The most rows (sequences) decoded together; a request waits while the batch is full.
 MAX_ROWS = 16
+# Prompt tokens (padded: rows x width) prefilled between two decode steps at most. 8 chat prompts prefilled in
+# one step delayed every first token until all were done, and stalled the running rows' streams meanwhile;
+# joining a few at a time lets the first ones stream while the rest wait a step (bench/serve_levels.py's
+# generation level, TTFT). One prompt over the budget is prefilled alone. 0: no budget.
+PREFILL_TOKENS = 128
 
 
 @dataclass
@@ -104,8 +110,14 @@ class Decoder:
         >>> decoder.submit(Request(ids, 16, Sampling(), emit=print))
     """
 
-    def __init__(self, pipe: TextGenerationPipeline, max_rows: int = MAX_ROWS, name: str = "onnxpipe-generation"):
-        self.pipe, self.max_rows = pipe, max_rows
+    def __init__(
+        self,
+        pipe: TextGenerationPipeline,
+        max_rows: int = MAX_ROWS,
+        name: str = "onnxpipe-generation",
+        prefill_tokens: int = PREFILL_TOKENS,
+    ):
+        self.pipe, self.max_rows, self.prefill_tokens = pipe, max_rows, prefill_tokens
         # A low-bit decoder rounds a row differently beside other rows (dynamic int8's batch-wide activation
         # scales, int4's kernels), and greedy decoding turns that into other tokens: such a variant (execution
         # "alone", _session.batch_dependent) decodes one request at a time, so no request's text depends on others.
@@ -179,6 +191,13 @@ class Decoder:
         )
         return width + remaining <= self.max_positions
 
+    def _prefill_cost(self, cache: KVCache | None, joining: list[Request]) -> int:
+        """Padded prompt tokens of prefilling ``joining`` together (the width ``_admit`` pads them to)."""
+        width = max(len(j.ids) for j in joining)
+        if cache is not None and self.pipe.graph.shared_buffer:
+            width = cache.mask.shape[1]
+        return width * sum(j.n for j in joining)
+
     def _admit(
         self, rows: list[_Row], cache: KVCache | None, logits: np.ndarray, held: Request | None
     ) -> tuple[list[_Row], KVCache | None, np.ndarray, Request | None]:
@@ -197,6 +216,8 @@ class Decoder:
                 continue
             if not self._fits(rows, cache, joining, held):
                 break
+            if joining and self._prefill_cost(cache, [*joining, held]) > self.prefill_tokens > 0:
+                break  # prefilled after the next decode step
             joining.append(held)
             held = None
         if not joining:
