@@ -55,10 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     s.add_argument(
         "--max-prefill-tokens",
         type=int,
-        default=128,
-        help="generation: prompt tokens prefilled between two decode steps at most, so that requests joining a "
-        "running batch do not stall its streams and each prompt's first token comes sooner; a longer prompt "
-        "is prefilled alone (0: every waiting prompt at once; default 128)",
+        default=0,
+        help="generation: prompt tokens prefilled between two decode steps at most (a longer prompt is prefilled "
+        "alone); default 0: every waiting prompt at once (a budget delays long prompts on a fused Llama cache)",
     )
     s.add_argument("--payload-limit", type=int, default=2_000_000, help="request body bytes at most (default 2 MB)")
     s.add_argument(

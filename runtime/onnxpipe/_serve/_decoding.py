@@ -33,11 +33,12 @@ log = logging.getLogger("onnxpipe.serve")
 
 # The most rows (sequences) decoded together; a request waits while the batch is full.
 MAX_ROWS = 16
-# Prompt tokens (padded: rows x width) prefilled between two decode steps at most. 8 chat prompts prefilled in
-# one step delayed every first token until all were done, and stalled the running rows' streams meanwhile;
-# joining a few at a time lets the first ones stream while the rest wait a step (bench/serve_levels.py's
-# generation level, TTFT). One prompt over the budget is prefilled alone. 0: no budget.
-PREFILL_TOKENS = 128
+# Prompt tokens (padded: rows x width) prefilled between two decode steps at most; one prompt over the budget is
+# prefilled alone. 0 (the default): every waiting prompt at once. Off by default: measured with 8 chat clients on
+# the fused Llama (bench/serve_levels.py, 2 cores, loaded), a budget of 128 made TTFT p50 14.0 s against 4.0 s and
+# aggregate tokens/s 1.97x one-at-a-time against 8.28x: in the shared-buffer cache layout a prompt longer than
+# the running batch's width cannot join until the batch empties, so joining a few at a time serialises them.
+PREFILL_TOKENS = 0
 
 
 @dataclass

@@ -45,7 +45,7 @@ class Limits:
     body_timeout: float = 30.0
     auto_truncate: bool = False  # inputs past the maximum are cut to it unless the request says truncate: false
     # generation: prompt tokens prefilled between two decode steps at most (0: every waiting prompt at once)
-    max_prefill_tokens: int = 128
+    max_prefill_tokens: int = 0
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_concurrent_requests", "max_client_batch_size", "payload_limit"):
