@@ -3,16 +3,14 @@ busy, a tokenization in progress, a bug) instead of hoping a request is still ru
 
 Run as ``python tests/_serve_hooks.py serve ARGS...`` (``_serve_util.Server(..., hooks=True)`` does). Each
 line on stdin opens the gate once more (``Server.release()``); everything else is the real server:
-- the inference thread waits at the gate before each round it takes from the queue (``Batcher._serve``), and
-  a lane worker (a model that runs each input alone: minilm-sst2's int8) before the model call of a request's
-  first encoding (``Batcher._run_one``), so a request stays in flight until the test releases it;
+- the inference thread waits at the gate before each round it takes from the queue (``Batcher._serve``), so
+  a request stays in flight, its job queued, until the test releases it;
 - a text ``"__block__"`` waits at the gate where the server cleans texts (``clean_texts``, called by
   ``/tokenize`` before the tokenizer), and a text that starts with it where the pipelines tokenize
   (``AutoTokenizer.encode_batch``);
 - a text ``"__boom__"`` raises RuntimeError there: a bug, which the client sees as a 500;
-- inputs with the token ``crash`` make the inference thread or a lane worker raise (``Pipeline.execute_batch``,
-  ``Pipeline.run_batch``): a bug there;
-- each model call on the inference thread or a lane worker prints ``onnxpipe-test: model call`` to stderr;
+- inputs with the token ``crash`` make the inference thread raise (``Pipeline.execute_batch``): a bug there;
+- each model call on the inference thread prints ``onnxpipe-test: model call`` to stderr;
 - the generation decoder waits at the gate before each decode step (``Decoder._step``).
 """
 
@@ -47,15 +45,6 @@ def serve_gated(self, jobs):  # type: ignore[no-untyped-def]
     return _serve(self, jobs)
 
 
-_run_one = _batcher.Batcher._run_one
-
-
-def run_one_gated(self, job, i):  # type: ignore[no-untyped-def]
-    if i == 0:
-        _wait_at_gate()
-    return _run_one(self, job, i)
-
-
 _clean = _app.clean_texts
 
 
@@ -71,7 +60,7 @@ _run = _model.OnnxModel.run
 
 
 def run_counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-    if threading.current_thread().name.startswith(("onnxpipe-inference", "onnxpipe-serve-lane")):
+    if threading.current_thread().name == "onnxpipe-inference":
         print("onnxpipe-test: model call", file=sys.stderr, flush=True)
     return _run(self, *args, **kwargs)
 
@@ -85,15 +74,6 @@ def execute_or_crash(self, encodings, *args, **kwargs):  # type: ignore[no-untyp
     return _execute_batch(self, encodings, *args, **kwargs)
 
 
-_run_batch = _base.Pipeline.run_batch
-
-
-def run_batch_or_crash(self, encodings, batch, *args, **kwargs):  # type: ignore[no-untyped-def]
-    if any("crash" in encodings[i].tokens for i in batch):
-        raise RuntimeError("the inference thread crashed (planted by the test)")
-    return _run_batch(self, encodings, batch, *args, **kwargs)
-
-
 _step = _decoding.Decoder._step
 
 
@@ -104,7 +84,6 @@ def step_gated(self, *args, **kwargs):  # type: ignore[no-untyped-def]
 
 _decoding.Decoder._step = step_gated  # type: ignore[method-assign]
 _base.Pipeline.execute_batch = execute_or_crash  # type: ignore[method-assign]
-_base.Pipeline.run_batch = run_batch_or_crash  # type: ignore[method-assign]
 _encode_batch = _tokenizer.AutoTokenizer.encode_batch
 
 
@@ -116,7 +95,6 @@ def encode_batch_gated(self, texts, *args, **kwargs):  # type: ignore[no-untyped
 
 _tokenizer.AutoTokenizer.encode_batch = encode_batch_gated  # type: ignore[method-assign]
 _batcher.Batcher._serve = serve_gated  # type: ignore[method-assign]
-_batcher.Batcher._run_one = run_one_gated  # type: ignore[method-assign]
 _app.clean_texts = clean_texts
 _model.OnnxModel.run = run_counted  # type: ignore[method-assign]
 

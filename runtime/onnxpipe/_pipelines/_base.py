@@ -5,8 +5,7 @@ A call's parameters act only per input (``preprocess``, ``gather``), never per b
 batches by length within one call, and a server may batch across requests with the same hooks.
 
 The public batching protocol, what a caller outside the pipelines (the server, a batch job) may use to run
-the steps itself, is ``split_params``, ``preprocess``, ``execute_batch`` (or ``run_batch``, one of its model
-calls) and ``gather``:
+the steps itself, is ``split_params``, ``preprocess``, ``execute_batch`` and ``gather``:
 
     pre, post = pipe.split_params(**kwargs)
         Validate a call's keyword arguments (TypeError/ValueError naming the bad one) and split them into
@@ -237,19 +236,15 @@ class Pipeline:
             lengths = [len(e.ids) for e in encodings]
             plan = plan_batches(lengths, batch_size or self.batch_size, max_batch_tokens or self.max_batch_tokens)
 
-        return self.model.map_batches(lambda batch, lane: self.run_batch(encodings, batch, lane), plan)
+        def run(batch: list[int], lane: bool) -> Batch:
+            feeds = self.tokenizer.pad([encodings[i] for i in batch])
+            width = int(feeds["input_ids"].shape[1])
+            try:
+                return Batch(batch, width, self.postprocess(self._forward(feeds, lane), feeds))
+            except Exception as e:  # handed to the caller with the batch it belongs to
+                return Batch(batch, width, e)
 
-    def run_batch(self, encodings: Sequence[Encoding], batch: list[int], lane: bool = False) -> Batch:
-        """One model call of ``execute_batch``: ``encodings[i] for i in batch`` padded into one batch, run and
-        postprocessed; the exception, if it fails, in place of the rows. ``lane=True`` runs the model's 1-thread
-        lane session, which ``map_batches`` has made (a caller with its own worker threads for "alone" execution,
-        the server, runs each encoding alone this way)."""
-        feeds = self.tokenizer.pad([encodings[i] for i in batch])
-        width = int(feeds["input_ids"].shape[1])
-        try:
-            return Batch(batch, width, self.postprocess(self._forward(feeds, lane), feeds))
-        except Exception as e:  # handed to the caller with the batch it belongs to
-            return Batch(batch, width, e)
+        return self.model.map_batches(run, plan)
 
     def split_params(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """Check a call's keyword arguments (TypeError/ValueError naming the bad one) and split them into
