@@ -46,8 +46,9 @@ HEADS = {
     "zs": "zero-shot-classification",
     "sst2": None,
     "gen": "text-generation",  # a tiny Llama (fp32: greedy text is each request's own)
+    "t2t": "text2text-generation",  # a tiny T5 (fp32: requests are batched together)
 }
-ARCH = {"gen": "llama"}  # else bert
+ARCH = {"gen": "llama", "t2t": "t5"}  # else bert
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def folders(request):
     if HAS_EXPORT_EXTRA:  # an export that fails fails the tests: it is not taken for a missing extra
         tiny_export = request.getfixturevalue("tiny_export")
         for key, head in HEADS.items():
-            if head == "text-generation":
+            if head in ("text-generation", "text2text-generation"):
                 out[key] = str(tiny_export(ARCH[key], head, precisions="fp32"))
             elif head:
                 out[key] = str(tiny_export(ARCH.get(key, "bert"), head))
@@ -129,6 +130,20 @@ def _similarity(pipe):
 
 
 # (name, model key, the client's call, the in-process answer, comparison)
+def _t2t(text):
+    """What POST / of the T5 folder answers: its main task's (text2text-generation) greedy text."""
+    return lambda f: pipeline("text2text-generation", model=f)(text)[0]["generated_text"]
+
+
+def _text_field(name):
+    def check(got, want):
+        assert (got[name] if isinstance(got, dict) else getattr(got, name)) == want
+
+    return check
+
+
+S2S_TEXT = "The film was great, and the soup was cold."
+
 HUB_CASES = [
     _hub_case(
         "feature_extraction",
@@ -183,6 +198,9 @@ HUB_CASES = [
         lambda f: _similarity(pipeline("sentence-embeddings", model=f)),
         _close_scores,
     ),
+    # huggingface_hub posts summarization and translation to / alike: a text2text folder answers both
+    _hub_case("summarization", "t2t", lambda c: c.summarization(S2S_TEXT), _t2t(S2S_TEXT), _text_field("summary_text")),
+    _hub_case("translation", "t2t", lambda c: c.translation(S2S_TEXT), _t2t(S2S_TEXT), _text_field("translation_text")),
 ]
 
 
@@ -201,8 +219,9 @@ def test_inference_client_on_post_root(servers, folders, key, call, want, compar
         ("emb", "/embed", lambda c: c.feature_extraction("I love this!")),
         ("emb", "/similarity", lambda c: c.sentence_similarity("A man eats.", ["Someone is eating."])),
         ("sst2", "/invocations", lambda c: c.text_classification("I love this!")),
+        ("t2t", "/invocations", lambda c: c.summarization(S2S_TEXT)),
     ],
-    ids=["predict", "zero-shot", "embed", "similarity", "invocations"],
+    ids=["predict", "zero-shot", "embed", "similarity", "invocations", "seq2seq-invocations"],
 )
 def test_inference_client_on_task_paths(servers, key, path, call):
     s = servers(key)
@@ -593,6 +612,8 @@ HUB2_CASES = [
      lambda f: _greedy(f, CHAT, 12), _chat),
     ("chat_completion_stream", "gen", "chat_completion", [CHAT], {"max_tokens": 12, "temperature": 0, "stream": True},
      True, lambda f: _greedy(f, CHAT, 12), _chat_stream),
+    ("summarization", "t2t", "summarization", [S2S_TEXT], {}, False, _t2t(S2S_TEXT), _text_field("summary_text")),
+    ("translation", "t2t", "translation", [S2S_TEXT], {}, False, _t2t(S2S_TEXT), _text_field("translation_text")),
 ]  # fmt: skip
 
 

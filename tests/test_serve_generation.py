@@ -289,3 +289,47 @@ def test_a_low_bit_decoder_decodes_one_request_at_a_time(tiny_export, precision)
         decoder.close()
     assert [got[i].text for i in range(4)] == want
     assert decoder.steps >= sum(got[i].tokens for i in range(4)) - len(PROMPTS)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("budget, first_tokens_before_last_joins", [(0, 1), (1, 4), (10_000, 1)])
+def test_prefill_budget_lets_the_first_prompts_stream_before_the_rest_join(
+    folders, arch, budget, first_tokens_before_last_joins
+):
+    """Four prompts wait before the decoder starts. Without a budget (0) or within it they are prefilled in one
+    step and get their first tokens together; with a budget of 1 token they join one per decode step, so the
+    first request has 4 tokens when the last gets its first. Every output is its output alone either way."""
+    from onnxpipe._sampling import Sampling
+    from onnxpipe._serve._decoding import Decoder, Finished, Request, Token
+
+    p = onnxpipe.pipeline("text-generation", model=folders[arch])
+    tokens = [12, 6, 9, 10]
+    want = [greedy(p, x, n) for x, n in zip(PROMPTS, tokens)]
+    decoder = Decoder(p, prefill_tokens=budget)
+    got: dict[int, Finished] = {}
+    counts = [0] * 4
+    seen_at_last_join: list[int] = []
+    finished = [threading.Event() for _ in PROMPTS]
+
+    def emit_for(i):
+        def emit(event):
+            if isinstance(event, Token):
+                counts[i] += 1
+                if i == 3 and counts[i] == 1:
+                    seen_at_last_join.append(counts[0])
+            elif isinstance(event, Finished):
+                got[i] = event
+                finished[i].set()
+
+        return emit
+
+    for i, prompt in enumerate(PROMPTS):
+        ids = p.tokenizer.encode_batch([prompt], truncation=False)[0].ids
+        decoder.submit(Request(ids, tokens[i], Sampling(), emit_for(i)))
+    decoder.start()
+    try:
+        assert all(f.wait(60) for f in finished)
+    finally:
+        decoder.close()
+    assert [got[i].text for i in range(4)] == want
+    assert seen_at_last_join == [first_tokens_before_last_joins]

@@ -48,7 +48,7 @@ from ._generation import GenerationRoutes, StreamHandler
 from ._limits import Limits, RequestError, check_client_batch, parse_json, read_body, shutting_down
 from ._metrics import CONTENT_TYPE, Metrics
 from ._models import ModelSet
-from ._seq2seq_routes import handlers as seq2seq_handlers
+from ._seq2seq_routes import PATHS as SEQ2SEQ_PATHS, TASKS as SEQ2SEQ_TASKS, handlers as seq2seq_handlers
 from ._token_ids import encode_ids
 
 log = logging.getLogger("onnxpipe.serve")
@@ -305,9 +305,10 @@ def route_table(models: ModelSet) -> dict[str, dict[str, Any]]:
     first = next(iter(models.by_name.values()))
     for path in ("/", "/invocations"):
         out[path] = {"task": first.main_task, "models": list(models.by_name), "default": first.name}
-    for path, e in ENDPOINTS.items():
-        default = models.default(e.task)
-        out[path] = {"task": e.task, "models": models.serving(e.task), "default": default and default.name}
+    tasks = {path: e.task for path, e in ENDPOINTS.items()} | SEQ2SEQ_PATHS
+    for path, task in tasks.items():
+        default = models.default(task)
+        out[path] = {"task": task, "models": models.serving(task), "default": default and default.name}
     return out
 
 
@@ -374,6 +375,9 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
         body, large = await body_of(receive)
         name = body.get("model") if isinstance(body, dict) else None
         served = models.find(None, name)
+        if served.main_task in SEQ2SEQ_TASKS:  # summarization, translation, text2text: the hub's shapes
+            named = name is not None or not isinstance(body, dict)
+            return await seq2seq_root(served.main_task, body if named else {**body, "model": served.name})
         endpoint = main_endpoint(served.main_task, body)
         if endpoint is None:
             raise RequestError(
@@ -477,7 +481,8 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
         await asyncio.to_thread(generation.close)
 
     handlers = {path: endpoint_handler(path, e) for path, e in ENDPOINTS.items()}
-    for path, handler in seq2seq_handlers(models.find, body_of, _dumps).items():  # summarization, translation
+    seq2seq_paths, seq2seq_root = seq2seq_handlers(models.find, body_of, _dumps)
+    for path, handler in seq2seq_paths.items():  # summarization, translation, text2text-generation
         handlers[path] = guarded(path, handler)
     handlers["/tokenize"] = guarded("/tokenize", tokenize)
     handlers["/decode"] = guarded("/decode", decode)
