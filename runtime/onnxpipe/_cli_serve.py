@@ -52,13 +52,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help='cut inputs past the maximum length to it instead of answering 422 (a request\'s "truncate" '
         "field still decides for that request)",
     )
-    s.add_argument(
-        "--max-prefill-tokens",
-        type=int,
-        default=0,
-        help="generation: prompt tokens prefilled between two decode steps at most (a longer prompt is prefilled "
-        "alone); default 0: every waiting prompt at once (a budget delays long prompts on a fused Llama cache)",
-    )
     s.add_argument("--payload-limit", type=int, default=2_000_000, help="request body bytes at most (default 2 MB)")
     s.add_argument(
         "--header-timeout",
@@ -126,7 +119,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
         auto_truncate=args.auto_truncate,
-        max_prefill_tokens=args.max_prefill_tokens,
     )
     return serve(
         args.models or [DEFAULT_MODEL],

@@ -1,7 +1,6 @@
 """Continuous batching of generation requests: one thread runs one decoder's KV loop for every request at once.
 
-Requests join and leave the running batch between decode steps, at most ``prefill_tokens`` prompt tokens
-between two steps (at least one request). A joining request is prefilled alone (its
+Requests join and leave the running batch between decode steps. A joining request is prefilled alone (its
 prompt, once, its ``n`` rows copied from it), and its cache rows are merged into the batch's: both cache
 layouts keep each row's left padding inside the cache (column i of the mask is position i of the cache), so
 merging left-pads the narrower side with masked zeros, and positions, read from the mask, stay each row's own.
@@ -33,12 +32,6 @@ log = logging.getLogger("onnxpipe.serve")
 
 # The most rows (sequences) decoded together; a request waits while the batch is full.
 MAX_ROWS = 16
-# Prompt tokens (padded: rows x width) prefilled between two decode steps at most; one prompt over the budget is
-# prefilled alone. 0 (the default): every waiting prompt at once. Off by default: measured with 8 chat clients on
-# the fused Llama (bench/serve_levels.py, 2 cores, loaded), a budget of 128 made TTFT p50 14.0 s against 4.0 s and
-# aggregate tokens/s 1.97x one-at-a-time against 8.28x: in the shared-buffer cache layout a prompt longer than
-# the running batch's width cannot join until the batch empties, so joining a few at a time serialises them.
-PREFILL_TOKENS = 0
 
 
 @dataclass
@@ -111,14 +104,8 @@ class Decoder:
         >>> decoder.submit(Request(ids, 16, Sampling(), emit=print))
     """
 
-    def __init__(
-        self,
-        pipe: TextGenerationPipeline,
-        max_rows: int = MAX_ROWS,
-        name: str = "onnxpipe-generation",
-        prefill_tokens: int = PREFILL_TOKENS,
-    ):
-        self.pipe, self.max_rows, self.prefill_tokens = pipe, max_rows, prefill_tokens
+    def __init__(self, pipe: TextGenerationPipeline, max_rows: int = MAX_ROWS, name: str = "onnxpipe-generation"):
+        self.pipe, self.max_rows = pipe, max_rows
         # A low-bit decoder rounds a row differently beside other rows (dynamic int8's batch-wide activation
         # scales, int4's kernels), and greedy decoding turns that into other tokens: such a variant (execution
         # "alone", _session.batch_dependent) decodes one request at a time, so no request's text depends on others.
@@ -192,13 +179,6 @@ class Decoder:
         )
         return width + remaining <= self.max_positions
 
-    def _prefill_cost(self, cache: KVCache | None, joining: list[Request]) -> int:
-        """Padded prompt tokens of prefilling ``joining`` together (the width ``_admit`` pads them to)."""
-        width = max(len(j.ids) for j in joining)
-        if cache is not None and self.pipe.graph.shared_buffer:
-            width = cache.mask.shape[1]
-        return width * sum(j.n for j in joining)
-
     def _admit(
         self, rows: list[_Row], cache: KVCache | None, logits: np.ndarray, held: Request | None
     ) -> tuple[list[_Row], KVCache | None, np.ndarray, Request | None]:
@@ -217,8 +197,6 @@ class Decoder:
                 continue
             if not self._fits(rows, cache, joining, held):
                 break
-            if joining and self._prefill_cost(cache, [*joining, held]) > self.prefill_tokens > 0:
-                break  # prefilled after the next decode step
             joining.append(held)
             held = None
         if not joining:

@@ -147,9 +147,7 @@ class GenerationRoutes:
         # cancel_key: where a request's scope takes the way to stop it when its client goes away (_app's)
         self.models, self.limits, self.cancel_key = models, limits, cancel_key
         self.decoders: dict[str, Decoder] = {
-            m.name: Decoder(_pipeline(m), prefill_tokens=limits.max_prefill_tokens)
-            for m in models.by_name.values()
-            if TASK in m.pipelines
+            m.name: Decoder(_pipeline(m)) for m in models.by_name.values() if TASK in m.pipelines
         }
 
     def routes(self) -> dict[str, StreamHandler]:

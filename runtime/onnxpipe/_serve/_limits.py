@@ -44,20 +44,12 @@ class Limits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     auto_truncate: bool = False  # inputs past the maximum are cut to it unless the request says truncate: false
-    # generation: prompt tokens prefilled between two decode steps at most (0: every waiting prompt at once)
-    max_prefill_tokens: int = 0
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_concurrent_requests", "max_client_batch_size", "payload_limit"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}; use a positive integer")
-        if (
-            isinstance(self.max_prefill_tokens, bool)
-            or not isinstance(self.max_prefill_tokens, int)
-            or (self.max_prefill_tokens < 0)
-        ):
-            raise ValueError(f"max_prefill_tokens={self.max_prefill_tokens!r}; use 0 (no limit) or a positive integer")
         for name in ("header_timeout", "body_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
