@@ -138,6 +138,12 @@ INT8_CANDIDATES: dict[str, dict[str, Any]] = {
     # 7-bit weights: CPUs without an int8 dot product (AVX2 only) saturate u8 x s8 pair sums in 16 bits
     "fused-static-minmax-rr": {"method": "static", "graph": "fused", "reduce_range": True},
     "fused-attention-only-static-minmax": {"method": "static", "graph": "fused-attention-only"},
+    "fused-attention-only-static-minmax-rr-no-skipln": {
+        "method": "static",
+        "graph": "fused-attention-only",
+        "reduce_range": True,
+        "residual_add_as_sum": True,
+    },
     "unfused-static-minmax": {"method": "static", "graph": "unfused"},
 }
 
