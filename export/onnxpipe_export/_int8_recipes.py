@@ -65,12 +65,26 @@ STATIC_RECIPE = {
     "graph": "fused",
 }
 
-# The CPU-exact variant (--precision int8-exact): 8-bit weight-only MatMulNBits with accuracy_level 1, so the
-# activations stay fp32 and only float kernels run. Dynamic int8 quantizes each activation tensor with a scale
-# the CPU's float kernels computed, so a last-bit difference between two CPUs' GELU or LayerNorm code now and then
-# moves a whole tensor's scale (up to 0.11 of a probability apart, AVX2 vs VNNI); float kernels differ in the
-# last bits only. The graph and residual Sum as the default's.
+# The CPU-exact variant (--precision int8-exact): static QDQ on the default's graph, activation ranges calibrated
+# once on --calibration-data and fixed in the file, 7-bit per-channel s8 weights that no CPU's integer kernel can
+# saturate, MatMul outputs left in float (onnxruntime runs QuantizeLinear -> MatMulIntegerToFloat). Dynamic int8
+# quantizes each activation tensor with a scale the CPU's float kernels computed, so a last-bit difference between
+# two CPUs' GELU or LayerNorm code now and then moves a whole tensor's scale (up to 0.11 of a probability apart,
+# AVX2 vs VNNI); with fixed scales such a difference can move one element by one step at most, and only when it
+# lies on a rounding boundary. The previous exact recipe, 8-bit weight-only MatMulNBits with fp32 compute
+# (EXACT_NBITS_RECIPE), was as exact but 40x slower than the default at batch 1 (bench/results/int8_cpu.md).
 EXACT_RECIPE = {
+    **STATIC_RECIPE,
+    "graph": "fused-attention-only",
+    "reduce_range": True,
+    "residual_add_as_sum": True,
+    "quantize_outputs": False,
+    "name": "fused-attention-only-static-minmax-rr-no-skipln-float-out",
+}
+
+# int8-exact without --calibration-data (nothing to calibrate the static scales on): weight-only 8-bit with fp32
+# compute (accuracy_level 1), only float kernels run; as CPU-independent, much slower.
+EXACT_NBITS_RECIPE = {
     **NBITS_RECIPE,
     "accuracy_level": 1,  # fp32 compute: the weights are dequantized, the activations never are quantized
     "graph": "fused-attention-only",
@@ -143,6 +157,13 @@ INT8_CANDIDATES: dict[str, dict[str, Any]] = {
         "graph": "fused-attention-only",
         "reduce_range": True,
         "residual_add_as_sum": True,
+    },
+    "fused-attention-only-static-minmax-rr-no-skipln-float-out": {
+        "method": "static",
+        "graph": "fused-attention-only",
+        "reduce_range": True,
+        "residual_add_as_sum": True,
+        "quantize_outputs": False,
     },
     "unfused-static-minmax": {"method": "static", "graph": "unfused"},
 }
