@@ -96,51 +96,28 @@ def test_the_export_gate_reads_saturation_from_the_graph(tmp_path, kind, weights
 
 
 # -- the CPU-exact variant -------------------------------------------------------------------------------------
-CALIBRATION = [f"sentence {i} is {'rather good ' * (i % 6)}and {'quite bad ' * (i % 4)}." for i in range(48)]
-
-
 @pytest.mark.torch
-@pytest.mark.parametrize("calibrated", [True, False], ids=["static-fixed-scales", "no-calibration-data-nbits"])
-def test_int8_exact_variant_has_fixed_scales_or_float_arithmetic_and_loads_by_name(
-    tiny_checkpoint, tmp_path, calibrated
-):
-    """With --calibration-data: static QDQ, fixed activation scales and 7-bit weights (no scale computed at run
-    time from float results, no saturation); without: weight-only 8-bit with float arithmetic only."""
+def test_int8_exact_variant_has_only_float_arithmetic_and_loads_by_name(tiny_export):
     import onnx
 
     from onnxpipe import pipeline
     from onnxpipe._manifest import load_manifest
-    from onnxpipe_export import export, int8_saturation
+    from onnxpipe_export import int8_saturation
 
-    calibration = tmp_path / "sentences.txt"
-    calibration.write_text("\n".join(CALIBRATION) + "\n", encoding="utf-8")
-    out = export(
-        tiny_checkpoint("bert", "text-classification"),
-        out=tmp_path / "m",
-        precisions="int8-exact,fp32",
-        progress=False,
-        calibration_data=calibration if calibrated else None,
-    )
+    out = tiny_export("bert", "text-classification", "int8-exact,fp32")
     variant = load_manifest(out).variants["int8-exact"]
     assert variant.cpu_exact is True and variant.file == "onnx/model_int8_exact.onnx"
-    ops = {n.op_type for n in onnx.load(str(out / variant.file)).graph.node}
-    saturation = int8_saturation(out / variant.file)
-    assert not ops & {"DynamicQuantizeLinear", "DynamicQuantizeMatMul"}  # no scale computed at run time
-    if calibrated:
-        assert variant.recipe["method"] == "static" and variant.recipe["reduce_range"] is True
-        assert variant.recipe["matmuls_quantized"] > 0 and variant.recipe["calibration_data"]["sentences"] == 48
-        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-        assert saturation["integer_matmuls"] > 0 and saturation["can_saturate"] is False
-    else:  # weight-only 8-bit, activations never quantized: no integer matmul at all, only float kernels run
-        nbits = [n for n in onnx.load(str(out / variant.file)).graph.node if n.op_type == "MatMulNBits"]
-        assert nbits and {a.i for n in nbits for a in n.attribute if a.name == "accuracy_level"} == {1}
-        assert saturation["integer_matmuls"] == 0
+    model = onnx.load(str(out / variant.file))
+    nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    levels = {a.i for n in nbits for a in n.attribute if a.name == "accuracy_level"}
+    # weight-only 8-bit, activations never quantized: no integer matmul at all, only float kernels run
+    assert nbits and levels == {1} and int8_saturation(out / variant.file)["integer_matmuls"] == 0
     texts = ["a gorgeous , witty , seductive movie .", "not bad", "the ending is the longest of them all"]
     exact = pipeline("text-classification", model=out, precision="int8-exact", top_k=None)
     fp32 = pipeline("text-classification", model=out, precision="fp32", top_k=None)
     for got, want in zip(exact(texts), fp32(texts)):  # 8-bit weights of a tiny random model: close to fp32
-        assert {r["label"]: r["score"] for r in got} == pytest.approx({r["label"]: r["score"] for r in want}, abs=0.05)
-    alone = [exact([t])[0] for t in texts]  # fixed scales: a text's answer does not depend on its batch-mates
+        assert {r["label"]: r["score"] for r in got} == pytest.approx({r["label"]: r["score"] for r in want}, abs=0.02)
+    alone = [exact([t])[0] for t in texts]  # float arithmetic: a text's answer does not depend on its batch-mates
     batched = exact(texts)
     assert (
         np.abs(np.array([[r["score"] for r in a] for a in alone]) - [[r["score"] for r in b] for b in batched]).max()

@@ -27,9 +27,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     e.add_argument(
         "--precision",
         default="int8,fp32,fp16",
-        help="comma-separated: int8, fp32, fp16, int8-exact (the same numbers on every CPU: fixed activation scales "
-        "calibrated on --calibration-data and 7-bit weights; without --calibration-data, 8-bit weights with float "
-        "arithmetic, much slower)",
+        help="comma-separated: int8, fp32, fp16, int8-exact (8-bit weights, float arithmetic: the same numbers on "
+        "every CPU)",
     )
     e.add_argument(
         "--force",

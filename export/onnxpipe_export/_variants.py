@@ -16,18 +16,10 @@ VARIANT_FILES = {
     "fp32": "onnx/model.onnx",
     "int8": "onnx/model_quantized.onnx",
     "fp16": "onnx/model_fp16.onnx",
-    # fixed activation scales and 7-bit weights: the same numbers on every CPU (_int8_recipes.EXACT_RECIPE)
+    # 8-bit weights with float arithmetic only: the same numbers on every CPU (_int8_recipes.EXACT_RECIPE)
     "int8-exact": "onnx/model_int8_exact.onnx",
 }
 FP16_NOTE = "fp16 weights, fp32 inputs/outputs; meant for CUDA"
-
-
-def exact_recipe(calibrated: bool) -> dict[str, Any]:
-    """The int8-exact recipe: fixed activation scales when there are sentences to calibrate them on, else
-    weight-only 8-bit with float compute (as CPU-independent, much slower: _int8_recipes.EXACT_NBITS_RECIPE)."""
-    from ._int8_recipes import EXACT_NBITS_RECIPE, EXACT_RECIPE
-
-    return EXACT_RECIPE if calibrated else EXACT_NBITS_RECIPE
 
 
 def fp32_variant(fused_ops: dict[str, int]) -> Variant:
@@ -78,8 +70,9 @@ def make_variant(
         made = quantize_int8(source_for(recipe), folder / VARIANT_FILES["int8"], recipe, calibration)
         return int8_variant(made, fused_ops)
     if precision == "int8-exact":
-        exact = exact_recipe(calibration is not None)
-        made = quantize_int8(source_for(exact), folder / VARIANT_FILES["int8-exact"], exact, calibration)
+        from ._int8_recipes import EXACT_RECIPE
+
+        made = quantize_int8(source_for(EXACT_RECIPE), folder / VARIANT_FILES["int8-exact"], EXACT_RECIPE)
         return Variant(VARIANT_FILES["int8-exact"], recipe=made, cpu_exact=True)
     if precision == "fp16":
         to_fp16(folder / VARIANT_FILES["fp32"], folder / VARIANT_FILES["fp16"])

@@ -127,7 +127,7 @@ def pipeline(
     ``task``: optional when ``model`` is a folder (its manifest names the task). ``model``: a model folder
     path or name, or a loaded ``AutoModel*`` (default: the embedded model for the task). ``tokenizer``: the
     folder's own (a path to that folder, or an ``AutoTokenizer``). ``device``: "cpu" or -1, "cuda" or 0, or
-    "auto". ``precision``: "int8", "int8-exact" (int8 whose numbers are the same on every
+    "auto". ``precision``: "int8", "int8-exact" (8-bit weights, float arithmetic: the same numbers on every
     CPU), "fp32" or "fp16" (default int8 on CPU, fp16 else fp32 on CUDA).
     ``profile``: "default" (lowest latency) or "low-power" (one thread that does not spin: ~0 CPU between
     requests). ``format``: "onnx" or "ort" (the variant's ORT-format copy, written by ``onnxpipe export --ort``).
