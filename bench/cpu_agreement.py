@@ -128,25 +128,27 @@ def main(argv: list[str] | None = None) -> int:
     references = [r for r in dict.fromkeys(cpus.REFERENCE[c] for c in others) if r != "native"]
     for cpu in ["native", *references, *others]:
         start = time.perf_counter()
-        parts = [
-            cpus.run_with_versions(cpu, a.model, a.precision, texts[i : i + a.chunk], task)
-            for i in range(0, len(texts), a.chunk)
-        ]
-        outputs[cpu], versions = np.concatenate([p[0] for p in parts]), parts[0][1]
-        report["sides"][cpu] = {**versions, "seconds": round(time.perf_counter() - start, 1)}
-        if cpu != "native":
-            report["against_native"][cpu] = compare(kind, outputs["native"], outputs[cpu])
-        if cpu in cpus.REFERENCE:
-            reference = cpus.REFERENCE[cpu]
-            report["against_reference"][cpu] = {
-                "reference": reference,
-                **compare(kind, outputs[reference], outputs[cpu]),
-            }
+        parts = []
+        for i in range(0, len(texts), a.chunk):
+            parts.append(cpus.run_with_versions(cpu, a.model, a.precision, texts[i : i + a.chunk], task))
+            outputs[cpu] = np.concatenate([p[0] for p in parts])
+            done = len(outputs[cpu])
+            # "n" of a side still running: how many of the first texts the figures cover so far
+            report["sides"][cpu] = {**parts[0][1], "seconds": round(time.perf_counter() - start, 1), "n": done}
+            if cpu != "native":
+                report["against_native"][cpu] = compare(kind, outputs["native"][:done], outputs[cpu])
+            if cpu in cpus.REFERENCE:
+                reference = cpus.REFERENCE[cpu]
+                report["against_reference"][cpu] = {
+                    "reference": reference,
+                    "n": done,
+                    **compare(kind, outputs[reference][:done], outputs[cpu]),
+                }
+            # after every chunk, not only at the end: an emulated side takes up to an hour, and the texts done so
+            # far are worth keeping when it is stopped
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            a.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         print(cpu, report["sides"][cpu], report["against_reference"].get(cpu, ""), flush=True)
-        # after every side, not only at the end: an emulated side takes up to an hour, and the sides done so far
-        # are worth keeping when a later one is stopped
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return 0
 
 

@@ -165,7 +165,10 @@ def quantize_static_int8(
                     "ActivationSymmetric": False,
                     # the fused graphs carry contrib ops without type info
                     "DefaultTensorType": onnx.TensorProto.FLOAT,
-                },
+                }
+                # float MatMul outputs: onnxruntime runs DQ -> MatMul as MatMulIntegerToFloat (int32 sums scaled
+                # to float) instead of requantizing each product to u8 (QLinearMatMul), one rounding fewer
+                | ({} if recipe.get("quantize_outputs", True) else {"OpTypesToExcludeOutputQuantization": ["MatMul"]}),
             )
     finally:
         root.setLevel(level)
