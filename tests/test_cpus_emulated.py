@@ -3,10 +3,11 @@
 run (for ARM64, native with the ARM64 side's onnxruntime release: cpus.REFERENCE).
 
 Select with ``-m emulated``. Everything the tier needs is installed on first use (tests/emulated/provision.py,
-cached in .venv-emulated/); a missing piece fails with the install step, never skips. Emulation is 10-100x
+in the machine's test cache); a missing piece fails with the install step, never skips. Emulation is 10-100x
 slower than the host (the AVX2 int8 kernels the most), so the subsets are small, and every job of the module
-runs in one process per CPU (cpus.run_jobs through the ``tier`` fixture): each CPU starts its Python and
-onnxruntime once. bench/cpu_agreement.py measures the targets on larger sets (400 sentences).
+runs in at most two processes per CPU (cpus.run_jobs through the ``tier`` fixture), two at a time: each
+process starts its Python and onnxruntime once. bench/cpu_agreement.py measures the targets on larger sets
+(400 sentences).
 
 - The committed default model, every precision it ships, on the first SST-2 dev sentences: no label flip and
   p99 |change of P(positive)| <= 1e-2 on each emulated CPU. The same check fails a saturating file: the shipped
@@ -23,7 +24,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -163,22 +166,46 @@ INTEGER_CASES = [
 
 
 class Tier:
-    """Every job of this module, grouped by CPU: a CPU's jobs all run in one process (cpus.run_jobs) the first
-    time a test asks for one of its results; a CPU that cannot run (a missing emulator) fails each test that asks
+    """Every job of this module, grouped by CPU. The first time a test asks for a result, every CPU's jobs run:
+    each CPU's jobs split into up to PARTS processes (cpus.run_jobs: one interpreter and onnxruntime start per
+    process), PARTS processes at a time, the slowest CPU first. An emulated process runs on one thread, so one at
+    a time would leave the second core idle. A CPU that cannot run (a missing emulator) fails each test that asks
     it, with the install step, and leaves the other CPUs' tests alone."""
+
+    PARTS = max(1, min(2, os.cpu_count() or 1))
 
     def __init__(self, jobs: dict[str, dict[tuple, dict]]):
         self.jobs = jobs
-        self.done: dict[str, dict[tuple, object] | Exception] = {}
+        self.done: dict[str, dict[tuple, object] | Exception] | None = None
+
+    def _run_all(self) -> dict[str, dict[tuple, object] | Exception]:
+        # Emulated Haswell is the slowest (its AVX2 kernels), then ARM64; the native sides are quick.
+        order = sorted(self.jobs, key=lambda c: {"haswell": 0, "arm64": 1}.get(c, 2))
+        parts = [(cpu, list(self.jobs[cpu])[i :: self.PARTS]) for cpu in order for i in range(self.PARTS)]
+        parts = [(cpu, keys) for cpu, keys in parts if keys]
+
+        def run(part: tuple[str, list[tuple]]) -> dict[tuple, object]:
+            cpu, keys = part
+            results, _ = cpus.run_jobs(cpu, [self.jobs[cpu][k] for k in keys])
+            return dict(zip(keys, results))
+
+        done: dict[str, dict[tuple, object] | Exception] = {cpu: {} for cpu in order}
+        with ThreadPoolExecutor(self.PARTS) as pool:
+            futures = [(cpu, pool.submit(run, (cpu, keys))) for cpu, keys in parts]
+            for cpu, future in futures:
+                try:
+                    got = future.result()
+                except Exception as e:  # kept, and raised again to every test of this CPU
+                    done[cpu] = e
+                    continue
+                held = done[cpu]
+                if isinstance(held, dict):
+                    held.update(got)
+        return done
 
     def __call__(self, cpu: str, *key: object) -> object:
-        if cpu not in self.done:
-            keys = list(self.jobs[cpu])
-            try:
-                results, _ = cpus.run_jobs(cpu, [self.jobs[cpu][k] for k in keys])
-                self.done[cpu] = dict(zip(keys, results))
-            except Exception as e:  # kept, and raised again to every test of this CPU
-                self.done[cpu] = e
+        if self.done is None:
+            self.done = self._run_all()
         done = self.done[cpu]
         if isinstance(done, Exception):
             raise done
@@ -289,8 +316,8 @@ def test_a_missing_emulator_fails_with_its_install_step(monkeypatch):
 
 
 def test_a_missing_emulator_fails_every_test_of_its_cpu_and_no_other(monkeypatch):
-    """The module's one-process-per-CPU fixture keeps that promise: the CPU that cannot start raises its install
-    step to each test that asks it (not once, then a KeyError or a pass), and a native result still comes."""
+    """The module's fixture keeps that promise: the CPU that cannot start raises its install step to each test
+    that asks it (not once, then a KeyError or a pass), and a native result still comes."""
     import provision
 
     monkeypatch.setattr(provision.shutil, "which", lambda name: None if name.startswith("qemu") else f"/bin/{name}")
