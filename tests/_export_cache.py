@@ -59,6 +59,18 @@ def location() -> Path | None:
     return Path(value).expanduser() if value else Path.home() / ".cache" / "onnxpipe" / "test-exports"
 
 
+def env_home(kind: str, override: str, in_clone: Path) -> tuple[Path, bool]:
+    """Where a family of test environments (``kind``: "interop", "emulated") lives, and whether there it is
+    keyed (shared by every clone on the machine): ``$override`` when set; the clone's own ``in_clone`` where
+    ``ONNXPIPE_TEST_CACHE=off``; else ``envs/<kind>`` in the machine's test cache."""
+    if os.environ.get(override):
+        return Path(os.environ[override]), False
+    cache = location()
+    if cache is None:
+        return in_clone, False
+    return cache / "envs" / kind, True
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from _export_cache import env_home  # noqa: E402  (the one reading of ONNXPIPE_TEST_CACHE)
 
 
 def _home() -> tuple[Path, bool]:
@@ -33,13 +35,7 @@ def _home() -> tuple[Path, bool]:
     machine's test cache (``$ONNXPIPE_TEST_CACHE/envs/emulated``, default ``~/.cache/onnxpipe/test-exports``), so
     a second clone does not download and unpack the ARM64 userland again; ``ONNXPIPE_TEST_CACHE=off``:
     ``.venv-emulated/`` in the clone; ``$ONNXPIPE_EMULATED_HOME``: that folder."""
-    if os.environ.get("ONNXPIPE_EMULATED_HOME"):
-        return Path(os.environ["ONNXPIPE_EMULATED_HOME"]), False
-    cache = os.environ.get("ONNXPIPE_TEST_CACHE", "")  # read as tests/_export_cache.py's location() reads it
-    if cache.strip().lower() == "off":
-        return ROOT / ".venv-emulated", False
-    base = Path(cache).expanduser() if cache else Path.home() / ".cache" / "onnxpipe" / "test-exports"
-    return base / "envs" / "emulated", True
+    return env_home("emulated", "ONNXPIPE_EMULATED_HOME", ROOT / ".venv-emulated")
 
 
 HOME, KEYED = _home()

@@ -27,17 +27,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from _export_cache import env_home  # noqa: E402  (the one reading of ONNXPIPE_TEST_CACHE)
 
 
 def _home() -> tuple[Path, bool]:
     """Where the environments live, and whether there they are keyed (shared by every clone on the machine)."""
-    if os.environ.get("ONNXPIPE_INTEROP_HOME"):
-        return Path(os.environ["ONNXPIPE_INTEROP_HOME"]), False
-    cache = os.environ.get("ONNXPIPE_TEST_CACHE", "")  # read as tests/_export_cache.py's location() reads it
-    if cache.strip().lower() == "off":
-        return ROOT / ".venv-interop", False
-    base = Path(cache).expanduser() if cache else Path.home() / ".cache" / "onnxpipe" / "test-exports"
-    return base / "envs" / "interop", True
+    return env_home("interop", "ONNXPIPE_INTEROP_HOME", ROOT / ".venv-interop")
 
 
 HOME, KEYED = _home()
