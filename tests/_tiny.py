@@ -72,6 +72,18 @@ _COMMON = {
     "initializer_range": 0.3,
 }
 
+# The layer shape BART and Marian share (Marian is BART-shaped; they differ in ids, init and tokenizer).
+BART_SHAPE = {
+    "d_model": 32,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4,
+    "encoder_ffn_dim": 37,
+    "decoder_ffn_dim": 37,
+    "max_position_embeddings": MAX_POSITIONS,
+}
+
 # model_type -> config keys on top of _COMMON (names as each config class spells them).
 _CONFIGS: dict[str, dict] = {
     "bert": {"type_vocab_size": 2, "pad_token_id": 0},
@@ -168,14 +180,7 @@ _CONFIGS: dict[str, dict] = {
         },
     },
     "bart": {
-        "d_model": 32,
-        "encoder_layers": 2,
-        "decoder_layers": 2,
-        "encoder_attention_heads": 4,
-        "decoder_attention_heads": 4,
-        "encoder_ffn_dim": 37,
-        "decoder_ffn_dim": 37,
-        "max_position_embeddings": MAX_POSITIONS,
+        **BART_SHAPE,
         "init_std": 0.3,
         "pad_token_id": 1,
         "bos_token_id": 0,
@@ -187,14 +192,7 @@ _CONFIGS: dict[str, dict] = {
         "max_length": 16,
     },
     "marian": {
-        "d_model": 32,
-        "encoder_layers": 2,
-        "decoder_layers": 2,
-        "encoder_attention_heads": 4,
-        "decoder_attention_heads": 4,
-        "encoder_ffn_dim": 37,
-        "decoder_ffn_dim": 37,
-        "max_position_embeddings": MAX_POSITIONS,
+        **BART_SHAPE,
         "init_std": 0.05,  # at 0.3 every input decodes to one repeated token, and beam search equals greedy
         "pad_token_id": 2,
         "eos_token_id": 1,
