@@ -60,7 +60,8 @@ class _Job:
         return out
 
 
-def _set(future: asyncio.Future[list[Any]], result: Any, error: BaseException | None) -> None:
+def settle(future: asyncio.Future[list[Any]], result: Any, error: BaseException | None) -> None:
+    """Resolve a waiting request's future, unless its client went away (its handler cancelled it)."""
     if future.done():  # the client went away and its handler was cancelled
         return
     if error is not None:
@@ -109,7 +110,7 @@ class Batcher:
             self._cond.notify()
         for job in dropped:
             self.metrics.queue_depth.add(-len(job.encodings), job.model)
-            _set(job.future, None, shutting_down())
+            settle(job.future, None, shutting_down())
         if self._thread.is_alive():
             await asyncio.to_thread(self._thread.join, timeout)
             if self._thread.is_alive():
@@ -190,7 +191,7 @@ class Batcher:
     @staticmethod
     def _fail(jobs: list[_Job], error: Exception) -> None:
         for job in jobs:
-            _set(job.future, None, error)
+            settle(job.future, None, error)
 
     def _deliver(
         self, model: str, rows: int, width: int, finished: list[tuple[_Job, list[Any] | None, Exception | None]]
@@ -201,4 +202,4 @@ class Batcher:
         m.batch_tokens.observe(rows * width, model)
         m.queue_depth.add(-rows, model)
         for job, result, error in finished:
-            _set(job.future, result, error)
+            settle(job.future, result, error)

@@ -21,6 +21,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ._batcher import settle
 from ._endpoints import Call, _inputs, _object, _parameters
 from ._limits import RequestError
 
@@ -91,7 +92,7 @@ class Seq2SeqBatcher:
                     results = await asyncio.to_thread(_call, pipe, merged, params)
                 except Exception as e:
                     if len(waiting) == 1:
-                        _settle(waiting[0][1], None, e)
+                        settle(waiting[0][1], None, e)
                         continue
                     results = None
                 if results is None:  # one request's input failed the batch: each request alone
@@ -99,13 +100,13 @@ class Seq2SeqBatcher:
                         try:
                             alone = await asyncio.to_thread(_call, pipe, items, params)
                         except Exception as e:
-                            _settle(f, None, e)
+                            settle(f, None, e)
                         else:
-                            _settle(f, alone, None)
+                            settle(f, alone, None)
                     continue
                 start = 0
                 for items, f in waiting:
-                    _settle(f, results[start : start + len(items)], None)
+                    settle(f, results[start : start + len(items)], None)
                     start += len(items)
         finally:
             self._waiting.pop(key, None)
@@ -113,15 +114,6 @@ class Seq2SeqBatcher:
 
 def _call(pipe: Any, items: list[Any], params: dict[str, Any]) -> list[Any]:
     return list(pipe.iter(items, **params))
-
-
-def _settle(future: asyncio.Future[list[Any]], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the client went away
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 def handlers(
