@@ -30,7 +30,8 @@ CALIBRATION = [f"sentence {i} is {'rather good ' * (i % 6)}and {'quite bad ' * (
 def _invariant_recipes() -> list[str]:
     from onnxpipe_export._int8_recipes import INT8_CANDIDATES
 
-    return [name for name, entry in INT8_CANDIDATES.items() if entry.get("method") in ("MatMulNBits", "static")]
+    invariant = ("MatMulNBits", "static", "fixed-scales")
+    return [name for name, entry in INT8_CANDIDATES.items() if entry.get("method") in invariant]
 
 
 def _alone_and_padded(out, sentences, output="logits"):
@@ -75,7 +76,7 @@ def test_each_invariant_recipe_exports_loads_and_answers_alone_inside_a_padded_b
     assert {"MatMulNBits"} <= ops if method == "MatMulNBits" else {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert not ops & {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulInteger"}  # no per-batch scale
     assert recipe["matmuls_quantized"] > 0  # static: activations too, not only weights behind a DequantizeLinear
-    if method == "static":
+    if method in ("static", "fixed-scales"):
         assert recipe["calibration_data"]["file"] == str(calibration_file)
         assert recipe["calibration_data"]["sentences"] == len(CALIBRATION)
     alone, batch, _ = _alone_and_padded(out, MIXED)
@@ -117,18 +118,46 @@ def test_invariant_recipes_on_other_architectures_and_tasks(
 
 
 # -- the figures an export records ---------------------------------------------------------------------------
-def test_dataset_figures_record_batch_invariance(tiny_export, tiny_checkpoint, tmp_path):
-    # A dynamic int8 file changes its scores inside a mixed batch; the fp32 file does not.
+DYNAMIC = "fused-attention-only-pc-s8-rr-no-skipln"  # the default's graph with per-call activation scales
+
+
+@pytest.fixture(scope="module")
+def int8_folder(tiny_export, tiny_checkpoint, tmp_path_factory):
+    """``int8_folder(head, recipe)``: the tiny BERT's int8 + fp32 folder, with the default recipe (fixed
+    activation scales) or DYNAMIC."""
+    made: dict = {}
+
+    def make(head, recipe):
+        if recipe == "default":
+            return tiny_export("bert", head, "int8,fp32")
+        if (head, recipe) not in made:
+            from onnxpipe_export import export
+
+            made[head, recipe] = export(
+                tiny_checkpoint("bert", head),
+                out=tmp_path_factory.mktemp(f"int8-{recipe}") / "m",
+                precisions="int8,fp32",
+                progress=False,
+                int8_recipe=recipe,
+            )
+        return made[head, recipe]
+
+    return make
+
+
+@pytest.mark.parametrize(("recipe", "method"), [("default", "fixed-scales"), (DYNAMIC, "dynamic")])
+def test_dataset_figures_record_batch_invariance(int8_folder, tiny_checkpoint, tmp_path, recipe, method):
+    # A dynamic int8 file changes its scores inside a mixed batch; the default (fixed scales) and fp32 do not.
     from onnxpipe._for_export import AutoTokenizer
     from onnxpipe._manifest import load_manifest
     from onnxpipe_export._load import load_checkpoint
     from onnxpipe_export._validate import dataset_figures
 
-    out = tiny_export("bert", "text-classification", "int8,fp32")  # the default int8 recipe: dynamic
+    out = int8_folder("text-classification", recipe)
     tsv = tmp_path / "dev.tsv"
     tsv.write_text("label\tsentence\n" + "".join(f"{i % 3}\t{s}\n" for i, s in enumerate(MIXED * 2)), encoding="utf-8")
     manifest = load_manifest(out)
-    assert manifest.variants["int8"].recipe["method"] == "dynamic"
+    assert manifest.variants["int8"].recipe["method"] == method
     ckpt = load_checkpoint(
         str(tiny_checkpoint("bert", "text-classification")), "text-classification", False, False, None
     )
@@ -136,19 +165,25 @@ def test_dataset_figures_record_batch_invariance(tiny_export, tiny_checkpoint, t
     fp32, int8 = (figures["variants"][p]["batch_invariance"] for p in ("fp32", "int8"))
     assert set(fp32) == set(int8) == {"max_score_change", "p99_score_change", "label_flips"}
     assert fp32["max_score_change"] < 1e-5 and fp32["label_flips"] == 0
-    assert int8["max_score_change"] > 1e-4
+    if method == "dynamic":
+        assert int8["max_score_change"] > 1e-4
+    else:
+        assert int8["max_score_change"] < 1e-5 and int8["label_flips"] == 0
     for inv in (fp32, int8):
         assert 0 <= inv["p99_score_change"] <= inv["max_score_change"] <= 1
         assert 0 <= inv["label_flips"] <= len(MIXED) * 2
 
 
-def test_sts_figures_record_batch_invariance_of_the_pooled_vectors(tiny_export, tiny_checkpoint, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("recipe", "method"), [("default", "fixed-scales"), (DYNAMIC, "dynamic")])
+def test_sts_figures_record_batch_invariance_of_the_pooled_vectors(
+    int8_folder, tiny_checkpoint, tmp_path, monkeypatch, recipe, method
+):
     import onnxpipe_export._stsb as stsb
     from onnxpipe._for_export import AutoTokenizer
     from onnxpipe._manifest import load_manifest
     from onnxpipe_export._load import load_checkpoint
 
-    out = tiny_export("bert", "feature-extraction", "int8,fp32")
+    out = int8_folder("feature-extraction", recipe)
     sts = tmp_path / "sts.csv"
     pairs = [(a, b) for a in MIXED for b in MIXED if a < b][:12]
     sts.write_text(
@@ -156,11 +191,12 @@ def test_sts_figures_record_batch_invariance_of_the_pooled_vectors(tiny_export, 
     )
     monkeypatch.setattr(stsb, "_gate", lambda figures: None)  # random weights: the Spearman gate means nothing here
     manifest = load_manifest(out)
+    assert manifest.variants["int8"].recipe["method"] == method
     ckpt = load_checkpoint(str(tiny_checkpoint("bert", "feature-extraction")), "feature-extraction", False, False, None)
     figures = stsb.sts_figures(ckpt, manifest, AutoTokenizer.from_manifest(manifest), sts)
     fp32, int8 = (figures["variants"][p]["batch_invariance"] for p in ("fp32", "int8"))
     assert fp32["min_cosine"] > 0.99999
-    assert int8["min_cosine"] < 0.99999
+    assert (int8["min_cosine"] < 0.99999) == (method == "dynamic")
     for inv in (fp32, int8):
         assert inv["min_cosine"] <= inv["mean_cosine"] <= 1 + 1e-9
     assert {"batched", "one_at_a_time"} <= set(figures["variants"]["int8"])
@@ -197,6 +233,7 @@ def _labelled(tmp_path):
 def test_search_skips_static_candidates_without_calibration_data_and_says_why(tiny_checkpoint, tmp_path, monkeypatch):
     import onnxpipe_export._int8_search as search
     from onnxpipe_export import export
+    from onnxpipe_export._calibrate import BUILTIN_NAME
     from onnxpipe_export._int8_recipes import DEFAULT_INT8, INT8_CANDIDATES
 
     few = [DEFAULT_INT8, "unfused-nb4-b32", "unfused-static-minmax", "fused-static-entropy"]
@@ -211,12 +248,13 @@ def test_search_skips_static_candidates_without_calibration_data_and_says_why(ti
     )
     found = json.loads((out / "manifest.json").read_text())["variants"]["int8"]["recipe_search"]
     rows = found["candidates"]
-    assert set(rows) == set(few) and found["data"]["calibration"] is None
+    assert set(rows) == set(few) and found["data"]["calibration"] == BUILTIN_NAME  # what fixed scales used
     for name in ("unfused-static-minmax", "fused-static-entropy"):
         assert set(rows[name]) == {"recipe", "skipped"} and "--calibration-data" in rows[name]["skipped"]
     assert found["chosen"] in (DEFAULT_INT8, "unfused-nb4-b32")
     assert rows["unfused-nb4-b32"]["batch_invariant"] is True and rows["unfused-nb4-b32"]["runs_alone"] is False
-    assert rows[DEFAULT_INT8]["runs_alone"] is True
+    assert rows[DEFAULT_INT8]["runs_alone"] is True and rows[DEFAULT_INT8]["batch_invariant"] is True
+    assert rows[DEFAULT_INT8]["recipe"]["calibration_data"]["file"] == BUILTIN_NAME
 
 
 def test_search_with_calibration_data_measures_and_gates_invariance(
@@ -249,13 +287,13 @@ def test_search_with_calibration_data_measures_and_gates_invariance(
     for name, row in found["candidates"].items():
         inv = row["batch_invariance"]
         assert row["batch_invariant"] == is_invariant(inv)
-        assert row["runs_alone"] == (row["recipe"]["method"] == "dynamic")
+        assert row["runs_alone"] == (row["recipe"]["method"] in ("dynamic", "fixed-scales"))  # the runtime's choice
         assert row["gates_met"] == (
             row["quality_gates_met"] and (row["batch_invariant"] or row["runs_alone"]) and row["cannot_saturate"]
         )
         if row["recipe"]["method"] != "dynamic":
             assert inv["max_score_change"] < 1e-5 and inv["label_flips"] == 0, name
-    assert found["candidates"][search.DEFAULT_INT8]["batch_invariance"]["max_score_change"] > 1e-4
+    assert found["candidates"][saturating]["batch_invariance"]["max_score_change"] > 1e-4  # dynamic scales move
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ other numbers on such a CPU. Weights that cannot overflow: s8 within [-64, 64] (
 and ``MatMulNBits`` (weight-only; its int8-compute path multiplies |activation| <= 128 by weights within the
 block range, which stays within 16 bits).
 
-The check looks at every integer matmul's *stored* weight values, because the kernels multiply the raw bytes
-(zero points are corrected afterwards through row and column sums): ``MatMulInteger`` and
-``DynamicQuantizeMatMul`` (input B), ``QAttention`` (its QKV weight), ``QLinearMatMul`` (b), and in QDQ graphs a
+The check looks at every integer matmul's *stored* weight values, because the kernels multiply the raw bytes (zero
+points are corrected afterwards through row and column sums): ``MatMulInteger`` and ``DynamicQuantizeMatMul`` and
+``MatMulIntegerToFloat`` (input B), ``QAttention`` (its QKV weight), ``QLinearMatMul`` (b), and in QDQ graphs a
 ``DequantizeLinear`` of an int8 initializer that feeds a ``MatMul`` or ``Gemm``. A B input that is computed at run
 time counts as safe only when ``DynamicQuantizeLinear`` makes it (u8); anything else cannot be proven and counts
 as able to saturate.
@@ -29,8 +29,20 @@ from onnx import numpy_helper
 # s8 weight values that no u8 x s8 pair sum can push past a signed 16-bit lane: 2 * 255 * 64 = 32640 <= 32767
 SAFE_S8 = (-64, 64)
 # integer matmul op type -> index of its weight (B) input
-WEIGHT_INPUT = {"MatMulInteger": 1, "DynamicQuantizeMatMul": 1, "QAttention": 1, "QLinearMatMul": 3}
-ZERO_POINT_INPUT = {"MatMulInteger": 3, "DynamicQuantizeMatMul": 3, "QAttention": 7, "QLinearMatMul": 5}
+WEIGHT_INPUT = {
+    "MatMulInteger": 1,
+    "DynamicQuantizeMatMul": 1,
+    "MatMulIntegerToFloat": 1,
+    "QAttention": 1,
+    "QLinearMatMul": 3,
+}
+ZERO_POINT_INPUT = {
+    "MatMulInteger": 3,
+    "DynamicQuantizeMatMul": 3,
+    "MatMulIntegerToFloat": 5,
+    "QAttention": 7,
+    "QLinearMatMul": 5,
+}
 
 
 def integer_matmul_weights(model: onnx.ModelProto) -> list[dict[str, Any]]:

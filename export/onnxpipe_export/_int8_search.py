@@ -23,7 +23,7 @@ figures:
   never chosen, whatever its speed.
 
 Static candidates calibrate on ``--calibration-data`` (never the validation set); without it they are skipped
-and their row says why.
+and their row says why. Fixed-scales candidates calibrate on it too, or on the package's own sentences.
 
 The rule: among candidates that cannot saturate, within QUALITY_GATES of PyTorch, that give every text its
 alone answer as the runtime runs them, the best geometric mean of batch-1 speed and throughput, each relative
@@ -125,7 +125,7 @@ def search(
     names = list(INT8_CANDIDATES) if candidates is None else list(dict.fromkeys([DEFAULT_INT8, *candidates]))
     for name in names:
         recipe = recipe_named(name)
-        if needs_calibration(recipe) and calibration is None:
+        if needs_calibration(recipe) and (calibration is None or calibration.is_builtin):
             rows[name] = {"recipe": {k: v for k, v in recipe.items() if k != "name"}, "skipped": NO_CALIBRATION}
             continue
         if progress:
@@ -142,7 +142,7 @@ def search(
             **label_figures(alone, gold_arr, ref_labels),
             "batch_invariance": invariance,
             "batch_invariant": is_invariant(invariance),
-            "runs_alone": made["method"] == "dynamic",  # the runtime runs dynamic int8 one sequence at a time
+            "runs_alone": model.execution == "alone",  # the runtime's own choice (dynamic int8: one at a time)
             "saturation": saturation,
             "cannot_saturate": not saturation["can_saturate"],
         }

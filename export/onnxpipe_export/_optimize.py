@@ -17,6 +17,8 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.onnx_model import OnnxModel
 from onnxruntime.transformers.optimizer import optimize_model
 
+from onnxpipe.errors import ExportError
+
 from ._int8_recipes import (  # re-exported: `X as X` says so to mypy
     DEFAULT_INT8 as DEFAULT_INT8,
     INT8_CANDIDATES as INT8_CANDIDATES,
@@ -81,7 +83,8 @@ def quantize_int8(
     source: Path, out: Path, recipe: dict[str, Any] | None = None, calibration: Any = None
 ) -> dict[str, Any]:
     """Quantize the fp32 graph ``source`` (see int8_source) with ``recipe`` (default DEFAULT_INT8); return the
-    recipe as the manifest records it. ``calibration`` (_calibrate.Calibration): static recipes only."""
+    recipe as the manifest records it. ``calibration`` (_calibrate.Calibration): static and fixed-scales
+    recipes only."""
     recipe = dict(recipe or recipe_named(DEFAULT_INT8))
     if recipe.get("method") == "MatMulNBits":
         from ._lowbit import quantize_nbits
@@ -95,6 +98,12 @@ def quantize_int8(
         made = _quantize_dynamic(source, out, recipe)
     if recipe.get("residual_add_as_sum"):
         residual_add_as_sum(out)
+    if recipe.get("method") == "fixed-scales":  # after the Sum rewrite, which reads the bias Adds it fuses away
+        from ._fixed_scales import fix_activation_scales
+
+        if calibration is None:
+            raise ExportError(f"int8 recipe {recipe.get('name', 'fixed-scales')!r} needs calibration sentences")
+        made = fix_activation_scales(out, made, calibration)
     return made
 
 

@@ -327,11 +327,13 @@ def _load(run: _Run) -> None:
     run.ref = torch_reference(run.ckpt, run.task)
     check_head_size(run.ckpt, run.task, run.ref)
     run.max_length = _max_length(run.ckpt)
-    if run.calibration_data is not None:
-        from ._calibrate import Calibration
+    from ._calibrate import Calibration
 
+    if run.calibration_data is not None:
         exclude = _validation_texts(run.task, run.validation_data)
         run.calibration = Calibration.from_file(run.calibration_data, run.ckpt.tokenizer, run.max_length, exclude)
+    else:  # fixed-scales recipes (the default) calibrate on the package's own sentences; static ones refuse them
+        run.calibration = Calibration.builtin(run.ckpt.tokenizer, run.max_length)
 
 
 def _export_fp32(run: _Run) -> None:

@@ -7,7 +7,7 @@ from pathlib import PurePath
 from typing import Any
 
 from ._manifest import Manifest
-from ._session import batch_dependent
+from ._session import alone_is_faster, batch_dependent
 from .errors import ManifestError
 
 
@@ -107,10 +107,18 @@ def _records(manifest: Manifest, out: list[str]) -> None:
                 f"        recipe {r.get('name', '?')}: {r.get('method')} {r.get('weight_type')}, "
                 f"{'per-channel' if r.get('per_channel') else 'per-tensor'}, graph {r.get('graph')}{off}"
             )
+            calib = r.get("calibration_data") or {}
+            if r.get("method") == "fixed-scales":
+                out.append(
+                    f"        activation scales fixed by min-max calibration on {calib.get('sentences')} "
+                    f"sentences of {calib.get('file')}"
+                )
         if batch_dependent(manifest, p):  # what execution="auto" does with it on CPU
             out.append(
                 "        runs each input alone on CPU (dynamic activation scales would tie it to its batch-mates)"
             )
+        elif alone_is_faster(manifest, p):
+            out.append("        runs each input alone on CPU (faster than padded batches; the answers are the same)")
         if v.recipe_search:
             _recipe_search(v.recipe_search, out)
         if v.cpu_exact:

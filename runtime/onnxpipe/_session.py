@@ -152,7 +152,8 @@ def _choose(manifest: Manifest, device: str, precision: str | None) -> SessionCh
 # by the whole batch tensor, so a text's answer depends on its batch-mates (minilm-sst2, SST-2 dev in batches of
 # 32: 15 of 872 labels flipped, max score change 0.48); alone, every text gets exactly its single-input answer,
 # and on 2 AMD cores it was also the faster of the two (440 vs 308 sentences/s, bench/README.md), because the
-# pool keeps both cores busy without padding. fp32/fp16 and fixed-scale int8 are exact in batches: batched.
+# pool keeps both cores busy without padding. fp32/fp16 and fixed-scale int8 are exact in batches; fixed-scale
+# int8 of the dynamic quantizer's graph still runs alone, as the faster of the two (alone_is_faster).
 EXECUTIONS = ("auto", "alone", "batched")
 
 
@@ -175,7 +176,20 @@ def choose_execution(manifest: Manifest, choice: SessionChoice, execution: str =
         raise ValueError(f"execution={execution!r} is not one of {list(EXECUTIONS)}")
     if execution != "auto":
         return execution
-    return "alone" if batch_dependent(manifest, choice.precision) else "batched"
+    return (
+        "alone"
+        if batch_dependent(manifest, choice.precision) or alone_is_faster(manifest, choice.precision)
+        else "batched"
+    )
+
+
+def alone_is_faster(manifest: Manifest, precision: str) -> bool:
+    """Whether the variant gives the same answers in batches but runs faster alone on CPU: fixed-scale int8
+    (the dynamic quantizer's integer GEMMs with calibrated scales) ran about 3x the sentences per second alone on
+    the pool than in padded batches (bench/results/int8_cpu.md)."""
+    if manifest.task == "text-generation" or precision != "int8":
+        return False
+    return bool((manifest.variants[precision].recipe or {}).get("method") == "fixed-scales")
 
 
 def default_threads() -> int:
