@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -215,6 +216,82 @@ def test_a_responses_head_leaves_with_its_body(writes, closed, sent):
         one.close()
     assert [d for d in transport.sent if d] == sent and transport.closed == closed
     assert one.is_closing() == closed  # everything else is the transport's
+
+
+@pytest.mark.parametrize(
+    "head, complete, lingers",
+    [
+        (b"HTTP/1.1 408 Request Timeout\r\n", True, True),
+        (b"HTTP/1.1 503 Service Unavailable\r\n", True, True),
+        (b"HTTP/1.1 200 OK\r\n", True, False),  # a client that asked to close: it sent all, it reads
+        (b"HTTP/1.1 500 Internal Server Error\r\n", False, False),  # cut mid-answer: nothing whole to keep
+    ],
+    ids=["408", "503", "200", "unfinished"],
+)
+def test_a_close_after_a_whole_error_answer_lingers(head, complete, lingers):
+    from onnxpipe._serve._protocol import _OneWrite
+
+    class Cycle:
+        response_started, response_complete = True, complete
+
+    class Transport:
+        closed = False
+
+        def write(self, data):
+            pass
+
+        def close(self):
+            self.closed = True
+
+    transport, lingered = Transport(), []
+    one = _OneWrite(transport, Cycle(), lingered.append)  # type: ignore[arg-type]
+    one.write(head + b"content-length: 2\r\n\r\n")
+    one.write(b"{}")
+    one.close()
+    assert (lingered != [], transport.closed) == (lingers, not lingers)
+
+
+@pytest.mark.parametrize(
+    "events, aborted",
+    [
+        (["bytes:all"], False),  # up to LINGER_BYTES are dropped
+        (["bytes:all", "bytes:1"], True),  # one more: cut
+        (["bytes:1", "timer"], True),  # LINGER_SECONDS over, whatever came
+        (["bytes:1", "eof"], False),  # the client closed: the transport closes (eof_received says so)
+    ],
+    ids=["bytes-within", "bytes-past", "time-past", "client-closed"],
+)
+def test_a_lingering_close_drops_what_comes_within_its_bounds(events, aborted):
+    from onnxpipe._serve._protocol import LINGER_BYTES, LINGER_SECONDS, _Lingering
+
+    class Loop:
+        def call_later(self, delay, callback):
+            self.delay, self.callback = delay, callback
+            return self
+
+        def cancel(self):
+            self.cancelled = True
+
+    class Transport:
+        aborted = False
+
+        def abort(self):
+            self.aborted = True
+
+    loop, transport = Loop(), Transport()
+    lingering = _Lingering(transport, loop)  # type: ignore[arg-type]
+    assert loop.delay == LINGER_SECONDS
+    for event in events:
+        if event == "timer":
+            loop.callback()
+        elif event == "eof":
+            assert not lingering.eof_received()
+        else:
+            n = event.removeprefix("bytes:")
+            lingering.data_received(b"x" * (LINGER_BYTES if n == "all" else int(n)))
+    assert transport.aborted == aborted
+    lingering.connection_lost(None)
+    assert loop.cancelled
 
 
 def test_metric_values_are_exact():
@@ -505,14 +582,8 @@ def _trickle_until_answered(sock: socket.socket, data: bytes, rounds: int = 150)
             continue
         sock.settimeout(30)
         got = first
-        while first:  # the rest, up to the close
-            try:
-                first = sock.recv(65536)
-            except ConnectionResetError:
-                # The server closed with bytes of ours unread (we were still trickling), so the kernel reset the
-                # connection after the answer: what arrived before the reset is the answer, checked whole by the
-                # caller (a reset that cut it short fails there).
-                break
+        while first:  # the rest, up to the close: a FIN, never a reset (the server lingers over our bytes)
+            first = sock.recv(65536)
             got += first
         return got
     raise AssertionError(f"no answer after {rounds} rounds of 0.2 s")
@@ -557,28 +628,64 @@ def test_slow_headers_get_408_and_silent_connections_are_closed():
             assert client.get(s.url + "/health").status_code == 200
 
 
-def test_oversized_headers_get_431_and_the_connection_closes():
-    """httptools has no limit on a request's head: a 77 MB header within the header timeout cost 130 MB."""
-    with Server(SST2) as s:
+@pytest.mark.parametrize(
+    "start, more, status, error_type",
+    [
+        # httptools has no limit on a request's head: a 77 MB header within the header timeout cost 130 MB.
+        (b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Big: ", b"a" * 65536, b"431", "HeadersTooLarge"),
+        (b"NOT HTTP\r\n", b"garbage " * 8192, b"400", "BadRequest"),
+    ],
+    ids=["431-head-too-large", "400-not-http"],
+)
+def test_refused_heads_get_their_whole_answer_while_the_client_still_sends(server, start, more, status, error_type):
+    """The client is still sending when the server refuses its head and closes: the server lingers, reading and
+    dropping what comes, so the answer and then the close (a FIN) arrive whole, never cut by a reset."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(start)
+        for _ in range(64):  # 4 MB at most, in 64 KiB writes, stopping as soon as the server answers
+            sock.sendall(more)
+            if select.select([sock], [], [], 0.05)[0]:
+                break
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 " + status + b" ") and b"connection: close" in head.lower(), answer[:300]
+    assert json.loads(body)["error_type"] == error_type
+    assert server.post("/predict", {"inputs": "fine"}).status_code == 200
+    with httpx.Client(timeout=30) as client:  # a head just under the limit passes
+        r = client.post(server.url + "/predict", json={"inputs": "x"}, headers={"x-pad": "a" * 60000})
+        assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "chunk, every, lingers",  # lingers: the share of LINGER_SECONDS it is let send at least (a trickle: all)
+    [(b"x", 0.05, 0.5), (b"x" * 65536, 0.0, 0.0)],
+    ids=["trickle", "flood"],
+)
+def test_a_client_that_sends_on_after_its_408_is_cut_off_within_the_linger_bound(chunk, every, lingers):
+    """After the 408 and the FIN a client that sends on, a byte at a time or as fast as it can, is cut off
+    (a reset) past LINGER_SECONDS or LINGER_BYTES; while it lingers it holds no admission slot (the one there
+    is serves another client) and the event loop serves the others."""
+    from onnxpipe._serve._protocol import LINGER_SECONDS
+
+    with Server(SST2, "--max-concurrent-requests", "1", "--body-timeout", "1", "--header-timeout", "30") as s:
         with socket.create_connection(("127.0.0.1", s.port), timeout=30) as sock:
-            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Big: ")
-            answer = b""
-            try:
-                for _ in range(64):  # 4 MB at most, in 64 KiB writes, stopping as soon as the server answers
-                    sock.sendall(b"a" * 65536)
-                    if select.select([sock], [], [], 0.05)[0]:
-                        break
-                while chunk := sock.recv(65536):
-                    answer += chunk
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # closed while we still wrote: the kernel may then drop the answer, and the close shows
-        if answer:  # on a reset the kernel may drop the answer: then the close is what shows
-            head, _, body = answer.partition(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 431 ") and json.loads(body)["error_type"] == "HeadersTooLarge"
-        assert s.post("/predict", {"inputs": "fine"}).status_code == 200
-        with httpx.Client(timeout=30) as client:  # a head just under the limit passes
-            r = client.post(s.url + "/predict", json={"inputs": "x"}, headers={"x-pad": "a" * 60000})
-            assert r.status_code == 200
+            sock.sendall(HEAD + b"{")
+            _json_408(_trickle_until_answered(sock, b'"inputs": "'), "--body-timeout")
+            answered = time.monotonic()
+            assert s.post("/predict", {"inputs": "served"}).status_code == 200
+            # Waits for the reset alone: POLLHUP and POLLERR are reported unasked, and the FIN keeps it readable.
+            reset = select.poll()
+            reset.register(sock, 0)
+            while not reset.poll(every * 1000):
+                assert time.monotonic() - answered < LINGER_SECONDS + 5, "still open past the linger bound"
+                try:
+                    sock.sendall(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+        assert lingers * LINGER_SECONDS < time.monotonic() - answered < LINGER_SECONDS + 5
+        assert s.metric("onnxpipe_requests_total", endpoint="/predict", status="408") == 1
 
 
 def test_512_stalled_uploads_do_not_lock_the_default_limit_out():
