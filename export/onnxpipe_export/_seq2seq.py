@@ -32,6 +32,17 @@ FILES = {
 }
 ENCODER_DEFAULT = ("int8", "fp32", "fp16")  # what the CLI passes when --precision is not given
 DEFAULT = ("int8", "fp32")
+# The int8 variant also stores the token embedding's Gather table as u8 (per tensor, dequantized after the
+# Gather): each graph holds its own copy of the vocabulary x d_model table, which in fp32 was most of the int8
+# folder's weights and of its memory (bench/results/seq2seq.md). Tables under a million values (T5's
+# relative-position buckets) stay fp32.
+INT8_SEQ2SEQ = {
+    "method": "dynamic",
+    "weight_type": "QUInt8",
+    "per_channel": False,
+    "op_types": ["MatMul", "Gemm", "Gather"],
+    "gather_min_values": 1 << 20,
+}
 # Generation settings the runtime's loop implements; a checkpoint whose generation config sets another one
 # (a value other than transformers' default) is refused rather than decoded differently.
 _SUPPORTED_CONFIG = {
@@ -68,7 +79,8 @@ def seq2seq_precisions(precisions: Any) -> list[str]:
     if bad or not precisions:
         raise ExportError(
             f"precision(s) {bad or precisions} are not made for {SEQ2SEQ_TASK}; choose from {sorted(FILES)} "
-            "(int8: dynamic, u8 weights, on every MatMul of the encoder and both decoder branches)"
+            "(int8: dynamic, u8 weights, on every MatMul and the token embedding of the encoder and both decoder "
+            "branches)"
         )
     return list(dict.fromkeys(precisions))
 
@@ -112,9 +124,9 @@ def _write_graphs(raw: Path, tmp: Path, precisions: list[str]) -> dict[str, Vari
     variants = {"fp32": Variant(encoder, decoder=decoder)}
     if "int8" in precisions:
         q_encoder, q_decoder = FILES["int8"]
-        recipe = quantize_8bit(raw / "encoder_model.onnx", tmp / q_encoder)
-        quantize_8bit(raw / "decoder_model.onnx", raw / "decoder_q.onnx")
-        quantize_8bit(raw / "decoder_with_past_model.onnx", raw / "decoder_with_past_q.onnx")
+        recipe = quantize_8bit(raw / "encoder_model.onnx", tmp / q_encoder, INT8_SEQ2SEQ)
+        quantize_8bit(raw / "decoder_model.onnx", raw / "decoder_q.onnx", INT8_SEQ2SEQ)
+        quantize_8bit(raw / "decoder_with_past_model.onnx", raw / "decoder_with_past_q.onnx", INT8_SEQ2SEQ)
         _merge(raw / "decoder_q.onnx", raw / "decoder_with_past_q.onnx", tmp / q_decoder)
         variants["int8"] = Variant(q_encoder, decoder=q_decoder, recipe=recipe)
     return variants
