@@ -206,11 +206,10 @@ def worker_onnxpipe(paths: dict[str, Path], ids: list[int], new: int, precision:
 
     from onnxpipe._beam import beam_search
     from onnxpipe._manifest import load_manifest
-    from onnxpipe._model import OnnxModel
     from onnxpipe._seq2seq import Seq2SeqModel, sample_or_greedy
     from onnxpipe._seq2seq_config import merged_config, resolve
 
-    s2s = Seq2SeqModel(OnnxModel(load_manifest(paths["onnx"]), precision=precision, threads=THREADS))
+    s2s = Seq2SeqModel.load(load_manifest(paths["onnx"]), precision=precision, threads=THREADS)
     g = s2s.encoder.manifest.generation or {}
     token_ids = {k: g.get(k) for k in ("eos_token_id", "pad_token_id", "decoder_start_token_id", "bos_token_id")}
     x = np.array([ids], dtype=np.int64)

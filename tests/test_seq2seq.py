@@ -188,6 +188,32 @@ def test_int8_variant_generates(folders):
     assert len(out) == 2 and all(isinstance(o["summary_text"], str) for o in out)
 
 
+def _gather_tables(graph, inits=None):
+    """(name, ONNX data type, rows) of every initializer a Gather reads, the If branches' Gathers included."""
+    inits = {**(inits or {}), **{i.name: i for i in graph.initializer}}
+    for node in graph.node:
+        if node.op_type == "Gather" and node.input[0] in inits:
+            t = inits[node.input[0]]
+            yield t.name, t.data_type, t.dims[0]
+        for attr in node.attribute:
+            if attr.g.node:
+                yield from _gather_tables(attr.g, inits)
+
+
+@pytest.mark.parametrize("graph", ["file", "decoder"])
+def test_int8_stores_the_token_embedding_in_u8_and_other_tables_in_fp32(folders, graph):
+    import onnx
+
+    manifest = load_manifest(folders["t5"])
+    variant = manifest.variants["int8"]
+    vocab = manifest.generation["vocab_size"]
+    assert "Gather" in variant.recipe["op_types"] and variant.recipe["gather_rows"] == vocab
+    model = onnx.load(str(manifest.folder / getattr(variant, graph)))
+    tables = {(dtype, rows == vocab) for _, dtype, rows in _gather_tables(model.graph)}
+    # the embedding as u8; T5's relative-position buckets (a few rows) as fp32
+    assert tables == {(onnx.TensorProto.UINT8, True), (onnx.TensorProto.FLOAT, False)}
+
+
 def test_seeded_sampling_repeats_and_differs_from_greedy(folders):
     pipe = pipeline(HEAD, model=folders["t5"], precision="fp32")
     a = pipe(TEXTS[:2], do_sample=True, seed=3, num_beams=1, max_new_tokens=8)

@@ -127,3 +127,19 @@ def test_a_bad_input_fails_its_own_request_only():
     assert got[:2] == [[[{"generated_text": "A"}]], [[{"generated_text": "OK"}]]]
     assert isinstance(got[2], ValueError)
     assert pipe.calls == [["a"], ["ok", "bad"], ["ok"], ["bad"]]  # the batch, then each request alone
+
+
+@pytest.mark.torch
+def test_one_encoder_and_one_decoder_session_serve_every_task(tiny_export):
+    """pipeline() and serve open an encoder-decoder folder through Seq2SeqModel.load (the decoder first, the
+    smaller peak RSS); serve opens it once for its summarization, translation and text2text-generation."""
+    from onnxpipe._serve._models import load_model
+    from onnxpipe._session_options import SessionOptions
+
+    folder = tiny_export("t5", "text2text-generation", precisions="int8,fp32")
+    pipe = pipeline("summarization", model=folder, precision="fp32")
+    assert pipe.seq2seq.encoder is pipe.model and pipe.seq2seq.decoder.precision == "fp32"
+    served = load_model("t5", str(folder), SessionOptions(precision="fp32"))
+    assert sorted(served.pipelines) == ["summarization", "text2text-generation", "translation"]
+    assert len({id(p.seq2seq) for p in served.pipelines.values()}) == 1
+    assert all(p.model is served.model for p in served.pipelines.values())

@@ -116,7 +116,18 @@ def quantize_nbits(source: Path, out: Path, settings: dict[str, Any] = INT4) -> 
     return {**settings, "matmuls_quantized": replaced, "matmuls_kept_fp32": kept}
 
 
+def _other_gathers(source: Path, rows: int) -> list[str]:
+    """The Gather nodes of ``source`` whose table is a float initializer of other than ``rows`` rows: with
+    ``rows`` the vocabulary size, every table but the token embedding's (T5's relative-position buckets, BART's
+    learned positions), which keep fp32 precision."""
+    graph = onnx.load(str(source), load_external_data=False).graph
+    firsts = {i.name: i.dims[0] for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT and i.dims}
+    return [n.name for n in graph.node if n.op_type == "Gather" and firsts.get(n.input[0], rows) != rows]
+
+
 def quantize_8bit(source: Path, out: Path, settings: dict[str, Any] = INT8) -> dict[str, Any]:
+    """Dynamic int8 of ``source`` with ``settings`` (INT8's keys; with "Gather" in op_types, ``gather_rows``: only
+    tables of that many rows are quantized); return the recipe."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
@@ -129,6 +140,9 @@ def quantize_8bit(source: Path, out: Path, settings: dict[str, Any] = INT8) -> d
             weight_type=QuantType[settings["weight_type"]],
             per_channel=settings["per_channel"],
             op_types_to_quantize=list(settings["op_types"]),
+            nodes_to_exclude=(
+                _other_gathers(source, int(settings["gather_rows"])) if "Gather" in settings["op_types"] else None
+            ),
             # onnx's shape inference stops at com.microsoft operators (the fused decoder's attention): the
             # tensors after them are float, which is what the quantizer would otherwise fail to infer
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},

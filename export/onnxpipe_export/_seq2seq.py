@@ -32,6 +32,16 @@ FILES = {
 }
 ENCODER_DEFAULT = ("int8", "fp32", "fp16")  # what the CLI passes when --precision is not given
 DEFAULT = ("int8", "fp32")
+# The int8 variant also stores the token embedding's Gather table as u8 (per tensor, dequantized after the
+# Gather): each graph holds its own copy of the vocabulary x d_model table, which in fp32 was most of the int8
+# folder's weights and of its memory (bench/results/seq2seq.md). Other tables (T5's relative-position buckets,
+# BART's learned positions) stay fp32: only tables of the vocabulary's row count are quantized.
+INT8_SEQ2SEQ = {
+    "method": "dynamic",
+    "weight_type": "QUInt8",
+    "per_channel": False,
+    "op_types": ["MatMul", "Gemm", "Gather"],
+}
 # Generation settings the runtime's loop implements; a checkpoint whose generation config sets another one
 # (a value other than transformers' default) is refused rather than decoded differently.
 _SUPPORTED_CONFIG = {
@@ -68,7 +78,8 @@ def seq2seq_precisions(precisions: Any) -> list[str]:
     if bad or not precisions:
         raise ExportError(
             f"precision(s) {bad or precisions} are not made for {SEQ2SEQ_TASK}; choose from {sorted(FILES)} "
-            "(int8: dynamic, u8 weights, on every MatMul of the encoder and both decoder branches)"
+            "(int8: dynamic, u8 weights, on every MatMul and the token embedding of the encoder and both decoder "
+            "branches)"
         )
     return list(dict.fromkeys(precisions))
 
@@ -102,7 +113,7 @@ def _merge(decoder: Path, with_past: Path, out: Path) -> None:
     merge_decoders(str(decoder), str(with_past), save_path=str(out), strict=False)
 
 
-def _write_graphs(raw: Path, tmp: Path, precisions: list[str]) -> dict[str, Variant]:
+def _write_graphs(raw: Path, tmp: Path, precisions: list[str], vocab_size: int) -> dict[str, Variant]:
     from ._lowbit import quantize_8bit
 
     (tmp / "onnx").mkdir()
@@ -112,9 +123,10 @@ def _write_graphs(raw: Path, tmp: Path, precisions: list[str]) -> dict[str, Vari
     variants = {"fp32": Variant(encoder, decoder=decoder)}
     if "int8" in precisions:
         q_encoder, q_decoder = FILES["int8"]
-        recipe = quantize_8bit(raw / "encoder_model.onnx", tmp / q_encoder)
-        quantize_8bit(raw / "decoder_model.onnx", raw / "decoder_q.onnx")
-        quantize_8bit(raw / "decoder_with_past_model.onnx", raw / "decoder_with_past_q.onnx")
+        settings = {**INT8_SEQ2SEQ, "gather_rows": vocab_size}
+        recipe = quantize_8bit(raw / "encoder_model.onnx", tmp / q_encoder, settings)
+        quantize_8bit(raw / "decoder_model.onnx", raw / "decoder_q.onnx", settings)
+        quantize_8bit(raw / "decoder_with_past_model.onnx", raw / "decoder_with_past_q.onnx", settings)
         _merge(raw / "decoder_q.onnx", raw / "decoder_with_past_q.onnx", tmp / q_decoder)
         variants["int8"] = Variant(q_encoder, decoder=q_decoder, recipe=recipe)
     return variants
@@ -200,7 +212,7 @@ def export_seq2seq(
         check_space(tmp, source)
         ckpt = load_checkpoint(str(source), SEQ2SEQ_TASK, allow_pickle, trust_remote_code, revision)
         raw = _trace(ckpt.model, tmp / "raw")
-        variants = _write_graphs(raw, tmp, precisions)
+        variants = _write_graphs(raw, tmp, precisions, int(ckpt.config.vocab_size))
         shutil.rmtree(raw)
         max_length = _max_length(ckpt)
         backend = ckpt.tokenizer.backend_tokenizer

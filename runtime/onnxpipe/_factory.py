@@ -183,7 +183,7 @@ def build_pipeline(
             f"{folder} was exported for {manifest.tasks}, not {needed!r} (needed by {task!r}). "
             f"Export the checkpoint for it: onnxpipe export SOURCE --task {needed} --out DIR"
         )
-    onnx_model = loaded or OnnxModel(manifest, options)
+    onnx_model = loaded or TABLE[name].pipeline.load_model(manifest, options)
     pipe = TABLE[name].pipeline(
         onnx_model, _tokenizer(tokenizer, folder, manifest), batch_size=batch_size, max_batch_tokens=max_batch_tokens
     )

@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 
 from ._logits import LogitsProcessors
+from ._manifest import Manifest
 from ._model import OnnxModel
 from ._sampling import choose
 from ._seq2seq_config import GenerationSettings
+from ._session_options import SessionOptions
 from .errors import ManifestError
 
 _KV_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -74,15 +76,16 @@ def _names(decoder: OnnxModel) -> DecoderNames:
 class Seq2SeqModel:
     """An encoder-decoder folder's two sessions: ``encoder`` (the variant's file) and ``decoder`` (its decoder
     graph, opened through ``Manifest.decoder_view`` by the same session factory, same device and precision).
+    ``load`` opens both, the decoder first; given an open encoder, the decoder is opened beside it.
 
     Example:
-        >>> s2s = Seq2SeqModel(OnnxModel(load_manifest("models/t5-small")))
+        >>> s2s = Seq2SeqModel.load(load_manifest("models/t5-small"), SessionOptions(precision="int8"))
         >>> hidden = s2s.encode(ids, mask)
     """
 
-    def __init__(self, encoder: OnnxModel):
+    def __init__(self, encoder: OnnxModel, decoder: OnnxModel | None = None):
         self.encoder = encoder
-        self.decoder = OnnxModel(
+        self.decoder = decoder or OnnxModel(
             encoder.manifest.decoder_view(),
             device=encoder.device,
             precision=encoder.precision,
@@ -90,6 +93,23 @@ class Seq2SeqModel:
             profile=encoder.profile,
         )
         self.names = _names(self.decoder)
+
+    @classmethod
+    def load(cls, manifest: Manifest, options: SessionOptions | None = None, **settings: Any) -> Seq2SeqModel:
+        """Both sessions of ``manifest``'s variant (``options`` and ``settings`` as ``OnnxModel`` takes them).
+
+        The decoder is opened first because the process's peak memory is set while a session loads: onnxruntime
+        holds a graph's parsed file and its weight tensors at once, and the merged decoder is the larger graph.
+        Loaded second, the encoder's transient fits in the heap the decoder's load freed; the other way round the
+        decoder's transient comes on top of the loaded encoder (bench/results/seq2seq.md)."""
+        # the decoder graph has no ORT-format copy (Manifest.decoder_view); the encoder's may
+        decoder = OnnxModel(manifest.decoder_view(), options, **{**settings, "format": "onnx"})
+        encoder = OnnxModel(
+            manifest,
+            options,
+            **{**settings, "device": decoder.device, "precision": decoder.precision, "threads": decoder.threads},
+        )
+        return cls(encoder, decoder)
 
     def encode(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64)}

@@ -50,7 +50,9 @@ from tokenizers import Encoding
 
 from .._batching import plan_batches
 from .._inputs import as_text_list, clean_text, int_option, truncation_flag
+from .._manifest import Manifest
 from .._model import NOT_PICKLABLE, OnnxModel
+from .._session_options import SessionOptions
 from .._tokenizer import AutoTokenizer
 from ..errors import InputTooLongError, NonFiniteOutputError
 
@@ -99,6 +101,12 @@ class Pipeline:
         self.chunk_size = int_option("chunk_size", chunk_size)
         # Call arguments given to pipeline(...) (transformers' construction kwargs): defaults of every call.
         self._defaults: dict[str, Any] = {}
+
+    @classmethod
+    def load_model(cls, manifest: Manifest, options: SessionOptions) -> Any:
+        """What ``pipeline()`` opens for this pipeline from a folder: one session of ``manifest``'s variant;
+        pipelines that run more graphs open them all here."""
+        return OnnxModel(manifest, options)
 
     def set_defaults(self, **kwargs: Any) -> None:
         """Make ``kwargs`` the default arguments of every call, checked now (a bad one raises here): the call

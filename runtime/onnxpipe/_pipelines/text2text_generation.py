@@ -16,10 +16,12 @@ import numpy as np
 
 from .._beam import beam_search
 from .._inputs import clean_text, int_option
+from .._manifest import Manifest
 from .._model import OnnxModel
 from .._sampling import generator
 from .._seq2seq import Seq2SeqModel, sample_or_greedy
 from .._seq2seq_config import GLOBAL_DEFAULTS, GenerationSettings, merged_config, resolve
+from .._session_options import SessionOptions
 from .._tokenizer import AutoTokenizer
 from ..errors import ManifestError
 from ._base import DEFAULT_BATCH_TOKENS, Pipeline, _is_stream
@@ -44,28 +46,34 @@ class Text2TextGenerationPipeline(Pipeline):
 
     def __init__(
         self,
-        model: OnnxModel,
+        model: OnnxModel | Seq2SeqModel,
         tokenizer: AutoTokenizer,
         batch_size: int = 8,
         max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
         chunk_size: int = 2048,
     ):
+        # an encoder alone gets its decoder opened here; a Seq2SeqModel (load_model) is shared as it is
+        seq2seq, encoder = (model, model.encoder) if isinstance(model, Seq2SeqModel) else (None, model)
         super().__init__(
-            model, tokenizer, batch_size=batch_size, max_batch_tokens=max_batch_tokens, chunk_size=chunk_size
+            encoder, tokenizer, batch_size=batch_size, max_batch_tokens=max_batch_tokens, chunk_size=chunk_size
         )
-        g = model.manifest.generation
+        g = encoder.manifest.generation
         if not isinstance(g, dict) or "decoder_start_token_id" not in g:
             raise ManifestError(
-                f"{model.manifest.folder}/manifest.json has no encoder-decoder 'generation' entry; it was not "
-                f"exported for {self.task}. {model.manifest.hint()}"
+                f"{encoder.manifest.folder}/manifest.json has no encoder-decoder 'generation' entry; it was not "
+                f"exported for {self.task}. {encoder.manifest.hint()}"
             )
-        self.seq2seq = Seq2SeqModel(model)
+        self.seq2seq = seq2seq or Seq2SeqModel(encoder)
         self.info: dict[str, Any] = g
         self.ids = {k: g.get(k) for k in ("eos_token_id", "pad_token_id", "decoder_start_token_id", "bos_token_id")}
         self.requested_task = self.task
         self.prefix: str = g.get("prefix") or ""
         self.task_params: dict[str, Any] = {}
         self.use_task(self.task)
+
+    @classmethod
+    def load_model(cls, manifest: Manifest, options: SessionOptions) -> Seq2SeqModel:
+        return Seq2SeqModel.load(manifest, options)
 
     def use_task(self, task: str) -> None:
         """The task name ``pipeline()`` was called with (``translation_en_to_de``...): its task_specific_params

@@ -16,6 +16,7 @@ from .._manifest import Manifest, load_manifest
 from .._model import OnnxModel
 from .._pipelines import Pipeline
 from .._resolve import resolve_model
+from .._seq2seq import Seq2SeqModel
 from .._session_options import SessionOptions
 from .._tasks import TABLE, folder_task
 from .._tokenizer import AutoTokenizer
@@ -101,7 +102,11 @@ def load_model(
     """Load one folder as ``options`` say and build a pipeline for every task it serves (tokenizer capped at
     ``max_input_length``)."""
     manifest = load_manifest(resolve_model(path), verify=options.verify)
-    model = OnnxModel(manifest, options)
+    tasks = [task for task in TABLE if folder_task(task) in manifest.tasks]
+    # One load for every task the folder serves: an encoder-decoder's summarization, translation and
+    # text2text-generation pipelines share one encoder and one decoder session.
+    loaded = TABLE[tasks[0]].pipeline.load_model(manifest, options) if tasks else OnnxModel(manifest, options)
+    model = loaded.encoder if isinstance(loaded, Seq2SeqModel) else loaded
     tokenizer = AutoTokenizer.from_manifest(manifest)
     if max_input_length is not None and max_input_length < tokenizer.model_max_length:
         # The runtime's own input policy then truncates, or refuses with InputTooLongError, at the server's cap.
@@ -112,9 +117,8 @@ def load_model(
     tokenizer.warm_up()
     model.warm_up()
     served = ServedModel(name, manifest, model)
-    for task, t in TABLE.items():
-        if folder_task(task) in manifest.tasks:
-            served.pipelines[task] = t.pipeline(model, tokenizer)
+    for task in tasks:
+        served.pipelines[task] = TABLE[task].pipeline(loaded, tokenizer)
     # A classifier with one label scores a pair: a cross-encoder, which /rerank serves with the same pipeline.
     if "text-classification" in served.pipelines and len(manifest.labels) == 1:
         served.pipelines["rerank"] = served.pipelines["text-classification"]
