@@ -23,7 +23,8 @@ IN_VENV = ["transformers-fp32", "optimum-fp32", "onnxpipe-fp32", "onnxpipe-int8"
 NEW_TOKENS = 5
 
 
-def test_seq2seq_bench_smoke(tmp_path):
+def test_seq2seq_bench_smoke(tmp_path, exports_through_cache):
+    """Its export comes through the test cache (tests/conftest.py): the same call, copied on a second run."""
     import seq2seq
 
     argv = ["--models", "tiny-t5", "--engines", ",".join(IN_VENV), "--rounds", "1"]
