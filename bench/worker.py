@@ -1,6 +1,6 @@
 """One engine in one process: load, first prediction (cold start and parity), then every workload with
 warm-up and timed rounds. Prints one JSON line per record on stdout; run.py starts it and reads them. (run.py's
-pytest smoke, which times nothing, gives the engines that import PyTorch one process, one engine after another.)
+pytest smoke, which times nothing, gives several engines one process, one engine after another.)
 
 Kept in its own process because onnxruntime's and PyTorch's thread pools keep spinning after a call and
 would steal the cores from the next engine measured in the same process.
