@@ -57,6 +57,17 @@ def test_run_puts_only_the_shared_loaders_engines_in_one_process(shared, groups)
     assert "transformers" in run.SMOKE["shared_process"] and "shared_process" not in run.QUICK
 
 
+@pytest.mark.parametrize(
+    "shared,groups",
+    [
+        ([], [["c"], ["a"], ["b"], ["d"]]),  # the bench: every engine in its own process
+        (["a", "d"], [["c"], ["a", "d"], ["b"]]),  # the smoke's --shared-process
+    ],
+)
+def test_seq2seq_puts_only_the_shared_engines_in_one_process(shared, groups):
+    assert _module("seq2seq").worker_groups(["c", "a", "b", "d"], shared) == groups
+
+
 def test_generate_summary_keeps_the_best_round_beside_the_median():
     runs = [
         {"ttft_s": t, "decode_tokens_per_s": d, "e2e_tokens_per_s": d / 2} for t, d in ((0.3, 10), (0.1, 30), (0.2, 20))
