@@ -55,6 +55,11 @@ SMOKE = {
     "sst2_limit": 8,
     "timing": {"warmup": 1, "min_passes": 2, "min_time": 0.0, "max_time": 60.0},
     "workloads": ["seed1", "seed2", "sst2-b8", "sst2-stream", "syn64", "syn64-b2"],
+    # Engines of these loaders share one worker process per round: a process start (PyTorch and transformers
+    # for the first two) is seconds of a smoke that times nothing (a process per engine is what keeps timings
+    # apart). onnxruntime's bare session and fastembed still run one per process, so both paths of run_worker
+    # run in the smoke.
+    "shared_process": ["transformers", "optimum", "onnxpipe"],
 }
 ENGINES = [
     # sentiment (minilm-sst2); the optimum-same engine reads the very file onnxpipe's default precision uses
@@ -126,52 +131,75 @@ def _head(spec: Spec) -> dict:
     return {"engine": spec.name, "kind": spec.kind, "task": spec.task, "precision": spec.precision}
 
 
-def run_worker(spec: Spec, paths: dict[str, Path], workloads: list[str], cfg: dict, rnd: int, log) -> list[dict]:
-    task_paths = {
-        "model": paths["model" if spec.task == "cls" else "fe_model"],
-        "checkpoint": paths["checkpoint" if spec.task == "cls" else "fe_checkpoint"],
-        "cache": paths["cache"],
-    }
-    args = {
-        "spec": spec.__dict__,
-        "paths": {k: str(v) for k, v in task_paths.items()},
-        "workloads": workloads,
-        "timing": cfg["timing"],
-        "sst2_limit": cfg.get("sst2_limit"),
-        "round": rnd,
-        "t0": time.time(),
-    }
+def worker_groups(specs: list[Spec], shared: list[str]) -> list[list[Spec]]:
+    """The worker processes of one round, in order: one engine each, except that the engines whose loader is in
+    ``shared`` go together in one process (per venv), placed where the first of them is."""
+    groups: list[list[Spec]] = []
+    pooled: dict[str | None, list[Spec]] = {}
+    for spec in specs:
+        if spec.loader not in shared:
+            groups.append([spec])
+            continue
+        venv = spec.options.get("venv")
+        if venv not in pooled:
+            pooled[venv] = []
+            groups.append(pooled[venv])
+        pooled[venv].append(spec)
+    return groups
+
+
+def run_worker(
+    specs: list[Spec], paths: dict[str, Path], workloads: dict[str, list[str]], cfg: dict, rnd: int, log
+) -> list[dict]:
+    """Run ``specs`` (one engine, or the engines worker_groups() puts together) in one worker process."""
+    jobs = [
+        {
+            "spec": spec.__dict__,
+            "paths": {
+                "model": str(paths["model" if spec.task == "cls" else "fe_model"]),
+                "checkpoint": str(paths["checkpoint" if spec.task == "cls" else "fe_checkpoint"]),
+                "cache": str(paths["cache"]),
+            },
+            "workloads": workloads[spec.task],
+        }
+        for spec in specs
+    ]
+    args = {"jobs": jobs, "timing": cfg["timing"], "sst2_limit": cfg.get("sst2_limit"), "round": rnd, "t0": time.time()}
     # The worker's configuration travels in argv (the JSON above). The environment only sets tokenizers' own
     # switch, which otherwise warns and turns off its thread pool in a process started by a forking parent.
     env = {**os.environ, "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true")}
     python = sys.executable
-    if "venv" in spec.options:
+    venv = specs[0].options.get("venv")
+    assert all(s.options.get("venv") == venv for s in specs), "one worker process runs on one interpreter"
+    if venv is not None:
         from engine_venvs import VenvError, python as venv_python
 
         try:
-            venvs = Path(cfg.get("venvs", VENVS))
-            python = str(venv_python(spec.options["venv"], venvs, build=cfg.get("build_venvs", True)))
+            python = str(venv_python(venv, Path(cfg.get("venvs", VENVS)), build=cfg.get("build_venvs", True)))
         except VenvError as e:
-            return [{**_head(spec), "round": rnd, "type": "unavailable", "reason": str(e)}]
+            return [{**_head(spec), "round": rnd, "type": "unavailable", "reason": str(e)} for spec in specs]
     proc = subprocess.run(
         [python, str(HERE / "worker.py"), json.dumps(args)],
         capture_output=True,
         text=True,
         env=env,
-        timeout=cfg.get("worker_timeout", 1800),
+        timeout=cfg.get("worker_timeout", 1800) * len(specs),
     )
-    log.write(f"==== {spec.task}/{spec.name} round {rnd} rc={proc.returncode}\n{proc.stderr[-4000:]}\n")
+    names = ", ".join(f"{spec.task}/{spec.name}" for spec in specs)
+    log.write(f"==== {names} round {rnd} rc={proc.returncode}\n{proc.stderr[-4000:]}\n")
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    if not any(r["type"] in ("end", "unavailable") for r in records):
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        records.append(
-            {
-                **_head(spec),
-                "round": rnd,
-                "type": "unavailable",
-                "reason": f"worker died (rc {proc.returncode}): {tail}",
-            }
-        )
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+    for spec in specs:  # an engine the process never finished (it died in it or before it) is reported
+        mine = [r for r in records if (r["task"], r["engine"]) == (spec.task, spec.name)]
+        if not any(r["type"] in ("end", "unavailable") for r in mine):
+            records.append(
+                {
+                    **_head(spec),
+                    "round": rnd,
+                    "type": "unavailable",
+                    "reason": f"worker died (rc {proc.returncode}): {tail}",
+                }
+            )
     return records
 
 
@@ -389,16 +417,19 @@ def main(argv=None) -> int:
     with open(raw_dir / "worker.log", "w") as log:
         for rnd in range(cfg["rounds"]):
             order = specs[rnd % len(specs) :] + specs[: rnd % len(specs)] if specs else []
-            for spec in order:
+            for group in worker_groups(order, cfg.get("shared_process", [])):
                 t = time.time()
-                recs = run_worker(spec, paths, workloads[spec.task], cfg, rnd, log)
+                recs = run_worker(group, paths, workloads, cfg, rnd, log)
                 raw += recs
-                bad = next((r for r in recs if r["type"] == "unavailable"), None)
-                print(
-                    f"round {rnd + 1}/{cfg['rounds']} {spec.task}/{spec.name}: "
-                    + (f"unavailable: {bad['reason']}" if bad else f"{time.time() - t:.0f}s"),
-                    flush=True,
-                )
+                for spec in group:
+                    mine = (r for r in recs if (r["task"], r["engine"]) == (spec.task, spec.name))
+                    bad = next((r for r in mine if r["type"] == "unavailable"), None)
+                    shared = f" (the {len(group)} engines of one process)" if len(group) > 1 else ""
+                    print(
+                        f"round {rnd + 1}/{cfg['rounds']} {spec.task}/{spec.name}: "
+                        + (f"unavailable: {bad['reason']}" if bad else f"{time.time() - t:.0f}s{shared}"),
+                        flush=True,
+                    )
     if a.merge:
         earlier = [json.loads(line) for line in a.merge.read_text().splitlines() if line.strip()]
         raw = [r for r in earlier if r["task"] not in tasks] + raw

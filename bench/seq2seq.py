@@ -254,9 +254,14 @@ def worker_ctranslate2(paths: dict[str, Path], ids: list[int], new: int, precisi
 
 
 def worker(args: argparse.Namespace) -> None:
+    """The engines of ``--worker`` (one, but for the smoke's --shared-process) one after another: a JSON line each."""
+    for engine in args.worker.split(","):
+        worker_engine(args, engine)
+
+
+def worker_engine(args: argparse.Namespace, engine: str) -> None:
     paths = _paths(args.model, Path(args.cache))
     ids = encoder_ids(args.encoder_tokens)
-    engine = args.worker
     if engine == "transformers-fp32":
         make, versions = worker_transformers(paths, ids, args.new_tokens)
     elif engine == "optimum-fp32":
@@ -275,6 +280,21 @@ def worker(args: argparse.Namespace) -> None:
 
 
 # -- orchestration ------------------------------------------------------------------------------------------
+def worker_groups(order: list[str], shared: list[str]) -> list[list[str]]:
+    """One round's worker processes, in order: an engine each, but the engines in ``shared`` go together in one
+    process, where the first of them is."""
+    groups: list[list[str]] = []
+    pooled: list[str] = []
+    for engine in order:
+        if engine not in shared:
+            groups.append([engine])
+        else:
+            if not pooled:
+                groups.append(pooled)
+            pooled.append(engine)
+    return groups
+
+
 def rotated(items: list, rnd: int) -> list:
     """Round ``rnd``'s order: ``items`` shifted left by ``rnd``, so every item leads once in len(items) rounds."""
     k = rnd % len(items) if items else 0
@@ -404,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=CACHE, help="checkpoints, exports and conversions (git-ignored)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--note", default="", help="a paragraph added under the tables")
+    # pytest's smoke, which times nothing: these engines share one worker process per round (a process start with
+    # PyTorch's import is seconds of it); their RSS figures then include each other's
+    ap.add_argument("--shared-process", default="", help=argparse.SUPPRESS)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -431,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
         "note": a.note,
     }
     wanted = a.engines.split(",")
+    shared = [e for e in a.shared_process.split(",") if e]
+    if any(e.startswith("ctranslate2-") for e in shared):  # those run on their own venv's interpreter
+        raise SystemExit("--shared-process: the ctranslate2 engines cannot share a process with the others")
     table = ""
     for model in a.models.split(","):
         paths = _paths(model, a.cache)
@@ -451,20 +477,20 @@ def main(argv: list[str] | None = None) -> int:
                     status[e] = f"unavailable: {why}"
         runs: dict[str, list[dict]] = {e: [] for e in wanted if e not in status}
         for rnd in range(a.rounds):
-            for engine in rotated(list(runs), rnd):
-                if engine in status:
-                    continue  # failed in an earlier round
-                python = ct2_python if engine.startswith("ctranslate2-") else sys.executable
-                cmd = [python, __file__, "--worker", engine, "--model", model, "--cache", str(a.cache)]
+            order = [e for e in rotated(list(runs), rnd) if e not in status]  # not those failed in a round before
+            for group in worker_groups(order, shared):
+                python = ct2_python if group[0].startswith("ctranslate2-") else sys.executable
+                cmd = [python, __file__, "--worker", ",".join(group), "--model", model, "--cache", str(a.cache)]
                 cmd += ["--timed", str(a.timed), "--new-tokens", str(a.new_tokens)]
                 cmd += ["--encoder-tokens", str(a.encoder_tokens)]
                 env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "runtime"), str(ROOT / "export")])}
                 run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
                 if run.returncode != 0:
-                    status[engine] = "failed: " + (run.stderr.strip().splitlines() or ["?"])[-1][:300]
+                    status.update({e: "failed: " + (run.stderr.strip().splitlines() or ["?"])[-1][:300] for e in group})
                     continue
-                runs[engine].append(json.loads(run.stdout.strip().splitlines()[-1]))
-                print(f"{model} round {rnd + 1} {engine} done", flush=True)
+                for engine, line in zip(group, run.stdout.strip().splitlines()[-len(group) :]):
+                    runs[engine].append(json.loads(line))
+                    print(f"{model} round {rnd + 1} {engine} done", flush=True)
             # written after every round, so a run stopped early keeps the rounds it finished
             report["rounds_done"] = rnd + 1
             _record(report, model, wanted, runs, status, a.new_tokens)

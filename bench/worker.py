@@ -1,5 +1,6 @@
 """One engine in one process: load, first prediction (cold start and parity), then every workload with
-warm-up and timed rounds. Prints one JSON line per record on stdout; run.py starts it and reads them.
+warm-up and timed rounds. Prints one JSON line per record on stdout; run.py starts it and reads them. (run.py's
+pytest smoke, which times nothing, gives several engines one process, one engine after another.)
 
 Kept in its own process because onnxruntime's and PyTorch's thread pools keep spinning after a call and
 would steal the cores from the next engine measured in the same process.
@@ -92,9 +93,16 @@ def time_workload(engine, wl, timing: dict) -> dict:
 
 def main() -> int:
     args = json.loads(sys.argv[1])
-    spec = Spec(**args["spec"])
-    paths = {k: Path(v) for k, v in args["paths"].items()}
     t0 = args["t0"]
+    for job in args["jobs"]:  # one engine, but for the engines run.py's smoke puts in one process
+        run_engine(job, args, t0)
+        t0 = time.time()  # the next engine's cold start starts here (its imports may be loaded already)
+    return 0
+
+
+def run_engine(job: dict, args: dict, t0: float) -> None:
+    spec = Spec(**job["spec"])
+    paths = {k: Path(v) for k, v in job["paths"].items()}
     base = {
         "engine": spec.name,
         "kind": spec.kind,
@@ -107,7 +115,7 @@ def main() -> int:
         engine = LOADERS[spec.loader](spec, paths)
     except Unavailable as e:
         emit({**base, "type": "unavailable", "reason": str(e)})
-        return 0
+        return
     except Exception as e:  # an engine that fails to load is recorded, never silently skipped
         emit(
             {
@@ -117,7 +125,7 @@ def main() -> int:
                 "traceback": traceback.format_exc()[-2000:],
             }
         )
-        return 0
+        return
     loaded = time.time()
     x = engine.prepare(SEED2, 2) if engine.prepare else SEED2
     first = engine.predict(x, 2)
@@ -136,10 +144,9 @@ def main() -> int:
             "parity": _compact(first, spec.task),
         }
     )
-    for wl in build(args["workloads"], args.get("sst2_limit")):
+    for wl in build(job["workloads"], args.get("sst2_limit")):
         emit({**base, "type": "result", **time_workload(engine, wl, args["timing"])})
     emit({**base, "type": "end", "peak_rss_mb": _rss_mb()[1]})
-    return 0
 
 
 if __name__ == "__main__":

@@ -33,6 +33,41 @@ def test_every_engine_leads_once_in_as_many_rounds(n):
     assert rotated([], 3) == []
 
 
+@pytest.mark.parametrize(
+    "shared,groups",
+    [
+        ([], [["t1"], ["o1"], ["x1"], ["t2"], ["v1"], ["v2"]]),  # a full run: every engine in its own process
+        (["t", "v"], [["t1", "t2"], ["o1"], ["x1"], ["v1"], ["v2"]]),  # the smoke's; one process per venv
+        (["o", "x"], [["t1"], ["o1", "x1"], ["t2"], ["v1"], ["v2"]]),
+    ],
+)
+def test_run_puts_only_the_shared_loaders_engines_in_one_process(shared, groups):
+    """run.py's worker processes for one round: the engines of the `shared` loaders together (run.py's smoke:
+    the PyTorch engines), where the first of them is; every other engine alone."""
+    run = _module("run")
+    specs = [
+        run.Spec("t1", "a", "cls", "fp32", "t"),
+        run.Spec("o1", "e", "cls", "int8", "o"),
+        run.Spec("x1", "d", "cls", "int8", "x"),
+        run.Spec("t2", "a", "fe", "fp32", "t"),
+        run.Spec("v1", "f", "cls", "int8", "v", {"venv": "a"}),
+        run.Spec("v2", "f", "cls", "int8", "v", {"venv": "b"}),
+    ]
+    assert [[s.name for s in g] for g in run.worker_groups(specs, shared)] == groups
+    assert "transformers" in run.SMOKE["shared_process"] and "shared_process" not in run.QUICK
+
+
+@pytest.mark.parametrize(
+    "shared,groups",
+    [
+        ([], [["c"], ["a"], ["b"], ["d"]]),  # the bench: every engine in its own process
+        (["a", "d"], [["c"], ["a", "d"], ["b"]]),  # the smoke's --shared-process
+    ],
+)
+def test_seq2seq_puts_only_the_shared_engines_in_one_process(shared, groups):
+    assert _module("seq2seq").worker_groups(["c", "a", "b", "d"], shared) == groups
+
+
 def test_generate_summary_keeps_the_best_round_beside_the_median():
     runs = [
         {"ttft_s": t, "decode_tokens_per_s": d, "e2e_tokens_per_s": d / 2} for t, d in ((0.3, 10), (0.1, 30), (0.2, 20))

@@ -1,5 +1,5 @@
-"""Smoke of bench/seq2seq.py on the tests' tiny T5: the whole code path (checkpoint, export, one worker process per
-engine, summary, targets, JSON and table), in seconds. No timing assertions.
+"""Smoke of bench/seq2seq.py on the tests' tiny T5: the whole code path (checkpoint, export, worker processes: one
+shared by three engines, one of one engine; summary, targets, JSON and table), in seconds. No timing assertions.
 
 Engines: the ones the test environment has (transformers on PyTorch, Optimum, onnxpipe fp32 and int8). The
 CTranslate2 engines run on a venv of their own (bench/engine_venvs.py) that a smoke must not build, so they are
@@ -20,13 +20,18 @@ sys.path.insert(0, str(ROOT / "bench"))
 pytestmark = pytest.mark.torch  # the bench builds and exports its checkpoint
 
 IN_VENV = ["transformers-fp32", "optimum-fp32", "onnxpipe-fp32", "onnxpipe-int8"]
+# These share one worker process (each imports PyTorch; nothing is timed here); onnxpipe-int8 keeps one of its own,
+# so both paths of the bench's worker run.
+SHARED = ["transformers-fp32", "optimum-fp32", "onnxpipe-fp32"]
 NEW_TOKENS = 5
 
 
-def test_seq2seq_bench_smoke(tmp_path):
+def test_seq2seq_bench_smoke(tmp_path, exports_through_cache):
+    """Its export comes through the test cache (tests/conftest.py): the same call, copied on a second run."""
     import seq2seq
 
     argv = ["--models", "tiny-t5", "--engines", ",".join(IN_VENV), "--rounds", "1"]
+    argv += ["--shared-process", ",".join(SHARED)]
     argv += ["--new-tokens", str(NEW_TOKENS), "--encoder-tokens", "9", "--cache", str(tmp_path / "cache")]
     assert seq2seq.main([*argv, "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "seq2seq.json").read_text())

@@ -82,7 +82,8 @@ def test_committed_model_in_the_browser_gives_the_python_labels():
 
 
 @pytest.mark.torch
-def test_pruned_fp32_folder_in_the_browser_matches_python(tmp_path):
+def test_pruned_fp32_folder_in_the_browser_matches_python(tmp_path, exports_through_cache):
+    # the export (a real-weight model with its vocabulary pruned) is a test-cache copy after the first run
     from onnxpipe_export import export
 
     folder = export(
