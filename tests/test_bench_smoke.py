@@ -380,6 +380,23 @@ def test_op_callpath_smoke(tmp_path):
     _check_markdown_header((tmp_path / "op_callpath.md").read_text(), result["provenance"])
 
 
+def test_int8_default_smoke(tmp_path):
+    """bench/int8_default.py with the embedded folder on both sides, one round of 12 sentences: as the runtime
+    runs it, the same file agrees with itself on every label and each side has its timings."""
+    _require_sst2()
+    _require_embedded()
+    argv = ["--folder", str(EMBEDDED), "--baseline", str(EMBEDDED), "--sentences", "12", "--rounds", "1"]
+    _run_bench("int8_default.py", [*argv, "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "int8_default.json").read_text())
+    _check_provenance(result["provenance"], "int8_default.py", [*argv, "--out", str(tmp_path)])
+    assert result["label_agreement"] == 1.0 and result["sentences"] == 12 and result["batch1_sentences"] == 12
+    for run in result["runs"].values():
+        assert run["folder"] == "models/minilm-sst2" and run["execution"] == "alone"
+        assert run["batch1_p50_ms"] > 0 and run["sentences_per_s"] > 0 and 0 <= run["accuracy"] <= 1
+    assert result["batch1_speedup"] > 0 and result["throughput_ratio"] > 0
+    _check_markdown_header((tmp_path / "int8_default.md").read_text(), result["provenance"])
+
+
 def _batch_scale():
     sys.path.insert(0, str(ROOT / "bench"))
     try:
