@@ -109,9 +109,13 @@ def test_info_shows_the_int8_recipe_search_the_embedded_model_was_chosen_by(caps
     assert len(chosen_lines) == 1 and chosen_lines[0].split()[1] == search["chosen"] == recipe["name"]
     # the shipped search tried the candidates its data.candidates_tried lists (a full search is slow on 2 cores)
     assert sum(name in out for name in search["candidates"]) == len(search["candidates"]) >= 3
-    failing = [n for n, r in search["candidates"].items() if not r["gates_met"]]
+    measured = {n: r for n, r in search["candidates"].items() if "skipped" not in r}
+    failing = [n for n, r in measured.items() if not r["gates_met"]]
     assert failing  # the previous default's full-range weights can saturate: measured, shown, never chosen
     assert all(any(line.strip().startswith(f"x {n} ") for line in out.splitlines()) for n in failing)
+    # static candidates without --calibration-data: listed with the reason, not measured
+    skipped = [line for line in out.splitlines() if "skipped: static calibration needs --calibration-data" in line]
+    assert len(skipped) == len(search["candidates"]) - len(measured)
 
 
 def test_info_on_a_folder_without_manifest_exits_2(tmp_path, capsys):

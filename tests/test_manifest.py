@@ -26,8 +26,8 @@ def data() -> dict:
 def test_the_shipped_folder_reserialises_to_identical_bytes():
     manifest = Manifest.from_json(TEXT, MINILM)
     assert manifest.to_json() == TEXT
-    # Re-exported with 7-bit int8 weights by this version's export (format 1.2), with the alone-vs-batched figures
-    assert manifest.format_version == "1.2" and manifest.task == "text-classification"
+    # Re-exported with fixed activation scales by this version's export, with the alone-vs-batched figures
+    assert manifest.format_version == FORMAT_VERSION and manifest.task == "text-classification"
     invariance = manifest.validation_data["variants"]["int8"]["batch_invariance"]
     assert set(invariance) == {"label_flips", "max_score_change", "p99_score_change"}
     assert manifest.labels == {0: "NEGATIVE", 1: "POSITIVE"}

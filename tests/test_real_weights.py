@@ -122,10 +122,11 @@ def minilm_export(all_minilm_export):
     return all_minilm_export
 
 
-# (precision, mean cosine at least, every sentence's cosine at least). int8: the dynamic per-channel recipe gives
-# a mean of ~0.992 but single sentences down to ~0.984; excluding the FFN-in MatMuls from quantization lifts the
-# minimum to ~0.991 at the cost of most of the int8 speed-up (measured when the int8 recipe was chosen).
-COSINE = [("fp32", 0.9999, 0.9999), ("int8", 0.99, 0.98)]
+# (precision, mean cosine at least, every sentence's cosine at least). int8, the default recipe (fixed activation
+# scales, calibrated on the export stage's built-in sentences): mean 0.9898, single sentences down to 0.978
+# (dynamic scales: 0.992 and 0.984, by adapting each call's resolution, at the price of answers that move with
+# their batch-mates); a range 0.8x or 1.2x the calibrated one is worse either way (clipping, resolution).
+COSINE = [("fp32", 0.9999, 0.9999), ("int8", 0.985, 0.97)]
 
 
 @pytest.mark.torch
@@ -149,7 +150,7 @@ def test_minilm_embeddings_match_pytorch_mean_pooling(minilm_export, precision, 
 @pytest.mark.torch
 def test_minilm_int8_embeddings_do_not_depend_on_batch_mates(minilm_export):
     # The batch-invariance gate for the embeddings default: a sentence embedded inside a call of many equals it embedded
-    # alone (cosine >= 0.9999; "alone" execution makes it exact). In padded batches the same file moves them.
+    # alone (cosine >= 0.9999; "alone" execution makes it exact). With fixed activation scales, padded batches do too.
     texts = _sst2_dev()[0][:200]
     embed = onnxpipe.pipeline("sentence-embeddings", model=minilm_export, precision="int8")
     assert embed.model.execution == "alone"
@@ -159,9 +160,8 @@ def test_minilm_int8_embeddings_do_not_depend_on_batch_mates(minilm_export):
     assert cosine.min() >= 0.9999, f"min cosine {cosine.min():.6f}"
     np.testing.assert_array_equal(together, alone)
     batched = onnxpipe.pipeline("sentence-embeddings", model=minilm_export, precision="int8", execution="batched")
-    moved = (batched(texts) * alone).sum(1)
-    print(f"padded batches instead: cosine min {moved.min():.5f}, mean {moved.mean():.5f}")
-    assert moved.min() < 0.9999  # why "alone" is the default for this file
+    in_batches = (batched(texts) * alone).sum(1)
+    assert in_batches.min() >= 0.99999, f"padded batches: cosine min {in_batches.min():.7f}"  # float rounding only
 
 
 def _long_texts() -> list[str]:
