@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from provenance import provenance, write_report  # noqa: E402
+from provenance import provenance, run_header, simd_flags, write_report  # noqa: E402
 
 # ---- configuration ---------------------------------------------------------------------------------------
 ENGINES = [
@@ -45,15 +45,6 @@ TARGETS = [
     ("requests of 32: onnxpipe / OpenVINO's best int8", 1.4, ONNXPIPE, "OV_INT8", "sst2-b32"),
 ]
 # ----------------------------------------------------------------------------------------------------------
-
-
-def simd_flags() -> list[str]:
-    """What `grep -o 'avx512_vnni\\|avx2' /proc/cpuinfo | sort -u` prints (plus the AMX / bf16 flags OpenVINO uses)."""
-    try:
-        words = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return []
-    return sorted(words & {"avx2", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx512f"})
 
 
 def summarize(raw: list[dict]) -> dict:
@@ -103,15 +94,10 @@ def targets(engines: dict) -> list[dict]:
 
 
 def markdown(report: dict) -> str:
-    prov, m = report["provenance"], report["provenance"]["machine"]
     lines = [
         "# CPU engines side by side: minilm-sst2, batch 1 and requests of 32 (bench/compare_engines.py)",
         "",
-        f"Command: `{prov['command']}`; commit `{prov['git']['commit']}`"
-        + (" (uncommitted changes)" if prov["git"]["dirty"] else "")
-        + f"; {prov['date']}.  ",
-        f"CPU: {m['cpu']}, {m['cores']} cores; flags: {' '.join(report['simd_flags'])}. Load average (1 min) "
-        f"{report['loadavg']['start']} at start, {report['loadavg']['end']} at end (a shared machine).  ",
+        *run_header(report),
         f"{report['rounds']} rounds, each engine its own process once per round, order rotated; best round and "
         "median. Batch 1: the seed sentence, p50 ms of one round. Requests of 32: the 872 SST-2 dev sentences in "
         "file order, sentences/s; the accuracy is from those requests.",

@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.worker:
         worker(a.worker, a.model, a.checkpoint, a.calls, a.blocks)
         return 0
-    from compare_engines import simd_flags
+    from provenance import simd_flags
 
     prov = provenance(__file__, argv)
     load_start = round(os.getloadavg()[0], 2)

@@ -140,3 +140,25 @@ def write_report(out: Path, stem: str, report: dict, markdown: Callable[[dict], 
     table = markdown(json.loads(text))
     (out / f"{stem}.md").write_text(table, encoding="utf-8")
     return table
+
+
+def simd_flags() -> list[str]:
+    """What `grep -o 'avx512_vnni\\|avx2' /proc/cpuinfo | sort -u` prints (plus the AMX / bf16 flags OpenVINO uses)."""
+    try:
+        words = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return []
+    return sorted(words & {"avx2", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx512f"})
+
+
+def run_header(report: dict, lead: str = "") -> list[str]:
+    """The two header lines of the engine benches' tables (command, commit, date; CPU, flags, load), from a report
+    with ``provenance``, ``simd_flags`` and ``loadavg`` {start, end}; ``lead`` goes before the first."""
+    prov, m = report["provenance"], report["provenance"]["machine"]
+    return [
+        f"{lead}Command: `{prov['command']}`; commit `{prov['git']['commit']}`"
+        + (" (uncommitted changes)" if prov["git"]["dirty"] else "")
+        + f"; {prov['date']}.  ",
+        f"CPU: {m['cpu']}, {m['cores']} cores; flags: {' '.join(report['simd_flags'])}. Load average (1 min) "
+        f"{report['loadavg']['start']} at start, {report['loadavg']['end']} at end (a shared machine).  ",
+    ]

@@ -88,17 +88,9 @@ def build_checkpoint(model: str, folder: Path) -> Path:
     arch, kw = MODELS[model]
     if model.startswith("tiny-"):
         return _tiny.build_checkpoint(arch, "text2text-generation", folder)
-    import torch
-    import transformers
+    from random_checkpoint import save_random
 
-    config = transformers.AutoConfig.for_model(arch, **kw)
-    torch.manual_seed(SEED)
-    net = transformers.AutoModelForSeq2SeqLM.from_config(config).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    net.save_pretrained(folder, safe_serialization=True)
-    net.generation_config.save_pretrained(folder)
-    _tiny._seq2seq_tokenizer(arch).save_pretrained(folder)
-    return folder
+    return save_random(folder, "AutoModelForSeq2SeqLM", arch, kw, SEED, _tiny._seq2seq_tokenizer(arch))
 
 
 def export_folder(ckpt: Path, folder: Path) -> Path:
@@ -301,14 +293,6 @@ def rotated(items: list, rnd: int) -> list:
     return items[k:] + items[:k]
 
 
-def simd_flags() -> list[str]:
-    try:
-        words = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return []
-    return sorted(words & {"avx2", "avx512_vnni", "avx512f", "avx512_bf16", "amx_int8"})
-
-
 def summarize(rounds: list[dict], new_tokens: int, reference: dict | None) -> dict:
     """One engine's rounds: per mode the tokens/s of each round, median and best, the token count check and, for
     the fp32 engines, whether the tokens equal transformers'; the peak RSS (largest over rounds)."""
@@ -361,15 +345,12 @@ def targets(engines: dict) -> list[dict]:
 
 
 def markdown(report: dict) -> str:
-    prov, m = report["provenance"], report["provenance"]["machine"]
+    from provenance import run_header
+
     lines = [
         "# Encoder-decoder generation, batch 1 (bench/seq2seq.py)",
         "",
-        f"**Random weights: timing only.** Command: `{prov['command']}`; commit `{prov['git']['commit']}`"
-        + (" (uncommitted changes)" if prov["git"]["dirty"] else "")
-        + f"; {prov['date']}.  ",
-        f"CPU: {m['cpu']}, {m['cores']} cores; flags: {' '.join(report['simd_flags'])}. Load average (1 min) "
-        f"{report['loadavg']['start']} at start, {report['loadavg']['end']} at end (a shared machine).  ",
+        *run_header(report, lead="**Random weights: timing only.** "),
         f"Encoder input {report['encoder_tokens']} tokens, exactly {report['new_tokens']} new tokens (eos held off "
         f"in every engine), {report['threads']} threads per engine. {report['rounds']} rounds, each engine its own "
         f"process per round (engines rotated), {report['timed_per_round']} timed generation(s) per mode after a "
@@ -436,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(a)
         return 0
     sys.path.insert(0, str(HERE))
-    from provenance import provenance, write_report
+    from provenance import provenance, simd_flags, write_report
 
     prov = provenance(__file__, argv)
     load_start = round(os.getloadavg()[0], 2)
