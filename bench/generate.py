@@ -86,21 +86,12 @@ def build_checkpoint(name: str, folder: Path) -> Path:
     """A random-weight checkpoint of ``MODELS[name]`` with a small byte-level BPE tokenizer (tests/_tiny.py's)."""
     if (folder / "config.json").is_file():
         return folder
-    import torch
-    import transformers
-
     sys.path.insert(0, str(ROOT / "tests"))
     from _tiny import _decoder_bpe
+    from random_checkpoint import save_random
 
     arch, kw = MODELS[name]
-    config = transformers.AutoConfig.for_model(arch, **kw)
-    torch.manual_seed(SEED)
-    model = transformers.AutoModelForCausalLM.from_config(config).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    model.generation_config.save_pretrained(folder)
-    _decoder_bpe(arch).save_pretrained(folder)
-    return folder
+    return save_random(folder, "AutoModelForCausalLM", arch, kw, SEED, _decoder_bpe(arch))
 
 
 def export_folder(ckpt: Path, folder: Path) -> Path:
