@@ -26,6 +26,11 @@ best round and the median are reported.
 
     python bench/seq2seq.py [--rounds 3] [--models t5-small] [--engines a,b] [--new-tokens 32]
 
+Also the floor of a cached decode step on this machine, per precision (``step_floor``): the weight products the
+step runs (its MatMul-type nodes with a weight initializer), alone, in the same ops, at batch 1: at batch 1 they
+read every weight once a step, so they are bound by memory bandwidth, and the ceiling tokens/s (1 / floor) is the
+most a decode running these weights through onnxruntime's kernels for those ops can reach (the encoder not counted).
+
 Writes bench/results/seq2seq.json and seq2seq.md.
 """
 
@@ -112,6 +117,134 @@ def ct2_folder(python: str, ckpt: Path, folder: Path, quantization: str) -> str:
     if run.returncode != 0:
         return f"conversion failed: {(run.stderr or run.stdout).strip().splitlines()[-1:]}"
     return ""
+
+
+# -- the weight-streaming floor of a decode step (main process) -----------------------------------------------
+FLOOR_CALLS = 20  # timed runs of the floor graph per round (best of all)
+WEIGHT_OPS = ("MatMul", "Gemm", "MatMulInteger", "MatMulNBits")
+
+
+def step_weights(decoder: Path) -> list[tuple[str, str, list[int], int, dict]]:
+    """The weight products one cached decode step runs, in order: the nodes of the merged decoder's with-past
+    branch (``use_cache_branch`` true: the If's then_branch) among WEIGHT_OPS whose second input is an initializer,
+    as (node name, op, weight dims, weight ONNX dtype, attributes). The cross-attention key and value projections
+    run once per input, in the other branch, so they are not in it."""
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(decoder), load_external_data=False).graph
+    (branch,) = [
+        helper.get_attribute_value(a)
+        for n in graph.node
+        if n.op_type == "If"
+        for a in n.attribute
+        if a.name == "then_branch"
+    ]
+    inits = {i.name: i for i in [*graph.initializer, *branch.initializer]}
+    return [
+        (
+            n.name,
+            n.op_type,
+            list(inits[n.input[1]].dims),
+            inits[n.input[1]].data_type,
+            {a.name: helper.get_attribute_value(a) for a in n.attribute},
+        )
+        for n in branch.node
+        if n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in inits
+    ]
+
+
+def floor_graph(weights: list[tuple[str, str, list[int], int, dict]]):
+    """A graph of the same weight products, one after another at batch 1, with constant weights of the same
+    shapes and types and the ops the decoder runs them with: MatMul/Gemm in float; MatMulInteger after a
+    DynamicQuantizeLinear and rescaled to float (what onnxruntime's quantize_dynamic writes, which onnxruntime
+    fuses as it fuses the decoder's); MatMulNBits with the decoder's attributes. A product reads the one before
+    it when the widths chain (T5's and BART's do), else an input of its width; unread results are outputs."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, inputs, outputs = [], [], {}, []
+    cur, width = None, None
+    for i, (_, op, dims, dtype, attrs) in enumerate(weights):
+        w, y = f"w{i}", f"y{i}"
+        # constant weights: a GEMV kernel's time does not depend on the values, and filling is cheap
+        if op == "MatMulNBits":
+            k, n = attrs["K"], attrs["N"]
+            blocks = -(-k // attrs["block_size"])
+            inits += [
+                numpy_helper.from_array(np.full(dims, 0x99, dtype=np.uint8), w),
+                numpy_helper.from_array(np.full(n * blocks, 1 / k, dtype=np.float32), w + "s"),
+            ]
+        else:
+            k, n = dims[::-1] if op == "Gemm" and attrs.get("transB") else dims
+            value = 1 / k if dtype == TensorProto.FLOAT else 129
+            inits.append(
+                numpy_helper.from_array(np.full((k, n), value, dtype=helper.tensor_dtype_to_np_dtype(dtype)), w)
+            )
+        if width != k:
+            if cur is not None:
+                outputs.append((cur, width))
+            cur = inputs.setdefault(k, f"x{k}")
+        if op == "MatMulNBits":
+            nodes.append(helper.make_node(op, [cur, w, w + "s"], [y], domain="com.microsoft", **attrs))
+        elif op == "MatMulInteger":
+            zero = numpy_helper.from_array(np.array(128, dtype=helper.tensor_dtype_to_np_dtype(dtype)), w + "z")
+            inits += [zero, numpy_helper.from_array(np.array(1 / (128 * k), dtype=np.float32), w + "s")]
+            nodes += [
+                helper.make_node("DynamicQuantizeLinear", [cur], [f"q{i}", f"q{i}s", f"q{i}z"]),
+                helper.make_node(op, [f"q{i}", w, f"q{i}z", w + "z"], [f"i{i}"]),
+                helper.make_node("Cast", [f"i{i}"], [f"c{i}"], to=TensorProto.FLOAT),
+                helper.make_node("Mul", [f"q{i}s", w + "s"], [f"s{i}"]),
+                helper.make_node("Mul", [f"c{i}", f"s{i}"], [y]),
+            ]
+        else:
+            nodes.append(helper.make_node("MatMul", [cur, w], [y]))
+        cur, width = y, n
+    outputs.append((cur, width))
+    graph = helper.make_graph(
+        nodes,
+        "step_floor",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, k]) for k, x in inputs.items()],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, n]) for y, n in outputs],
+        inits,
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return onnx.helper.make_model(graph, opset_imports=opsets), {x: k for k, x in inputs.items()}
+
+
+def step_floor(decoder: Path, rounds: int) -> dict:
+    """The floor of one cached decode step of ``decoder`` on this machine: its weight products alone (floor_graph),
+    on onnxruntime with onnxpipe's session options and THREADS threads, best of ``rounds`` x FLOOR_CALLS runs. At
+    batch 1 these read every weight once a step, so they are bound by memory bandwidth: the step cannot be faster
+    than this, nor the decode than ``ceiling_tokens_per_s`` (the encoder's time not counted)."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import helper
+
+    from onnxpipe._session import session_options
+
+    weights = step_weights(decoder)
+    model, inputs = floor_graph(weights)
+    session = ort.InferenceSession(model.SerializeToString(), session_options(THREADS), ["CPUExecutionProvider"])
+    rng = np.random.default_rng(SEED)
+    feeds = {x: rng.standard_normal((1, k), dtype=np.float32) for x, k in inputs.items()}
+    best = float("inf")
+    for _ in range(rounds):
+        session.run(None, feeds)
+        for _ in range(FLOOR_CALLS):
+            start = time.perf_counter()
+            session.run(None, feeds)
+            best = min(best, time.perf_counter() - start)
+    nbytes = sum(int(np.prod(d)) * helper.tensor_dtype_to_np_dtype(t).itemsize for _, _, d, t, _ in weights)
+    return {
+        "weight_products": len(weights),
+        "ops": sorted({op for _, op, *_ in weights}),
+        "weight_mb": round(nbytes / 1e6, 2),
+        "ms_per_step": round(best * 1e3, 3),
+        "gb_per_s": round(nbytes / best / 1e9, 1),
+        "ceiling_tokens_per_s": round(1 / best, 1),
+    }
 
 
 # -- workers (one process per engine, any venv: stdlib imports only at module level) ------------------------
@@ -362,13 +495,14 @@ def markdown(report: dict) -> str:
         lines += [
             f"## {model}",
             "",
-            "| engine | greedy tokens/s best (median) | beam 4 tokens/s best (median) | tokens | same tokens as "
-            "transformers (greedy, beam) | peak RSS MB (after load) | versions |",
-            "|---|---|---|---|---|---|---|",
+            "| engine | greedy tokens/s best (median) | greedy / step ceiling | beam 4 tokens/s best (median) | tokens "
+            "| same tokens as transformers (greedy, beam) | peak RSS MB (after load) | versions |",
+            "|---|---|---|---|---|---|---|---|",
         ]
+        floors = report.get("floor", {}).get(model, {})
         for name, e in engines.items():
             if "modes" not in e:
-                lines.append(f"| {name} | {e['status']} | | | | | |")
+                lines.append(f"| {name} | {e['status']} | | | | | | |")
                 continue
             g, b = e["modes"]["greedy"], e["modes"]["beam4"]
             same = (
@@ -380,10 +514,29 @@ def markdown(report: dict) -> str:
             )
             counts = f"{g['new_tokens']}, {b['new_tokens']}" + ("" if g["count_ok"] and b["count_ok"] else " **!**")
             versions = ", ".join(f"{k} {v}" for k, v in sorted(e["versions"].items()))
+            floor = floors.get(name.split("-")[1])
+            of_ceiling = f"{g['best'] / floor['ceiling_tokens_per_s']:.0%}" if floor else "-"
             lines.append(
-                f"| {name} | {g['best']:.1f} ({g['median']:.1f}) | {b['best']:.1f} ({b['median']:.1f}) | {counts} | "
-                f"{same} | {e['peak_rss_mb']:.0f} ({e['rss_after_load_mb']:.0f}) | {versions} |"
+                f"| {name} | {g['best']:.1f} ({g['median']:.1f}) | {of_ceiling} | {b['best']:.1f} ({b['median']:.1f}) "
+                f"| {counts} | {same} | {e['peak_rss_mb']:.0f} ({e['rss_after_load_mb']:.0f}) | {versions} |"
             )
+        if floors:
+            lines += [
+                "",
+                "Decode-step floor (`step_floor`): one cached step's weight products alone (the with-past branch's "
+                "MatMul-type nodes with an initializer weight, in the decoder's own ops, constant weights of the same "
+                "shapes and types, chained at batch 1, onnxpipe's session options), best run; the step cannot be "
+                "faster, nor greedy decode than the ceiling (encoder not counted; the measured tokens/s above count "
+                "it). CTranslate2's rows are set against the onnxpipe file's floor of the same precision.",
+                "",
+                "| precision | weight products (ops) | weights MB | floor ms per step | GB/s | ceiling tokens/s |",
+                "|---|---|---|---|---|---|",
+            ]
+            for precision, f in floors.items():
+                lines.append(
+                    f"| {precision} | {f['weight_products']} ({', '.join(f['ops'])}) | {f['weight_mb']} | "
+                    f"{f['ms_per_step']} | {f['gb_per_s']} | {f['ceiling_tokens_per_s']} |"
+                )
         lines += ["", "| target | ratio | met | detail |", "|---|---|---|---|"]
         for t in report["targets"][model]:
             met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
@@ -431,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": a.rounds,
         "timed_per_round": a.timed,
         "models": {},
+        "floor": {},
         "targets": {},
         "note": a.note,
     }
@@ -442,6 +596,14 @@ def main(argv: list[str] | None = None) -> int:
     for model in a.models.split(","):
         paths = _paths(model, a.cache)
         export_folder(build_checkpoint(model, paths["ckpt"]), paths["onnx"])
+        from onnxpipe._manifest import load_manifest
+
+        variants = load_manifest(paths["onnx"]).variants
+        report["floor"][model] = {
+            p: step_floor(paths["onnx"] / str(variants[p].decoder), a.rounds)
+            for p in sorted({e.split("-")[1] for e in wanted})
+            if p in variants
+        }
         status: dict[str, str] = {}
         ct2_python = ""
         if any(e.startswith("ctranslate2-") for e in wanted):

@@ -52,6 +52,17 @@ def test_seq2seq_bench_smoke(tmp_path, exports_through_cache):
     missing = [t for t in targets.values() if t["ratio"] is None]
     assert all("ctranslate2" in t["target"] for t in missing) and len(missing) == 2  # not run here, said so
     assert all(t["ratio"] > 0 for t in targets.values() if t not in missing)
+    # the decode-step floor of each precision: the with-past branch's weight products (tiny T5's layers each have
+    # 8: self q, k, v, o, cross q, o, wi, wo; then lm_head), in the file's own ops; int8 reads a quarter the bytes
+    floors = report["floor"]["tiny-t5"]
+    layers = json.loads((tmp_path / "cache" / "tiny-t5-ckpt" / "config.json").read_text())["num_decoder_layers"]
+    assert sorted(floors) == ["fp32", "int8"]
+    assert {p: (f["weight_products"], f["ops"]) for p, f in floors.items()} == {
+        "fp32": (8 * layers + 1, ["MatMul"]),
+        "int8": (8 * layers + 1, ["MatMulInteger"]),
+    }
+    assert floors["int8"]["weight_mb"] < floors["fp32"]["weight_mb"] / 3
+    assert all(f["ceiling_tokens_per_s"] > 0 for f in floors.values())
     table = (tmp_path / "seq2seq.md").read_text()
     assert "Random weights" in table and "| onnxpipe-int8 |" in table
     assert report["provenance"]["command"].startswith("python bench/seq2seq.py")
