@@ -15,6 +15,10 @@ generation), every one on 2 threads:
 * ``optimum-fp32``: Optimum's ``ORTModelForSeq2SeqLM`` on onnxpipe's own fp32 files (the export's folder is an
   Optimum folder: encoder_model.onnx and decoder_model_merged.onnx), its ``generate``;
 * ``onnxpipe-fp32`` / ``onnxpipe-int8``: onnxpipe's encoder + merged decoder loop (``_seq2seq``, ``_beam``);
+* ``onnxpipe-fp32-nospin`` / ``onnxpipe-int8-nospin`` (only when named in --engines): the same with the session
+  profile "low-power" at the same 2 threads, i.e. onnxruntime's intra-op threads not spinning between ops. A
+  decode step runs ~470 small ops at batch 1, each a fork/join of the pool: on a loaded machine spinning threads
+  wait for descheduled ones, which these rows show beside the default's;
 * ``ctranslate2-int8`` / ``ctranslate2-fp32``: CTranslate2's converter on the same checkpoint and its
   ``Translator``, on the venv bench/engine_venvs.py builds (bench/.venvs/ctranslate2).
 
@@ -325,7 +329,7 @@ def worker_optimum(paths: dict[str, Path], ids: list[int], new: int):
     return _torch_generate(model, ids, new), {"optimum": optimum.version.__version__, "onnxruntime": ort.__version__}
 
 
-def worker_onnxpipe(paths: dict[str, Path], ids: list[int], new: int, precision: str):
+def worker_onnxpipe(paths: dict[str, Path], ids: list[int], new: int, precision: str, profile: str = "default"):
     import numpy as np
     import onnxruntime as ort
 
@@ -334,7 +338,7 @@ def worker_onnxpipe(paths: dict[str, Path], ids: list[int], new: int, precision:
     from onnxpipe._seq2seq import Seq2SeqModel, sample_or_greedy
     from onnxpipe._seq2seq_config import merged_config, resolve
 
-    s2s = Seq2SeqModel.load(load_manifest(paths["onnx"]), precision=precision, threads=THREADS)
+    s2s = Seq2SeqModel.load(load_manifest(paths["onnx"]), precision=precision, threads=THREADS, profile=profile)
     g = s2s.encoder.manifest.generation or {}
     token_ids = {k: g.get(k) for k in ("eos_token_id", "pad_token_id", "decoder_start_token_id", "bos_token_id")}
     x = np.array([ids], dtype=np.int64)
@@ -392,7 +396,8 @@ def worker_engine(args: argparse.Namespace, engine: str) -> None:
     elif engine == "optimum-fp32":
         make, versions = worker_optimum(paths, ids, args.new_tokens)
     elif engine.startswith("onnxpipe-"):
-        make, versions = worker_onnxpipe(paths, ids, args.new_tokens, engine.split("-")[1])
+        profile = "low-power" if engine.endswith("-nospin") else "default"
+        make, versions = worker_onnxpipe(paths, ids, args.new_tokens, engine.split("-")[1], profile)
     elif engine.startswith("ctranslate2-"):
         make, versions = worker_ctranslate2(paths, ids, args.new_tokens, engine.split("-")[1])
     else:
@@ -649,7 +654,8 @@ def _record(report: dict, model: str, wanted: list[str], runs: dict, status: dic
     engines: dict = {}
     for e in wanted:
         if e in ok:
-            engines[e] = summarize(ok[e], new_tokens, ref if e.endswith("fp32") and e != REFERENCE else None)
+            fp32 = e.split("-")[1] == "fp32"
+            engines[e] = summarize(ok[e], new_tokens, ref if fp32 and e != REFERENCE else None)
         else:
             engines[e] = {"status": status.get(e, "no rounds")}
     report["models"][model] = engines

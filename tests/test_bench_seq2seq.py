@@ -19,10 +19,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 pytestmark = pytest.mark.torch  # the bench builds and exports its checkpoint
 
-IN_VENV = ["transformers-fp32", "optimum-fp32", "onnxpipe-fp32", "onnxpipe-int8"]
+IN_VENV = ["transformers-fp32", "optimum-fp32", "onnxpipe-fp32", "onnxpipe-int8", "onnxpipe-fp32-nospin"]
 # These share one worker process (each imports PyTorch; nothing is timed here); onnxpipe-int8 keeps one of its own,
 # so both paths of the bench's worker run.
-SHARED = ["transformers-fp32", "optimum-fp32", "onnxpipe-fp32"]
+SHARED = ["transformers-fp32", "optimum-fp32", "onnxpipe-fp32", "onnxpipe-fp32-nospin"]
 NEW_TOKENS = 5
 
 
@@ -45,7 +45,7 @@ def test_seq2seq_bench_smoke(tmp_path, exports_through_cache):
             # every engine generated exactly the forced number of tokens; the fp32 ones transformers' tokens
             assert row["count_ok"] and row["new_tokens"] == NEW_TOKENS, (name, mode)
             assert row["best"] >= row["median"] > 0
-            if name in ("optimum-fp32", "onnxpipe-fp32"):
+            if name in ("optimum-fp32", "onnxpipe-fp32", "onnxpipe-fp32-nospin"):
                 assert row["same_tokens_as_transformers"], (name, mode)
     targets = {t["target"]: t for t in report["targets"]["tiny-t5"]}
     assert len(targets) == len(seq2seq.TARGETS) + 2  # speed ratios, then the two RSS ratios
