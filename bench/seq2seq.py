@@ -15,10 +15,11 @@ generation), every one on 2 threads:
 * ``optimum-fp32``: Optimum's ``ORTModelForSeq2SeqLM`` on onnxpipe's own fp32 files (the export's folder is an
   Optimum folder: encoder_model.onnx and decoder_model_merged.onnx), its ``generate``;
 * ``onnxpipe-fp32`` / ``onnxpipe-int8``: onnxpipe's encoder + merged decoder loop (``_seq2seq``, ``_beam``);
-* ``onnxpipe-fp32-nospin`` / ``onnxpipe-int8-nospin`` (only when named in --engines): the same with the session
-  profile "low-power" at the same 2 threads, i.e. onnxruntime's intra-op threads not spinning between ops. A
-  decode step runs ~470 small ops at batch 1, each a fork/join of the pool: on a loaded machine spinning threads
-  wait for descheduled ones, which these rows show beside the default's;
+* ``onnxpipe-<precision>-nospin`` / ``-spin<N>`` (only when named in --engines): the same with onnxruntime's
+  intra-op threads not spinning (the session profile "low-power" at the same 2 threads), or spinning at most N us
+  before they sleep (``session.intra_op.spin_duration_us``, a profile of this bench's). A decode step runs ~470
+  small ops at batch 1, each a fork/join of the pool: on a loaded machine spinning threads take the time slices
+  the descheduled ones wait for, which these rows show beside the default's;
 * ``ctranslate2-int8`` / ``ctranslate2-fp32``: CTranslate2's converter on the same checkpoint and its
   ``Translator``, on the venv bench/engine_venvs.py builds (bench/.venvs/ctranslate2).
 
@@ -382,6 +383,21 @@ def worker_ctranslate2(paths: dict[str, Path], ids: list[int], new: int, precisi
     return make, {"ctranslate2": ctranslate2.__version__}
 
 
+def session_profile(engine: str) -> str:
+    """The session profile of an onnxpipe engine (see the module docstring); "-spin<N>" registers its own."""
+    suffix = engine.split("-")[2] if engine.count("-") == 2 else ""
+    if suffix == "nospin":
+        return "low-power"
+    if suffix.startswith("spin") and suffix[4:].isdigit():
+        from onnxpipe._session import PROFILES, Profile
+
+        PROFILES[suffix] = Profile(threads=None, config=(("session.intra_op.spin_duration_us", suffix[4:]),))
+        return suffix
+    if suffix:
+        raise SystemExit(f"unknown engine {engine!r}: the onnxpipe engines' suffixes are -nospin and -spin<N>")
+    return "default"
+
+
 def worker(args: argparse.Namespace) -> None:
     """The engines of ``--worker`` (one, but for the smoke's --shared-process) one after another: a JSON line each."""
     for engine in args.worker.split(","):
@@ -396,8 +412,7 @@ def worker_engine(args: argparse.Namespace, engine: str) -> None:
     elif engine == "optimum-fp32":
         make, versions = worker_optimum(paths, ids, args.new_tokens)
     elif engine.startswith("onnxpipe-"):
-        profile = "low-power" if engine.endswith("-nospin") else "default"
-        make, versions = worker_onnxpipe(paths, ids, args.new_tokens, engine.split("-")[1], profile)
+        make, versions = worker_onnxpipe(paths, ids, args.new_tokens, engine.split("-")[1], session_profile(engine))
     elif engine.startswith("ctranslate2-"):
         make, versions = worker_ctranslate2(paths, ids, args.new_tokens, engine.split("-")[1])
     else:

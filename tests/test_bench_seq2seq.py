@@ -20,9 +20,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 pytestmark = pytest.mark.torch  # the bench builds and exports its checkpoint
 
 IN_VENV = ["transformers-fp32", "optimum-fp32", "onnxpipe-fp32", "onnxpipe-int8", "onnxpipe-fp32-nospin"]
+IN_VENV += ["onnxpipe-fp32-spin200"]
 # These share one worker process (each imports PyTorch; nothing is timed here); onnxpipe-int8 keeps one of its own,
 # so both paths of the bench's worker run.
-SHARED = ["transformers-fp32", "optimum-fp32", "onnxpipe-fp32", "onnxpipe-fp32-nospin"]
+SHARED = ["transformers-fp32", "optimum-fp32", "onnxpipe-fp32", "onnxpipe-fp32-nospin", "onnxpipe-fp32-spin200"]
 NEW_TOKENS = 5
 
 
@@ -45,7 +46,7 @@ def test_seq2seq_bench_smoke(tmp_path, exports_through_cache):
             # every engine generated exactly the forced number of tokens; the fp32 ones transformers' tokens
             assert row["count_ok"] and row["new_tokens"] == NEW_TOKENS, (name, mode)
             assert row["best"] >= row["median"] > 0
-            if name in ("optimum-fp32", "onnxpipe-fp32", "onnxpipe-fp32-nospin"):
+            if name.split("-")[1] == "fp32" and name != "transformers-fp32":
                 assert row["same_tokens_as_transformers"], (name, mode)
     targets = {t["target"]: t for t in report["targets"]["tiny-t5"]}
     assert len(targets) == len(seq2seq.TARGETS) + 2  # speed ratios, then the two RSS ratios
@@ -66,3 +67,27 @@ def test_seq2seq_bench_smoke(tmp_path, exports_through_cache):
     table = (tmp_path / "seq2seq.md").read_text()
     assert "Random weights" in table and "| onnxpipe-int8 |" in table
     assert report["provenance"]["command"].startswith("python bench/seq2seq.py")
+
+
+@pytest.mark.parametrize(
+    "engine, profile, config",
+    [
+        ("onnxpipe-int8", "default", ()),
+        ("onnxpipe-int8-nospin", "low-power", (("session.intra_op.allow_spinning", "0"),)),
+        ("onnxpipe-fp32-spin200", "spin200", (("session.intra_op.spin_duration_us", "200"),)),
+    ],
+)
+def test_onnxpipe_engine_suffix_picks_the_session_profile(engine, profile, config):
+    import seq2seq
+    from onnxpipe._session import PROFILES
+
+    assert seq2seq.session_profile(engine) == profile
+    assert set(config) <= set(PROFILES[profile].config)
+
+
+@pytest.mark.parametrize("engine", ["onnxpipe-int8-spin", "onnxpipe-int8-fast"])
+def test_an_unknown_engine_suffix_is_refused(engine):
+    import seq2seq
+
+    with pytest.raises(SystemExit, match="suffixes"):
+        seq2seq.session_profile(engine)
