@@ -15,6 +15,11 @@ generation), every one on 2 threads:
 * ``optimum-fp32``: Optimum's ``ORTModelForSeq2SeqLM`` on onnxpipe's own fp32 files (the export's folder is an
   Optimum folder: encoder_model.onnx and decoder_model_merged.onnx), its ``generate``;
 * ``onnxpipe-fp32`` / ``onnxpipe-int8``: onnxpipe's encoder + merged decoder loop (``_seq2seq``, ``_beam``);
+* ``onnxpipe-<precision>-nospin`` / ``-spin<N>`` (only when named in --engines): the same with onnxruntime's
+  intra-op threads not spinning (the session profile "low-power" at the same 2 threads), or spinning at most N us
+  before they sleep (``session.intra_op.spin_duration_us``, a profile of this bench's). A decode step runs ~470
+  small ops at batch 1, each a fork/join of the pool: on a loaded machine spinning threads take the time slices
+  the descheduled ones wait for, which these rows show beside the default's;
 * ``ctranslate2-int8`` / ``ctranslate2-fp32``: CTranslate2's converter on the same checkpoint and its
   ``Translator``, on the venv bench/engine_venvs.py builds (bench/.venvs/ctranslate2).
 
@@ -25,6 +30,11 @@ used because Linux carries the parent's high-water mark over fork+exec). Rounds 
 best round and the median are reported.
 
     python bench/seq2seq.py [--rounds 3] [--models t5-small] [--engines a,b] [--new-tokens 32]
+
+Also the floor of a cached decode step on this machine, per precision (``step_floor``): the weight products the
+step runs (its MatMul-type nodes with a weight initializer), alone, in the same ops, at batch 1: at batch 1 they
+read every weight once a step, so they are bound by memory bandwidth, and the ceiling tokens/s (1 / floor) is the
+most a decode running these weights through onnxruntime's kernels for those ops can reach (the encoder not counted).
 
 Writes bench/results/seq2seq.json and seq2seq.md.
 """
@@ -114,6 +124,134 @@ def ct2_folder(python: str, ckpt: Path, folder: Path, quantization: str) -> str:
     return ""
 
 
+# -- the weight-streaming floor of a decode step (main process) -----------------------------------------------
+FLOOR_CALLS = 20  # timed runs of the floor graph per round (best of all)
+WEIGHT_OPS = ("MatMul", "Gemm", "MatMulInteger", "MatMulNBits")
+
+
+def step_weights(decoder: Path) -> list[tuple[str, str, list[int], int, dict]]:
+    """The weight products one cached decode step runs, in order: the nodes of the merged decoder's with-past
+    branch (``use_cache_branch`` true: the If's then_branch) among WEIGHT_OPS whose second input is an initializer,
+    as (node name, op, weight dims, weight ONNX dtype, attributes). The cross-attention key and value projections
+    run once per input, in the other branch, so they are not in it."""
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(decoder), load_external_data=False).graph
+    (branch,) = [
+        helper.get_attribute_value(a)
+        for n in graph.node
+        if n.op_type == "If"
+        for a in n.attribute
+        if a.name == "then_branch"
+    ]
+    inits = {i.name: i for i in [*graph.initializer, *branch.initializer]}
+    return [
+        (
+            n.name,
+            n.op_type,
+            list(inits[n.input[1]].dims),
+            inits[n.input[1]].data_type,
+            {a.name: helper.get_attribute_value(a) for a in n.attribute},
+        )
+        for n in branch.node
+        if n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in inits
+    ]
+
+
+def floor_graph(weights: list[tuple[str, str, list[int], int, dict]]):
+    """A graph of the same weight products, one after another at batch 1, with constant weights of the same
+    shapes and types and the ops the decoder runs them with: MatMul/Gemm in float; MatMulInteger after a
+    DynamicQuantizeLinear and rescaled to float (what onnxruntime's quantize_dynamic writes, which onnxruntime
+    fuses as it fuses the decoder's); MatMulNBits with the decoder's attributes. A product reads the one before
+    it when the widths chain (T5's and BART's do), else an input of its width; unread results are outputs."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, inputs, outputs = [], [], {}, []
+    cur, width = None, None
+    for i, (_, op, dims, dtype, attrs) in enumerate(weights):
+        w, y = f"w{i}", f"y{i}"
+        # constant weights: a GEMV kernel's time does not depend on the values, and filling is cheap
+        if op == "MatMulNBits":
+            k, n = attrs["K"], attrs["N"]
+            blocks = -(-k // attrs["block_size"])
+            inits += [
+                numpy_helper.from_array(np.full(dims, 0x99, dtype=np.uint8), w),
+                numpy_helper.from_array(np.full(n * blocks, 1 / k, dtype=np.float32), w + "s"),
+            ]
+        else:
+            k, n = dims[::-1] if op == "Gemm" and attrs.get("transB") else dims
+            value = 1 / k if dtype == TensorProto.FLOAT else 129
+            inits.append(
+                numpy_helper.from_array(np.full((k, n), value, dtype=helper.tensor_dtype_to_np_dtype(dtype)), w)
+            )
+        if width != k:
+            if cur is not None:
+                outputs.append((cur, width))
+            cur = inputs.setdefault(k, f"x{k}")
+        if op == "MatMulNBits":
+            nodes.append(helper.make_node(op, [cur, w, w + "s"], [y], domain="com.microsoft", **attrs))
+        elif op == "MatMulInteger":
+            zero = numpy_helper.from_array(np.array(128, dtype=helper.tensor_dtype_to_np_dtype(dtype)), w + "z")
+            inits += [zero, numpy_helper.from_array(np.array(1 / (128 * k), dtype=np.float32), w + "s")]
+            nodes += [
+                helper.make_node("DynamicQuantizeLinear", [cur], [f"q{i}", f"q{i}s", f"q{i}z"]),
+                helper.make_node(op, [f"q{i}", w, f"q{i}z", w + "z"], [f"i{i}"]),
+                helper.make_node("Cast", [f"i{i}"], [f"c{i}"], to=TensorProto.FLOAT),
+                helper.make_node("Mul", [f"q{i}s", w + "s"], [f"s{i}"]),
+                helper.make_node("Mul", [f"c{i}", f"s{i}"], [y]),
+            ]
+        else:
+            nodes.append(helper.make_node("MatMul", [cur, w], [y]))
+        cur, width = y, n
+    outputs.append((cur, width))
+    graph = helper.make_graph(
+        nodes,
+        "step_floor",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, k]) for k, x in inputs.items()],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, n]) for y, n in outputs],
+        inits,
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return onnx.helper.make_model(graph, opset_imports=opsets), {x: k for k, x in inputs.items()}
+
+
+def step_floor(decoder: Path, rounds: int) -> dict:
+    """The floor of one cached decode step of ``decoder`` on this machine: its weight products alone (floor_graph),
+    on onnxruntime with onnxpipe's session options and THREADS threads, best of ``rounds`` x FLOOR_CALLS runs. At
+    batch 1 these read every weight once a step, so they are bound by memory bandwidth: the step cannot be faster
+    than this, nor the decode than ``ceiling_tokens_per_s`` (the encoder's time not counted)."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import helper
+
+    from onnxpipe._session import session_options
+
+    weights = step_weights(decoder)
+    model, inputs = floor_graph(weights)
+    session = ort.InferenceSession(model.SerializeToString(), session_options(THREADS), ["CPUExecutionProvider"])
+    rng = np.random.default_rng(SEED)
+    feeds = {x: rng.standard_normal((1, k), dtype=np.float32) for x, k in inputs.items()}
+    best = float("inf")
+    for _ in range(rounds):
+        session.run(None, feeds)
+        for _ in range(FLOOR_CALLS):
+            start = time.perf_counter()
+            session.run(None, feeds)
+            best = min(best, time.perf_counter() - start)
+    nbytes = sum(int(np.prod(d)) * helper.tensor_dtype_to_np_dtype(t).itemsize for _, _, d, t, _ in weights)
+    return {
+        "weight_products": len(weights),
+        "ops": sorted({op for _, op, *_ in weights}),
+        "weight_mb": round(nbytes / 1e6, 2),
+        "ms_per_step": round(best * 1e3, 3),
+        "gb_per_s": round(nbytes / best / 1e9, 1),
+        "ceiling_tokens_per_s": round(1 / best, 1),
+    }
+
+
 # -- workers (one process per engine, any venv: stdlib imports only at module level) ------------------------
 def encoder_ids(n: int) -> list[int]:
     """``n`` token ids: random ones below the tokenizer's vocabulary (past its 3 specials), then eos (1)."""
@@ -192,7 +330,7 @@ def worker_optimum(paths: dict[str, Path], ids: list[int], new: int):
     return _torch_generate(model, ids, new), {"optimum": optimum.version.__version__, "onnxruntime": ort.__version__}
 
 
-def worker_onnxpipe(paths: dict[str, Path], ids: list[int], new: int, precision: str):
+def worker_onnxpipe(paths: dict[str, Path], ids: list[int], new: int, precision: str, profile: str = "default"):
     import numpy as np
     import onnxruntime as ort
 
@@ -201,7 +339,7 @@ def worker_onnxpipe(paths: dict[str, Path], ids: list[int], new: int, precision:
     from onnxpipe._seq2seq import Seq2SeqModel, sample_or_greedy
     from onnxpipe._seq2seq_config import merged_config, resolve
 
-    s2s = Seq2SeqModel.load(load_manifest(paths["onnx"]), precision=precision, threads=THREADS)
+    s2s = Seq2SeqModel.load(load_manifest(paths["onnx"]), precision=precision, threads=THREADS, profile=profile)
     g = s2s.encoder.manifest.generation or {}
     token_ids = {k: g.get(k) for k in ("eos_token_id", "pad_token_id", "decoder_start_token_id", "bos_token_id")}
     x = np.array([ids], dtype=np.int64)
@@ -245,6 +383,21 @@ def worker_ctranslate2(paths: dict[str, Path], ids: list[int], new: int, precisi
     return make, {"ctranslate2": ctranslate2.__version__}
 
 
+def session_profile(engine: str) -> str:
+    """The session profile of an onnxpipe engine (see the module docstring); "-spin<N>" registers its own."""
+    suffix = engine.split("-")[2] if engine.count("-") == 2 else ""
+    if suffix == "nospin":
+        return "low-power"
+    if suffix.startswith("spin") and suffix[4:].isdigit():
+        from onnxpipe._session import PROFILES, Profile
+
+        PROFILES[suffix] = Profile(threads=None, config=(("session.intra_op.spin_duration_us", suffix[4:]),))
+        return suffix
+    if suffix:
+        raise SystemExit(f"unknown engine {engine!r}: the onnxpipe engines' suffixes are -nospin and -spin<N>")
+    return "default"
+
+
 def worker(args: argparse.Namespace) -> None:
     """The engines of ``--worker`` (one, but for the smoke's --shared-process) one after another: a JSON line each."""
     for engine in args.worker.split(","):
@@ -259,7 +412,7 @@ def worker_engine(args: argparse.Namespace, engine: str) -> None:
     elif engine == "optimum-fp32":
         make, versions = worker_optimum(paths, ids, args.new_tokens)
     elif engine.startswith("onnxpipe-"):
-        make, versions = worker_onnxpipe(paths, ids, args.new_tokens, engine.split("-")[1])
+        make, versions = worker_onnxpipe(paths, ids, args.new_tokens, engine.split("-")[1], session_profile(engine))
     elif engine.startswith("ctranslate2-"):
         make, versions = worker_ctranslate2(paths, ids, args.new_tokens, engine.split("-")[1])
     else:
@@ -362,13 +515,14 @@ def markdown(report: dict) -> str:
         lines += [
             f"## {model}",
             "",
-            "| engine | greedy tokens/s best (median) | beam 4 tokens/s best (median) | tokens | same tokens as "
-            "transformers (greedy, beam) | peak RSS MB (after load) | versions |",
-            "|---|---|---|---|---|---|---|",
+            "| engine | greedy tokens/s best (median) | greedy / step ceiling | beam 4 tokens/s best (median) | tokens "
+            "| same tokens as transformers (greedy, beam) | peak RSS MB (after load) | versions |",
+            "|---|---|---|---|---|---|---|---|",
         ]
+        floors = report.get("floor", {}).get(model, {})
         for name, e in engines.items():
             if "modes" not in e:
-                lines.append(f"| {name} | {e['status']} | | | | | |")
+                lines.append(f"| {name} | {e['status']} | | | | | | |")
                 continue
             g, b = e["modes"]["greedy"], e["modes"]["beam4"]
             same = (
@@ -380,10 +534,29 @@ def markdown(report: dict) -> str:
             )
             counts = f"{g['new_tokens']}, {b['new_tokens']}" + ("" if g["count_ok"] and b["count_ok"] else " **!**")
             versions = ", ".join(f"{k} {v}" for k, v in sorted(e["versions"].items()))
+            floor = floors.get(name.split("-")[1])
+            of_ceiling = f"{g['best'] / floor['ceiling_tokens_per_s']:.0%}" if floor else "-"
             lines.append(
-                f"| {name} | {g['best']:.1f} ({g['median']:.1f}) | {b['best']:.1f} ({b['median']:.1f}) | {counts} | "
-                f"{same} | {e['peak_rss_mb']:.0f} ({e['rss_after_load_mb']:.0f}) | {versions} |"
+                f"| {name} | {g['best']:.1f} ({g['median']:.1f}) | {of_ceiling} | {b['best']:.1f} ({b['median']:.1f}) "
+                f"| {counts} | {same} | {e['peak_rss_mb']:.0f} ({e['rss_after_load_mb']:.0f}) | {versions} |"
             )
+        if floors:
+            lines += [
+                "",
+                "Decode-step floor (`step_floor`): one cached step's weight products alone (the with-past branch's "
+                "MatMul-type nodes with an initializer weight, in the decoder's own ops, constant weights of the same "
+                "shapes and types, chained at batch 1, onnxpipe's session options), best run; the step cannot be "
+                "faster, nor greedy decode than the ceiling (encoder not counted; the measured tokens/s above count "
+                "it). CTranslate2's rows are set against the onnxpipe file's floor of the same precision.",
+                "",
+                "| precision | weight products (ops) | weights MB | floor ms per step | GB/s | ceiling tokens/s |",
+                "|---|---|---|---|---|---|",
+            ]
+            for precision, f in floors.items():
+                lines.append(
+                    f"| {precision} | {f['weight_products']} ({', '.join(f['ops'])}) | {f['weight_mb']} | "
+                    f"{f['ms_per_step']} | {f['gb_per_s']} | {f['ceiling_tokens_per_s']} |"
+                )
         lines += ["", "| target | ratio | met | detail |", "|---|---|---|---|"]
         for t in report["targets"][model]:
             met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
@@ -431,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": a.rounds,
         "timed_per_round": a.timed,
         "models": {},
+        "floor": {},
         "targets": {},
         "note": a.note,
     }
@@ -442,6 +616,14 @@ def main(argv: list[str] | None = None) -> int:
     for model in a.models.split(","):
         paths = _paths(model, a.cache)
         export_folder(build_checkpoint(model, paths["ckpt"]), paths["onnx"])
+        from onnxpipe._manifest import load_manifest
+
+        variants = load_manifest(paths["onnx"]).variants
+        report["floor"][model] = {
+            p: step_floor(paths["onnx"] / str(variants[p].decoder), a.rounds)
+            for p in sorted({e.split("-")[1] for e in wanted})
+            if p in variants
+        }
         status: dict[str, str] = {}
         ct2_python = ""
         if any(e.startswith("ctranslate2-") for e in wanted):
@@ -487,7 +669,8 @@ def _record(report: dict, model: str, wanted: list[str], runs: dict, status: dic
     engines: dict = {}
     for e in wanted:
         if e in ok:
-            engines[e] = summarize(ok[e], new_tokens, ref if e.endswith("fp32") and e != REFERENCE else None)
+            fp32 = e.split("-")[1] == "fp32"
+            engines[e] = summarize(ok[e], new_tokens, ref if fp32 and e != REFERENCE else None)
         else:
             engines[e] = {"status": status.get(e, "no rounds")}
     report["models"][model] = engines

@@ -19,10 +19,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 pytestmark = pytest.mark.torch  # the bench builds and exports its checkpoint
 
-IN_VENV = ["transformers-fp32", "optimum-fp32", "onnxpipe-fp32", "onnxpipe-int8"]
+IN_VENV = ["transformers-fp32", "optimum-fp32", "onnxpipe-fp32", "onnxpipe-int8", "onnxpipe-fp32-nospin"]
+IN_VENV += ["onnxpipe-fp32-spin200"]
 # These share one worker process (each imports PyTorch; nothing is timed here); onnxpipe-int8 keeps one of its own,
 # so both paths of the bench's worker run.
-SHARED = ["transformers-fp32", "optimum-fp32", "onnxpipe-fp32"]
+SHARED = ["transformers-fp32", "optimum-fp32", "onnxpipe-fp32", "onnxpipe-fp32-nospin", "onnxpipe-fp32-spin200"]
 NEW_TOKENS = 5
 
 
@@ -45,13 +46,48 @@ def test_seq2seq_bench_smoke(tmp_path, exports_through_cache):
             # every engine generated exactly the forced number of tokens; the fp32 ones transformers' tokens
             assert row["count_ok"] and row["new_tokens"] == NEW_TOKENS, (name, mode)
             assert row["best"] >= row["median"] > 0
-            if name in ("optimum-fp32", "onnxpipe-fp32"):
+            if name.split("-")[1] == "fp32" and name != "transformers-fp32":
                 assert row["same_tokens_as_transformers"], (name, mode)
     targets = {t["target"]: t for t in report["targets"]["tiny-t5"]}
     assert len(targets) == len(seq2seq.TARGETS) + 2  # speed ratios, then the two RSS ratios
     missing = [t for t in targets.values() if t["ratio"] is None]
     assert all("ctranslate2" in t["target"] for t in missing) and len(missing) == 2  # not run here, said so
     assert all(t["ratio"] > 0 for t in targets.values() if t not in missing)
+    # the decode-step floor of each precision: the with-past branch's weight products (tiny T5's layers each have
+    # 8: self q, k, v, o, cross q, o, wi, wo; then lm_head), in the file's own ops; int8 reads a quarter the bytes
+    floors = report["floor"]["tiny-t5"]
+    layers = json.loads((tmp_path / "cache" / "tiny-t5-ckpt" / "config.json").read_text())["num_decoder_layers"]
+    assert sorted(floors) == ["fp32", "int8"]
+    assert {p: (f["weight_products"], f["ops"]) for p, f in floors.items()} == {
+        "fp32": (8 * layers + 1, ["MatMul"]),
+        "int8": (8 * layers + 1, ["MatMulInteger"]),
+    }
+    assert floors["int8"]["weight_mb"] < floors["fp32"]["weight_mb"] / 3
+    assert all(f["ceiling_tokens_per_s"] > 0 for f in floors.values())
     table = (tmp_path / "seq2seq.md").read_text()
     assert "Random weights" in table and "| onnxpipe-int8 |" in table
     assert report["provenance"]["command"].startswith("python bench/seq2seq.py")
+
+
+@pytest.mark.parametrize(
+    "engine, profile, config",
+    [
+        ("onnxpipe-int8", "default", ()),
+        ("onnxpipe-int8-nospin", "low-power", (("session.intra_op.allow_spinning", "0"),)),
+        ("onnxpipe-fp32-spin200", "spin200", (("session.intra_op.spin_duration_us", "200"),)),
+    ],
+)
+def test_onnxpipe_engine_suffix_picks_the_session_profile(engine, profile, config):
+    import seq2seq
+    from onnxpipe._session import PROFILES
+
+    assert seq2seq.session_profile(engine) == profile
+    assert set(config) <= set(PROFILES[profile].config)
+
+
+@pytest.mark.parametrize("engine", ["onnxpipe-int8-spin", "onnxpipe-int8-fast"])
+def test_an_unknown_engine_suffix_is_refused(engine):
+    import seq2seq
+
+    with pytest.raises(SystemExit, match="suffixes"):
+        seq2seq.session_profile(engine)
