@@ -7,7 +7,9 @@
   TTFT p50/p90 (request sent -> first chunk with text) per level, median and best round.
 * ``wrk``: ``wrk`` (one thread, a Lua script that POSTs one SST-2 sentence's JSON to ``/predict``) at 1 and 32
   connections, against offline ``pipe(list)`` of that sentence repeated and ``pipe(text)`` one by one, all in
-  the same run and rotated per round. wrk is C: the load generator is not what limits the server.
+  the same run and rotated per round. wrk is C: the load generator is not what limits the server. With
+  ``--runtime LABEL=DIR`` (repeatable) one server per runtime folder runs beside the others, and each one's wrk
+  levels join the rotation: old and new code measured in the same rounds, against the same offline figures.
 
 The random-weight decoder comes from bench/generate.py's builder (its ``llama-135m`` config) and export, cached
 under bench/.cache/generate.
@@ -320,70 +322,28 @@ def offline_rates(pipe, text: str, copies: int) -> dict:
 
 
 def wrk_level(server_cls, free_port, model: Path, text: str, connections, seconds: float, rounds: int,
-              copies: int, extra: list[str]) -> dict:  # fmt: skip
+              copies: int, extra: list[str], runtimes: dict[str, Path] | None = None) -> dict:  # fmt: skip
+    """``runtimes``: label -> runtime folder, one server each (None: this checkout's, unlabelled)."""
     from onnxpipe import pipeline
 
     pipe = pipeline("text-classification", model=model)
     pipe([text] * 32)
-    port = free_port()
-    cmd = [sys.executable, "-m", "onnxpipe._cli", "serve", str(model), "--port", str(port),
-           "--max-concurrent-requests", "512", *extra]  # fmt: skip
-    server = server_cls(cmd, port)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "post.lua"
-        script.write_text(LUA.format(body=json.dumps(json.dumps({"inputs": text}))))
-        try:
-            wrk_once(port, script, max(connections), 2.0)  # warm-up
-            kinds = ["offline", *(f"wrk-{c}" for c in connections)]
-            for r in range(rounds):
-                for kind in rotated(kinds, r):
-                    if kind == "offline":
-                        row = {"kind": kind, **offline_rates(pipe, text, copies)}
-                    else:
-                        cpu0 = server.cpu_seconds()
-                        row = {
-                            "kind": kind,
-                            "connections": int(kind[4:]),
-                            **wrk_once(port, script, int(kind[4:]), seconds),
-                        }
-                        # CPU time per request: on a shared machine the wall-clock rates of the server and of
-                        # offline pipe(list) are skewed by the scheduler (the server has more threads to share
-                        # cores with other jobs), CPU per request much less.
-                        row["server_cpu_us_per_request"] = round(
-                            1e6 * (server.cpu_seconds() - cpu0) / max(row["requests"], 1), 1
-                        )
-                    row["round"] = r
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-        finally:
+    servers = {}
+    try:
+        for label, folder in (runtimes or {"": ROOT / "runtime"}).items():
+            port = free_port()
+            cmd = [sys.executable, "-m", "onnxpipe._cli", "serve", str(model), "--port", str(port),
+                   "--max-concurrent-requests", "512", *extra]  # fmt: skip
+            servers[label] = (server_cls(cmd, port, runtime=folder), port)
+        rows = _wrk_rounds(pipe, servers, text, connections, seconds, rounds, copies)
+    finally:
+        for server, _ in servers.values():
             server.stop()
     off = [r for r in rows if r["kind"] == "offline"]
+    summary = [_wrk_summary(rows, off, label, c) for label in servers for c in connections]
     list_med = statistics.median(r["list_per_s"] for r in off)
     single_med = statistics.median(r["single_per_s"] for r in off)
     list_cpu_med = statistics.median(r["list_cpu_us_per_item"] for r in off)
-    summary = []
-    for c in connections:
-        these = [r for r in rows if r.get("connections") == c]
-        rates = [r["requests_per_s"] for r in these]
-        # best round's ratio: the round's own offline figure, measured beside it
-        per_round = [
-            r["requests_per_s"] / next(o["list_per_s"] for o in off if o["round"] == r["round"]) for r in these
-        ]
-        summary.append(
-            {
-                "connections": c,
-                "requests_per_s_median": round(statistics.median(rates), 1),
-                "requests_per_s_best": max(rates),
-                "of_list_median": round(statistics.median(rates) / list_med, 3),
-                "of_list_best_round": round(max(per_round), 3),
-                "of_list_worst_round": round(min(per_round), 3),
-                "of_single_median": round(statistics.median(rates) / single_med, 3),
-                "errors": sum(r["errors"] for r in these),
-                "requests": sum(r["requests"] for r in these),
-                "server_cpu_us_per_request_median": statistics.median(r["server_cpu_us_per_request"] for r in these),
-            }
-        )
     return {
         "text": text,
         "rounds": rows,
@@ -397,9 +357,63 @@ def wrk_level(server_cls, free_port, model: Path, text: str, connections, second
     }
 
 
+def _wrk_rounds(pipe, servers: dict, text: str, connections, seconds: float, rounds: int, copies: int) -> list:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text(LUA.format(body=json.dumps(json.dumps({"inputs": text}))))
+        for _, port in servers.values():
+            wrk_once(port, script, max(connections), 2.0)  # warm-up
+        kinds = [("", "offline"), *((label, f"wrk-{c}") for label in servers for c in connections)]
+        for r in range(rounds):
+            for label, kind in rotated(kinds, r):
+                if kind == "offline":
+                    row = {"kind": kind, **offline_rates(pipe, text, copies)}
+                else:
+                    server, port = servers[label]
+                    cpu0 = server.cpu_seconds()
+                    row = {"kind": kind, "connections": int(kind[4:]), **wrk_once(port, script, int(kind[4:]), seconds)}
+                    if label:
+                        row["runtime"] = label
+                    # CPU time per request: on a shared machine the wall-clock rates of the server and of
+                    # offline pipe(list) are skewed by the scheduler (the server has more threads to share
+                    # cores with other jobs), CPU per request much less.
+                    row["server_cpu_us_per_request"] = round(
+                        1e6 * (server.cpu_seconds() - cpu0) / max(row["requests"], 1), 1
+                    )
+                row["round"] = r
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
+def _wrk_summary(rows: list, off: list, label: str, c: int) -> dict:
+    """One runtime's figures at ``c`` connections, the ratios against the offline rounds of the same run."""
+    list_med = statistics.median(r["list_per_s"] for r in off)
+    single_med = statistics.median(r["single_per_s"] for r in off)
+    these = [r for r in rows if r.get("connections") == c and r.get("runtime", "") == label]
+    rates = [r["requests_per_s"] for r in these]
+    # best round's ratio: the round's own offline figure, measured beside it
+    per_round = [r["requests_per_s"] / next(o["list_per_s"] for o in off if o["round"] == r["round"]) for r in these]
+    return {
+        **({"runtime": label} if label else {}),
+        "connections": c,
+        "requests_per_s_median": round(statistics.median(rates), 1),
+        "requests_per_s_best": max(rates),
+        "of_list_median": round(statistics.median(rates) / list_med, 3),
+        "of_list_best_round": round(max(per_round), 3),
+        "of_list_worst_round": round(min(per_round), 3),
+        "of_single_median": round(statistics.median(rates) / single_med, 3),
+        "errors": sum(r["errors"] for r in these),
+        "requests": sum(r["requests"] for r in these),
+        "server_cpu_us_per_request_median": statistics.median(r["server_cpu_us_per_request"] for r in these),
+    }
+
+
 def wrk_markdown(report: dict) -> str:
     w, cfg = report["wrk"], report["config"]
     off = w["offline"]
+    labelled = "runtime" in w["summary"][0]
     lines = [
         "# onnxpipe serve: wrk against offline pipe",
         "",
@@ -413,33 +427,35 @@ def wrk_markdown(report: dict) -> str:
         f"Offline (median): pipe(list) {off['list_per_s_median']}/s, pipe(text) one by one "
         f"{off['single_per_s_median']}/s; pipe(list) CPU {off.get('list_cpu_us_per_item_median', '?')} us per item.",
         "",
-        "| connections | req/s median | req/s best | / pipe(list) median | / pipe(list) best round "
+        f"| {'runtime | ' if labelled else ''}connections | req/s median | req/s best | / pipe(list) median "
+        "| / pipe(list) best round "
         "| / pipe(list) worst round | / pipe(text) median | server CPU us / request | pipe(list) CPU / server CPU "
         "| requests | errors (non-2xx + socket) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {'--- | ' if labelled else ''}---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in w["summary"]:
         cpu = s.get("server_cpu_us_per_request_median")
         share = f"{100 * off['list_cpu_us_per_item_median'] / cpu:.0f} %" if cpu else "?"
         lines.append(
-            f"| {s['connections']} | {s['requests_per_s_median']} | {s['requests_per_s_best']} | "
+            f"| {s['runtime'] + ' | ' if labelled else ''}"
+            f"{s['connections']} | {s['requests_per_s_median']} | {s['requests_per_s_best']} | "
             f"{100 * s['of_list_median']:.0f} % | {100 * s['of_list_best_round']:.0f} % | "
             f"{100 * s['of_list_worst_round']:.0f} % | {100 * s['of_single_median']:.0f} % | {cpu or '?'} | "
             f"{share} | {s['requests']} | {s['errors']} |"
         )
-    top = w["summary"][-1]
+    tops = [s for s in w["summary"] if s["connections"] == w["summary"][-1]["connections"]]
     # Past the core count at the start, other jobs shared the cores: the scheduler shares them per thread, the
     # server has more threads than offline pipe(list), and the wall-clock ratio says more about that than about
     # the server. Such a run gives no verdict.
     quiet = report["loadavg"]["start"] <= report["machine"]["cores"]
-    met = top["of_list_median"] >= 0.8 and top["errors"] == 0
-    verdict = ("yes" if met else "no") if quiet else "not judged: load above the core count"
-    lines += [
-        "",
-        "| target | figure | met |",
-        "| --- | --- | --- |",
-        f"| {top['connections']} connections: >= 80 % of offline pipe(list), 0 errors | "
-        f"{100 * top['of_list_median']:.0f} % median ({100 * top['of_list_best_round']:.0f} % best round), "
-        f"{top['errors']} errors | {verdict} |",
-    ]
+    lines += ["", "| target | figure | met |", "| --- | --- | --- |"]
+    for top in tops:
+        met = top["of_list_median"] >= 0.8 and top["errors"] == 0
+        verdict = ("yes" if met else "no") if quiet else "not judged: load above the core count"
+        lines.append(
+            f"| {top['connections']} connections: >= 80 % of offline pipe(list), 0 errors"
+            f"{' (' + top['runtime'] + ')' if labelled else ''} | "
+            f"{100 * top['of_list_median']:.0f} % median ({100 * top['of_list_best_round']:.0f} % best round), "
+            f"{top['errors']} errors | {verdict} |"
+        )
     return "\n".join(lines + _notes(report)) + "\n"

@@ -485,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wrk-seconds", type=float, default=levels_mod.WRK_SECONDS)
     p.add_argument("--offline-copies", type=int, default=levels_mod.OFFLINE_COPIES)
     p.add_argument("--note", action="append", default=[], help="generation / wrk: a paragraph for the table")
+    p.add_argument("--runtime", action="append", default=[], metavar="LABEL=DIR",
+                   help="wrk: a runtime/ folder to serve, side by side in the same rounds (repeatable)")  # fmt: skip
     args = p.parse_args(argv)
     if args.level != "sst2":
         return other_level(args)
@@ -573,10 +575,11 @@ def other_level(args: argparse.Namespace) -> int:
         stem, key, markdown_of = "serve_generation", "generation", levels_mod.generation_markdown
     else:
         conns = tuple(int(x) for x in args.wrk_connections.split(","))
+        runtimes = {label: Path(folder) for label, folder in (r.split("=", 1) for r in args.runtime)} or None
         result = levels_mod.wrk_level(ServerProcess, free_port, ONNX_MODEL, texts[0], conns, args.wrk_seconds,
-                                      args.rounds, args.offline_copies, extra)  # fmt: skip
+                                      args.rounds, args.offline_copies, extra, runtimes)  # fmt: skip
         config = {"model": str(ONNX_MODEL.relative_to(ROOT)), "seconds": args.wrk_seconds, "rounds": args.rounds,
-                  "connections": list(conns)}  # fmt: skip
+                  "connections": list(conns), "runtimes": {k: str(v) for k, v in (runtimes or {}).items()}}  # fmt: skip
         stem, key, markdown_of = "serve_wrk", "wrk", levels_mod.wrk_markdown
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     report = {

@@ -606,7 +606,15 @@ def test_serve_load_generation_level_smoke(tiny_export, tmp_path):
     assert "| 2 clients: >= 2.5x the tokens/s of one at a time, 0 errors |" in md and "shared" in md
 
 
-def test_serve_load_wrk_level_smoke(tmp_path):
+@pytest.mark.parametrize(
+    "runtimes, kinds, target",
+    [
+        ((), ["offline", "wrk-1", "wrk-2"], "| 2 connections: >= 80 % of offline pipe(list), 0 errors |"),
+        # two runtime folders side by side (here twice this checkout's): each one's levels in every round
+        (("a", "b"), ["offline", "wrk-1", "wrk-1", "wrk-2", "wrk-2"], "0 errors (b) |"),
+    ],
+)
+def test_serve_load_wrk_level_smoke(tmp_path, runtimes, kinds, target):
     """wrk at 1 and 2 connections against offline pipe of the same sentence: requests counted, 0 errors, ratios
     to pipe(list) reported."""
     if shutil.which("wrk") is None:
@@ -614,15 +622,18 @@ def test_serve_load_wrk_level_smoke(tmp_path):
     _require_embedded()
     _require_sst2()
     argv = ["--level", "wrk", "--wrk-connections", "1,2", "--wrk-seconds", "1", "--offline-copies", "8"]
+    for label in runtimes:
+        argv += ["--runtime", f"{label}={ROOT / 'runtime'}"]
     _serve_load(tmp_path, *argv)
     report = json.loads((tmp_path / "serve_wrk.json").read_text())
     w = report["wrk"]
-    assert sorted(r["kind"] for r in w["rounds"]) == ["offline", "wrk-1", "wrk-2"]
+    assert sorted(r["kind"] for r in w["rounds"]) == kinds
+    assert [s.get("runtime") for s in w["summary"]] == ([x for x in runtimes for _ in (1, 2)] or [None, None])
     assert all(s["requests"] > 0 and s["errors"] == 0 and s["of_list_median"] > 0 for s in w["summary"])
     assert all(s["server_cpu_us_per_request_median"] > 0 for s in w["summary"])
     assert w["offline"]["list_per_s_median"] > 0 and w["offline"]["single_per_s_median"] > 0
     assert w["offline"]["list_cpu_us_per_item_median"] > 0
-    assert "| 2 connections: >= 80 % of offline pipe(list), 0 errors |" in (tmp_path / "serve_wrk.md").read_text()
+    assert target in (tmp_path / "serve_wrk.md").read_text()
 
 
 @pytest.mark.torch
