@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from provenance import provenance, run_header, simd_flags, write_report  # noqa: E402
+from provenance import provenance, run_header, simd_flags, target, target_table, write_report  # noqa: E402
 
 # ---- configuration ---------------------------------------------------------------------------------------
 ENGINES = [
@@ -82,14 +82,9 @@ def targets(engines: dict) -> list[dict]:
     for name, goal, num, den, wl in TARGETS:
         (a, an), (b, bn) = _best(engines, num, wl), _best(engines, den, wl)
         ratio = None if a is None or b is None else a / b
-        rows.append(
-            {
-                "target": f"{name} >= {goal}",
-                "ratio": None if ratio is None else round(ratio, 3),
-                "met": None if ratio is None else ratio >= goal,
-                "detail": f"{an} {a} / {bn} {b} ({'ms' if wl == 'seed1' else 'sentences/s'}, best rounds)",
-            }
-        )
+        unit = "ms" if wl == "seed1" else "sentences/s"
+        met = None if ratio is None else ratio >= goal
+        rows.append(target(f"{name} >= {goal}", ratio, met, f"{an} {a} / {bn} {b} ({unit}, best rounds)"))
     return rows
 
 
@@ -115,10 +110,7 @@ def markdown(report: dict) -> str:
             f"| {name} | {s.get('best', 0):.2f} ({s.get('median', 0):.2f}) | {b.get('best', 0):.0f} "
             f"({b.get('median', 0):.0f}) | {e.get('accuracy', float('nan')):.4f} | {versions} |"
         )
-    lines += ["", "| target (best rounds) | ratio | met | detail |", "|---|---|---|---|"]
-    for t in report["targets"]:
-        met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
-        lines.append(f"| {t['target']} | {t['ratio']} | {met} | {t['detail']} |")
+    lines += ["", *target_table(report["targets"], "target (best rounds)")]
     if report.get("note"):
         lines += ["", report["note"]]
     return "\n".join(lines) + "\n"

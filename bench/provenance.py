@@ -162,3 +162,17 @@ def run_header(report: dict, lead: str = "") -> list[str]:
         f"CPU: {m['cpu']}, {m['cores']} cores; flags: {' '.join(report['simd_flags'])}. Load average (1 min) "
         f"{report['loadavg']['start']} at start, {report['loadavg']['end']} at end (a shared machine).  ",
     ]
+
+
+def target(name: str, ratio: float | None, met: bool | None, detail: str) -> dict:
+    """One row of an engine bench's target table (``ratio`` rounded to 3 places; None: not measured)."""
+    return {"target": name, "ratio": None if ratio is None else round(ratio, 3), "met": met, "detail": detail}
+
+
+def target_table(rows: Sequence[dict], heading: str = "target") -> list[str]:
+    """The markdown lines of a target table: target, ratio, met (yes / **no** / n/a), detail."""
+    lines = [f"| {heading} | ratio | met | detail |", "|---|---|---|---|"]
+    for t in rows:
+        met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
+        lines.append(f"| {t['target']} | {t['ratio']} | {met} | {t['detail']} |")
+    return lines

@@ -469,36 +469,25 @@ def summarize(rounds: list[dict], new_tokens: int, reference: dict | None) -> di
 
 
 def targets(engines: dict) -> list[dict]:
+    from provenance import target
+
     rows = []
     for name, goal, num, den, mode in TARGETS:
         if num not in engines or den not in engines:
-            rows.append({"target": f"{name} >= {goal}", "ratio": None, "met": None, "detail": "engine missing"})
+            rows.append(target(f"{name} >= {goal}", None, None, "engine missing"))
             continue
         a, b = engines[num]["modes"][mode]["best"], engines[den]["modes"][mode]["best"]
-        rows.append(
-            {
-                "target": f"{name} >= {goal}",
-                "ratio": round(a / b, 3),
-                "met": a / b >= goal,
-                "detail": f"{a} / {b} tokens/s (best rounds)",
-            }
-        )
+        rows.append(target(f"{name} >= {goal}", a / b, a / b >= goal, f"{a} / {b} tokens/s (best rounds)"))
     for engine in ("onnxpipe-fp32", "onnxpipe-int8"):
         if engine in engines and REFERENCE in engines:
             a, b = engines[engine]["peak_rss_mb"], engines[REFERENCE]["peak_rss_mb"]
-            rows.append(
-                {
-                    "target": f"peak RSS: {engine} / transformers-fp32 <= {RSS_GOAL}",
-                    "ratio": round(a / b, 3),
-                    "met": a / b <= RSS_GOAL,
-                    "detail": f"{a} / {b} MB",
-                }
-            )
+            name = f"peak RSS: {engine} / transformers-fp32 <= {RSS_GOAL}"
+            rows.append(target(name, a / b, a / b <= RSS_GOAL, f"{a} / {b} MB"))
     return rows
 
 
 def markdown(report: dict) -> str:
-    from provenance import run_header
+    from provenance import run_header, target_table
 
     lines = [
         "# Encoder-decoder generation, batch 1 (bench/seq2seq.py)",
@@ -557,10 +546,7 @@ def markdown(report: dict) -> str:
                     f"| {precision} | {f['weight_products']} ({', '.join(f['ops'])}) | {f['weight_mb']} | "
                     f"{f['ms_per_step']} | {f['gb_per_s']} | {f['ceiling_tokens_per_s']} |"
                 )
-        lines += ["", "| target | ratio | met | detail |", "|---|---|---|---|"]
-        for t in report["targets"][model]:
-            met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
-            lines.append(f"| {t['target']} | {t['ratio']} | {met} | {t['detail']} |")
+        lines += ["", *target_table(report["targets"][model])]
         lines.append("")
     if report.get("note"):
         lines += [report["note"], ""]
