@@ -32,23 +32,25 @@ from onnxpipe.errors import ExportError
 LEVELS = 255  # u8 activations, as DynamicQuantizeLinear writes them
 
 
-def activation_ranges(path: Path, feeds: list[dict[str, np.ndarray]]) -> dict[str, tuple[float, float]]:
-    """Min and max of every ``DynamicQuantizeLinear`` input of the file at ``path`` over ``feeds``."""
+def activation_ranges(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> dict[str, tuple[float, float]]:
+    """Min and max of every ``DynamicQuantizeLinear`` input of ``model`` (left as it is) over ``feeds``."""
     import onnxruntime as ort
 
-    model = onnx.load(str(path))
     names = list(dict.fromkeys(n.input[0] for n in model.graph.node if n.op_type == "DynamicQuantizeLinear"))
     if not names:
         raise ExportError(
-            f"{path.name} has no DynamicQuantizeLinear to fix the scale of: quantize it dynamically first"
+            f"{model.graph.name or 'the int8 graph'} has no DynamicQuantizeLinear to fix the scale of: quantize it "
+            "dynamically first"
         )
-    known = {o.name for o in model.graph.output}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)  # the activations become outputs of the calibration session only
+    known = {o.name for o in probe.graph.output}
     for name in names:
         if name not in known:
-            model.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     low = dict.fromkeys(names, 0.0)
     high = dict.fromkeys(names, 0.0)
     for feed in feeds:
@@ -65,10 +67,9 @@ def scale_and_zero_point(low: float, high: float) -> tuple[np.float32, np.uint8]
     return scale, np.uint8(np.clip(np.rint(-low / float(scale)), 0, LEVELS))
 
 
-def fix_scales(path: Path, ranges: dict[str, tuple[float, float]]) -> int:
-    """Rewrite the file at ``path`` with each ``DynamicQuantizeLinear`` a ``QuantizeLinear`` of fixed scale and
+def fix_scales(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]]) -> int:
+    """Rewrite ``model`` in place with each ``DynamicQuantizeLinear`` a ``QuantizeLinear`` of fixed scale and
     zero point; return how many."""
-    model = onnx.load(str(path))
     graph = model.graph
     nodes, fixed = [], 0
     for node in graph.node:
@@ -93,14 +94,12 @@ def fix_scales(path: Path, ranges: dict[str, tuple[float, float]]) -> int:
         fixed += 1
     del graph.node[:]
     graph.node.extend(nodes)
-    onnx.save(model, str(path))
     return fixed
 
 
-def fuse_integer_matmuls(path: Path) -> int:
-    """Write each ``MatMulInteger -> Cast -> Mul(scale product) [-> Add(constant bias)]`` chain of the file at
-    ``path`` as one ``com.microsoft.MatMulIntegerToFloat``; return how many."""
-    model = onnx.load(str(path))
+def fuse_integer_matmuls(model: onnx.ModelProto) -> int:
+    """Write each ``MatMulInteger -> Cast -> Mul(scale product) [-> Add(constant bias)]`` chain of ``model`` (in
+    place) as one ``com.microsoft.MatMulIntegerToFloat``; return how many."""
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
     users: dict[str, list[onnx.NodeProto]] = {}
@@ -146,19 +145,18 @@ def fuse_integer_matmuls(path: Path) -> int:
     graph.node.extend(nodes)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    onnx.save(model, str(path))
     return len(replaced)
 
 
 def fix_activation_scales(path: Path, recipe: dict[str, Any], calibration: Any) -> dict[str, Any]:
     """Calibrate and fix the activation scales of the dynamic int8 file at ``path`` in place; return ``recipe``
     with what was done (``calibration``: _calibrate.Calibration, its sentences each run alone)."""
-    graph_inputs = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
-    feeds, _ = calibration.batches({**recipe, "calibration_padding": "none"}, graph_inputs)
-    ranges = activation_ranges(path, feeds)
-    fixed = fix_scales(path, ranges)
-    fuse_integer_matmuls(path)
-    ops = [n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node]
+    model = onnx.load(str(path))  # read once, written once: the int8 file is tens to hundreds of MB
+    feeds, _ = calibration.batches({**recipe, "calibration_padding": "none"}, [i.name for i in model.graph.input])
+    fixed = fix_scales(model, activation_ranges(model, feeds))
+    fuse_integer_matmuls(model)
+    onnx.save(model, str(path))
+    ops = [n.op_type for n in model.graph.node]
     return {
         **recipe,
         "activations_fixed": fixed,
