@@ -15,10 +15,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from onnxpipe._for_export import FORMAT_VERSION, Manifest, Variant
+from onnxpipe._for_export import Variant
 from onnxpipe.errors import ExportError
 
-from ._output import check_space, file_errors, fsync_tree, place, prepare, staging
+from ._generative import exported_line, save_tokenizer_and_configs, write_and_place
+from ._output import check_space, file_errors, prepare, staging
 
 DECODER_FILES = {"fp32": "onnx/model.onnx", "int4": "onnx/model_q4.onnx", "int8": "onnx/model_quantized.onnx"}
 # The CLI's and export()'s default precisions are the encoders' ("int8,fp32,fp16"); for a decoder they mean
@@ -110,9 +111,8 @@ def export_decoder(
     progress: bool,
 ) -> Path:
     """Export a causal LM into a model folder; see the module docstring. Returns the folder."""
-    from ._assemble import _provenance, validate_and_write
     from ._decoder_validate import validate_decoder
-    from ._load import load_checkpoint, tokenizer_config
+    from ._load import load_checkpoint
     from ._lowbit import quantize_8bit, quantize_nbits
 
     precisions = decoder_precisions(precisions)
@@ -129,41 +129,25 @@ def export_decoder(
         if "int8" in precisions:
             variants["int8"] = Variant(DECODER_FILES["int8"], recipe=quantize_8bit(fp32, tmp / DECODER_FILES["int8"]))
 
-        backend = ckpt.tokenizer.backend_tokenizer
-        backend.no_padding()
-        backend.no_truncation()  # the prompt length is checked against the positions by the loop
-        backend.save(str(tmp / "tokenizer.json"))
-        ckpt.config.save_pretrained(tmp)
-        ckpt.model.generation_config.save_pretrained(tmp)
+        save_tokenizer_and_configs(ckpt, tmp)
         generation = {**generation_block(ckpt), "graph": graph_info}
         if generation["chat_template"]:
             (tmp / "chat_template.jinja").write_text(ckpt.tokenizer.chat_template, encoding="utf-8")
-        import onnx
-
-        graph = onnx.load(str(fp32), load_external_data=False).graph
         cfg = ckpt.config
-        manifest = Manifest(
-            folder=tmp,
-            format_version=FORMAT_VERSION,
+        manifest = write_and_place(
+            ckpt,
+            tmp,
+            target,
             task="text-generation",
-            tasks=["text-generation"],
-            architecture=cfg.model_type,
-            inputs=[i.name for i in graph.input],
-            outputs=[o.name for o in graph.output],
-            tokenizer_config=tokenizer_config(ckpt.tokenizer),
+            graph=fp32,
             hidden_size=int(getattr(cfg, "hidden_size", None) or cfg.n_embd),
             max_length=int(getattr(cfg, "max_position_embeddings", None) or cfg.n_positions),
-            pad_token_id=generation["pad_token_id"],
-            tokenizer="tokenizer.json",
             generation=generation,
             variants=variants,
-            provenance=_provenance(ckpt, revision),
+            revision=revision,
+            validate=partial(validate_decoder, ckpt),
+            precisions=precisions,
         )
-        manifest = validate_and_write(manifest, partial(validate_decoder, ckpt), precisions)
-        fsync_tree(tmp)
-        place(tmp, target)
-        fsync_tree(out.parent, recursive=False)
     if progress:
-        figures = ", ".join(f"{p}: {(v.validation or {}).get('summary')}" for p, v in manifest.variants.items())
-        print(f"exported {source} for text-generation ({figures})")
+        print(exported_line(source, "text-generation", manifest))
     return target.path

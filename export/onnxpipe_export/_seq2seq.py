@@ -20,10 +20,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from onnxpipe._for_export import FORMAT_VERSION, Manifest, Variant
+from onnxpipe._for_export import Variant
 from onnxpipe.errors import ExportError
 
-from ._output import check_space, file_errors, fsync_tree, place, prepare, staging
+from ._generative import exported_line, save_tokenizer_and_configs, write_and_place
+from ._output import check_space, file_errors, prepare, staging
 
 SEQ2SEQ_TASK = "text2text-generation"
 FILES = {
@@ -201,8 +202,7 @@ def export_seq2seq(
     progress: bool,
 ) -> Path:
     """Export an encoder-decoder checkpoint into a model folder; see the module docstring. Returns the folder."""
-    from ._assemble import _provenance, validate_and_write
-    from ._load import load_checkpoint, tokenizer_config
+    from ._load import load_checkpoint
     from ._seq2seq_validate import validate_seq2seq
 
     precisions = seq2seq_precisions(precisions)
@@ -215,39 +215,22 @@ def export_seq2seq(
         variants = _write_graphs(raw, tmp, precisions, int(ckpt.config.vocab_size))
         shutil.rmtree(raw)
         max_length = _max_length(ckpt)
-        backend = ckpt.tokenizer.backend_tokenizer
-        backend.no_padding()
-        backend.no_truncation()  # the pipeline truncates only when asked (transformers' default), else refuses
-        backend.save(str(tmp / "tokenizer.json"))
-        ckpt.config.save_pretrained(tmp)
-        ckpt.model.generation_config.save_pretrained(tmp)
+        save_tokenizer_and_configs(ckpt, tmp)
         generation = generation_block(ckpt, tmp / FILES["fp32"][1])
-        import onnx
-
-        encoder = onnx.load(str(tmp / FILES["fp32"][0]), load_external_data=False).graph
-        cfg = ckpt.config
-        manifest = Manifest(
-            folder=tmp,
-            format_version=FORMAT_VERSION,
+        manifest = write_and_place(
+            ckpt,
+            tmp,
+            target,
             task=SEQ2SEQ_TASK,
-            tasks=[SEQ2SEQ_TASK],
-            architecture=cfg.model_type,
-            inputs=[i.name for i in encoder.input],
-            outputs=[o.name for o in encoder.output],
-            tokenizer_config=tokenizer_config(ckpt.tokenizer),
-            hidden_size=int(cfg.d_model),
+            graph=tmp / FILES["fp32"][0],
+            hidden_size=int(ckpt.config.d_model),
             max_length=max_length,
-            pad_token_id=generation["pad_token_id"],
-            tokenizer="tokenizer.json",
             generation=generation,
             variants=variants,
-            provenance=_provenance(ckpt, revision),
+            revision=revision,
+            validate=partial(validate_seq2seq, ckpt),
+            precisions=precisions,
         )
-        manifest = validate_and_write(manifest, partial(validate_seq2seq, ckpt), precisions)
-        fsync_tree(tmp)
-        place(tmp, target)
-        fsync_tree(out.parent, recursive=False)
     if progress:
-        figures = ", ".join(f"{p}: {(v.validation or {}).get('summary')}" for p, v in manifest.variants.items())
-        print(f"exported {source} for {requested} ({figures})")
+        print(exported_line(source, requested, manifest))
     return Path(out)
