@@ -3,14 +3,15 @@ busy, a tokenization in progress, a bug) instead of hoping a request is still ru
 
 Run as ``python tests/_serve_hooks.py serve ARGS...`` (``_serve_util.Server(..., hooks=True)`` does). Each
 line on stdin opens the gate once more (``Server.release()``); everything else is the real server:
-- the inference thread waits at the gate before each round it takes from the queue (``Batcher._serve``), so
-  a request stays in flight, its job queued, until the test releases it;
+- the inference threads wait at the gate before each round they take from the queue (``Batcher._serve``,
+  padded batches) and before each request's first input (``Batcher._serve_alone``, inputs run alone), so a
+  request stays in flight, its job queued, until the test releases it;
 - a text ``"__block__"`` waits at the gate where the server cleans texts (``clean_texts``, called by
   ``/tokenize`` before the tokenizer), and a text that starts with it where the pipelines tokenize
   (``AutoTokenizer.encode_batch``);
 - a text ``"__boom__"`` raises RuntimeError there: a bug, which the client sees as a 500;
-- inputs with the token ``crash`` make the inference thread raise (``Pipeline.execute_batch``): a bug there;
-- each model call on the inference thread prints ``onnxpipe-test: model call`` to stderr;
+- inputs with the token ``crash`` make an inference thread raise (``Pipeline.execute_batch``): a bug there;
+- each model call on an inference thread prints ``onnxpipe-test: model call`` to stderr;
 - the generation decoder waits at the gate before each decode step (``Decoder._step``).
 """
 
@@ -43,6 +44,15 @@ _serve = _batcher.Batcher._serve
 def serve_gated(self, jobs):  # type: ignore[no-untyped-def]
     _wait_at_gate()
     return _serve(self, jobs)
+
+
+_serve_alone = _batcher.Batcher._serve_alone
+
+
+def serve_alone_gated(self, job, index):  # type: ignore[no-untyped-def]
+    if index == 0:
+        _wait_at_gate()
+    return _serve_alone(self, job, index)
 
 
 _clean = _app.clean_texts
@@ -95,6 +105,7 @@ def encode_batch_gated(self, texts, *args, **kwargs):  # type: ignore[no-untyped
 
 _tokenizer.AutoTokenizer.encode_batch = encode_batch_gated  # type: ignore[method-assign]
 _batcher.Batcher._serve = serve_gated  # type: ignore[method-assign]
+_batcher.Batcher._serve_alone = serve_alone_gated  # type: ignore[method-assign]
 _app.clean_texts = clean_texts
 _model.OnnxModel.run = run_counted  # type: ignore[method-assign]
 

@@ -146,6 +146,17 @@ def test_a_single_input_and_one_thread_never_start_the_pool():
     assert two._pool is None
 
 
+@pytest.mark.parametrize("threads, lane", [(1, False), (2, True)])
+def test_on_lane_runs_every_item_on_the_calling_thread(threads, lane):
+    """A server's workers call the model at once, each on its own core: on_lane runs their items on the
+    calling thread, on the 1-thread session where the model has another (never the pool)."""
+    model = AutoModelForSequenceClassification.from_pretrained(str(SST2), threads=threads)
+    caller = threading.get_ident()
+    ran = list(model.map_batches(lambda i, on: (i, on, threading.get_ident() == caller), range(3), on_lane=True))
+    assert ran == [(0, lane, True), (1, lane, True), (2, lane, True)]
+    assert model._pool is None and (model._lane_session is not None) == lane
+
+
 def test_non_finite_rows_name_the_callers_input_in_alone_execution(sst2_alone, monkeypatch):
     # A row that computes NaN is reported by its input index, also when it ran on a worker.
     real = sst2_alone.model.run

@@ -204,12 +204,24 @@ class OnnxModel:
                 raise self.non_finite_error(name, np.flatnonzero(bad).tolist())
         return outputs
 
-    def map_batches(self, fn: Callable[[_T, bool], _R], items: Iterable[_T]) -> Iterator[_R]:
+    def map_batches(self, fn: Callable[[_T, bool], _R], items: Iterable[_T], on_lane: bool = False) -> Iterator[_R]:
         """``fn(item, lane)`` for every item, yielding the results in order. With "alone" execution, several
         items and more than one thread, the calls run on a pool of ``threads`` workers with ``lane=True``
         (``fn`` passes it to ``run``), at most two per worker in flight so memory stays bounded; otherwise one
-        after another on the calling thread with ``lane=False``. onnxruntime releases the GIL while it runs."""
+        after another on the calling thread with ``lane=False``. onnxruntime releases the GIL while it runs.
+
+        ``on_lane=True``: the caller is itself one of ``threads`` threads sharing this model (a server's
+        workers), so every call runs on the calling thread, on the 1-thread session (``lane=True``) where there
+        is one: the pool's hand-offs would only add to each call, and the main session's threads would
+        oversubscribe the cores."""
         items = list(items)
+        if on_lane:
+            lane = self.threads > 1
+            if lane and self._lane_session is None:
+                self._make_lane_session()
+            for item in items:
+                yield fn(item, lane)
+            return
         if self.execution != "alone" or self.threads == 1 or len(items) < 2:
             for item in items:
                 yield fn(item, False)
@@ -242,12 +254,16 @@ class OnnxModel:
         for _ in self.map_batches(lambda _, lane: self.run(feeds, self._output_names, lane), range(2 * self.threads)):
             pass
 
+    def _make_lane_session(self) -> None:
+        with self._lane_lock:
+            if self._lane_session is None:
+                self._lane_session = create_session(self.manifest, self.choice, 1, self.profile)
+
     def _lanes(self) -> ThreadPoolExecutor:
+        self._make_lane_session()
         with self._lane_lock:
             # A forked child inherits the pool object but not its threads: work queued there would wait forever.
             if self._pool is None or self._pool_pid != os.getpid():
-                if self._lane_session is None:
-                    self._lane_session = create_session(self.manifest, self.choice, 1, self.profile)
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnxpipe-lane")
                 self._pool_pid = os.getpid()
                 weakref.finalize(self, self._pool.shutdown, wait=False)

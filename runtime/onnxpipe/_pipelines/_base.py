@@ -32,7 +32,8 @@ the steps itself, is ``split_params``, ``preprocess``, ``execute_batch`` and ``g
 ``execute_batch(encodings)`` is the loop's middle: it cuts the encodings into batches as the model's execution
 says (length-sorted padded batches, or each encoding alone for dynamic int8, several at once on the model's
 worker pool: _session.EXECUTIONS) and yields each batch's ``Batch`` (its indices, width and rows); the server
-runs it over its queued requests.
+runs it over its queued requests (for dynamic int8, from ``model.threads`` workers of its own, each calling
+it with ``on_lane=True``).
 
 ``__call__`` wraps the loop: ``_normalize(inputs)`` -> (single, items); ``iter`` runs the protocol over
 chunks of ``chunk_size`` inputs (never holding more than one chunk's encodings and rows), yielding results
@@ -226,11 +227,17 @@ class Pipeline:
 
     # -- the public batching protocol (the module docstring) ---------------------------------------------------
     def execute_batch(
-        self, encodings: Sequence[Encoding], batch_size: int | None = None, max_batch_tokens: int | None = None
+        self,
+        encodings: Sequence[Encoding],
+        batch_size: int | None = None,
+        max_batch_tokens: int | None = None,
+        on_lane: bool = False,
     ) -> Iterator[Batch]:
         """Run ``encodings`` (of any inputs and calls of this pipeline) through the model; yield one ``Batch``
         per model call, as the model's execution plans them (``batch_size`` and ``max_batch_tokens`` default
-        to the pipeline's). Closing the iterator stops before the next call.
+        to the pipeline's). Closing the iterator stops before the next call. ``on_lane=True``: the caller is
+        one of ``pipe.model.threads`` threads running this model at once (a server's workers), and every call
+        runs on the calling thread with one core's session (``OnnxModel.map_batches``); the rows are the same.
 
         Example:
             >>> pre, post = pipe.split_params()
@@ -254,7 +261,7 @@ class Pipeline:
             except Exception as e:  # handed to the caller with the batch it belongs to
                 return Batch(batch, width, e)
 
-        return self.model.map_batches(run, plan)
+        return self.model.map_batches(run, plan, on_lane)
 
     def split_params(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """Check a call's keyword arguments (TypeError/ValueError naming the bad one) and split them into

@@ -32,7 +32,7 @@ from .. import __version__
 from .._inputs import clean_texts
 from .._tokenizer import AutoTokenizer
 from ..errors import InferenceError, InputTooLongError, OnnxpipeError
-from ._batcher import Batcher
+from ._batcher import Batcher, workers_for
 from ._endpoints import (
     ENDPOINTS,
     OPENAI_MAX_INPUTS,
@@ -321,7 +321,8 @@ def create_app(models: ModelSet, limits: Limits = Limits(), expose_paths: bool =
         >>> uvicorn.run(app, host="127.0.0.1", port=8080)
     """
     metrics = Metrics()
-    batcher = Batcher(metrics, limits.max_batch_tokens)
+    pipes = [pipe for served in models.by_name.values() for pipe in served.pipelines.values()]
+    batcher = Batcher(metrics, limits.max_batch_tokens, workers_for(pipes))
     generation = GenerationRoutes(models, limits, CANCEL)
     page = resources.files(__package__).joinpath("playground.html").read_text(encoding="utf-8")
 
