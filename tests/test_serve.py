@@ -865,6 +865,25 @@ def test_serve_freezes_what_it_loaded_before_it_serves(monkeypatch):
     assert seen["frozen"] > 10_000
 
 
+def test_serve_shortens_the_gil_switch_interval_while_it_serves_only(monkeypatch):
+    """Workers back from the model waited up to Python's 5 ms for the GIL the event loop kept retaking."""
+    import uvicorn
+
+    from onnxpipe._serve import SWITCH_INTERVAL_S, serve
+
+    seen = {}
+
+    def run(self, sockets=None):
+        seen["interval"] = sys.getswitchinterval()
+        self.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    before = sys.getswitchinterval()
+    assert serve([SST2], port=0) == 0
+    assert seen["interval"] == pytest.approx(SWITCH_INTERVAL_S) and SWITCH_INTERVAL_S < before
+    assert sys.getswitchinterval() == before
+
+
 # -- the CLI without the extra -------------------------------------------------------------------------------
 def test_serve_without_the_extra_names_the_pip_line(monkeypatch, capsys):
     import importlib.util as util

@@ -30,6 +30,12 @@ __all__ = ["create_app", "serve", "configure_logging", "Limits", "ModelSet", "lo
 log = logging.getLogger("onnxpipe.serve")
 FAST_STACK = "pip install httptools uvloop"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# How long a thread that wants the GIL waits before the holder is asked to hand it over (Python's default:
+# 5 ms). The event loop takes and drops the GIL between its callbacks, and retakes it before a woken worker
+# runs, so a worker back from the model (one input: ~0.6 ms on a core) waited up to the whole interval, its
+# core idle. Measured side by side, wrk at 32 connections: the workers' blocked time 5 -> 3 % of the wall
+# clock, and less server CPU per request (three runs: 1905 -> 1815, 1961 -> 1762, 1896 -> 1757 us).
+SWITCH_INTERVAL_S = 0.0005
 _stderr = logging.StreamHandler()  # stderr
 _stderr.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
 
@@ -171,10 +177,13 @@ def serve(
         file=sys.stderr,
         flush=True,
     )
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         server.run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.setswitchinterval(interval)
         sock.close()  # uvicorn closes it on shutdown; not when it failed to start
     return 0 if server.started else 1
 
