@@ -49,10 +49,10 @@ def serve_gated(self, jobs):  # type: ignore[no-untyped-def]
 _serve_alone = _batcher.Batcher._serve_alone
 
 
-def serve_alone_gated(self, job, index):  # type: ignore[no-untyped-def]
+def serve_alone_gated(self, job, index, *args):  # type: ignore[no-untyped-def]
     if index == 0:
         _wait_at_gate()
-    return _serve_alone(self, job, index)
+    return _serve_alone(self, job, index, *args)
 
 
 _clean = _app.clean_texts

@@ -244,7 +244,7 @@ def test_a_close_after_a_whole_error_answer_lingers(head, complete, lingers):
             self.closed = True
 
     transport, lingered = Transport(), []
-    one = _OneWrite(transport, Cycle(), lingered.append)  # type: ignore[arg-type]
+    one = _OneWrite(transport, Cycle(), lingered.append)
     one.write(head + b"content-length: 2\r\n\r\n")
     one.write(b"{}")
     one.close()
@@ -279,7 +279,7 @@ def test_a_lingering_close_drops_what_comes_within_its_bounds(events, aborted):
             self.aborted = True
 
     loop, transport = Loop(), Transport()
-    lingering = _Lingering(transport, loop)  # type: ignore[arg-type]
+    lingering = _Lingering(transport, loop)
     assert loop.delay == LINGER_SECONDS
     for event in events:
         if event == "timer":
@@ -308,6 +308,55 @@ def test_metric_values_are_exact():
     assert samples["onnxpipe_input_tokens_total"] == 1_234_568
     assert samples["onnxpipe_request_duration_seconds_sum"] == 0.123456789
     assert samples["onnxpipe_requests_total"] == 3
+
+
+class _FakeAlonePipe:
+    """A pipeline whose model runs inputs alone on two cores; ``execute_batch`` records how each input ran."""
+
+    class model:  # noqa: N801  # the attributes the batcher reads of a pipeline's model
+        execution, threads = "alone", 2
+
+    def __init__(self):
+        self.calls: list[tuple[str, bool]] = []
+
+    def execute_batch(self, encodings, batch_size=None, max_batch_tokens=None, on_lane=False):
+        from onnxpipe._pipelines._base import Batch
+
+        self.calls.append((encodings[0], on_lane))
+        yield Batch([0], 1, [encodings[0].upper()])
+
+    def gather(self, info, encodings, rows):
+        return rows[0]
+
+
+@pytest.mark.parametrize(
+    "requests, on_lane",
+    [
+        ([["a"]], [False]),  # alone in the queue and on the cores: every core on it, as pipe(text)
+        ([["a", "b", "c", "d"], ["e"]], None),  # answers in each request's order, whichever worker ran them
+    ],
+)
+def test_batcher_answers_inputs_run_alone_by_its_workers(requests, on_lane):
+    import asyncio
+
+    from onnxpipe._serve._batcher import Batcher
+    from onnxpipe._serve._metrics import Metrics
+
+    pipe = _FakeAlonePipe()
+
+    async def ask() -> list:
+        batcher = Batcher(Metrics(), max_batch_tokens=1024, workers=2)
+        batcher.start()
+        try:
+            prepared = [[(None, [x]) for x in texts] for texts in requests]
+            return await asyncio.gather(*(batcher.submit("m", pipe, p, {}) for p in prepared))
+        finally:
+            await batcher.aclose()
+
+    assert asyncio.run(ask()) == [[x.upper() for x in texts] for texts in requests]
+    assert sorted(x for x, _ in pipe.calls) == sorted(x for texts in requests for x in texts)
+    if on_lane is not None:
+        assert [lane for _, lane in pipe.calls] == on_lane
 
 
 def test_health_info_metrics_and_playground(server):

@@ -8,7 +8,8 @@ results in its own order, in one of two ways, by the model's execution:
   one per core, each takes the next queued input and runs it on its own thread (``on_lane=True``, the
   1-thread session). The cores stay busy while requests keep coming: no round waits for its slowest input,
   and no thread sits between the queue and the model (the model's own worker pool would add two hand-offs
-  per input).
+  per input). An input taken while nothing else is queued or running has the cores to itself: it runs on
+  the model's main session, every core on the one input, as ``pipe(text)`` does (the lone client's latency).
 - padded batches: one round at a time takes everything queued for those models and runs the runtime's batch
   planner under the token budget.
 
@@ -113,6 +114,7 @@ class Batcher:
         self._alone: deque[_Job] = deque()  # jobs whose inputs run one by one, on any worker
         self._pending: list[_Job] = []  # jobs for padded batches: the next round's
         self._round_running = False  # one round at a time: its batches use every core already
+        self._running_alone = 0  # inputs the workers are running one by one
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
@@ -188,9 +190,9 @@ class Batcher:
             else:
                 self._serve_alone(*work)
 
-    def _next(self) -> tuple[_Job, int] | list[_Job] | None:
-        """The next work, taken under the lock: an input to run alone, (job, index); a round's jobs; or None
-        once closed with nothing left for this worker."""
+    def _next(self) -> tuple[_Job, int, bool] | list[_Job] | None:
+        """The next work, taken under the lock: an input to run alone, (job, index, whether it is the only
+        one: queued or running); a round's jobs; or None once closed with nothing left for this worker."""
         while True:
             while self._alone:
                 job = self._alone[0]
@@ -202,7 +204,9 @@ class Batcher:
                 job.taken += 1
                 if job.taken == len(job.encodings):
                     self._alone.popleft()
-                return job, index
+                only = not self._alone and self._running_alone == 0
+                self._running_alone += 1
+                return job, index, only
             if self._pending and not self._round_running:
                 self._round_running = True
                 jobs, self._pending = self._pending, []
@@ -211,15 +215,17 @@ class Batcher:
                 return None
             self._cond.wait()
 
-    def _serve_alone(self, job: _Job, index: int) -> None:
-        """Run one input of ``job`` on this worker; the worker that runs its last input gathers and answers it."""
+    def _serve_alone(self, job: _Job, index: int, only: bool) -> None:
+        """Run one input of ``job`` on this worker (``only``: on every core); the worker that runs its last
+        input gathers and answers it."""
         width, rows = 0, None
         try:
-            (batch,) = job.pipe.execute_batch([job.encodings[index]], on_lane=True)
+            (batch,) = job.pipe.execute_batch([job.encodings[index]], on_lane=not only)
             width, rows = batch.width, batch.rows
         except Exception as e:  # a bug here must not end the thread: that request fails, the others go on
             rows = e
         with self._cond:
+            self._running_alone -= 1
             last = not job.done and (isinstance(rows, Exception) or job.remaining == 1)
             if not job.done and not isinstance(rows, Exception):
                 job.rows[index] = rows[0]
