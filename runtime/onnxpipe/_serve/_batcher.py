@@ -9,7 +9,8 @@ results in its own order, in one of two ways, by the model's execution:
   1-thread session). The cores stay busy while requests keep coming: no round waits for its slowest input,
   and no thread sits between the queue and the model (the model's own worker pool would add two hand-offs
   per input). An input taken while nothing else is queued or running has the cores to itself: it runs on
-  the model's main session, every core on the one input, as ``pipe(text)`` does (the lone client's latency).
+  the model's main session, every core on the one input, as ``pipe(text)`` does (the lone client's latency),
+  and the other workers wait for it (their 1-thread runs beside it would share its cores).
 - padded batches: one round at a time takes everything queued for those models and runs the runtime's batch
   planner under the token budget.
 
@@ -115,6 +116,7 @@ class Batcher:
         self._pending: list[_Job] = []  # jobs for padded batches: the next round's
         self._round_running = False  # one round at a time: its batches use every core already
         self._running_alone = 0  # inputs the workers are running one by one
+        self._solo = False  # one of them runs on every core: the other workers wait
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
@@ -194,7 +196,7 @@ class Batcher:
         """The next work, taken under the lock: an input to run alone, (job, index, whether it is the only
         one: queued or running); a round's jobs; or None once closed with nothing left for this worker."""
         while True:
-            while self._alone:
+            while self._alone and not self._solo:
                 job = self._alone[0]
                 if job.done or job.abandoned():  # failed already, or nobody waits: its untaken inputs are dropped
                     self._alone.popleft()
@@ -204,9 +206,9 @@ class Batcher:
                 job.taken += 1
                 if job.taken == len(job.encodings):
                     self._alone.popleft()
-                only = not self._alone and self._running_alone == 0
+                self._solo = not self._alone and self._running_alone == 0
                 self._running_alone += 1
-                return job, index, only
+                return job, index, self._solo
             if self._pending and not self._round_running:
                 self._round_running = True
                 jobs, self._pending = self._pending, []
@@ -226,6 +228,9 @@ class Batcher:
             rows = e
         with self._cond:
             self._running_alone -= 1
+            if only:
+                self._solo = False
+                self._cond.notify_all()  # the workers that waited for the cores
             last = not job.done and (isinstance(rows, Exception) or job.remaining == 1)
             if not job.done and not isinstance(rows, Exception):
                 job.rows[index] = rows[0]
