@@ -31,6 +31,7 @@ ENGINES = [
     "openvino-int8-wo",
     "openvino-int8-static",
     "ctranslate2-int8",
+    "ctranslate2-int8-1thread",
     "transformers-fp32",
 ]
 WORKLOADS = ["seed1", "sst2-b32"]

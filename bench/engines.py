@@ -298,7 +298,8 @@ def load_ctranslate2(spec: Spec, paths: dict[str, Path]) -> Engine:
     except ImportError as e:
         raise Unavailable(f"ctranslate2 not importable: {e}") from e
     folder = _cached(paths["cache"] / f"ct2-{spec.task}-int8")
-    enc = ctranslate2.Encoder(str(folder), device="cpu", compute_type="int8", intra_threads=THREADS)
+    threads = spec.options.get("threads", THREADS)
+    enc = ctranslate2.Encoder(str(folder), device="cpu", compute_type="int8", intra_threads=threads)
     tok = _hf_tokenizer(paths["model"])
     tok.no_padding()
     head = dict(np.load(folder / "head.npz")) if spec.task == "cls" else {}
@@ -320,7 +321,8 @@ def load_ctranslate2(spec: Spec, paths: dict[str, Path]) -> Engine:
                 out.append(_pool(hidden, mask))
         return out if spec.task == "cls" else np.concatenate(out)
 
-    return Engine(predict, {"ctranslate2": ctranslate2.__version__}, "ctranslate2-cpu-int8")
+    versions = {"ctranslate2": ctranslate2.__version__, "intra_threads": str(threads)}
+    return Engine(predict, versions, "ctranslate2-cpu-int8")
 
 
 def load_openvino(spec: Spec, paths: dict[str, Path]) -> Engine:

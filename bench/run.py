@@ -83,6 +83,8 @@ ENGINES = [
     Spec("openvino-onnx-int8", "f", "cls", "int8", "openvino", {"venv": "openvino"}),
     Spec("openvino-onnx-fp32", "f", "cls", "fp32", "openvino", {"venv": "openvino"}),
     Spec("ctranslate2-int8", "f", "cls", "int8", "ctranslate2", {"venv": "ctranslate2"}),
+    # On the 2-core Xeon CTranslate2's batch 1 was 3-8x slower on 2 threads than on 1, so a user would pick 1.
+    Spec("ctranslate2-int8-1thread", "f", "cls", "int8", "ctranslate2", {"venv": "ctranslate2", "threads": 1}),
     Spec("fastembed-int8", "c", "cls", "int8", "fastembed"),  # reported: no classification head
     # sentence embeddings (all-MiniLM-L6-v2 exported for feature extraction)
     Spec("transformers-fp32", "a", "fe", "fp32", "transformers"),
