@@ -33,13 +33,14 @@ def test_the_low_power_profile_reaches_the_session():
     assert [opts.get_session_config_entry(key) for key in SPINNING] == ["0", "0"]
 
 
-def test_the_default_profile_is_what_sessions_had_before():
+def test_the_default_profile_spins_a_bounded_time():
     opts = _options(pipeline("sentiment-analysis"))
     assert opts.intra_op_num_threads == default_threads() and opts.enable_cpu_mem_arena is True
     for key in SPINNING:  # not set: onnxruntime's default, spinning on
         with pytest.raises(Exception, match="does not have configuration"):
             opts.get_session_config_entry(key)
-    assert PROFILES["default"].config == () and PROFILES["default"].threads is None
+    assert opts.get_session_config_entry("session.intra_op.spin_duration_us") == "200"
+    assert PROFILES["default"].threads is None
 
 
 def test_threads_given_override_the_profile():

@@ -52,7 +52,15 @@ class Profile:
 # (max_batch_tokens), and without it onnxruntime's per-run malloc/free left 11-76 MB more resident through the
 # pipeline (glibc keeps the freed heap), so "arena off" is no limit here.
 PROFILES: dict[str, Profile] = {
-    "default": Profile(threads=None, note="one thread per core, spinning threads: lowest latency on a quiet machine"),
+    # Pool threads spin at most 200 us before they sleep (session.intra_op.spin_duration_us): a decode step
+    # runs hundreds of tiny operators, each a fork/join of the pool. Measured side by side on the quiet 2-core
+    # Xeon (bench/results/seq2seq.md): t5-small int8 greedy 1.44-1.45x the tokens/s of onnxruntime's default spin, fp32
+    # 1.16x; minilm-sst2 batch 1 unchanged (p50 1.05 against 1.08 ms).
+    "default": Profile(
+        threads=None,
+        config=(("session.intra_op.spin_duration_us", "200"),),
+        note="one thread per core, threads spinning up to 200 us: lowest latency on a quiet machine",
+    ),
     "low-power": Profile(
         threads=1,
         config=(("session.intra_op.allow_spinning", "0"), ("session.inter_op.allow_spinning", "0")),
@@ -240,7 +248,7 @@ def session_options(threads: int | None = None, profile: str = "default") -> ort
     for key, value in settings.config:
         opts.add_session_config_entry(key, value)
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # The default profile keeps intra-op spinning on (onnxruntime's default), chosen by measurement
+    # The default profile keeps intra-op spinning on (bounded in time: PROFILES), chosen by measurement
     # (bench/session_options.py, int8 minilm-sst2, 2 cores): with the machine lightly loaded, turning it off costs
     # 39 % at batch 1 (p50 1.32 -> 2.17 ms, the pool's wake-up latency); only when other processes oversubscribe
     # the cores (load 6-11) does off win (6.1 -> 2.1 ms). Arena, memory pattern and optimization level changed
