@@ -384,7 +384,8 @@ def worker_ctranslate2(paths: dict[str, Path], ids: list[int], new: int, precisi
 
 
 def session_profile(engine: str) -> str:
-    """The session profile of an onnxpipe engine (see the module docstring); "-spin<N>" registers its own."""
+    """The session profile of an onnxpipe engine (see the module docstring); "-spin<N>" registers its own in
+    onnxpipe's PROFILES, which only the engine's worker process calls this for."""
     suffix = engine.split("-")[2] if engine.count("-") == 2 else ""
     if suffix == "nospin":
         return "low-power"
