@@ -201,8 +201,3 @@ def recipe_named(name: str) -> dict[str, Any]:
 def needs_calibration(recipe: dict[str, Any]) -> bool:
     """Whether ``recipe`` calibrates activation ranges on the task's own sentences (--calibration-data)."""
     return recipe.get("method") == "static"
-
-
-def calibrates(recipe: dict[str, Any]) -> bool:
-    """Whether ``recipe`` fixes activation ranges on sample sentences (--calibration-data or built-in ones)."""
-    return recipe.get("method") in ("static", "fixed-scales")
