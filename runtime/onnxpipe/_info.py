@@ -107,8 +107,8 @@ def _records(manifest: Manifest, out: list[str]) -> None:
                 f"        recipe {r.get('name', '?')}: {r.get('method')} {r.get('weight_type')}, "
                 f"{'per-channel' if r.get('per_channel') else 'per-tensor'}, graph {r.get('graph')}{off}"
             )
-            calib = r.get("calibration_data") or {}
             if r.get("method") == "fixed-scales":
+                calib = r.get("calibration_data") or {}
                 out.append(
                     f"        activation scales fixed by min-max calibration on {calib.get('sentences')} "
                     f"sentences of {calib.get('file')}"
