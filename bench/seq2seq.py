@@ -15,6 +15,8 @@ generation), every one on 2 threads:
 * ``optimum-fp32``: Optimum's ``ORTModelForSeq2SeqLM`` on onnxpipe's own fp32 files (the export's folder is an
   Optimum folder: encoder_model.onnx and decoder_model_merged.onnx), its ``generate``;
 * ``onnxpipe-fp32`` / ``onnxpipe-int8``: onnxpipe's encoder + merged decoder loop (``_seq2seq``, ``_beam``);
+* ``onnxpipe-<precision>-1thread`` (only when named in --engines): the same session on one thread, as
+  CTranslate2's 1-thread row;
 * ``onnxpipe-<precision>-nospin`` / ``-spin<N>`` (only when named in --engines): the same with onnxruntime's
   intra-op threads not spinning (the session profile "low-power" at the same 2 threads), or spinning at most N us
   before they sleep (``session.intra_op.spin_duration_us``, a profile of this bench's). A decode step runs ~470
@@ -334,7 +336,9 @@ def worker_optimum(paths: dict[str, Path], ids: list[int], new: int):
     return _torch_generate(model, ids, new), {"optimum": optimum.version.__version__, "onnxruntime": ort.__version__}
 
 
-def worker_onnxpipe(paths: dict[str, Path], ids: list[int], new: int, precision: str, profile: str = "default"):
+def worker_onnxpipe(
+    paths: dict[str, Path], ids: list[int], new: int, precision: str, profile: str = "default", threads: int = THREADS
+):
     import numpy as np
     import onnxruntime as ort
 
@@ -343,7 +347,7 @@ def worker_onnxpipe(paths: dict[str, Path], ids: list[int], new: int, precision:
     from onnxpipe._seq2seq import Seq2SeqModel, sample_or_greedy
     from onnxpipe._seq2seq_config import merged_config, resolve
 
-    s2s = Seq2SeqModel.load(load_manifest(paths["onnx"]), precision=precision, threads=THREADS, profile=profile)
+    s2s = Seq2SeqModel.load(load_manifest(paths["onnx"]), precision=precision, threads=threads, profile=profile)
     g = s2s.encoder.manifest.generation or {}
     token_ids = {k: g.get(k) for k in ("eos_token_id", "pad_token_id", "decoder_start_token_id", "bos_token_id")}
     x = np.array([ids], dtype=np.int64)
@@ -361,7 +365,7 @@ def worker_onnxpipe(paths: dict[str, Path], ids: list[int], new: int, precision:
 
         return run
 
-    return make, {"onnxruntime": ort.__version__}
+    return make, {"onnxruntime": ort.__version__, "threads": str(threads)}
 
 
 def worker_ctranslate2(paths: dict[str, Path], ids: list[int], new: int, precision: str, threads: int = THREADS):
@@ -391,6 +395,8 @@ def session_profile(engine: str) -> str:
     """The session profile of an onnxpipe engine (see the module docstring); "-spin<N>" registers its own in
     onnxpipe's PROFILES, which only the engine's worker process calls this for."""
     suffix = engine.split("-")[2] if engine.count("-") == 2 else ""
+    if suffix == "1thread":  # one thread: no pool to spin; the default profile's other settings
+        return "default"
     if suffix == "nospin":
         return "low-power"
     if suffix.startswith("spin") and suffix[4:].isdigit():
@@ -399,7 +405,9 @@ def session_profile(engine: str) -> str:
         PROFILES[suffix] = Profile(threads=None, config=(("session.intra_op.spin_duration_us", suffix[4:]),))
         return suffix
     if suffix:
-        raise SystemExit(f"unknown engine {engine!r}: the onnxpipe engines' suffixes are -nospin and -spin<N>")
+        raise SystemExit(
+            f"unknown engine {engine!r}: the onnxpipe engines' suffixes are -1thread, -nospin and -spin<N>"
+        )
     return "default"
 
 
@@ -417,7 +425,9 @@ def worker_engine(args: argparse.Namespace, engine: str) -> None:
     elif engine == "optimum-fp32":
         make, versions = worker_optimum(paths, ids, args.new_tokens)
     elif engine.startswith("onnxpipe-"):
-        make, versions = worker_onnxpipe(paths, ids, args.new_tokens, engine.split("-")[1], session_profile(engine))
+        threads = 1 if engine.endswith("-1thread") else THREADS
+        profile = session_profile(engine)
+        make, versions = worker_onnxpipe(paths, ids, args.new_tokens, engine.split("-")[1], profile, threads)
     elif engine.startswith("ctranslate2-"):
         threads = 1 if engine.endswith("-1thread") else THREADS
         make, versions = worker_ctranslate2(paths, ids, args.new_tokens, engine.split("-")[1], threads)

@@ -20,10 +20,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 pytestmark = pytest.mark.torch  # the bench builds and exports its checkpoint
 
 IN_VENV = ["transformers-fp32", "optimum-fp32", "onnxpipe-fp32", "onnxpipe-int8", "onnxpipe-fp32-nospin"]
-IN_VENV += ["onnxpipe-fp32-spin200"]
+IN_VENV += ["onnxpipe-fp32-spin200", "onnxpipe-fp32-1thread"]
 # These share one worker process (each imports PyTorch; nothing is timed here); onnxpipe-int8 keeps one of its own,
 # so both paths of the bench's worker run.
 SHARED = ["transformers-fp32", "optimum-fp32", "onnxpipe-fp32", "onnxpipe-fp32-nospin", "onnxpipe-fp32-spin200"]
+SHARED += ["onnxpipe-fp32-1thread"]
 NEW_TOKENS = 5
 
 
@@ -67,6 +68,7 @@ def test_seq2seq_bench_smoke(tmp_path, exports_through_cache):
     table = (tmp_path / "seq2seq.md").read_text()
     assert "Random weights" in table and "| onnxpipe-int8 |" in table
     assert report["provenance"]["command"].startswith("python bench/seq2seq.py")
+    assert engines["onnxpipe-fp32-1thread"]["versions"]["threads"] == "1"
 
 
 @pytest.mark.parametrize(
@@ -75,6 +77,7 @@ def test_seq2seq_bench_smoke(tmp_path, exports_through_cache):
         ("onnxpipe-int8", "default", ()),
         ("onnxpipe-int8-nospin", "low-power", (("session.intra_op.allow_spinning", "0"),)),
         ("onnxpipe-fp32-spin200", "spin200", (("session.intra_op.spin_duration_us", "200"),)),
+        ("onnxpipe-int8-1thread", "default", ()),
     ],
 )
 def test_onnxpipe_engine_suffix_picks_the_session_profile(engine, profile, config, monkeypatch):
