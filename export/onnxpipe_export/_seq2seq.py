@@ -3,10 +3,10 @@ aliases summarization, translation).
 
 load -> optimum's ``text2text-generation-with-past`` trace: an encoder graph, a decoder without past (the first
 step: it computes the cross-attention keys and values once per input) and one with past -> the two decoders
-merged into one graph (``use_cache_branch`` picks the branch; their weights are stored once) -> dynamic int8
-(u8 weights) of each decoder *before* merging, because onnxruntime's quantizer does not enter the merged graph's
-If branches -> tokenizer, config, generation config and task prefixes -> validation through the runtime's own
-loop against PyTorch's ``generate`` (_seq2seq_validate) -> manifest -> atomic move into place.
+folded (_fold) and merged into one graph (``use_cache_branch`` picks the branch; their weights are stored once) ->
+dynamic int8 (u8 weights) of each decoder *before* merging, because onnxruntime's quantizer does not enter the
+merged graph's If branches -> tokenizer, config, generation config and task prefixes -> validation through the
+runtime's own loop against PyTorch's ``generate`` (_seq2seq_validate) -> manifest -> atomic move into place.
 
 File names are Optimum's and transformers.js's (``onnx/encoder_model.onnx``, ``onnx/decoder_model_merged.onnx``
 and their ``_quantized`` copies), so the folder also opens there.
@@ -115,21 +115,30 @@ def _merge(decoder: Path, with_past: Path, out: Path) -> None:
 
 
 def _write_graphs(raw: Path, tmp: Path, precisions: list[str], vocab_size: int) -> dict[str, Variant]:
+    from ._fold import fold_constants
     from ._lowbit import quantize_8bit
+    from ._seq2seq_attention import fuse_cached_attention
 
     (tmp / "onnx").mkdir()
     encoder, decoder = FILES["fp32"]
     shutil.copy(raw / "encoder_model.onnx", tmp / encoder)
-    _merge(raw / "decoder_model.onnx", raw / "decoder_with_past_model.onnx", tmp / decoder)
-    variants = {"fp32": Variant(encoder, decoder=decoder)}
+    # Each decoder folded before the merge (_fold: inside the merged graph's If, onnxruntime no longer folds a
+    # branch's shape arithmetic at load time), the cached step's attentions fused (_seq2seq_attention: the step
+    # runs every token, the first one once per input); the int8 variant quantizes the same graphs.
+    first, cached = raw / "decoder_folded.onnx", raw / "decoder_with_past_folded.onnx"
+    fold_constants(raw / "decoder_model.onnx", first)
+    fold_constants(raw / "decoder_with_past_model.onnx", cached)
+    fused = fuse_cached_attention(cached)
+    _merge(first, cached, tmp / decoder)
+    variants = {"fp32": Variant(encoder, decoder=decoder, fused_operators=fused)}
     if "int8" in precisions:
         q_encoder, q_decoder = FILES["int8"]
         settings = {**INT8_SEQ2SEQ, "gather_rows": vocab_size}
         recipe = quantize_8bit(raw / "encoder_model.onnx", tmp / q_encoder, settings)
-        quantize_8bit(raw / "decoder_model.onnx", raw / "decoder_q.onnx", settings)
-        quantize_8bit(raw / "decoder_with_past_model.onnx", raw / "decoder_with_past_q.onnx", settings)
+        quantize_8bit(first, raw / "decoder_q.onnx", settings)
+        quantize_8bit(cached, raw / "decoder_with_past_q.onnx", settings)
         _merge(raw / "decoder_q.onnx", raw / "decoder_with_past_q.onnx", tmp / q_decoder)
-        variants["int8"] = Variant(q_encoder, decoder=q_decoder, recipe=recipe)
+        variants["int8"] = Variant(q_encoder, decoder=q_decoder, recipe=recipe, fused_operators=fused)
     return variants
 
 
