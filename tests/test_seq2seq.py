@@ -149,6 +149,40 @@ def test_export_writes_an_optimum_style_folder_validated_against_generate(arch, 
         assert g["config"]["bad_words_ids"] == [[2]] and g["decoder_start_token_id"] == 2
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_cached_step_runs_one_fused_attention_per_attention(arch, folders, references):
+    """Every self- and cross-attention of the with-past branch is one MultiHeadAttention (the first step's
+    branch stays as traced), and the manifest says how many; token identity with transformers is the tests
+    above, run on these fused graphs."""
+    import onnx
+
+    layers = (
+        references[arch][0].config.decoder_layers if arch != "t5" else references[arch][0].config.num_decoder_layers
+    )
+    manifest = load_manifest(folders[arch])
+    for precision, variant in manifest.variants.items():
+        graph = onnx.load(str(folders[arch] / variant.decoder), load_external_data=False).graph
+        (branch,) = [n for n in graph.node if n.op_type == "If"]
+        counts = {a.name: sum(n.op_type == "MultiHeadAttention" for n in a.g.node) for a in branch.attribute}
+        assert counts == {"then_branch": 2 * layers, "else_branch": 0}, (precision, counts)  # then: use_cache_branch
+        assert variant.fused_operators == {"MultiHeadAttention": 2 * layers}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_folder_tokenizer_loads_in_transformers_as_the_runtime_reads_it(arch, folders):
+    """tokenizer_config.json and special_tokens_map.json are in the folder (transformers.js reads the tokenizer
+    through them), truncating where the manifest says."""
+    from transformers import AutoTokenizer
+
+    folder = folders[arch]
+    theirs = AutoTokenizer.from_pretrained(str(folder))
+    assert theirs.model_max_length == load_manifest(folder).max_length
+    assert "eos_token" in json.loads((folder / "special_tokens_map.json").read_text())
+    ours = pipeline(HEAD, model=folder).tokenizer
+    for text in TEXTS:
+        assert theirs(text)["input_ids"] == list(ours.encode_batch([text])[0].ids), text
+
+
 PIPELINE_CASES = [
     ("t5", "text2text-generation", {}),
     ("t5", "summarization", {}),  # task_specific_params: prefix, 4 beams, no-repeat 3, length penalty 2

@@ -129,11 +129,12 @@ def export_decoder(
         if "int8" in precisions:
             variants["int8"] = Variant(DECODER_FILES["int8"], recipe=quantize_8bit(fp32, tmp / DECODER_FILES["int8"]))
 
-        save_tokenizer_and_configs(ckpt, tmp)
+        cfg = ckpt.config
+        max_length = int(getattr(cfg, "max_position_embeddings", None) or cfg.n_positions)
+        save_tokenizer_and_configs(ckpt, tmp, max_length)
         generation = {**generation_block(ckpt), "graph": graph_info}
         if generation["chat_template"]:
             (tmp / "chat_template.jinja").write_text(ckpt.tokenizer.chat_template, encoding="utf-8")
-        cfg = ckpt.config
         manifest = write_and_place(
             ckpt,
             tmp,
@@ -141,7 +142,7 @@ def export_decoder(
             task="text-generation",
             graph=fp32,
             hidden_size=int(getattr(cfg, "hidden_size", None) or cfg.n_embd),
-            max_length=int(getattr(cfg, "max_position_embeddings", None) or cfg.n_positions),
+            max_length=max_length,
             generation=generation,
             variants=variants,
             revision=revision,

@@ -75,7 +75,8 @@ def max_seq_length(ckpt: Any) -> int | None:
     return value
 
 
-def _tokenizer_files(ckpt: Any, folder: Path, max_length: int) -> None:
+def write_tokenizer_files(ckpt: Any, folder: Path, max_length: int) -> None:
+    """tokenizer_config.json and special_tokens_map.json (see the module docstring); every task's folder."""
     # save_pretrained writes the checkpoint's own settings in the layout every consumer reads; only its
     # tokenizer_config.json and special_tokens_map.json are kept (tokenizer.json is the recipe's, with truncation).
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,7 +132,7 @@ def _sentence_transformers_files(ckpt: Any, folder: Path, modules: list[dict[str
 
 def write_ecosystem_files(ckpt: Any, folder: Path, max_length: int) -> None:
     """Write the tokenizer and sentence-transformers files other consumers read (see the module docstring)."""
-    _tokenizer_files(ckpt, folder, max_length)
+    write_tokenizer_files(ckpt, folder, max_length)
     modules = sentence_transformers_modules(ckpt)
     if modules is not None:
         _sentence_transformers_files(ckpt, folder, modules, max_length)

@@ -13,9 +13,13 @@ from onnxpipe._for_export import FORMAT_VERSION, Manifest, Variant
 from ._output import Target, fsync_tree, place
 
 
-def save_tokenizer_and_configs(ckpt: Any, folder: Path) -> None:
+def save_tokenizer_and_configs(ckpt: Any, folder: Path, max_length: int) -> None:
     """tokenizer.json with no padding and no truncation (the runtime pads its own batches, and checks, cuts or
-    refuses a long input itself), config.json and generation_config.json."""
+    refuses a long input itself), config.json and generation_config.json; and the tokenizer_config.json and
+    special_tokens_map.json without which transformers.js cannot load the folder's tokenizer."""
+    from ._ecosystem import write_tokenizer_files
+
+    write_tokenizer_files(ckpt, folder, max_length)
     backend = ckpt.tokenizer.backend_tokenizer
     backend.no_padding()
     backend.no_truncation()

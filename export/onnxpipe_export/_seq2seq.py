@@ -224,7 +224,7 @@ def export_seq2seq(
         variants = _write_graphs(raw, tmp, precisions, int(ckpt.config.vocab_size))
         shutil.rmtree(raw)
         max_length = _max_length(ckpt)
-        save_tokenizer_and_configs(ckpt, tmp)
+        save_tokenizer_and_configs(ckpt, tmp, max_length)
         generation = generation_block(ckpt, tmp / FILES["fp32"][1])
         manifest = write_and_place(
             ckpt,
