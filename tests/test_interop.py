@@ -92,7 +92,6 @@ def _batch_size(precision: str) -> int:
 
 
 def _run_consumer(consumer: str, folders: dict, tmp: Path) -> dict:
-    where = envs.ensure(consumer)
     jobs = [
         {
             "id": jid,
@@ -105,6 +104,11 @@ def _run_consumer(consumer: str, folders: dict, tmp: Path) -> dict:
         }
         for jid, key, kind, p in JOBS[consumer]
     ]
+    return _run_jobs(consumer, jobs, tmp)
+
+
+def _run_jobs(consumer: str, jobs: list[dict], tmp: Path) -> dict:
+    where = envs.ensure(consumer)
     src, dst = tmp / "in.json", tmp / "out.json"
     src.write_text(json.dumps({"jobs": jobs}), encoding="utf-8")
     if consumer == "transformers.js":
@@ -269,3 +273,36 @@ def test_sts_benchmark_figures_are_recorded_and_shown(folders, capsys):
     assert 0 < int8["batch_invariance"]["min_cosine"] <= int8["batch_invariance"]["mean_cosine"] <= 1 + 1e-9
     assert main(["info", str(folders["minilm"])]) == 0
     assert f"PyTorch {figures['pytorch']:.2f}" in capsys.readouterr().out
+
+
+# Encoder-decoders: transformers.js loads each tiny folder with its Seq2Seq class and generates greedily from the
+# token ids onnxpipe's tokenizer gives (the tests' tiny T5 and Marian tokenizers use an Nmt normalizer that
+# transformers.js does not implement; real T5 and Marian tokenizers do not). Its tokens must be onnxpipe's: the
+# folder's fused decoder (com.microsoft MultiHeadAttention) running in onnxruntime-node, fp32 and int8.
+SEQ2SEQ = [("t5", "fp32"), ("t5", "int8"), ("bart", "fp32"), ("marian", "fp32")]
+SEQ2SEQ_TEXT = "The film was great, and the music even better."
+
+
+@pytest.fixture(scope="module")
+def seq2seq_folders(tiny_export):
+    # the precisions test_seq2seq.py exports, so the test cache serves both
+    return {
+        a: tiny_export(a, "text2text-generation", precisions="int8,fp32" if a == "t5" else "fp32")
+        for a in {"t5", "bart", "marian"}
+    }
+
+
+def test_transformersjs_generates_onnxpipe_tokens_from_encoder_decoder_folders(seq2seq_folders, tmp_path):
+    jobs, want = [], {}
+    for arch, precision in SEQ2SEQ:
+        pipe = onnxpipe.pipeline("text2text-generation", model=seq2seq_folders[arch], precision=precision)
+        ids = [int(i) for i in pipe.tokenizer.encode_batch([SEQ2SEQ_TEXT])[0].ids]
+        out = pipe(SEQ2SEQ_TEXT, max_new_tokens=8, num_beams=1, do_sample=False, return_tensors=True)
+        jid = f"{arch}-{precision}"
+        want[jid] = [int(t) for t in out[0]["generated_token_ids"]]
+        jobs.append({"id": jid, "folder": str(seq2seq_folders[arch]), "kind": "generate", "precision": precision})
+        jobs[-1].update(ids=ids, max_new_tokens=8)
+    got = _run_jobs("transformers.js", jobs, tmp_path)
+    for jid, tokens in want.items():
+        assert "error" not in got[jid], f"transformers.js could not run {jid}:\n{got[jid].get('error')}"
+        assert got[jid]["tokens"] == tokens, jid
