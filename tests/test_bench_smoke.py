@@ -372,11 +372,15 @@ def test_op_callpath_smoke(tmp_path):
     result = json.loads((tmp_path / "op_callpath.json").read_text())
     _check_provenance(result["provenance"], "op_callpath.py", argv)
     parts = result["parts"]["onnxpipe"]
-    assert {"pipe(text)", "session.run", "Python side (stubbed session)"} <= set(parts)
+    in_place = "Python side in a real call (pipe(text) less its session.run)"
+    assert {"pipe(text)", "session.run", "Python side (stubbed session)", in_place} <= set(parts)
     assert all(p["best_us"] > 0 and len(p["rounds_min_us"]) == 1 for p in parts.values())
+    assert parts[in_place]["best_us"] < parts["pipe(text)"]["best_us"]  # the session's time is taken off
     info = result["info"]["onnxpipe"]
     assert info["bit_identical_logits"] and all(info["bit_identical_logits"].values()), info
-    assert "onnxpipe: call - session.run, us" in result["derived"]
+    assert {"onnxpipe: call - session.run, us", "onnxpipe: Python side in a real call / stubbed"} <= set(
+        result["derived"]
+    )
     _check_markdown_header((tmp_path / "op_callpath.md").read_text(), result["provenance"])
 
 
