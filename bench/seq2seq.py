@@ -109,11 +109,25 @@ def build_checkpoint(model: str, folder: Path) -> Path:
     return save_random(folder, "AutoModelForSeq2SeqLM", arch, kw, SEED, _tiny._seq2seq_tokenizer(arch))
 
 
+def export_code() -> str:
+    """A digest of the export's code (export/ and the runtime's side of the contract): a cached folder that an
+    older export wrote is exported again, not measured as if it were the current one."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted([*(ROOT / "export").rglob("*.py"), ROOT / "runtime" / "onnxpipe" / "_for_export.py"]):
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def export_folder(ckpt: Path, folder: Path) -> Path:
-    if not (folder / "manifest.json").is_file():
+    stamp, code = folder.parent / f"{folder.name}.export-code", export_code()
+    current = (folder / "manifest.json").is_file() and stamp.is_file() and stamp.read_text() == code
+    if not current:
         from onnxpipe_export import export
 
-        export(ckpt, task="text2text-generation", out=folder, precisions="fp32,int8", progress=False)
+        export(ckpt, task="text2text-generation", out=folder, precisions="fp32,int8", progress=False, force=True)
+        stamp.write_text(code)
     return folder
 
 

@@ -97,3 +97,24 @@ def test_an_unknown_engine_suffix_is_refused(engine):
 
     with pytest.raises(SystemExit, match="suffixes"):
         seq2seq.session_profile(engine)
+
+
+def test_a_cached_folder_of_older_export_code_is_exported_again(tmp_path, monkeypatch):
+    import onnxpipe_export
+    import seq2seq
+
+    calls = []
+
+    def export(ckpt, task, out, precisions, progress, force):  # the bench's call, recorded
+        calls.append(out)
+        Path(out).mkdir(exist_ok=True)
+        (Path(out) / "manifest.json").write_text("{}")
+
+    monkeypatch.setattr(onnxpipe_export, "export", export)
+    folder = tmp_path / "model-onnx"
+    for _ in range(2):
+        seq2seq.export_folder(tmp_path / "ckpt", folder)
+    assert len(calls) == 1  # the second call found it current
+    (tmp_path / "model-onnx.export-code").write_text("an older export")
+    seq2seq.export_folder(tmp_path / "ckpt", folder)
+    assert len(calls) == 2
