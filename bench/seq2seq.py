@@ -210,6 +210,8 @@ def floor_graph(weights: list[tuple[str, str, list[int], int, dict]]):
             np_type = helper.tensor_dtype_to_np_dtype(dtype)
             if dtype == TensorProto.FLOAT:  # scaled so activations keep their size down the chain (no denormals)
                 values = (rng.standard_normal((k, n), dtype=np.float32) / np.float32(np.sqrt(k))).astype(np_type)
+            elif dtype == TensorProto.INT8:  # 7-bit, as the int8 recipe writes them
+                values = rng.integers(-64, 64, (k, n)).astype(np_type)
             else:
                 values = rng.integers(0, 256, (k, n)).astype(np_type)
             inits.append(numpy_helper.from_array(values, w))
@@ -220,9 +222,12 @@ def floor_graph(weights: list[tuple[str, str, list[int], int, dict]]):
         if op == "MatMulNBits":
             nodes.append(helper.make_node(op, [cur, w, w + "s"], [y], domain="com.microsoft", **attrs))
         elif op == "MatMulInteger":
-            zero = numpy_helper.from_array(np.array(128, dtype=helper.tensor_dtype_to_np_dtype(dtype)), w + "z")
-            # uniform u8 around 128 has a spread of ~74: this scale keeps activations their size, as in fp32
-            inits += [zero, numpy_helper.from_array(np.array(1 / (74 * np.sqrt(k)), dtype=np.float32), w + "s")]
+            # uniform u8 around 128 has a spread of ~74, uniform 7-bit s8 around 0 of ~37: these scales keep
+            # activations their size, as in fp32
+            signed = dtype == TensorProto.INT8
+            zero = numpy_helper.from_array(np.array(0 if signed else 128, dtype=np_type), w + "z")
+            spread = 37 if signed else 74
+            inits += [zero, numpy_helper.from_array(np.array(1 / (spread * np.sqrt(k)), dtype=np.float32), w + "s")]
             nodes += [
                 helper.make_node("DynamicQuantizeLinear", [cur], [f"q{i}", f"q{i}s", f"q{i}z"]),
                 helper.make_node(op, [f"q{i}", w, f"q{i}z", w + "z"], [f"i{i}"]),

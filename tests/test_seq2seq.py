@@ -25,7 +25,7 @@ pytestmark = pytest.mark.torch  # the folders are exported in this session
 
 ARCHS = ["t5", "bart", "marian"]
 HEAD = "text2text-generation"
-# The int8 variant is made by architecture-independent code (_seq2seq._write_graphs: the same dynamic u8 quantizer
+# The int8 variant is made by architecture-independent code (_seq2seq._write_graphs: the same dynamic int8 quantizer
 # on the encoder and each decoder, then the same merge; validated by the same loop as fp32), so one architecture
 # carries it here: T5, the one the serve tests ask for int8 too. The others export fp32 only (a third less work).
 INT8_ARCHS = ("t5",)
@@ -244,7 +244,8 @@ def test_int8_stores_the_token_embedding_in_u8_and_other_tables_in_fp32(folders,
     assert "Gather" in variant.recipe["op_types"] and variant.recipe["gather_rows"] == vocab
     model = onnx.load(str(manifest.folder / getattr(variant, graph)))
     tables = {(dtype, rows == vocab) for _, dtype, rows in _gather_tables(model.graph)}
-    # the embedding as u8; T5's relative-position buckets (a few rows) as fp32
+    # the embedding as u8 (the quantizer's Gather tables are u8 whatever the weights' type); T5's relative-position
+    # buckets (a few rows) as fp32
     assert tables == {(onnx.TensorProto.UINT8, True), (onnx.TensorProto.FLOAT, False)}
 
 

@@ -9,8 +9,9 @@ so a row's result never depends on the other rows of its batch. It is written he
 with onnxruntime's MatMulNBitsQuantizer because that module imports ``onnx_ir``, one more export dependency for
 ~40 lines of packing.
 
-int8: onnxruntime's dynamic quantizer with u8 weights: on AVX2-only CPUs (no VNNI) the u8 x s8 kernel saturates its
-16-bit pair sums (docs/performance.md, "INT8 and the CPU"), u8 x u8 does not.
+int8: onnxruntime's dynamic quantizer with u8 weights (``INT8``): on AVX2-only CPUs (no VNNI) the u8 x s8 kernel
+saturates its 16-bit pair sums on full-range s8 weights (docs/performance.md, "INT8 and the CPU"), u8 x u8 does not;
+7-bit s8 weights (``reduce_range``) do not either, and run onnxruntime's faster u8 x s8 kernels.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def quantize_8bit(source: Path, out: Path, settings: dict[str, Any] = INT8) -> d
             str(out),
             weight_type=QuantType[settings["weight_type"]],
             per_channel=settings["per_channel"],
+            reduce_range=bool(settings.get("reduce_range", False)),
             op_types_to_quantize=list(settings["op_types"]),
             nodes_to_exclude=(
                 _other_gathers(source, int(settings["gather_rows"])) if "Gather" in settings["op_types"] else None

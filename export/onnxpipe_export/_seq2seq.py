@@ -4,9 +4,10 @@ aliases summarization, translation).
 load -> optimum's ``text2text-generation-with-past`` trace: an encoder graph, a decoder without past (the first
 step: it computes the cross-attention keys and values once per input) and one with past -> the two decoders
 folded (_fold) and merged into one graph (``use_cache_branch`` picks the branch; their weights are stored once) ->
-dynamic int8 (u8 weights) of each decoder *before* merging, because onnxruntime's quantizer does not enter the
-merged graph's If branches -> tokenizer, config, generation config and task prefixes -> validation through the
-runtime's own loop against PyTorch's ``generate`` (_seq2seq_validate) -> manifest -> atomic move into place.
+dynamic int8 (7-bit s8 weights, per channel) of each decoder *before* merging, because onnxruntime's quantizer
+does not enter the merged graph's If branches -> tokenizer, config, generation config and task prefixes ->
+validation through the runtime's own loop against PyTorch's ``generate`` (_seq2seq_validate) -> manifest ->
+atomic move into place.
 
 File names are Optimum's and transformers.js's (``onnx/encoder_model.onnx``, ``onnx/decoder_model_merged.onnx``
 and their ``_quantized`` copies), so the folder also opens there.
@@ -33,14 +34,20 @@ FILES = {
 }
 ENCODER_DEFAULT = ("int8", "fp32", "fp16")  # what the CLI passes when --precision is not given
 DEFAULT = ("int8", "fp32")
-# The int8 variant also stores the token embedding's Gather table as u8 (per tensor, dequantized after the
-# Gather): each graph holds its own copy of the vocabulary x d_model table, which in fp32 was most of the int8
-# folder's weights and of its memory (bench/results/seq2seq.md). Other tables (T5's relative-position buckets,
-# BART's learned positions) stay fp32: only tables of the vocabulary's row count are quantized.
+# 7-bit s8 weights, one scale per output channel: onnxruntime runs them on its u8 x s8 kernels (VNNI's dot
+# product), which no CPU saturates at 7 bits (the encoders' default recipes do the same); u8 weights ran its
+# slower u8 x u8 kernels, which left the int8 encoder no faster than fp32 (bench/results/seq2seq.md). Per channel
+# makes up for the bit the 7-bit range gives away.
+# The int8 variant also stores the token embedding's Gather table as u8 (the quantizer writes Gather tables as u8
+# whatever the weights' type; dequantized after the Gather): each graph holds its own copy of the vocabulary x
+# d_model table, which in fp32 was most of the int8 folder's weights and of its memory. Other tables (T5's
+# relative-position buckets, BART's learned positions) stay fp32: only tables of the vocabulary's row count are
+# quantized.
 INT8_SEQ2SEQ = {
     "method": "dynamic",
-    "weight_type": "QUInt8",
-    "per_channel": False,
+    "weight_type": "QInt8",
+    "per_channel": True,
+    "reduce_range": True,
     "op_types": ["MatMul", "Gemm", "Gather"],
 }
 # Generation settings the runtime's loop implements; a checkpoint whose generation config sets another one
@@ -79,8 +86,8 @@ def seq2seq_precisions(precisions: Any) -> list[str]:
     if bad or not precisions:
         raise ExportError(
             f"precision(s) {bad or precisions} are not made for {SEQ2SEQ_TASK}; choose from {sorted(FILES)} "
-            "(int8: dynamic, u8 weights, on every MatMul and the token embedding of the encoder and both decoder "
-            "branches)"
+            "(int8: dynamic, 7-bit s8 weights per channel, on every MatMul and the token embedding of the encoder and "
+            "both decoder branches)"
         )
     return list(dict.fromkeys(precisions))
 
