@@ -127,8 +127,9 @@ def _other_gathers(source: Path, rows: int) -> list[str]:
 
 
 def quantize_8bit(source: Path, out: Path, settings: dict[str, Any] = INT8) -> dict[str, Any]:
-    """Dynamic int8 of ``source`` with ``settings`` (INT8's keys; with "Gather" in op_types, ``gather_rows``: only
-    tables of that many rows are quantized); return the recipe."""
+    """Dynamic int8 of ``source`` with ``settings`` (INT8's keys, ``reduce_range`` optional; with "Gather" in
+    op_types, ``gather_rows`` if given: only tables of that many rows are quantized); return the recipe. The one
+    call of onnxruntime's dynamic quantizer, for the encoders' dynamic recipes as for the generative exports."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
@@ -142,9 +143,9 @@ def quantize_8bit(source: Path, out: Path, settings: dict[str, Any] = INT8) -> d
             per_channel=settings["per_channel"],
             reduce_range=bool(settings.get("reduce_range", False)),
             op_types_to_quantize=list(settings["op_types"]),
-            nodes_to_exclude=(
-                _other_gathers(source, int(settings["gather_rows"])) if "Gather" in settings["op_types"] else None
-            ),
+            nodes_to_exclude=_other_gathers(source, int(settings["gather_rows"]))
+            if "gather_rows" in settings
+            else None,
             # onnx's shape inference stops at com.microsoft operators (the fused decoder's attention): the
             # tensors after them are float, which is what the quantizer would otherwise fail to infer
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},

@@ -8,12 +8,10 @@ on minilm-sst2 per-tensor quantization loses 1.6-1.8 points of SST-2 dev accurac
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import onnx
-from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.onnx_model import OnnxModel
 from onnxruntime.transformers.optimizer import optimize_model
 
@@ -95,7 +93,9 @@ def quantize_int8(
 
         made = quantize_static_int8(source, out, recipe, calibration)
     else:
-        made = _quantize_dynamic(source, out, recipe)
+        from ._lowbit import quantize_8bit
+
+        made = quantize_8bit(source, out, recipe)
     if recipe.get("residual_add_as_sum"):
         residual_add_as_sum(out)
     if recipe.get("method") == "fixed-scales":  # after the Sum rewrite, which reads the bias Adds it fuses away
@@ -105,28 +105,6 @@ def quantize_int8(
             raise ExportError(f"int8 recipe {recipe.get('name', 'fixed-scales')!r} needs calibration sentences")
         made = fix_activation_scales(out, made, calibration)
     return made
-
-
-def _quantize_dynamic(source: Path, out: Path, recipe: dict[str, Any]) -> dict[str, Any]:
-    root = logging.getLogger()
-    level = root.level
-    # The quantizer logs "consider pre-processing" on the root logger on every call; that advice is for static
-    # quantization of CNNs (shape inference for calibration) and does not apply to this dynamic recipe.
-    root.setLevel(max(level, logging.ERROR))
-    try:
-        quantize_dynamic(
-            str(source),
-            str(out),
-            weight_type=QuantType[recipe["weight_type"]],
-            per_channel=recipe["per_channel"],
-            reduce_range=recipe["reduce_range"],
-            op_types_to_quantize=list(recipe["op_types"]),
-            # The fused graph carries contrib ops without type info; without this the quantizer cannot infer types.
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
-    finally:
-        root.setLevel(level)
-    return recipe
 
 
 def residual_add_as_sum(path: Path) -> int:
