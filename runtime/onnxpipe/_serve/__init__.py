@@ -3,7 +3,7 @@
 Needs the serve extra (``pip install 'onnxpipe[serve]'``: starlette and uvicorn); ``import onnxpipe`` never
 imports this package. Modules: ``_app`` (routes and the admission guard), ``_protocol`` (uvicorn's httptools
 protocol asking the guard as headers complete), ``_endpoints`` (request and response shapes as data),
-``_batcher`` (queue and inference thread), ``_models`` (folders by name), ``_token_ids`` (token ids as
+``_batcher`` (queue and worker threads), ``_models`` (folders by name), ``_token_ids`` (token ids as
 input), ``_limits``, ``_metrics`` (Prometheus text), ``playground.html`` (the page at ``/``).
 """
 

@@ -1,7 +1,7 @@
 """Prometheus metrics: plain counts kept on the event loop, written out by ``prometheus_client`` (the serve extra).
 
 The names are those of the hand-written exposition before it, so dashboards keep working; values are exact
-(``1234567`` reads back as 1234567). Every update happens on the event loop (the inference thread hands its
+(``1234567`` reads back as 1234567). Every update happens on the event loop (the worker threads hand their
 figures over with ``call_soon_threadsafe``), so an update is a dict lookup and an addition, where
 prometheus_client's own metric objects take a lock and check their state on every call (ten updates per
 request). A scrape turns the counts into metric families for ``generate_latest``, the same exposition.
