@@ -446,16 +446,15 @@ def worker(args: argparse.Namespace) -> None:
 def worker_engine(args: argparse.Namespace, engine: str) -> None:
     paths = _paths(args.model, Path(args.cache))
     ids = encoder_ids(args.encoder_tokens)
+    threads = 1 if engine.endswith("-1thread") else THREADS  # onnxpipe's and CTranslate2's 1-thread rows
     if engine == "transformers-fp32":
         make, versions = worker_transformers(paths, ids, args.new_tokens)
     elif engine == "optimum-fp32":
         make, versions = worker_optimum(paths, ids, args.new_tokens)
     elif engine.startswith("onnxpipe-"):
-        threads = 1 if engine.endswith("-1thread") else THREADS
         profile = session_profile(engine)
         make, versions = worker_onnxpipe(paths, ids, args.new_tokens, engine.split("-")[1], profile, threads)
     elif engine.startswith("ctranslate2-"):
-        threads = 1 if engine.endswith("-1thread") else THREADS
         make, versions = worker_ctranslate2(paths, ids, args.new_tokens, engine.split("-")[1], threads)
     else:
         raise SystemExit(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
